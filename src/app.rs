@@ -1,0 +1,121 @@
+//! Start-up: the secret key, the store, the first user, and `run`, which
+//! serves on listeners bound by the caller until a shutdown future fires.
+
+use std::future::Future;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+
+use crate::config::{Config, SecretSource};
+use crate::http::{self, AppState};
+use crate::model::{Name, TokenScope};
+use crate::store::{self, SecretCipher, Store, UserSpec};
+
+/// Name of the staff user created on first start.
+pub const FIRST_USER: &str = "admin";
+
+/// Reads the passphrase, creating a random key file on first use.
+pub fn load_secret(source: &SecretSource) -> anyhow::Result<String> {
+    match source {
+        SecretSource::Key(k) => Ok(k.clone()),
+        SecretSource::File(path) => {
+            if !path.exists() {
+                create_key_file(path)?;
+            }
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read secret key file {}", path.display()))?;
+            let key = text.trim().to_string();
+            if key.len() < 16 {
+                bail!(
+                    "secret key file {} holds fewer than 16 characters",
+                    path.display()
+                );
+            }
+            Ok(key)
+        }
+    }
+}
+
+/// Writes a new random passphrase to `path` with mode 0600.
+pub fn create_key_file(path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let key = store::cipher::random_passphrase()?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create secret key file {}", path.display()))?;
+    writeln!(file, "{key}")?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Opens the configured store (applying migrations) with the secret key.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let passphrase = load_secret(&config.secret)?;
+    let cipher = SecretCipher::from_passphrase(&passphrase);
+    store::open(&config.database, cipher).await.map_err(|e| match e {
+        store::StoreError::Cipher(store::CipherError::WrongKey) => anyhow::anyhow!(
+            "the configured secret key ({:?}) is not the one this database's BMC passwords were encrypted with; \
+             restore the old key, or run `bootloader rotate-secret` with the old key configured",
+            config.secret
+        ),
+        other => anyhow::anyhow!("cannot open the store ({:?}): {other}", config.database),
+    })
+}
+
+/// On a store without users, creates the staff user `admin` and returns its
+/// new token, to be printed once.
+pub async fn bootstrap_first_user(store: &dyn Store) -> anyhow::Result<Option<String>> {
+    if store.count_users().await? > 0 {
+        return Ok(None);
+    }
+    let name: Name = FIRST_USER.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    store
+        .create_user(UserSpec {
+            name: name.clone(),
+            email: String::new(),
+            is_staff: true,
+        })
+        .await?;
+    let (secret, _) = http::api::users::issue_token(
+        store,
+        &name,
+        Some(TokenScope::Write),
+        "created on first start",
+        None,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot create the first token: {e}"))?;
+    Ok(Some(secret.expose().to_string()))
+}
+
+/// Serves until `shutdown` resolves. The listener is bound by the caller, so
+/// tests can pass `127.0.0.1:0` and start-up errors surface before serving.
+pub async fn run(
+    config: &Config,
+    store: Arc<dyn Store>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = AppState {
+        store,
+        default_page_size: config.default_page_size,
+        max_page_size: config.max_page_size,
+    };
+    http::serve(listener, http::router(state), shutdown)
+        .await
+        .context("HTTP server failed")
+}

@@ -1,0 +1,100 @@
+//! The TOML file as written: every section and key optional, unknown keys
+//! rejected by name. `super::load` layers this over defaults and under the
+//! environment and command line.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub http: HttpSection,
+    #[serde(default)]
+    pub database: DatabaseSection,
+    #[serde(default)]
+    pub tls: TlsSection,
+    #[serde(default)]
+    pub broker: BrokerSection,
+    #[serde(default)]
+    pub ui: UiSection,
+    #[serde(default)]
+    pub slack: SlackSection,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
+    pub api: ApiSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub url: Option<String>,
+    pub data_dir: Option<String>,
+    pub secret_key: Option<String>,
+    pub secret_key_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    pub url: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub name: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub max_connections: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub enable: Option<bool>,
+    pub certificate: Option<String>,
+    pub key: Option<String>,
+    pub certificate_file: Option<String>,
+    pub key_file: Option<String>,
+    pub set_redirect: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSection {
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiSection {
+    pub default_theme: Option<String>,
+    pub gravatar_proxy: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSection {
+    pub hook_url: Option<String>,
+    pub channel: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    pub default_page_size: Option<u32>,
+    pub max_page_size: Option<u32>,
+}

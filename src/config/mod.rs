@@ -1,0 +1,896 @@
+//! Configuration: the TOML file (`file.rs`, mirrors the file), layered as
+//! default < file < environment < command line into a validated [`Config`]
+//! that remembers where each value came from (`bootloader check-config`).
+
+mod file;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+pub use file::FileConfig;
+
+/// Where the shipped packages put the config file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/bootloader/bootloader.toml";
+const DEFAULT_DATA_DIR: &str = "./bootloader-data";
+const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+}
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File(PathBuf),
+    Env(&'static str),
+    Cli(&'static str),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(p) => write!(f, "file {}", p.display()),
+            Source::Env(var) => write!(f, "env {var}"),
+            Source::Cli(flag) => write!(f, "flag {flag}"),
+        }
+    }
+}
+
+/// One line of `check-config`: a key, its value (secrets redacted) and source.
+#[derive(Debug, Clone)]
+pub struct Setting {
+    pub key: &'static str,
+    pub value: String,
+    pub source: Source,
+}
+
+/// Values given on the command line; they win over everything else.
+#[derive(Debug, Default, Clone)]
+pub struct CliOverrides {
+    pub data_dir: Option<PathBuf>,
+    pub http_listen: Option<SocketAddr>,
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("{s:?} is not a log format (text or json)")),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
+}
+
+/// Which database backs the store.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseConfig {
+    /// Embedded SQLite file (the zero-set-up default).
+    Sqlite { path: PathBuf },
+    Postgres {
+        target: PostgresTarget,
+        max_connections: u32,
+    },
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub enum PostgresTarget {
+    Url(String),
+    Parts {
+        host: String,
+        port: u16,
+        name: String,
+        user: String,
+        password: Option<String>,
+    },
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite { path } => write!(f, "sqlite {}", path.display()),
+            Self::Postgres {
+                target: PostgresTarget::Url(url),
+                ..
+            } => write!(f, "postgres {}", redact_url(url)),
+            Self::Postgres {
+                target:
+                    PostgresTarget::Parts {
+                        host,
+                        port,
+                        name,
+                        user,
+                        ..
+                    },
+                ..
+            } => write!(f, "postgres {user}@{host}:{port}/{name}"),
+        }
+    }
+}
+
+/// Where the key that encrypts BMC passwords comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// SECRET_KEY / server.secret_key: a passphrase the key is derived from.
+    Key(String),
+    /// A file holding the passphrase (created with a random one if missing).
+    File(PathBuf),
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Key(_) => f.write_str("Key(<redacted>)"),
+            Self::File(p) => write!(f, "File({})", p.display()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct TlsConfig {
+    pub enable: bool,
+    pub certificate: Option<String>,
+    pub key_present: bool,
+    pub certificate_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub set_redirect: bool,
+}
+
+/// The validated, effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// Base URL machines and installers use to reach us (BOOTLOADER_URL).
+    pub public_url: String,
+    pub http_listen: SocketAddr,
+    pub database: DatabaseConfig,
+    pub secret: SecretSource,
+    pub tls: TlsConfig,
+    pub broker_url: Option<String>,
+    pub default_theme: Option<String>,
+    pub gravatar_proxy: bool,
+    pub slack_hook_url: Option<String>,
+    pub slack_channel: Option<String>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub default_page_size: u32,
+    pub max_page_size: u32,
+    /// The file that was read, if any.
+    pub file: Option<PathBuf>,
+    /// Every setting with its source, for `check-config`.
+    pub settings: Vec<Setting>,
+}
+
+impl Config {
+    /// Settings given but not used by any part of this build yet; `serve`
+    /// warns about each so that nobody believes they took effect.
+    pub fn inert_settings(&self) -> Vec<&'static str> {
+        let mut inert = Vec::new();
+        if self.broker_url.is_some() {
+            inert.push(
+                "broker.url (events are stored in the outbox; the RabbitMQ relay is not built yet)",
+            );
+        }
+        if self.slack_hook_url.is_some() || self.slack_channel.is_some() {
+            inert.push("slack.* (notifications are not built yet)");
+        }
+        if self.default_theme.is_some() || self.gravatar_proxy {
+            inert.push("ui.* (the web UI is not built yet)");
+        }
+        inert
+    }
+}
+
+/// Reads the environment through a function so tests can pass a map.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Loads the configuration. `path` is the `--config` flag: when it is given
+/// the file must exist; when it is not, [`DEFAULT_CONFIG_PATH`] is read if it
+/// exists and otherwise the zero-config defaults apply.
+pub fn load(
+    path: Option<&Path>,
+    env: EnvLookup<'_>,
+    cli: &CliOverrides,
+) -> Result<Config, ConfigError> {
+    let (file, file_path) = match path {
+        Some(p) => (read_file(p)?, Some(p.to_path_buf())),
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+            let p = Path::new(DEFAULT_CONFIG_PATH);
+            (read_file(p)?, Some(p.to_path_buf()))
+        }
+        None => (FileConfig::default(), None),
+    };
+    resolve(file, file_path, env, cli)
+}
+
+/// Parses a config file's text; errors name the bad key.
+pub fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim().to_string(),
+    })
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_file(&text, path)
+}
+
+/// Layers one value at a time and records its source.
+struct Resolver<'a> {
+    env: EnvLookup<'a>,
+    file_path: Option<PathBuf>,
+    settings: Vec<Setting>,
+    errors: Vec<String>,
+}
+
+/// How a value is read from an environment variable.
+trait EnvValue: Sized + Clone + fmt::Display {
+    fn from_env(s: &str) -> Result<Self, String>;
+}
+
+impl EnvValue for String {
+    fn from_env(s: &str) -> Result<Self, String> {
+        Ok(s.to_string())
+    }
+}
+
+impl EnvValue for bool {
+    fn from_env(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" | "" => Ok(false),
+            _ => Err(format!("{s:?} is not a boolean (true/false, yes/no, 1/0)")),
+        }
+    }
+}
+
+macro_rules! env_value_from_str {
+    ($($t:ty),*) => {$(
+        impl EnvValue for $t {
+            fn from_env(s: &str) -> Result<Self, String> {
+                s.trim().parse().map_err(|e| format!("{s:?}: {e}"))
+            }
+        }
+    )*};
+}
+env_value_from_str!(u16, u32);
+
+#[derive(Clone, Copy)]
+enum Secrecy {
+    Plain,
+    Secret,
+    /// A URL whose password part is hidden.
+    Url,
+}
+
+impl Resolver<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn pick<T: EnvValue>(
+        &mut self,
+        key: &'static str,
+        cli: Option<(T, &'static str)>,
+        envs: &[&'static str],
+        file: Option<T>,
+        default: Option<T>,
+        secrecy: Secrecy,
+    ) -> Option<T> {
+        let mut chosen: Option<(T, Source)> = None;
+        if let Some((v, flag)) = cli {
+            chosen = Some((v, Source::Cli(flag)));
+        }
+        if chosen.is_none() {
+            for var in envs {
+                if let Some(raw) = (self.env)(var) {
+                    match T::from_env(&raw) {
+                        Ok(v) => chosen = Some((v, Source::Env(var))),
+                        Err(e) => self.errors.push(format!("{key} (from env {var}): {e}")),
+                    }
+                    break;
+                }
+            }
+        }
+        if chosen.is_none()
+            && let Some(v) = file
+        {
+            let path = self.file_path.clone().unwrap_or_default();
+            chosen = Some((v, Source::File(path)));
+        }
+        if chosen.is_none()
+            && let Some(v) = default
+        {
+            chosen = Some((v, Source::Default));
+        }
+        let (value, source) = match chosen {
+            Some((v, s)) => (Some(v), s),
+            None => (None, Source::Default),
+        };
+        let shown = match (&value, secrecy) {
+            (None, _) => "(unset)".to_string(),
+            (Some(_), Secrecy::Secret) => "<redacted>".to_string(),
+            (Some(v), Secrecy::Url) => redact_url(&v.to_string()),
+            (Some(v), Secrecy::Plain) => v.to_string(),
+        };
+        self.settings.push(Setting {
+            key,
+            value: shown,
+            source,
+        });
+        value
+    }
+}
+
+/// Hides the password of `scheme://user:password@host/...`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:<redacted>@{host}{tail}")
+            } else {
+                url.to_string()
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+fn resolve(
+    file: FileConfig,
+    file_path: Option<PathBuf>,
+    env: EnvLookup<'_>,
+    cli: &CliOverrides,
+) -> Result<Config, ConfigError> {
+    use Secrecy::*;
+    let mut r = Resolver {
+        env,
+        file_path: file_path.clone(),
+        settings: Vec::new(),
+        errors: Vec::new(),
+    };
+    let f = file;
+
+    let data_dir = r
+        .pick(
+            "server.data_dir",
+            cli.data_dir
+                .as_ref()
+                .map(|p| (p.display().to_string(), "--data-dir")),
+            &["BOOTLOADER_DATA_DIR"],
+            f.server.data_dir,
+            Some(DEFAULT_DATA_DIR.to_string()),
+            Plain,
+        )
+        .unwrap_or_default();
+    let data_dir = PathBuf::from(data_dir);
+
+    let listen_raw = r
+        .pick(
+            "http.listen",
+            cli.http_listen.map(|a| (a.to_string(), "--http-listen")),
+            &["BOOTLOADER_HTTP_LISTEN"],
+            f.http.listen,
+            Some(DEFAULT_HTTP_LISTEN.to_string()),
+            Plain,
+        )
+        .unwrap_or_default();
+    let http_listen = match listen_raw.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            r.errors.push(format!(
+                "http.listen: {listen_raw:?} is not an address:port such as 127.0.0.1:8080"
+            ));
+            None
+        }
+    };
+
+    let url = r.pick(
+        "server.url",
+        None,
+        &["BOOTLOADER_URL"],
+        f.server.url,
+        None,
+        Plain,
+    );
+    let public_url = match (url, http_listen) {
+        (Some(u), _) => {
+            let u = u.trim_end_matches('/').to_string();
+            if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() < 10 {
+                r.errors.push(format!(
+                    "server.url: {u:?} must be an absolute http:// or https:// URL"
+                ));
+            }
+            u
+        }
+        (None, Some(a)) if a.ip().is_unspecified() => {
+            r.errors.push(format!(
+                "server.url (BOOTLOADER_URL) must be set when http.listen is the wildcard address {a}: machines need an address they can reach"
+            ));
+            String::new()
+        }
+        (None, Some(a)) => format!("http://{a}"),
+        (None, None) => String::new(),
+    };
+
+    let secret_key = r.pick(
+        "server.secret_key",
+        None,
+        &["SECRET_KEY", "BOOTLOADER_SECRET_KEY"],
+        f.server.secret_key,
+        None,
+        Secret,
+    );
+    let secret_key_file = r.pick(
+        "server.secret_key_file",
+        None,
+        &["BOOTLOADER_SECRET_KEY_FILE"],
+        f.server.secret_key_file,
+        None,
+        Plain,
+    );
+    let secret = match (secret_key, secret_key_file) {
+        (Some(_), Some(_)) => {
+            r.errors.push(
+                "server.secret_key and server.secret_key_file are both set; keep one".to_string(),
+            );
+            SecretSource::File(PathBuf::new())
+        }
+        (Some(k), None) if k.len() < 16 => {
+            r.errors
+                .push("server.secret_key (SECRET_KEY) must be at least 16 characters".to_string());
+            SecretSource::Key(k)
+        }
+        (Some(k), None) => SecretSource::Key(k),
+        (None, Some(p)) => SecretSource::File(PathBuf::from(p)),
+        (None, None) => SecretSource::File(data_dir.join("secret.key")),
+    };
+
+    let db_url = r.pick(
+        "database.url",
+        None,
+        &["DATABASE_URL"],
+        f.database.url,
+        None,
+        Url,
+    );
+    let db_host = r.pick(
+        "database.host",
+        None,
+        &["DB_HOST"],
+        f.database.host,
+        None,
+        Plain,
+    );
+    let db_port = r.pick(
+        "database.port",
+        None,
+        &["DB_PORT"],
+        f.database.port,
+        Some(5432),
+        Plain,
+    );
+    let db_name = r.pick(
+        "database.name",
+        None,
+        &["DB_NAME"],
+        f.database.name,
+        Some("bootloader".to_string()),
+        Plain,
+    );
+    let db_user = r.pick(
+        "database.user",
+        None,
+        &["DB_USER"],
+        f.database.user,
+        Some("bootloader".to_string()),
+        Plain,
+    );
+    let db_password = r.pick(
+        "database.password",
+        None,
+        &["DB_PASSWORD"],
+        f.database.password,
+        None,
+        Secret,
+    );
+    let max_connections = r
+        .pick(
+            "database.max_connections",
+            None,
+            &["BOOTLOADER_DB_MAX_CONNECTIONS"],
+            f.database.max_connections,
+            Some(10),
+            Plain,
+        )
+        .unwrap_or(10);
+    if max_connections == 0 {
+        r.errors
+            .push("database.max_connections must be at least 1".to_string());
+    }
+    let database = match (db_url, db_host) {
+        (Some(_), Some(_)) => {
+            r.errors.push(
+                "database.url (DATABASE_URL) and database.host (DB_HOST) are both set; keep one"
+                    .to_string(),
+            );
+            DatabaseConfig::Sqlite {
+                path: PathBuf::new(),
+            }
+        }
+        (Some(url), None) => {
+            if let Some(path) = url.strip_prefix("sqlite://") {
+                DatabaseConfig::Sqlite {
+                    path: PathBuf::from(path),
+                }
+            } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                DatabaseConfig::Postgres {
+                    target: PostgresTarget::Url(url),
+                    max_connections,
+                }
+            } else {
+                r.errors.push(format!(
+                    "database.url: {} is neither sqlite:// nor postgres://",
+                    redact_url(&url)
+                ));
+                DatabaseConfig::Sqlite {
+                    path: PathBuf::new(),
+                }
+            }
+        }
+        (None, Some(host)) => DatabaseConfig::Postgres {
+            target: PostgresTarget::Parts {
+                host,
+                port: db_port.unwrap_or(5432),
+                name: db_name.unwrap_or_default(),
+                user: db_user.unwrap_or_default(),
+                password: db_password,
+            },
+            max_connections,
+        },
+        (None, None) => DatabaseConfig::Sqlite {
+            path: data_dir.join("bootloader.sqlite3"),
+        },
+    };
+
+    let tls = TlsConfig {
+        enable: r
+            .pick(
+                "tls.enable",
+                None,
+                &["SSL_ENABLE"],
+                f.tls.enable,
+                Some(false),
+                Plain,
+            )
+            .unwrap_or(false),
+        certificate: r.pick(
+            "tls.certificate",
+            None,
+            &["SSL_CERTIFICATE_CONTENTS"],
+            f.tls.certificate,
+            None,
+            Secret,
+        ),
+        key_present: r
+            .pick(
+                "tls.key",
+                None,
+                &["SSL_KEY_CONTENTS"],
+                f.tls.key,
+                None,
+                Secret,
+            )
+            .is_some(),
+        certificate_file: r
+            .pick(
+                "tls.certificate_file",
+                None,
+                &["SSL_CERTIFICATE_FILE"],
+                f.tls.certificate_file,
+                None,
+                Plain,
+            )
+            .map(PathBuf::from),
+        key_file: r
+            .pick(
+                "tls.key_file",
+                None,
+                &["SSL_KEY_FILE"],
+                f.tls.key_file,
+                None,
+                Plain,
+            )
+            .map(PathBuf::from),
+        set_redirect: r
+            .pick(
+                "tls.set_redirect",
+                None,
+                &["SSL_SET_REDIRECT"],
+                f.tls.set_redirect,
+                Some(false),
+                Plain,
+            )
+            .unwrap_or(false),
+    };
+
+    let broker_url = r.pick("broker.url", None, &["BROKER_URL"], f.broker.url, None, Url);
+    let default_theme = r.pick(
+        "ui.default_theme",
+        None,
+        &["DEFAULT_THEME"],
+        f.ui.default_theme,
+        None,
+        Plain,
+    );
+    let gravatar_proxy = r
+        .pick(
+            "ui.gravatar_proxy",
+            None,
+            &["GRAVATAR_PROXY"],
+            f.ui.gravatar_proxy,
+            Some(false),
+            Plain,
+        )
+        .unwrap_or(false);
+    let slack_hook_url = r.pick(
+        "slack.hook_url",
+        None,
+        &["SLACK_HOOK_URL"],
+        f.slack.hook_url,
+        None,
+        Secret,
+    );
+    let slack_channel = r.pick(
+        "slack.channel",
+        None,
+        &["SLACK_CHANNEL"],
+        f.slack.channel,
+        None,
+        Plain,
+    );
+
+    let log_format_raw = r
+        .pick(
+            "log.format",
+            cli.log_format.map(|l| (l.to_string(), "--log-format")),
+            &["BOOTLOADER_LOG_FORMAT"],
+            f.log.format,
+            Some("text".to_string()),
+            Plain,
+        )
+        .unwrap_or_default();
+    let log_format = log_format_raw.parse().unwrap_or_else(|e: String| {
+        r.errors.push(format!("log.format: {e}"));
+        LogFormat::Text
+    });
+    let log_level = r
+        .pick(
+            "log.level",
+            None,
+            &["BOOTLOADER_LOG_LEVEL"],
+            f.log.level,
+            Some("info".to_string()),
+            Plain,
+        )
+        .unwrap_or_default();
+
+    let default_page_size = r
+        .pick(
+            "api.default_page_size",
+            None,
+            &["BOOTLOADER_API_DEFAULT_PAGE_SIZE"],
+            f.api.default_page_size,
+            Some(100),
+            Plain,
+        )
+        .unwrap_or(100);
+    let max_page_size = r
+        .pick(
+            "api.max_page_size",
+            None,
+            &["BOOTLOADER_API_MAX_PAGE_SIZE"],
+            f.api.max_page_size,
+            Some(1000),
+            Plain,
+        )
+        .unwrap_or(1000);
+    if default_page_size == 0 || default_page_size > max_page_size {
+        r.errors.push(format!(
+            "api.default_page_size ({default_page_size}) must be between 1 and api.max_page_size ({max_page_size})"
+        ));
+    }
+
+    if !r.errors.is_empty() {
+        return Err(ConfigError::Invalid(r.errors));
+    }
+    Ok(Config {
+        data_dir,
+        public_url,
+        http_listen: http_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        database,
+        secret,
+        tls,
+        broker_url,
+        default_theme,
+        gravatar_proxy,
+        slack_hook_url,
+        slack_channel,
+        log_format,
+        log_level,
+        default_page_size,
+        max_page_size,
+        file: file_path,
+        settings: r.settings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load_with(toml_text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| vars.get(k).cloned();
+        let path = Path::new("test.toml");
+        let file = parse_file(toml_text, path)?;
+        resolve(
+            file,
+            Some(path.to_path_buf()),
+            &lookup,
+            &CliOverrides::default(),
+        )
+    }
+
+    fn source_of(c: &Config, key: &str) -> String {
+        let s = c.settings.iter().find(|s| s.key == key).unwrap();
+        format!("{}={} ({})", s.key, s.value, s.source)
+    }
+
+    #[test]
+    fn zero_config_defaults() {
+        let c = load_with("", &[]).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("./bootloader-data"));
+        assert_eq!(c.public_url, "http://127.0.0.1:8080");
+        assert_eq!(
+            c.database,
+            DatabaseConfig::Sqlite {
+                path: PathBuf::from("./bootloader-data/bootloader.sqlite3")
+            }
+        );
+        assert_eq!(
+            c.secret,
+            SecretSource::File(PathBuf::from("./bootloader-data/secret.key"))
+        );
+        assert_eq!(
+            source_of(&c, "http.listen"),
+            "http.listen=127.0.0.1:8080 (default)"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = load_with("[http]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lisen"), "{err}");
+        let err = load_with("[htp]\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("htp"), "{err}");
+    }
+
+    #[test]
+    fn env_beats_file_and_legacy_names_work() {
+        let c = load_with(
+            "[server]\nurl = \"http://10.0.0.1:8080\"\n[database]\nhost = \"db\"\n",
+            &[
+                ("BOOTLOADER_URL", "http://boot.example.com/"),
+                ("DB_PASSWORD", "hunter2hunter2"),
+                ("DB_NAME", "inventory"),
+                ("SSL_ENABLE", "True"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.public_url, "http://boot.example.com");
+        assert_eq!(
+            source_of(&c, "server.url"),
+            "server.url=http://boot.example.com/ (env BOOTLOADER_URL)"
+        );
+        assert_eq!(
+            source_of(&c, "database.host"),
+            "database.host=db (file test.toml)"
+        );
+        assert_eq!(
+            source_of(&c, "database.password"),
+            "database.password=<redacted> (env DB_PASSWORD)"
+        );
+        assert!(c.tls.enable);
+        match &c.database {
+            DatabaseConfig::Postgres {
+                target: PostgresTarget::Parts { name, password, .. },
+                ..
+            } => {
+                assert_eq!(name, "inventory");
+                assert_eq!(password.as_deref(), Some("hunter2hunter2"));
+            }
+            other => panic!("expected postgres, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn database_url_password_is_redacted() {
+        let c = load_with(
+            "",
+            &[("DATABASE_URL", "postgres://app:s3cret@127.0.0.1:5432/bl")],
+        )
+        .unwrap();
+        let shown = source_of(&c, "database.url");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("app:<redacted>@127.0.0.1:5432/bl"),
+            "{shown}"
+        );
+        assert!(!format!("{:?}", c.database).contains("s3cret"));
+    }
+
+    #[test]
+    fn invalid_values_are_all_reported() {
+        let err = load_with(
+            "[http]\nlisten = \"0.0.0.0:80\"\n[log]\nformat = \"xml\"\n",
+            &[("SECRET_KEY", "short"), ("SSL_ENABLE", "maybe")],
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in ["server.url", "log.format", "SECRET_KEY", "SSL_ENABLE"] {
+            assert!(err.contains(needle), "{needle} missing from {err}");
+        }
+    }
+
+    #[test]
+    fn shipped_default_config_parses() {
+        let text = include_str!("../../packaging/bootloader.toml");
+        let file = parse_file(text, Path::new("packaging/bootloader.toml")).unwrap();
+        assert_eq!(file.server.data_dir.as_deref(), Some("/var/lib/bootloader"));
+    }
+}

@@ -1,0 +1,164 @@
+//! Request extractors: authentication, JSON bodies with field-named errors,
+//! and pagination.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use crate::http::AppState;
+use crate::model::{ApiTokenSecret, TokenScope};
+use crate::store::{Listing, Page, Principal};
+
+/// Any valid token: may read.
+pub struct Reader(pub Principal);
+
+/// A write-scoped token of a staff user: may write.
+pub struct Staff(pub Principal);
+
+fn presented_token(parts: &Parts) -> Option<ApiTokenSecret> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer") {
+        let token = token.trim();
+        (!token.is_empty()).then(|| ApiTokenSecret::from_presented(token))
+    } else {
+        None
+    }
+}
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = presented_token(parts).ok_or(ApiError::Unauthenticated)?;
+        let principal = state
+            .store
+            .authenticate(&token.hash(), time::OffsetDateTime::now_utc())
+            .await?
+            .ok_or(ApiError::Unauthenticated)?;
+        Ok(Self(principal))
+    }
+}
+
+impl FromRequestParts<AppState> for Staff {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Reader(principal) = Reader::from_request_parts(parts, state).await?;
+        if !principal.is_staff {
+            return Err(ApiError::Forbidden(format!(
+                "user {} is not staff: only staff may change things",
+                principal.user
+            )));
+        }
+        if principal.scope != TokenScope::Write {
+            return Err(ApiError::Forbidden(
+                "this token is read-only (scope read)".to_string(),
+            ));
+        }
+        Ok(Self(principal))
+    }
+}
+
+/// A JSON body whose type errors name the field (`bmc.port: invalid type`).
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("cannot read body: {e}")))?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::BadRequest(format!("body is not valid JSON: {inner}"))
+        } else if path == "." || path.is_empty() {
+            ApiError::invalid_field("(body)", strip_position(&inner.to_string()))
+        } else {
+            ApiError::invalid_field(path, strip_position(&inner.to_string()))
+        }
+    })
+}
+
+fn strip_position(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// `?limit=&offset=` on list endpoints.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PageQuery {
+    /// Items per page (default from config, capped by api.max_page_size).
+    pub limit: Option<u32>,
+    /// Items to skip.
+    pub offset: Option<u64>,
+}
+
+impl PageQuery {
+    pub fn page(&self, state: &AppState) -> Result<Page, ApiError> {
+        let limit = self.limit.unwrap_or(state.default_page_size);
+        if limit == 0 || limit > state.max_page_size {
+            return Err(ApiError::invalid_field(
+                "limit",
+                format!("must be between 1 and {}", state.max_page_size),
+            ));
+        }
+        Ok(Page {
+            limit,
+            offset: self.offset.unwrap_or(0),
+        })
+    }
+}
+
+/// One page of a list, in the shape the older system's API used.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Paginated<T> {
+    /// Total number of matching items.
+    pub count: u64,
+    /// Query string of the next page, if any.
+    pub next: Option<String>,
+    /// Query string of the previous page, if any.
+    pub previous: Option<String>,
+    pub results: Vec<T>,
+}
+
+impl<T> Paginated<T> {
+    pub fn new<U>(listing: Listing<U>, page: Page, map: impl FnMut(U) -> T) -> Self {
+        let shown = listing.items.len() as u64;
+        let next = (page.offset + shown < listing.total)
+            .then(|| format!("?limit={}&offset={}", page.limit, page.offset + shown));
+        let previous = (page.offset > 0).then(|| {
+            format!(
+                "?limit={}&offset={}",
+                page.limit,
+                page.offset.saturating_sub(u64::from(page.limit))
+            )
+        });
+        Self {
+            count: listing.total,
+            next,
+            previous,
+            results: listing.items.into_iter().map(map).collect(),
+        }
+    }
+}
+
+/// Parses a path segment into a domain type; a bad one is simply not found.
+pub fn path_key<T: std::str::FromStr>(what: &str, raw: &str) -> Result<T, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::NotFound(format!("{what} {raw:?} not found")))
+}

@@ -1,0 +1,122 @@
+//! The REST API, mounted at `/api/v1alpha2/` and at `/api/` as its alias.
+//! Handlers parse and validate input into store types, call one store
+//! operation and render the result; `error.rs` turns every failure into a
+//! JSON body with the right status. The OpenAPI document is generated from
+//! the handlers' annotations.
+
+pub mod credentials;
+pub mod error;
+pub mod extract;
+pub mod import;
+pub mod locations;
+pub mod networks;
+pub mod profiles;
+pub mod servers;
+pub mod users;
+
+use axum::Json;
+use axum::Router;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::http::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "bootloader", description = "Bare-metal provisioning: inventory, profiles and deployments."),
+    modifiers(&TokenAuth),
+    security(("token" = []))
+)]
+struct ApiDoc;
+
+struct TokenAuth;
+
+impl utoipa::Modify for TokenAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "`Token <key>` or `Bearer <key>`",
+            ))),
+        );
+    }
+}
+
+/// The API's routes and its OpenAPI document.
+pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(
+            locations::list_locations,
+            locations::create_location
+        ))
+        .routes(routes!(
+            locations::get_location,
+            locations::update_location,
+            locations::delete_location
+        ))
+        .routes(routes!(locations::list_labels, locations::create_label))
+        .routes(routes!(
+            locations::get_label,
+            locations::update_label,
+            locations::delete_label
+        ))
+        .routes(routes!(networks::list_networks, networks::create_network))
+        .routes(routes!(
+            networks::get_network,
+            networks::update_network,
+            networks::delete_network
+        ))
+        .routes(routes!(
+            credentials::list_credentials,
+            credentials::create_credential
+        ))
+        .routes(routes!(
+            credentials::get_credential,
+            credentials::update_credential,
+            credentials::delete_credential
+        ))
+        .routes(routes!(servers::list_servers, servers::create_server))
+        .routes(routes!(import::import_servers))
+        .routes(routes!(
+            servers::get_server,
+            servers::update_server,
+            servers::delete_server
+        ))
+        .routes(routes!(servers::list_interfaces, servers::create_interface))
+        .routes(routes!(
+            servers::get_interface,
+            servers::update_interface,
+            servers::delete_interface
+        ))
+        .routes(routes!(users::list_users, users::create_user))
+        .routes(routes!(
+            users::get_user,
+            users::update_user,
+            users::delete_user
+        ))
+        .routes(routes!(users::list_tokens, users::create_token))
+        .routes(routes!(users::revoke_token))
+        .routes(routes!(users::list_ssh_keys, users::create_ssh_key))
+        .routes(routes!(users::get_ssh_key, users::delete_ssh_key))
+        .routes(routes!(profiles::list_profiles, profiles::create_profile))
+        .routes(routes!(profiles::get_profile, profiles::delete_profile))
+        .split_for_parts();
+    doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1alpha2")]);
+    let served = doc.clone();
+    let router = router
+        // PUT is accepted as PATCH: absent fields keep their values.
+        .route(
+            "/servers/{fqdn}",
+            axum::routing::put(servers::update_server),
+        )
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || async move { Json(served) }),
+        )
+        .with_state(state);
+    (router, doc)
+}

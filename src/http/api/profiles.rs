@@ -1,0 +1,164 @@
+//! `/profiles`: upload (YAML or JSON body), validated and stored immutably.
+//! A profile is addressed by id or by `name==version`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody, FieldErrors};
+use super::extract::{PageQuery, Paginated, Reader, Staff};
+use crate::http::AppState;
+use crate::profile::{self, ProfileErrors};
+use crate::store::{ProfileFilter, StoredProfile};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProfileSummary {
+    pub id: i64,
+    pub name: String,
+    pub version: String,
+    /// Actions over the six main steps (the basis of progress).
+    pub action_count: usize,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: time::OffsetDateTime,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProfileDetail {
+    #[serde(flatten)]
+    pub summary: ProfileSummary,
+    /// The YAML exactly as uploaded.
+    pub source: String,
+    /// The validated profile.
+    #[schema(value_type = Object)]
+    pub profile: serde_json::Value,
+}
+
+fn summary(stored: &StoredProfile, parsed: Option<&profile::Profile>) -> ProfileSummary {
+    ProfileSummary {
+        id: stored.id,
+        name: stored.name.clone(),
+        version: stored.version.clone(),
+        action_count: parsed.map(|p| p.action_count()).unwrap_or(0),
+        created_at: stored.created_at,
+    }
+}
+
+fn detail(stored: StoredProfile) -> Result<ProfileDetail, ApiError> {
+    // Stored profiles were validated on upload; failing now means the
+    // validator changed under them, which must be loud.
+    let parsed = profile::parse(&stored.source).map_err(|e| {
+        ApiError::Internal(format!(
+            "stored profile {} no longer validates: {e}",
+            stored.id
+        ))
+    })?;
+    let json = serde_json::to_value(&parsed).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(ProfileDetail {
+        summary: summary(&stored, Some(&parsed)),
+        source: stored.source,
+        profile: json,
+    })
+}
+
+/// Turns validation errors into the API's field map, keyed by YAML path.
+pub fn profile_errors(errors: ProfileErrors) -> ApiError {
+    let mut fields = FieldErrors::new();
+    for e in errors.0 {
+        fields.entry(e.path).or_default().push(e.message);
+    }
+    ApiError::Invalid {
+        message: "the profile is not valid".into(),
+        fields,
+    }
+}
+
+/// Finds a profile by id or by `name==version`.
+pub async fn lookup(state: &AppState, key: &str) -> Result<StoredProfile, ApiError> {
+    if let Some((name, version)) = key.split_once("==") {
+        return Ok(state.store.profile_by_name_version(name, version).await?);
+    }
+    match key.parse::<i64>() {
+        Ok(id) => Ok(state.store.profile(id).await?),
+        Err(_) => Err(ApiError::NotFound(format!(
+            "profile {key:?} not found (use an id or name==version)"
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ProfileQuery {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub limit: Option<u32>,
+    pub offset: Option<u64>,
+}
+
+#[utoipa::path(get, path = "/profiles", tag = "profiles", params(ProfileQuery),
+    responses((status = 200, body = Paginated<ProfileSummary>)))]
+pub async fn list_profiles(
+    State(state): State<AppState>,
+    _: Reader,
+    Query(q): Query<ProfileQuery>,
+) -> Result<Json<Paginated<ProfileSummary>>, ApiError> {
+    let page = PageQuery {
+        limit: q.limit,
+        offset: q.offset,
+    }
+    .page(&state)?;
+    let filter = ProfileFilter {
+        name: q.name,
+        version: q.version,
+    };
+    let listing = state.store.list_profiles(&filter, page).await?;
+    Ok(Json(Paginated::new(listing, page, |p| {
+        let parsed = profile::parse(&p.source).ok();
+        summary(&p, parsed.as_ref())
+    })))
+}
+
+/// The body is the profile itself, as YAML (or JSON, which is YAML too).
+#[utoipa::path(post, path = "/profiles", tag = "profiles",
+    request_body(content = String, content_type = "application/yaml", description = "the profile YAML"),
+    responses((status = 201, body = ProfileDetail), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_profile(
+    State(state): State<AppState>,
+    _: Staff,
+    body: Bytes,
+) -> Result<(StatusCode, Json<ProfileDetail>), ApiError> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::invalid_field("(document)", "the profile is not UTF-8 text"))?;
+    let parsed = profile::parse(text).map_err(profile_errors)?;
+    let stored = state
+        .store
+        .create_profile(&parsed.name, &parsed.version, text)
+        .await?;
+    Ok((StatusCode::CREATED, Json(detail(stored)?)))
+}
+
+#[utoipa::path(get, path = "/profiles/{key}", tag = "profiles",
+    params(("key" = String, Path, description = "id or name==version")),
+    responses((status = 200, body = ProfileDetail), (status = 404, body = ErrorBody)))]
+pub async fn get_profile(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(key): Path<String>,
+) -> Result<Json<ProfileDetail>, ApiError> {
+    Ok(Json(detail(lookup(&state, &key).await?)?))
+}
+
+#[utoipa::path(delete, path = "/profiles/{key}", tag = "profiles",
+    params(("key" = String, Path, description = "id or name==version")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_profile(
+    State(state): State<AppState>,
+    _: Staff,
+    Path(key): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let stored = lookup(&state, &key).await?;
+    state.store.delete_profile(stored.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,16 @@
+//! bootloader: a bare-metal provisioning daemon.
+//!
+//! Layout (see ARCHITECTURE.md for the whole map):
+//! - `config/`: the TOML file and environment, layered into a validated `Config`.
+//! - `model/`: domain newtypes (MAC, FQDN, names, tokens).
+//! - `profile/`: profile YAML -> validated `Profile`; template rendering.
+//! - `store/`: the `Store` trait; SQLite and PostgreSQL backends; encryption at rest.
+//! - `http/`: the REST API (and, later, boot endpoints and callbacks).
+//! - `app.rs`: start-up wiring shared by `serve` and the tests.
+
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod model;
+pub mod profile;
+pub mod store;

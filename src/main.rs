@@ -1,0 +1,436 @@
+//! The `bootloader` command: CLI parsing and config loading. The only place
+//! that exits the process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use bootloader::app;
+use bootloader::config::{self, CliOverrides, Config, LogFormat, SecretSource};
+use bootloader::model::{Name, TokenScope};
+use bootloader::store::SecretCipher;
+
+#[derive(Parser)]
+#[command(name = "bootloader", version, about = "Bare-metal provisioning daemon")]
+struct Cli {
+    /// Config file (default /etc/bootloader/bootloader.toml when it exists).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Data directory (database, secret key).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// HTTP listen address.
+    #[arg(long, global = true, value_name = "ADDR:PORT")]
+    http_listen: Option<SocketAddr>,
+    /// Log format: text or json.
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the effective configuration and where each value came from.
+    CheckConfig,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Work with profiles.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+    /// Re-encrypt stored BMC passwords under a new secret key.
+    RotateSecret {
+        /// Read the new passphrase from this file instead of generating one.
+        #[arg(long, value_name = "PATH")]
+        new_secret_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user and print a new token for it (and nothing else).
+    Add {
+        name: String,
+        #[arg(long)]
+        staff: bool,
+        #[arg(long, default_value = "")]
+        email: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token for a user and print it (and nothing else).
+    Create {
+        user: String,
+        /// read or write (default: write for staff, read otherwise).
+        #[arg(long)]
+        scope: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long)]
+        expires_in: Option<u64>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Revoke a token by id or by its prefix (the first 10 characters).
+    Revoke { id_or_prefix: String },
+    /// List tokens (never the secrets).
+    List { user: Option<String> },
+}
+
+#[derive(Subcommand)]
+enum ProfileCommand {
+    /// Validate profile files offline; exit 1 if any is bad.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Offline commands need no config.
+    if let Command::Profile(ProfileCommand::Validate { files }) = &cli.command {
+        return validate_profiles(files);
+    }
+    let config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bootloader: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::CheckConfig = cli.command {
+        print_config(&config);
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bootloader: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bootloader: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let log_format = match &cli.log_format {
+        Some(f) => Some(f.parse::<LogFormat>().map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let overrides = CliOverrides {
+        data_dir: cli.data_dir.clone(),
+        http_listen: cli.http_listen,
+        log_format,
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    Ok(config::load(cli.config.as_deref(), &env, &overrides)?)
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn print_config(config: &Config) {
+    match &config.file {
+        Some(f) => println!("# config file: {}", f.display()),
+        None => println!(
+            "# config file: none ({} not found; zero-config defaults)",
+            config::DEFAULT_CONFIG_PATH
+        ),
+    }
+    println!("# database: {:?}", config.database);
+    let width = config
+        .settings
+        .iter()
+        .map(|s| s.key.len())
+        .max()
+        .unwrap_or(0);
+    for s in &config.settings {
+        println!(
+            "{:width$} = {:<40} # {}",
+            s.key,
+            s.value,
+            s.source,
+            width = width
+        );
+    }
+}
+
+fn validate_profiles(files: &[PathBuf]) -> ExitCode {
+    let mut bad = 0;
+    for file in files {
+        let result = std::fs::read_to_string(file)
+            .map_err(|e| e.to_string())
+            .and_then(|text| bootloader::profile::parse(&text).map_err(|e| e.to_string()));
+        match result {
+            Ok(p) => println!(
+                "{}: ok ({}=={}, {} actions)",
+                file.display(),
+                p.name,
+                p.version,
+                p.action_count()
+            ),
+            Err(e) => {
+                bad += 1;
+                println!("{}: invalid", file.display());
+                for line in e.lines() {
+                    println!("  {line}");
+                }
+            }
+        }
+    }
+    if bad > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let applied = bootloader::store::migrate(&config.database).await?;
+            if applied.is_empty() {
+                println!("database is up to date ({:?})", config.database);
+            }
+            for m in applied {
+                println!("applied {m}");
+            }
+            Ok(())
+        }
+        Command::User(UserCommand::Add { name, staff, email }) => {
+            let store = app::open_store(&config).await?;
+            let name: Name = name
+                .parse()
+                .map_err(|e| anyhow::anyhow!("user name: {e}"))?;
+            store
+                .create_user(bootloader::store::UserSpec {
+                    name: name.clone(),
+                    email,
+                    is_staff: staff,
+                })
+                .await?;
+            let (secret, _) = bootloader::http::api::users::issue_token(
+                store.as_ref(),
+                &name,
+                None,
+                "created by `user add`",
+                None,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", secret.expose());
+            Ok(())
+        }
+        Command::Token(cmd) => token_command(cmd, &config).await,
+        Command::RotateSecret { new_secret_file } => {
+            rotate_secret(&config, new_secret_file.as_deref()).await
+        }
+        Command::CheckConfig | Command::Profile(_) => Ok(()),
+    }
+}
+
+async fn token_command(cmd: TokenCommand, config: &Config) -> anyhow::Result<()> {
+    let store = app::open_store(config).await?;
+    match cmd {
+        TokenCommand::Create {
+            user,
+            scope,
+            expires_in,
+            description,
+        } => {
+            let user: Name = user
+                .parse()
+                .map_err(|e| anyhow::anyhow!("user name: {e}"))?;
+            let scope = match scope {
+                Some(s) => Some(s.parse::<TokenScope>().map_err(anyhow::Error::msg)?),
+                None => None,
+            };
+            let (secret, _) = bootloader::http::api::users::issue_token(
+                store.as_ref(),
+                &user,
+                scope,
+                &description,
+                expires_in,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", secret.expose());
+        }
+        TokenCommand::Revoke { id_or_prefix } => {
+            let token = store.revoke_token(&id_or_prefix).await?;
+            println!(
+                "revoked token {} ({}) of {}",
+                token.id, token.prefix, token.user
+            );
+        }
+        TokenCommand::List { user } => {
+            let user = match user {
+                Some(u) => Some(
+                    u.parse::<Name>()
+                        .map_err(|e| anyhow::anyhow!("user name: {e}"))?,
+                ),
+                None => None,
+            };
+            let page = bootloader::store::Page {
+                limit: 10_000,
+                offset: 0,
+            };
+            for t in store.list_tokens(user.as_ref(), page).await?.items {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    t.id,
+                    t.prefix,
+                    t.user,
+                    t.scope.as_str(),
+                    t.description
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn rotate_secret(config: &Config, new_secret_file: Option<&Path>) -> anyhow::Result<()> {
+    let store = app::open_store(config).await?;
+    let new_key = match new_secret_file {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read {}", p.display()))?
+            .trim()
+            .to_string(),
+        None => bootloader::store::cipher::random_passphrase()?,
+    };
+    if new_key.len() < 16 {
+        bail!("the new secret must be at least 16 characters");
+    }
+    match &config.secret {
+        SecretSource::File(path) => {
+            // Keep the new key beside the old one until the database has it.
+            let staged = path.with_extension("new");
+            std::fs::write(&staged, format!("{new_key}\n"))
+                .with_context(|| format!("cannot write {}", staged.display()))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+            }
+            let n = store
+                .rotate_secret(&SecretCipher::from_passphrase(&new_key))
+                .await?;
+            std::fs::rename(&staged, path).with_context(|| {
+                format!(
+                    "the database now uses the key in {}; move it to {} by hand",
+                    staged.display(),
+                    path.display()
+                )
+            })?;
+            eprintln!(
+                "re-encrypted {n} secret(s); the new key is in {}",
+                path.display()
+            );
+        }
+        SecretSource::Key(_) => {
+            let n = store
+                .rotate_secret(&SecretCipher::from_passphrase(&new_key))
+                .await?;
+            eprintln!(
+                "re-encrypted {n} secret(s). Set SECRET_KEY (or server.secret_key) to the new key before the next start."
+            );
+            if new_secret_file.is_none() {
+                println!("{new_key}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    if config.tls.enable {
+        bail!(
+            "tls.enable (SSL_ENABLE) is set, but TLS is not built into this version yet; unset it or put a TLS proxy in front"
+        );
+    }
+    for inert in config.inert_settings() {
+        tracing::warn!(setting = inert, "setting has no effect in this version");
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (http.listen)", config.http_listen))?;
+    let store = app::open_store(&config).await?;
+    if let Some(token) = app::bootstrap_first_user(store.as_ref()).await? {
+        println!(
+            "Created the staff user {:?}. Its API token, shown only this once:",
+            app::FIRST_USER
+        );
+        println!();
+        println!("    {token}");
+        println!();
+    }
+    let addr = listener.local_addr()?;
+    println!("bootloader is serving on http://{addr}");
+    println!("  API:      http://{addr}/api/v1alpha2/  (Authorization: Token <key>)");
+    println!("  OpenAPI:  http://{addr}/api/v1alpha2/openapi.json");
+    println!(
+        "  data dir: {}  store: {:?}",
+        config.data_dir.display(),
+        config.database
+    );
+    println!("  network boot services (DHCP/TFTP): off");
+    tracing::info!(%addr, backend = store.backend(), "serving");
+    app::run(&config, store, listener, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}

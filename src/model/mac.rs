@@ -1,0 +1,132 @@
+//! Ethernet MAC addresses, normalised to lower-case colon form.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A 48-bit MAC address. Parses `aa:bb:cc:dd:ee:ff`, `AA-BB-CC-DD-EE-FF`,
+/// `aabb.ccdd.eeff` and `aabbccddeeff`; displays as `aa:bb:cc:dd:ee:ff`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MacAddr([u8; 6]);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a MAC address (expected six hex octets such as 52:54:00:12:34:56)")]
+pub struct MacParseError(pub String);
+
+impl MacAddr {
+    pub const fn new(octets: [u8; 6]) -> Self {
+        Self(octets)
+    }
+
+    pub const fn octets(&self) -> [u8; 6] {
+        self.0
+    }
+
+    /// `aa-bb-cc-dd-ee-ff`, the form pxelinux uses in `pxelinux.cfg/01-...`.
+    pub fn dashed(&self) -> String {
+        self.to_string().replace(':', "-")
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = MacParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || MacParseError(s.to_string());
+        let trimmed = s.trim();
+        let hex: String = trimmed
+            .chars()
+            .filter(|c| !matches!(c, ':' | '-' | '.'))
+            .collect();
+        if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(err());
+        }
+        // Separators must be consistent with one of the accepted layouts.
+        let layout_ok = match trimmed.len() {
+            12 => true,
+            17 => {
+                let sep = trimmed.as_bytes()[2];
+                (sep == b':' || sep == b'-')
+                    && trimmed
+                        .bytes()
+                        .enumerate()
+                        .all(|(i, b)| if i % 3 == 2 { b == sep } else { b != sep })
+            }
+            14 => trimmed
+                .bytes()
+                .enumerate()
+                .all(|(i, b)| (i == 4 || i == 9) == (b == b'.')),
+            _ => false,
+        };
+        if !layout_ok {
+            return Err(err());
+        }
+        let mut octets = [0u8; 6];
+        for (i, octet) in octets.iter_mut().enumerate() {
+            *octet = u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).map_err(|_| err())?;
+        }
+        Ok(Self(octets))
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let o = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            o[0], o[1], o[2], o[3], o[4], o[5]
+        )
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MacAddr({self})")
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(input: &str, expected: Option<&str>) {
+        let got = input.parse::<MacAddr>().ok().map(|m| m.to_string());
+        assert_eq!(got.as_deref(), expected, "input {input:?}");
+    }
+
+    #[test]
+    fn parses_the_usual_layouts() {
+        check("52:54:00:12:34:56", Some("52:54:00:12:34:56"));
+        check("52-54-00-AB-CD-EF", Some("52:54:00:ab:cd:ef"));
+        check("5254.00ab.cdef", Some("52:54:00:ab:cd:ef"));
+        check("525400ABCDEF", Some("52:54:00:ab:cd:ef"));
+        check(" 52:54:00:12:34:56 ", Some("52:54:00:12:34:56"));
+        check("52:54:00:12:34", None);
+        check("52:54:00:12:34:5g", None);
+        check("52:54-00:12:34:56", None);
+        check("5:254:00:12:34:56", None);
+        check("", None);
+        check("52:54:00:12:34:56:78", None);
+    }
+
+    #[test]
+    fn dashed_form() {
+        let mac: MacAddr = "52:54:00:12:34:56".parse().unwrap();
+        assert_eq!(mac.dashed(), "52-54-00-12-34-56");
+    }
+}

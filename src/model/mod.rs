@@ -1,0 +1,10 @@
+//! Domain types shared by every layer. Each newtype is parsed once, at the
+//! edge (API, CSV, config), and carries its invariant from then on.
+
+mod mac;
+mod names;
+mod token;
+
+pub use mac::{MacAddr, MacParseError};
+pub use names::{Fqdn, Name, NameError};
+pub use token::{ApiTokenSecret, TokenHash, TokenScope};

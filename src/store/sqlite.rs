@@ -1,0 +1,65 @@
+//! The embedded SQLite backend: one file in the data dir, WAL mode,
+//! foreign keys on. The SQL itself lives in `sql.rs`.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::{Result, SecretCipher, StoreError};
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    cipher: SecretCipher,
+}
+
+impl SqliteStore {
+    const BACKEND: &'static str = "sqlite";
+
+    async fn connect(path: &Path) -> Result<SqlitePool> {
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Unavailable(sqlx::Error::Configuration(
+                    format!("cannot create {}: {e}", parent.display()).into(),
+                ))
+            })?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(StoreError::Database)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        Ok(pool)
+    }
+
+    pub async fn open(path: &Path, cipher: SecretCipher) -> Result<Self> {
+        let pool = Self::connect(path).await?;
+        MIGRATIONS.run(&pool).await?;
+        Ok(Self { pool, cipher })
+    }
+
+    pub async fn migrate_only(path: &Path) -> Result<Vec<String>> {
+        let pool = Self::connect(path).await?;
+        let applied = super::postgres::pending(&MIGRATIONS, &pool).await?;
+        MIGRATIONS.run(&pool).await?;
+        pool.close().await;
+        Ok(applied)
+    }
+}
+
+sql_store!(SqliteStore, sqlx::Sqlite);
