@@ -105,7 +105,6 @@ pub fn parse_csv(
         .delimiter(b';')
         .has_headers(false)
         .flexible(true)
-        .comment(Some(b'#'))
         .trim(csv::Trim::All)
         .from_reader(text.as_bytes());
     let mut errors = Vec::new();
@@ -122,7 +121,7 @@ pub fn parse_csv(
             }
         };
         let line = record.position().map(|p| p.line()).unwrap_or(n as u64 + 1);
-        if record.iter().all(str::is_empty) {
+        if record.iter().all(str::is_empty) || record.get(0).is_some_and(|f| f.starts_with('#')) {
             continue;
         }
         if servers.len() + errors.len() > MAX_LINES {
