@@ -34,14 +34,21 @@ async fn tour_and_restart(backend: Backend) {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{server}");
-    assert_eq!(server["interfaces"][0]["mac"], "52:54:00:aa:00:01", "MACs are normalised");
+    assert_eq!(
+        server["interfaces"][0]["mac"], "52:54:00:aa:00:01",
+        "MACs are normalised"
+    );
     assert_eq!(server["interfaces"][1]["mac"], "52:54:00:aa:00:02");
     assert_eq!(server["interfaces"][0]["network_id"], 1);
     assert_eq!(server["bmc"]["password_set"], true);
     for (file, text) in shipped_profiles() {
         let (s, b) = d.post_text("/profiles", &text, "application/yaml").await;
         assert_eq!(s, StatusCode::CREATED, "{file}: {b}");
-        assert_eq!(b["source"], Value::String(text.clone()), "source kept verbatim");
+        assert_eq!(
+            b["source"],
+            Value::String(text.clone()),
+            "source kept verbatim"
+        );
     }
     let (_, list) = d.get("/profiles").await;
     assert_eq!(list["count"], shipped_profiles().len());
@@ -76,7 +83,9 @@ async fn authentication_and_scopes(backend: Backend) {
     let (s, b) = d.call_as(None, Method::GET, "/locations", None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(b["error"], "unauthenticated");
-    let (s, _) = d.call_as(Some("bl_0000"), Method::GET, "/locations", None).await;
+    let (s, _) = d
+        .call_as(Some("bl_0000"), Method::GET, "/locations", None)
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     // Bearer works as well as Token.
     let resp = reqwest::Client::new()
@@ -88,20 +97,36 @@ async fn authentication_and_scopes(backend: Backend) {
     assert_eq!(resp.status(), StatusCode::OK);
 
     // A read-scoped token of a staff user may read but not write.
-    let (s, read) = d.post("/tokens", json!({"user": "admin", "scope": "read"})).await;
+    let (s, read) = d
+        .post("/tokens", json!({"user": "admin", "scope": "read"}))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{read}");
     let read = read["token"].as_str().unwrap().to_string();
-    let (s, _) = d.call_as(Some(&read), Method::GET, "/locations", None).await;
+    let (s, _) = d
+        .call_as(Some(&read), Method::GET, "/locations", None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     let (s, b) = d
-        .call_as(Some(&read), Method::POST, "/locations", Some(common::RequestBody::Json(loc.clone())))
+        .call_as(
+            Some(&read),
+            Method::POST,
+            "/locations",
+            Some(common::RequestBody::Json(loc.clone())),
+        )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
 
     // A non-staff user reads only, and cannot get a write token.
-    let (s, _) = d.post("/users", json!({"name": "viewer", "email": "v@example.com"})).await;
+    let (s, _) = d
+        .post(
+            "/users",
+            json!({"name": "viewer", "email": "v@example.com"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED);
-    let (s, b) = d.post("/tokens", json!({"user": "viewer", "scope": "write"})).await;
+    let (s, b) = d
+        .post("/tokens", json!({"user": "viewer", "scope": "write"}))
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(b["fields"]["scope"].is_array(), "{b}");
     let (s, viewer) = d.post("/tokens", json!({"user": "viewer"})).await;
@@ -109,11 +134,18 @@ async fn authentication_and_scopes(backend: Backend) {
     assert_eq!(viewer["scope"], "read");
     let viewer_token = viewer["token"].as_str().unwrap().to_string();
     let (s, _) = d
-        .call_as(Some(&viewer_token), Method::POST, "/locations", Some(common::RequestBody::Json(loc.clone())))
+        .call_as(
+            Some(&viewer_token),
+            Method::POST,
+            "/locations",
+            Some(common::RequestBody::Json(loc.clone())),
+        )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // A non-staff user sees only their own tokens; never a secret.
-    let (s, toks) = d.call_as(Some(&viewer_token), Method::GET, "/tokens", None).await;
+    let (s, toks) = d
+        .call_as(Some(&viewer_token), Method::GET, "/tokens", None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(toks["count"], 1);
     assert!(!toks.to_string().contains(&viewer_token));
@@ -121,12 +153,18 @@ async fn authentication_and_scopes(backend: Backend) {
     // Revoked and expired tokens stop working.
     let (s, _) = d.delete(&format!("/tokens/{}", viewer["id"])).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _) = d.call_as(Some(&viewer_token), Method::GET, "/locations", None).await;
+    let (s, _) = d
+        .call_as(Some(&viewer_token), Method::GET, "/locations", None)
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (_, short) = d.post("/tokens", json!({"user": "admin", "expires_in": 1})).await;
+    let (_, short) = d
+        .post("/tokens", json!({"user": "admin", "expires_in": 1}))
+        .await;
     let short = short["token"].as_str().unwrap().to_string();
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let (s, _) = d.call_as(Some(&short), Method::GET, "/locations", None).await;
+    let (s, _) = d
+        .call_as(Some(&short), Method::GET, "/locations", None)
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "an expired token is refused");
     d.stop().await;
     ts.drop_database().await;
@@ -136,24 +174,48 @@ async fn conflicts_and_validation(backend: Backend) {
     let ts = TestStore::new(backend).await;
     let d = Daemon::start(&ts, None).await;
     d.seed_location().await;
-    let (s, _) = d.post("/servers", server_body("a.dc1.example.com", &["52:54:00:00:00:01"])).await;
+    let (s, _) = d
+        .post(
+            "/servers",
+            server_body("a.dc1.example.com", &["52:54:00:00:00:01"]),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED);
 
     // Duplicate MAC on another server: 409 naming the field.
     let (s, b) = d
-        .post("/servers", server_body("b.dc1.example.com", &["52:54:00:00:00:02", "52:54:00:00:00:01"]))
+        .post(
+            "/servers",
+            server_body(
+                "b.dc1.example.com",
+                &["52:54:00:00:00:02", "52:54:00:00:00:01"],
+            ),
+        )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
-    assert!(b["fields"]["interfaces[1].mac"][0].as_str().unwrap().contains("a.dc1.example.com"), "{b}");
+    assert!(
+        b["fields"]["interfaces[1].mac"][0]
+            .as_str()
+            .unwrap()
+            .contains("a.dc1.example.com"),
+        "{b}"
+    );
     // Nothing of the refused server was written.
     let (s, _) = d.get("/servers/b.dc1.example.com").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, b) = d.post("/interfaces", json!({"server": "a.dc1.example.com", "mac": "52:54:00:00:00:01"})).await;
+    let (s, b) = d
+        .post(
+            "/interfaces",
+            json!({"server": "a.dc1.example.com", "mac": "52:54:00:00:00:01"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     assert!(b["fields"]["mac"].is_array(), "{b}");
 
     // Duplicate FQDN, differently written.
-    let (s, b) = d.post("/servers", server_body("A.DC1.example.com.", &[])).await;
+    let (s, b) = d
+        .post("/servers", server_body("A.DC1.example.com.", &[]))
+        .await;
     assert_eq!(s, StatusCode::CONFLICT);
     assert!(b["fields"]["fqdn"].is_array(), "{b}");
 
@@ -166,19 +228,40 @@ async fn conflicts_and_validation(backend: Backend) {
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
-    let fields: Vec<&str> = b["fields"].as_object().unwrap().keys().map(String::as_str).collect();
+    let fields: Vec<&str> = b["fields"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(
         fields,
-        ["bmc.driver", "bmc.port", "fqdn", "interfaces[0].mac", "interfaces[1].ipv4", "location"]
+        [
+            "bmc.driver",
+            "bmc.port",
+            "fqdn",
+            "interfaces[0].mac",
+            "interfaces[1].ipv4",
+            "location"
+        ]
     );
     // A wrong JSON type names its path; an unknown field is refused.
-    let (s, b) = d.post("/servers", json!({"fqdn": "x.example.com", "bmc": {"port": "six"}})).await;
+    let (s, b) = d
+        .post(
+            "/servers",
+            json!({"fqdn": "x.example.com", "bmc": {"port": "six"}}),
+        )
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(b["fields"]["bmc.port"].is_array(), "{b}");
-    let (s, b) = d.post("/locations", json!({"name": "dc2", "colour": "red"})).await;
+    let (s, b) = d
+        .post("/locations", json!({"name": "dc2", "colour": "red"}))
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(b.to_string().contains("colour"), "{b}");
-    let (s, _) = d.post_text("/locations", "{not json", "application/json").await;
+    let (s, _) = d
+        .post_text("/locations", "{not json", "application/json")
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 
     // Addresses: outside every network, taken, the gateway.
@@ -197,10 +280,20 @@ async fn conflicts_and_validation(backend: Backend) {
     other["interfaces"][0]["ipv4"] = json!("10.0.0.20");
     let (s, b) = d.post("/servers", other).await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
-    assert!(b["fields"]["interfaces[0].ipv4"][0].as_str().unwrap().contains("c.dc1.example.com"));
+    assert!(
+        b["fields"]["interfaces[0].ipv4"][0]
+            .as_str()
+            .unwrap()
+            .contains("c.dc1.example.com")
+    );
 
     // Overlapping networks in one location; in-use deletes refused.
-    let (s, b) = d.post("/networks", json!({"location": "dc1", "cidr": "10.0.0.128/25"})).await;
+    let (s, b) = d
+        .post(
+            "/networks",
+            json!({"location": "dc1", "cidr": "10.0.0.128/25"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     let (s, _) = d.delete("/locations/dc1").await;
     assert_eq!(s, StatusCode::CONFLICT);
@@ -227,7 +320,11 @@ async fn conflicts_and_validation(backend: Backend) {
 async fn profiles_lookups_and_errors(backend: Backend) {
     let ts = TestStore::new(backend).await;
     let d = Daemon::start(&ts, None).await;
-    let echo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/echo-1.0.yaml")).unwrap();
+    let echo = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/profiles/echo-1.0.yaml"
+    ))
+    .unwrap();
     let (s, created) = d.post_text("/profiles", &echo, "application/yaml").await;
     assert_eq!(s, StatusCode::CREATED, "{created}");
     let id = created["id"].as_i64().unwrap();
@@ -236,7 +333,11 @@ async fn profiles_lookups_and_errors(backend: Backend) {
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     // The older system's files load unchanged.
     for seed in ["echo-0.1.yaml", "ubuntu-16.04.yaml"] {
-        let text = std::fs::read_to_string(format!("{}/tests/fixtures/seed-profiles/{seed}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let text = std::fs::read_to_string(format!(
+            "{}/tests/fixtures/seed-profiles/{seed}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
         let (s, b) = d.post_text("/profiles", &text, "text/yaml").await;
         assert_eq!(s, StatusCode::CREATED, "{seed}: {b}");
     }
@@ -247,7 +348,10 @@ async fn profiles_lookups_and_errors(backend: Backend) {
     let (s, by_key) = d.get("/api/profiles/echo==1.0").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(by_key["id"], id);
-    assert_eq!(by_key["profile"]["workflow"]["new"]["actions"][0]["action"], "echo");
+    assert_eq!(
+        by_key["profile"]["workflow"]["new"]["actions"][0]["action"],
+        "echo"
+    );
     let (_, filtered) = d.get("/profiles?name=echo").await;
     assert_eq!(filtered["count"], 2);
     let (_, filtered) = d.get("/profiles?name=echo&version=0.1").await;
@@ -256,17 +360,31 @@ async fn profiles_lookups_and_errors(backend: Backend) {
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     // A typo'd action: 422 naming the YAML path.
-    let bad = echo.replace("version: \"1.0\"", "version: \"1.1\"").replacen("action: echo", "action: ecoh", 1);
+    let bad = echo
+        .replace("version: \"1.0\"", "version: \"1.1\"")
+        .replacen("action: echo", "action: ecoh", 1);
     assert_ne!(bad, echo);
     let (s, b) = d.post_text("/profiles", &bad, "application/yaml").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
-    assert!(b["fields"]["workflow.new[0].action"][0].as_str().unwrap().contains("ecoh"), "{b}");
+    assert!(
+        b["fields"]["workflow.new[0].action"][0]
+            .as_str()
+            .unwrap()
+            .contains("ecoh"),
+        "{b}"
+    );
     // A missing field and an unknown template.
     let bad = "kind: Profile\napiVersion: v1alpha1\nname: t\nversion: '1'\nworkflow:\n  new: {}\n  preparing:\n    - action: serve_file\n      via: http\n      filename: a\n      source: {type: url}\n    - action: serve_file\n      via: tftp\n      filename: b\n      source: {type: template, name: nope}\n  installing: []\n  configuring: []\n  postconfiguring: []\n  complete: []\n";
     let (s, b) = d.post_text("/profiles", bad, "application/yaml").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
-    assert!(b["fields"]["workflow.preparing[0].source.url"].is_array(), "{b}");
-    assert!(b["fields"]["workflow.preparing[1].source.name"].is_array(), "{b}");
+    assert!(
+        b["fields"]["workflow.preparing[0].source.url"].is_array(),
+        "{b}"
+    );
+    assert!(
+        b["fields"]["workflow.preparing[1].source.name"].is_array(),
+        "{b}"
+    );
     let (_, all) = d.get("/profiles").await;
     assert_eq!(all["count"], 3, "nothing invalid was stored");
     d.stop().await;
@@ -278,7 +396,12 @@ async fn bmc_password_stays_secret(backend: Backend) {
     let ts = TestStore::new(backend).await;
     let d = Daemon::start(&ts, None).await;
     d.seed_location().await;
-    let (s, c) = d.post("/credentials", json!({"name": "rack-a", "username": "root", "password": "Cr3d-Pass-Shared"})).await;
+    let (s, c) = d
+        .post(
+            "/credentials",
+            json!({"name": "rack-a", "username": "root", "password": "Cr3d-Pass-Shared"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED);
     assert!(!c.to_string().contains("Cr3d-Pass-Shared"));
     let mut body = server_body("s.dc1.example.com", &["52:54:00:00:01:01"]);
@@ -289,17 +412,30 @@ async fn bmc_password_stays_secret(backend: Backend) {
     responses.push(d.get("/servers").await.1);
     responses.push(d.get("/interfaces").await.1);
     // An update without a password keeps it; with the credential it is used.
-    responses.push(d.patch("/servers/s.dc1.example.com", json!({"notes": "rack A"})).await.1);
+    responses.push(
+        d.patch("/servers/s.dc1.example.com", json!({"notes": "rack A"}))
+            .await
+            .1,
+    );
     responses.push(d.get("/credentials").await.1);
     for r in &responses {
-        assert!(!r.to_string().contains(BMC_PASSWORD), "password leaked in {r}");
+        assert!(
+            !r.to_string().contains(BMC_PASSWORD),
+            "password leaked in {r}"
+        );
     }
     assert_eq!(responses[4]["bmc"]["password_set"], true);
     let fqdn = "s.dc1.example.com".parse().unwrap();
-    assert_eq!(d.store.bmc_login(&fqdn).await.unwrap().unwrap().1, BMC_PASSWORD);
+    assert_eq!(
+        d.store.bmc_login(&fqdn).await.unwrap().unwrap().1,
+        BMC_PASSWORD
+    );
     // Clearing the own password falls back to the shared credential.
     let (s, b) = d
-        .patch("/servers/s.dc1.example.com", json!({"bmc": {"password": "", "username": "", "credential": "rack-a"}}))
+        .patch(
+            "/servers/s.dc1.example.com",
+            json!({"bmc": {"password": "", "username": "", "credential": "rack-a"}}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["bmc"]["password_set"], false);
@@ -332,7 +468,10 @@ async fn bmc_password_stays_secret(backend: Backend) {
             .fetch_one(&mut conn)
             .await
             .unwrap();
-            assert!(dump.contains("s.dc1.example.com"), "the query sees the rows");
+            assert!(
+                dump.contains("s.dc1.example.com"),
+                "the query sees the rows"
+            );
             assert!(!dump.contains(BMC_PASSWORD) && !dump.contains("Cr3d-Pass-Shared"));
             let hex_pw = hex::encode(BMC_PASSWORD);
             assert!(!dump.contains(&hex_pw));
@@ -345,19 +484,33 @@ async fn csv_import_is_all_or_nothing(backend: Backend) {
     let ts = TestStore::new(backend).await;
     let d = Daemon::start(&ts, None).await;
     d.seed_location().await;
-    let (s, _) = d.post("/servers", server_body("old.dc1.example.com", &["52:54:00:00:09:09"])).await;
+    let (s, _) = d
+        .post(
+            "/servers",
+            server_body("old.dc1.example.com", &["52:54:00:00:09:09"]),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED);
     // Line 3 reuses an existing MAC, line 4 has a bad MAC: nothing lands.
     let bad = "n1.dc1.example.com;10.1.0.1;ADMIN;pw1;eth0;52:54:00:00:02:01;10.0.0.31\n\
                n1.dc1.example.com;;;;eth1;52:54:00:00:02:02\n\
                n2.dc1.example.com;10.1.0.2;ADMIN;pw2;eth0;52:54:00:00:09:09\n\
                n3.dc1.example.com;10.1.0.3;ADMIN;pw3;eth0;not-a-mac\n";
-    let (s, b) = d.post_text("/servers/import?location=dc1", bad, "text/csv").await;
+    let (s, b) = d
+        .post_text("/servers/import?location=dc1", bad, "text/csv")
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
-    let lines: Vec<i64> = b["lines"].as_array().unwrap().iter().map(|l| l["line"].as_i64().unwrap()).collect();
+    let lines: Vec<i64> = b["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["line"].as_i64().unwrap())
+        .collect();
     assert_eq!(lines, [4], "validation errors come first: {b}");
     let bad = bad.replace("not-a-mac", "52:54:00:00:02:03");
-    let (s, b) = d.post_text("/servers/import?location=dc1", &bad, "text/csv").await;
+    let (s, b) = d
+        .post_text("/servers/import?location=dc1", &bad, "text/csv")
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
     assert_eq!(b["lines"][0]["line"], 3, "{b}");
     assert_eq!(b["lines"][0]["field"], "interfaces[0].mac", "{b}");
@@ -365,7 +518,9 @@ async fn csv_import_is_all_or_nothing(backend: Backend) {
     assert_eq!(all["count"], 1, "all or nothing");
 
     let good = bad.replace("52:54:00:00:09:09", "52:54:00:00:02:09");
-    let (s, b) = d.post_text("/servers/import?location=dc1", &good, "text/csv").await;
+    let (s, b) = d
+        .post_text("/servers/import?location=dc1", &good, "text/csv")
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     assert_eq!(b["created"], 3);
     let (_, n1) = d.get("/servers/n1.dc1.example.com").await;
@@ -384,7 +539,15 @@ async fn updates_pagination_and_deletes(backend: Backend) {
     let d = Daemon::start(&ts, None).await;
     d.seed_location().await;
     for i in 0..5 {
-        let (s, _) = d.post("/servers", server_body(&format!("p{i}.dc1.example.com"), &[&format!("52:54:00:00:04:0{i}")])).await;
+        let (s, _) = d
+            .post(
+                "/servers",
+                server_body(
+                    &format!("p{i}.dc1.example.com"),
+                    &[&format!("52:54:00:00:04:0{i}")],
+                ),
+            )
+            .await;
         assert_eq!(s, StatusCode::CREATED);
     }
     let (_, page) = d.get("/servers?limit=2&offset=2").await;
@@ -415,7 +578,10 @@ async fn updates_pagination_and_deletes(backend: Backend) {
     assert_eq!(s, StatusCode::OK, "{after}");
     assert_eq!(after["fqdn"], "q0.dc1.example.com");
     let ifaces = after["interfaces"].as_array().unwrap();
-    let kept = ifaces.iter().find(|i| i["mac"] == "52:54:00:00:04:00").unwrap();
+    let kept = ifaces
+        .iter()
+        .find(|i| i["mac"] == "52:54:00:00:04:00")
+        .unwrap();
     assert_eq!(kept["id"], kept_id);
     assert_eq!(kept["name"], "eth1");
     assert!(!ifaces.iter().any(|i| i["mac"] == "52:54:00:00:05:00"));
@@ -425,7 +591,12 @@ async fn updates_pagination_and_deletes(backend: Backend) {
     let (s, iface) = d.post("/interfaces", json!({"server": "p1.dc1.example.com", "mac": "52:54:00:00:05:00", "ipv4": "10.0.0.51"})).await;
     assert_eq!(s, StatusCode::CREATED, "{iface}");
     assert_eq!(iface["name"], "eth1");
-    let (s, b) = d.patch(&format!("/interfaces/{}", iface["id"]), json!({"ipv4": "10.0.0.50"})).await;
+    let (s, b) = d
+        .patch(
+            &format!("/interfaces/{}", iface["id"]),
+            json!({"ipv4": "10.0.0.50"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     assert!(b["fields"]["ipv4"].is_array(), "{b}");
     let (s, _) = d.delete(&format!("/interfaces/{}", iface["id"])).await;
@@ -448,7 +619,10 @@ async fn updates_pagination_and_deletes(backend: Backend) {
     let events = d.store.pending_events(1000).await.unwrap();
     let keys: Vec<&str> = events.iter().map(|e| e.routing_key.as_str()).collect();
     assert_eq!(keys.iter().filter(|k| **k == "server.created").count(), 5);
-    assert!(keys.ends_with(&["location.updated", "server.deleted"]), "{keys:?}");
+    assert!(
+        keys.ends_with(&["location.updated", "server.deleted"]),
+        "{keys:?}"
+    );
     assert!(events.windows(2).all(|w| w[0].id < w[1].id));
     d.stop().await;
     ts.drop_database().await;
@@ -457,22 +631,43 @@ async fn updates_pagination_and_deletes(backend: Backend) {
 async fn users_and_ssh_keys(backend: Backend) {
     let ts = TestStore::new(backend).await;
     let d = Daemon::start(&ts, None).await;
-    let (s, _) = d.post("/users", json!({"name": "alice", "email": "alice@example.com", "is_staff": true})).await;
+    let (s, _) = d
+        .post(
+            "/users",
+            json!({"name": "alice", "email": "alice@example.com", "is_staff": true}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED);
     let (s, b) = d.post("/users", json!({"name": "alice"})).await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
-    let (s, b) = d.post("/users", json!({"name": "bob", "email": "not an email"})).await;
+    let (s, b) = d
+        .post("/users", json!({"name": "bob", "email": "not an email"}))
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(b["fields"]["email"].is_array());
     let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMqy0rTqL0y7kZ3mN4o5p6q7r8s9t0u1v2w3x4y5z6A7 alice@laptop";
-    let (s, k) = d.post("/ssh_authorized_keys", json!({"user": "alice", "key": key})).await;
+    let (s, k) = d
+        .post("/ssh_authorized_keys", json!({"user": "alice", "key": key}))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{k}");
     assert_eq!(k["name"], "alice@laptop");
-    let (s, _) = d.post("/ssh_authorized_keys", json!({"user": "alice", "key": key})).await;
+    let (s, _) = d
+        .post("/ssh_authorized_keys", json!({"user": "alice", "key": key}))
+        .await;
     assert_eq!(s, StatusCode::CONFLICT);
-    let (s, b) = d.post("/ssh_authorized_keys", json!({"user": "alice", "key": "ssh-dss AAAA"})).await;
+    let (s, b) = d
+        .post(
+            "/ssh_authorized_keys",
+            json!({"user": "alice", "key": "ssh-dss AAAA"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
-    let (s, b) = d.post("/ssh_authorized_keys", json!({"user": "nobody", "key": key})).await;
+    let (s, b) = d
+        .post(
+            "/ssh_authorized_keys",
+            json!({"user": "nobody", "key": key}),
+        )
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
     let (_, keys) = d.get("/ssh_authorized_keys?user=alice").await;
     assert_eq!(keys["count"], 1);
@@ -485,7 +680,9 @@ async fn users_and_ssh_keys(backend: Backend) {
     let (_, t) = d.post("/tokens", json!({"user": "alice"})).await;
     let (s, _) = d.delete("/users/alice").await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _) = d.call_as(t["token"].as_str(), Method::GET, "/users", None).await;
+    let (s, _) = d
+        .call_as(t["token"].as_str(), Method::GET, "/users", None)
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (_, keys) = d.get("/ssh_authorized_keys").await;
     assert_eq!(keys["count"], 0);
@@ -500,10 +697,24 @@ async fn openapi_document(backend: Backend) {
     assert_eq!(s, StatusCode::OK);
     let paths = doc["paths"].as_object().unwrap();
     for p in [
-        "/servers", "/servers/{fqdn}", "/servers/import", "/interfaces", "/networks", "/locations",
-        "/labels", "/credentials", "/profiles", "/profiles/{key}", "/users", "/tokens", "/ssh_authorized_keys",
+        "/servers",
+        "/servers/{fqdn}",
+        "/servers/import",
+        "/interfaces",
+        "/networks",
+        "/locations",
+        "/labels",
+        "/credentials",
+        "/profiles",
+        "/profiles/{key}",
+        "/users",
+        "/tokens",
+        "/ssh_authorized_keys",
     ] {
-        assert!(paths.contains_key(p), "{p} missing from the OpenAPI document");
+        assert!(
+            paths.contains_key(p),
+            "{p} missing from the OpenAPI document"
+        );
     }
     assert!(doc["components"]["schemas"]["Server"].is_object());
     d.stop().await;

@@ -47,7 +47,10 @@ impl TestStore {
     pub async fn new(backend: Backend) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut env = HashMap::new();
-        env.insert("BOOTLOADER_DATA_DIR".to_string(), dir.path().display().to_string());
+        env.insert(
+            "BOOTLOADER_DATA_DIR".to_string(),
+            dir.path().display().to_string(),
+        );
         let mut pg_database = None;
         if backend == Backend::Postgres {
             let name = format!("bl_test_{}", random_suffix());
@@ -63,7 +66,12 @@ impl TestStore {
             env.insert("DATABASE_URL".to_string(), format!("{base}/{name}"));
             pg_database = Some(name);
         }
-        Self { backend, dir, pg_database, env }
+        Self {
+            backend,
+            dir,
+            pg_database,
+            env,
+        }
     }
 
     pub fn config(&self) -> Config {
@@ -79,9 +87,11 @@ impl TestStore {
     pub async fn drop_database(&self) {
         if let Some(name) = &self.pg_database {
             if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                    .execute(&mut conn)
-                    .await;
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await;
             }
         }
     }
@@ -102,10 +112,18 @@ impl Daemon {
     /// token is created; otherwise `token` is reused.
     pub async fn start(test_store: &TestStore, token: Option<String>) -> Self {
         let config = test_store.config();
-        let store = bootloader::app::open_store(&config).await.expect("open store");
-        let first = bootloader::app::bootstrap_first_user(store.as_ref()).await.expect("bootstrap");
-        let token = first.or(token).expect("a token: either first start or passed in");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let store = bootloader::app::open_store(&config)
+            .await
+            .expect("open store");
+        let first = bootloader::app::bootstrap_first_user(store.as_ref())
+            .await
+            .expect("bootstrap");
+        let token = first
+            .or(token)
+            .expect("a token: either first start or passed in");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel();
         let run_store = store.clone();
@@ -170,15 +188,26 @@ impl Daemon {
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.call_as(Some(&self.token.clone()), Method::GET, path, None).await
-    }
-
-    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call_as(Some(&self.token.clone()), Method::POST, path, Some(RequestBody::Json(body)))
+        self.call_as(Some(&self.token.clone()), Method::GET, path, None)
             .await
     }
 
-    pub async fn post_text(&self, path: &str, text: &str, content_type: &'static str) -> (StatusCode, Value) {
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call_as(
+            Some(&self.token.clone()),
+            Method::POST,
+            path,
+            Some(RequestBody::Json(body)),
+        )
+        .await
+    }
+
+    pub async fn post_text(
+        &self,
+        path: &str,
+        text: &str,
+        content_type: &'static str,
+    ) -> (StatusCode, Value) {
         self.call_as(
             Some(&self.token.clone()),
             Method::POST,
@@ -189,17 +218,25 @@ impl Daemon {
     }
 
     pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call_as(Some(&self.token.clone()), Method::PATCH, path, Some(RequestBody::Json(body)))
-            .await
+        self.call_as(
+            Some(&self.token.clone()),
+            Method::PATCH,
+            path,
+            Some(RequestBody::Json(body)),
+        )
+        .await
     }
 
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        self.call_as(Some(&self.token.clone()), Method::DELETE, path, None).await
+        self.call_as(Some(&self.token.clone()), Method::DELETE, path, None)
+            .await
     }
 
     /// Creates location `dc1` with network 10.0.0.0/24.
     pub async fn seed_location(&self) {
-        let (s, b) = self.post("/locations", serde_json::json!({"name": "dc1"})).await;
+        let (s, b) = self
+            .post("/locations", serde_json::json!({"name": "dc1"}))
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
         let (s, b) = self
             .post(
@@ -228,12 +265,18 @@ pub fn shipped_profiles() -> Vec<(String, String)> {
         .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
         .map(|p| {
             (
-                p.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
                 std::fs::read_to_string(&p).expect("read profile"),
             )
         })
         .collect();
     out.sort();
-    assert!(out.len() >= 3, "profiles/ should ship at least three profiles");
+    assert!(
+        out.len() >= 3,
+        "profiles/ should ship at least three profiles"
+    );
     out
 }

@@ -1,0 +1,495 @@
+//! The `bootloader` binary as an operator runs it.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bootloader");
+
+fn bootloader(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir).args(args);
+    // A clean environment: only what the test gives.
+    for var in [
+        "DATABASE_URL",
+        "DB_HOST",
+        "SECRET_KEY",
+        "BOOTLOADER_URL",
+        "RUST_LOG",
+        "SSL_ENABLE",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+fn run<C: std::borrow::BorrowMut<Command>>(mut cmd: C) -> Output {
+    cmd.borrow_mut().output().expect("run bootloader")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A `bootloader serve` process whose stdout is collected as it goes.
+struct Served {
+    child: Child,
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
+    base: String,
+}
+
+impl Served {
+    fn start(dir: &Path, port: u16, extra_env: &[(&str, &str)]) -> Self {
+        let mut cmd = bootloader(
+            dir,
+            &["serve", "--http-listen", &format!("127.0.0.1:{port}")],
+        );
+        cmd.env("RUST_LOG", "trace")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn serve");
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        for pipe in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let sink = stdout.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut s = sink.lock().expect("lock");
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            });
+        }
+        let served = Self {
+            child,
+            stdout,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !served.output().contains("bootloader is serving") {
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not start:\n{}",
+                served.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        served
+    }
+
+    fn output(&self) -> String {
+        self.stdout.lock().expect("lock").clone()
+    }
+
+    fn token(&self) -> Option<String> {
+        self.output()
+            .split_whitespace()
+            .find(|w| w.starts_with("bl_") && w.len() == 67)
+            .map(str::to_string)
+    }
+
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("daemon did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        self.output()
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn api(
+    base: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let mut req = client
+            .request(
+                method.parse().expect("method"),
+                format!("{base}/api/v1alpha2{path}"),
+            )
+            .header("Authorization", format!("Token {token}"));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let body = resp.json().await.unwrap_or(serde_json::Value::Null);
+        (status, body)
+    })
+}
+
+const PASSWORD: &str = "Zer0-Config-BMC-Secret";
+
+#[test]
+fn zero_config_serve_restart_and_secrecy() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let served = Served::start(dir.path(), port, &[]);
+    let token = served.token().expect("first start prints a token");
+    assert!(
+        dir.path()
+            .join("bootloader-data/bootloader.sqlite3")
+            .exists()
+    );
+    let (s, _) = api(
+        &served.base,
+        &token,
+        "POST",
+        "/locations",
+        Some(serde_json::json!({"name": "dc1"})),
+    );
+    assert_eq!(s, 201);
+    let (s, b) = api(
+        &served.base,
+        &token,
+        "POST",
+        "/servers",
+        Some(
+            serde_json::json!({"fqdn": "z.example.com", "location": "dc1",
+            "bmc": {"host": "10.9.9.9", "username": "ADMIN", "password": PASSWORD},
+            "interfaces": [{"mac": "52:54:00:12:34:56"}]}),
+        ),
+    );
+    assert_eq!(s, 201, "{b}");
+    let log = served.stop();
+    assert!(!log.contains(PASSWORD), "the BMC password reached the log");
+    assert!(
+        log.contains("z.example.com") || log.contains("/api/v1alpha2/servers"),
+        "trace logging was on"
+    );
+
+    // A restart keeps everything and prints no new token.
+    let served = Served::start(dir.path(), port, &[]);
+    assert_eq!(
+        served.token(),
+        None,
+        "the token is shown only on first start"
+    );
+    let (s, b) = api(&served.base, &token, "GET", "/servers/z.example.com", None);
+    assert_eq!(s, 200);
+    assert_eq!(b["bmc"]["password_set"], true);
+    assert!(!served.stop().contains(PASSWORD));
+}
+
+#[test]
+fn check_config_shows_sources_and_hides_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("b.toml");
+    std::fs::write(
+        &cfg,
+        "[http]\nlisten = \"127.0.0.1:9999\"\n[database]\nhost = \"db.example.com\"\n",
+    )
+    .unwrap();
+    let out = run(bootloader(
+        dir.path(),
+        &["--config", cfg.to_str().unwrap(), "check-config"],
+    )
+    .env("DB_PASSWORD", "pg-pass-123")
+    .env("SECRET_KEY", "a-long-secret-key-value")
+    .env("BOOTLOADER_URL", "http://192.0.2.1:9999"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for needle in ["pg-pass-123", "a-long-secret-key-value"] {
+        assert!(!stdout.contains(needle), "secret shown: {stdout}");
+    }
+    let line = |key: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("http.listen").contains("127.0.0.1:9999") && line("http.listen").contains("file"),
+        "{stdout}"
+    );
+    assert!(
+        line("database.password").contains("<redacted>")
+            && line("database.password").contains("env DB_PASSWORD")
+    );
+    assert!(
+        line("server.url").contains("env BOOTLOADER_URL"),
+        "{stdout}"
+    );
+    assert!(line("log.format").contains("default"), "{stdout}");
+    assert!(
+        stdout.contains("postgres bootloader@db.example.com:5432/bootloader"),
+        "{stdout}"
+    );
+
+    std::fs::write(
+        &cfg,
+        "[http]\nlisten = \"127.0.0.1:9999\"\nlisten_port = 3\n",
+    )
+    .unwrap();
+    let out = run(bootloader(
+        dir.path(),
+        &["--config", cfg.to_str().unwrap(), "check-config"],
+    ));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("listen_port"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(bootloader(
+        dir.path(),
+        &["--config", "/nonexistent/b.toml", "check-config"],
+    ));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("/nonexistent/b.toml"));
+}
+
+#[test]
+fn users_tokens_and_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&mut bootloader(dir.path(), &["migrate"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("applied 1_inventory"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(&mut bootloader(dir.path(), &["migrate"]));
+    assert!(text(&out.stdout).contains("up to date"));
+
+    let out = run(&mut bootloader(
+        dir.path(),
+        &["user", "add", "ops", "--staff"],
+    ));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "only the token: {stdout:?}");
+    let token = stdout.trim().to_string();
+    assert!(token.starts_with("bl_"));
+    let out = run(&mut bootloader(dir.path(), &["user", "add", "ops"]));
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("already exists"));
+
+    let out = run(&mut bootloader(
+        dir.path(),
+        &["token", "create", "ops", "--scope", "read"],
+    ));
+    assert!(out.status.success());
+    let read_token = text(&out.stdout).trim().to_string();
+    let out = run(&mut bootloader(dir.path(), &["token", "list"]));
+    let listing = text(&out.stdout);
+    assert_eq!(listing.lines().count(), 2, "{listing}");
+    assert!(!listing.contains(&token[10..]), "no secrets in the list");
+
+    // The tokens work against a daemon on the same data dir.
+    let served = Served::start(dir.path(), free_port(), &[]);
+    assert_eq!(served.token(), None, "users exist, so no first token");
+    assert_eq!(
+        api(
+            &served.base,
+            &token,
+            "POST",
+            "/labels",
+            Some(serde_json::json!({"name": "x"}))
+        )
+        .0,
+        201
+    );
+    assert_eq!(
+        api(
+            &served.base,
+            &read_token,
+            "POST",
+            "/labels",
+            Some(serde_json::json!({"name": "y"}))
+        )
+        .0,
+        403
+    );
+    let out = run(&mut bootloader(
+        dir.path(),
+        &["token", "revoke", &read_token[..10]],
+    ));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        api(&served.base, &read_token, "GET", "/labels", None).0,
+        401
+    );
+    served.stop();
+}
+
+#[test]
+fn profile_validate_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut files: Vec<String> = std::fs::read_dir(format!("{root}/profiles"))
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    files.push(format!(
+        "{root}/tests/fixtures/seed-profiles/ubuntu-16.04.yaml"
+    ));
+    let mut args = vec!["profile", "validate"];
+    args.extend(files.iter().map(String::as_str));
+    let out = run(&mut bootloader(dir.path(), &args));
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert_eq!(text(&out.stdout).matches(": ok").count(), files.len());
+
+    let bad = dir.path().join("bad.yaml");
+    let good = std::fs::read_to_string(format!("{root}/profiles/echo-1.0.yaml")).unwrap();
+    std::fs::write(&bad, good.replacen("action: echo", "action: echoo", 1)).unwrap();
+    let out = run(&mut bootloader(
+        dir.path(),
+        &["profile", "validate", &files[0], bad.to_str().unwrap()],
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("bad.yaml: invalid") && stdout.contains("workflow.new[0].action"),
+        "{stdout}"
+    );
+    // No data dir was touched: validation is offline.
+    assert!(!dir.path().join("bootloader-data").exists());
+}
+
+#[test]
+fn rotate_secret_reencrypts_and_wrong_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let served = Served::start(dir.path(), port, &[]);
+    let token = served.token().unwrap();
+    api(
+        &served.base,
+        &token,
+        "POST",
+        "/locations",
+        Some(serde_json::json!({"name": "dc1"})),
+    );
+    let (s, _) = api(
+        &served.base,
+        &token,
+        "POST",
+        "/servers",
+        Some(serde_json::json!({
+        "fqdn": "r.example.com", "location": "dc1", "bmc": {"username": "ADMIN", "password": PASSWORD}})),
+    );
+    assert_eq!(s, 201);
+    served.stop();
+    let key_file = dir.path().join("bootloader-data/secret.key");
+    let old_key = std::fs::read_to_string(&key_file).unwrap();
+
+    let out = run(&mut bootloader(dir.path(), &["rotate-secret"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("re-encrypted 1 secret"),
+        "{}",
+        text(&out.stderr)
+    );
+    let new_key = std::fs::read_to_string(&key_file).unwrap();
+    assert_ne!(old_key, new_key);
+
+    // The daemon's store opens the password with the new key.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let data = dir.path().join("bootloader-data");
+    let env = move |k: &str| (k == "BOOTLOADER_DATA_DIR").then(|| data.display().to_string());
+    let cfg_path = dir.path().join("empty.toml");
+    std::fs::write(&cfg_path, "").unwrap();
+    let config = bootloader::config::load(Some(&cfg_path), &env, &Default::default()).unwrap();
+    rt.block_on(async {
+        let store = bootloader::app::open_store(&config).await.unwrap();
+        let login = store
+            .bmc_login(&"r.example.com".parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(login, Some(("ADMIN".to_string(), PASSWORD.to_string())));
+    });
+
+    // With the old key back, start-up fails with a clear message.
+    std::fs::write(&key_file, &old_key).unwrap();
+    let out = run(bootloader(
+        dir.path(),
+        &[
+            "serve",
+            "--http-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ],
+    ));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("secret key"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_refuses_what_it_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        bootloader(dir.path(), &["serve", "--http-listen", "127.0.0.1:0"])
+            .env("SSL_ENABLE", "true"),
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("TLS"), "{}", text(&out.stderr));
+    // A port in use is a clear start-up error.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run(&mut bootloader(
+        dir.path(),
+        &["serve", "--http-listen", &addr],
+    ));
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains(&addr), "{}", text(&out.stderr));
+}
+
+#[test]
+fn migrate_on_postgres() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ts = rt.block_on(common::TestStore::new(common::Backend::Postgres));
+    let url = ts.env["DATABASE_URL"].clone();
+    let out = run(bootloader(ts.dir.path(), &["migrate"]).env("DATABASE_URL", &url));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("applied 1_inventory"));
+    let out = run(bootloader(ts.dir.path(), &["migrate"]).env("DATABASE_URL", &url));
+    assert!(
+        text(&out.stdout).contains("up to date"),
+        "{}",
+        text(&out.stdout)
+    );
+    rt.block_on(ts.drop_database());
+}
