@@ -734,6 +734,56 @@ macro_rules! battery {
     };
 }
 
+/// Concurrent writers: every distinct server lands; of several servers
+/// claiming one MAC exactly one wins and the others get 409, never 500.
+async fn concurrent_writes(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let d = std::sync::Arc::new(Daemon::start(&ts, None).await);
+    d.seed_location().await;
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let d = d.clone();
+        tasks.push(tokio::spawn(async move {
+            let mac = if i < 16 {
+                format!("52:54:00:00:07:{i:02x}")
+            } else {
+                "52:54:00:00:08:00".to_string()
+            };
+            d.post(
+                "/servers",
+                server_body(&format!("c{i}.dc1.example.com"), &[&mac]),
+            )
+            .await
+            .0
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert!(
+        statuses[..16].iter().all(|s| *s == StatusCode::CREATED),
+        "{statuses:?}"
+    );
+    let shared = &statuses[16..];
+    assert_eq!(
+        shared.iter().filter(|s| **s == StatusCode::CREATED).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        shared
+            .iter()
+            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT),
+        "{statuses:?}"
+    );
+    let (_, all) = d.get("/servers?limit=100").await;
+    assert_eq!(all["count"], 17);
+    let d = std::sync::Arc::into_inner(d).expect("no other owners");
+    d.stop().await;
+    ts.drop_database().await;
+}
+
 battery!(
     tour_and_restart,
     authentication_and_scopes,
@@ -744,4 +794,5 @@ battery!(
     updates_pagination_and_deletes,
     users_and_ssh_keys,
     openapi_document,
+    concurrent_writes,
 );

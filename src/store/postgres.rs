@@ -20,6 +20,7 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     const BACKEND: &'static str = "postgres";
+    const BEGIN_WRITE: &'static str = "BEGIN";
 
     async fn connect(target: &PostgresTarget, max_connections: u32) -> Result<PgPool> {
         let options = match target {

@@ -844,7 +844,7 @@ macro_rules! sql_store {
                 }
 
                 async fn create_location(&self, new: NewLocation) -> Result<Location> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM locations WHERE name = $1")
                         .bind(new.name.as_str())
                         .fetch_optional(&mut *tx)
@@ -888,7 +888,7 @@ macro_rules! sql_store {
                 }
 
                 async fn update_location(&self, name: &Name, patch: LocationPatch) -> Result<Location> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let current = fetch_location(&mut tx, name).await?;
                     let new_name = patch.name.unwrap_or(current.name);
                     if &new_name != name {
@@ -914,7 +914,7 @@ macro_rules! sql_store {
                 }
 
                 async fn delete_location(&self, name: &Name) -> Result<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let location = fetch_location(&mut tx, name).await?;
                     let servers = count_where(&mut tx, "SELECT COUNT(*) FROM servers WHERE location_id = $1", location.id).await?;
                     let networks = count_where(&mut tx, "SELECT COUNT(*) FROM networks WHERE location_id = $1", location.id).await?;
@@ -930,7 +930,7 @@ macro_rules! sql_store {
                 }
 
                 async fn create_network(&self, spec: NetworkSpec) -> Result<Network> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let location = check_network(&mut tx, &spec, None).await?;
                     let ts = now();
                     let id: i64 = sqlx::query_scalar(
@@ -983,7 +983,7 @@ macro_rules! sql_store {
                 }
 
                 async fn update_network(&self, id: i64, spec: NetworkSpec) -> Result<Network> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let before = fetch_network(&mut tx, id).await?;
                     let location = check_network(&mut tx, &spec, Some(id)).await?;
                     // Fixed addresses already placed in this network must stay inside it.
@@ -1026,7 +1026,7 @@ macro_rules! sql_store {
                 }
 
                 async fn delete_network(&self, id: i64) -> Result<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let network = fetch_network(&mut tx, id).await?;
                     let used = count_where(&mut tx, "SELECT COUNT(*) FROM interfaces WHERE network_id = $1", id).await?;
                     if used > 0 {
@@ -1042,7 +1042,7 @@ macro_rules! sql_store {
                 }
 
                 async fn create_label(&self, name: &Name, description: &str) -> Result<Label> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     if fetch_label(&mut tx, name).await.is_ok() {
                         return Err(StoreError::conflict("name", format!("label {name} already exists")));
                     }
@@ -1079,7 +1079,7 @@ macro_rules! sql_store {
                 }
 
                 async fn update_label(&self, name: &Name, new_name: &Name, description: &str) -> Result<Label> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let current = fetch_label(&mut tx, name).await?;
                     if new_name != name && fetch_label(&mut tx, new_name).await.is_ok() {
                         return Err(StoreError::conflict("name", format!("label {new_name} already exists")));
@@ -1097,7 +1097,7 @@ macro_rules! sql_store {
                 }
 
                 async fn delete_label(&self, name: &Name) -> Result<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let label = fetch_label(&mut tx, name).await?;
                     let used = count_where(&mut tx, "SELECT COUNT(*) FROM server_labels WHERE label_id = $1", label.id).await?;
                     if used > 0 {
@@ -1113,7 +1113,7 @@ macro_rules! sql_store {
                     let Some(password) = spec.password.as_deref() else {
                         return Err(StoreError::invalid("password", "is required"));
                     };
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     if fetch_credential(&mut tx, &spec.name).await.is_ok() {
                         return Err(StoreError::conflict("name", format!("credential {} already exists", spec.name)));
                     }
@@ -1157,7 +1157,7 @@ macro_rules! sql_store {
                 }
 
                 async fn update_credential(&self, name: &Name, spec: CredentialSpec) -> Result<Credential> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let current = fetch_credential(&mut tx, name).await?;
                     if &spec.name != name && fetch_credential(&mut tx, &spec.name).await.is_ok() {
                         return Err(StoreError::conflict("name", format!("credential {} already exists", spec.name)));
@@ -1184,7 +1184,7 @@ macro_rules! sql_store {
                 }
 
                 async fn delete_credential(&self, name: &Name) -> Result<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let credential = fetch_credential(&mut tx, name).await?;
                     let used = count_where(&mut tx, "SELECT COUNT(*) FROM servers WHERE bmc_credential_id = $1", credential.id).await?;
                     if used > 0 {
@@ -1197,7 +1197,7 @@ macro_rules! sql_store {
                 }
 
                 async fn create_server(&self, spec: ServerSpec) -> Result<Server> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     put_server(&mut tx, &self.cipher, &spec, None).await?;
                     let server = emit_server(&mut tx, "created", &spec.fqdn).await?;
                     tx.commit().await?;
@@ -1205,7 +1205,7 @@ macro_rules! sql_store {
                 }
 
                 async fn import_servers(&self, specs: Vec<ServerSpec>) -> Result<Vec<Server>, Vec<(usize, StoreError)>> {
-                    let mut tx = self.pool.begin().await.map_err(|e| vec![(0, e.into())])?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(|e| vec![(0, e.into())])?;
                     let mut errors = Vec::new();
                     let mut created = Vec::new();
                     for (i, spec) in specs.iter().enumerate() {
@@ -1273,7 +1273,7 @@ macro_rules! sql_store {
                 }
 
                 async fn update_server(&self, fqdn: &Fqdn, spec: ServerSpec) -> Result<Server> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let current = fetch_server(&mut tx, fqdn).await?;
                     put_server(&mut tx, &self.cipher, &spec, Some(current.id)).await?;
                     let server = emit_server(&mut tx, "updated", &spec.fqdn).await?;
@@ -1282,7 +1282,7 @@ macro_rules! sql_store {
                 }
 
                 async fn delete_server(&self, fqdn: &Fqdn) -> Result<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let server = fetch_server(&mut tx, fqdn).await?;
                     sqlx::query("DELETE FROM servers WHERE id = $1").bind(server.id).execute(&mut *tx).await?;
                     emit(&mut tx, "server.deleted", event(&server)).await?;
@@ -1312,7 +1312,7 @@ macro_rules! sql_store {
                 }
 
                 async fn create_interface(&self, server: &Fqdn, spec: InterfaceSpec) -> Result<Interface> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let owner = fetch_server(&mut tx, server).await?;
                     if owner.interfaces.iter().any(|i| i.mac == spec.mac) {
                         return Err(StoreError::conflict("mac", format!("{} is already used by {server}", spec.mac)));
@@ -1354,7 +1354,7 @@ macro_rules! sql_store {
                 }
 
                 async fn update_interface(&self, id: i64, spec: InterfaceSpec) -> Result<Interface> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let current = fetch_interface(&mut tx, id).await?;
                     let owner = fetch_server(&mut tx, &current.server).await?;
                     let location = location_id(&mut tx, &owner.location, "server").await?;
@@ -1367,7 +1367,7 @@ macro_rules! sql_store {
                 }
 
                 async fn delete_interface(&self, id: i64) -> Result<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let interface = fetch_interface(&mut tx, id).await?;
                     sqlx::query("DELETE FROM interfaces WHERE id = $1").bind(id).execute(&mut *tx).await?;
                     emit(&mut tx, "interface.deleted", event(&interface)).await?;
@@ -1376,7 +1376,7 @@ macro_rules! sql_store {
                 }
 
                 async fn create_user(&self, spec: UserSpec) -> Result<User> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     if fetch_user(&mut tx, &spec.name).await.is_ok() {
                         return Err(StoreError::conflict("name", format!("user {} already exists", spec.name)));
                     }
@@ -1414,7 +1414,7 @@ macro_rules! sql_store {
                 }
 
                 async fn update_user(&self, name: &Name, spec: UserSpec) -> Result<User> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let current = fetch_user(&mut tx, name).await?;
                     if &spec.name != name && fetch_user(&mut tx, &spec.name).await.is_ok() {
                         return Err(StoreError::conflict("name", format!("user {} already exists", spec.name)));
@@ -1433,7 +1433,7 @@ macro_rules! sql_store {
                 }
 
                 async fn delete_user(&self, name: &Name) -> Result<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let user = fetch_user(&mut tx, name).await?;
                     sqlx::query("DELETE FROM users WHERE id = $1").bind(user.id).execute(&mut *tx).await?;
                     emit(&mut tx, "user.deleted", event(&user)).await?;
@@ -1447,7 +1447,7 @@ macro_rules! sql_store {
                 }
 
                 async fn create_token(&self, new: NewApiToken) -> Result<ApiToken> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let user = user_id(&mut tx, &new.user).await?;
                     let id: i64 = sqlx::query_scalar(
                         "INSERT INTO api_tokens (user_id, token_hash, prefix, scope, description, expires_at, created_at) \
@@ -1522,7 +1522,7 @@ macro_rules! sql_store {
                 }
 
                 async fn revoke_token(&self, id_or_prefix: &str) -> Result<ApiToken> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let rows: Vec<TokenRow> = match id_or_prefix.parse::<i64>() {
                         Ok(id) => sqlx::query_as(sqlx::AssertSqlSafe(format!("{TOKEN_SELECT} WHERE t.id = $1")))
                             .bind(id)
@@ -1546,7 +1546,7 @@ macro_rules! sql_store {
                 }
 
                 async fn add_ssh_key(&self, user: &Name, name: &str, key: &str) -> Result<SshKey> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let uid = user_id(&mut tx, user).await?;
                     let exists: Option<i64> = sqlx::query_scalar(
                         "SELECT id FROM ssh_authorized_keys WHERE user_id = $1 AND key = $2",
@@ -1601,7 +1601,7 @@ macro_rules! sql_store {
                 }
 
                 async fn delete_ssh_key(&self, id: i64) -> Result<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let key = fetch_ssh_key(&mut tx, id).await?;
                     sqlx::query("DELETE FROM ssh_authorized_keys WHERE id = $1").bind(id).execute(&mut *tx).await?;
                     emit(&mut tx, "ssh_key.deleted", event(&key)).await?;
@@ -1610,7 +1610,7 @@ macro_rules! sql_store {
                 }
 
                 async fn create_profile(&self, name: &str, version: &str, source: &str) -> Result<StoredProfile> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM profiles WHERE name = $1 AND version = $2")
                         .bind(name)
                         .bind(version)
@@ -1687,7 +1687,7 @@ macro_rules! sql_store {
                 }
 
                 async fn delete_profile(&self, id: i64) -> Result<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let deleted = sqlx::query("DELETE FROM profiles WHERE id = $1")
                         .bind(id)
                         .execute(&mut *tx)
@@ -1721,7 +1721,7 @@ macro_rules! sql_store {
                 }
 
                 async fn verify_secret_key(&self) -> Result<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let check: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
                         .bind(SECRET_CHECK_KEY)
                         .fetch_optional(&mut *tx)
@@ -1746,7 +1746,7 @@ macro_rules! sql_store {
                 }
 
                 async fn rotate_secret(&self, new: &SecretCipher) -> Result<u64> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let mut n = 0u64;
                     let servers: Vec<(i64, Vec<u8>)> = sqlx::query_as(
                         "SELECT id, bmc_password_encrypted FROM servers WHERE bmc_password_encrypted IS NOT NULL",

@@ -20,6 +20,9 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     const BACKEND: &'static str = "sqlite";
+    /// Takes the write lock at once, so that two writers queue on the busy
+    /// timeout instead of failing on a lock upgrade.
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
 
     async fn connect(path: &Path) -> Result<SqlitePool> {
         if let Some(parent) = path.parent()
