@@ -141,3 +141,40 @@ fn rendered_payload_ipxe_script() {
         "bootloader.callback=http://192.0.2.1:8080/callback/d-1/ bootloader.steps=preparing,installing,configuring,postconfiguring"
     ));
 }
+
+/// Hostile and broken uploads give errors, never a panic: every prefix of
+/// every known profile, and each with bytes swapped for YAML punctuation.
+#[test]
+fn damaged_profiles_never_panic() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut texts = Vec::new();
+    for dir in ["profiles", "tests/fixtures/seed-profiles"] {
+        for entry in std::fs::read_dir(format!("{root}/{dir}")).unwrap() {
+            texts.push(std::fs::read_to_string(entry.unwrap().path()).unwrap());
+        }
+    }
+    let mut parsed = 0usize;
+    for text in &texts {
+        let bytes = text.as_bytes();
+        let step = (bytes.len() / 400).max(1);
+        for cut in (0..bytes.len()).step_by(step) {
+            if let Ok(prefix) = std::str::from_utf8(&bytes[..cut]) {
+                let _ = bootloader::profile::parse(prefix);
+                parsed += 1;
+            }
+        }
+        for (i, junk) in (0..bytes.len()).step_by(step * 3).zip(
+            [":", "{", "[", "&a", "*a", "- ", "\t", "{{", "{%", "'"]
+                .iter()
+                .cycle(),
+        ) {
+            let mut damaged = text.clone();
+            if damaged.is_char_boundary(i) {
+                damaged.insert_str(i, junk);
+                let _ = bootloader::profile::parse(&damaged);
+                parsed += 1;
+            }
+        }
+    }
+    assert!(parsed > 1000, "only {parsed} variants tried");
+}
