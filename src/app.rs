@@ -41,12 +41,18 @@ pub fn load_secret(source: &SecretSource) -> anyhow::Result<String> {
 
 /// Writes a new random passphrase to `path` with mode 0600.
 pub fn create_key_file(path: &Path) -> anyhow::Result<()> {
+    let key = store::cipher::random_passphrase()?;
+    write_key_file(path, &key)
+}
+
+/// Writes `key` to a new file at `path`, readable by its owner only from
+/// the moment it exists.
+pub fn write_key_file(path: &Path, key: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let key = store::cipher::random_passphrase()?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -69,7 +75,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     store::open(&config.database, cipher).await.map_err(|e| match e {
         store::StoreError::Cipher(store::CipherError::WrongKey) => anyhow::anyhow!(
             "the configured secret key ({:?}) is not the one this database's BMC passwords were encrypted with; \
-             restore the old key, or run `bootloader rotate-secret` with the old key configured",
+             restore the old key (if `bootloader rotate-secret` was interrupted, the new one is in the `.new` file beside the key file)",
             config.secret
         ),
         other => anyhow::anyhow!("cannot open the store ({:?}): {other}", config.database),
@@ -83,13 +89,19 @@ pub async fn bootstrap_first_user(store: &dyn Store) -> anyhow::Result<Option<St
         return Ok(None);
     }
     let name: Name = FIRST_USER.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-    store
+    let created = store
         .create_user(UserSpec {
             name: name.clone(),
             email: String::new(),
             is_staff: true,
         })
-        .await?;
+        .await;
+    match created {
+        Ok(_) => {}
+        // Another daemon on the same database got there first.
+        Err(store::StoreError::Conflict { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
     let (secret, _) = http::api::users::issue_token(
         store,
         &name,

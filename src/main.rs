@@ -338,13 +338,11 @@ async fn rotate_secret(config: &Config, new_secret_file: Option<&Path>) -> anyho
         SecretSource::File(path) => {
             // Keep the new key beside the old one until the database has it.
             let staged = path.with_extension("new");
-            std::fs::write(&staged, format!("{new_key}\n"))
-                .with_context(|| format!("cannot write {}", staged.display()))?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+            if staged.exists() {
+                std::fs::remove_file(&staged)
+                    .with_context(|| format!("cannot remove the stale {}", staged.display()))?;
             }
+            app::write_key_file(&staged, &new_key)?;
             let n = store
                 .rotate_secret(&SecretCipher::from_passphrase(&new_key))
                 .await?;

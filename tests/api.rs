@@ -554,8 +554,24 @@ async fn updates_pagination_and_deletes(backend: Backend) {
     assert_eq!(page["count"], 5);
     assert_eq!(page["results"].as_array().unwrap().len(), 2);
     assert_eq!(page["results"][0]["fqdn"], "p2.dc1.example.com");
-    assert_eq!(page["next"], "?limit=2&offset=4");
-    assert_eq!(page["previous"], "?limit=2&offset=0");
+    assert_eq!(page["next"], "/api/v1alpha2/servers?limit=2&offset=4");
+    assert_eq!(page["previous"], "/api/v1alpha2/servers?limit=2&offset=0");
+    // Following `next` keeps the filters.
+    let (_, filtered) = d.get("/servers?location=dc1&limit=3").await;
+    assert_eq!(
+        filtered["next"],
+        "/api/v1alpha2/servers?location=dc1&limit=3&offset=3"
+    );
+    let next = filtered["next"].as_str().unwrap().to_string();
+    let (_, second) = d.get(&next).await;
+    assert_eq!(second["results"].as_array().unwrap().len(), 2);
+    // Bad query and path values are JSON errors too.
+    let (s, b) = d.get("/servers?limit=-1").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["error"], "validation_failed");
+    let (s, b) = d.get("/networks/abc").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+    assert_eq!(b["error"], "not_found");
     let (s, _) = d.get("/servers?limit=0").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 
@@ -784,6 +800,103 @@ async fn concurrent_writes(backend: Backend) {
     ts.drop_database().await;
 }
 
+/// Re-cabling and re-racking: a NIC swap keeps its address, two
+/// interfaces swap addresses, a server moves location, a pool is removed.
+async fn addresses_follow_the_hardware(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let d = Daemon::start(&ts, None).await;
+    d.seed_location().await;
+    let mut body = server_body(
+        "m.dc1.example.com",
+        &["52:54:00:00:0a:01", "52:54:00:00:0a:02"],
+    );
+    body["interfaces"][0]["ipv4"] = json!("10.0.0.10");
+    body["interfaces"][1]["ipv4"] = json!("10.0.0.11");
+    let (s, server) = d.post("/servers", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{server}");
+    // A new NIC (new MAC) in place of the old, same address.
+    let id = server["interfaces"][0]["id"].clone();
+    let (s, b) = d
+        .patch(
+            &format!("/interfaces/{id}"),
+            json!({"mac": "52:54:00:00:0a:09"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["ipv4"], "10.0.0.10");
+    // The two interfaces swap addresses in one update.
+    let (s, b) = d
+        .patch(
+            "/servers/m.dc1.example.com",
+            json!({"interfaces": [
+                {"name": "eth0", "mac": "52:54:00:00:0a:09", "ipv4": "10.0.0.11"},
+                {"name": "eth1", "mac": "52:54:00:00:0a:02", "ipv4": "10.0.0.10"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // An address inside the DHCP pool is refused.
+    let (s, b) = d.post("/interfaces", json!({"server": "m.dc1.example.com", "mac": "52:54:00:00:0a:03", "ipv4": "10.0.0.150"})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(
+        b["fields"]["ipv4"][0].as_str().unwrap().contains("pool"),
+        "{b}"
+    );
+    // Growing the pool over a fixed address is refused; removing it works.
+    let (s, b) = d
+        .patch(
+            "/networks/1",
+            json!({"pool": {"start": "10.0.0.5", "end": "10.0.0.200"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    let (s, b) = d.patch("/networks/1", json!({"pool": null})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["pool"], Value::Null);
+    // Moving to a location without such a network fails naming the address;
+    // with a matching network the addresses are placed there.
+    let (s, _) = d.post("/locations", json!({"name": "dc2"})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, b) = d
+        .patch("/servers/m.dc1.example.com", json!({"location": "dc2"}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(b["fields"]["interfaces[0].ipv4"].is_array(), "{b}");
+    let (s, net2) = d
+        .post(
+            "/networks",
+            json!({"location": "dc2", "cidr": "10.0.0.0/24"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{net2}");
+    let (s, b) = d
+        .patch("/servers/m.dc1.example.com", json!({"location": "dc2"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(
+        b["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["network_id"] == net2["id"]),
+        "{b}"
+    );
+    // Text with a NUL byte and a password without a user are 422, not 500.
+    let (s, b) = d
+        .patch("/servers/m.dc1.example.com", json!({"notes": "a\u{0}b"}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let (s, b) = d
+        .patch(
+            "/servers/m.dc1.example.com",
+            json!({"bmc": {"password": "x"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(b["fields"]["bmc.username"].is_array(), "{b}");
+    d.stop().await;
+    ts.drop_database().await;
+}
+
 battery!(
     tour_and_restart,
     authentication_and_scopes,
@@ -795,4 +908,5 @@ battery!(
     users_and_ssh_keys,
     openapi_document,
     concurrent_writes,
+    addresses_follow_the_hardware,
 );

@@ -113,6 +113,8 @@ CREATE TABLE profiles (
     name       TEXT NOT NULL,
     version    TEXT NOT NULL,
     source     TEXT NOT NULL,
+    -- Actions over the six main steps, the denominator of progress.
+    action_count INTEGER NOT NULL,
     created_at TEXT NOT NULL,
     UNIQUE (name, version)
 );

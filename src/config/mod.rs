@@ -11,6 +11,8 @@ use std::str::FromStr;
 
 pub use file::FileConfig;
 
+use crate::model::Secret;
+
 /// Where the shipped packages put the config file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/bootloader/bootloader.toml";
 const DEFAULT_DATA_DIR: &str = "./bootloader-data";
@@ -175,10 +177,12 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub secret: SecretSource,
     pub tls: TlsConfig,
-    pub broker_url: Option<String>,
+    /// May hold a password: Debug is redacted.
+    pub broker_url: Option<Secret>,
     pub default_theme: Option<String>,
     pub gravatar_proxy: bool,
-    pub slack_hook_url: Option<String>,
+    /// Holds a token: Debug is redacted.
+    pub slack_hook_url: Option<Secret>,
     pub slack_channel: Option<String>,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -313,7 +317,8 @@ impl Resolver<'_> {
         }
         if chosen.is_none() {
             for var in envs {
-                if let Some(raw) = (self.env)(var) {
+                // An empty variable (common in env files) counts as unset.
+                if let Some(raw) = (self.env)(var).filter(|v| !v.trim().is_empty()) {
                     match T::from_env(&raw) {
                         Ok(v) => chosen = Some((v, Source::Env(var))),
                         Err(e) => self.errors.push(format!("{key} (from env {var}): {e}")),
@@ -352,26 +357,42 @@ impl Resolver<'_> {
     }
 }
 
-/// Hides the password of `scheme://user:password@host/...`.
+/// Hides the password of `scheme://user:password@host/...` and of a
+/// `password=` query parameter.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let (authority, tail) = match rest.find('/') {
+    // The user info ends at the last '@' before any query or fragment; a
+    // password may itself hold '/' or '@'.
+    let (before_query, query) = match rest.find(['?', '#']) {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:<redacted>@{host}{tail}")
-            } else {
-                url.to_string()
+    let head = match before_query.rfind('@') {
+        Some(at) => {
+            let (userinfo, host_and_path) = before_query.split_at(at);
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:<redacted>{host_and_path}"),
+                None => before_query.to_string(),
             }
         }
-        None => url.to_string(),
-    }
+        None => before_query.to_string(),
+    };
+    let query: String = if query.is_empty() {
+        String::new()
+    } else {
+        let (sep, params) = query.split_at(1);
+        let params: Vec<String> = params
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=<redacted>"),
+                _ => p.to_string(),
+            })
+            .collect();
+        format!("{sep}{}", params.join("&"))
+    };
+    format!("{scheme}://{head}{query}")
 }
 
 fn resolve(
@@ -749,10 +770,10 @@ fn resolve(
         database,
         secret,
         tls,
-        broker_url,
+        broker_url: broker_url.map(crate::model::Secret::new),
         default_theme,
         gravatar_proxy,
-        slack_hook_url,
+        slack_hook_url: slack_hook_url.map(crate::model::Secret::new),
         slack_channel,
         log_format,
         log_level,
@@ -872,6 +893,27 @@ mod tests {
             "{shown}"
         );
         assert!(!format!("{:?}", c.database).contains("s3cret"));
+    }
+
+    #[test]
+    fn redaction_covers_awkward_urls() {
+        for (url, hidden) in [
+            ("amqp://u:pa/ss@h/v", "pa/ss"),
+            ("postgres://app:p@ss@db:5432/bl", "p@ss"),
+            ("postgres://db/bl?user=app&password=s3cret", "s3cret"),
+        ] {
+            let shown = redact_url(url);
+            assert!(!shown.contains(hidden), "{url} -> {shown}");
+            assert!(shown.contains("<redacted>"), "{url} -> {shown}");
+        }
+        assert_eq!(redact_url("postgres://db/bl"), "postgres://db/bl");
+        assert_eq!(redact_url("amqp://guest@h/"), "amqp://guest@h/");
+    }
+
+    #[test]
+    fn empty_env_is_unset() {
+        let c = load_with("", &[("DB_HOST", ""), ("SECRET_KEY", " ")]).unwrap();
+        assert!(matches!(c.database, DatabaseConfig::Sqlite { .. }));
     }
 
     #[test]

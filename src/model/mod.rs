@@ -3,8 +3,10 @@
 
 mod mac;
 mod names;
+mod secret;
 mod token;
 
 pub use mac::{MacAddr, MacParseError};
 pub use names::{Fqdn, Name, NameError};
+pub use secret::Secret;
 pub use token::{ApiTokenSecret, TokenHash, TokenScope};

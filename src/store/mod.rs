@@ -180,6 +180,7 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         version: &str,
         source: &str,
+        action_count: u64,
     ) -> Result<StoredProfile>;
     async fn profile(&self, id: i64) -> Result<StoredProfile>;
     async fn profile_by_name_version(&self, name: &str, version: &str) -> Result<StoredProfile>;

@@ -99,4 +99,4 @@ where
         .collect())
 }
 
-sql_store!(PostgresStore, sqlx::Postgres);
+sql_store!(PostgresStore, sqlx::Postgres, " FOR UPDATE", " FOR SHARE");

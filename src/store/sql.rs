@@ -135,6 +135,7 @@ pub(super) mod rows {
         pub token_id: i64,
         pub scope: String,
         pub expires_at: Option<OffsetDateTime>,
+        pub last_used_at: Option<OffsetDateTime>,
         pub user_id: i64,
         pub user_name: String,
         pub is_staff: bool,
@@ -155,6 +156,7 @@ pub(super) mod rows {
         pub name: String,
         pub version: String,
         pub source: String,
+        pub action_count: i64,
         pub created_at: OffsetDateTime,
     }
 
@@ -325,6 +327,7 @@ pub(super) mod convert {
             name: r.name,
             version: r.version,
             source: r.source,
+            action_count: r.action_count.max(0) as u64,
             created_at: r.created_at,
         }
     }
@@ -354,9 +357,12 @@ pub(super) const SSH_KEY_SELECT: &str = "SELECT k.id, u.name AS user_name, k.nam
 pub(super) const SECRET_CHECK_KEY: &str = "secret_check";
 pub(super) const SECRET_CHECK_VALUE: &str = "bootloader secret check";
 
-/// Expands to `impl Store for $store` over the pool type `$db`.
+/// Expands to `impl Store for $store` over the database `$db`. The two
+/// literals are the row-lock clauses (`FOR UPDATE`, `FOR SHARE`) that
+/// PostgreSQL needs and SQLite, whose writers are serialised by
+/// `BEGIN IMMEDIATE`, neither needs nor parses.
 macro_rules! sql_store {
-    ($store:ident, $db:ty) => {
+    ($store:ident, $db:ty, $for_update:literal, $for_share:literal) => {
         mod store_impl {
             use std::net::Ipv4Addr;
 
@@ -365,7 +371,7 @@ macro_rules! sql_store {
             use time::OffsetDateTime;
 
             use super::$store;
-            use crate::model::{Fqdn, Name, TokenHash};
+            use crate::model::{Fqdn, Name, Secret, TokenHash};
             use crate::store::sql::rows::*;
             use crate::store::sql::*;
             use crate::store::types::*;
@@ -532,7 +538,13 @@ macro_rules! sql_store {
 
             /// Checks a network spec against the other networks of its location.
             async fn check_network(conn: &mut Conn, spec: &NetworkSpec, id: Option<i64>) -> Result<i64> {
-                let location = location_id(conn, &spec.location, "location").await?;
+                // Lock the location so that two overlapping networks cannot
+                // be checked and written side by side.
+                let location: i64 = sqlx::query_scalar(concat!("SELECT id FROM locations WHERE name = $1", $for_update))
+                    .bind(spec.location.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .ok_or_else(|| StoreError::invalid("location", format!("location {:?} does not exist", spec.location)))?;
                 let others: Vec<(i64, String)> = sqlx::query_as(
                     "SELECT id, cidr FROM networks WHERE location_id = $1",
                 )
@@ -569,22 +581,39 @@ macro_rules! sql_store {
                 Ok(ids)
             }
 
+            /// Checks, under a shared lock on the check value, that `cipher` is
+            /// the key the database uses, so that nothing is sealed under a key
+            /// that `rotate-secret` has replaced in the meantime.
+            async fn check_current_key(conn: &mut Conn, cipher: &SecretCipher) -> Result<()> {
+                let value: Option<String> =
+                    sqlx::query_scalar(concat!("SELECT value FROM settings WHERE key = $1", $for_share))
+                        .bind(SECRET_CHECK_KEY)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                if let Some(hex_value) = value {
+                    let sealed = hex::decode(&hex_value)
+                        .map_err(|_| StoreError::Corrupt("secret check value".into()))?;
+                    cipher.open(&sealed)?;
+                }
+                Ok(())
+            }
+
             /// Finds the network of `location` that holds `ip`, and checks the
             /// address is usable by a host and not taken by another interface.
             async fn place_address(
                 conn: &mut Conn,
                 location: i64,
                 ip: Ipv4Addr,
-                mac: &str,
+                interface_id: Option<i64>,
                 field: &str,
             ) -> Result<i64> {
-                let nets: Vec<(i64, String, Option<String>)> = sqlx::query_as(
-                    "SELECT id, cidr, gateway FROM networks WHERE location_id = $1 ORDER BY id",
+                let nets: Vec<(i64, String, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+                    "SELECT id, cidr, gateway, pool_start, pool_end FROM networks WHERE location_id = $1 ORDER BY id",
                 )
                 .bind(location)
                 .fetch_all(&mut *conn)
                 .await?;
-                for (id, cidr, gateway) in nets {
+                for (id, cidr, gateway, pool_start, pool_end) in nets {
                     let net: ipnet::Ipv4Net = stored(&cidr, "cidr")?;
                     if !net.contains(&ip) {
                         continue;
@@ -598,16 +627,25 @@ macro_rules! sql_store {
                     if gateway.as_deref() == Some(ip.to_string().as_str()) {
                         return Err(StoreError::invalid(field, format!("{ip} is the gateway of {net}")));
                     }
-                    let holder: Option<(String, String)> = sqlx::query_as(
-                        "SELECT i.mac, s.fqdn FROM interfaces i JOIN servers s ON s.id = i.server_id \
+                    if let (Some(start), Some(end)) = (&pool_start, &pool_end) {
+                        let (start, end): (Ipv4Addr, Ipv4Addr) = (stored(start, "pool start")?, stored(end, "pool end")?);
+                        if start <= ip && ip <= end {
+                            return Err(StoreError::invalid(
+                                field,
+                                format!("{ip} is inside the DHCP pool {start}-{end} of {net}; fixed addresses must lie outside it"),
+                            ));
+                        }
+                    }
+                    let holder: Option<(i64, String, String)> = sqlx::query_as(
+                        "SELECT i.id, i.mac, s.fqdn FROM interfaces i JOIN servers s ON s.id = i.server_id \
                          WHERE i.network_id = $1 AND i.ipv4 = $2",
                     )
                     .bind(id)
                     .bind(ip.to_string())
                     .fetch_optional(&mut *conn)
                     .await?;
-                    if let Some((other_mac, fqdn)) = holder
-                        && other_mac != mac
+                    if let Some((other_id, other_mac, fqdn)) = holder
+                        && Some(other_id) != interface_id
                     {
                         return Err(StoreError::conflict(
                             field,
@@ -651,11 +689,11 @@ macro_rules! sql_store {
                         ));
                     }
                 }
+                let target = existing_id.or(holder.map(|h| h.0));
                 let network = match spec.ipv4 {
-                    Some(ip) => Some(place_address(conn, location, ip, &mac, &format!("{field}.ipv4")).await?),
+                    Some(ip) => Some(place_address(conn, location, ip, target, &format!("{field}.ipv4")).await?),
                     None => None,
                 };
-                let target = existing_id.or(holder.map(|h| h.0));
                 let ts = now();
                 let id = match target {
                     Some(id) => {
@@ -732,10 +770,13 @@ macro_rules! sql_store {
                     None => None,
                 };
                 let labels = label_ids(conn, &spec.labels).await?;
-                let sealed: Option<Option<Vec<u8>>> = match spec.bmc.password.as_deref() {
+                let sealed: Option<Option<Vec<u8>>> = match spec.bmc.password.as_ref().map(Secret::expose) {
                     None => None,
                     Some("") => Some(None),
-                    Some(p) => Some(Some(cipher.seal(p)?)),
+                    Some(p) => {
+                        check_current_key(conn, cipher).await?;
+                        Some(Some(cipher.seal(p)?))
+                    }
                 };
                 let ts = now();
                 let server_id = match id {
@@ -812,9 +853,11 @@ macro_rules! sql_store {
                                 .await?;
                         }
                     }
-                    // Free names first so that swapping names between two
-                    // interfaces does not trip the (server, name) rule.
-                    sqlx::query("UPDATE interfaces SET name = '~' || mac WHERE server_id = $1")
+                    // Free names and addresses first, so that swapping them
+                    // between two interfaces does not trip the unique rules.
+                    sqlx::query(
+                        "UPDATE interfaces SET name = '~' || mac, ipv4 = NULL, network_id = NULL WHERE server_id = $1",
+                    )
                         .bind(server_id)
                         .execute(&mut *conn)
                         .await?;
@@ -1002,6 +1045,15 @@ macro_rules! sql_store {
                                 format!("{fqdn} has the fixed address {ip} in this network; move it first"),
                             ));
                         }
+                        if let Some(pool) = spec.pool
+                            && pool.start <= ip
+                            && ip <= pool.end
+                        {
+                            return Err(StoreError::conflict(
+                                "pool",
+                                format!("the pool would cover {fqdn}'s fixed address {ip}"),
+                            ));
+                        }
                     }
                     sqlx::query(
                         "UPDATE networks SET location_id = $1, cidr = $2, gateway = $3, nameservers = $4, domain = $5, \
@@ -1110,13 +1162,14 @@ macro_rules! sql_store {
                 }
 
                 async fn create_credential(&self, spec: CredentialSpec) -> Result<Credential> {
-                    let Some(password) = spec.password.as_deref() else {
+                    let Some(password) = spec.password.as_ref().map(Secret::expose) else {
                         return Err(StoreError::invalid("password", "is required"));
                     };
                     let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     if fetch_credential(&mut tx, &spec.name).await.is_ok() {
                         return Err(StoreError::conflict("name", format!("credential {} already exists", spec.name)));
                     }
+                    check_current_key(&mut tx, &self.cipher).await?;
                     let ts = now();
                     sqlx::query(
                         "INSERT INTO credentials (name, username, password_encrypted, description, created_at, updated_at) \
@@ -1170,7 +1223,8 @@ macro_rules! sql_store {
                         .bind(current.id)
                         .execute(&mut *tx)
                         .await?;
-                    if let Some(password) = spec.password.as_deref() {
+                    if let Some(password) = spec.password.as_ref().map(Secret::expose) {
+                        check_current_key(&mut tx, &self.cipher).await?;
                         sqlx::query("UPDATE credentials SET password_encrypted = $1 WHERE id = $2")
                             .bind(self.cipher.seal(password)?)
                             .bind(current.id)
@@ -1301,13 +1355,12 @@ macro_rules! sql_store {
                     .await?;
                     let (user, sealed, cred_user, cred_sealed) =
                         row.ok_or_else(|| StoreError::not_found("server", fqdn))?;
-                    let login = match (user, sealed, cred_user, cred_sealed) {
-                        (Some(u), Some(p), _, _) => Some((u, self.cipher.open(&p)?)),
-                        (own_user, None, Some(cu), Some(cp)) => {
-                            Some((own_user.unwrap_or(cu), self.cipher.open(&cp)?))
-                        }
-                        _ => None,
+                    // The server's own values win; the named credential fills gaps.
+                    let password = match (sealed, cred_sealed) {
+                        (Some(p), _) | (None, Some(p)) => Some(self.cipher.open(&p)?),
+                        (None, None) => None,
                     };
+                    let login = user.or(cred_user).zip(password);
                     Ok(login)
                 }
 
@@ -1475,7 +1528,7 @@ macro_rules! sql_store {
                 async fn authenticate(&self, hash: &TokenHash, at: OffsetDateTime) -> Result<Option<Principal>> {
                     let mut conn = self.pool.acquire().await?;
                     let row: Option<PrincipalRow> = sqlx::query_as(
-                        "SELECT t.id AS token_id, t.scope, t.expires_at, u.id AS user_id, u.name AS user_name, u.is_staff \
+                        "SELECT t.id AS token_id, t.scope, t.expires_at, t.last_used_at, u.id AS user_id, u.name AS user_name, u.is_staff \
                          FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
                     )
                     .bind(&hash.0)
@@ -1485,11 +1538,18 @@ macro_rules! sql_store {
                     if row.expires_at.is_some_and(|e| e <= at) {
                         return Ok(None);
                     }
-                    sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
-                        .bind(at)
-                        .bind(row.token_id)
-                        .execute(&mut *conn)
-                        .await?;
+                    // Record use at most once a minute: reads should not queue
+                    // behind writers for a timestamp.
+                    if row.last_used_at.is_none_or(|t| at - t > time::Duration::minutes(1)) {
+                        let recorded = sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+                            .bind(at)
+                            .bind(row.token_id)
+                            .execute(&mut *conn)
+                            .await;
+                        if let Err(e) = recorded {
+                            tracing::debug!(error = %e, "could not record token use");
+                        }
+                    }
                     Ok(Some(Principal {
                         user_id: row.user_id,
                         user: stored(&row.user_name, "user name")?,
@@ -1609,7 +1669,7 @@ macro_rules! sql_store {
                     Ok(())
                 }
 
-                async fn create_profile(&self, name: &str, version: &str, source: &str) -> Result<StoredProfile> {
+                async fn create_profile(&self, name: &str, version: &str, source: &str, action_count: u64) -> Result<StoredProfile> {
                     let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM profiles WHERE name = $1 AND version = $2")
                         .bind(name)
@@ -1623,12 +1683,13 @@ macro_rules! sql_store {
                         ));
                     }
                     let row: ProfileRow = sqlx::query_as(
-                        "INSERT INTO profiles (name, version, source, created_at) VALUES ($1, $2, $3, $4) \
-                         RETURNING id, name, version, source, created_at",
+                        "INSERT INTO profiles (name, version, source, action_count, created_at) VALUES ($1, $2, $3, $4, $5) \
+                         RETURNING id, name, version, source, action_count, created_at",
                     )
                     .bind(name)
                     .bind(version)
                     .bind(source)
+                    .bind(i64::try_from(action_count).unwrap_or(i64::MAX))
                     .bind(now())
                     .fetch_one(&mut *tx)
                     .await?;
@@ -1643,7 +1704,7 @@ macro_rules! sql_store {
                 async fn profile(&self, id: i64) -> Result<StoredProfile> {
                     let mut conn = self.pool.acquire().await?;
                     let row: Option<ProfileRow> = sqlx::query_as(
-                        "SELECT id, name, version, source, created_at FROM profiles WHERE id = $1",
+                        "SELECT id, name, version, source, action_count, created_at FROM profiles WHERE id = $1",
                     )
                     .bind(id)
                     .fetch_optional(&mut *conn)
@@ -1654,7 +1715,7 @@ macro_rules! sql_store {
                 async fn profile_by_name_version(&self, name: &str, version: &str) -> Result<StoredProfile> {
                     let mut conn = self.pool.acquire().await?;
                     let row: Option<ProfileRow> = sqlx::query_as(
-                        "SELECT id, name, version, source, created_at FROM profiles WHERE name = $1 AND version = $2",
+                        "SELECT id, name, version, source, action_count, created_at FROM profiles WHERE name = $1 AND version = $2",
                     )
                     .bind(name)
                     .bind(version)
@@ -1675,7 +1736,7 @@ macro_rules! sql_store {
                         .await?;
                     let (limit, offset) = limit(page);
                     let rows: Vec<ProfileRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                        "SELECT id, name, version, source, created_at FROM profiles {cond} ORDER BY id LIMIT $3 OFFSET $4"
+                        "SELECT id, name, version, source, action_count, created_at FROM profiles {cond} ORDER BY id LIMIT $3 OFFSET $4"
                     )))
                     .bind(&filter.name)
                     .bind(&filter.version)
@@ -1739,6 +1800,8 @@ macro_rules! sql_store {
                                 .bind(sealed)
                                 .execute(&mut *tx)
                                 .await?;
+                            // Another daemon may have won the race with its own key.
+                            check_current_key(&mut tx, &self.cipher).await?;
                         }
                     }
                     tx.commit().await?;
@@ -1747,6 +1810,13 @@ macro_rules! sql_store {
 
                 async fn rotate_secret(&self, new: &SecretCipher) -> Result<u64> {
                     let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    // Writers that seal a password hold this row shared; taking
+                    // it exclusively first means none is half-way through.
+                    let _: Option<String> =
+                        sqlx::query_scalar(concat!("SELECT value FROM settings WHERE key = $1", $for_update))
+                            .bind(SECRET_CHECK_KEY)
+                            .fetch_optional(&mut *tx)
+                            .await?;
                     let mut n = 0u64;
                     let servers: Vec<(i64, Vec<u8>)> = sqlx::query_as(
                         "SELECT id, bmc_password_encrypted FROM servers WHERE bmc_password_encrypted IS NOT NULL",
@@ -1775,15 +1845,13 @@ macro_rules! sql_store {
                             .await?;
                         n += 1;
                     }
-                    sqlx::query("DELETE FROM settings WHERE key = $1")
-                        .bind(SECRET_CHECK_KEY)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2)")
-                        .bind(SECRET_CHECK_KEY)
-                        .bind(hex::encode(new.seal(SECRET_CHECK_VALUE)?))
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    )
+                    .bind(SECRET_CHECK_KEY)
+                    .bind(hex::encode(new.seal(SECRET_CHECK_VALUE)?))
+                    .execute(&mut *tx)
+                    .await?;
                     tx.commit().await?;
                     Ok(n)
                 }

@@ -65,4 +65,4 @@ impl SqliteStore {
     }
 }
 
-sql_store!(SqliteStore, sqlx::Sqlite);
+sql_store!(SqliteStore, sqlx::Sqlite, "", "");

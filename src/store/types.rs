@@ -9,7 +9,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::model::{Fqdn, MacAddr, Name, TokenScope};
+use crate::model::{Fqdn, MacAddr, Name, Secret, TokenScope};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Location {
@@ -108,7 +108,7 @@ pub struct CredentialSpec {
     pub username: String,
     pub description: String,
     /// `None` keeps the stored password (updates only).
-    pub password: Option<String>,
+    pub password: Option<Secret>,
 }
 
 /// How the daemon reaches a server's BMC. The password itself stays in the
@@ -172,7 +172,7 @@ pub struct BmcSpec {
     pub host: Option<String>,
     pub port: u16,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     pub credential: Option<Name>,
     pub driver: Option<String>,
 }
@@ -274,6 +274,7 @@ pub struct StoredProfile {
     pub name: String,
     pub version: String,
     pub source: String,
+    pub action_count: u64,
     pub created_at: OffsetDateTime,
 }
 

@@ -2,15 +2,15 @@
 //! write-only.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody, Validator};
-use super::extract::{JsonBody, PageQuery, Paginated, Reader, Staff, path_key};
+use super::extract::{JsonBody, PageQuery, Paginated, Path, Query, Reader, Staff, path_key};
 use crate::http::AppState;
-use crate::model::Name;
+use crate::model::{Name, Secret};
 use crate::store::{Credential, CredentialSpec};
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -19,7 +19,7 @@ pub struct CredentialInput {
     pub name: Option<String>,
     pub username: Option<String>,
     /// Write-only; stored encrypted and never returned.
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     pub description: Option<String>,
 }
 
@@ -55,6 +55,9 @@ fn credential_spec(
         (None, None) => v.error("password", "is required"),
         _ => {}
     }
+    if let Some(d) = &input.description {
+        super::extract::check_text(&mut v, "description", d, 1000);
+    }
     v.finish()?;
     match (name, username) {
         (Some(name), Some(username)) => Ok(CredentialSpec {
@@ -74,12 +77,13 @@ fn credential_spec(
     responses((status = 200, body = Paginated<Credential>)))]
 pub async fn list_credentials(
     State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
     _: Reader,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Paginated<Credential>>, ApiError> {
     let page = q.page(&state)?;
     let listing = state.store.list_credentials(page).await?;
-    Ok(Json(Paginated::new(listing, page, |c| c)))
+    Ok(Json(Paginated::new(listing, page, &uri, |c| c)))
 }
 
 #[utoipa::path(post, path = "/credentials", tag = "credentials", request_body = CredentialInput,

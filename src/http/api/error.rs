@@ -95,6 +95,11 @@ impl From<StoreError> for ApiError {
                 fields: FieldErrors::new(),
             },
             StoreError::Unavailable(_) => Self::Unavailable(e.to_string()),
+            StoreError::Cipher(crate::store::CipherError::WrongKey) => Self::Unavailable(
+                "the secret key this daemon uses no longer matches the database (was it rotated?); \
+                 restart the daemon with the current key"
+                    .to_string(),
+            ),
             other => Self::Internal(other.to_string()),
         }
     }

@@ -2,8 +2,8 @@
 //! and pagination.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{Uri, header};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -129,25 +129,35 @@ impl PageQuery {
 pub struct Paginated<T> {
     /// Total number of matching items.
     pub count: u64,
-    /// Query string of the next page, if any.
+    /// Path and query of the next page, if any.
     pub next: Option<String>,
-    /// Query string of the previous page, if any.
+    /// Path and query of the previous page, if any.
     pub previous: Option<String>,
     pub results: Vec<T>,
 }
 
 impl<T> Paginated<T> {
-    pub fn new<U>(listing: Listing<U>, page: Page, map: impl FnMut(U) -> T) -> Self {
+    /// One page of `listing`. The `next` and `previous` links are the
+    /// request's own path and query with only `limit` and `offset` changed,
+    /// so following them keeps every filter.
+    pub fn new<U>(listing: Listing<U>, page: Page, uri: &Uri, map: impl FnMut(U) -> T) -> Self {
         let shown = listing.items.len() as u64;
-        let next = (page.offset + shown < listing.total)
-            .then(|| format!("?limit={}&offset={}", page.limit, page.offset + shown));
-        let previous = (page.offset > 0).then(|| {
-            format!(
-                "?limit={}&offset={}",
-                page.limit,
-                page.offset.saturating_sub(u64::from(page.limit))
-            )
-        });
+        let link = |offset: u64| {
+            let mut pairs: Vec<(String, String)> = uri
+                .query()
+                .map(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(k, _)| k != "limit" && k != "offset")
+                .collect();
+            pairs.push(("limit".into(), page.limit.to_string()));
+            pairs.push(("offset".into(), offset.to_string()));
+            let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+            format!("{}?{query}", uri.path())
+        };
+        let next = (page.offset + shown < listing.total).then(|| link(page.offset + shown));
+        let previous =
+            (page.offset > 0).then(|| link(page.offset.saturating_sub(u64::from(page.limit))));
         Self {
             count: listing.total,
             next,
@@ -161,4 +171,57 @@ impl<T> Paginated<T> {
 pub fn path_key<T: std::str::FromStr>(what: &str, raw: &str) -> Result<T, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::NotFound(format!("{what} {raw:?} not found")))
+}
+
+/// `axum::extract::Query` whose rejection is a JSON 422.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|e| ApiError::invalid_field("(query)", e.body_text()))
+    }
+}
+
+/// `axum::extract::Path` whose rejection is a JSON 404: a path segment
+/// that does not parse names nothing that exists.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Self(p.0))
+            .map_err(|_| ApiError::NotFound(format!("no such object: {}", parts.uri.path())))
+    }
+}
+
+/// Rejects control characters (NUL breaks PostgreSQL text) and caps the
+/// length of free text such as notes and descriptions.
+pub fn check_text(v: &mut super::error::Validator, field: &str, value: &str, max: usize) {
+    if value.chars().count() > max {
+        v.error(field, format!("at most {max} characters"));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        v.error(field, "must not contain control characters");
+    }
+}
+
+/// For PATCH fields where `null` means "remove" and absence means "keep":
+/// use with `#[serde(default, deserialize_with = "double_option")]`.
+pub fn double_option<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }

@@ -14,13 +14,13 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
-use super::extract::Staff;
+use super::extract::{Query, Staff};
 use super::servers::{BmcInput, InterfaceInput, ServerInput, server_spec};
 use crate::http::AppState;
 use crate::store::Server;
@@ -49,6 +49,19 @@ const HEADERLESS: &[&str] = &[
     "interface",
     "mac",
     "ipv4",
+];
+/// Columns that describe the server rather than one of its interfaces.
+const SERVER_COLUMNS: &[&str] = &[
+    "location",
+    "serial",
+    "notes",
+    "labels",
+    "bmc_host",
+    "bmc_port",
+    "bmc_username",
+    "bmc_password",
+    "bmc_credential",
+    "bmc_driver",
 ];
 const MAX_LINES: usize = 10_000;
 
@@ -84,7 +97,10 @@ pub struct ImportQuery {
 #[derive(Debug, Clone)]
 pub struct ImportedServer {
     pub first_line: u64,
-    pub lines: Vec<u64>,
+    /// The line each interface came from, in order.
+    pub interface_lines: Vec<u64>,
+    /// The server-level columns of its first line, to check repeats against.
+    pub columns: BTreeMap<&'static str, String>,
     pub input: ServerInput,
 }
 
@@ -124,7 +140,7 @@ pub fn parse_csv(
         if record.iter().all(str::is_empty) || record.get(0).is_some_and(|f| f.starts_with('#')) {
             continue;
         }
-        if servers.len() + errors.len() > MAX_LINES {
+        if n >= MAX_LINES {
             errors.push(line_error(
                 line,
                 None,
@@ -180,22 +196,48 @@ pub fn parse_csv(
             }
             None => None,
         };
+        let has_interface = get("mac").is_some();
         let interface = get("mac").map(|mac| InterfaceInput {
             name: get("interface"),
             mac: Some(mac),
             ipv4: get("ipv4"),
         });
         let key = fqdn.to_ascii_lowercase().trim_end_matches('.').to_string();
+        let columns: BTreeMap<&'static str, String> = SERVER_COLUMNS
+            .iter()
+            .filter_map(|c| get(c).map(|v| (*c, v)))
+            .collect();
         if let Some(&i) = by_fqdn.get(&key) {
-            // A further line of a server seen before adds an interface.
+            // A further line of a server seen before adds an interface; its
+            // other columns may repeat the first line's but not differ.
             let server = &mut servers[i];
-            server.lines.push(line);
+            for (column, value) in &columns {
+                match server.columns.get(column) {
+                    Some(first) if first == value => {}
+                    Some(_) => errors.push(line_error(
+                        line,
+                        Some(column),
+                        format!("differs from line {} of the same server", server.first_line),
+                    )),
+                    None => errors.push(line_error(
+                        line,
+                        Some(column),
+                        format!(
+                            "give it on line {}, the server's first line",
+                            server.first_line
+                        ),
+                    )),
+                }
+            }
             match interface {
-                Some(iface) => server
-                    .input
-                    .interfaces
-                    .get_or_insert_with(Vec::new)
-                    .push(iface),
+                Some(iface) => {
+                    server.interface_lines.push(line);
+                    server
+                        .input
+                        .interfaces
+                        .get_or_insert_with(Vec::new)
+                        .push(iface);
+                }
                 None => errors.push(line_error(
                     line,
                     Some("mac"),
@@ -208,7 +250,7 @@ pub fn parse_csv(
             host: get("bmc_host"),
             port: bmc_port,
             username: get("bmc_username"),
-            password: get("bmc_password"),
+            password: get("bmc_password").map(crate::model::Secret::new),
             credential: get("bmc_credential"),
             driver: get("bmc_driver"),
         };
@@ -229,7 +271,12 @@ pub fn parse_csv(
         by_fqdn.insert(key, servers.len());
         servers.push(ImportedServer {
             first_line: line,
-            lines: vec![line],
+            interface_lines: if has_interface {
+                vec![line]
+            } else {
+                Vec::new()
+            },
+            columns,
             input,
         });
     }
@@ -250,7 +297,7 @@ fn line_of(server: &ImportedServer, field: &str) -> u64 {
         .strip_prefix("interfaces[")
         .and_then(|rest| rest.split(']').next())
         .and_then(|i| i.parse::<usize>().ok())
-        .and_then(|i| server.lines.get(i).copied())
+        .and_then(|i| server.interface_lines.get(i).copied())
         .unwrap_or(server.first_line)
 }
 
@@ -346,7 +393,7 @@ mod tests {
                     n2.example.com;10.1.0.2;ADMIN;secret\n";
         let servers = parse_csv(text, Some("dc1")).unwrap();
         assert_eq!(servers.len(), 2);
-        assert_eq!(servers[0].lines, vec![2, 3]);
+        assert_eq!(servers[0].interface_lines, vec![2, 3]);
         let ifaces = servers[0].input.interfaces.as_ref().unwrap();
         assert_eq!(ifaces.len(), 2);
         assert_eq!(ifaces[1].ipv4.as_deref(), Some("10.0.0.5"));
@@ -354,6 +401,26 @@ mod tests {
         assert_eq!(servers[1].input.interfaces.as_ref().unwrap().len(), 0);
         assert_eq!(line_of(&servers[0], "interfaces[1].mac"), 3);
         assert_eq!(line_of(&servers[0], "fqdn"), 2);
+    }
+
+    #[test]
+    fn repeated_lines_map_interfaces_and_refuse_changes() {
+        let text = "n1.example.com;10.1.0.1;ADMIN;pw\n\
+                    n1.example.com;;;;eth0;52:54:00:00:00:01;10.9.9.9\n\
+                    n1.example.com;10.1.0.2;;;eth1;52:54:00:00:00:02\n";
+        let errors = parse_csv(text, Some("dc1")).unwrap_err();
+        assert_eq!(
+            errors,
+            vec![line_error(
+                3,
+                Some("bmc_host"),
+                "differs from line 1 of the same server"
+            )]
+        );
+        let servers = parse_csv(&text.replace("10.1.0.2", "10.1.0.1"), Some("dc1")).unwrap();
+        assert_eq!(servers[0].interface_lines, vec![2, 3]);
+        assert_eq!(line_of(&servers[0], "interfaces[0].ipv4"), 2);
+        assert_eq!(line_of(&servers[0], "bmc.host"), 1);
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! `/locations` and `/labels`: named groupings of servers.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody, Validator};
-use super::extract::{JsonBody, PageQuery, Paginated, Reader, Staff, path_key};
+use super::extract::{JsonBody, PageQuery, Paginated, Path, Query, Reader, Staff, path_key};
 use crate::http::AppState;
 use crate::model::Name;
 use crate::store::{Label, Location, LocationPatch, NewLocation};
@@ -24,12 +24,13 @@ pub struct LocationInput {
     responses((status = 200, body = Paginated<Location>), (status = 401, body = ErrorBody)))]
 pub async fn list_locations(
     State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
     _: Reader,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Paginated<Location>>, ApiError> {
     let page = q.page(&state)?;
     let listing = state.store.list_locations(page).await?;
-    Ok(Json(Paginated::new(listing, page, |l| l)))
+    Ok(Json(Paginated::new(listing, page, &uri, |l| l)))
 }
 
 #[utoipa::path(post, path = "/locations", tag = "locations", request_body = LocationInput,
@@ -47,6 +48,9 @@ pub async fn create_location(
             None
         }
     };
+    if let Some(d) = &input.description {
+        super::extract::check_text(&mut v, "description", d, 1000);
+    }
     v.finish()?;
     let Some(name) = name else {
         return Err(ApiError::invalid_field("name", "is required"));
@@ -86,6 +90,9 @@ pub async fn update_location(
         .name
         .as_deref()
         .and_then(|n| v.parse("name", n.parse::<Name>()));
+    if let Some(d) = &input.description {
+        super::extract::check_text(&mut v, "description", d, 1000);
+    }
     v.finish()?;
     let patch = LocationPatch {
         name: new_name,
@@ -117,12 +124,13 @@ pub struct LabelInput {
     responses((status = 200, body = Paginated<Label>)))]
 pub async fn list_labels(
     State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
     _: Reader,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Paginated<Label>>, ApiError> {
     let page = q.page(&state)?;
     let listing = state.store.list_labels(page).await?;
-    Ok(Json(Paginated::new(listing, page, |l| l)))
+    Ok(Json(Paginated::new(listing, page, &uri, |l| l)))
 }
 
 fn label_name(v: &mut Validator, input: &LabelInput, required: bool) -> Option<Name> {
@@ -145,6 +153,9 @@ pub async fn create_label(
 ) -> Result<(StatusCode, Json<Label>), ApiError> {
     let mut v = Validator::default();
     let name = label_name(&mut v, &input, true);
+    if let Some(d) = &input.description {
+        super::extract::check_text(&mut v, "description", d, 1000);
+    }
     v.finish()?;
     let name = name.ok_or_else(|| ApiError::invalid_field("name", "is required"))?;
     let label = state
@@ -176,6 +187,9 @@ pub async fn update_label(
     let name: Name = path_key("label", &name)?;
     let mut v = Validator::default();
     let new_name = label_name(&mut v, &input, false);
+    if let Some(d) = &input.description {
+        super::extract::check_text(&mut v, "description", d, 1000);
+    }
     v.finish()?;
     let current = state.store.label(&name).await?;
     let label = state

@@ -3,14 +3,14 @@
 use std::net::Ipv4Addr;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody, Validator};
-use super::extract::{JsonBody, PageQuery, Paginated, Reader, Staff};
+use super::extract::{JsonBody, PageQuery, Paginated, Path, Query, Reader, Staff};
 use crate::http::AppState;
 use crate::model::{Fqdn, Name};
 use crate::store::{Network, NetworkSpec, Pool};
@@ -32,7 +32,8 @@ pub struct NetworkInput {
     pub gateway: Option<String>,
     pub nameservers: Option<Vec<String>>,
     pub domain: Option<String>,
-    /// The dynamic DHCP range; `null` for none.
+    /// The dynamic DHCP range; `null` removes it.
+    #[serde(default, deserialize_with = "super::extract::double_option")]
     pub pool: Option<Option<PoolInput>>,
     pub description: Option<String>,
 }
@@ -160,6 +161,11 @@ fn network_spec(input: NetworkInput, current: Option<&Network>) -> Result<Networ
             }
         }
     }
+    let description = input
+        .description
+        .or_else(|| current.map(|c| c.description.clone()))
+        .unwrap_or_default();
+    super::extract::check_text(&mut v, "description", &description, 1000);
     v.finish()?;
     match (location, cidr) {
         (Some(location), Some(cidr)) => Ok(NetworkSpec {
@@ -169,10 +175,7 @@ fn network_spec(input: NetworkInput, current: Option<&Network>) -> Result<Networ
             nameservers,
             domain,
             pool,
-            description: input
-                .description
-                .or_else(|| current.map(|c| c.description.clone()))
-                .unwrap_or_default(),
+            description,
         }),
         _ => Err(ApiError::invalid_field("cidr", "is required")),
     }
@@ -182,6 +185,7 @@ fn network_spec(input: NetworkInput, current: Option<&Network>) -> Result<Networ
     responses((status = 200, body = Paginated<Network>)))]
 pub async fn list_networks(
     State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
     _: Reader,
     Query(q): Query<NetworkQuery>,
 ) -> Result<Json<Paginated<Network>>, ApiError> {
@@ -198,7 +202,7 @@ pub async fn list_networks(
         None => None,
     };
     let listing = state.store.list_networks(location.as_ref(), page).await?;
-    Ok(Json(Paginated::new(listing, page, |n| n)))
+    Ok(Json(Paginated::new(listing, page, &uri, |n| n)))
 }
 
 #[utoipa::path(post, path = "/networks", tag = "networks", request_body = NetworkInput,

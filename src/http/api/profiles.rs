@@ -3,13 +3,13 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody, FieldErrors};
-use super::extract::{PageQuery, Paginated, Reader, Staff};
+use super::extract::{PageQuery, Paginated, Path, Query, Reader, Staff};
 use crate::http::AppState;
 use crate::profile::{self, ProfileErrors};
 use crate::store::{ProfileFilter, StoredProfile};
@@ -20,7 +20,7 @@ pub struct ProfileSummary {
     pub name: String,
     pub version: String,
     /// Actions over the six main steps (the basis of progress).
-    pub action_count: usize,
+    pub action_count: u64,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: time::OffsetDateTime,
@@ -37,12 +37,12 @@ pub struct ProfileDetail {
     pub profile: serde_json::Value,
 }
 
-fn summary(stored: &StoredProfile, parsed: Option<&profile::Profile>) -> ProfileSummary {
+fn summary(stored: &StoredProfile) -> ProfileSummary {
     ProfileSummary {
         id: stored.id,
         name: stored.name.clone(),
         version: stored.version.clone(),
-        action_count: parsed.map(|p| p.action_count()).unwrap_or(0),
+        action_count: stored.action_count,
         created_at: stored.created_at,
     }
 }
@@ -58,7 +58,7 @@ fn detail(stored: StoredProfile) -> Result<ProfileDetail, ApiError> {
     })?;
     let json = serde_json::to_value(&parsed).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(ProfileDetail {
-        summary: summary(&stored, Some(&parsed)),
+        summary: summary(&stored),
         source: stored.source,
         profile: json,
     })
@@ -101,6 +101,7 @@ pub struct ProfileQuery {
     responses((status = 200, body = Paginated<ProfileSummary>)))]
 pub async fn list_profiles(
     State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
     _: Reader,
     Query(q): Query<ProfileQuery>,
 ) -> Result<Json<Paginated<ProfileSummary>>, ApiError> {
@@ -114,10 +115,7 @@ pub async fn list_profiles(
         version: q.version,
     };
     let listing = state.store.list_profiles(&filter, page).await?;
-    Ok(Json(Paginated::new(listing, page, |p| {
-        let parsed = profile::parse(&p.source).ok();
-        summary(&p, parsed.as_ref())
-    })))
+    Ok(Json(Paginated::new(listing, page, &uri, |p| summary(&p))))
 }
 
 /// The body is the profile itself, as YAML (or JSON, which is YAML too).
@@ -134,7 +132,12 @@ pub async fn create_profile(
     let parsed = profile::parse(text).map_err(profile_errors)?;
     let stored = state
         .store
-        .create_profile(&parsed.name, &parsed.version, text)
+        .create_profile(
+            &parsed.name,
+            &parsed.version,
+            text,
+            parsed.action_count() as u64,
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(detail(stored)?)))
 }

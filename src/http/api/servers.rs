@@ -4,15 +4,15 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody, Validator};
-use super::extract::{JsonBody, PageQuery, Paginated, Reader, Staff, path_key};
+use super::extract::{JsonBody, PageQuery, Paginated, Path, Query, Reader, Staff, path_key};
 use crate::http::AppState;
-use crate::model::{Fqdn, MacAddr, Name};
+use crate::model::{Fqdn, MacAddr, Name, Secret};
 use crate::store::{BmcSpec, Interface, InterfaceSpec, Server, ServerFilter, ServerSpec};
 
 /// The BMC drivers a server may name.
@@ -28,7 +28,7 @@ pub struct BmcInput {
     pub port: Option<u16>,
     pub username: Option<String>,
     /// Write-only: stored encrypted, never returned. `""` clears it.
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// Name of a shared credential to use instead of username/password.
     pub credential: Option<String>,
     /// `native` (ipmi-rs) or `ipmitool`; empty for the configured default.
@@ -149,7 +149,9 @@ fn bmc_spec(v: &mut Validator, input: Option<BmcInput>, current: Option<&Server>
                     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':' | b'[' | b']')
                 });
             if !ok {
-                v.error("bmc.host", format!("{h:?} is not a host name or address"));
+                // The value is not echoed: a shifted CSV column may put a
+                // password here.
+                v.error("bmc.host", "is not a host name or address");
             }
             Some(h.to_string())
         }
@@ -194,6 +196,17 @@ fn bmc_spec(v: &mut Validator, input: Option<BmcInput>, current: Option<&Server>
         }
         None => cur.and_then(|c| c.driver.clone()),
     };
+    let has_password = match b.password.as_deref() {
+        Some("") => false,
+        Some(_) => true,
+        None => cur.is_some_and(|c| c.password_set),
+    };
+    if has_password && username.is_none() && credential.is_none() {
+        v.error(
+            "bmc.username",
+            "is required with a password (or name a credential)",
+        );
+    }
     BmcSpec {
         host,
         port,
@@ -224,11 +237,16 @@ pub fn server_spec(input: ServerInput, current: Option<&Server>) -> Result<Serve
         }
     };
     let labels = match (&input.labels, current) {
-        (Some(list), _) => list
-            .iter()
-            .enumerate()
-            .filter_map(|(i, l)| v.parse(format!("labels[{i}]"), l.parse::<Name>()))
-            .collect(),
+        (Some(list), _) => {
+            let mut labels: Vec<Name> = list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, l)| v.parse(format!("labels[{i}]"), l.parse::<Name>()))
+                .collect();
+            labels.sort();
+            labels.dedup();
+            labels
+        }
         (None, Some(c)) => c.labels.clone(),
         (None, None) => Vec::new(),
     };
@@ -262,19 +280,19 @@ pub fn server_spec(input: ServerInput, current: Option<&Server>) -> Result<Serve
         .serial
         .or_else(|| current.map(|c| c.serial.clone()))
         .unwrap_or_default();
-    if serial.len() > 128 {
-        v.error("serial", "at most 128 characters");
-    }
+    super::extract::check_text(&mut v, "serial", &serial, 128);
+    let notes = input
+        .notes
+        .or_else(|| current.map(|c| c.notes.clone()))
+        .unwrap_or_default();
+    super::extract::check_text(&mut v, "notes", &notes, 10_000);
     v.finish()?;
     match (fqdn, location) {
         (Some(fqdn), Some(location)) => Ok(ServerSpec {
             fqdn,
             location,
             serial,
-            notes: input
-                .notes
-                .or_else(|| current.map(|c| c.notes.clone()))
-                .unwrap_or_default(),
+            notes,
             labels,
             bmc,
             interfaces,
@@ -297,6 +315,7 @@ pub struct ServerQuery {
     responses((status = 200, body = Paginated<Server>)))]
 pub async fn list_servers(
     State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
     _: Reader,
     Query(q): Query<ServerQuery>,
 ) -> Result<Json<Paginated<Server>>, ApiError> {
@@ -314,7 +333,7 @@ pub async fn list_servers(
     };
     v.finish()?;
     let listing = state.store.list_servers(&filter, page).await?;
-    Ok(Json(Paginated::new(listing, page, |s| s)))
+    Ok(Json(Paginated::new(listing, page, &uri, |s| s)))
 }
 
 #[utoipa::path(post, path = "/servers", tag = "servers", request_body = ServerInput,
@@ -353,7 +372,22 @@ pub async fn update_server(
 ) -> Result<Json<Server>, ApiError> {
     let fqdn: Fqdn = path_key("server", &fqdn)?;
     let current = state.store.server(&fqdn).await?;
-    let spec = server_spec(input, Some(&current))?;
+    let mut spec = server_spec(input, Some(&current))?;
+    if spec.location != current.location && spec.interfaces.is_none() {
+        // Fixed addresses belong to the old location's networks: place the
+        // current interfaces again in the new one (or fail naming them).
+        spec.interfaces = Some(
+            current
+                .interfaces
+                .iter()
+                .map(|i| InterfaceSpec {
+                    name: i.name.clone(),
+                    mac: i.mac,
+                    ipv4: i.ipv4,
+                })
+                .collect(),
+        );
+    }
     Ok(Json(state.store.update_server(&fqdn, spec).await?))
 }
 
@@ -391,6 +425,7 @@ pub struct InterfaceQuery {
     responses((status = 200, body = Paginated<Interface>)))]
 pub async fn list_interfaces(
     State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
     _: Reader,
     Query(q): Query<InterfaceQuery>,
 ) -> Result<Json<Paginated<Interface>>, ApiError> {
@@ -407,7 +442,7 @@ pub async fn list_interfaces(
         None => None,
     };
     let listing = state.store.list_interfaces(server.as_ref(), page).await?;
-    Ok(Json(Paginated::new(listing, page, |i| i)))
+    Ok(Json(Paginated::new(listing, page, &uri, |i| i)))
 }
 
 #[utoipa::path(post, path = "/interfaces", tag = "interfaces", request_body = InterfaceCreate,

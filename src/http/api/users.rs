@@ -1,14 +1,14 @@
 //! `/users`, `/tokens` and `/ssh_authorized_keys`.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody, Validator};
-use super::extract::{JsonBody, PageQuery, Paginated, Reader, Staff, path_key};
+use super::extract::{JsonBody, PageQuery, Paginated, Path, Query, Reader, Staff, path_key};
 use crate::http::AppState;
 use crate::model::{ApiTokenSecret, Name, TokenScope};
 use crate::store::{ApiToken, NewApiToken, SshKey, User, UserSpec};
@@ -36,7 +36,9 @@ fn user_spec(input: UserInput, current: Option<&User>) -> Result<UserSpec, ApiEr
         .or_else(|| current.map(|c| c.email.clone()))
         .unwrap_or_default();
     if !email.is_empty()
-        && (email.len() > 254 || !email.contains('@') || email.contains(char::is_whitespace))
+        && (email.len() > 254
+            || !email.contains('@')
+            || email.chars().any(|c| c.is_whitespace() || c.is_control()))
     {
         v.error("email", format!("{email:?} is not an e-mail address"));
     }
@@ -55,12 +57,13 @@ fn user_spec(input: UserInput, current: Option<&User>) -> Result<UserSpec, ApiEr
     responses((status = 200, body = Paginated<User>)))]
 pub async fn list_users(
     State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
     _: Reader,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Paginated<User>>, ApiError> {
     let page = q.page(&state)?;
     let listing = state.store.list_users(page).await?;
-    Ok(Json(Paginated::new(listing, page, |u| u)))
+    Ok(Json(Paginated::new(listing, page, &uri, |u| u)))
 }
 
 #[utoipa::path(post, path = "/users", tag = "users", request_body = UserInput,
@@ -217,6 +220,9 @@ pub async fn create_token(
         .scope
         .as_deref()
         .and_then(|s| v.parse("scope", s.parse::<TokenScope>()));
+    if let Some(d) = &input.description {
+        super::extract::check_text(&mut v, "description", d, 1000);
+    }
     v.finish()?;
     let user = user.ok_or_else(|| ApiError::invalid_field("user", "is required"))?;
     let (secret, info) = issue_token(
@@ -248,6 +254,7 @@ pub struct UserFilterQuery {
     responses((status = 200, body = Paginated<ApiToken>)))]
 pub async fn list_tokens(
     State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
     Reader(me): Reader,
     Query(q): Query<UserFilterQuery>,
 ) -> Result<Json<Paginated<ApiToken>>, ApiError> {
@@ -266,7 +273,7 @@ pub async fn list_tokens(
         (false, _) => Some(me.user.clone()),
     };
     let listing = state.store.list_tokens(user.as_ref(), page).await?;
-    Ok(Json(Paginated::new(listing, page, |t| t)))
+    Ok(Json(Paginated::new(listing, page, &uri, |t| t)))
 }
 
 #[utoipa::path(delete, path = "/tokens/{id}", tag = "tokens",
@@ -333,6 +340,7 @@ fn check_ssh_key(line: &str) -> Result<(String, String), String> {
     responses((status = 200, body = Paginated<SshKey>)))]
 pub async fn list_ssh_keys(
     State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
     _: Reader,
     Query(q): Query<UserFilterQuery>,
 ) -> Result<Json<Paginated<SshKey>>, ApiError> {
@@ -349,7 +357,7 @@ pub async fn list_ssh_keys(
         None => None,
     };
     let listing = state.store.list_ssh_keys(user.as_ref(), page).await?;
-    Ok(Json(Paginated::new(listing, page, |k| k)))
+    Ok(Json(Paginated::new(listing, page, &uri, |k| k)))
 }
 
 #[utoipa::path(post, path = "/ssh_authorized_keys", tag = "ssh_authorized_keys", request_body = SshKeyInput,
@@ -374,6 +382,9 @@ pub async fn create_ssh_key(
             None
         }
     };
+    if let Some(n) = &input.name {
+        super::extract::check_text(&mut v, "name", n, 200);
+    }
     v.finish()?;
     let (Some(user), Some((key, comment))) = (user, key) else {
         return Err(ApiError::invalid_field("key", "is required"));
