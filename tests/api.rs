@@ -897,6 +897,52 @@ async fn addresses_follow_the_hardware(backend: Backend) {
     ts.drop_database().await;
 }
 
+/// Two PATCHes of different fields of one server at once: both land.
+async fn concurrent_patches_keep_both_changes(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let d = std::sync::Arc::new(Daemon::start(&ts, None).await);
+    d.seed_location().await;
+    let (s, _) = d
+        .post(
+            "/servers",
+            server_body("cp.dc1.example.com", &["52:54:00:00:0b:01"]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    for round in 0..15 {
+        let (a, b) = (d.clone(), d.clone());
+        let serial = tokio::spawn(async move {
+            a.patch(
+                "/servers/cp.dc1.example.com",
+                json!({"serial": format!("S{round}")}),
+            )
+            .await
+        });
+        let notes = tokio::spawn(async move {
+            b.patch(
+                "/servers/cp.dc1.example.com",
+                json!({"notes": format!("N{round}")}),
+            )
+            .await
+        });
+        let (sa, ba) = serial.await.unwrap();
+        let (sb, bb) = notes.await.unwrap();
+        assert_eq!((sa, sb), (StatusCode::OK, StatusCode::OK), "{ba} {bb}");
+        let (_, now) = d.get("/servers/cp.dc1.example.com").await;
+        assert_eq!(
+            (now["serial"].as_str(), now["notes"].as_str()),
+            (
+                Some(format!("S{round}").as_str()),
+                Some(format!("N{round}").as_str())
+            ),
+            "round {round}"
+        );
+    }
+    let d = std::sync::Arc::into_inner(d).expect("no other owners");
+    d.stop().await;
+    ts.drop_database().await;
+}
+
 battery!(
     tour_and_restart,
     authentication_and_scopes,
@@ -909,4 +955,5 @@ battery!(
     openapi_document,
     concurrent_writes,
     addresses_follow_the_hardware,
+    concurrent_patches_keep_both_changes,
 );

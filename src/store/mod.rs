@@ -15,6 +15,7 @@ mod types;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use time::OffsetDateTime;
 
 pub use cipher::{CipherError, SecretCipher};
 pub use postgres::PostgresStore;
@@ -35,6 +36,9 @@ pub enum StoreError {
     /// every network, a label that does not exist); `field` names it.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// The object changed after the caller read it; read again and retry.
+    #[error("{what} {key:?} changed while this update was prepared")]
+    Stale { what: &'static str, key: String },
     /// The object is still referred to by others.
     #[error("{0}")]
     InUse(String),
@@ -110,7 +114,15 @@ pub trait Store: Send + Sync + 'static {
     async fn create_network(&self, spec: NetworkSpec) -> Result<Network>;
     async fn network(&self, id: i64) -> Result<Network>;
     async fn list_networks(&self, location: Option<&Name>, page: Page) -> Result<Listing<Network>>;
-    async fn update_network(&self, id: i64, spec: NetworkSpec) -> Result<Network>;
+    /// Updates replace the whole object with `spec`, which the caller
+    /// merged from a read; `read_at` is the `updated_at` of that read, and a
+    /// newer row gives [`StoreError::Stale`] instead of losing a change.
+    async fn update_network(
+        &self,
+        id: i64,
+        spec: NetworkSpec,
+        read_at: OffsetDateTime,
+    ) -> Result<Network>;
     async fn delete_network(&self, id: i64) -> Result<()>;
 
     async fn create_label(&self, name: &Name, description: &str) -> Result<Label>;
@@ -122,7 +134,12 @@ pub trait Store: Send + Sync + 'static {
     async fn create_credential(&self, spec: CredentialSpec) -> Result<Credential>;
     async fn credential(&self, name: &Name) -> Result<Credential>;
     async fn list_credentials(&self, page: Page) -> Result<Listing<Credential>>;
-    async fn update_credential(&self, name: &Name, spec: CredentialSpec) -> Result<Credential>;
+    async fn update_credential(
+        &self,
+        name: &Name,
+        spec: CredentialSpec,
+        read_at: OffsetDateTime,
+    ) -> Result<Credential>;
     async fn delete_credential(&self, name: &Name) -> Result<()>;
 
     async fn create_server(&self, spec: ServerSpec) -> Result<Server>;
@@ -133,7 +150,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Server>, Vec<(usize, StoreError)>>;
     async fn server(&self, fqdn: &Fqdn) -> Result<Server>;
     async fn list_servers(&self, filter: &ServerFilter, page: Page) -> Result<Listing<Server>>;
-    async fn update_server(&self, fqdn: &Fqdn, spec: ServerSpec) -> Result<Server>;
+    async fn update_server(
+        &self,
+        fqdn: &Fqdn,
+        spec: ServerSpec,
+        read_at: OffsetDateTime,
+    ) -> Result<Server>;
     async fn delete_server(&self, fqdn: &Fqdn) -> Result<()>;
     /// The BMC username and clear password of a server (its own, or its
     /// named credential's). For the power drivers only; never for the API.

@@ -1025,9 +1025,19 @@ macro_rules! sql_store {
                     Ok(Listing { total: total.max(0) as u64, items })
                 }
 
-                async fn update_network(&self, id: i64, spec: NetworkSpec) -> Result<Network> {
+                async fn update_network(&self, id: i64, spec: NetworkSpec, read_at: OffsetDateTime) -> Result<Network> {
                     let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let before = fetch_network(&mut tx, id).await?;
+                    // Lock the row (PostgreSQL) so that the check holds until commit.
+                    let locked: OffsetDateTime = sqlx::query_scalar(concat!(
+                        "SELECT updated_at FROM networks WHERE id = $1", $for_update
+                    ))
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if locked != read_at || before.updated_at != read_at {
+                        return Err(StoreError::Stale { what: "network", key: id.to_string() });
+                    }
                     let location = check_network(&mut tx, &spec, Some(id)).await?;
                     // Fixed addresses already placed in this network must stay inside it.
                     let placed: Vec<(String, String)> = sqlx::query_as(
@@ -1209,9 +1219,19 @@ macro_rules! sql_store {
                     Ok(Listing { total, items })
                 }
 
-                async fn update_credential(&self, name: &Name, spec: CredentialSpec) -> Result<Credential> {
+                async fn update_credential(&self, name: &Name, spec: CredentialSpec, read_at: OffsetDateTime) -> Result<Credential> {
                     let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let current = fetch_credential(&mut tx, name).await?;
+                    // Lock the row (PostgreSQL) so that the check holds until commit.
+                    let locked: OffsetDateTime = sqlx::query_scalar(concat!(
+                        "SELECT updated_at FROM credentials WHERE name = $1", $for_update
+                    ))
+                    .bind(name.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if locked != read_at || current.updated_at != read_at {
+                        return Err(StoreError::Stale { what: "credential", key: name.to_string() });
+                    }
                     if &spec.name != name && fetch_credential(&mut tx, &spec.name).await.is_ok() {
                         return Err(StoreError::conflict("name", format!("credential {} already exists", spec.name)));
                     }
@@ -1326,9 +1346,19 @@ macro_rules! sql_store {
                     Ok(Listing { total: total.max(0) as u64, items })
                 }
 
-                async fn update_server(&self, fqdn: &Fqdn, spec: ServerSpec) -> Result<Server> {
+                async fn update_server(&self, fqdn: &Fqdn, spec: ServerSpec, read_at: OffsetDateTime) -> Result<Server> {
                     let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
                     let current = fetch_server(&mut tx, fqdn).await?;
+                    // Lock the row (PostgreSQL) so that the check holds until commit.
+                    let locked: OffsetDateTime = sqlx::query_scalar(concat!(
+                        "SELECT updated_at FROM servers WHERE fqdn = $1", $for_update
+                    ))
+                    .bind(fqdn.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if locked != read_at || current.updated_at != read_at {
+                        return Err(StoreError::Stale { what: "server", key: fqdn.to_string() });
+                    }
                     put_server(&mut tx, &self.cipher, &spec, Some(current.id)).await?;
                     let server = emit_server(&mut tx, "updated", &spec.fqdn).await?;
                     tx.commit().await?;

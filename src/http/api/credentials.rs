@@ -13,7 +13,7 @@ use crate::http::AppState;
 use crate::model::{Name, Secret};
 use crate::store::{Credential, CredentialSpec};
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialInput {
     pub name: Option<String>,
@@ -120,9 +120,20 @@ pub async fn update_credential(
     JsonBody(input): JsonBody<CredentialInput>,
 ) -> Result<Json<Credential>, ApiError> {
     let name: Name = path_key("credential", &name)?;
-    let current = state.store.credential(&name).await?;
-    let spec = credential_spec(input, Some(&current))?;
-    Ok(Json(state.store.update_credential(&name, spec).await?))
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let current = state.store.credential(&name).await?;
+        let spec = credential_spec(input.clone(), Some(&current))?;
+        match state
+            .store
+            .update_credential(&name, spec, current.updated_at)
+            .await
+        {
+            Err(crate::store::StoreError::Stale { .. }) if attempt < super::UPDATE_ATTEMPTS => {}
+            result => return Ok(Json(result?)),
+        }
+    }
 }
 
 #[utoipa::path(delete, path = "/credentials/{name}", tag = "credentials",

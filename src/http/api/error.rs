@@ -90,6 +90,10 @@ impl From<StoreError> for ApiError {
                 Self::Conflict { message, fields }
             }
             StoreError::Invalid { field, message } => Self::invalid_field(field, message),
+            StoreError::Stale { .. } => Self::Conflict {
+                message: format!("{e}; try again"),
+                fields: FieldErrors::new(),
+            },
             StoreError::InUse(message) => Self::Conflict {
                 message,
                 fields: FieldErrors::new(),

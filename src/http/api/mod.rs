@@ -23,6 +23,9 @@ use utoipa_axum::routes;
 
 use crate::http::AppState;
 
+/// How often an update is merged again after a concurrent change.
+pub const UPDATE_ATTEMPTS: u32 = 3;
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "bootloader", description = "Bare-metal provisioning: inventory, profiles and deployments."),

@@ -15,14 +15,14 @@ use crate::http::AppState;
 use crate::model::{Fqdn, Name};
 use crate::store::{Network, NetworkSpec, Pool};
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PoolInput {
     pub start: Option<String>,
     pub end: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkInput {
     /// Location name.
@@ -237,9 +237,20 @@ pub async fn update_network(
     Path(id): Path<i64>,
     JsonBody(input): JsonBody<NetworkInput>,
 ) -> Result<Json<Network>, ApiError> {
-    let current = state.store.network(id).await?;
-    let spec = network_spec(input, Some(&current))?;
-    Ok(Json(state.store.update_network(id, spec).await?))
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let current = state.store.network(id).await?;
+        let spec = network_spec(input.clone(), Some(&current))?;
+        match state
+            .store
+            .update_network(id, spec, current.updated_at)
+            .await
+        {
+            Err(crate::store::StoreError::Stale { .. }) if attempt < super::UPDATE_ATTEMPTS => {}
+            result => return Ok(Json(result?)),
+        }
+    }
 }
 
 #[utoipa::path(delete, path = "/networks/{id}", tag = "networks",

@@ -13,7 +13,9 @@ use super::error::{ApiError, ErrorBody, Validator};
 use super::extract::{JsonBody, PageQuery, Paginated, Path, Query, Reader, Staff, path_key};
 use crate::http::AppState;
 use crate::model::{Fqdn, MacAddr, Name, Secret};
-use crate::store::{BmcSpec, Interface, InterfaceSpec, Server, ServerFilter, ServerSpec};
+use crate::store::{
+    BmcSpec, Interface, InterfaceSpec, Server, ServerFilter, ServerSpec, StoreError,
+};
 
 /// The BMC drivers a server may name.
 pub const BMC_DRIVERS: &[&str] = &["native", "ipmitool"];
@@ -371,8 +373,27 @@ pub async fn update_server(
     JsonBody(input): JsonBody<ServerInput>,
 ) -> Result<Json<Server>, ApiError> {
     let fqdn: Fqdn = path_key("server", &fqdn)?;
-    let current = state.store.server(&fqdn).await?;
-    let mut spec = server_spec(input, Some(&current))?;
+    // A concurrent update between the read and the write makes the store
+    // refuse the write as stale; merge again from a fresh read.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let current = state.store.server(&fqdn).await?;
+        let spec = merged_server(input.clone(), &current)?;
+        match state
+            .store
+            .update_server(&fqdn, spec, current.updated_at)
+            .await
+        {
+            Err(StoreError::Stale { .. }) if attempt < super::UPDATE_ATTEMPTS => continue,
+            result => return Ok(Json(result?)),
+        }
+    }
+}
+
+/// The server as `input` would leave it.
+fn merged_server(input: ServerInput, current: &Server) -> Result<ServerSpec, ApiError> {
+    let mut spec = server_spec(input, Some(current))?;
     if spec.location != current.location && spec.interfaces.is_none() {
         // Fixed addresses belong to the old location's networks: place the
         // current interfaces again in the new one (or fail naming them).
@@ -388,7 +409,7 @@ pub async fn update_server(
                 .collect(),
         );
     }
-    Ok(Json(state.store.update_server(&fqdn, spec).await?))
+    Ok(spec)
 }
 
 #[utoipa::path(delete, path = "/servers/{fqdn}", tag = "servers",
