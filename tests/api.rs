@@ -733,6 +733,16 @@ async fn openapi_document(backend: Backend) {
         );
     }
     assert!(doc["components"]["schemas"]["Server"].is_object());
+    let (s, index) = d.call_as(None, Method::GET, "/api/v1alpha2/", None).await;
+    assert_eq!(s, StatusCode::OK, "{index}");
+    for r in index["resources"].as_array().unwrap() {
+        let path = format!("/{}", r.as_str().unwrap());
+        assert!(
+            paths.contains_key(&path),
+            "{path} is listed but not documented"
+        );
+        assert_eq!(d.get(&path).await.0, StatusCode::OK, "{path}");
+    }
     d.stop().await;
     ts.drop_database().await;
 }

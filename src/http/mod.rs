@@ -26,6 +26,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1alpha2", api.clone())
         .nest("/api", api)
+        // With a trailing slash, which nesting does not match.
+        .route("/api/v1alpha2/", axum::routing::get(api::index))
+        .route("/api/", axum::routing::get(api::index))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .fallback(api::error::not_found)
         .layer(TraceLayer::new_for_http())

@@ -49,6 +49,19 @@ impl utoipa::Modify for TokenAuth {
     }
 }
 
+/// `GET /api/v1alpha2/`: where things are, for a person with curl.
+pub async fn index() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "openapi": "/api/v1alpha2/openapi.json",
+        "authentication": "Authorization: Token <key>",
+        "resources": [
+            "credentials", "interfaces", "labels", "locations", "networks", "profiles",
+            "servers", "ssh_authorized_keys", "tokens", "users"
+        ],
+    }))
+}
+
 /// The API's routes and its OpenAPI document.
 pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -120,6 +133,7 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             "/openapi.json",
             axum::routing::get(move || async move { Json(served) }),
         )
+        .route("/", axum::routing::get(index))
         .with_state(state);
     (router, doc)
 }
