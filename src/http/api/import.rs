@@ -25,22 +25,8 @@ use super::servers::{BmcInput, InterfaceInput, ServerInput, server_spec};
 use crate::http::AppState;
 use crate::store::Server;
 
-const COLUMNS: &[&str] = &[
-    "fqdn",
-    "location",
-    "serial",
-    "notes",
-    "labels",
-    "bmc_host",
-    "bmc_port",
-    "bmc_username",
-    "bmc_password",
-    "bmc_credential",
-    "bmc_driver",
-    "interface",
-    "mac",
-    "ipv4",
-];
+/// Columns of the interface a line adds.
+const INTERFACE_COLUMNS: &[&str] = &["interface", "mac", "ipv4"];
 const HEADERLESS: &[&str] = &[
     "fqdn",
     "bmc_host",
@@ -155,11 +141,18 @@ pub fn parse_csv(
             {
                 let header: Vec<String> = record.iter().map(|h| h.to_ascii_lowercase()).collect();
                 for h in &header {
-                    if !COLUMNS.contains(&h.as_str()) {
+                    let known = h == "fqdn"
+                        || SERVER_COLUMNS.contains(&h.as_str())
+                        || INTERFACE_COLUMNS.contains(&h.as_str());
+                    if !known {
                         errors.push(line_error(
                             line,
                             Some(h),
-                            format!("unknown column (known: {})", COLUMNS.join(", ")),
+                            format!(
+                                "unknown column (known: fqdn, {}, {})",
+                                SERVER_COLUMNS.join(", "),
+                                INTERFACE_COLUMNS.join(", ")
+                            ),
                         ));
                     }
                 }
