@@ -14,3 +14,4 @@ pub mod http;
 pub mod model;
 pub mod profile;
 pub mod store;
+pub mod tftp;
