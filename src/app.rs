@@ -7,12 +7,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 
 use crate::config::{Config, SecretSource};
 use crate::http::{self, AppState};
 use crate::model::{Name, TokenScope};
 use crate::store::{self, SecretCipher, Store, UserSpec};
+use crate::tftp;
 
 /// Name of the staff user created on first start.
 pub const FIRST_USER: &str = "admin";
@@ -114,20 +115,90 @@ pub async fn bootstrap_first_user(store: &dyn Store) -> anyhow::Result<Option<St
     Ok(Some(secret.expose().to_string()))
 }
 
-/// Serves until `shutdown` resolves. The listener is bound by the caller, so
+/// Every socket the daemon serves on, bound before anything serves.
+pub struct Listeners {
+    pub http: TcpListener,
+    pub tftp: Option<UdpSocket>,
+}
+
+/// Binds what the configuration asks for, failing with a message that names
+/// the setting and the likely cause.
+pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+    let http = TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (http.listen)", config.http_listen))?;
+    let tftp = if config.tftp.enable {
+        let addr = config.tftp.listen;
+        let socket = UdpSocket::bind(addr).await.map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::PermissionDenied => {
+                    "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
+                }
+                std::io::ErrorKind::AddrInUse => {
+                    "; another TFTP server (tftpd-hpa, dnsmasq?) holds it"
+                }
+                _ => "",
+            };
+            anyhow::anyhow!("cannot bind TFTP on {addr} (tftp.listen): {e}{hint}")
+        })?;
+        if !config.tftp.root.is_dir() {
+            bail!(
+                "tftp.root {} is not a directory (on Debian, `apt install ipxe` provides /usr/lib/ipxe)",
+                config.tftp.root.display()
+            );
+        }
+        Some(socket)
+    } else {
+        None
+    };
+    Ok(Listeners { http, tftp })
+}
+
+/// Serves until `shutdown` resolves. The sockets are bound by the caller, so
 /// tests can pass `127.0.0.1:0` and start-up errors surface before serving.
 pub async fn run(
     config: &Config,
     store: Arc<dyn Store>,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let tftp_task = listeners.tftp.map(|socket| {
+        let settings = &config.tftp;
+        let tftp_config = tftp::server::TftpConfig {
+            root: settings.root.clone(),
+            limits: tftp::transfer::Limits {
+                max_blksize: settings.max_blksize,
+                max_windowsize: settings.max_windowsize,
+                ..tftp::transfer::Limits::default()
+            },
+            max_transfers: settings.max_transfers as usize,
+        };
+        tokio::spawn(tftp::server::serve(
+            socket,
+            tftp_config,
+            stopped(stop_rx.clone()),
+        ))
+    });
     let state = AppState {
         store,
         default_page_size: config.default_page_size,
         max_page_size: config.max_page_size,
     };
-    http::serve(listener, http::router(state), shutdown)
+    http::serve(listeners.http, http::router(state), stopped(stop_rx))
         .await
-        .context("HTTP server failed")
+        .context("HTTP server failed")?;
+    if let Some(task) = tftp_task {
+        task.await
+            .context("TFTP task")?
+            .context("TFTP server failed")?;
+    }
+    Ok(())
 }

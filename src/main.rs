@@ -384,9 +384,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let listener = tokio::net::TcpListener::bind(config.http_listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (http.listen)", config.http_listen))?;
+    let listeners = app::bind(&config).await?;
     let store = app::open_store(&config).await?;
     if let Some(token) = app::bootstrap_first_user(store.as_ref()).await? {
         println!(
@@ -397,7 +395,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         println!("    {token}");
         println!();
     }
-    let addr = listener.local_addr()?;
+    let addr = listeners.http.local_addr()?;
     println!("bootloader is serving on http://{addr}");
     println!("  API:      http://{addr}/api/v1alpha2/  (Authorization: Token <key>)");
     println!("  OpenAPI:  http://{addr}/api/v1alpha2/openapi.json");
@@ -406,9 +404,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config.data_dir.display(),
         config.database
     );
-    println!("  network boot services (DHCP/TFTP): off");
+    match &listeners.tftp {
+        Some(socket) => println!(
+            "  TFTP:     {} serving {} (DHCP: not built yet)",
+            socket.local_addr()?,
+            config.tftp.root.display()
+        ),
+        None => println!("  network boot services (DHCP/TFTP): off"),
+    }
     tracing::info!(%addr, backend = store.backend(), "serving");
-    app::run(&config, store, listener, shutdown_signal()).await
+    app::run(&config, store, listeners, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -25,6 +25,19 @@ pub struct FileConfig {
     pub log: LogSection,
     #[serde(default)]
     pub api: ApiSection,
+    #[serde(default)]
+    pub tftp: TftpSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TftpSection {
+    pub enable: Option<bool>,
+    pub listen: Option<String>,
+    pub root: Option<String>,
+    pub max_transfers: Option<u32>,
+    pub max_blksize: Option<u32>,
+    pub max_windowsize: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

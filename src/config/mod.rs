@@ -167,6 +167,17 @@ pub struct TlsConfig {
     pub set_redirect: bool,
 }
 
+/// The TFTP server's settings.
+#[derive(Debug, Clone)]
+pub struct TftpSettings {
+    pub enable: bool,
+    pub listen: SocketAddr,
+    pub root: PathBuf,
+    pub max_transfers: u32,
+    pub max_blksize: u16,
+    pub max_windowsize: u16,
+}
+
 /// The validated, effective configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -188,6 +199,7 @@ pub struct Config {
     pub log_level: String,
     pub default_page_size: u32,
     pub max_page_size: u32,
+    pub tftp: TftpSettings,
     /// The file that was read, if any.
     pub file: Option<PathBuf>,
     /// Every setting with its source, for `check-config`.
@@ -760,6 +772,95 @@ fn resolve(
         ));
     }
 
+    let tftp_enable = r
+        .pick(
+            "tftp.enable",
+            None,
+            &["BOOTLOADER_TFTP_ENABLE"],
+            f.tftp.enable,
+            Some(false),
+            Plain,
+        )
+        .unwrap_or(false);
+    let tftp_listen_raw = r
+        .pick(
+            "tftp.listen",
+            None,
+            &["BOOTLOADER_TFTP_LISTEN"],
+            f.tftp.listen,
+            Some("0.0.0.0:69".to_string()),
+            Plain,
+        )
+        .unwrap_or_default();
+    let tftp_listen = tftp_listen_raw.parse::<SocketAddr>().unwrap_or_else(|_| {
+        r.errors.push(format!(
+            "tftp.listen: {tftp_listen_raw:?} is not an address:port such as 0.0.0.0:69"
+        ));
+        SocketAddr::from(([0, 0, 0, 0], 69))
+    });
+    let tftp_root = r
+        .pick(
+            "tftp.root",
+            None,
+            &["BOOTLOADER_TFTP_ROOT"],
+            f.tftp.root,
+            Some("/usr/lib/ipxe".to_string()),
+            Plain,
+        )
+        .unwrap_or_default();
+    let max_transfers = r
+        .pick(
+            "tftp.max_transfers",
+            None,
+            &["BOOTLOADER_TFTP_MAX_TRANSFERS"],
+            f.tftp.max_transfers,
+            Some(256),
+            Plain,
+        )
+        .unwrap_or(256);
+    let max_blksize = r
+        .pick(
+            "tftp.max_blksize",
+            None,
+            &["BOOTLOADER_TFTP_MAX_BLKSIZE"],
+            f.tftp.max_blksize,
+            Some(1468),
+            Plain,
+        )
+        .unwrap_or(1468);
+    let max_windowsize = r
+        .pick(
+            "tftp.max_windowsize",
+            None,
+            &["BOOTLOADER_TFTP_MAX_WINDOWSIZE"],
+            f.tftp.max_windowsize,
+            Some(64),
+            Plain,
+        )
+        .unwrap_or(64);
+    if !(8..=65464).contains(&max_blksize) {
+        r.errors.push(format!(
+            "tftp.max_blksize ({max_blksize}) must be between 8 and 65464"
+        ));
+    }
+    if !(1..=65535).contains(&max_windowsize) {
+        r.errors.push(format!(
+            "tftp.max_windowsize ({max_windowsize}) must be between 1 and 65535"
+        ));
+    }
+    if max_transfers == 0 {
+        r.errors
+            .push("tftp.max_transfers must be at least 1".to_string());
+    }
+    let tftp = TftpSettings {
+        enable: tftp_enable,
+        listen: tftp_listen,
+        root: PathBuf::from(tftp_root),
+        max_transfers,
+        max_blksize: max_blksize.clamp(8, 65464) as u16,
+        max_windowsize: max_windowsize.clamp(1, 65535) as u16,
+    };
+
     if !r.errors.is_empty() {
         return Err(ConfigError::Invalid(r.errors));
     }
@@ -779,6 +880,7 @@ fn resolve(
         log_level,
         default_page_size,
         max_page_size,
+        tftp,
         file: file_path,
         settings: r.settings,
     })

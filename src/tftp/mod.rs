@@ -1,7 +1,9 @@
-//! TFTP (RFC 1350, options 2347/2348/2349, windowsize 7440). `packet.rs`
-//! is the codec and `transfer.rs` one read transfer as a sans-IO state
-//! machine; both are pure. The socket side that serves iPXE binaries and
-//! deployment files arrives with the network boot issue.
+//! TFTP (RFC 1350, options 2347/2348/2349, windowsize 7440), read-only.
+//! `packet.rs` is the codec, `transfer.rs` one read transfer as a sans-IO
+//! state machine and `path.rs` the root confinement; all three are pure.
+//! `server.rs` owns the sockets and files.
 
 pub mod packet;
+pub mod path;
+pub mod server;
 pub mod transfer;

@@ -125,10 +125,14 @@ impl Daemon {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let listeners = bootloader::app::Listeners {
+            http: listener,
+            tftp: None,
+        };
         let (tx, rx) = oneshot::channel();
         let run_store = store.clone();
         let handle = tokio::spawn(async move {
-            bootloader::app::run(&config, run_store, listener, async {
+            bootloader::app::run(&config, run_store, listeners, async {
                 let _ = rx.await;
             })
             .await

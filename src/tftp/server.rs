@@ -1,0 +1,280 @@
+//! The TFTP server: a listening socket, one task per read transfer on its
+//! own socket (a new transfer id, RFC 1350), files read from a root
+//! directory. Decisions are `transfer.rs`'s; this file only moves bytes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::packet::{self, ErrorCode, Mode, Packet, Request};
+use super::path::resolve;
+use super::transfer::{Limits, Outcome, Transfer, Transmit, negotiate};
+
+/// How the server behaves.
+#[derive(Debug, Clone)]
+pub struct TftpConfig {
+    pub root: PathBuf,
+    pub limits: Limits,
+    /// Transfers in flight at most; more are refused with an error.
+    pub max_transfers: usize,
+}
+
+/// Reads file ranges through a cache of one chunk, so that a window of
+/// blocks costs one read.
+struct Reader {
+    file: tokio::fs::File,
+    chunk_start: u64,
+    chunk: Vec<u8>,
+}
+
+const CHUNK: usize = 256 * 1024;
+
+impl Reader {
+    async fn read(&mut self, offset: u64, len: usize) -> std::io::Result<&[u8]> {
+        let end = offset + len as u64;
+        let cached_end = self.chunk_start + self.chunk.len() as u64;
+        if offset < self.chunk_start || end > cached_end {
+            self.file.seek(std::io::SeekFrom::Start(offset)).await?;
+            self.chunk.resize(CHUNK.max(len), 0);
+            let mut filled = 0;
+            while filled < self.chunk.len() {
+                let n = self.file.read(&mut self.chunk[filled..]).await?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            self.chunk.truncate(filled);
+            self.chunk_start = offset;
+        }
+        let from = (offset - self.chunk_start) as usize;
+        let to = (from + len).min(self.chunk.len());
+        Ok(&self.chunk[from..to])
+    }
+}
+
+async fn send_error(socket: &UdpSocket, to: SocketAddr, code: ErrorCode, message: &str) {
+    let mut out = Vec::new();
+    packet::encode(
+        &Packet::Error {
+            code,
+            message: message.to_string(),
+        },
+        &mut out,
+    );
+    if let Err(e) = socket.send_to(&out, to).await {
+        debug!(%to, error = %e, "could not send TFTP error");
+    }
+}
+
+/// Serves on `socket` until `shutdown` resolves. Transfers under way when
+/// it does are finished by their own tasks.
+pub async fn serve(
+    socket: UdpSocket,
+    config: TftpConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let local = socket.local_addr()?;
+    let config = Arc::new(config);
+    let slots = Arc::new(Semaphore::new(config.max_transfers.max(1)));
+    let mut buf = vec![0u8; 65536];
+    tokio::pin!(shutdown);
+    info!(%local, root = %config.root.display(), "TFTP serving");
+    loop {
+        let (n, peer) = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here; keep serving.
+                    debug!(error = %e, "TFTP receive error");
+                    continue;
+                }
+            },
+        };
+        match packet::decode(&buf[..n]) {
+            Ok(Packet::Rrq(request)) => {
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    warn!(%peer, file = %request.filename, "TFTP transfer refused: too many in flight");
+                    send_error(
+                        &socket,
+                        peer,
+                        ErrorCode::NotDefined,
+                        "server busy, try again",
+                    )
+                    .await;
+                    continue;
+                };
+                let config = config.clone();
+                let span = info_span!("tftp", %peer, file = %request.filename);
+                tokio::spawn(
+                    async move {
+                        run_transfer(local, peer, request, &config).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            }
+            Ok(Packet::Wrq(request)) => {
+                info!(%peer, file = %request.filename, "TFTP write refused");
+                send_error(
+                    &socket,
+                    peer,
+                    ErrorCode::AccessViolation,
+                    "this server is read-only",
+                )
+                .await;
+            }
+            Ok(_) => {
+                send_error(
+                    &socket,
+                    peer,
+                    ErrorCode::IllegalOperation,
+                    "expected a read request",
+                )
+                .await
+            }
+            Err(e) => {
+                debug!(%peer, error = %e, "malformed TFTP request dropped");
+                send_error(&socket, peer, ErrorCode::IllegalOperation, &e.to_string()).await;
+            }
+        }
+    }
+}
+
+/// Opens the requested file, refusing paths that leave the root (also
+/// through symlinks).
+async fn open(root: &Path, filename: &str) -> Result<(tokio::fs::File, u64), (ErrorCode, String)> {
+    let path = resolve(root, filename).map_err(|e| (ErrorCode::AccessViolation, e.to_string()))?;
+    let not_found = || (ErrorCode::FileNotFound, format!("{filename}: not found"));
+    let real = tokio::fs::canonicalize(&path)
+        .await
+        .map_err(|_| not_found())?;
+    let real_root = tokio::fs::canonicalize(root)
+        .await
+        .map_err(|_| not_found())?;
+    if !real.starts_with(&real_root) {
+        return Err((
+            ErrorCode::AccessViolation,
+            "the path leaves the TFTP root".into(),
+        ));
+    }
+    let file = tokio::fs::File::open(&real)
+        .await
+        .map_err(|_| not_found())?;
+    let meta = file.metadata().await.map_err(|_| not_found())?;
+    if !meta.is_file() {
+        return Err(not_found());
+    }
+    Ok((file, meta.len()))
+}
+
+async fn run_transfer(local: SocketAddr, peer: SocketAddr, request: Request, config: &TftpConfig) {
+    // A new socket on the server's address is this transfer's id.
+    let bind = SocketAddr::new(local.ip(), 0);
+    let socket = match UdpSocket::bind(bind).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot open a TFTP transfer socket");
+            return;
+        }
+    };
+    if request.mode == Mode::Netascii {
+        debug!("netascii requested; serving octets");
+    }
+    let (file, size) = match open(&config.root, &request.filename).await {
+        Ok(x) => x,
+        Err((code, message)) => {
+            info!(%message, "TFTP request refused");
+            send_error(&socket, peer, code, &message).await;
+            return;
+        }
+    };
+    let negotiated = negotiate(&request.options, size, &config.limits);
+    let blksize = negotiated.blksize;
+    let windowsize = negotiated.windowsize;
+    let mut transfer = Transfer::new(negotiated, size, &config.limits);
+    let mut reader = Reader {
+        file,
+        chunk_start: 0,
+        chunk: Vec::new(),
+    };
+    let mut out = Vec::with_capacity(usize::from(blksize) + 4);
+    let mut buf = vec![0u8; 65536];
+    let started = Instant::now();
+    loop {
+        let now = Instant::now();
+        while let Some(tx) = transfer.poll_transmit(now) {
+            out.clear();
+            match tx {
+                Transmit::Oack(options) => packet::encode(&Packet::Oack { options }, &mut out),
+                Transmit::Error { code, message } => {
+                    packet::encode(&Packet::Error { code, message }, &mut out)
+                }
+                Transmit::Data { block, offset, len } => match reader.read(offset, len).await {
+                    Ok(data) => packet::encode(&Packet::Data { block, data }, &mut out),
+                    Err(e) => {
+                        warn!(error = %e, "TFTP read failed");
+                        send_error(&socket, peer, ErrorCode::NotDefined, "read error").await;
+                        return;
+                    }
+                },
+            }
+            if let Err(e) = socket.send_to(&out, peer).await {
+                debug!(error = %e, "TFTP send failed");
+            }
+        }
+        if let Some(outcome) = transfer.outcome() {
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            match outcome {
+                Outcome::Complete => info!(
+                    size,
+                    blksize,
+                    windowsize,
+                    elapsed_ms,
+                    retransmits = transfer.retransmits(),
+                    "TFTP transfer complete"
+                ),
+                Outcome::Aborted { code, message } => {
+                    info!(code = code.as_u16(), %message, "TFTP transfer aborted by the client")
+                }
+                Outcome::TimedOut => warn!(elapsed_ms, "TFTP transfer timed out"),
+                Outcome::ProtocolError(m) => warn!(%m, "TFTP transfer ended on a protocol error"),
+            }
+            return;
+        }
+        let deadline = transfer.poll_timeout().map(tokio::time::Instant::from_std);
+        let received = tokio::select! {
+            r = socket.recv_from(&mut buf) => Some(r),
+            () = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => None,
+        };
+        match received {
+            None => transfer.handle_timeout(Instant::now()),
+            Some(Ok((n, from))) if from == peer => match packet::decode(&buf[..n]) {
+                Ok(p) => transfer.handle_packet(&p),
+                Err(e) => debug!(error = %e, "malformed packet in transfer ignored"),
+            },
+            Some(Ok((_, from))) => {
+                send_error(
+                    &socket,
+                    from,
+                    ErrorCode::UnknownTransferId,
+                    "unknown transfer id",
+                )
+                .await;
+            }
+            Some(Err(e)) => debug!(error = %e, "TFTP transfer receive error"),
+        }
+    }
+}

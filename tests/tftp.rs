@@ -1,0 +1,293 @@
+//! The TFTP server against real clients: atftp and tftp-hpa (installed by
+//! `.ci/test`), plus raw UDP for what clients cannot be made to do (the
+//! PXE tsize probe and abort, write requests). Loopback only.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use bootloader::tftp::packet::{self, ErrorCode, Mode, Packet, Request};
+use bootloader::tftp::server::{TftpConfig, serve};
+use bootloader::tftp::transfer::Limits;
+use tokio::net::UdpSocket;
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    getrandom::fill(&mut v).expect("randomness");
+    v
+}
+
+struct Root {
+    dir: tempfile::TempDir,
+}
+
+impl Root {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(p.join("small.bin"), random_bytes(1000)).unwrap();
+        std::fs::write(p.join("exact.bin"), random_bytes(512 * 20)).unwrap();
+        std::fs::write(p.join("big.bin"), random_bytes(3 * 1024 * 1024 + 123)).unwrap();
+        std::fs::write(p.join("empty.bin"), b"").unwrap();
+        std::fs::create_dir_all(p.join("pxelinux.cfg")).unwrap();
+        std::fs::write(
+            p.join("pxelinux.cfg/01-52-54-00-12-34-56"),
+            "DEFAULT local\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", p.join("escape")).unwrap();
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// Starts the server on 127.0.0.1 and returns its address.
+async fn start(root: &Path) -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let config = TftpConfig {
+        root: root.to_path_buf(),
+        limits: Limits {
+            max_blksize: 1468,
+            ..Limits::default()
+        },
+        max_transfers: 64,
+    };
+    tokio::spawn(serve(socket, config, std::future::pending()));
+    addr
+}
+
+/// Runs atftp (blocking, in a thread) and returns what it wrote.
+async fn atftp(addr: SocketAddr, remote: &str, options: &[&str]) -> Option<Vec<u8>> {
+    let out = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    let mut cmd = Command::new("atftp");
+    cmd.args(["--get", "-r", remote, "-l"]).arg(&out);
+    for o in options {
+        cmd.args(["--option", o]);
+    }
+    cmd.args(["127.0.0.1", &addr.port().to_string()]);
+    let status = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .expect("atftp runs (apt install atftp)");
+    let data = std::fs::read(&out).ok();
+    (status.status.success() && data.is_some()).then(|| data.unwrap_or_default())
+}
+
+async fn tftp_hpa(addr: SocketAddr, remote: &str) -> Option<Vec<u8>> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut cmd = Command::new("tftp");
+    cmd.args([
+        "-m",
+        "binary",
+        "127.0.0.1",
+        &addr.port().to_string(),
+        "-c",
+        "get",
+        remote,
+    ])
+    .arg(&out);
+    let output = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .expect("tftp runs (apt install tftp-hpa)");
+    // tftp-hpa exits 0 even on errors; it reports them on stderr/stdout.
+    let said = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    if said.contains("Error") || said.contains("error") {
+        return None;
+    }
+    std::fs::read(&out).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atftp_fetches_every_file_byte_for_byte() {
+    let root = Root::new();
+    let addr = start(root.dir.path()).await;
+    for name in [
+        "small.bin",
+        "exact.bin",
+        "big.bin",
+        "empty.bin",
+        "pxelinux.cfg/01-52-54-00-12-34-56",
+    ] {
+        let want = std::fs::read(root.path(name)).unwrap();
+        for options in [
+            &[][..],
+            &["tsize 0"][..],
+            &["blksize 1468"][..],
+            &["blksize 1468", "windowsize 16"][..],
+            &["blksize 512", "windowsize 4", "tsize 0"][..],
+        ] {
+            let got = atftp(addr, name, options).await;
+            assert_eq!(
+                got.as_deref().map(<[u8]>::len),
+                Some(want.len()),
+                "{name} with {options:?}"
+            );
+            assert!(
+                got.as_deref() == Some(&want[..]),
+                "{name} with {options:?}: bytes differ"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tftp_hpa_fetches_byte_for_byte() {
+    let root = Root::new();
+    let addr = start(root.dir.path()).await;
+    for name in ["small.bin", "exact.bin", "big.bin"] {
+        let want = std::fs::read(root.path(name)).unwrap();
+        assert!(
+            tftp_hpa(addr, name).await.as_deref() == Some(&want[..]),
+            "{name}"
+        );
+    }
+    assert_eq!(tftp_hpa(addr, "missing.bin").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_fetches_all_arrive_intact() {
+    let root = Root::new();
+    let addr = start(root.dir.path()).await;
+    let want = std::fs::read(root.path("exact.bin")).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let options: &'static [&'static str] = if i % 2 == 0 {
+            &["blksize 1468", "windowsize 8"]
+        } else {
+            &[]
+        };
+        tasks.push(tokio::spawn(async move {
+            atftp(addr, "exact.bin", options).await
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap().as_deref() == Some(&want[..]));
+    }
+}
+
+/// A raw client: sends one request and returns the first reply and the
+/// address it came from.
+async fn ask(addr: SocketAddr, packet: &Packet<'_>) -> (Vec<u8>, SocketAddr, UdpSocket) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut out = Vec::new();
+    packet::encode(packet, &mut out);
+    socket.send_to(&out, addr).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+        .await
+        .expect("a reply")
+        .unwrap();
+    buf.truncate(n);
+    (buf, from, socket)
+}
+
+fn rrq(name: &str, options: &[(&str, &str)]) -> Packet<'static> {
+    Packet::Rrq(Request {
+        filename: name.to_string(),
+        mode: Mode::Octet,
+        options: options
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
+    })
+}
+
+fn error_code(reply: &[u8]) -> Option<ErrorCode> {
+    match packet::decode(reply) {
+        Ok(Packet::Error { code, .. }) => Some(code),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_carry_proper_tftp_errors() {
+    let root = Root::new();
+    let addr = start(root.dir.path()).await;
+    for (name, code) in [
+        ("../etc/passwd", ErrorCode::AccessViolation),
+        ("/etc/passwd", ErrorCode::AccessViolation),
+        ("pxelinux.cfg/../../x", ErrorCode::AccessViolation),
+        ("escape", ErrorCode::AccessViolation),
+        ("missing.bin", ErrorCode::FileNotFound),
+        ("pxelinux.cfg", ErrorCode::FileNotFound),
+    ] {
+        let (reply, _, _) = ask(addr, &rrq(name, &[])).await;
+        assert_eq!(error_code(&reply), Some(code), "{name}");
+    }
+    let write = Packet::Wrq(Request {
+        filename: "new.bin".into(),
+        mode: Mode::Octet,
+        options: vec![],
+    });
+    let (reply, _, _) = ask(addr, &write).await;
+    assert_eq!(error_code(&reply), Some(ErrorCode::AccessViolation));
+    assert!(!root.path("new.bin").exists());
+    // Garbage gets an error, and the server keeps serving.
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket
+        .send_to(b"\x00\x01no-terminator", addr)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(error_code(&buf[..n]), Some(ErrorCode::IllegalOperation));
+    assert!(atftp(addr, "small.bin", &[]).await.is_some());
+}
+
+/// What PXE ROMs do: ask with tsize, read the size from the OACK, answer
+/// ERROR 8, and ask again. The first transfer must stop at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tsize_probe_abort_stops_the_transfer() {
+    let root = Root::new();
+    let addr = start(root.dir.path()).await;
+    let size = std::fs::metadata(root.path("big.bin")).unwrap().len();
+    let (reply, transfer_port, socket) = ask(
+        addr,
+        &rrq("big.bin", &[("tsize", "0"), ("blksize", "1456")]),
+    )
+    .await;
+    assert_ne!(transfer_port, addr, "a transfer runs on its own port");
+    match packet::decode(&reply) {
+        Ok(Packet::Oack { options }) => {
+            assert!(
+                options.contains(&("tsize".to_string(), size.to_string())),
+                "{options:?}"
+            );
+            assert!(
+                options.contains(&("blksize".to_string(), "1456".to_string())),
+                "{options:?}"
+            );
+        }
+        other => panic!("expected OACK, got {other:?}"),
+    }
+    let mut out = Vec::new();
+    packet::encode(
+        &Packet::Error {
+            code: ErrorCode::OptionsRefused,
+            message: "tsize probe".into(),
+        },
+        &mut out,
+    );
+    socket.send_to(&out, transfer_port).await.unwrap();
+    // Without the abort, the OACK would come again after the 1 s timeout.
+    let mut buf = [0u8; 2048];
+    let again = tokio::time::timeout(Duration::from_secs(3), socket.recv_from(&mut buf)).await;
+    assert!(
+        again.is_err(),
+        "the server sent more after the client's ERROR"
+    );
+    // The second request of the ROM is served.
+    let want = std::fs::read(root.path("big.bin")).unwrap();
+    assert!(atftp(addr, "big.bin", &["blksize 1456"]).await.as_deref() == Some(&want[..]));
+}
