@@ -493,3 +493,60 @@ fn migrate_on_postgres() {
     );
     rt.block_on(ts.drop_database());
 }
+
+#[test]
+fn serve_runs_tftp_when_enabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tftproot");
+    std::fs::create_dir_all(&root).unwrap();
+    let payload: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(root.join("undionly.kpxe"), &payload).unwrap();
+    // A free UDP port on loopback.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let env = [
+        ("BOOTLOADER_TFTP_ENABLE", "true"),
+        ("BOOTLOADER_TFTP_LISTEN", listen.as_str()),
+        ("BOOTLOADER_TFTP_ROOT", root.to_str().unwrap()),
+    ];
+    let served = Served::start(dir.path(), free_port(), &env);
+    assert!(
+        served.output().contains(&format!("TFTP:     {listen}")),
+        "{}",
+        served.output()
+    );
+    let out = dir.path().join("got.kpxe");
+    let status = Command::new("atftp")
+        .args(["--get", "-r", "undionly.kpxe", "-l"])
+        .arg(&out)
+        .args(["--option", "blksize 1468", "127.0.0.1", &port.to_string()])
+        .status()
+        .expect("atftp runs");
+    assert!(status.success());
+    assert_eq!(std::fs::read(&out).unwrap(), payload);
+    served.stop();
+
+    // A root that does not exist is a start-up error naming the setting.
+    let mut cmd = bootloader(
+        dir.path(),
+        &[
+            "serve",
+            "--http-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ],
+    );
+    cmd.env("BOOTLOADER_TFTP_ENABLE", "true")
+        .env("BOOTLOADER_TFTP_LISTEN", "127.0.0.1:0")
+        .env("BOOTLOADER_TFTP_ROOT", "/nonexistent/ipxe");
+    let out = run(cmd);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("tftp.root"),
+        "{}",
+        text(&out.stderr)
+    );
+}
