@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod config;
+pub mod dhcp;
 pub mod http;
 pub mod model;
 pub mod profile;
