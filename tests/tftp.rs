@@ -20,6 +20,7 @@ fn random_bytes(n: usize) -> Vec<u8> {
 
 struct Root {
     dir: tempfile::TempDir,
+    _outside: tempfile::TempDir,
 }
 
 impl Root {
@@ -36,8 +37,14 @@ impl Root {
             "DEFAULT local\n",
         )
         .unwrap();
-        std::os::unix::fs::symlink("/etc/hostname", p.join("escape")).unwrap();
-        Self { dir }
+        // A file outside the root, reachable only through a symlink.
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "not for TFTP").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), p.join("escape")).unwrap();
+        Self {
+            dir,
+            _outside: outside,
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -230,7 +237,7 @@ async fn refusals_carry_proper_tftp_errors() {
     let (reply, _, _) = ask(addr, &write).await;
     assert_eq!(error_code(&reply), Some(ErrorCode::AccessViolation));
     assert!(!root.path("new.bin").exists());
-    // Garbage gets an error, and the server keeps serving.
+    // A broken read request gets a short error, and the server keeps serving.
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     socket
         .send_to(b"\x00\x01no-terminator", addr)
@@ -242,6 +249,25 @@ async fn refusals_carry_proper_tftp_errors() {
         .unwrap()
         .unwrap();
     assert_eq!(error_code(&buf[..n]), Some(ErrorCode::IllegalOperation));
+    // ERRORs, ACKs and garbage on the server port get no answer at all: two
+    // servers answering each other's errors would loop.
+    let mut error = Vec::new();
+    packet::encode(
+        &Packet::Error {
+            code: ErrorCode::NotDefined,
+            message: "x".into(),
+        },
+        &mut error,
+    );
+    for junk in [
+        &error[..],
+        &b"\x00\x04\x00\x01"[..],
+        &b"\xff\xff garbage"[..],
+    ] {
+        socket.send_to(junk, addr).await.unwrap();
+    }
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), socket.recv_from(&mut buf)).await;
+    assert!(quiet.is_err(), "the server answered a non-request");
     assert!(atftp(addr, "small.bin", &[]).await.is_some());
 }
 
@@ -286,6 +312,22 @@ async fn tsize_probe_abort_stops_the_transfer() {
     assert!(
         again.is_err(),
         "the server sent more after the client's ERROR"
+    );
+    // A retransmitted RRQ (same client port) does not start a second transfer.
+    let (_, first_port, client) = ask(addr, &rrq("exact.bin", &[("blksize", "512")])).await;
+    let mut again = Vec::new();
+    packet::encode(&rrq("exact.bin", &[("blksize", "512")]), &mut again);
+    client.send_to(&again, addr).await.unwrap();
+    let mut seen_ports = std::collections::HashSet::new();
+    while let Ok(Ok((_, from))) =
+        tokio::time::timeout(Duration::from_millis(1500), client.recv_from(&mut buf)).await
+    {
+        seen_ports.insert(from);
+    }
+    assert_eq!(
+        seen_ports.into_iter().collect::<Vec<_>>(),
+        vec![first_port],
+        "one transfer, one port"
     );
     // The second request of the ROM is served.
     let want = std::fs::read(root.path("big.bin")).unwrap();

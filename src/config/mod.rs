@@ -843,9 +843,9 @@ fn resolve(
             "tftp.max_blksize ({max_blksize}) must be between 8 and 65464"
         ));
     }
-    if !(1..=65535).contains(&max_windowsize) {
+    if !(1..=32768).contains(&max_windowsize) {
         r.errors.push(format!(
-            "tftp.max_windowsize ({max_windowsize}) must be between 1 and 65535"
+            "tftp.max_windowsize ({max_windowsize}) must be between 1 and 32768"
         ));
     }
     if max_transfers == 0 {
@@ -858,7 +858,7 @@ fn resolve(
         root: PathBuf::from(tftp_root),
         max_transfers,
         max_blksize: max_blksize.clamp(8, 65464) as u16,
-        max_windowsize: max_windowsize.clamp(1, 65535) as u16,
+        max_windowsize: max_windowsize.clamp(1, 32768) as u16,
     };
 
     if !r.errors.is_empty() {

@@ -95,8 +95,6 @@ pub enum DecodeError {
     UnknownMode(String),
     /// An option name without a value.
     OptionWithoutValue(String),
-    DuplicateOption(String),
-    TrailingBytes,
 }
 
 impl fmt::Display for DecodeError {
@@ -106,10 +104,8 @@ impl fmt::Display for DecodeError {
             Self::UnknownOpcode(op) => write!(f, "unknown opcode {op}"),
             Self::Unterminated(what) => write!(f, "{what} is not NUL-terminated"),
             Self::NotUtf8(what) => write!(f, "{what} is not text"),
-            Self::UnknownMode(m) => write!(f, "unknown mode {m:?}"),
-            Self::OptionWithoutValue(o) => write!(f, "option {o:?} has no value"),
-            Self::DuplicateOption(o) => write!(f, "option {o:?} given twice"),
-            Self::TrailingBytes => f.write_str("bytes after the last field"),
+            Self::UnknownMode(_) => f.write_str("unknown mode"),
+            Self::OptionWithoutValue(_) => f.write_str("an option has no value"),
         }
     }
 }
@@ -126,19 +122,24 @@ fn take_str<'a>(buf: &'a [u8], what: &'static str) -> Result<(&'a str, &'a [u8])
     Ok((s, &buf[end + 1..]))
 }
 
+/// Reads options leniently, as firmware in the wild needs: parsing stops
+/// at an empty name (NUL padding), and of a repeated option the first
+/// counts (RFC 2347 lets a server ignore what it does not take).
 fn take_options(mut rest: &[u8]) -> Result<Vec<(String, String)>, DecodeError> {
     let mut options: Vec<(String, String)> = Vec::new();
     while !rest.is_empty() {
         let (name, after) = take_str(rest, "option name")?;
+        if name.is_empty() {
+            break;
+        }
         if after.is_empty() {
             return Err(DecodeError::OptionWithoutValue(name.to_string()));
         }
         let (value, after) = take_str(after, "option value")?;
         let name = name.to_ascii_lowercase();
-        if options.iter().any(|(n, _)| *n == name) {
-            return Err(DecodeError::DuplicateOption(name));
+        if !options.iter().any(|(n, _)| *n == name) {
+            options.push((name, value.to_string()));
         }
-        options.push((name, value.to_string()));
         rest = after;
     }
     Ok(options)
@@ -331,9 +332,14 @@ mod tests {
             b"\x00\x01f\x00octet\x00tsize\x00",
             Err(DecodeError::OptionWithoutValue("tsize".into())),
         );
-        check(
-            b"\x00\x01f\x00octet\x00tsize\x000\x00TSIZE\x000\x00",
-            Err(DecodeError::DuplicateOption("tsize".into())),
+        // A repeated option: the first counts. NUL padding ends the options.
+        assert_eq!(
+            decode(b"\x00\x01f\x00octet\x00tsize\x000\x00TSIZE\x009\x00\x00\x00"),
+            Ok(Packet::Rrq(Request {
+                filename: "f".into(),
+                mode: Mode::Octet,
+                options: vec![("tsize".into(), "0".into())],
+            }))
         );
         check(
             b"\x00\x01\xff\x00octet\x00",

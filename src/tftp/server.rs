@@ -2,9 +2,11 @@
 //! own socket (a new transfer id, RFC 1350), files read from a root
 //! directory. Decisions are `transfer.rs`'s; this file only moves bytes.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -31,6 +33,7 @@ struct Reader {
     file: tokio::fs::File,
     chunk_start: u64,
     chunk: Vec<u8>,
+    chunk_size: usize,
 }
 
 const CHUNK: usize = 256 * 1024;
@@ -41,7 +44,7 @@ impl Reader {
         let cached_end = self.chunk_start + self.chunk.len() as u64;
         if offset < self.chunk_start || end > cached_end {
             self.file.seek(std::io::SeekFrom::Start(offset)).await?;
-            self.chunk.resize(CHUNK.max(len), 0);
+            self.chunk.resize(self.chunk_size.max(len), 0);
             let mut filled = 0;
             while filled < self.chunk.len() {
                 let n = self.file.read(&mut self.chunk[filled..]).await?;
@@ -57,6 +60,11 @@ impl Reader {
         let to = (from + len).min(self.chunk.len());
         Ok(&self.chunk[from..to])
     }
+}
+
+fn lock(live: &Mutex<HashSet<SocketAddr>>) -> MutexGuard<'_, HashSet<SocketAddr>> {
+    // The set holds plain addresses; a panic elsewhere cannot leave it torn.
+    live.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 async fn send_error(socket: &UdpSocket, to: SocketAddr, code: ErrorCode, message: &str) {
@@ -83,6 +91,9 @@ pub async fn serve(
     let local = socket.local_addr()?;
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(config.max_transfers.max(1)));
+    // Clients whose transfer is under way: a repeated RRQ from the same
+    // address and port is a retransmission, not a second transfer.
+    let live: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
     let mut buf = vec![0u8; 65536];
     tokio::pin!(shutdown);
     info!(%local, root = %config.root.display(), "TFTP serving");
@@ -100,8 +111,13 @@ pub async fn serve(
         };
         match packet::decode(&buf[..n]) {
             Ok(Packet::Rrq(request)) => {
+                if !lock(&live).insert(peer) {
+                    debug!(%peer, "repeated RRQ for a transfer under way ignored");
+                    continue;
+                }
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    warn!(%peer, file = %request.filename, "TFTP transfer refused: too many in flight");
+                    lock(&live).remove(&peer);
+                    warn!(%peer, file = ?request.filename, "TFTP transfer refused: too many in flight");
                     send_error(
                         &socket,
                         peer,
@@ -112,17 +128,19 @@ pub async fn serve(
                     continue;
                 };
                 let config = config.clone();
-                let span = info_span!("tftp", %peer, file = %request.filename);
+                let live = live.clone();
+                let span = info_span!("tftp", %peer, file = ?request.filename);
                 tokio::spawn(
                     async move {
                         run_transfer(local, peer, request, &config).await;
+                        lock(&live).remove(&peer);
                         drop(permit);
                     }
                     .instrument(span),
                 );
             }
             Ok(Packet::Wrq(request)) => {
-                info!(%peer, file = %request.filename, "TFTP write refused");
+                info!(%peer, file = ?request.filename, "TFTP write refused");
                 send_error(
                     &socket,
                     peer,
@@ -131,18 +149,22 @@ pub async fn serve(
                 )
                 .await;
             }
-            Ok(_) => {
-                send_error(
-                    &socket,
-                    peer,
-                    ErrorCode::IllegalOperation,
-                    "expected a read request",
-                )
-                .await
-            }
+            // Never answer anything else here, ERRORs least of all: two
+            // servers answering each other's errors would loop forever.
+            Ok(_) => debug!(%peer, "non-request packet on the TFTP port dropped"),
             Err(e) => {
-                debug!(%peer, error = %e, "malformed TFTP request dropped");
-                send_error(&socket, peer, ErrorCode::IllegalOperation, &e.to_string()).await;
+                debug!(%peer, error = %e, "malformed TFTP request");
+                // A broken read request gets a short fixed answer, so the
+                // reply is never larger than what provoked it.
+                if buf[..n].starts_with(&[0, 1]) {
+                    send_error(
+                        &socket,
+                        peer,
+                        ErrorCode::IllegalOperation,
+                        "malformed request",
+                    )
+                    .await;
+                }
             }
         }
     }
@@ -165,13 +187,20 @@ async fn open(root: &Path, filename: &str) -> Result<(tokio::fs::File, u64), (Er
             "the path leaves the TFTP root".into(),
         ));
     }
+    // Check before opening: opening a FIFO would block.
+    let is_file = tokio::fs::metadata(&real)
+        .await
+        .map(|m| m.is_file())
+        .unwrap_or(false);
+    if !is_file {
+        return Err(not_found());
+    }
+    // The root is trusted: only its owner should write there (the daemon
+    // never does), or a swapped symlink could race these checks.
     let file = tokio::fs::File::open(&real)
         .await
         .map_err(|_| not_found())?;
     let meta = file.metadata().await.map_err(|_| not_found())?;
-    if !meta.is_file() {
-        return Err(not_found());
-    }
     Ok((file, meta.len()))
 }
 
@@ -200,13 +229,17 @@ async fn run_transfer(local: SocketAddr, peer: SocketAddr, request: Request, con
     let blksize = negotiated.blksize;
     let windowsize = negotiated.windowsize;
     let mut transfer = Transfer::new(negotiated, size, &config.limits);
+    let chunk_size =
+        (usize::from(blksize) * usize::from(windowsize)).clamp(usize::from(blksize), CHUNK);
     let mut reader = Reader {
         file,
         chunk_start: 0,
         chunk: Vec::new(),
+        chunk_size,
     };
     let mut out = Vec::with_capacity(usize::from(blksize) + 4);
-    let mut buf = vec![0u8; 65536];
+    // Clients send only ACK and ERROR, both small.
+    let mut buf = vec![0u8; 2048];
     let started = Instant::now();
     loop {
         let now = Instant::now();
@@ -218,7 +251,16 @@ async fn run_transfer(local: SocketAddr, peer: SocketAddr, request: Request, con
                     packet::encode(&Packet::Error { code, message }, &mut out)
                 }
                 Transmit::Data { block, offset, len } => match reader.read(offset, len).await {
-                    Ok(data) => packet::encode(&Packet::Data { block, data }, &mut out),
+                    Ok(data) if data.len() == len => {
+                        packet::encode(&Packet::Data { block, data }, &mut out)
+                    }
+                    Ok(_) => {
+                        // The file shrank under us: a short block would end
+                        // the transfer early with a truncated file.
+                        warn!("file changed during the transfer");
+                        send_error(&socket, peer, ErrorCode::NotDefined, "file changed").await;
+                        return;
+                    }
                     Err(e) => {
                         warn!(error = %e, "TFTP read failed");
                         send_error(&socket, peer, ErrorCode::NotDefined, "read error").await;
@@ -265,14 +307,18 @@ async fn run_transfer(local: SocketAddr, peer: SocketAddr, request: Request, con
                 Ok(p) => transfer.handle_packet(&p),
                 Err(e) => debug!(error = %e, "malformed packet in transfer ignored"),
             },
-            Some(Ok((_, from))) => {
-                send_error(
-                    &socket,
-                    from,
-                    ErrorCode::UnknownTransferId,
-                    "unknown transfer id",
-                )
-                .await;
+            Some(Ok((n, from))) => {
+                // RFC 1350 answers strangers with ERROR 5, but never an
+                // ERROR (or garbage) with an ERROR.
+                if !matches!(packet::decode(&buf[..n]), Ok(Packet::Error { .. }) | Err(_)) {
+                    send_error(
+                        &socket,
+                        from,
+                        ErrorCode::UnknownTransferId,
+                        "unknown transfer id",
+                    )
+                    .await;
+                }
             }
             Some(Err(e)) => debug!(error = %e, "TFTP transfer receive error"),
         }

@@ -13,6 +13,15 @@ use std::time::{Duration, Instant};
 
 use super::packet::{ErrorCode, Packet};
 
+/// The largest `timeout` option honoured, in seconds.
+pub const MAX_CLIENT_TIMEOUT_SECS: u64 = 10;
+/// The largest window: beyond half the block-number space a stale ACK
+/// could not be told from a new one after roll-over.
+pub const MAX_WINDOWSIZE: u64 = 32768;
+/// Retransmissions before the client has acknowledged anything: a request
+/// from a spoofed address must not hold a slot for long.
+pub const MAX_RETRIES_BEFORE_FIRST_ACK: u32 = 2;
+
 /// Server-side bounds on what a client may negotiate.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -71,12 +80,16 @@ pub fn negotiate(options: &[(String, String)], size: u64, limits: &Limits) -> Ne
             }
             "tsize" => n.oack.push((name.clone(), size.to_string())),
             // RFC 2349: the server must answer the same value or ignore it.
-            "timeout" if (1..=255).contains(&v) => {
+            // Long timeouts would let one (spoofed) request hold a transfer
+            // slot for many minutes, so they are ignored.
+            "timeout" if (1..=MAX_CLIENT_TIMEOUT_SECS).contains(&v) => {
                 n.timeout = Duration::from_secs(v);
                 n.oack.push((name.clone(), v.to_string()));
             }
             "windowsize" if (1..=65535).contains(&v) => {
-                n.windowsize = v.min(u64::from(limits.max_windowsize.max(1))) as u16;
+                n.windowsize = v
+                    .min(u64::from(limits.max_windowsize.max(1)))
+                    .min(MAX_WINDOWSIZE) as u16;
                 n.oack.push((name.clone(), n.windowsize.to_string()));
             }
             _ => {}
@@ -148,6 +161,8 @@ pub struct Transfer {
     /// An error reply owed to the client.
     pending_error: Option<Transmit>,
     retransmits: u64,
+    /// The client has acknowledged something.
+    heard: bool,
 }
 
 impl Transfer {
@@ -176,6 +191,7 @@ impl Transfer {
             state,
             pending_error: None,
             retransmits: 0,
+            heard: false,
         }
     }
 
@@ -247,6 +263,7 @@ impl Transfer {
     fn handle_ack(&mut self, block: u16) {
         match self.state {
             State::Negotiating { oack_sent: true } if block == 0 => {
+                self.heard = true;
                 self.state = State::Sending;
                 self.progress();
             }
@@ -257,6 +274,7 @@ impl Transfer {
                 let Some(k) = self.absolute(block) else {
                     return;
                 };
+                self.heard = true;
                 self.acked = k;
                 if k >= self.total_blocks {
                     self.finish(Outcome::Complete);
@@ -289,7 +307,12 @@ impl Transfer {
         if matches!(self.state, State::Done(_)) {
             return;
         }
-        if self.retries >= self.max_retries {
+        let bound = if self.heard {
+            self.max_retries
+        } else {
+            self.max_retries.min(MAX_RETRIES_BEFORE_FIRST_ACK)
+        };
+        if self.retries >= bound {
             self.finish(Outcome::TimedOut);
             return;
         }
@@ -379,6 +402,7 @@ mod tests {
         check(&[("blksize", "9000")], 1468, 1, &[("blksize", "1468")]);
         check(&[("blksize", "4")], 512, 1, &[]);
         check(&[("windowsize", "64")], 512, 16, &[("windowsize", "16")]);
+        check(&[("timeout", "200")], 512, 1, &[]);
         check(
             &[("windowsize", "0"), ("timeout", "300"), ("x-ipxe", "1")],
             512,
@@ -457,6 +481,27 @@ mod tests {
     }
 
     #[test]
+    fn silent_clients_get_few_retries() {
+        // A request from a spoofed address is never acknowledged.
+        let limits = Limits::default();
+        let mut t = Transfer::new(negotiate(&[], 2000, &limits), 2000, &limits);
+        let mut now = Instant::now();
+        let mut sends = 0;
+        loop {
+            while t.poll_transmit(now).is_some() {
+                sends += 1;
+            }
+            let Some(deadline) = t.poll_timeout() else {
+                break;
+            };
+            now = deadline;
+            t.handle_timeout(now);
+        }
+        assert_eq!(t.outcome(), Some(&Outcome::TimedOut));
+        assert_eq!(sends, 1 + MAX_RETRIES_BEFORE_FIRST_ACK as usize);
+    }
+
+    #[test]
     fn client_error_ends_the_transfer_at_once() {
         let limits = Limits::default();
         let n = negotiate(&opts(&[("tsize", "0")]), 5000, &limits);
@@ -491,8 +536,13 @@ mod tests {
         };
         let mut t = Transfer::new(negotiate(&[], 2000, &limits), 2000, &limits);
         let mut now = Instant::now();
+        assert!(matches!(
+            t.poll_transmit(now),
+            Some(Transmit::Data { block: 1, .. })
+        ));
+        t.handle_packet(&Packet::Ack { block: 1 });
         let first = t.poll_transmit(now);
-        assert!(matches!(first, Some(Transmit::Data { block: 1, .. })));
+        assert!(matches!(first, Some(Transmit::Data { block: 2, .. })));
         let mut gaps = Vec::new();
         while let Some(deadline) = t.poll_timeout() {
             gaps.push(deadline - now);
