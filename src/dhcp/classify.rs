@@ -227,6 +227,13 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     }
 }
 
+/// The BOOTP `file` field without the NUL padding dhcproto leaves on it.
+pub fn file_field(msg: &Message) -> Option<&[u8]> {
+    let raw = msg.fname()?;
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    Some(&raw[..end]).filter(|f| !f.is_empty())
+}
+
 fn nonzero(ip: Ipv4Addr) -> Option<Ipv4Addr> {
     (!ip.is_unspecified()).then_some(ip)
 }

@@ -4,3 +4,4 @@
 
 pub mod classify;
 pub mod decide;
+pub mod reply;
