@@ -120,20 +120,16 @@ pub async fn update_credential(
     JsonBody(input): JsonBody<CredentialInput>,
 ) -> Result<Json<Credential>, ApiError> {
     let name: Name = path_key("credential", &name)?;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
+    let updated = super::update_fresh(|| async {
         let current = state.store.credential(&name).await?;
         let spec = credential_spec(input.clone(), Some(&current))?;
-        match state
+        Ok(state
             .store
             .update_credential(&name, spec, current.updated_at)
-            .await
-        {
-            Err(crate::store::StoreError::Stale { .. }) if attempt < super::UPDATE_ATTEMPTS => {}
-            result => return Ok(Json(result?)),
-        }
-    }
+            .await)
+    })
+    .await?;
+    Ok(Json(updated))
 }
 
 #[utoipa::path(delete, path = "/credentials/{name}", tag = "credentials",

@@ -237,20 +237,16 @@ pub async fn update_network(
     Path(id): Path<i64>,
     JsonBody(input): JsonBody<NetworkInput>,
 ) -> Result<Json<Network>, ApiError> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
+    let updated = super::update_fresh(|| async {
         let current = state.store.network(id).await?;
         let spec = network_spec(input.clone(), Some(&current))?;
-        match state
+        Ok(state
             .store
             .update_network(id, spec, current.updated_at)
-            .await
-        {
-            Err(crate::store::StoreError::Stale { .. }) if attempt < super::UPDATE_ATTEMPTS => {}
-            result => return Ok(Json(result?)),
-        }
-    }
+            .await)
+    })
+    .await?;
+    Ok(Json(updated))
 }
 
 #[utoipa::path(delete, path = "/networks/{id}", tag = "networks",

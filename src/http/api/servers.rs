@@ -13,9 +13,7 @@ use super::error::{ApiError, ErrorBody, Validator};
 use super::extract::{JsonBody, PageQuery, Paginated, Path, Query, Reader, Staff, path_key};
 use crate::http::AppState;
 use crate::model::{Fqdn, MacAddr, Name, Secret};
-use crate::store::{
-    BmcSpec, Interface, InterfaceSpec, Server, ServerFilter, ServerSpec, StoreError,
-};
+use crate::store::{BmcSpec, Interface, InterfaceSpec, Server, ServerFilter, ServerSpec};
 
 /// The BMC drivers a server may name.
 pub const BMC_DRIVERS: &[&str] = &["native", "ipmitool"];
@@ -375,20 +373,16 @@ pub async fn update_server(
     let fqdn: Fqdn = path_key("server", &fqdn)?;
     // A concurrent update between the read and the write makes the store
     // refuse the write as stale; merge again from a fresh read.
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
+    let updated = super::update_fresh(|| async {
         let current = state.store.server(&fqdn).await?;
         let spec = merged_server(input.clone(), &current)?;
-        match state
+        Ok(state
             .store
             .update_server(&fqdn, spec, current.updated_at)
-            .await
-        {
-            Err(StoreError::Stale { .. }) if attempt < super::UPDATE_ATTEMPTS => continue,
-            result => return Ok(Json(result?)),
-        }
-    }
+            .await)
+    })
+    .await?;
+    Ok(Json(updated))
 }
 
 /// The server as `input` would leave it.
