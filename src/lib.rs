@@ -16,3 +16,4 @@ pub mod model;
 pub mod profile;
 pub mod store;
 pub mod tftp;
+pub mod timeline;

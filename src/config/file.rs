@@ -27,6 +27,35 @@ pub struct FileConfig {
     pub api: ApiSection,
     #[serde(default)]
     pub tftp: TftpSection,
+    #[serde(default)]
+    pub dhcp: DhcpSection,
+    #[serde(default)]
+    pub timeline: TimelineSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpSection {
+    pub mode: Option<String>,
+    pub interfaces: Option<Vec<String>>,
+    pub listen: Option<String>,
+    pub port: Option<u16>,
+    pub proxy_port: Option<u16>,
+    pub client_port: Option<u16>,
+    pub server_address: Option<String>,
+    pub location: Option<String>,
+    pub unknown: Option<String>,
+    pub efi_x64: Option<String>,
+    pub arm64_binary: Option<String>,
+    pub lease_time: Option<u32>,
+    pub offer_hold: Option<u32>,
+    pub decline_hold: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineSection {
+    pub retention_days: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +82,7 @@ pub struct ServerSection {
 #[serde(deny_unknown_fields)]
 pub struct HttpSection {
     pub listen: Option<String>,
+    pub static_dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -2,7 +2,10 @@
 //! default < file < environment < command line into a validated [`Config`]
 //! that remembers where each value came from (`bootloader check-config`).
 
+mod boot;
 mod file;
+
+pub use boot::{BootSettings, DhcpMode, DhcpSettings};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -200,6 +203,8 @@ pub struct Config {
     pub default_page_size: u32,
     pub max_page_size: u32,
     pub tftp: TftpSettings,
+    /// DHCP, static files and the boot timeline.
+    pub boot: BootSettings,
     /// The file that was read, if any.
     pub file: Option<PathBuf>,
     /// Every setting with its source, for `check-config`.
@@ -420,7 +425,12 @@ fn resolve(
         settings: Vec::new(),
         errors: Vec::new(),
     };
-    let f = file;
+    let mut f = file;
+    let boot_file = boot::BootFile {
+        dhcp: std::mem::take(&mut f.dhcp),
+        static_dir: f.http.static_dir.take(),
+        retention_days: f.timeline.retention_days,
+    };
 
     let data_dir = r
         .pick(
@@ -861,6 +871,8 @@ fn resolve(
         max_windowsize: max_windowsize.clamp(1, 32768) as u16,
     };
 
+    let boot = boot::resolve(&mut r, boot_file, &data_dir);
+
     if !r.errors.is_empty() {
         return Err(ConfigError::Invalid(r.errors));
     }
@@ -881,6 +893,7 @@ fn resolve(
         default_page_size,
         max_page_size,
         tftp,
+        boot,
         file: file_path,
         settings: r.settings,
     })

@@ -96,7 +96,12 @@ pub fn decide(policy: &Policy, client: &ClientInfo, known: Known) -> DhcpDecisio
         (Known::Idle, _) => Purpose::LocalBoot,
         (Known::Unknown, UnknownPolicy::Local) => Purpose::LocalBoot,
         (Known::Unknown, UnknownPolicy::Ignore) => {
-            return silent("unknown MAC and the unknown-machine policy is ignore");
+            // An authoritative server is the network's DHCP server: every
+            // client gets an address, but only known machines boot.
+            return match policy.mode {
+                Mode::Authoritative => DhcpDecision::AddressOnly,
+                Mode::Proxy => silent("unknown MAC and the unknown-machine policy is ignore"),
+            };
         }
     };
     if !client.is_boot_client() {
@@ -246,9 +251,11 @@ mod tests {
                 purpose: Purpose::Deploy,
             },
         );
-        // Unknown machines: silent by default, local boot by policy.
+        // Unknown machines: no boot by default (an address only from an
+        // authoritative server, silence from a proxy), local boot by policy.
+        check(&auth, bios(), Known::Unknown, DhcpDecision::AddressOnly);
         assert!(matches!(
-            decide(&auth, &classify(&bios()).unwrap(), Known::Unknown),
+            decide(&proxy, &classify(&bios()).unwrap(), Known::Unknown),
             DhcpDecision::Silent { .. }
         ));
         let local = policy(Mode::Proxy, UnknownPolicy::Local);

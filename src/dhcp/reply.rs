@@ -152,6 +152,31 @@ pub fn reply(
     Ok(Some(msg))
 }
 
+/// A DHCPNAK to `request`: no address, no boot information, broadcast to
+/// the client (or through its relay), with `message` (option 56) saying why.
+pub fn nak(request: &Message, server_ip: Ipv4Addr, message: &str) -> Message {
+    let mut msg = Message::default();
+    msg.set_opcode(v4::Opcode::BootReply)
+        .set_htype(request.htype())
+        .set_xid(request.xid())
+        .set_giaddr(request.giaddr())
+        .set_chaddr(request.chaddr());
+    if !request.giaddr().is_unspecified() {
+        // The relay must broadcast it: the client's address is not valid.
+        msg.set_flags(request.flags().set_broadcast());
+    }
+    let opts = msg.opts_mut();
+    opts.insert(DhcpOption::MessageType(v4::MessageType::Nak));
+    opts.insert(DhcpOption::ServerIdentifier(server_ip));
+    let mut text = message.as_bytes().to_vec();
+    text.truncate(250);
+    opts.insert(DhcpOption::Message(String::from_utf8_lossy(&text).into_owned()));
+    if let Some(relay) = request.opts().get(OptionCode::RelayAgentInformation) {
+        opts.insert(relay.clone());
+    }
+    msg
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::classify::tests::pxe;
@@ -344,5 +369,23 @@ mod tests {
         assert_eq!(out.yiaddr(), Ipv4Addr::new(10, 0, 0, 100));
         assert_eq!(netmask(0), Ipv4Addr::UNSPECIFIED);
         assert_eq!(netmask(32), Ipv4Addr::BROADCAST);
+    }
+
+    #[test]
+    fn nak_says_why_and_carries_no_address() {
+        let mut req = pxe(MAC, 0, "PXEClient");
+        req.set_giaddr(Ipv4Addr::new(10, 1, 0, 1));
+        let msg = wire(nak(&req, SERVER, "10.9.9.9 is not on network 10.0.0.0/24"));
+        assert_eq!(
+            msg.opts().msg_type(),
+            Some(v4::MessageType::Nak)
+        );
+        assert!(msg.yiaddr().is_unspecified());
+        assert!(msg.flags().broadcast());
+        assert_eq!(msg.xid(), req.xid());
+        match msg.opts().get(OptionCode::Message) {
+            Some(DhcpOption::Message(m)) => assert!(m.contains("not on network")),
+            other => panic!("{other:?}"),
+        }
     }
 }

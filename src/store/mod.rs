@@ -5,6 +5,9 @@
 //! transaction. BMC passwords are sealed by `cipher.rs` before they reach
 //! SQL and are opened only by `bmc_password`.
 
+pub mod boot;
+#[macro_use]
+mod boot_sql;
 pub mod cipher;
 #[macro_use]
 mod sql;
@@ -17,6 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+pub use boot::BootStore;
 pub use cipher::{CipherError, SecretCipher};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -100,7 +104,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Domain operations on the inventory, users, profiles and the outbox.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: BootStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     async fn ping(&self) -> Result<()>;

@@ -66,3 +66,4 @@ impl SqliteStore {
 }
 
 sql_store!(SqliteStore, sqlx::Sqlite, "", "");
+boot_sql_store!(SqliteStore, sqlx::Sqlite, "");

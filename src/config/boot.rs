@@ -1,0 +1,302 @@
+//! The network boot settings: `[dhcp]`, `[timeline]` and `http.static_dir`.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::Resolver;
+use super::Secrecy::Plain;
+use super::file::DhcpSection;
+use crate::dhcp::decide::{EfiBinary, UnknownPolicy};
+use crate::model::Name;
+
+/// What the DHCP server does on the boot interfaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DhcpMode {
+    Off,
+    /// Boot information only, beside another DHCP server (ports 67, 4011).
+    Proxy,
+    /// Addresses and boot information.
+    Authoritative,
+}
+
+#[derive(Debug, Clone)]
+pub struct DhcpSettings {
+    pub mode: DhcpMode,
+    /// Boot interfaces, each served by its own socket (SO_BINDTODEVICE).
+    /// Empty: one socket on `listen` (relayed requests only; for tests).
+    pub interfaces: Vec<String>,
+    pub listen: Ipv4Addr,
+    pub port: u16,
+    pub proxy_port: u16,
+    pub client_port: u16,
+    /// Our address as clients see it; by default the interface's address.
+    pub server_address: Option<Ipv4Addr>,
+    /// Answer only for this location's networks.
+    pub location: Option<Name>,
+    pub unknown: UnknownPolicy,
+    pub efi_x64: EfiBinary,
+    pub arm64_binary: Option<String>,
+    pub lease_time: u32,
+    pub offer_hold: u32,
+    pub decline_hold: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct BootSettings {
+    pub dhcp: DhcpSettings,
+    /// Served at `/static/` with Range (kernels, initrds).
+    pub static_dir: PathBuf,
+    pub timeline_retention: Duration,
+}
+
+/// The parts of the file this module reads.
+pub(super) struct BootFile {
+    pub dhcp: DhcpSection,
+    pub static_dir: Option<String>,
+    pub retention_days: Option<u32>,
+}
+
+pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> BootSettings {
+    let d = f.dhcp;
+    let mode_raw = r
+        .pick(
+            "dhcp.mode",
+            None,
+            &["BOOTLOADER_DHCP_MODE"],
+            d.mode,
+            Some("off".to_string()),
+            Plain,
+        )
+        .unwrap_or_default();
+    let mode = match mode_raw.as_str() {
+        "off" => DhcpMode::Off,
+        "proxy" => DhcpMode::Proxy,
+        "authoritative" => DhcpMode::Authoritative,
+        other => {
+            r.errors.push(format!(
+                "dhcp.mode: {other:?} is not one of off, proxy, authoritative"
+            ));
+            DhcpMode::Off
+        }
+    };
+    let interfaces_raw = r
+        .pick(
+            "dhcp.interfaces",
+            None,
+            &["BOOTLOADER_DHCP_INTERFACES"],
+            d.interfaces.map(|v| v.join(",")),
+            Some(String::new()),
+            Plain,
+        )
+        .unwrap_or_default();
+    let interfaces: Vec<String> = interfaces_raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    for name in &interfaces {
+        // IFNAMSIZ is 16 with the NUL.
+        if name.len() > 15 || name.contains(['/', ' ']) {
+            r.errors
+                .push(format!("dhcp.interfaces: {name:?} is not an interface name"));
+        }
+    }
+    let addr = |r: &mut Resolver<'_>, key, env, file: Option<String>, default: Option<&str>| {
+        let raw = r.pick(key, None, env, file, default.map(String::from), Plain)?;
+        match raw.parse::<Ipv4Addr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                r.errors
+                    .push(format!("{key}: {raw:?} is not an IPv4 address"));
+                None
+            }
+        }
+    };
+    let listen = addr(
+        r,
+        "dhcp.listen",
+        &["BOOTLOADER_DHCP_LISTEN"][..],
+        d.listen,
+        Some("0.0.0.0"),
+    )
+    .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let server_address = addr(
+        r,
+        "dhcp.server_address",
+        &["BOOTLOADER_DHCP_SERVER_ADDRESS"][..],
+        d.server_address,
+        None,
+    );
+    let port = |r: &mut Resolver<'_>, key, env, file, default: u16| {
+        let p = r.pick(key, None, env, file, Some(default), Plain).unwrap_or(default);
+        if p == 0 {
+            r.errors.push(format!("{key} must not be 0"));
+        }
+        p
+    };
+    let port_main = port(r, "dhcp.port", &["BOOTLOADER_DHCP_PORT"][..], d.port, 67);
+    let proxy_port = port(
+        r,
+        "dhcp.proxy_port",
+        &["BOOTLOADER_DHCP_PROXY_PORT"][..],
+        d.proxy_port,
+        4011,
+    );
+    let client_port = port(
+        r,
+        "dhcp.client_port",
+        &["BOOTLOADER_DHCP_CLIENT_PORT"][..],
+        d.client_port,
+        68,
+    );
+    if mode != DhcpMode::Off && interfaces.is_empty() && listen.is_unspecified() {
+        r.errors.push(
+            "dhcp.interfaces: name the boot interface(s) (or set dhcp.listen to one address for relayed requests only)"
+                .to_string(),
+        );
+    }
+    let location = r
+        .pick(
+            "dhcp.location",
+            None,
+            &["BOOTLOADER_DHCP_LOCATION"],
+            d.location,
+            None,
+            Plain,
+        )
+        .and_then(|l| match l.parse::<Name>() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                r.errors.push(format!("dhcp.location: {e}"));
+                None
+            }
+        });
+    let unknown = match r
+        .pick(
+            "dhcp.unknown",
+            None,
+            &["BOOTLOADER_DHCP_UNKNOWN"],
+            d.unknown,
+            Some("ignore".to_string()),
+            Plain,
+        )
+        .as_deref()
+    {
+        Some("local") => UnknownPolicy::Local,
+        Some("ignore") | None => UnknownPolicy::Ignore,
+        Some(other) => {
+            r.errors.push(format!(
+                "dhcp.unknown: {other:?} is not one of ignore, local"
+            ));
+            UnknownPolicy::Ignore
+        }
+    };
+    let efi_x64 = match r
+        .pick(
+            "dhcp.efi_x64",
+            None,
+            &["BOOTLOADER_DHCP_EFI_X64"],
+            d.efi_x64,
+            Some("ipxe.efi".to_string()),
+            Plain,
+        )
+        .as_deref()
+    {
+        Some("snponly.efi") => EfiBinary::SnpOnly,
+        Some("ipxe.efi") | None => EfiBinary::IpxeEfi,
+        Some(other) => {
+            r.errors.push(format!(
+                "dhcp.efi_x64: {other:?} is not one of ipxe.efi, snponly.efi"
+            ));
+            EfiBinary::IpxeEfi
+        }
+    };
+    let arm64_binary = r.pick(
+        "dhcp.arm64_binary",
+        None,
+        &["BOOTLOADER_DHCP_ARM64_BINARY"],
+        d.arm64_binary,
+        None,
+        Plain,
+    );
+    let secs = |r: &mut Resolver<'_>, key, env, file, default: u32, min: u32| {
+        let v = r.pick(key, None, env, file, Some(default), Plain).unwrap_or(default);
+        if v < min {
+            r.errors
+                .push(format!("{key} ({v}) must be at least {min} seconds"));
+        }
+        v
+    };
+    let lease_time = secs(
+        r,
+        "dhcp.lease_time",
+        &["BOOTLOADER_DHCP_LEASE_TIME"][..],
+        d.lease_time,
+        3600,
+        60,
+    );
+    let offer_hold = secs(
+        r,
+        "dhcp.offer_hold",
+        &["BOOTLOADER_DHCP_OFFER_HOLD"][..],
+        d.offer_hold,
+        30,
+        1,
+    );
+    let decline_hold = secs(
+        r,
+        "dhcp.decline_hold",
+        &["BOOTLOADER_DHCP_DECLINE_HOLD"][..],
+        d.decline_hold,
+        600,
+        1,
+    );
+
+    let static_dir = r
+        .pick(
+            "http.static_dir",
+            None,
+            &["BOOTLOADER_HTTP_STATIC_DIR"],
+            f.static_dir,
+            Some(data_dir.join("static").display().to_string()),
+            Plain,
+        )
+        .unwrap_or_default();
+    let retention_days = r
+        .pick(
+            "timeline.retention_days",
+            None,
+            &["BOOTLOADER_TIMELINE_RETENTION_DAYS"],
+            f.retention_days,
+            Some(14),
+            Plain,
+        )
+        .unwrap_or(14);
+    if retention_days == 0 {
+        r.errors
+            .push("timeline.retention_days must be at least 1".to_string());
+    }
+
+    BootSettings {
+        dhcp: DhcpSettings {
+            mode,
+            interfaces,
+            listen,
+            port: port_main,
+            proxy_port,
+            client_port,
+            server_address,
+            location,
+            unknown,
+            efi_x64,
+            arm64_binary,
+            lease_time,
+            offer_hold,
+            decline_hold,
+        },
+        static_dir: PathBuf::from(static_dir),
+        timeline_retention: Duration::from_secs(u64::from(retention_days) * 86400),
+    }
+}

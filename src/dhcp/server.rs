@@ -1,0 +1,790 @@
+//! The DHCP server: the sockets (port 67 on each boot interface, and 4011
+//! in proxy mode) and, per packet, decode -> classify -> what the store
+//! knows of the MAC -> decide -> lease (authoritative) -> reply, with each
+//! step's outcome written to the boot timeline.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use dhcproto::Encodable;
+use dhcproto::v4::{Message, Opcode};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::{RwLock, Semaphore};
+use tracing::Instrument;
+
+use super::classify::{ClientInfo, Firmware, MessageKind, VendorClass, classify, decode};
+use super::decide::{BootAnswer, DhcpDecision, Known, Mode, Policy, Purpose, decide};
+use super::lease::{LeaseTimes, Leases, RequestAnswer};
+use super::reply::{LeaseOffer, ReplyContext, nak, reply};
+use crate::config::{DhcpMode, DhcpSettings};
+use crate::model::MacAddr;
+use crate::store::boot::{Outcome, Phase};
+use crate::store::{Network, Page, Store};
+use crate::timeline::Timeline;
+
+/// Which of the two DHCP ports a socket serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    /// 67: DISCOVER/REQUEST/... from clients and relays.
+    Main,
+    /// 4011: PXE clients asking a ProxyDHCP server for boot information.
+    Proxy,
+}
+
+/// One bound socket and what it stands for.
+pub struct DhcpSocket {
+    pub socket: UdpSocket,
+    pub interface: Option<String>,
+    /// Our address on that interface: server identifier and next-server.
+    pub server_ip: Ipv4Addr,
+    pub port: Port,
+}
+
+fn bind_one(
+    interface: Option<&str>,
+    addr: SocketAddrV4,
+    what: &str,
+) -> anyhow::Result<UdpSocket> {
+    let hint = |e: &std::io::Error| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            "; ports below 1024 and binding to an interface need root, or CAP_NET_BIND_SERVICE and CAP_NET_RAW"
+        }
+        std::io::ErrorKind::AddrInUse => {
+            "; another DHCP server (dnsmasq, isc-dhcp-server, kea) holds it"
+        }
+        _ => "",
+    };
+    let on = interface.map(|i| format!(" on {i}")).unwrap_or_default();
+    let fail = |e: std::io::Error| anyhow::anyhow!("cannot bind {what} {addr}{on}: {e}{}", hint(&e));
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(fail)?;
+    socket.set_reuse_address(true).map_err(fail)?;
+    socket.set_broadcast(true).map_err(fail)?;
+    if let Some(name) = interface {
+        socket.bind_device(Some(name.as_bytes())).map_err(fail)?;
+    }
+    socket.bind(&SocketAddr::V4(addr).into()).map_err(fail)?;
+    socket.set_nonblocking(true).map_err(fail)?;
+    UdpSocket::from_std(socket.into()).map_err(|e| anyhow::anyhow!("{what}: {e}"))
+}
+
+/// The first IPv4 address of `interface`, or an error naming the problem.
+fn interface_address(interface: &str) -> anyhow::Result<Option<Ipv4Addr>> {
+    let addrs = nix::ifaddrs::getifaddrs().context("cannot list network interfaces")?;
+    let mut exists = false;
+    for a in addrs.filter(|a| a.interface_name == interface) {
+        exists = true;
+        if let Some(sin) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()) {
+            return Ok(Some(sin.ip()));
+        }
+    }
+    if !exists {
+        bail!("dhcp.interfaces: interface {interface:?} does not exist (see `ip link`)");
+    }
+    Ok(None)
+}
+
+/// Binds every DHCP socket the settings ask for, before anything serves.
+pub fn bind(settings: &DhcpSettings) -> anyhow::Result<Vec<DhcpSocket>> {
+    if settings.mode == DhcpMode::Off {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    let mut targets: Vec<(Option<String>, Ipv4Addr)> = Vec::new();
+    if settings.interfaces.is_empty() {
+        let ip = settings.server_address.unwrap_or(settings.listen);
+        targets.push((None, ip));
+    }
+    for name in &settings.interfaces {
+        let ip = match (settings.server_address, interface_address(name)?) {
+            (Some(ip), _) | (None, Some(ip)) => ip,
+            (None, None) => bail!(
+                "dhcp.interfaces: {name} has no IPv4 address; give it one or set dhcp.server_address"
+            ),
+        };
+        targets.push((Some(name.clone()), ip));
+    }
+    for (interface, server_ip) in targets {
+        let main = bind_one(
+            interface.as_deref(),
+            SocketAddrV4::new(settings.listen, settings.port),
+            "DHCP (dhcp.port)",
+        )?;
+        out.push(DhcpSocket {
+            socket: main,
+            interface: interface.clone(),
+            server_ip,
+            port: Port::Main,
+        });
+        if settings.mode == DhcpMode::Proxy {
+            let proxy = bind_one(
+                interface.as_deref(),
+                SocketAddrV4::new(settings.listen, settings.proxy_port),
+                "ProxyDHCP (dhcp.proxy_port)",
+            )?;
+            out.push(DhcpSocket {
+                socket: proxy,
+                interface,
+                server_ip,
+                port: Port::Proxy,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The networks this daemon answers for, re-read from the store now and
+/// then so that API changes take effect without a restart.
+struct Networks {
+    location: Option<crate::model::Name>,
+    cached: RwLock<(Option<Instant>, Vec<Network>)>,
+}
+
+const NETWORKS_TTL: Duration = Duration::from_secs(10);
+
+impl Networks {
+    async fn containing(&self, store: &dyn Store, ip: Ipv4Addr) -> anyhow::Result<Option<Network>> {
+        {
+            let cached = self.cached.read().await;
+            if let (Some(at), nets) = &*cached
+                && at.elapsed() < NETWORKS_TTL
+            {
+                return Ok(nets.iter().find(|n| n.cidr.contains(&ip)).cloned());
+            }
+        }
+        let page = Page {
+            limit: 100_000,
+            offset: 0,
+        };
+        let nets = store
+            .list_networks(self.location.as_ref(), page)
+            .await?
+            .items;
+        let found = nets.iter().find(|n| n.cidr.contains(&ip)).cloned();
+        *self.cached.write().await = (Some(Instant::now()), nets);
+        Ok(found)
+    }
+}
+
+/// Everything a packet's handling needs.
+pub struct DhcpService {
+    store: Arc<dyn Store>,
+    policy: Policy,
+    leases: Option<Leases>,
+    timeline: Timeline,
+    networks: Networks,
+    client_port: u16,
+}
+
+impl DhcpService {
+    pub fn new(
+        settings: &DhcpSettings,
+        http_base: &str,
+        store: Arc<dyn Store>,
+        timeline: Timeline,
+    ) -> Self {
+        let mode = match settings.mode {
+            DhcpMode::Proxy => Mode::Proxy,
+            _ => Mode::Authoritative,
+        };
+        let leases = (mode == Mode::Authoritative).then(|| {
+            Leases::new(
+                store.clone(),
+                LeaseTimes {
+                    lease: settings.lease_time,
+                    offer_hold: settings.offer_hold,
+                    decline_hold: settings.decline_hold,
+                },
+            )
+        });
+        Self {
+            store,
+            policy: Policy {
+                mode,
+                unknown: settings.unknown,
+                efi_x64: settings.efi_x64,
+                arm64_binary: settings.arm64_binary.clone(),
+                http_base: http_base.trim_end_matches('/').to_string(),
+            },
+            leases,
+            timeline,
+            networks: Networks {
+                location: settings.location.clone(),
+                cached: RwLock::new((None, Vec::new())),
+            },
+            client_port: settings.client_port,
+        }
+    }
+}
+
+/// Packets handled at once; beyond this, reading waits.
+const IN_FLIGHT: usize = 256;
+
+/// Serves every socket until `shutdown` resolves.
+pub async fn serve(
+    sockets: Vec<DhcpSocket>,
+    service: Arc<DhcpService>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for s in sockets {
+        let service = service.clone();
+        let permits = permits.clone();
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let info = Arc::new(SocketInfo {
+                socket: s.socket,
+                interface: s.interface,
+                server_ip: s.server_ip,
+                port: s.port,
+            });
+            tracing::info!(
+                interface = info.interface.as_deref().unwrap_or("-"),
+                server_ip = %info.server_ip,
+                local = ?info.socket.local_addr().ok(),
+                port = ?info.port,
+                "DHCP serving"
+            );
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let received = tokio::select! {
+                    r = info.socket.recv_from(&mut buf) => r,
+                    _ = stop.wait_for(|s| *s) => return,
+                };
+                let (n, src) = match received {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "DHCP receive failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let packet = buf[..n].to_vec();
+                let service = service.clone();
+                let info = info.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    if let Some((reply, dest)) = service.handle(&info, &packet, src).await
+                        && let Err(e) = info.socket.send_to(&reply, dest).await
+                    {
+                        tracing::warn!(error = %e, %dest, "cannot send DHCP reply");
+                    }
+                });
+            }
+        }));
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+struct SocketInfo {
+    socket: UdpSocket,
+    interface: Option<String>,
+    server_ip: Ipv4Addr,
+    port: Port,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The MAC of a packet too broken to classify, if it has one.
+fn raw_mac(bytes: &[u8]) -> Option<MacAddr> {
+    // htype 1 (Ethernet), hlen 6, chaddr at offset 28.
+    if bytes.len() >= 34 && bytes[1] == 1 && bytes[2] == 6 {
+        let mut m = [0u8; 6];
+        m.copy_from_slice(&bytes[28..34]);
+        Some(MacAddr::new(m))
+    } else {
+        None
+    }
+}
+
+/// How a request reads in the timeline.
+pub fn describe(client: &ClientInfo) -> String {
+    let kind = match client.kind {
+        MessageKind::Discover => "DHCPDISCOVER",
+        MessageKind::Request => "DHCPREQUEST",
+        MessageKind::Decline => "DHCPDECLINE",
+        MessageKind::Release => "DHCPRELEASE",
+        MessageKind::Inform => "DHCPINFORM",
+    };
+    let mut s = kind.to_string();
+    match client.firmware {
+        Some(Firmware::Bios) => s.push_str(" arch=bios"),
+        Some(Firmware::EfiIa32) => s.push_str(" arch=efi-ia32"),
+        Some(Firmware::EfiX64) => s.push_str(" arch=efi-x64"),
+        Some(Firmware::EfiArm64) => s.push_str(" arch=efi-arm64"),
+        Some(Firmware::EfiHttpX64) => s.push_str(" arch=efi-http-x64"),
+        Some(Firmware::EfiHttpArm64) => s.push_str(" arch=efi-http-arm64"),
+        Some(Firmware::Other(c)) => s.push_str(&format!(" arch={c}")),
+        None => {}
+    }
+    match &client.vendor_class {
+        VendorClass::PxeClient => s.push_str(" vendor=PXEClient"),
+        VendorClass::HttpClient => s.push_str(" vendor=HTTPClient"),
+        VendorClass::Other(v) => s.push_str(&format!(" vendor={v:?}")),
+        VendorClass::Absent => {}
+    }
+    if client.is_ipxe {
+        s.push_str(" ipxe");
+    }
+    if let Some(ip) = client.requested_ip {
+        s.push_str(&format!(" requested={ip}"));
+    }
+    if let Some(ip) = client.ciaddr {
+        s.push_str(&format!(" ciaddr={ip}"));
+    }
+    if let Some(ip) = client.server_id {
+        s.push_str(&format!(" server={ip}"));
+    }
+    if let Some(ip) = client.giaddr {
+        s.push_str(&format!(" relay={ip}"));
+    }
+    s
+}
+
+fn describe_answer(answer: &BootAnswer, purpose: Purpose) -> String {
+    let why = match purpose {
+        Purpose::Deploy => "deployment",
+        Purpose::LocalBoot => "local boot",
+    };
+    match answer {
+        BootAnswer::Tftp { filename } => format!("tftp {filename} ({why})"),
+        BootAnswer::HttpUrl { url } => format!("http boot {url} ({why})"),
+        BootAnswer::Script { url } => format!("ipxe script {url} ({why})"),
+    }
+}
+
+/// Where a reply goes (RFC 2131 4.1): to the relay, to the client's
+/// address when it has one, else broadcast on the interface.
+fn destination(
+    request: &Message,
+    src: SocketAddr,
+    port: Port,
+    is_nak: bool,
+    client_port: u16,
+) -> SocketAddr {
+    if port == Port::Proxy {
+        return src;
+    }
+    let giaddr = request.giaddr();
+    if !giaddr.is_unspecified() {
+        // Relays send from port 67; a relay that uses another port
+        // (RFC 8357) gets the answer there.
+        let port = match src {
+            SocketAddr::V4(s) if *s.ip() == giaddr => s.port(),
+            _ => 67,
+        };
+        return SocketAddr::from((giaddr, port));
+    }
+    if !is_nak && !request.ciaddr().is_unspecified() {
+        return SocketAddr::from((request.ciaddr(), client_port));
+    }
+    SocketAddr::from((Ipv4Addr::BROADCAST, client_port))
+}
+
+enum Answer {
+    Silent(String),
+    Reply { msg: Message, detail: String, refused: bool },
+}
+
+fn silent(reason: impl Into<String>) -> Answer {
+    Answer::Silent(reason.into())
+}
+
+impl DhcpService {
+    async fn handle(
+        &self,
+        sock: &SocketInfo,
+        bytes: &[u8],
+        src: SocketAddr,
+    ) -> Option<(Vec<u8>, SocketAddr)> {
+        let msg = match decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.timeline.record(
+                    Phase::Dhcp,
+                    raw_mac(bytes),
+                    src,
+                    format!("malformed packet ({} bytes)", bytes.len()),
+                    Outcome::Silent,
+                    e.to_string(),
+                );
+                return None;
+            }
+        };
+        if msg.opcode() != Opcode::BootRequest {
+            return None;
+        }
+        let client = match classify(&msg) {
+            Ok(c) => c,
+            Err(e) => {
+                self.timeline.record(
+                    Phase::Dhcp,
+                    raw_mac(bytes),
+                    src,
+                    "DHCP packet",
+                    Outcome::Silent,
+                    e.to_string(),
+                );
+                return None;
+            }
+        };
+        let request = describe(&client);
+        let span = tracing::debug_span!("dhcp", mac = %client.mac, xid = client.xid);
+        let answer = match self.answer(sock, &msg, &client).instrument(span).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, request, "DHCP request failed");
+                self.timeline.record(
+                    Phase::Dhcp,
+                    Some(client.mac),
+                    src,
+                    request,
+                    Outcome::Failed,
+                    format!("{e:#}"),
+                );
+                return None;
+            }
+        };
+        match answer {
+            Answer::Silent(reason) => {
+                tracing::debug!(request, reason, "DHCP silent");
+                self.timeline.record(
+                    Phase::Dhcp,
+                    Some(client.mac),
+                    src,
+                    request,
+                    Outcome::Silent,
+                    reason,
+                );
+                None
+            }
+            Answer::Reply {
+                msg: out,
+                detail,
+                refused,
+            } => {
+                let bytes = match out.to_vec() {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.timeline.record(
+                            Phase::Dhcp,
+                            Some(client.mac),
+                            src,
+                            request,
+                            Outcome::Failed,
+                            format!("cannot encode the reply: {e}"),
+                        );
+                        return None;
+                    }
+                };
+                if !out.yiaddr().is_unspecified() {
+                    self.timeline.learn(out.yiaddr(), client.mac);
+                }
+                if let (Port::Proxy, SocketAddr::V4(s)) = (sock.port, src)
+                    && !s.ip().is_unspecified()
+                {
+                    self.timeline.learn(*s.ip(), client.mac);
+                }
+                let dest = destination(&msg, src, sock.port, refused, self.client_port);
+                tracing::debug!(request, detail, %dest, "DHCP reply");
+                self.timeline.record(
+                    Phase::Dhcp,
+                    Some(client.mac),
+                    src,
+                    request,
+                    if refused {
+                        Outcome::Refused
+                    } else {
+                        Outcome::Answered
+                    },
+                    format!("{detail} -> {dest}"),
+                );
+                Some((bytes, dest))
+            }
+        }
+    }
+
+    async fn answer(
+        &self,
+        sock: &SocketInfo,
+        msg: &Message,
+        client: &ClientInfo,
+    ) -> anyhow::Result<Answer> {
+        let target = self.store.boot_target(client.mac).await?;
+        let known = match &target {
+            None => Known::Unknown,
+            Some(t) if t.deployment.is_some() => Known::Deploying,
+            Some(_) => Known::Idle,
+        };
+        let server_ip = sock.server_ip;
+        match (self.policy.mode, sock.port) {
+            (_, Port::Proxy) => {
+                if !matches!(client.kind, MessageKind::Request | MessageKind::Inform) {
+                    return Ok(silent("port 4011 answers REQUEST and INFORM only"));
+                }
+                self.boot_only(msg, client, known, server_ip)
+            }
+            (Mode::Proxy, Port::Main) => {
+                if client.kind != MessageKind::Discover {
+                    return Ok(silent(
+                        "proxy mode: the site's DHCP server answers this (boot information goes with DISCOVER here and REQUEST on port 4011)",
+                    ));
+                }
+                self.boot_only(msg, client, known, server_ip)
+            }
+            (Mode::Authoritative, Port::Main) => {
+                let reservation = target.as_ref().and_then(|t| t.reservation);
+                self.authoritative(msg, client, known, server_ip, reservation)
+                    .await
+            }
+        }
+    }
+
+    /// A ProxyDHCP answer: boot information, no address.
+    fn boot_only(
+        &self,
+        msg: &Message,
+        client: &ClientInfo,
+        known: Known,
+        server_ip: Ipv4Addr,
+    ) -> anyhow::Result<Answer> {
+        let decision = decide(&self.policy, client, known);
+        let detail = match &decision {
+            DhcpDecision::Silent { reason } => return Ok(silent(reason.clone())),
+            DhcpDecision::AddressOnly => return Ok(silent("no boot information for this client")),
+            DhcpDecision::Boot { answer, purpose } => describe_answer(answer, *purpose),
+        };
+        let ctx = ReplyContext {
+            server_ip,
+            lease: None,
+        };
+        match reply(msg, client, &decision, &ctx)? {
+            Some(out) => Ok(Answer::Reply {
+                detail: format!("{} {detail}", kind_name(&out)),
+                msg: out,
+                refused: false,
+            }),
+            None => Ok(silent("nothing to answer")),
+        }
+    }
+
+    async fn authoritative(
+        &self,
+        msg: &Message,
+        client: &ClientInfo,
+        known: Known,
+        server_ip: Ipv4Addr,
+        reservation: Option<(i64, Ipv4Addr)>,
+    ) -> anyhow::Result<Answer> {
+        let Some(leases) = &self.leases else {
+            return Ok(silent("no lease store"));
+        };
+        let on = client.giaddr.unwrap_or(server_ip);
+        let Some(net) = self.networks.containing(&*self.store, on).await? else {
+            return Ok(silent(format!(
+                "no network in the inventory contains {on}{}",
+                if client.giaddr.is_some() { " (the relay)" } else { " (our address on this interface)" }
+            )));
+        };
+        let reserved = reservation
+            .filter(|(n, _)| *n == net.id)
+            .map(|(_, ip)| ip);
+        let now = unix_now();
+        let decision = decide(&self.policy, client, known);
+        let boot_detail = match &decision {
+            DhcpDecision::Silent { reason } => Some(Err(reason.clone())),
+            DhcpDecision::AddressOnly => None,
+            DhcpDecision::Boot { answer, purpose } => Some(Ok(describe_answer(answer, *purpose))),
+        };
+        let boot_detail = match boot_detail {
+            Some(Err(reason)) => {
+                if matches!(client.kind, MessageKind::Release | MessageKind::Decline) {
+                    None
+                } else {
+                    return Ok(silent(reason));
+                }
+            }
+            Some(Ok(d)) => Some(d),
+            None => None,
+        };
+        let offer = |ip: Ipv4Addr| LeaseOffer {
+            ip,
+            prefix_len: net.cidr.prefix_len(),
+            router: net.gateway,
+            dns: net.nameservers.clone(),
+            domain: net.domain.clone(),
+            lease_secs: leases.times().lease,
+        };
+        let boot_text = boot_detail
+            .map(|d| format!(", {d}"))
+            .unwrap_or_else(|| ", no boot information".to_string());
+        let ip = match client.kind {
+            MessageKind::Discover => {
+                match leases
+                    .offer(&net, server_ip, client.mac, reserved, client.requested_ip, now)
+                    .await?
+                {
+                    Some(ip) => ip,
+                    None => {
+                        return Ok(silent(format!(
+                            "no free address in network {} (pool exhausted or no pool)",
+                            net.cidr
+                        )));
+                    }
+                }
+            }
+            MessageKind::Request => {
+                if let Some(chosen) = client.server_id
+                    && chosen != server_ip
+                {
+                    // The client took another server's offer: free ours.
+                    if let Some(l) = leases.store_lease_of(&net, client.mac).await?
+                        && l.state == crate::store::boot::LeaseState::Offered
+                    {
+                        leases.release(&net, l.ip, client.mac, now).await?;
+                    }
+                    return Ok(silent(format!("the client chose server {chosen}")));
+                }
+                let Some(ip) = client.requested_ip.or(client.ciaddr) else {
+                    return Ok(silent("REQUEST names no address (no option 50, no ciaddr)"));
+                };
+                match leases
+                    .request(&net, server_ip, client.mac, reserved, ip, now)
+                    .await?
+                {
+                    RequestAnswer::Ack(ip) => ip,
+                    RequestAnswer::Nak(why) => {
+                        return Ok(Answer::Reply {
+                            msg: nak(msg, server_ip, &why),
+                            detail: format!("NAK: {why}"),
+                            refused: true,
+                        });
+                    }
+                    RequestAnswer::Silent(why) => return Ok(silent(why)),
+                }
+            }
+            MessageKind::Release => {
+                if client.server_id.is_some_and(|s| s != server_ip) {
+                    return Ok(silent("RELEASE for another server"));
+                }
+                let Some(ip) = client.ciaddr else {
+                    return Ok(silent("RELEASE without ciaddr"));
+                };
+                let released = leases.release(&net, ip, client.mac, now).await?;
+                return Ok(silent(if released {
+                    format!("released {ip}")
+                } else {
+                    format!("RELEASE of {ip}, which this client does not hold")
+                }));
+            }
+            MessageKind::Decline => {
+                if client.server_id.is_some_and(|s| s != server_ip) {
+                    return Ok(silent("DECLINE for another server"));
+                }
+                let Some(ip) = client.requested_ip else {
+                    return Ok(silent("DECLINE without option 50"));
+                };
+                let declined = leases.decline(&net, ip, client.mac, now).await?;
+                return Ok(silent(if declined {
+                    format!("{ip} declined (in use on the network); kept out of the pool")
+                } else {
+                    format!("DECLINE of {ip}, which this client does not hold")
+                }));
+            }
+            MessageKind::Inform => client.ciaddr.unwrap_or(Ipv4Addr::UNSPECIFIED),
+        };
+        let ctx = ReplyContext {
+            server_ip,
+            lease: Some(offer(ip)),
+        };
+        match reply(msg, client, &decision, &ctx)? {
+            Some(out) => Ok(Answer::Reply {
+                detail: format!("{} {ip}{boot_text}", kind_name(&out)),
+                msg: out,
+                refused: false,
+            }),
+            None => Ok(silent("nothing to answer")),
+        }
+    }
+}
+
+fn kind_name(msg: &Message) -> &'static str {
+    use dhcproto::v4::MessageType;
+    match msg.opts().msg_type() {
+        Some(MessageType::Offer) => "OFFER",
+        Some(MessageType::Ack) => "ACK",
+        Some(MessageType::Nak) => "NAK",
+        _ => "reply",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dhcproto::v4::Flags;
+
+    fn request(giaddr: Ipv4Addr, ciaddr: Ipv4Addr) -> Message {
+        let mut m = Message::default();
+        m.set_giaddr(giaddr).set_ciaddr(ciaddr).set_flags(Flags::default());
+        m
+    }
+
+    #[test]
+    fn replies_go_to_the_relay_the_client_or_broadcast() {
+        let zero = Ipv4Addr::UNSPECIFIED;
+        let relay = Ipv4Addr::new(10, 1, 0, 1);
+        let client = Ipv4Addr::new(10, 0, 0, 50);
+        let src67: SocketAddr = "10.1.0.1:67".parse().unwrap();
+        let from_client: SocketAddr = "10.0.0.50:68".parse().unwrap();
+        let bcast: SocketAddr = "255.255.255.255:68".parse().unwrap();
+        let cases = [
+            (request(relay, zero), src67, Port::Main, false, src67),
+            // A relay on another port (RFC 8357, or a test) gets it there.
+            (
+                request(relay, zero),
+                "10.1.0.1:16767".parse().unwrap(),
+                Port::Main,
+                false,
+                "10.1.0.1:16767".parse().unwrap(),
+            ),
+            (request(zero, zero), "0.0.0.0:68".parse().unwrap(), Port::Main, false, bcast),
+            (request(zero, client), from_client, Port::Main, false, from_client),
+            // A NAK to a renewing client is broadcast: its address is void.
+            (request(zero, client), from_client, Port::Main, true, bcast),
+            // Port 4011 answers where the request came from.
+            (request(zero, client), "10.0.0.50:4011".parse().unwrap(), Port::Proxy, false, "10.0.0.50:4011".parse().unwrap()),
+        ];
+        for (req, src, port, nak, want) in cases {
+            assert_eq!(destination(&req, src, port, nak, 68), want, "{src} {port:?} {nak}");
+        }
+    }
+
+    #[test]
+    fn raw_mac_only_from_ethernet_packets() {
+        let mut p = vec![0u8; 240];
+        p[1] = 1;
+        p[2] = 6;
+        p[28..34].copy_from_slice(&[0x52, 0x54, 0, 1, 2, 3]);
+        assert_eq!(raw_mac(&p).unwrap().to_string(), "52:54:00:01:02:03");
+        p[1] = 6;
+        assert_eq!(raw_mac(&p), None);
+        assert_eq!(raw_mac(&p[..20]), None);
+    }
+}

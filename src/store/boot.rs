@@ -1,0 +1,334 @@
+//! Store operations of the network boot path: what the inventory knows of
+//! a MAC, the files active deployments serve, DHCP leases and the boot
+//! timeline. The SQL is in `boot_sql.rs`, expanded for both backends.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use super::{Listing, Page, Result};
+use crate::model::{Fqdn, MacAddr, TokenHash};
+
+/// A deployment's state, as PRODUCT.md lists them, plus `cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeploymentState {
+    New,
+    Preparing,
+    Installing,
+    Configuring,
+    Postconfiguring,
+    Complete,
+    Error,
+    Cancelled,
+}
+
+impl DeploymentState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Preparing => "preparing",
+            Self::Installing => "installing",
+            Self::Configuring => "configuring",
+            Self::Postconfiguring => "postconfiguring",
+            Self::Complete => "complete",
+            Self::Error => "error",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Final states: nothing is served and nothing runs any more.
+    pub const fn is_final(self) -> bool {
+        matches!(self, Self::Complete | Self::Error | Self::Cancelled)
+    }
+}
+
+impl fmt::Display for DeploymentState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DeploymentState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "new" => Self::New,
+            "preparing" => Self::Preparing,
+            "installing" => Self::Installing,
+            "configuring" => Self::Configuring,
+            "postconfiguring" => Self::Postconfiguring,
+            "complete" => Self::Complete,
+            "error" => Self::Error,
+            "cancelled" => Self::Cancelled,
+            other => return Err(format!("unknown deployment state {other:?}")),
+        })
+    }
+}
+
+/// What the inventory knows of a MAC, for the boot decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootTarget {
+    pub server_id: i64,
+    pub fqdn: Fqdn,
+    pub interface: String,
+    pub mac: MacAddr,
+    /// The interface's reserved address and its network.
+    pub reservation: Option<(i64, Ipv4Addr)>,
+    /// The server's active deployment, if any.
+    pub deployment: Option<(i64, DeploymentState)>,
+}
+
+/// How a file is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    Http,
+    Tftp,
+}
+
+impl Via {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Tftp => "tftp",
+        }
+    }
+}
+
+/// A file an active deployment serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedFile {
+    pub deployment_id: i64,
+    pub content: Vec<u8>,
+}
+
+/// A deployment as the boot path sees it. The engine issue grows this.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeploymentRecord {
+    pub id: i64,
+    #[schema(value_type = String)]
+    pub server: Fqdn,
+    pub profile_id: i64,
+    pub state: DeploymentState,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseState {
+    /// Held for a client between OFFER and REQUEST.
+    Offered,
+    Bound,
+    Released,
+    /// The client found the address in use (DHCPDECLINE); kept out of the
+    /// pool until it expires.
+    Declined,
+}
+
+impl LeaseState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Offered => "offered",
+            Self::Bound => "bound",
+            Self::Released => "released",
+            Self::Declined => "declined",
+        }
+    }
+}
+
+impl FromStr for LeaseState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "offered" => Self::Offered,
+            "bound" => Self::Bound,
+            "released" => Self::Released,
+            "declined" => Self::Declined,
+            other => return Err(format!("unknown lease state {other:?}")),
+        })
+    }
+}
+
+/// One address of a network and who holds it. Times are Unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Lease {
+    pub network_id: i64,
+    #[schema(value_type = String)]
+    pub ip: Ipv4Addr,
+    #[schema(value_type = String)]
+    pub mac: MacAddr,
+    pub state: LeaseState,
+    pub expires_at: i64,
+    pub hostname: String,
+    pub updated_at: i64,
+}
+
+impl Lease {
+    /// Whether the address is someone's at `now`.
+    pub fn is_held(&self, now: i64) -> bool {
+        self.expires_at > now && self.state != LeaseState::Released
+    }
+}
+
+/// A request to hold an address for a client.
+#[derive(Debug, Clone)]
+pub struct LeaseClaim {
+    pub network_id: i64,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    /// `Offered` or `Bound`.
+    pub state: LeaseState,
+    pub expires_at: i64,
+    pub hostname: String,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Dhcp,
+    Tftp,
+    Http,
+}
+
+impl Phase {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Dhcp => "dhcp",
+            Self::Tftp => "tftp",
+            Self::Http => "http",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// We answered (an offer, an ack, a file, a script).
+    Answered,
+    /// We stayed silent on purpose; the detail says why.
+    Silent,
+    /// We answered with a refusal (NAK, TFTP error, HTTP 4xx).
+    Refused,
+    /// Something broke on our side (store down, file unreadable).
+    Failed,
+    /// A transfer finished.
+    Done,
+}
+
+impl Outcome {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Answered => "answered",
+            Self::Silent => "silent",
+            Self::Refused => "refused",
+            Self::Failed => "failed",
+            Self::Done => "done",
+        }
+    }
+}
+
+/// One entry of the boot timeline.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BootEvent {
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: OffsetDateTime,
+    #[schema(value_type = Option<String>)]
+    pub mac: Option<MacAddr>,
+    /// The client's address and port as we saw it.
+    pub peer: String,
+    pub phase: Phase,
+    /// What was asked, e.g. `DHCPDISCOVER arch=bios vendor=PXEClient`.
+    pub request: String,
+    pub outcome: Outcome,
+    /// What we answered, or why we stayed silent.
+    pub detail: String,
+}
+
+/// A MAC seen on the boot network that no interface has.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UnknownMac {
+    #[schema(value_type = String)]
+    pub mac: MacAddr,
+    pub events: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub first_seen: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub last_seen: OffsetDateTime,
+    /// The last thing it asked.
+    pub last_request: String,
+}
+
+#[async_trait]
+pub trait BootStore: Send + Sync + 'static {
+    /// The interface with this MAC, its server and active deployment.
+    async fn boot_target(&self, mac: MacAddr) -> Result<Option<BootTarget>>;
+
+    /// Starts a deployment (state `new`). The engine issue drives it on.
+    async fn create_deployment(
+        &self,
+        server: &Fqdn,
+        profile_id: i64,
+        token_hash: &TokenHash,
+    ) -> Result<DeploymentRecord>;
+    async fn deployment(&self, id: i64) -> Result<DeploymentRecord>;
+    async fn set_deployment_state(&self, id: i64, state: DeploymentState) -> Result<()>;
+    /// Serves `content` at `path`, replacing what the deployment served
+    /// there. A path another active deployment serves is a conflict.
+    async fn serve_file(&self, deployment_id: i64, via: Via, path: &str, content: &[u8])
+    -> Result<()>;
+    async fn unserve_file(&self, deployment_id: i64, via: Via, path: &str) -> Result<bool>;
+    /// The file at `path`, if an active deployment serves it.
+    async fn served_file(&self, via: Via, path: &str) -> Result<Option<ServedFile>>;
+
+    /// The newest lease row of `mac` in the network, in any state.
+    async fn lease_of(&self, network_id: i64, mac: MacAddr) -> Result<Option<Lease>>;
+    async fn lease_at(&self, network_id: i64, ip: Ipv4Addr) -> Result<Option<Lease>>;
+    /// Takes or extends the address for the client, atomically: it succeeds
+    /// only when the address is free at `now` or already the client's (and
+    /// not declined). Binding releases the client's other addresses in the
+    /// network. Returns whether the claim held.
+    async fn claim_lease(&self, claim: &LeaseClaim) -> Result<bool>;
+    /// Frees the client's address (DHCPRELEASE). Returns whether it held it.
+    async fn release_lease(
+        &self,
+        network_id: i64,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        now: i64,
+    ) -> Result<bool>;
+    /// Keeps a declined address out of the pool until `until`.
+    async fn decline_lease(
+        &self,
+        network_id: i64,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        until: i64,
+        now: i64,
+    ) -> Result<bool>;
+    /// Leases, optionally of one network, by address.
+    async fn list_leases(&self, network_id: Option<i64>, page: Page) -> Result<Listing<Lease>>;
+
+    async fn record_boot_events(&self, events: &[BootEvent]) -> Result<()>;
+    /// Events of these MACs, newest first, with ids below `before`.
+    async fn boot_events(
+        &self,
+        macs: &[MacAddr],
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<(i64, BootEvent)>>;
+    async fn unknown_macs(&self, limit: u32) -> Result<Vec<UnknownMac>>;
+    /// Deletes events older than `before`; returns how many.
+    async fn prune_boot_events(&self, before: OffsetDateTime) -> Result<u64>;
+}
