@@ -13,7 +13,9 @@ use crate::config::{Config, SecretSource};
 use crate::http::{self, AppState};
 use crate::model::{Name, TokenScope};
 use crate::store::{self, SecretCipher, Store, UserSpec};
+use crate::dhcp::{self, server::DhcpSocket};
 use crate::tftp;
+use crate::timeline::Timeline;
 
 /// Name of the staff user created on first start.
 pub const FIRST_USER: &str = "admin";
@@ -119,11 +121,15 @@ pub async fn bootstrap_first_user(store: &dyn Store) -> anyhow::Result<Option<St
 pub struct Listeners {
     pub http: TcpListener,
     pub tftp: Option<UdpSocket>,
+    /// Port 67 (and 4011 in proxy mode) per boot interface; empty when
+    /// DHCP is off.
+    pub dhcp: Vec<DhcpSocket>,
 }
 
 /// Binds what the configuration asks for, failing with a message that names
 /// the setting and the likely cause.
 pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+    let dhcp = dhcp::server::bind(&config.boot.dhcp)?;
     let http = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("cannot listen on {} (http.listen)", config.http_listen))?;
@@ -151,7 +157,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
     } else {
         None
     };
-    Ok(Listeners { http, tftp })
+    Ok(Listeners { http, tftp, dhcp })
 }
 
 /// Serves until `shutdown` resolves. The sockets are bound by the caller, so
@@ -170,6 +176,25 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let (timeline, timeline_writer) = Timeline::new(
+        store.clone(),
+        config.boot.timeline_retention,
+        stopped(stop_rx.clone()),
+    );
+    let timeline_task = tokio::spawn(timeline_writer);
+    let dhcp_task = (!listeners.dhcp.is_empty()).then(|| {
+        let service = Arc::new(dhcp::server::DhcpService::new(
+            &config.boot.dhcp,
+            &config.public_url,
+            store.clone(),
+            timeline.clone(),
+        ));
+        tokio::spawn(dhcp::server::serve(
+            listeners.dhcp,
+            service,
+            stopped(stop_rx.clone()),
+        ))
+    });
     let tftp_task = listeners.tftp.map(|socket| {
         let settings = &config.tftp;
         let tftp_config = tftp::server::TftpConfig {
@@ -180,6 +205,8 @@ pub async fn run(
                 ..tftp::transfer::Limits::default()
             },
             max_transfers: settings.max_transfers as usize,
+            store: Some(store.clone()),
+            timeline: Some(timeline.clone()),
         };
         tokio::spawn(tftp::server::serve(
             socket,
@@ -187,12 +214,19 @@ pub async fn run(
             stopped(stop_rx.clone()),
         ))
     });
+    let boot_state = http::boot::BootState {
+        store: store.clone(),
+        timeline: timeline.clone(),
+        public_url: config.public_url.clone(),
+        static_dir: config.boot.static_dir.clone(),
+        binaries_dir: config.tftp.root.clone(),
+    };
     let state = AppState {
         store,
         default_page_size: config.default_page_size,
         max_page_size: config.max_page_size,
     };
-    http::serve(listeners.http, http::router(state), stopped(stop_rx))
+    http::serve(listeners.http, http::router(state, boot_state), stopped(stop_rx))
         .await
         .context("HTTP server failed")?;
     if let Some(task) = tftp_task {
@@ -200,5 +234,10 @@ pub async fn run(
             .context("TFTP task")?
             .context("TFTP server failed")?;
     }
+    if let Some(task) = dhcp_task {
+        task.await.context("DHCP task")?;
+    }
+    drop(timeline);
+    timeline_task.await.context("timeline writer")?;
     Ok(())
 }

@@ -63,6 +63,8 @@ async fn start(root: &Path) -> SocketAddr {
             ..Limits::default()
         },
         max_transfers: 64,
+        store: None,
+        timeline: None,
     };
     tokio::spawn(serve(socket, config, std::future::pending()));
     addr

@@ -89,6 +89,9 @@ pub struct ClientInfo {
     pub server_id: Option<Ipv4Addr>,
     /// Option 97 (machine UUID), raw.
     pub uuid: Option<Vec<u8>>,
+    /// Option 118 (RFC 3011): the subnet a relay asks us to allocate in,
+    /// when giaddr is not on the client's link.
+    pub subnet_selection: Option<Ipv4Addr>,
 }
 
 impl ClientInfo {
@@ -155,6 +158,7 @@ const FIXED_LENGTHS: &[(u8, usize)] = &[
     (91, 4),
     (93, 2),
     (94, 3),
+    (118, 4),
     (152, 4),
     (153, 4),
     (154, 4),
@@ -293,6 +297,10 @@ pub fn classify(msg: &Message) -> Result<ClientInfo, ClassifyError> {
         Some(DhcpOption::ClientMachineIdentifier(raw)) => Some(raw.clone()),
         _ => None,
     };
+    let subnet_selection = match opts.get(OptionCode::SubnetSelection) {
+        Some(DhcpOption::SubnetSelection(ip)) if !ip.is_unspecified() => Some(*ip),
+        _ => None,
+    };
     Ok(ClientInfo {
         kind,
         xid: msg.xid(),
@@ -306,6 +314,7 @@ pub fn classify(msg: &Message) -> Result<ClientInfo, ClassifyError> {
         requested_ip,
         server_id,
         uuid,
+        subnet_selection,
     })
 }
 

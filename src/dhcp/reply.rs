@@ -131,9 +131,13 @@ pub fn reply(
     if let Some(uuid) = &client.uuid {
         opts.insert(DhcpOption::ClientMachineIdentifier(uuid.clone()));
     }
-    // A relay's option 82 goes back to it unchanged (RFC 3046).
+    // A relay's option 82 goes back to it unchanged (RFC 3046), and so
+    // does its subnet selection (RFC 3011).
     if let Some(relay) = request.opts().get(OptionCode::RelayAgentInformation) {
         opts.insert(relay.clone());
+    }
+    if let Some(subnet) = request.opts().get(OptionCode::SubnetSelection) {
+        opts.insert(subnet.clone());
     }
     if let Some(lease) = &ctx.lease
         && client.kind != MessageKind::Inform

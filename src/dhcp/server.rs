@@ -355,6 +355,9 @@ pub fn describe(client: &ClientInfo) -> String {
     if let Some(ip) = client.giaddr {
         s.push_str(&format!(" relay={ip}"));
     }
+    if let Some(ip) = client.subnet_selection {
+        s.push_str(&format!(" subnet={ip}"));
+    }
     s
 }
 
@@ -596,11 +599,16 @@ impl DhcpService {
         let Some(leases) = &self.leases else {
             return Ok(silent("no lease store"));
         };
-        let on = client.giaddr.unwrap_or(server_ip);
+        // The link the client is on: what the relay selects (option 118),
+        // else the relay's address, else ours on the receiving interface.
+        let (on, what) = match (client.subnet_selection, client.giaddr) {
+            (Some(ip), _) => (ip, "the subnet selected by the relay (option 118)"),
+            (None, Some(ip)) => (ip, "the relay"),
+            (None, None) => (server_ip, "our address on this interface"),
+        };
         let Some(net) = self.networks.containing(&*self.store, on).await? else {
             return Ok(silent(format!(
-                "no network in the inventory contains {on}{}",
-                if client.giaddr.is_some() { " (the relay)" } else { " (our address on this interface)" }
+                "no network in the inventory contains {on} ({what})"
             )));
         };
         let reserved = reservation

@@ -1,12 +1,18 @@
-//! The HTTP side. For now the REST API (`api/`); boot scripts, callbacks,
-//! export URLs, metrics and the UI join here with their issues.
+//! The HTTP side: the REST API (`api/`) and what booting machines fetch
+//! (`boot.rs`). Callbacks, export URLs, metrics and the UI join here with
+//! their issues.
 
 pub mod api;
+pub mod boot;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
@@ -21,7 +27,7 @@ pub struct AppState {
 }
 
 /// The whole HTTP application.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, boot_state: boot::BootState) -> Router {
     let (api, _) = api::routes(state.clone());
     Router::new()
         .nest("/api/v1alpha2", api.clone())
@@ -30,11 +36,32 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1alpha2/", axum::routing::get(api::index))
         .route("/api/", axum::routing::get(api::index))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-        .fallback(api::error::not_found)
+        .merge(boot::routes(boot_state.clone()))
+        .fallback(
+            move |req: axum::extract::Request| fallback(boot_state.clone(), req),
+        )
         .layer(TraceLayer::new_for_http())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             16 * 1024 * 1024,
         ))
+}
+
+/// Files that deployments serve over HTTP live at their own paths; every
+/// other unknown path is a JSON 404.
+async fn fallback(state: boot::BootState, req: axum::extract::Request) -> Response {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned();
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let path = uri.path();
+    if (method == Method::GET || method == Method::HEAD) && !path.starts_with("/api/") {
+        if let Some(response) = boot::deployment_file(&state, path).await {
+            if let Some(ConnectInfo(peer)) = peer {
+                boot::record_fallback(&state, peer, path, response.status());
+            }
+            return response;
+        }
+    }
+    api::error::not_found(uri).await.into_response()
 }
 
 /// Serves `router` on an already bound listener until `shutdown` resolves.
@@ -43,7 +70,10 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

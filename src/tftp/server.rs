@@ -17,14 +17,49 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::packet::{self, ErrorCode, Mode, Packet, Request};
 use super::path::resolve;
 use super::transfer::{Limits, Outcome, Transfer, Transmit, negotiate};
+use crate::store::Store;
+use crate::store::boot::{Outcome as TimelineOutcome, Phase, Via};
+use crate::timeline::Timeline;
 
 /// How the server behaves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TftpConfig {
     pub root: PathBuf,
     pub limits: Limits,
     /// Transfers in flight at most; more are refused with an error.
     pub max_transfers: usize,
+    /// Files of active deployments (`serve_file via: tftp`), looked up
+    /// before the root directory.
+    pub store: Option<Arc<dyn Store>>,
+    pub timeline: Option<Timeline>,
+}
+
+impl TftpConfig {
+    fn record(&self, peer: SocketAddr, request: &str, outcome: TimelineOutcome, detail: String) {
+        if let Some(t) = &self.timeline {
+            t.record(Phase::Tftp, t.mac_of(peer.ip()), peer, request, outcome, detail);
+        }
+    }
+}
+
+/// Where a transfer's bytes come from.
+enum Source {
+    File(Reader),
+    /// A file rendered for a deployment.
+    Memory(Vec<u8>),
+}
+
+impl Source {
+    async fn read(&mut self, offset: u64, len: usize) -> std::io::Result<&[u8]> {
+        match self {
+            Self::File(r) => r.read(offset, len).await,
+            Self::Memory(bytes) => {
+                let from = (offset as usize).min(bytes.len());
+                let to = (from + len).min(bytes.len());
+                Ok(&bytes[from..to])
+            }
+        }
+    }
 }
 
 /// Reads file ranges through a cache of one chunk, so that a window of
@@ -118,6 +153,12 @@ pub async fn serve(
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     lock(&live).remove(&peer);
                     warn!(%peer, file = ?request.filename, "TFTP transfer refused: too many in flight");
+                    config.record(
+                        peer,
+                        &format!("RRQ {}", request.filename),
+                        TimelineOutcome::Refused,
+                        "server busy: too many transfers in flight".into(),
+                    );
                     send_error(
                         &socket,
                         peer,
@@ -141,6 +182,12 @@ pub async fn serve(
             }
             Ok(Packet::Wrq(request)) => {
                 info!(%peer, file = ?request.filename, "TFTP write refused");
+                config.record(
+                    peer,
+                    &format!("WRQ {}", request.filename),
+                    TimelineOutcome::Refused,
+                    "this server is read-only".into(),
+                );
                 send_error(
                     &socket,
                     peer,
@@ -204,6 +251,43 @@ async fn open(root: &Path, filename: &str) -> Result<(tokio::fs::File, u64), (Er
     Ok((file, meta.len()))
 }
 
+fn describe(request: &Request) -> String {
+    let mut s = format!("RRQ {}", request.filename);
+    for (k, v) in &request.options {
+        s.push_str(&format!(" {k}={v}"));
+    }
+    s
+}
+
+/// A deployment's file if one serves this path, else the root's file.
+async fn open_source(
+    config: &TftpConfig,
+    filename: &str,
+) -> Result<(Source, u64, &'static str), (ErrorCode, String)> {
+    if let Some(store) = &config.store {
+        let path = filename.trim_start_matches('/');
+        match store.served_file(Via::Tftp, path).await {
+            Ok(Some(f)) => {
+                let size = f.content.len() as u64;
+                return Ok((Source::Memory(f.content), size, "a deployment"));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!(error = %e, "cannot look up deployment files");
+                return Err((ErrorCode::NotDefined, "server error, try again".into()));
+            }
+        }
+    }
+    let (file, size) = open(&config.root, filename).await?;
+    let reader = Reader {
+        file,
+        chunk_start: 0,
+        chunk: Vec::new(),
+        chunk_size: CHUNK,
+    };
+    Ok((Source::File(reader), size, "the TFTP root"))
+}
+
 async fn run_transfer(local: SocketAddr, peer: SocketAddr, request: Request, config: &TftpConfig) {
     // A new socket on the server's address is this transfer's id.
     let bind = SocketAddr::new(local.ip(), 0);
@@ -217,10 +301,12 @@ async fn run_transfer(local: SocketAddr, peer: SocketAddr, request: Request, con
     if request.mode == Mode::Netascii {
         debug!("netascii requested; serving octets");
     }
-    let (file, size) = match open(&config.root, &request.filename).await {
+    let asked = describe(&request);
+    let (mut source, size, origin) = match open_source(config, &request.filename).await {
         Ok(x) => x,
         Err((code, message)) => {
             info!(%message, "TFTP request refused");
+            config.record(peer, &asked, TimelineOutcome::Refused, message.clone());
             send_error(&socket, peer, code, &message).await;
             return;
         }
@@ -231,12 +317,9 @@ async fn run_transfer(local: SocketAddr, peer: SocketAddr, request: Request, con
     let mut transfer = Transfer::new(negotiated, size, &config.limits);
     let chunk_size =
         (usize::from(blksize) * usize::from(windowsize)).clamp(usize::from(blksize), CHUNK);
-    let mut reader = Reader {
-        file,
-        chunk_start: 0,
-        chunk: Vec::new(),
-        chunk_size,
-    };
+    if let Source::File(reader) = &mut source {
+        reader.chunk_size = chunk_size;
+    }
     let mut out = Vec::with_capacity(usize::from(blksize) + 4);
     // Clients send only ACK and ERROR, both small.
     let mut buf = vec![0u8; 2048];
@@ -250,7 +333,7 @@ async fn run_transfer(local: SocketAddr, peer: SocketAddr, request: Request, con
                 Transmit::Error { code, message } => {
                     packet::encode(&Packet::Error { code, message }, &mut out)
                 }
-                Transmit::Data { block, offset, len } => match reader.read(offset, len).await {
+                Transmit::Data { block, offset, len } => match source.read(offset, len).await {
                     Ok(data) if data.len() == len => {
                         packet::encode(&Packet::Data { block, data }, &mut out)
                     }
@@ -258,11 +341,13 @@ async fn run_transfer(local: SocketAddr, peer: SocketAddr, request: Request, con
                         // The file shrank under us: a short block would end
                         // the transfer early with a truncated file.
                         warn!("file changed during the transfer");
+                        config.record(peer, &asked, TimelineOutcome::Failed, "file changed during the transfer".into());
                         send_error(&socket, peer, ErrorCode::NotDefined, "file changed").await;
                         return;
                     }
                     Err(e) => {
                         warn!(error = %e, "TFTP read failed");
+                        config.record(peer, &asked, TimelineOutcome::Failed, format!("read error: {e}"));
                         send_error(&socket, peer, ErrorCode::NotDefined, "read error").await;
                         return;
                     }
@@ -274,6 +359,25 @@ async fn run_transfer(local: SocketAddr, peer: SocketAddr, request: Request, con
         }
         if let Some(outcome) = transfer.outcome() {
             let elapsed_ms = started.elapsed().as_millis() as u64;
+            let (recorded, detail) = match &outcome {
+                Outcome::Complete => (
+                    TimelineOutcome::Done,
+                    format!(
+                        "sent {size} bytes from {origin} in {elapsed_ms} ms (blksize {blksize}, windowsize {windowsize}, {} retransmits)",
+                        transfer.retransmits()
+                    ),
+                ),
+                Outcome::Aborted { code, message } => (
+                    TimelineOutcome::Done,
+                    format!("client ended the transfer: error {} {message:?}", code.as_u16()),
+                ),
+                Outcome::TimedOut => (
+                    TimelineOutcome::Failed,
+                    format!("timed out after {elapsed_ms} ms: the client stopped acknowledging"),
+                ),
+                Outcome::ProtocolError(m) => (TimelineOutcome::Failed, format!("protocol error: {m}")),
+            };
+            config.record(peer, &asked, recorded, detail);
             match outcome {
                 Outcome::Complete => info!(
                     size,

@@ -128,6 +128,7 @@ impl Daemon {
         let listeners = bootloader::app::Listeners {
             http: listener,
             tftp: None,
+            dhcp: bootloader::dhcp::server::bind(&config.boot.dhcp).expect("bind DHCP"),
         };
         let (tx, rx) = oneshot::channel();
         let run_store = store.clone();

@@ -4,6 +4,7 @@
 //! JSON body with the right status. The OpenAPI document is generated from
 //! the handlers' annotations.
 
+pub mod boot;
 pub mod credentials;
 pub mod error;
 pub mod extract;
@@ -73,8 +74,8 @@ pub async fn index() -> Json<serde_json::Value> {
         "openapi": "/api/v1alpha2/openapi.json",
         "authentication": "Authorization: Token <key>",
         "resources": [
-            "credentials", "interfaces", "labels", "locations", "networks", "profiles",
-            "servers", "ssh_authorized_keys", "tokens", "users"
+            "credentials", "interfaces", "labels", "leases", "locations", "networks", "profiles",
+            "servers", "ssh_authorized_keys", "timeline", "tokens", "users"
         ],
     }))
 }
@@ -137,6 +138,10 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(users::get_ssh_key, users::delete_ssh_key))
         .routes(routes!(profiles::list_profiles, profiles::create_profile))
         .routes(routes!(profiles::get_profile, profiles::delete_profile))
+        .routes(routes!(boot::server_timeline))
+        .routes(routes!(boot::mac_timeline))
+        .routes(routes!(boot::unknown_macs))
+        .routes(routes!(boot::list_leases))
         .split_for_parts();
     doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1alpha2")]);
     let served = doc.clone();

@@ -1,0 +1,182 @@
+//! What booting machines fetch over HTTP: `/boot.ipxe` (the first script
+//! iPXE gets from DHCP), `/ipxe/<mac>` (the machine's script, or local
+//! boot), `/boot/<binary>` (iPXE binaries for UEFI HTTP boot), `/static/`
+//! (kernels, initrds; with Range) and the files active deployments serve.
+//! Every request lands in the boot timeline.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower_http::services::ServeDir;
+
+use crate::model::MacAddr;
+use crate::store::Store;
+use crate::store::boot::{Outcome, Phase, Via};
+use crate::timeline::Timeline;
+
+#[derive(Clone)]
+pub struct BootState {
+    pub store: Arc<dyn Store>,
+    pub timeline: Timeline,
+    /// BOOTLOADER_URL, no trailing slash.
+    pub public_url: String,
+    pub static_dir: PathBuf,
+    /// The iPXE binaries (the TFTP root).
+    pub binaries_dir: PathBuf,
+}
+
+/// The boot routes. Unknown paths fall through to deployment files, then
+/// to `not_found`.
+pub fn routes(state: BootState) -> Router {
+    let static_files = ServeDir::new(&state.static_dir);
+    let binaries = ServeDir::new(&state.binaries_dir);
+    Router::new()
+        .route("/boot.ipxe", get(boot_script))
+        .route("/ipxe/{mac}", get(machine_script))
+        .nest_service("/static", static_files)
+        .nest_service("/boot", binaries)
+        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .with_state(state)
+}
+
+fn text(body: String) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))],
+        body,
+    )
+        .into_response()
+}
+
+/// The first script: finds out which machine this is and asks for its
+/// own. `netX` is the interface iPXE booted from, which on a server with
+/// several NICs need not be `net0`.
+async fn boot_script(State(state): State<BootState>) -> Response {
+    text(format!(
+        "#!ipxe\n\
+         echo bootloader: fetching the script for ${{netX/mac}}\n\
+         chain --replace --autofree {}/ipxe/${{netX/mac}} || goto failed\n\
+         :failed\n\
+         echo bootloader: no script for ${{netX/mac}}; booting from disk in 10 s\n\
+         sleep 10\n\
+         exit 1\n",
+        state.public_url
+    ))
+}
+
+/// A script that boots the local disk: iPXE exits, and the firmware goes on
+/// to its next boot device.
+fn local_boot(mac: &MacAddr, why: &str) -> String {
+    format!("#!ipxe\necho bootloader: {mac}: {why}; booting from the local disk\nexit\n")
+}
+
+async fn machine_script(State(state): State<BootState>, Path(raw): Path<String>) -> Response {
+    let Ok(mac) = raw.parse::<MacAddr>() else {
+        return (StatusCode::BAD_REQUEST, format!("{raw:?} is not a MAC address\n")).into_response();
+    };
+    let path = format!("ipxe/{mac}");
+    match state.store.served_file(Via::Http, &path).await {
+        Ok(Some(f)) => text(String::from_utf8_lossy(&f.content).into_owned()),
+        Ok(None) => {
+            let why = match state.store.boot_target(mac).await {
+                Ok(Some(t)) if t.deployment.is_some() => {
+                    "its deployment serves no iPXE script yet".to_string()
+                }
+                Ok(Some(t)) => format!("{} has no active deployment", t.fqdn),
+                Ok(None) => "unknown MAC".to_string(),
+                Err(e) => return store_down(e),
+            };
+            let mut r = text(local_boot(&mac, &why));
+            r.headers_mut().insert(
+                "x-bootloader-decision",
+                HeaderValue::from_static("local-boot"),
+            );
+            r
+        }
+        Err(e) => store_down(e),
+    }
+}
+
+fn store_down(e: crate::store::StoreError) -> Response {
+    tracing::warn!(error = %e, "boot request failed");
+    // iPXE retries a failed chain; a 503 says "try again", not "no".
+    (StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry\n").into_response()
+}
+
+/// A file an active deployment serves over HTTP at this path, if any.
+pub async fn deployment_file(state: &BootState, path: &str) -> Option<Response> {
+    let path = path.trim_start_matches('/');
+    match state.store.served_file(Via::Http, path).await {
+        Ok(Some(f)) => Some(
+            (
+                [(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))],
+                Body::from(f.content),
+            )
+                .into_response(),
+        ),
+        Ok(None) => None,
+        Err(e) => Some(store_down(e)),
+    }
+}
+
+/// Writes each boot request and its result to the timeline.
+async fn record(State(state): State<BootState>, req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let path = req.uri().path().to_string();
+    let mut asked = format!("{} {}", req.method(), path);
+    if let Some(range) = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        asked.push_str(&format!(" range={range}"));
+    }
+    let mac = path
+        .strip_prefix("/ipxe/")
+        .and_then(|m| m.parse::<MacAddr>().ok())
+        .or_else(|| state.timeline.mac_of(peer.ip()));
+    let response = next.run(req).await;
+    let status = response.status();
+    let outcome = if status.is_success() || status.is_redirection() {
+        Outcome::Answered
+    } else if status.is_server_error() {
+        Outcome::Failed
+    } else {
+        Outcome::Refused
+    };
+    let mut detail = status.to_string();
+    if let Some(len) = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()) {
+        detail.push_str(&format!(", {len} bytes"));
+    }
+    if response.headers().contains_key("x-bootloader-decision") {
+        detail.push_str(", local boot script");
+    }
+    state
+        .timeline
+        .record(Phase::Http, mac, peer, asked, outcome, detail);
+    response
+}
+
+/// Records a request that only the fallback answered.
+pub fn record_fallback(state: &BootState, peer: SocketAddr, path: &str, status: StatusCode) {
+    let outcome = if status.is_success() {
+        Outcome::Answered
+    } else {
+        Outcome::Refused
+    };
+    state.timeline.record(
+        Phase::Http,
+        state.timeline.mac_of(peer.ip()),
+        peer,
+        format!("GET {path}"),
+        outcome,
+        status.to_string(),
+    );
+}
