@@ -57,3 +57,16 @@ CREATE TABLE boot_events (
 );
 CREATE INDEX boot_events_mac ON boot_events (mac, id);
 CREATE INDEX boot_events_at ON boot_events (at);
+
+-- Callbacks the machine made to `{callback_base}NAME`, kept until the
+-- engine consumes them: a callback may arrive before its step starts.
+-- A replay of the same name is a no-op.
+CREATE TABLE callbacks (
+    id            INTEGER PRIMARY KEY,
+    deployment_id INTEGER NOT NULL REFERENCES deployments(id) ON DELETE CASCADE,
+    name          TEXT NOT NULL,
+    method        TEXT NOT NULL,
+    body          TEXT NOT NULL DEFAULT '',
+    received_at   TEXT NOT NULL,
+    UNIQUE (deployment_id, name)
+);

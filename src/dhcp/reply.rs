@@ -122,6 +122,11 @@ pub fn reply(
             file = Some(url.clone());
         }
         Some(BootAnswer::Script { url }) => {
+            if ctx.lease.is_none() {
+                // iPXE takes an offer without an address as ProxyDHCP only
+                // when it says PXEClient.
+                opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
+            }
             opts.insert(DhcpOption::BootfileName(url.clone().into_bytes()));
             file = Some(url.clone());
         }
@@ -148,7 +153,11 @@ pub fn reply(
         if file.len() > 127 {
             return Err(ReplyError::FileTooLong(file.len()));
         }
-        if matches!(answer, Some(BootAnswer::Tftp { .. })) {
+        // siaddr with a file name are "PXE options": with them a ProxyDHCP
+        // client boots from this offer without asking port 4011.
+        if matches!(answer, Some(BootAnswer::Tftp { .. }))
+            || (ctx.lease.is_none() && matches!(answer, Some(BootAnswer::Script { .. })))
+        {
             msg.set_siaddr(ctx.server_ip);
         }
         msg.set_fname_str(&file);

@@ -10,16 +10,16 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::services::ServeDir;
 
-use crate::model::MacAddr;
+use crate::model::{CallbackToken, MacAddr};
 use crate::store::Store;
-use crate::store::boot::{Outcome, Phase, Via};
+use crate::store::boot::{CallbackReceipt, Outcome, Phase, Via};
 use crate::timeline::Timeline;
 
 #[derive(Clone)]
@@ -41,6 +41,10 @@ pub fn routes(state: BootState) -> Router {
     Router::new()
         .route("/boot.ipxe", get(boot_script))
         .route("/ipxe/{mac}", get(machine_script))
+        .route(
+            "/_callback/{token}/{name}",
+            get(callback).post(callback).layer(DefaultBodyLimit::max(CALLBACK_BODY_LIMIT)),
+        )
         .nest_service("/static", static_files)
         .nest_service("/boot", binaries)
         .layer(middleware::from_fn_with_state(state.clone(), record))
@@ -104,6 +108,48 @@ async fn machine_script(State(state): State<BootState>, Path(raw): Path<String>)
     }
 }
 
+/// The largest callback body kept (an installer's log excerpt, say).
+const CALLBACK_BODY_LIMIT: usize = 64 * 1024;
+
+fn valid_callback_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// `{callback_base}NAME`: the machine reports a step. Stored at once (the
+/// engine may not wait for it yet); a replay is a no-op; an unknown or
+/// finished token is a 404.
+async fn callback(
+    State(state): State<BootState>,
+    Path((token, name)): Path<(String, String)>,
+    method: axum::http::Method,
+    body: axum::body::Bytes,
+) -> Response {
+    if !valid_callback_name(&name) {
+        return (StatusCode::BAD_REQUEST, "bad callback name\n").into_response();
+    }
+    let hash = CallbackToken::from_presented(&token).hash();
+    let body = String::from_utf8_lossy(&body);
+    match state
+        .store
+        .record_callback(&hash, &name, method.as_str(), &body)
+        .await
+    {
+        Ok(CallbackReceipt::Recorded { deployment_id, first }) => {
+            tracing::info!(deployment = deployment_id, callback = %name, first, "callback");
+            text(if first { "ok\n".into() } else { "ok (already recorded)\n".into() })
+        }
+        Ok(CallbackReceipt::UnknownToken) => {
+            tracing::info!(callback = %name, "callback with an unknown or finished token");
+            (StatusCode::NOT_FOUND, "unknown or finished deployment\n").into_response()
+        }
+        // The machine retries on 5xx: nothing accepted is lost.
+        Err(e) => store_down(e),
+    }
+}
+
 fn store_down(e: crate::store::StoreError) -> Response {
     tracing::warn!(error = %e, "boot request failed");
     // iPXE retries a failed chain; a 503 says "try again", not "no".
@@ -133,8 +179,11 @@ async fn record(State(state): State<BootState>, req: Request, next: Next) -> Res
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let path = req.uri().path().to_string();
-    let mut asked = format!("{} {}", req.method(), path);
+    // iPXE escapes the colons of `${netX/mac}`: show the path as meant.
+    let path = percent_encoding::percent_decode_str(req.uri().path())
+        .decode_utf8_lossy()
+        .into_owned();
+    let mut asked = format!("{} {}", req.method(), redact_token(&path));
     if let Some(range) = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()) {
         asked.push_str(&format!(" range={range}"));
     }
@@ -162,6 +211,14 @@ async fn record(State(state): State<BootState>, req: Request, next: Next) -> Res
         .timeline
         .record(Phase::Http, mac, peer, asked, outcome, detail);
     response
+}
+
+/// The timeline shows a callback's name, never its secret token.
+fn redact_token(path: &str) -> String {
+    match path.strip_prefix("/_callback/").and_then(|rest| rest.split_once('/')) {
+        Some((_, name)) => format!("/_callback/<token>/{name}"),
+        None => path.to_string(),
+    }
 }
 
 /// Records a request that only the fallback answered.

@@ -9,4 +9,4 @@ mod token;
 pub use mac::{MacAddr, MacParseError};
 pub use names::{Fqdn, Name, NameError};
 pub use secret::Secret;
-pub use token::{ApiTokenSecret, TokenHash, TokenScope};
+pub use token::{ApiTokenSecret, CallbackToken, TokenHash, TokenScope};

@@ -42,6 +42,37 @@ impl fmt::Debug for ApiTokenSecret {
     }
 }
 
+/// The secret in a deployment's callback URLs: 32 random bytes, hex. Only
+/// its hash is stored.
+pub struct CallbackToken(String);
+
+impl CallbackToken {
+    pub fn generate() -> Result<Self, getrandom::Error> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)?;
+        Ok(Self(hex::encode(bytes)))
+    }
+
+    /// Wraps a token as presented in a URL.
+    pub fn from_presented(s: &str) -> Self {
+        Self(s.to_string())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn hash(&self) -> TokenHash {
+        TokenHash(hex::encode(Sha256::digest(self.0.as_bytes())))
+    }
+}
+
+impl fmt::Debug for CallbackToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CallbackToken(<redacted>)")
+    }
+}
+
 /// The stored form of a token: hex SHA-256. Tokens carry 256 bits of
 /// entropy, so a fast hash is enough; lookups go by this value.
 #[derive(Debug, Clone, PartialEq, Eq)]

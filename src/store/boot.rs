@@ -270,6 +270,26 @@ pub struct UnknownMac {
     pub last_request: String,
 }
 
+/// What became of a callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallbackReceipt {
+    /// Stored for the deployment; `first` is false for a replay.
+    Recorded { deployment_id: i64, first: bool },
+    /// No active deployment has this token.
+    UnknownToken,
+}
+
+/// A callback as stored.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CallbackRecord {
+    pub name: String,
+    pub method: String,
+    pub body: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub received_at: OffsetDateTime,
+}
+
 #[async_trait]
 pub trait BootStore: Send + Sync + 'static {
     /// The interface with this MAC, its server and active deployment.
@@ -291,6 +311,18 @@ pub trait BootStore: Send + Sync + 'static {
     async fn unserve_file(&self, deployment_id: i64, via: Via, path: &str) -> Result<bool>;
     /// The file at `path`, if an active deployment serves it.
     async fn served_file(&self, via: Via, path: &str) -> Result<Option<ServedFile>>;
+
+    /// Records a callback of the active deployment whose token hashes to
+    /// `token`. A replay of a name already recorded changes nothing.
+    async fn record_callback(
+        &self,
+        token: &TokenHash,
+        name: &str,
+        method: &str,
+        body: &str,
+    ) -> Result<CallbackReceipt>;
+    /// A deployment's callbacks, in the order they arrived.
+    async fn callbacks(&self, deployment_id: i64) -> Result<Vec<CallbackRecord>>;
 
     /// The newest lease row of `mac` in the network, in any state.
     async fn lease_of(&self, network_id: i64, mac: MacAddr) -> Result<Option<Lease>>;

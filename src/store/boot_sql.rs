@@ -50,6 +50,14 @@ pub(super) mod rows {
     }
 
     #[derive(sqlx::FromRow)]
+    pub struct CallbackRow {
+        pub name: String,
+        pub method: String,
+        pub body: String,
+        pub received_at: OffsetDateTime,
+    }
+
+    #[derive(sqlx::FromRow)]
     pub struct UnknownMacRow {
         pub mac: String,
         pub events: i64,
@@ -320,6 +328,54 @@ macro_rules! boot_sql_store {
                     .fetch_optional(&self.pool)
                     .await?;
                     Ok(row.map(|(deployment_id, content)| ServedFile { deployment_id, content }))
+                }
+
+                async fn record_callback(&self, token: &TokenHash, name: &str, method: &str, body: &str) -> Result<CallbackReceipt> {
+                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let found: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                        "SELECT id FROM deployments WHERE token_hash = $1 AND state IN {ACTIVE_STATES}"
+                    )))
+                    .bind(&token.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some(deployment_id) = found else {
+                        return Ok(CallbackReceipt::UnknownToken);
+                    };
+                    let now = OffsetDateTime::now_utc();
+                    let done = sqlx::query(
+                        "INSERT INTO callbacks (deployment_id, name, method, body, received_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (deployment_id, name) DO NOTHING",
+                    )
+                    .bind(deployment_id)
+                    .bind(name)
+                    .bind(method)
+                    .bind(body)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    let first = done.rows_affected() > 0;
+                    if first {
+                        let payload = serde_json::json!({
+                            "deployment_id": deployment_id, "name": name, "method": method,
+                            "received_at": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                        });
+                        emit(&mut tx, "deployment.callback", payload).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(CallbackReceipt::Recorded { deployment_id, first })
+                }
+
+                async fn callbacks(&self, deployment_id: i64) -> Result<Vec<CallbackRecord>> {
+                    let rows: Vec<CallbackRow> = sqlx::query_as(
+                        "SELECT name, method, body, received_at FROM callbacks WHERE deployment_id = $1 ORDER BY id",
+                    )
+                    .bind(deployment_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|r| CallbackRecord { name: r.name, method: r.method, body: r.body, received_at: r.received_at })
+                        .collect())
                 }
 
                 async fn lease_of(&self, network_id: i64, mac: MacAddr) -> Result<Option<Lease>> {

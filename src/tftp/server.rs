@@ -228,7 +228,7 @@ async fn open(root: &Path, filename: &str) -> Result<(tokio::fs::File, u64), (Er
     let real_root = tokio::fs::canonicalize(root)
         .await
         .map_err(|_| not_found())?;
-    if !real.starts_with(&real_root) {
+    if !real.starts_with(&real_root) && !trusted_links(root, &path).await {
         return Err((
             ErrorCode::AccessViolation,
             "the path leaves the TFTP root".into(),
@@ -286,6 +286,41 @@ async fn open_source(
         chunk_size: CHUNK,
     };
     Ok((Source::File(reader), size, "the TFTP root"))
+}
+
+/// Whether every symlink on the way from `root` to `path` belongs to root
+/// or to the root directory's owner. Debian's own `ipxe` package links
+/// `/usr/lib/ipxe/ipxe.efi` to `/boot/ipxe.efi`: such a link, placed by
+/// the system, may leave the root; one planted by another user may not.
+async fn trusted_links(root: &Path, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(root_meta) = tokio::fs::metadata(root).await else {
+        return false;
+    };
+    let Ok(rest) = path.strip_prefix(root) else {
+        return false;
+    };
+    let mut at = root.to_path_buf();
+    for part in rest.components() {
+        at.push(part);
+        match tokio::fs::symlink_metadata(&at).await {
+            Ok(m) if m.file_type().is_symlink() => {
+                if m.uid() != 0 && m.uid() != root_meta.uid() {
+                    return false;
+                }
+                // A link's target may itself hold links: judge it afresh.
+                let Ok(target) = tokio::fs::read_link(&at).await else {
+                    return false;
+                };
+                if target.components().any(|c| c == std::path::Component::ParentDir) {
+                    return false;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 async fn run_transfer(local: SocketAddr, peer: SocketAddr, request: Request, config: &TftpConfig) {
