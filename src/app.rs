@@ -10,10 +10,10 @@ use anyhow::{Context, bail};
 use tokio::net::{TcpListener, UdpSocket};
 
 use crate::config::{Config, SecretSource};
+use crate::dhcp::{self, server::DhcpSocket};
 use crate::http::{self, AppState};
 use crate::model::{Name, TokenScope};
 use crate::store::{self, SecretCipher, Store, UserSpec};
-use crate::dhcp::{self, server::DhcpSocket};
 use crate::tftp;
 use crate::timeline::Timeline;
 
@@ -226,9 +226,13 @@ pub async fn run(
         default_page_size: config.default_page_size,
         max_page_size: config.max_page_size,
     };
-    http::serve(listeners.http, http::router(state, boot_state), stopped(stop_rx))
-        .await
-        .context("HTTP server failed")?;
+    http::serve(
+        listeners.http,
+        http::router(state, boot_state),
+        stopped(stop_rx),
+    )
+    .await
+    .context("HTTP server failed")?;
     if let Some(task) = tftp_task {
         task.await
             .context("TFTP task")?

@@ -120,7 +120,10 @@ fn parse_arp(table: &str, ip: Ipv4Addr) -> Option<MacAddr> {
         let cols: Vec<&str> = line.split_whitespace().collect();
         // IP address, HW type, Flags, HW address, Mask, Device
         if cols.len() >= 4 && cols[0] == wanted && cols[2] != "0x0" {
-            cols[3].parse().ok().filter(|m: &MacAddr| m.octets() != [0; 6])
+            cols[3]
+                .parse()
+                .ok()
+                .filter(|m: &MacAddr| m.octets() != [0; 6])
         } else {
             None
         }

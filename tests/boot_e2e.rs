@@ -158,7 +158,16 @@ impl Lab {
         };
         for args in [
             vec!["ip", "link", "set", "lo", "up"],
-            vec!["ip", "link", "add", "br0", "type", "bridge", "forward_delay", "0"],
+            vec![
+                "ip",
+                "link",
+                "add",
+                "br0",
+                "type",
+                "bridge",
+                "forward_delay",
+                "0",
+            ],
             vec!["ip", "addr", "add", "10.77.0.1/24", "dev", "br0"],
             vec!["ip", "link", "set", "br0", "up"],
         ] {
@@ -169,7 +178,8 @@ impl Lab {
             sh(&["ip", "netns", "add", &dns]);
             lab.dhcp_ns = Some(dns.clone());
             run(&mut lab.exec(&[
-                "ip", "link", "add", "vsite", "type", "veth", "peer", "name", "vsite1", "netns", &dns,
+                "ip", "link", "add", "vsite", "type", "veth", "peer", "name", "vsite1", "netns",
+                &dns,
             ]));
             run(&mut lab.exec(&["ip", "link", "set", "vsite", "master", "br0", "up"]));
             for args in [
@@ -181,10 +191,20 @@ impl Lab {
             }
             let leases = lab.dir.path().join("dnsmasq.leases");
             let mut c = Command::new("ip");
-            c.args(["netns", "exec", &dns, "dnsmasq", "--no-daemon", "--conf-file=/dev/null"])
-                .args(["--port=0", "--interface=vsite1", "--bind-interfaces"])
-                .args(["--dhcp-range=10.77.0.50,10.77.0.99,255.255.255.0,1h", "--log-dhcp"])
-                .arg(format!("--dhcp-leasefile={}", leases.display()));
+            c.args([
+                "netns",
+                "exec",
+                &dns,
+                "dnsmasq",
+                "--no-daemon",
+                "--conf-file=/dev/null",
+            ])
+            .args(["--port=0", "--interface=vsite1", "--bind-interfaces"])
+            .args([
+                "--dhcp-range=10.77.0.50,10.77.0.99,255.255.255.0,1h",
+                "--log-dhcp",
+            ])
+            .arg(format!("--dhcp-leasefile={}", leases.display()));
             lab.spawn("dnsmasq", c);
         }
         let static_dir = lab.dir.path().join("static");
@@ -222,9 +242,10 @@ lease_time = 600
         .unwrap();
         let bin = env!("CARGO_BIN_EXE_bootloader");
         let cfg = config.display().to_string();
-        lab.token = run(Command::new(bin).args(["--config", &cfg, "user", "add", "e2e", "--staff"]))
-            .trim()
-            .to_string();
+        lab.token =
+            run(Command::new(bin).args(["--config", &cfg, "user", "add", "e2e", "--staff"]))
+                .trim()
+                .to_string();
         let mut daemon = lab.exec(&[bin, "--config", &cfg, "serve"]);
         daemon.env("RUST_LOG", "info,bootloader=debug");
         lab.spawn("daemon", daemon);
@@ -235,7 +256,11 @@ lease_time = 600
             .map(|o| !o.status.success())
             .unwrap_or(true)
         {
-            assert!(Instant::now() < deadline, "daemon did not start:{}", lab.logs());
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not start:{}",
+                lab.logs()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         lab
@@ -253,7 +278,12 @@ lease_time = 600
             format!("{BASE}/api/v1alpha2{path}"),
         ];
         if let Some(b) = body {
-            args.extend(["-H".into(), format!("Content-Type: {content_type}"), "--data-binary".into(), b.into()]);
+            args.extend([
+                "-H".into(),
+                format!("Content-Type: {content_type}"),
+                "--data-binary".into(),
+                b.into(),
+            ]);
         }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = run(&mut self.exec(&refs));
@@ -321,7 +351,8 @@ lease_time = 600
     fn seed_network(&self, pool: bool) {
         let r = self.post("/locations", json!({"name": "lab"}));
         assert_eq!(r["name"], "lab", "{r}");
-        let mut net = json!({"location": "lab", "cidr": "10.77.0.0/24", "domain": "lab.example.com"});
+        let mut net =
+            json!({"location": "lab", "cidr": "10.77.0.0/24", "domain": "lab.example.com"});
         if pool {
             net["pool"] = json!({"start": "10.77.0.100", "end": "10.77.0.150"});
         }
@@ -336,8 +367,16 @@ lease_time = 600
         run(&mut self.exec(&["ip", "link", "set", &tap, "master", "br0", "up"]));
         let serial = self.dir.path().join(format!("{name}.serial"));
         let mut args: Vec<String> = [
-            "qemu-system-x86_64", "-machine", "q35", "-m", "512", "-display", "none",
-            "-monitor", "none", "-no-reboot",
+            "qemu-system-x86_64",
+            "-machine",
+            "q35",
+            "-m",
+            "512",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-no-reboot",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -385,11 +424,18 @@ lease_time = 600
                 .expect("vm")
                 .1;
             if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "{what} exited with {status}{}", self.failure(name));
+                assert!(
+                    status.success(),
+                    "{what} exited with {status}{}",
+                    self.failure(name)
+                );
                 return;
             }
             if Instant::now() > deadline {
-                panic!("{what} still running after {VM_LIMIT:?}{}", self.failure(name));
+                panic!(
+                    "{what} still running after {VM_LIMIT:?}{}",
+                    self.failure(name)
+                );
             }
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -405,7 +451,11 @@ lease_time = 600
         if let Ok(dir) = std::env::var("BOOTLOADER_E2E_KEEP") {
             let to = Path::new(&dir).join(&self.ns);
             let _ = std::fs::create_dir_all(&to);
-            for e in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+            for e in std::fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 let _ = std::fs::copy(e.path(), to.join(e.file_name()));
             }
         }
@@ -421,8 +471,16 @@ lease_time = 600
     }
 
     fn timeline(&self, fqdn: &str) -> Vec<Value> {
-        let t = self.api("GET", &format!("/servers/{fqdn}/timeline?limit=2000"), None, "");
-        t["events"].as_array().cloned().unwrap_or_else(|| panic!("timeline: {t}"))
+        let t = self.api(
+            "GET",
+            &format!("/servers/{fqdn}/timeline?limit=2000"),
+            None,
+            "",
+        );
+        t["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("timeline: {t}"))
     }
 }
 
@@ -447,7 +505,12 @@ fn assert_timeline(lab: &Lab, fqdn: &str, vm: &str, expect: &[(&str, &str)]) {
     events.reverse();
     let lines: Vec<String> = events
         .iter()
-        .map(|e| format!("{} {} {} -> {}", e["phase"], e["outcome"], e["request"], e["detail"]))
+        .map(|e| {
+            format!(
+                "{} {} {} -> {}",
+                e["phase"], e["outcome"], e["request"], e["detail"]
+            )
+        })
         .collect();
     let mut at = 0;
     for (phase, needle) in expect {
@@ -536,4 +599,53 @@ async fn uefi_pxe_authoritative() {
             ("http", "/_callback/<token>/postconfiguring"),
         ],
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bios_and_uefi_proxy_beside_dnsmasq() {
+    if skip() {
+        return;
+    }
+    preflight();
+    // dnsmasq hands out the addresses; the daemon only says how to boot.
+    let mut lab = Lab::start("proxy", true);
+    lab.seed_network(false);
+    let (mb, mu) = (mac(3), mac(4));
+    let (fb, fu) = ("pbios.lab.example.com", "puefi.lab.example.com");
+    let db = lab.deploy(fb, &mb).await;
+    let du = lab.deploy(fu, &mu).await;
+    // Both at once: two machines booting side by side.
+    lab.vm("pbios", &mb, false);
+    lab.vm("puefi", &mu, true);
+    lab.wait_vm("pbios");
+    lab.wait_vm("puefi");
+    assert_called_back(&mut lab, db, "pbios").await;
+    assert_called_back(&mut lab, du, "puefi").await;
+    assert_timeline(
+        &lab,
+        fb,
+        "pbios",
+        &[
+            ("dhcp", "OFFER ipxe script http://10.77.0.1:8080/boot.ipxe"),
+            ("http", "GET /boot.ipxe"),
+            ("http", &format!("GET /ipxe/{mb}")),
+            ("http", "/_callback/<token>/postconfiguring"),
+        ],
+    );
+    assert_timeline(
+        &lab,
+        fu,
+        "puefi",
+        &[
+            ("dhcp", "OFFER tftp ipxe.efi"),
+            ("tftp", "RRQ ipxe.efi"),
+            ("http", "GET /boot.ipxe"),
+            ("http", &format!("GET /ipxe/{mu}")),
+            ("http", "/_callback/<token>/postconfiguring"),
+        ],
+    );
+    // The addresses came from dnsmasq, and the daemon holds no leases.
+    let leases = std::fs::read_to_string(lab.dir.path().join("dnsmasq.leases")).unwrap();
+    assert!(leases.contains(&mb) && leases.contains(&mu), "{leases}");
+    assert_eq!(lab.api("GET", "/leases", None, "")["count"], 0);
 }

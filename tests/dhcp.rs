@@ -10,9 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::{Backend, Daemon, TestStore};
-use dhcproto::v4::{
-    Architecture, DhcpOption, Flags, Message, MessageType, Opcode, OptionCode,
-};
+use dhcproto::v4::{Architecture, DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Encodable};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -82,10 +80,15 @@ impl Env {
     /// Sends `msg` to `to` and waits for one answer, or `None` after a
     /// second of silence.
     async fn exchange(&self, to: SocketAddr, msg: &Message) -> Option<Message> {
-        self.relay.send_to(&msg.to_vec().unwrap(), to).await.unwrap();
+        self.relay
+            .send_to(&msg.to_vec().unwrap(), to)
+            .await
+            .unwrap();
         let mut buf = [0u8; 1500];
         match tokio::time::timeout(Duration::from_secs(1), self.relay.recv_from(&mut buf)).await {
-            Ok(Ok((n, _))) => Some(Message::decode(&mut dhcproto::Decoder::new(&buf[..n])).unwrap()),
+            Ok(Ok((n, _))) => {
+                Some(Message::decode(&mut dhcproto::Decoder::new(&buf[..n])).unwrap())
+            }
             _ => None,
         }
     }
@@ -110,7 +113,10 @@ impl Env {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("timeline of {mac} never reached {n} events: {:?}", self.timeline(mac).await);
+        panic!(
+            "timeline of {mac} never reached {n} events: {:?}",
+            self.timeline(mac).await
+        );
     }
 }
 
@@ -138,14 +144,17 @@ fn pxe(kind: MessageType, mac: &str, xid: u32, arch: u16) -> Message {
         format!("PXEClient:Arch:{arch:05}:UNDI:002001").into_bytes(),
     ));
     m.opts_mut()
-        .insert(DhcpOption::ClientSystemArchitecture(Architecture::from(arch)));
+        .insert(DhcpOption::ClientSystemArchitecture(Architecture::from(
+            arch,
+        )));
     m
 }
 
 fn request_for(offer: &Message, mut req: Message) -> Message {
     req.opts_mut()
         .insert(DhcpOption::RequestedIpAddress(offer.yiaddr()));
-    if let Some(DhcpOption::ServerIdentifier(sid)) = offer.opts().get(OptionCode::ServerIdentifier) {
+    if let Some(DhcpOption::ServerIdentifier(sid)) = offer.opts().get(OptionCode::ServerIdentifier)
+    {
         req.opts_mut().insert(DhcpOption::ServerIdentifier(*sid));
     }
     req
@@ -179,7 +188,11 @@ async fn deploy(d: &Daemon, fqdn: &str) -> i64 {
     .unwrap();
     let (s, b) = d.post_text("/profiles", &profile, "application/yaml").await;
     assert!(s == StatusCode::CREATED || s == StatusCode::CONFLICT, "{b}");
-    let p = d.store.profile_by_name_version("payload", "1.0").await.unwrap();
+    let p = d
+        .store
+        .profile_by_name_version("payload", "1.0")
+        .await
+        .unwrap();
     let token = bootloader::model::TokenHash(format!("test-token-{fqdn}"));
     d.store
         .create_deployment(&fqdn.parse().unwrap(), p.id, &token)
@@ -262,9 +275,7 @@ async fn authoritative_exchange(backend: Backend) {
     assert_eq!(file(&o2), "");
     // It may not take the first client's address.
     let mut steal = pxe(MessageType::Request, stranger, 8, 0);
-    steal
-        .opts_mut()
-        .insert(DhcpOption::RequestedIpAddress(ip));
+    steal.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
     let nak = env.send(&steal).await.expect("a NAK");
     assert_eq!(nak.opts().msg_type(), Some(MessageType::Nak));
     // Nor an address outside the network.
@@ -299,7 +310,10 @@ async fn authoritative_exchange(backend: Backend) {
         .iter()
         .map(|e| e["request"].as_str().unwrap())
         .collect();
-    assert!(requests.iter().any(|r| r.starts_with("DHCPRELEASE")), "{requests:?}");
+    assert!(
+        requests.iter().any(|r| r.starts_with("DHCPRELEASE")),
+        "{requests:?}"
+    );
     let first = events.last().unwrap();
     assert_eq!(first["phase"], "dhcp");
     assert_eq!(first["outcome"], "answered");
@@ -347,13 +361,24 @@ async fn reservations_and_exhaustion(backend: Backend) {
             .send(&base(MessageType::Discover, &mac, 100 + i))
             .await
             .expect("offer");
-        assert!(given.insert(o.yiaddr()), "address given twice: {}", o.yiaddr());
+        assert!(
+            given.insert(o.yiaddr()),
+            "address given twice: {}",
+            o.yiaddr()
+        );
     }
     let last = "52:54:00:00:02:ff";
-    assert!(env.send(&base(MessageType::Discover, last, 200)).await.is_none());
+    assert!(
+        env.send(&base(MessageType::Discover, last, 200))
+            .await
+            .is_none()
+    );
     let events = env.wait_timeline(last, 1).await;
     assert!(
-        events[0]["detail"].as_str().unwrap().contains("no free address"),
+        events[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no free address"),
         "{events:?}"
     );
 
@@ -387,20 +412,15 @@ async fn reservations_and_exhaustion(backend: Backend) {
 
 async fn malformed_packets_are_dropped(backend: Backend) {
     let env = start(backend, "authoritative").await;
-    for junk in [
-        vec![],
-        vec![1u8; 3],
-        vec![0xff; 300],
-        {
-            // A BOOTREQUEST whose option 93 has the wrong length.
-            let mut m = base(MessageType::Discover, "52:54:00:00:03:01", 1)
-                .to_vec()
-                .unwrap();
-            let end = m.len() - 1;
-            m.splice(end..end, [93u8, 1, 0]);
-            m
-        },
-    ] {
+    for junk in [vec![], vec![1u8; 3], vec![0xff; 300], {
+        // A BOOTREQUEST whose option 93 has the wrong length.
+        let mut m = base(MessageType::Discover, "52:54:00:00:03:01", 1)
+            .to_vec()
+            .unwrap();
+        let end = m.len() - 1;
+        m.splice(end..end, [93u8, 1, 0]);
+        m
+    }] {
         env.relay.send_to(&junk, env.server).await.unwrap();
     }
     // The server still answers everyone else.
@@ -429,7 +449,11 @@ async fn proxy_answers_boot_clients_only(backend: Backend) {
         Some(DhcpOption::ClassIdentifier(v)) if v == b"PXEClient"
     ));
     // A plain client, or an unknown one, gets nothing from a proxy.
-    assert!(env.send(&base(MessageType::Discover, known, 2)).await.is_none());
+    assert!(
+        env.send(&base(MessageType::Discover, known, 2))
+            .await
+            .is_none()
+    );
     assert!(
         env.send(&pxe(MessageType::Discover, "52:54:00:00:04:99", 3, 0))
             .await
@@ -438,9 +462,11 @@ async fn proxy_answers_boot_clients_only(backend: Backend) {
     // The REQUEST on port 4011 gets an ACK with the boot file, from 4011.
     let mut req = pxe(MessageType::Request, known, 4, 7);
     req.set_giaddr(Ipv4Addr::UNSPECIFIED).set_ciaddr(RELAY);
-    req.opts_mut()
-        .insert(DhcpOption::ServerIdentifier(RELAY));
-    env.relay.send_to(&req.to_vec().unwrap(), env.proxy).await.unwrap();
+    req.opts_mut().insert(DhcpOption::ServerIdentifier(RELAY));
+    env.relay
+        .send_to(&req.to_vec().unwrap(), env.proxy)
+        .await
+        .unwrap();
     let mut buf = [0u8; 1500];
     let (n, from) = tokio::time::timeout(Duration::from_secs(2), env.relay.recv_from(&mut buf))
         .await

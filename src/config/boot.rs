@@ -99,8 +99,9 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
     for name in &interfaces {
         // IFNAMSIZ is 16 with the NUL.
         if name.len() > 15 || name.contains(['/', ' ']) {
-            r.errors
-                .push(format!("dhcp.interfaces: {name:?} is not an interface name"));
+            r.errors.push(format!(
+                "dhcp.interfaces: {name:?} is not an interface name"
+            ));
         }
     }
     let addr = |r: &mut Resolver<'_>, key, env, file: Option<String>, default: Option<&str>| {
@@ -130,7 +131,9 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
         None,
     );
     let port = |r: &mut Resolver<'_>, key, env, file, default: u16| {
-        let p = r.pick(key, None, env, file, Some(default), Plain).unwrap_or(default);
+        let p = r
+            .pick(key, None, env, file, Some(default), Plain)
+            .unwrap_or(default);
         if p == 0 {
             r.errors.push(format!("{key} must not be 0"));
         }
@@ -222,7 +225,9 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
         Plain,
     );
     let secs = |r: &mut Resolver<'_>, key, env, file, default: u32, min: u32| {
-        let v = r.pick(key, None, env, file, Some(default), Plain).unwrap_or(default);
+        let v = r
+            .pick(key, None, env, file, Some(default), Plain)
+            .unwrap_or(default);
         if v < min {
             r.errors
                 .push(format!("{key} ({v}) must be at least {min} seconds"));

@@ -164,7 +164,11 @@ impl Leases {
                 return Ok(Some(ip));
             }
         }
-        let cursor = self.cursors.lock().ok().and_then(|c| c.get(&net.id).copied());
+        let cursor = self
+            .cursors
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&net.id).copied());
         for ip in Candidates::new(&pool, cursor).filter(|ip| ok(*ip)) {
             let free = match self.store.lease_at(net.id, ip).await? {
                 None => true,
@@ -192,7 +196,10 @@ impl Leases {
         now: i64,
     ) -> Result<RequestAnswer, StoreError> {
         if !net.cidr.contains(&ip) {
-            return Ok(RequestAnswer::Nak(format!("{ip} is not on network {}", net.cidr)));
+            return Ok(RequestAnswer::Nak(format!(
+                "{ip} is not on network {}",
+                net.cidr
+            )));
         }
         match reserved {
             Some(r) if r != ip => {
@@ -210,7 +217,9 @@ impl Leases {
         if self.claim(net, ip, mac, LeaseState::Bound, now).await? {
             Ok(RequestAnswer::Ack(ip))
         } else {
-            Ok(RequestAnswer::Nak(format!("{ip} is held by another client")))
+            Ok(RequestAnswer::Nak(format!(
+                "{ip} is held by another client"
+            )))
         }
     }
 
@@ -265,13 +274,18 @@ mod tests {
         let from: Vec<_> = Candidates::new(&p, Some(Ipv4Addr::new(10, 0, 0, 11))).collect();
         assert_eq!(
             from,
-            [12, 13, 10, 11].map(|o| Ipv4Addr::new(10, 0, 0, o)).to_vec()
+            [12, 13, 10, 11]
+                .map(|o| Ipv4Addr::new(10, 0, 0, o))
+                .to_vec()
         );
         // A cursor outside the pool (the pool was changed) starts over.
         let outside: Vec<_> = Candidates::new(&p, Some(Ipv4Addr::new(10, 0, 0, 200))).collect();
         assert_eq!(outside, all);
         let one = pool([10, 0, 0, 10], [10, 0, 0, 10]);
-        assert_eq!(Candidates::new(&one, Some(Ipv4Addr::new(10, 0, 0, 10))).count(), 1);
+        assert_eq!(
+            Candidates::new(&one, Some(Ipv4Addr::new(10, 0, 0, 10))).count(),
+            1
+        );
     }
 
     #[test]

@@ -183,7 +183,9 @@ pub fn nak(request: &Message, server_ip: Ipv4Addr, message: &str) -> Message {
     opts.insert(DhcpOption::ServerIdentifier(server_ip));
     let mut text = message.as_bytes().to_vec();
     text.truncate(250);
-    opts.insert(DhcpOption::Message(String::from_utf8_lossy(&text).into_owned()));
+    opts.insert(DhcpOption::Message(
+        String::from_utf8_lossy(&text).into_owned(),
+    ));
     if let Some(relay) = request.opts().get(OptionCode::RelayAgentInformation) {
         opts.insert(relay.clone());
     }
@@ -389,10 +391,7 @@ mod tests {
         let mut req = pxe(MAC, 0, "PXEClient");
         req.set_giaddr(Ipv4Addr::new(10, 1, 0, 1));
         let msg = wire(nak(&req, SERVER, "10.9.9.9 is not on network 10.0.0.0/24"));
-        assert_eq!(
-            msg.opts().msg_type(),
-            Some(v4::MessageType::Nak)
-        );
+        assert_eq!(msg.opts().msg_type(), Some(v4::MessageType::Nak));
         assert!(msg.yiaddr().is_unspecified());
         assert!(msg.flags().broadcast());
         assert_eq!(msg.xid(), req.xid());

@@ -44,11 +44,7 @@ pub struct DhcpSocket {
     pub port: Port,
 }
 
-fn bind_one(
-    interface: Option<&str>,
-    addr: SocketAddrV4,
-    what: &str,
-) -> anyhow::Result<UdpSocket> {
+fn bind_one(interface: Option<&str>, addr: SocketAddrV4, what: &str) -> anyhow::Result<UdpSocket> {
     let hint = |e: &std::io::Error| match e.kind() {
         std::io::ErrorKind::PermissionDenied => {
             "; ports below 1024 and binding to an interface need root, or CAP_NET_BIND_SERVICE and CAP_NET_RAW"
@@ -59,7 +55,8 @@ fn bind_one(
         _ => "",
     };
     let on = interface.map(|i| format!(" on {i}")).unwrap_or_default();
-    let fail = |e: std::io::Error| anyhow::anyhow!("cannot bind {what} {addr}{on}: {e}{}", hint(&e));
+    let fail =
+        |e: std::io::Error| anyhow::anyhow!("cannot bind {what} {addr}{on}: {e}{}", hint(&e));
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(fail)?;
     socket.set_reuse_address(true).map_err(fail)?;
     socket.set_broadcast(true).map_err(fail)?;
@@ -403,7 +400,11 @@ fn destination(
 
 enum Answer {
     Silent(String),
-    Reply { msg: Message, detail: String, refused: bool },
+    Reply {
+        msg: Message,
+        detail: String,
+        refused: bool,
+    },
 }
 
 fn silent(reason: impl Into<String>) -> Answer {
@@ -611,9 +612,7 @@ impl DhcpService {
                 "no network in the inventory contains {on} ({what})"
             )));
         };
-        let reserved = reservation
-            .filter(|(n, _)| *n == net.id)
-            .map(|(_, ip)| ip);
+        let reserved = reservation.filter(|(n, _)| *n == net.id).map(|(_, ip)| ip);
         let now = unix_now();
         let decision = decide(&self.policy, client, known);
         let boot_detail = match &decision {
@@ -646,7 +645,14 @@ impl DhcpService {
         let ip = match client.kind {
             MessageKind::Discover => {
                 match leases
-                    .offer(&net, server_ip, client.mac, reserved, client.requested_ip, now)
+                    .offer(
+                        &net,
+                        server_ip,
+                        client.mac,
+                        reserved,
+                        client.requested_ip,
+                        now,
+                    )
                     .await?
                 {
                     Some(ip) => ip,
@@ -750,7 +756,9 @@ mod tests {
 
     fn request(giaddr: Ipv4Addr, ciaddr: Ipv4Addr) -> Message {
         let mut m = Message::default();
-        m.set_giaddr(giaddr).set_ciaddr(ciaddr).set_flags(Flags::default());
+        m.set_giaddr(giaddr)
+            .set_ciaddr(ciaddr)
+            .set_flags(Flags::default());
         m
     }
 
@@ -772,15 +780,37 @@ mod tests {
                 false,
                 "10.1.0.1:16767".parse().unwrap(),
             ),
-            (request(zero, zero), "0.0.0.0:68".parse().unwrap(), Port::Main, false, bcast),
-            (request(zero, client), from_client, Port::Main, false, from_client),
+            (
+                request(zero, zero),
+                "0.0.0.0:68".parse().unwrap(),
+                Port::Main,
+                false,
+                bcast,
+            ),
+            (
+                request(zero, client),
+                from_client,
+                Port::Main,
+                false,
+                from_client,
+            ),
             // A NAK to a renewing client is broadcast: its address is void.
             (request(zero, client), from_client, Port::Main, true, bcast),
             // Port 4011 answers where the request came from.
-            (request(zero, client), "10.0.0.50:4011".parse().unwrap(), Port::Proxy, false, "10.0.0.50:4011".parse().unwrap()),
+            (
+                request(zero, client),
+                "10.0.0.50:4011".parse().unwrap(),
+                Port::Proxy,
+                false,
+                "10.0.0.50:4011".parse().unwrap(),
+            ),
         ];
         for (req, src, port, nak, want) in cases {
-            assert_eq!(destination(&req, src, port, nak, 68), want, "{src} {port:?} {nak}");
+            assert_eq!(
+                destination(&req, src, port, nak, 68),
+                want,
+                "{src} {port:?} {nak}"
+            );
         }
     }
 

@@ -43,7 +43,9 @@ pub fn routes(state: BootState) -> Router {
         .route("/ipxe/{mac}", get(machine_script))
         .route(
             "/_callback/{token}/{name}",
-            get(callback).post(callback).layer(DefaultBodyLimit::max(CALLBACK_BODY_LIMIT)),
+            get(callback)
+                .post(callback)
+                .layer(DefaultBodyLimit::max(CALLBACK_BODY_LIMIT)),
         )
         .nest_service("/static", static_files)
         .nest_service("/boot", binaries)
@@ -53,7 +55,10 @@ pub fn routes(state: BootState) -> Router {
 
 fn text(body: String) -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
         body,
     )
         .into_response()
@@ -83,7 +88,11 @@ fn local_boot(mac: &MacAddr, why: &str) -> String {
 
 async fn machine_script(State(state): State<BootState>, Path(raw): Path<String>) -> Response {
     let Ok(mac) = raw.parse::<MacAddr>() else {
-        return (StatusCode::BAD_REQUEST, format!("{raw:?} is not a MAC address\n")).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("{raw:?} is not a MAC address\n"),
+        )
+            .into_response();
     };
     let path = format!("ipxe/{mac}");
     match state.store.served_file(Via::Http, &path).await {
@@ -137,9 +146,16 @@ async fn callback(
         .record_callback(&hash, &name, method.as_str(), &body)
         .await
     {
-        Ok(CallbackReceipt::Recorded { deployment_id, first }) => {
+        Ok(CallbackReceipt::Recorded {
+            deployment_id,
+            first,
+        }) => {
             tracing::info!(deployment = deployment_id, callback = %name, first, "callback");
-            text(if first { "ok\n".into() } else { "ok (already recorded)\n".into() })
+            text(if first {
+                "ok\n".into()
+            } else {
+                "ok (already recorded)\n".into()
+            })
         }
         Ok(CallbackReceipt::UnknownToken) => {
             tracing::info!(callback = %name, "callback with an unknown or finished token");
@@ -153,7 +169,11 @@ async fn callback(
 fn store_down(e: crate::store::StoreError) -> Response {
     tracing::warn!(error = %e, "boot request failed");
     // iPXE retries a failed chain; a 503 says "try again", not "no".
-    (StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry\n").into_response()
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store unavailable, retry\n",
+    )
+        .into_response()
 }
 
 /// A file an active deployment serves over HTTP at this path, if any.
@@ -162,7 +182,10 @@ pub async fn deployment_file(state: &BootState, path: &str) -> Option<Response> 
     match state.store.served_file(Via::Http, path).await {
         Ok(Some(f)) => Some(
             (
-                [(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))],
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                )],
                 Body::from(f.content),
             )
                 .into_response(),
@@ -184,7 +207,11 @@ async fn record(State(state): State<BootState>, req: Request, next: Next) -> Res
         .decode_utf8_lossy()
         .into_owned();
     let mut asked = format!("{} {}", req.method(), redact_token(&path));
-    if let Some(range) = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()) {
+    if let Some(range) = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+    {
         asked.push_str(&format!(" range={range}"));
     }
     let mac = path
@@ -201,7 +228,11 @@ async fn record(State(state): State<BootState>, req: Request, next: Next) -> Res
         Outcome::Refused
     };
     let mut detail = status.to_string();
-    if let Some(len) = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()) {
+    if let Some(len) = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+    {
         detail.push_str(&format!(", {len} bytes"));
     }
     if response.headers().contains_key("x-bootloader-decision") {
@@ -215,7 +246,10 @@ async fn record(State(state): State<BootState>, req: Request, next: Next) -> Res
 
 /// The timeline shows a callback's name, never its secret token.
 fn redact_token(path: &str) -> String {
-    match path.strip_prefix("/_callback/").and_then(|rest| rest.split_once('/')) {
+    match path
+        .strip_prefix("/_callback/")
+        .and_then(|rest| rest.split_once('/'))
+    {
         Some((_, name)) => format!("/_callback/<token>/{name}"),
         None => path.to_string(),
     }

@@ -37,9 +37,7 @@ pub fn router(state: AppState, boot_state: boot::BootState) -> Router {
         .route("/api/", axum::routing::get(api::index))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .merge(boot::routes(boot_state.clone()))
-        .fallback(
-            move |req: axum::extract::Request| fallback(boot_state.clone(), req),
-        )
+        .fallback(move |req: axum::extract::Request| fallback(boot_state.clone(), req))
         .layer(TraceLayer::new_for_http())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             16 * 1024 * 1024,
@@ -53,13 +51,14 @@ async fn fallback(state: boot::BootState, req: axum::extract::Request) -> Respon
     let method = req.method().clone();
     let uri = req.uri().clone();
     let path = uri.path();
-    if (method == Method::GET || method == Method::HEAD) && !path.starts_with("/api/") {
-        if let Some(response) = boot::deployment_file(&state, path).await {
-            if let Some(ConnectInfo(peer)) = peer {
-                boot::record_fallback(&state, peer, path, response.status());
-            }
-            return response;
+    if (method == Method::GET || method == Method::HEAD)
+        && !path.starts_with("/api/")
+        && let Some(response) = boot::deployment_file(&state, path).await
+    {
+        if let Some(ConnectInfo(peer)) = peer {
+            boot::record_fallback(&state, peer, path, response.status());
         }
+        return response;
     }
     api::error::not_found(uri).await.into_response()
 }

@@ -306,8 +306,13 @@ pub trait BootStore: Send + Sync + 'static {
     async fn set_deployment_state(&self, id: i64, state: DeploymentState) -> Result<()>;
     /// Serves `content` at `path`, replacing what the deployment served
     /// there. A path another active deployment serves is a conflict.
-    async fn serve_file(&self, deployment_id: i64, via: Via, path: &str, content: &[u8])
-    -> Result<()>;
+    async fn serve_file(
+        &self,
+        deployment_id: i64,
+        via: Via,
+        path: &str,
+        content: &[u8],
+    ) -> Result<()>;
     async fn unserve_file(&self, deployment_id: i64, via: Via, path: &str) -> Result<bool>;
     /// The file at `path`, if an active deployment serves it.
     async fn served_file(&self, via: Via, path: &str) -> Result<Option<ServedFile>>;

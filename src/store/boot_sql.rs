@@ -148,7 +148,8 @@ pub(super) mod convert {
 }
 
 /// States in which a deployment is active, as an SQL list.
-pub(super) const ACTIVE_STATES: &str = "('new', 'preparing', 'installing', 'configuring', 'postconfiguring')";
+pub(super) const ACTIVE_STATES: &str =
+    "('new', 'preparing', 'installing', 'configuring', 'postconfiguring')";
 
 /// Expands to `impl BootStore for $store`; `$for_update` as in `sql_store!`.
 macro_rules! boot_sql_store {

@@ -37,7 +37,14 @@ pub struct TftpConfig {
 impl TftpConfig {
     fn record(&self, peer: SocketAddr, request: &str, outcome: TimelineOutcome, detail: String) {
         if let Some(t) = &self.timeline {
-            t.record(Phase::Tftp, t.mac_of(peer.ip()), peer, request, outcome, detail);
+            t.record(
+                Phase::Tftp,
+                t.mac_of(peer.ip()),
+                peer,
+                request,
+                outcome,
+                detail,
+            );
         }
     }
 }
@@ -312,7 +319,10 @@ async fn trusted_links(root: &Path, path: &Path) -> bool {
                 let Ok(target) = tokio::fs::read_link(&at).await else {
                     return false;
                 };
-                if target.components().any(|c| c == std::path::Component::ParentDir) {
+                if target
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+                {
                     return false;
                 }
             }
@@ -376,13 +386,23 @@ async fn run_transfer(local: SocketAddr, peer: SocketAddr, request: Request, con
                         // The file shrank under us: a short block would end
                         // the transfer early with a truncated file.
                         warn!("file changed during the transfer");
-                        config.record(peer, &asked, TimelineOutcome::Failed, "file changed during the transfer".into());
+                        config.record(
+                            peer,
+                            &asked,
+                            TimelineOutcome::Failed,
+                            "file changed during the transfer".into(),
+                        );
                         send_error(&socket, peer, ErrorCode::NotDefined, "file changed").await;
                         return;
                     }
                     Err(e) => {
                         warn!(error = %e, "TFTP read failed");
-                        config.record(peer, &asked, TimelineOutcome::Failed, format!("read error: {e}"));
+                        config.record(
+                            peer,
+                            &asked,
+                            TimelineOutcome::Failed,
+                            format!("read error: {e}"),
+                        );
                         send_error(&socket, peer, ErrorCode::NotDefined, "read error").await;
                         return;
                     }
@@ -404,13 +424,18 @@ async fn run_transfer(local: SocketAddr, peer: SocketAddr, request: Request, con
                 ),
                 Outcome::Aborted { code, message } => (
                     TimelineOutcome::Done,
-                    format!("client ended the transfer: error {} {message:?}", code.as_u16()),
+                    format!(
+                        "client ended the transfer: error {} {message:?}",
+                        code.as_u16()
+                    ),
                 ),
                 Outcome::TimedOut => (
                     TimelineOutcome::Failed,
                     format!("timed out after {elapsed_ms} ms: the client stopped acknowledging"),
                 ),
-                Outcome::ProtocolError(m) => (TimelineOutcome::Failed, format!("protocol error: {m}")),
+                Outcome::ProtocolError(m) => {
+                    (TimelineOutcome::Failed, format!("protocol error: {m}"))
+                }
             };
             config.record(peer, &asked, recorded, detail);
             match outcome {

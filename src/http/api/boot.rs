@@ -120,7 +120,9 @@ pub async fn mac_timeline(
         .parse()
         .map_err(|e: crate::model::MacParseError| ApiError::invalid_field("mac", e.to_string()))?;
     let limit = limit(q.limit)?;
-    Ok(Json(timeline(&*state.store, vec![mac], q.before, limit).await?))
+    Ok(Json(
+        timeline(&*state.store, vec![mac], q.before, limit).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
