@@ -406,12 +406,33 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     match &listeners.tftp {
         Some(socket) => println!(
-            "  TFTP:     {} serving {} (DHCP: not built yet)",
+            "  TFTP:     {} serving {}",
             socket.local_addr()?,
             config.tftp.root.display()
         ),
-        None => println!("  network boot services (DHCP/TFTP): off"),
+        None => println!("  TFTP:     off (tftp.enable)"),
     }
+    if listeners.dhcp.is_empty() {
+        println!("  DHCP:     off (dhcp.mode; name the boot interface in dhcp.interfaces)");
+    }
+    for s in &listeners.dhcp {
+        println!(
+            "  DHCP:     {:?} {} on {} as {} ({:?} port)",
+            config.boot.dhcp.mode,
+            s.socket.local_addr()?,
+            s.interface
+                .as_deref()
+                .unwrap_or("any interface (relayed requests)"),
+            s.server_ip,
+            s.port
+        );
+    }
+    println!(
+        "  boot:     {}/boot.ipxe, static files from {}",
+        config.public_url,
+        config.boot.static_dir.display()
+    );
+    println!("  timeline: http://{addr}/api/v1alpha2/servers/<fqdn>/timeline");
     tracing::info!(%addr, backend = store.backend(), "serving");
     app::run(&config, store, listeners, shutdown_signal()).await
 }
