@@ -207,6 +207,7 @@ pub async fn run(
             max_transfers: settings.max_transfers as usize,
             store: Some(store.clone()),
             timeline: Some(timeline.clone()),
+            quirks: config.boot.dhcp.quirks.clone(),
         };
         tokio::spawn(tftp::server::serve(
             socket,

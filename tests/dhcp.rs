@@ -36,7 +36,14 @@ struct Env {
 }
 
 async fn start(backend: Backend, mode: &str) -> Env {
+    start_with(backend, mode, "").await
+}
+
+/// `config` is the config file's text (for what the environment cannot
+/// say, such as quirk rules).
+async fn start_with(backend: Backend, mode: &str, config: &str) -> Env {
     let mut ts = TestStore::new(backend).await;
+    std::fs::write(ts.dir.path().join("bootloader.toml"), config).unwrap();
     let port = free_udp_port();
     let proxy_port = free_udp_port();
     for (k, v) in [
@@ -484,6 +491,67 @@ async fn proxy_answers_boot_clients_only(backend: Backend) {
     env.stop().await;
 }
 
+/// Quirk rules change answers for the clients they match, and say so in
+/// the timeline.
+async fn quirks_apply_to_matching_clients(backend: Backend) {
+    let env = start_with(
+        backend,
+        "authoritative",
+        r#"
+[[dhcp.quirk]]
+name = "lying-uefi"
+mac_prefix = "52:54:00:00:05"
+arch = 9
+set_arch = 0
+
+[[dhcp.quirk]]
+name = "site-dhcp-owns-these"
+mac_prefix = "52:54:00:00:06"
+answer = "proxy"
+"#,
+    )
+    .await;
+    let liar = "52:54:00:00:05:01";
+    let proxied = "52:54:00:00:06:01";
+    for (fqdn, mac) in [
+        ("q1.lab.example.com", liar),
+        ("q2.lab.example.com", proxied),
+    ] {
+        add_server(&env.d, fqdn, mac, None).await;
+        deploy(&env.d, fqdn).await;
+    }
+    // Option 93 says 9 (x64 UEFI) but the rule says BIOS.
+    let o = env
+        .send(&pxe(MessageType::Discover, liar, 1, 9))
+        .await
+        .unwrap();
+    assert_eq!(file(&o), "undionly.kpxe");
+    // The same request from a MAC the rule does not match.
+    add_server(&env.d, "q3.lab.example.com", "52:54:00:00:07:01", None).await;
+    deploy(&env.d, "q3.lab.example.com").await;
+    let o = env
+        .send(&pxe(MessageType::Discover, "52:54:00:00:07:01", 2, 9))
+        .await
+        .unwrap();
+    assert_eq!(file(&o), "ipxe.efi");
+    // An authoritative server answering like a proxy: boot, no address.
+    let o = env
+        .send(&pxe(MessageType::Discover, proxied, 3, 0))
+        .await
+        .unwrap();
+    assert_eq!(o.yiaddr(), Ipv4Addr::UNSPECIFIED);
+    assert_eq!(file(&o), "undionly.kpxe");
+    let events = env.wait_timeline(liar, 1).await;
+    assert!(
+        events[0]["request"]
+            .as_str()
+            .unwrap()
+            .contains("[quirk \"lying-uefi\"]"),
+        "{events:?}"
+    );
+    env.stop().await;
+}
+
 macro_rules! battery {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -502,4 +570,5 @@ battery!(
     reservations_and_exhaustion,
     malformed_packets_are_dropped,
     proxy_answers_boot_clients_only,
+    quirks_apply_to_matching_clients,
 );

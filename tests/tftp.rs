@@ -69,6 +69,7 @@ async fn start(root: &Path) -> SocketAddr {
         max_transfers: 64,
         store: None,
         timeline: None,
+        quirks: Vec::new(),
     };
     tokio::spawn(serve(socket, config, std::future::pending()));
     addr

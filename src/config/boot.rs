@@ -7,7 +7,10 @@ use std::time::Duration;
 use super::Resolver;
 use super::Secrecy::Plain;
 use super::file::DhcpSection;
-use crate::dhcp::decide::{EfiBinary, UnknownPolicy};
+use super::file::QuirkSection;
+use super::{Setting, Source};
+use crate::dhcp::decide::{EfiBinary, Mode, UnknownPolicy};
+use crate::dhcp::quirks::{Quirk, parse_mac_prefix};
 use crate::model::Name;
 
 /// What the DHCP server does on the boot interfaces.
@@ -40,6 +43,8 @@ pub struct DhcpSettings {
     pub lease_time: u32,
     pub offer_hold: u32,
     pub decline_hold: u32,
+    /// Firmware quirk rules (`[[dhcp.quirk]]`), first match wins.
+    pub quirks: Vec<Quirk>,
 }
 
 #[derive(Debug, Clone)]
@@ -259,6 +264,8 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
         1,
     );
 
+    let quirks = quirks(r, d.quirk.unwrap_or_default());
+
     let static_dir = r
         .pick(
             "http.static_dir",
@@ -300,8 +307,77 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
             lease_time,
             offer_hold,
             decline_hold,
+            quirks,
         },
         static_dir: PathBuf::from(static_dir),
         timeline_retention: Duration::from_secs(u64::from(retention_days) * 86400),
     }
+}
+
+/// Validates `[[dhcp.quirk]]` rules; errors name the rule by position.
+fn quirks(r: &mut Resolver<'_>, raw: Vec<QuirkSection>) -> Vec<Quirk> {
+    let mut out = Vec::new();
+    for (i, q) in raw.into_iter().enumerate() {
+        let at = format!("dhcp.quirk[{i}]");
+        let mac_prefix = match q.mac_prefix.as_deref().map(parse_mac_prefix) {
+            Some(Ok(p)) => Some(p),
+            Some(Err(e)) => {
+                r.errors.push(format!("{at}.mac_prefix: {e}"));
+                None
+            }
+            None => None,
+        };
+        if q.mac_prefix.is_none() && q.arch.is_none() && q.vendor_class.is_none() {
+            r.errors.push(format!(
+                "{at}: give at least one of mac_prefix, arch, vendor_class (a rule matching every client is a setting, not a quirk)"
+            ));
+        }
+        let answer = match q.answer.as_deref() {
+            None => None,
+            Some("proxy") => Some(Mode::Proxy),
+            Some("authoritative") => Some(Mode::Authoritative),
+            Some(other) => {
+                r.errors.push(format!(
+                    "{at}.answer: {other:?} is not one of proxy, authoritative"
+                ));
+                None
+            }
+        };
+        if let Some(b) = q.tftp_blksize
+            && !(8..=65464).contains(&b)
+        {
+            r.errors.push(format!(
+                "{at}.tftp_blksize ({b}) must be between 8 and 65464"
+            ));
+        }
+        if q.set_arch.is_none() && answer.is_none() && q.tftp_blksize.is_none() {
+            r.errors.push(format!(
+                "{at}: the rule changes nothing (set set_arch, answer or tftp_blksize)"
+            ));
+        }
+        out.push(Quirk {
+            name: q.name.unwrap_or_else(|| format!("quirk {i}")),
+            mac_prefix,
+            arch: q.arch,
+            vendor_class: q.vendor_class,
+            set_arch: q.set_arch,
+            answer,
+            tftp_blksize: q.tftp_blksize,
+        });
+    }
+    let names: Vec<&str> = out.iter().map(|q| q.name.as_str()).collect();
+    r.settings.push(Setting {
+        key: "dhcp.quirk",
+        value: if names.is_empty() {
+            "(none)".to_string()
+        } else {
+            format!("{} rule(s): {}", names.len(), names.join(", "))
+        },
+        source: if names.is_empty() {
+            Source::Default
+        } else {
+            Source::File(r.file_path.clone().unwrap_or_default())
+        },
+    });
+    out
 }

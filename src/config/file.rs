@@ -50,6 +50,20 @@ pub struct DhcpSection {
     pub lease_time: Option<u32>,
     pub offer_hold: Option<u32>,
     pub decline_hold: Option<u32>,
+    /// `[[dhcp.quirk]]` rules, in order.
+    pub quirk: Option<Vec<QuirkSection>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuirkSection {
+    pub name: Option<String>,
+    pub mac_prefix: Option<String>,
+    pub arch: Option<u16>,
+    pub vendor_class: Option<String>,
+    pub set_arch: Option<u16>,
+    pub answer: Option<String>,
+    pub tftp_blksize: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1050,4 +1050,58 @@ mod tests {
         let file = parse_file(text, Path::new("packaging/bootloader.toml")).unwrap();
         assert_eq!(file.server.data_dir.as_deref(), Some("/var/lib/bootloader"));
     }
+
+    #[test]
+    fn dhcp_settings_and_quirks() {
+        let c = load_with(
+            r#"
+[dhcp]
+mode = "proxy"
+interfaces = ["eth1"]
+[[dhcp.quirk]]
+name = "old-rom"
+mac_prefix = "00:1b:21"
+tftp_blksize = 512
+"#,
+            &[("BOOTLOADER_DHCP_UNKNOWN", "local")],
+        )
+        .unwrap();
+        assert_eq!(c.boot.dhcp.mode, DhcpMode::Proxy);
+        assert_eq!(c.boot.dhcp.interfaces, vec!["eth1".to_string()]);
+        assert_eq!(c.boot.dhcp.quirks.len(), 1);
+        assert_eq!(c.boot.dhcp.quirks[0].tftp_blksize, Some(512));
+        assert!(source_of(&c, "dhcp.quirk").contains("old-rom"));
+        assert!(source_of(&c, "dhcp.unknown").contains("env BOOTLOADER_DHCP_UNKNOWN"));
+
+        let errors = match load_with(
+            r#"
+[dhcp]
+mode = "sometimes"
+[[dhcp.quirk]]
+mac_prefix = "zz"
+set_arch = 0
+[[dhcp.quirk]]
+answer = "proxy"
+[[dhcp.quirk]]
+arch = 7
+"#,
+            &[],
+        ) {
+            Err(ConfigError::Invalid(e)) => e.join("\n"),
+            other => panic!("{other:?}"),
+        };
+        for needle in [
+            "dhcp.mode",
+            "dhcp.quirk[0].mac_prefix",
+            "dhcp.quirk[1]: give at least one of",
+            "dhcp.quirk[2]: the rule changes nothing",
+        ] {
+            assert!(errors.contains(needle), "{needle} in {errors}");
+        }
+        // An interface is needed once DHCP is on.
+        assert!(matches!(
+            load_with("[dhcp]\nmode = \"authoritative\"\n", &[]),
+            Err(ConfigError::Invalid(e)) if e.iter().any(|m| m.contains("dhcp.interfaces"))
+        ));
+    }
 }

@@ -6,5 +6,6 @@
 pub mod classify;
 pub mod decide;
 pub mod lease;
+pub mod quirks;
 pub mod reply;
 pub mod server;

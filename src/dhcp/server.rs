@@ -19,6 +19,7 @@ use tracing::Instrument;
 use super::classify::{ClientInfo, Firmware, MessageKind, VendorClass, classify, decode};
 use super::decide::{BootAnswer, DhcpDecision, Known, Mode, Policy, Purpose, decide};
 use super::lease::{LeaseTimes, Leases, RequestAnswer};
+use super::quirks::{self, Quirk};
 use super::reply::{LeaseOffer, ReplyContext, nak, reply};
 use crate::config::{DhcpMode, DhcpSettings};
 use crate::model::MacAddr;
@@ -174,6 +175,7 @@ pub struct DhcpService {
     timeline: Timeline,
     networks: Networks,
     client_port: u16,
+    quirks: Vec<Quirk>,
 }
 
 impl DhcpService {
@@ -187,7 +189,9 @@ impl DhcpService {
             DhcpMode::Proxy => Mode::Proxy,
             _ => Mode::Authoritative,
         };
-        let leases = (mode == Mode::Authoritative).then(|| {
+        // A proxy-mode server keeps leases too: a quirk may ask for an
+        // authoritative answer to some clients.
+        let leases = Some({
             Leases::new(
                 store.clone(),
                 LeaseTimes {
@@ -213,6 +217,7 @@ impl DhcpService {
                 cached: RwLock::new((None, Vec::new())),
             },
             client_port: settings.client_port,
+            quirks: settings.quirks.clone(),
         }
     }
 }
@@ -435,7 +440,7 @@ impl DhcpService {
         if msg.opcode() != Opcode::BootRequest {
             return None;
         }
-        let client = match classify(&msg) {
+        let mut client = match classify(&msg) {
             Ok(c) => c,
             Err(e) => {
                 self.timeline.record(
@@ -449,9 +454,25 @@ impl DhcpService {
                 return None;
             }
         };
-        let request = describe(&client);
+        let vendor = match msg.opts().get(dhcproto::v4::OptionCode::ClassIdentifier) {
+            Some(dhcproto::v4::DhcpOption::ClassIdentifier(v)) => {
+                Some(String::from_utf8_lossy(v).into_owned())
+            }
+            _ => None,
+        };
+        let quirk = quirks::matching(&self.quirks, &client, vendor.as_deref());
+        let mut request = describe(&client);
+        if let Some(q) = quirk {
+            quirks::apply(q, &mut client);
+            request.push_str(&format!(" [quirk {:?}]", q.name));
+        }
+        let mode = quirk.and_then(|q| q.answer).unwrap_or(self.policy.mode);
         let span = tracing::debug_span!("dhcp", mac = %client.mac, xid = client.xid);
-        let answer = match self.answer(sock, &msg, &client).instrument(span).await {
+        let answer = match self
+            .answer(sock, &msg, &client, mode)
+            .instrument(span)
+            .await
+        {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, request, "DHCP request failed");
@@ -530,6 +551,7 @@ impl DhcpService {
         sock: &SocketInfo,
         msg: &Message,
         client: &ClientInfo,
+        mode: Mode,
     ) -> anyhow::Result<Answer> {
         let target = self.store.boot_target(client.mac).await?;
         let known = match &target {
@@ -538,12 +560,20 @@ impl DhcpService {
             Some(_) => Known::Idle,
         };
         let server_ip = sock.server_ip;
-        match (self.policy.mode, sock.port) {
+        let policy = if mode == self.policy.mode {
+            std::borrow::Cow::Borrowed(&self.policy)
+        } else {
+            std::borrow::Cow::Owned(Policy {
+                mode,
+                ..self.policy.clone()
+            })
+        };
+        match (mode, sock.port) {
             (_, Port::Proxy) => {
                 if !matches!(client.kind, MessageKind::Request | MessageKind::Inform) {
                     return Ok(silent("port 4011 answers REQUEST and INFORM only"));
                 }
-                self.boot_only(msg, client, known, server_ip)
+                self.boot_only(&policy, msg, client, known, server_ip)
             }
             (Mode::Proxy, Port::Main) => {
                 if client.kind != MessageKind::Discover {
@@ -551,11 +581,11 @@ impl DhcpService {
                         "proxy mode: the site's DHCP server answers this (boot information goes with DISCOVER here and REQUEST on port 4011)",
                     ));
                 }
-                self.boot_only(msg, client, known, server_ip)
+                self.boot_only(&policy, msg, client, known, server_ip)
             }
             (Mode::Authoritative, Port::Main) => {
                 let reservation = target.as_ref().and_then(|t| t.reservation);
-                self.authoritative(msg, client, known, server_ip, reservation)
+                self.authoritative(&policy, msg, client, known, server_ip, reservation)
                     .await
             }
         }
@@ -564,12 +594,13 @@ impl DhcpService {
     /// A ProxyDHCP answer: boot information, no address.
     fn boot_only(
         &self,
+        policy: &Policy,
         msg: &Message,
         client: &ClientInfo,
         known: Known,
         server_ip: Ipv4Addr,
     ) -> anyhow::Result<Answer> {
-        let decision = decide(&self.policy, client, known);
+        let decision = decide(policy, client, known);
         let detail = match &decision {
             DhcpDecision::Silent { reason } => return Ok(silent(reason.clone())),
             DhcpDecision::AddressOnly => return Ok(silent("no boot information for this client")),
@@ -591,6 +622,7 @@ impl DhcpService {
 
     async fn authoritative(
         &self,
+        policy: &Policy,
         msg: &Message,
         client: &ClientInfo,
         known: Known,
@@ -614,7 +646,7 @@ impl DhcpService {
         };
         let reserved = reservation.filter(|(n, _)| *n == net.id).map(|(_, ip)| ip);
         let now = unix_now();
-        let decision = decide(&self.policy, client, known);
+        let decision = decide(policy, client, known);
         let boot_detail = match &decision {
             DhcpDecision::Silent { reason } => Some(Err(reason.clone())),
             DhcpDecision::AddressOnly => None,

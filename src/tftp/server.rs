@@ -17,6 +17,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::packet::{self, ErrorCode, Mode, Packet, Request};
 use super::path::resolve;
 use super::transfer::{Limits, Outcome, Transfer, Transmit, negotiate};
+use crate::dhcp::quirks::{self, Quirk};
 use crate::store::Store;
 use crate::store::boot::{Outcome as TimelineOutcome, Phase, Via};
 use crate::timeline::Timeline;
@@ -32,6 +33,9 @@ pub struct TftpConfig {
     /// before the root directory.
     pub store: Option<Arc<dyn Store>>,
     pub timeline: Option<Timeline>,
+    /// Firmware quirks: a `tftp_blksize` caps the block size offered to
+    /// clients whose MAC (learned from DHCP or ARP) matches.
+    pub quirks: Vec<Quirk>,
 }
 
 impl TftpConfig {
@@ -356,10 +360,20 @@ async fn run_transfer(local: SocketAddr, peer: SocketAddr, request: Request, con
             return;
         }
     };
-    let negotiated = negotiate(&request.options, size, &config.limits);
+    let mut limits = config.limits.clone();
+    if let Some(cap) = config
+        .timeline
+        .as_ref()
+        .and_then(|t| t.mac_of(peer.ip()))
+        .and_then(|mac| quirks::tftp_blksize(&config.quirks, &mac))
+    {
+        debug!(cap, "block size capped by a firmware quirk");
+        limits.max_blksize = limits.max_blksize.min(cap);
+    }
+    let negotiated = negotiate(&request.options, size, &limits);
     let blksize = negotiated.blksize;
     let windowsize = negotiated.windowsize;
-    let mut transfer = Transfer::new(negotiated, size, &config.limits);
+    let mut transfer = Transfer::new(negotiated, size, &limits);
     let chunk_size =
         (usize::from(blksize) * usize::from(windowsize)).clamp(usize::from(blksize), CHUNK);
     if let Source::File(reader) = &mut source {
