@@ -33,7 +33,7 @@ pub fn parse_mac_prefix(s: &str) -> Result<Vec<u8>, String> {
         .chars()
         .filter(|c| !matches!(c, ':' | '-' | '.'))
         .collect();
-    if hex.is_empty() || hex.len() % 2 != 0 || hex.len() > 12 {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) || hex.len() > 12 {
         return Err(format!("{s:?} is not a MAC prefix such as 52:54:00"));
     }
     (0..hex.len())
