@@ -196,6 +196,16 @@ impl Lab {
             .arg(format!("--dhcp-leasefile={}", leases.display()));
             lab.spawn("dnsmasq", c);
         }
+        // For new golden fixtures: every DHCP packet on the bridge.
+        if let Ok(dir) = std::env::var("BOOTLOADER_E2E_CAPTURE") {
+            let pcap = Path::new(&dir).join(format!("{}.pcap", lab.ns));
+            let pcap = pcap.display().to_string();
+            let c = lab.exec(&[
+                "tcpdump", "-i", "br0", "-U", "-w", &pcap, "udp", "and", "(port", "67", "or",
+                "port", "68", "or", "port", "4011)",
+            ]);
+            lab.spawn("tcpdump", c);
+        }
         let static_dir = lab.dir.path().join("static");
         std::fs::create_dir_all(static_dir.join("payload")).unwrap();
         let payload = payload();

@@ -1,0 +1,523 @@
+#!/usr/bin/env bash
+# Network benchmarks: bootloader against Kea, dnsmasq, tftpd-hpa and nginx
+# on the same machine, in network namespaces this script creates and
+# removes. See BENCHMARKS.md at the repository root for what is measured,
+# why, and the figures.
+#
+#   sudo benches/network/run.sh [dhcp] [tftp] [http]     (default: all three)
+#
+# Knobs (environment): RUNS (3), OUT (results directory, default a new
+# /tmp/blbench.XXXX), BIN (bootloader binary, default target/release/
+# bootloader, built if missing), DHCP_RATE / DHCP_SECONDS / DHCP_CLIENTS
+# (saturation run), DHCP_LAT_RATE / DHCP_LAT_SECONDS (latency run),
+# TFTP_WINDOW (windowsize asked for), TFTP_BURSTS (bursts of 200 fetches per
+# run), WRK_SECONDS / WRK_CONNS / WRK_THREADS, BENCH_DB=postgres (run
+# bootloader on PostgreSQL through a loopback socket bridge, see below),
+# NO_INSTALL=1 (do not apt-get missing peers).
+#
+# Network safety (shared/TESTING.md): every server runs inside the
+# namespace blb-s-$$ (a bridge br0 at 10.88.0.1/16, no route out); every
+# client runs inside blb-c-$$ (veth into that bridge, 10.88.0.9/16). Nothing
+# here sends a packet from the root namespace to 10.88.0.0/16. Every load
+# run is bounded by `timeout` and by its own count/duration. An EXIT trap
+# kills every process this script started (by pid, and anything left in its
+# namespaces) and deletes the namespaces, also on failure or Ctrl-C.
+
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+PY="$(command -v python3)"
+
+RUNS="${RUNS:-3}"
+BIN="${BIN:-$REPO/target/release/bootloader}"
+DHCP_RATE="${DHCP_RATE:-6000}"
+DHCP_SECONDS="${DHCP_SECONDS:-15}"
+DHCP_CLIENTS="${DHCP_CLIENTS:-40000}"
+DHCP_LAT_RATE="${DHCP_LAT_RATE:-300}"
+DHCP_LAT_SECONDS="${DHCP_LAT_SECONDS:-10}"
+TFTP_WINDOW="${TFTP_WINDOW:-16}"
+TFTP_BURSTS="${TFTP_BURSTS:-5}"
+TFTP_CONCURRENT=200
+WRK_SECONDS="${WRK_SECONDS:-10}"
+WRK_CONNS="${WRK_CONNS:-64}"
+WRK_THREADS="${WRK_THREADS:-2}"
+BENCH_DB="${BENCH_DB:-sqlite}"
+
+SECTIONS=("$@")
+[ ${#SECTIONS[@]} -eq 0 ] && SECTIONS=(dhcp tftp http)
+
+SNS="blb-s-$$"
+CNS="blb-c-$$"
+SRV=10.88.0.1
+CLI=10.88.0.9
+MAC1=52:54:00:00:00:01
+
+OUT="${OUT:-$(mktemp -d /tmp/blbench.XXXX)}"
+mkdir -p "$OUT"
+RESULTS="$OUT/results.tsv"
+: > "$RESULTS"
+
+PIDS=()
+NSS=()
+POLICY_CREATED=0
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+
+cleanup() {
+    local rc=$?
+    set +e
+    for p in "${PIDS[@]}"; do
+        kill -TERM "$p" 2>/dev/null
+    done
+    sleep 0.5
+    for p in "${PIDS[@]}"; do
+        kill -KILL "$p" 2>/dev/null
+    done
+    # Anything still inside our own namespaces was started by us.
+    for ns in "${NSS[@]}"; do
+        for p in $(ip netns pids "$ns" 2>/dev/null); do
+            kill -KILL "$p" 2>/dev/null
+        done
+        ip netns del "$ns" 2>/dev/null
+    done
+    if [ "$POLICY_CREATED" = 1 ]; then
+        rm -f /usr/sbin/policy-rc.d
+    fi
+    log "cleaned up (namespaces ${NSS[*]:-none}); raw output in $OUT"
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+[ "$(id -u)" = 0 ] || die "needs root (network namespaces, port 67/69)"
+
+# ---------------------------------------------------------------- install
+need_pkgs() {
+    local missing=()
+    [ -x /usr/sbin/perfdhcp ] || missing+=(kea-admin)
+    command -v kea-dhcp4 >/dev/null || missing+=(kea-dhcp4-server)
+    command -v dnsmasq >/dev/null || missing+=(dnsmasq-base)
+    command -v in.tftpd >/dev/null || missing+=(tftpd-hpa)
+    command -v nginx >/dev/null || missing+=(nginx-light)
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v atftp >/dev/null || missing+=(atftp)
+    command -v curl >/dev/null || missing+=(curl)
+    command -v ss >/dev/null || missing+=(iproute2)
+    echo "${missing[@]}"
+}
+install_peers() {
+    local missing
+    missing="$(need_pkgs)"
+    [ -z "$missing" ] && return 0
+    [ "${NO_INSTALL:-0}" = 1 ] && die "missing: $missing (NO_INSTALL=1)"
+    log "installing: $missing"
+    # Package scripts must not start Kea, tftpd-hpa or nginx in the root
+    # namespace: policy-rc.d 101 forbids it while we install.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        POLICY_CREATED=1
+    fi
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    for s in kea-dhcp4-server tftpd-hpa nginx; do
+        if command -v service >/dev/null; then service "$s" stop >/dev/null 2>&1 || true; fi
+    done
+    if [ "$POLICY_CREATED" = 1 ]; then rm -f /usr/sbin/policy-rc.d; POLICY_CREATED=0; fi
+}
+install_peers
+
+if [ ! -x "$BIN" ]; then
+    log "building bootloader (cargo build --release)"
+    (cd "$REPO" && cargo build --release)
+fi
+
+# ---------------------------------------------------------------- lab
+ip netns add "$SNS"; NSS+=("$SNS")
+ip netns add "$CNS"; NSS+=("$CNS")
+ip -n "$SNS" link set lo up
+ip -n "$CNS" link set lo up
+ip -n "$SNS" link add br0 type bridge forward_delay 0
+ip -n "$SNS" addr add "$SRV/16" dev br0
+ip -n "$SNS" link set br0 up
+ip -n "$SNS" link add vcli type veth peer name eth0 netns "$CNS"
+ip -n "$SNS" link set vcli master br0 up
+ip -n "$CNS" addr add "$CLI/16" dev eth0
+ip -n "$CNS" link set eth0 up
+# perfdhcp's clients get answers at their own (random) MACs, broadcast;
+# nothing else needs a route: neither namespace has one out.
+sx() { ip netns exec "$SNS" "$@"; }
+cx() { ip netns exec "$CNS" "$@"; }
+
+WORK="$OUT/work"
+mkdir -p "$WORK"
+SEQ=0
+SERVER_PID=""
+
+start_bg() { # LOGFILE CMD...  -> SERVER_PID
+    local logf=$1; shift
+    "$@" >"$logf" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+}
+stop_server() {
+    [ -n "$SERVER_PID" ] || return 0
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+    # Nothing of a previous server may still hold a port.
+    for p in $(ip netns pids "$SNS"); do kill -KILL "$p" 2>/dev/null || true; done
+    sleep 0.3
+}
+wait_udp() { # PORT
+    for _ in $(seq 100); do
+        if sx ss -Huln "sport = :$1" | grep -q .; then return 0; fi
+        kill -0 "$SERVER_PID" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+wait_tcp() { # PORT
+    for _ in $(seq 100); do
+        if sx ss -Hltn "sport = :$1" | grep -q .; then return 0; fi
+        kill -0 "$SERVER_PID" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+record() { # SECTION METRIC PEER RUN VALUE
+    printf '%s\t%s\t%s\t%s\t%s\n' "$@" >> "$RESULTS"
+}
+
+# ---------------------------------------------------------------- files
+TROOT="$WORK/tftp-root"
+mkdir -p "$TROOT"
+if [ ! -f "$TROOT/big.bin" ]; then
+    head -c $((64 * 1024 * 1024)) /dev/urandom > "$TROOT/big.bin"
+    head -c $((32 * 1024)) /dev/urandom > "$TROOT/small.bin"
+fi
+BIG_MD5=$(md5sum < "$TROOT/big.bin" | cut -d' ' -f1)
+SMALL_MD5=$(md5sum < "$TROOT/small.bin" | cut -d' ' -f1)
+
+# ---------------------------------------------------------------- PostgreSQL
+# PostgreSQL listens on the root namespace's loopback only. A namespace
+# cannot reach it over IP, but a Unix socket is a file: socat in the root
+# namespace forwards $WORK/pg/.s.PGSQL.5432 to 127.0.0.1:5432 (loopback to
+# loopback), and bootloader in the namespace connects to that socket.
+PG_URL=""
+if [ "$BENCH_DB" = postgres ]; then
+    command -v socat >/dev/null || die "BENCH_DB=postgres needs socat"
+    mkdir -p "$WORK/pg"
+    socat "UNIX-LISTEN:$WORK/pg/.s.PGSQL.5432,fork,mode=777" TCP:127.0.0.1:5432 \
+        >"$WORK/pg/socat.log" 2>&1 &
+    PIDS+=($!)
+    sleep 0.5
+fi
+
+# ---------------------------------------------------------------- bootloader
+BL_TOKEN=""
+BL_DIR=""
+# bl_start DHCPMODE: a fresh store (new SQLite file, or a new PostgreSQL
+# database), the daemon in the server namespace, location + network seeded
+# through the REST API from inside the namespace.
+bl_start() {
+    local mode=$1
+    SEQ=$((SEQ + 1))
+    BL_DIR="$WORK/bl.$SEQ"
+    mkdir -p "$BL_DIR/data" "$BL_DIR/static"
+    local dbsec=""
+    if [ "$BENCH_DB" = postgres ]; then
+        local db="blbench_$$_$SEQ"
+        psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $db" >/dev/null
+        echo "$db" >> "$WORK/pg/databases"
+        dbsec=$(printf '[database]\nurl = "postgres://postgres@localhost/%s?host=%s"\n' "$db" "$WORK/pg")
+    fi
+    cat > "$BL_DIR/cfg.toml" <<EOF
+[server]
+url = "http://$SRV:8080"
+data_dir = "$BL_DIR/data"
+
+$dbsec
+
+[http]
+listen = "$SRV:8080"
+static_dir = "$BL_DIR/static"
+
+[tftp]
+enable = true
+listen = "$SRV:69"
+root = "$TROOT"
+max_windowsize = 64
+
+[dhcp]
+mode = "$mode"
+interfaces = ["br0"]
+lease_time = 3600
+EOF
+    BL_TOKEN=$("$BIN" --config "$BL_DIR/cfg.toml" user add bench --staff 2>>"$BL_DIR/cli.log" | tail -n1)
+    [ -n "$BL_TOKEN" ] || die "bootloader user add failed: $(cat "$BL_DIR/cli.log")"
+    start_bg "$BL_DIR/daemon.log" ip netns exec "$SNS" "$BIN" --config "$BL_DIR/cfg.toml" serve
+    for _ in $(seq 150); do
+        if sx curl -sf -o /dev/null "http://$SRV:8080/healthz"; then break; fi
+        kill -0 "$SERVER_PID" 2>/dev/null || die "bootloader exited: $(tail -20 "$BL_DIR/daemon.log")"
+        sleep 0.2
+    done
+    bl_api POST /locations '{"name":"lab"}' | grep -q '"lab"' || die "location"
+    bl_api POST /networks '{"location":"lab","cidr":"10.88.0.0/16","gateway":"10.88.0.1","pool":{"start":"10.88.1.1","end":"10.88.200.254"}}' \
+        | grep -q '10.88.0.0/16' || die "network"
+}
+bl_api() { # METHOD PATH [JSON]
+    local args=(-sS -X "$1" -H "Authorization: Token $BL_TOKEN" "http://$SRV:8080/api/v1alpha2$2")
+    [ $# -ge 3 ] && args+=(-H 'Content-Type: application/json' --data-binary "$3")
+    timeout 30 ip netns exec "$SNS" curl "${args[@]}"
+}
+
+# ---------------------------------------------------------------- DHCP
+dhcp_start() { # PEER
+    local d
+    SEQ=$((SEQ + 1)); d="$WORK/dhcp.$1.$SEQ"; mkdir -p "$d"
+    case $1 in
+    bootloader)
+        bl_start authoritative
+        ;;
+    kea)
+        # Memfile, persist=true: every lease is appended to the CSV file
+        # before the reply (written, not fsync'd). Multi-threading on with
+        # 2 threads (the machine has 2 cores).
+        cat > "$d/kea.json" <<EOF
+{"Dhcp4": {
+ "interfaces-config": {"interfaces": ["br0"], "dhcp-socket-type": "raw"},
+ "lease-database": {"type": "memfile", "persist": true, "name": "$d/leases4.csv", "lfc-interval": 0},
+ "valid-lifetime": 3600, "renew-timer": 900, "rebind-timer": 1800,
+ "multi-threading": {"enable-multi-threading": true, "thread-pool-size": 2, "packet-queue-size": 64},
+ "subnet4": [{"id": 1, "subnet": "10.88.0.0/16",
+   "pools": [{"pool": "10.88.1.1 - 10.88.200.254"}],
+   "option-data": [{"name": "routers", "data": "10.88.0.1"}]}],
+ "loggers": [{"name": "kea-dhcp4", "output_options": [{"output": "$d/kea.log"}], "severity": "WARN"}]
+}}
+EOF
+        start_bg "$d/stdout.log" env KEA_PIDFILE_DIR="$d" KEA_LOCKFILE_DIR="$d" \
+            ip netns exec "$SNS" kea-dhcp4 -c "$d/kea.json"
+        ;;
+    dnsmasq)
+        # Lease file rewritten and fsync'd after changes; --no-ping because
+        # the other two do not probe addresses either; --quiet-dhcp so that
+        # it does not log every packet.
+        start_bg "$d/stdout.log" ip netns exec "$SNS" dnsmasq --no-daemon --conf-file=/dev/null \
+            --port=0 --interface=br0 --bind-interfaces -u root \
+            --dhcp-range=10.88.1.1,10.88.200.254,255.255.0.0,1h --dhcp-lease-max=200000 \
+            --dhcp-authoritative --no-ping --quiet-dhcp --dhcp-leasefile="$d/leases" \
+            --pid-file="$d/pid"
+        ;;
+    esac
+    wait_udp 67 || die "$1 DHCP did not start ($d)"
+}
+
+# perfdhcp in the client namespace: -g single keeps it to one thread so that
+# the server under test has the other core; -x t prints every exchange's
+# timestamps (for percentiles). Bounded by -p and by timeout.
+perfdhcp_run() { # OUTFILE RATE SECONDS
+    timeout $(($3 + 30)) ip netns exec "$CNS" perfdhcp -4 -l eth0 -g single -x t \
+        -r "$2" -R "$DHCP_CLIENTS" -p "$3" -W 1000000 > "$1" 2>&1 || true
+}
+
+bench_dhcp() {
+    local run=$1 peer f
+    for peer in bootloader kea dnsmasq; do
+        dhcp_start "$peer"
+        f="$OUT/dhcp-sat-$peer-$run.txt"
+        log "dhcp run $run $peer: saturation ($DHCP_RATE/s offered, ${DHCP_SECONDS}s)"
+        perfdhcp_run "$f" "$DHCP_RATE" "$DHCP_SECONDS"
+        "$PY" "$HERE/stats.py" perfdhcp "$f" "$DHCP_SECONDS" | while read -r k v; do
+            record dhcp "sat_$k" "$peer" "$run" "$v"
+        done
+        if [ "$peer" = bootloader ]; then
+            bl_api GET '/leases?limit=1&offset=0' > "$OUT/dhcp-sat-$peer-$run.leases.json" || true
+        fi
+        stop_server
+        dhcp_start "$peer"
+        f="$OUT/dhcp-lat-$peer-$run.txt"
+        log "dhcp run $run $peer: latency ($DHCP_LAT_RATE/s, ${DHCP_LAT_SECONDS}s)"
+        perfdhcp_run "$f" "$DHCP_LAT_RATE" "$DHCP_LAT_SECONDS"
+        "$PY" "$HERE/stats.py" perfdhcp "$f" "$DHCP_LAT_SECONDS" | while read -r k v; do
+            record dhcp "lat_$k" "$peer" "$run" "$v"
+        done
+        stop_server
+    done
+}
+
+# ---------------------------------------------------------------- TFTP
+tftp_start() { # PEER
+    local d
+    SEQ=$((SEQ + 1)); d="$WORK/tftp.$1.$SEQ"; mkdir -p "$d"
+    case $1 in
+    bootloader) bl_start off ;;
+    tftpd-hpa)
+        # -L: foreground; -s: chroot to the root. No windowsize (RFC 7440)
+        # in tftp-hpa 5.2: it leaves the option out of its OACK.
+        start_bg "$d/stdout.log" ip netns exec "$SNS" in.tftpd -L -s "$TROOT" -a "$SRV:69"
+        ;;
+    dnsmasq)
+        start_bg "$d/stdout.log" ip netns exec "$SNS" dnsmasq --no-daemon --conf-file=/dev/null \
+            --port=0 --interface=br0 --bind-interfaces -u root --enable-tftp \
+            --tftp-root="$TROOT" --tftp-max=1000 --pid-file="$d/pid"
+        ;;
+    esac
+    wait_udp 69 || die "$1 TFTP did not start ($d)"
+}
+
+# One 64 MiB download with atftp, timed inside the client namespace;
+# prints seconds, or FAIL when the bytes are wrong.
+tftp_big() { # OUTNAME [windowsize]
+    local dst="$WORK/$1" opts=(--option "blksize 1468")
+    [ $# -ge 2 ] && opts+=(--option "windowsize $2")
+    rm -f "$dst"
+    local t
+    t=$(timeout 300 ip netns exec "$CNS" bash -c '
+        s=$(date +%s%N)
+        atftp "${@:3}" -g -r big.bin -l "$2" "$1" >/dev/null 2>&1 || { echo FAIL; exit 0; }
+        e=$(date +%s%N)
+        echo "scale=4; ($e - $s) / 1000000000" | bc' _ "$SRV" "$dst" "${opts[@]}") || t=FAIL
+    if [ "$t" != FAIL ] && [ "$(md5sum < "$dst" | cut -d' ' -f1)" != "$BIG_MD5" ]; then t=FAIL; fi
+    rm -f "$dst"
+    echo "$t"
+}
+
+# 200 fetches of a 32 KiB file at once (curl, one process, 200 parallel
+# transfers, blksize 1468); prints the burst's seconds or FAIL.
+tftp_burst() {
+    local d="$WORK/burst" args=() i
+    rm -rf "$d"; mkdir -p "$d"
+    for i in $(seq 1 $TFTP_CONCURRENT); do args+=(-o "$d/f$i" "tftp://$SRV/small.bin"); done
+    local t
+    t=$(timeout 120 ip netns exec "$CNS" bash -c '
+        s=$(date +%s%N)
+        curl -sS -Z --parallel-max 200 --parallel-immediate --tftp-blksize 1468 \
+            --max-time 60 "$@" >/dev/null 2>&1 || { echo FAIL; exit 0; }
+        e=$(date +%s%N)
+        echo "scale=4; ($e - $s) / 1000000000" | bc' _ "${args[@]}") || t=FAIL
+    if [ "$t" != FAIL ]; then
+        local good
+        good=$(cat "$d"/f* 2>/dev/null | wc -c)
+        if [ "$(md5sum "$d"/f* | awk -v m="$SMALL_MD5" '$1 == m' | wc -l)" != "$TFTP_CONCURRENT" ]; then
+            t=FAIL
+            log "burst: wrong or missing files ($good bytes in all)"
+        fi
+    fi
+    rm -rf "$d"
+    echo "$t"
+}
+
+bench_tftp() {
+    local run=$1 peer t b bursts
+    for peer in bootloader tftpd-hpa dnsmasq; do
+        tftp_start "$peer"
+        log "tftp run $run $peer: 64 MiB lockstep"
+        t=$(tftp_big "big-$peer"); record tftp big_lockstep_s "$peer" "$run" "$t"
+        log "tftp run $run $peer: 64 MiB windowsize $TFTP_WINDOW -> $t s lockstep"
+        t=$(tftp_big "big-$peer" "$TFTP_WINDOW"); record tftp big_window_s "$peer" "$run" "$t"
+        bursts=()
+        for b in $(seq "$TFTP_BURSTS"); do bursts+=("$(tftp_burst)"); done
+        log "tftp run $run $peer: windowed $t s; bursts ${bursts[*]}"
+        record tftp burst200_s "$peer" "$run" "$("$PY" "$HERE/stats.py" median "${bursts[@]}")"
+        stop_server
+    done
+}
+
+# ---------------------------------------------------------------- HTTP
+NGINX_PORT=8081
+bench_http() {
+    local run=$1 d
+    # bootloader: a registered server without a deployment -> local-boot
+    # script after two store lookups (served file, boot target).
+    bl_start off
+    bl_api POST /servers "{\"fqdn\":\"n1.lab.example.com\",\"location\":\"lab\",\"interfaces\":[{\"name\":\"eth0\",\"mac\":\"$MAC1\"}]}" \
+        | grep -q n1.lab.example.com || die "server registration"
+    mkdir -p "$WORK/www/ipxe"
+    cx curl -sf -o "$WORK/www/ipxe/$MAC1" "http://$SRV:8080/ipxe/$MAC1" || die "ipxe script"
+    grep -q '^#!ipxe' "$WORK/www/ipxe/$MAC1" || die "not an iPXE script"
+    log "http run $run bootloader: wrk /ipxe/$MAC1"
+    timeout $((WRK_SECONDS + 30)) ip netns exec "$CNS" wrk -t"$WRK_THREADS" -c"$WRK_CONNS" \
+        -d"${WRK_SECONDS}s" --latency "http://$SRV:8080/ipxe/$MAC1" > "$OUT/http-bootloader-$run.txt" 2>&1 || true
+    "$PY" "$HERE/stats.py" wrk "$OUT/http-bootloader-$run.txt" | while read -r k v; do
+        record http "$k" bootloader "$run" "$v"
+    done
+    stop_server
+
+    # nginx: the same bytes as a static file.
+    d="$WORK/nginx"; mkdir -p "$d"
+    cat > "$d/nginx.conf" <<EOF
+worker_processes auto;
+daemon off;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    keepalive_requests 1000000;
+    default_type text/plain;
+    client_body_temp_path $d/body;
+    proxy_temp_path $d/proxy;
+    fastcgi_temp_path $d/fastcgi;
+    uwsgi_temp_path $d/uwsgi;
+    scgi_temp_path $d/scgi;
+    server {
+        listen $SRV:$NGINX_PORT;
+        root $WORK/www;
+        location / { }
+    }
+}
+EOF
+    start_bg "$d/stdout.log" ip netns exec "$SNS" nginx -p "$d" -c "$d/nginx.conf"
+    wait_tcp "$NGINX_PORT" || die "nginx did not start: $(cat "$d/error.log" "$d/stdout.log")"
+    cx curl -sf "http://$SRV:$NGINX_PORT/ipxe/$MAC1" | cmp -s - "$WORK/www/ipxe/$MAC1" || die "nginx serves other bytes"
+    log "http run $run nginx: wrk /ipxe/$MAC1 (static)"
+    timeout $((WRK_SECONDS + 30)) ip netns exec "$CNS" wrk -t"$WRK_THREADS" -c"$WRK_CONNS" \
+        -d"${WRK_SECONDS}s" --latency "http://$SRV:$NGINX_PORT/ipxe/$MAC1" > "$OUT/http-nginx-$run.txt" 2>&1 || true
+    "$PY" "$HERE/stats.py" wrk "$OUT/http-nginx-$run.txt" | while read -r k v; do
+        record http "$k" nginx "$run" "$v"
+    done
+    stop_server
+}
+
+# ---------------------------------------------------------------- main
+{
+    echo "date: $(date -u +%FT%TZ)"
+    echo "kernel: $(uname -r); cores: $(nproc); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "bootloader: $("$BIN" --version 2>/dev/null || echo '?') (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')); store: $BENCH_DB"
+    echo "kea-dhcp4: $(kea-dhcp4 -V | head -1)"
+    echo "perfdhcp: $(perfdhcp -v 2>&1 | awk '/VERSION/{print $2}')"
+    echo "dnsmasq: $(dnsmasq --version | head -1 | awk '{print $3}')"
+    echo "tftpd-hpa: $(dpkg-query -W -f='${Version}' tftpd-hpa 2>/dev/null)"
+    echo "nginx: $(nginx -v 2>&1 | cut -d/ -f2)"
+    echo "wrk: $(dpkg-query -W -f='${Version}' wrk 2>/dev/null)"
+    echo "atftp: $(dpkg-query -W -f='${Version}' atftp 2>/dev/null); curl: $(curl --version | head -1 | awk '{print $2}')"
+    echo "params: RUNS=$RUNS DHCP_RATE=$DHCP_RATE DHCP_SECONDS=$DHCP_SECONDS DHCP_CLIENTS=$DHCP_CLIENTS DHCP_LAT_RATE=$DHCP_LAT_RATE DHCP_LAT_SECONDS=$DHCP_LAT_SECONDS TFTP_WINDOW=$TFTP_WINDOW TFTP_BURSTS=$TFTP_BURSTS WRK=${WRK_THREADS}t/${WRK_CONNS}c/${WRK_SECONDS}s"
+} | tee "$OUT/env.txt" >&2
+
+for run in $(seq "$RUNS"); do
+    for s in "${SECTIONS[@]}"; do
+        case $s in
+        dhcp) bench_dhcp "$run" ;;
+        tftp) bench_tftp "$run" ;;
+        http) bench_http "$run" ;;
+        *) die "unknown section $s (dhcp, tftp, http)" ;;
+        esac
+    done
+done
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/env.txt" >&2
+
+if [ "$BENCH_DB" = postgres ] && [ -f "$WORK/pg/databases" ]; then
+    while read -r db; do psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true; done < "$WORK/pg/databases"
+fi
+
+"$PY" "$HERE/stats.py" summary "$RESULTS" | tee "$OUT/summary.txt"
