@@ -1049,6 +1049,21 @@ mod tests {
         let text = include_str!("../../packaging/bootloader.toml");
         let file = parse_file(text, Path::new("packaging/bootloader.toml")).unwrap();
         assert_eq!(file.server.data_dir.as_deref(), Some("/var/lib/bootloader"));
+        // Every setting is documented under its section.
+        let c = load_with("", &[]).unwrap();
+        for setting in &c.settings {
+            let (section, key) = setting.key.split_once('.').unwrap();
+            let start = text
+                .find(&format!("[{section}]"))
+                .unwrap_or_else(|| panic!("[{section}] undocumented"));
+            let body = &text[start..];
+            let end = body[1..].find("\n[").map_or(body.len(), |i| i + 1);
+            let section_text = &body[..end];
+            let documented = section_text.contains(&format!("#{key} ="))
+                || section_text.contains(&format!("\n{key} ="))
+                || key == "quirk";
+            assert!(documented, "{} is not documented in packaging/bootloader.toml", setting.key);
+        }
     }
 
     #[test]
