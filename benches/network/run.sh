@@ -13,7 +13,8 @@
 # TFTP_WINDOW (windowsize asked for), TFTP_BURSTS (bursts of 200 fetches per
 # run), WRK_SECONDS / WRK_CONNS / WRK_THREADS, BENCH_DB=postgres (run
 # bootloader on PostgreSQL through a loopback socket bridge, see below),
-# NO_INSTALL=1 (do not apt-get missing peers).
+# NO_INSTALL=1 (do not apt-get missing peers), DHCP_PEERS / TFTP_PEERS
+# (which servers, default all), DHCP_LAT=0 (skip the fixed-rate run).
 #
 # Network safety (shared/TESTING.md): every server runs inside the
 # namespace blb-s-$$ (a bridge br0 at 10.88.0.1/16, no route out); every
@@ -43,6 +44,9 @@ WRK_SECONDS="${WRK_SECONDS:-10}"
 WRK_CONNS="${WRK_CONNS:-64}"
 WRK_THREADS="${WRK_THREADS:-2}"
 BENCH_DB="${BENCH_DB:-sqlite}"
+DHCP_PEERS="${DHCP_PEERS:-bootloader kea dnsmasq}"
+TFTP_PEERS="${TFTP_PEERS:-bootloader tftpd-hpa dnsmasq}"
+DHCP_LAT="${DHCP_LAT:-1}"
 
 SECTIONS=("$@")
 [ ${#SECTIONS[@]} -eq 0 ] && SECTIONS=(dhcp tftp http)
@@ -331,7 +335,7 @@ perfdhcp_run() { # OUTFILE RATE SECONDS
 
 bench_dhcp() {
     local run=$1 peer f
-    for peer in bootloader kea dnsmasq; do
+    for peer in $DHCP_PEERS; do
         dhcp_start "$peer"
         f="$OUT/dhcp-sat-$peer-$run.txt"
         log "dhcp run $run $peer: saturation ($DHCP_RATE/s offered, ${DHCP_SECONDS}s)"
@@ -343,6 +347,7 @@ bench_dhcp() {
             bl_api GET '/leases?limit=1&offset=0' > "$OUT/dhcp-sat-$peer-$run.leases.json" || true
         fi
         stop_server
+        [ "$DHCP_LAT" = 1 ] || continue
         dhcp_start "$peer"
         f="$OUT/dhcp-lat-$peer-$run.txt"
         log "dhcp run $run $peer: latency ($DHCP_LAT_RATE/s, ${DHCP_LAT_SECONDS}s)"
@@ -418,7 +423,7 @@ tftp_burst() {
 
 bench_tftp() {
     local run=$1 peer t b bursts
-    for peer in bootloader tftpd-hpa dnsmasq; do
+    for peer in $TFTP_PEERS; do
         tftp_start "$peer"
         log "tftp run $run $peer: 64 MiB lockstep"
         t=$(tftp_big "big-$peer"); record tftp big_lockstep_s "$peer" "$run" "$t"

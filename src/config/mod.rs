@@ -1062,7 +1062,11 @@ mod tests {
             let documented = section_text.contains(&format!("#{key} ="))
                 || section_text.contains(&format!("\n{key} ="))
                 || key == "quirk";
-            assert!(documented, "{} is not documented in packaging/bootloader.toml", setting.key);
+            assert!(
+                documented,
+                "{} is not documented in packaging/bootloader.toml",
+                setting.key
+            );
         }
     }
 

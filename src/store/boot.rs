@@ -358,7 +358,8 @@ pub trait BootStore: Send + Sync + 'static {
     async fn list_leases(&self, network_id: Option<i64>, page: Page) -> Result<Listing<Lease>>;
 
     async fn record_boot_events(&self, events: &[BootEvent]) -> Result<()>;
-    /// Events of these MACs, newest first, with ids below `before`.
+    /// Events of these MACs (of every MAC when `macs` is empty), newest
+    /// first, with ids below `before`.
     async fn boot_events(
         &self,
         macs: &[MacAddr],

@@ -572,15 +572,16 @@ macro_rules! boot_sql_store {
                 }
 
                 async fn boot_events(&self, macs: &[MacAddr], before: Option<i64>, limit: u32) -> Result<Vec<(i64, BootEvent)>> {
-                    if macs.is_empty() {
-                        return Ok(Vec::new());
-                    }
                     // Placeholders $3.. for the MACs; the values are bound.
                     let list: Vec<String> = (0..macs.len()).map(|i| format!("${}", i + 3)).collect();
+                    let filter = if macs.is_empty() {
+                        String::new()
+                    } else {
+                        format!("AND mac IN ({})", list.join(", "))
+                    };
                     let sql = format!(
                         "SELECT id, at, mac, peer, phase, request, outcome, detail FROM boot_events \
-                         WHERE id < $1 AND mac IN ({}) ORDER BY id DESC LIMIT $2",
-                        list.join(", ")
+                         WHERE id < $1 {filter} ORDER BY id DESC LIMIT $2"
                     );
                     let mut q = sqlx::query_as::<_, BootEventRow>(sqlx::AssertSqlSafe(sql))
                         .bind(before.unwrap_or(i64::MAX))

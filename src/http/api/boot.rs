@@ -29,8 +29,9 @@ pub struct TimelineQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct MacTimelineQuery {
-    /// The MAC whose events to list.
-    pub mac: String,
+    /// The MAC whose events to list; without it, every MAC's (and packets
+    /// too broken to carry one).
+    pub mac: Option<String>,
     pub before: Option<i64>,
     pub limit: Option<u32>,
 }
@@ -105,6 +106,14 @@ pub async fn server_timeline(
         .map(|i| i.mac)
         .collect();
     let limit = limit(q.limit)?;
+    if macs.is_empty() {
+        // No interface: no events, not everyone's.
+        return Ok(Json(Timeline {
+            macs,
+            events: Vec::new(),
+            next_before: None,
+        }));
+    }
     Ok(Json(timeline(&*state.store, macs, q.before, limit).await?))
 }
 
@@ -115,14 +124,14 @@ pub async fn mac_timeline(
     _: Reader,
     Query(q): Query<MacTimelineQuery>,
 ) -> Result<Json<Timeline>, ApiError> {
-    let mac: MacAddr = q
-        .mac
-        .parse()
-        .map_err(|e: crate::model::MacParseError| ApiError::invalid_field("mac", e.to_string()))?;
+    let macs = match q.mac {
+        Some(raw) => vec![raw.parse().map_err(|e: crate::model::MacParseError| {
+            ApiError::invalid_field("mac", e.to_string())
+        })?],
+        None => Vec::new(),
+    };
     let limit = limit(q.limit)?;
-    Ok(Json(
-        timeline(&*state.store, vec![mac], q.before, limit).await?,
-    ))
+    Ok(Json(timeline(&*state.store, macs, q.before, limit).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
