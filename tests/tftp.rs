@@ -2,6 +2,8 @@
 //! `.ci/test`), plus raw UDP for what clients cannot be made to do (the
 //! PXE tsize probe and abort, write requests). Loopback only.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -339,4 +341,138 @@ async fn tsize_probe_abort_stops_the_transfer() {
     // The second request of the ROM is served.
     let want = std::fs::read(root.path("big.bin")).unwrap();
     assert!(atftp(addr, "big.bin", &["blksize 1456"]).await.as_deref() == Some(&want[..]));
+}
+
+/// Files a deployment serves over TFTP come from the store, before the
+/// root, only while the deployment is active; a quirk caps the block size
+/// for the machines it matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_files_and_quirk_blksize() {
+    use bootloader::store::boot::{DeploymentState, Via};
+    let ts = common::TestStore::new(common::Backend::Sqlite).await;
+    let d = common::Daemon::start(&ts, None).await;
+    d.seed_location().await;
+    let mac = "52:54:00:12:00:01";
+    let (s, b) = d
+        .post(
+            "/servers",
+            serde_json::json!({"fqdn": "t1.dc1.example.com", "location": "dc1",
+                "interfaces": [{"name": "eth0", "mac": mac}]}),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{b}");
+    let yaml = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/echo-1.0.yaml"),
+    )
+    .unwrap();
+    let (_, p) = d.post_text("/profiles", &yaml, "application/yaml").await;
+    let dep = d
+        .store
+        .create_deployment(
+            &"t1.dc1.example.com".parse().unwrap(),
+            p["id"].as_i64().unwrap(),
+            &bootloader::model::CallbackToken::generate().unwrap().hash(),
+        )
+        .await
+        .unwrap();
+    let config_file = random_bytes(5000);
+    d.store
+        .serve_file(
+            dep.id,
+            Via::Tftp,
+            "pxelinux.cfg/01-52-54-00-12-00-01",
+            &config_file,
+        )
+        .await
+        .unwrap();
+    // A deployment file shadows the root's file of the same name.
+    d.store
+        .serve_file(dep.id, Via::Tftp, "small.bin", b"from the deployment")
+        .await
+        .unwrap();
+
+    let root = Root::new();
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let (timeline, writer) = bootloader::timeline::Timeline::new(
+        d.store.clone(),
+        Duration::from_secs(86400),
+        std::future::pending(),
+    );
+    tokio::spawn(writer);
+    // As if DHCP had given this MAC 127.0.0.1.
+    timeline.learn(std::net::Ipv4Addr::LOCALHOST, mac.parse().unwrap());
+    let config = TftpConfig {
+        root: root.dir.path().to_path_buf(),
+        limits: Limits {
+            max_blksize: 1468,
+            ..Limits::default()
+        },
+        max_transfers: 64,
+        store: Some(d.store.clone()),
+        timeline: Some(timeline),
+        quirks: vec![bootloader::dhcp::quirks::Quirk {
+            name: "small-blocks".into(),
+            mac_prefix: Some(vec![0x52, 0x54, 0x00, 0x12]),
+            arch: None,
+            vendor_class: None,
+            set_arch: None,
+            answer: None,
+            tftp_blksize: Some(512),
+        }],
+    };
+    tokio::spawn(serve(socket, config, std::future::pending()));
+
+    let got = atftp(addr, "pxelinux.cfg/01-52-54-00-12-00-01", &["blksize 1468"]).await;
+    assert_eq!(got.as_deref(), Some(&config_file[..]));
+    assert_eq!(
+        atftp(addr, "small.bin", &[]).await.as_deref(),
+        Some(&b"from the deployment"[..])
+    );
+    // The quirk: 1468 asked, 512 granted.
+    let (reply, _, _) = ask(addr, &rrq("big.bin", &[("blksize", "1468")])).await;
+    match packet::decode(&reply).unwrap() {
+        Packet::Oack { options } => {
+            assert!(
+                options.contains(&("blksize".to_string(), "512".to_string())),
+                "{options:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // The timeline files the transfers under the MAC.
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        events = d
+            .store
+            .boot_events(&[mac.parse().unwrap()], None, 100)
+            .await
+            .unwrap();
+        if events
+            .iter()
+            .any(|(_, e)| e.request.contains("pxelinux.cfg"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        events
+            .iter()
+            .any(|(_, e)| e.request.contains("pxelinux.cfg")
+                && e.detail.contains("from a deployment")),
+        "{events:?}"
+    );
+    // Once the deployment ends its files are gone; the root's remain.
+    d.store
+        .set_deployment_state(dep.id, DeploymentState::Complete)
+        .await
+        .unwrap();
+    let (reply, _, _) = ask(addr, &rrq("pxelinux.cfg/01-52-54-00-12-00-01", &[])).await;
+    assert_eq!(error_code(&reply), Some(ErrorCode::FileNotFound));
+    assert_eq!(
+        atftp(addr, "small.bin", &[]).await.as_deref(),
+        Some(&std::fs::read(root.path("small.bin")).unwrap()[..])
+    );
+    d.stop().await;
 }

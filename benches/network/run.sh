@@ -14,7 +14,9 @@
 # run), WRK_SECONDS / WRK_CONNS / WRK_THREADS, BENCH_DB=postgres (run
 # bootloader on PostgreSQL through a loopback socket bridge, see below),
 # NO_INSTALL=1 (do not apt-get missing peers), DHCP_PEERS / TFTP_PEERS
-# (which servers, default all), DHCP_LAT=0 (skip the fixed-rate run).
+# (which servers, default all), DHCP_LAT=0 (skip the fixed-rate run),
+# BL_RUST_LOG (RUST_LOG for bootloader, e.g. sqlx::query=debug to count
+# store statements).
 #
 # Network safety (shared/TESTING.md): every server runs inside the
 # namespace blb-s-$$ (a bridge br0 at 10.88.0.1/16, no route out); every
@@ -268,7 +270,8 @@ lease_time = 3600
 EOF
     BL_TOKEN=$("$BIN" --config "$BL_DIR/cfg.toml" user add bench --staff 2>>"$BL_DIR/cli.log" | tail -n1)
     [ -n "$BL_TOKEN" ] || die "bootloader user add failed: $(cat "$BL_DIR/cli.log")"
-    start_bg "$BL_DIR/daemon.log" ip netns exec "$SNS" "$BIN" --config "$BL_DIR/cfg.toml" serve
+    start_bg "$BL_DIR/daemon.log" env ${BL_RUST_LOG:+RUST_LOG=$BL_RUST_LOG} \
+        ip netns exec "$SNS" "$BIN" --config "$BL_DIR/cfg.toml" serve
     for _ in $(seq 150); do
         if sx curl -sf -o /dev/null "http://$SRV:8080/healthz"; then break; fi
         kill -0 "$SERVER_PID" 2>/dev/null || die "bootloader exited: $(tail -20 "$BL_DIR/daemon.log")"
