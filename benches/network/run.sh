@@ -8,8 +8,9 @@
 #
 # Knobs (environment): RUNS (3), OUT (results directory, default a new
 # /tmp/blbench.XXXX), BIN (bootloader binary, default target/release/
-# bootloader, built if missing), DHCP_RATE / DHCP_SECONDS / DHCP_CLIENTS
-# (saturation run), DHCP_LAT_RATE / DHCP_LAT_SECONDS (latency run),
+# bootloader, built if missing), DHCP_RATES / DHCP_STEP_SECONDS /
+# DHCP_CLIENTS (the rate sweep), DHCP_LAT_RATE / DHCP_LAT_SECONDS (latency
+# run),
 # TFTP_WINDOW (windowsize asked for), TFTP_BURSTS (bursts of 200 fetches per
 # run), WRK_SECONDS / WRK_CONNS / WRK_THREADS, BENCH_DB=postgres (run
 # bootloader on PostgreSQL through a loopback socket bridge, see below),
@@ -34,8 +35,8 @@ PY="$(command -v python3)"
 
 RUNS="${RUNS:-3}"
 BIN="${BIN:-$REPO/target/release/bootloader}"
-DHCP_RATE="${DHCP_RATE:-6000}"
-DHCP_SECONDS="${DHCP_SECONDS:-15}"
+DHCP_RATES="${DHCP_RATES:-250 500 1000 2000 4000 8000}"
+DHCP_STEP_SECONDS="${DHCP_STEP_SECONDS:-6}"
 DHCP_CLIENTS="${DHCP_CLIENTS:-40000}"
 DHCP_LAT_RATE="${DHCP_LAT_RATE:-300}"
 DHCP_LAT_SECONDS="${DHCP_LAT_SECONDS:-10}"
@@ -290,7 +291,7 @@ bl_api() { # METHOD PATH [JSON]
 # ---------------------------------------------------------------- DHCP
 dhcp_start() { # PEER
     local d
-    SEQ=$((SEQ + 1)); d="$WORK/dhcp.$1.$SEQ"; mkdir -p "$d"
+    SEQ=$((SEQ + 1)); d="$WORK/dhcp.$1.$SEQ"; mkdir -p "$d"; PEER_DIR=$d
     case $1 in
     bootloader)
         bl_start authoritative
@@ -336,28 +337,40 @@ perfdhcp_run() { # OUTFILE RATE SECONDS
         -r "$2" -R "$DHCP_CLIENTS" -p "$3" -W 1000000 > "$1" 2>&1 || true
 }
 
+# Leases the peer holds on disk now (distinct addresses).
+lease_rows() { # PEER
+    case $1 in
+    bootloader) bl_api GET '/leases?limit=1&offset=0' | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["count"])' ;;
+    kea) tail -n +2 "$PEER_DIR/leases4.csv" | cut -d, -f1 | sort -u | wc -l ;;
+    dnsmasq) sort -u -k3,3 "$PEER_DIR/leases" | wc -l ;;
+    esac
+}
+
+# Per peer: a rate sweep (a fresh server for every step; the peak of the
+# completed DORA/s is the peer's capacity), then a run at a light fixed
+# rate that every peer sustains, for latency percentiles.
 bench_dhcp() {
-    local run=$1 peer f
+    local run=$1 peer f rate
     for peer in $DHCP_PEERS; do
-        dhcp_start "$peer"
-        f="$OUT/dhcp-sat-$peer-$run.txt"
-        log "dhcp run $run $peer: saturation ($DHCP_RATE/s offered, ${DHCP_SECONDS}s)"
-        perfdhcp_run "$f" "$DHCP_RATE" "$DHCP_SECONDS"
-        "$PY" "$HERE/stats.py" perfdhcp "$f" "$DHCP_SECONDS" | while read -r k v; do
-            record dhcp "sat_$k" "$peer" "$run" "$v"
+        for rate in $DHCP_RATES; do
+            dhcp_start "$peer"
+            f="$OUT/dhcp-r$rate-$peer-$run.txt"
+            perfdhcp_run "$f" "$rate" "$DHCP_STEP_SECONDS"
+            "$PY" "$HERE/stats.py" perfdhcp "$f" "$DHCP_STEP_SECONDS" | while read -r k v; do
+                record dhcp "r${rate}_$k" "$peer" "$run" "$v"
+            done
+            log "dhcp run $run $peer: $rate/s offered -> $(awk -F'\t' -v m="r${rate}_dora_per_s" -v p="$peer" -v r="$run" '$2==m && $3==p && $4==r {print $5}' "$RESULTS") DORA/s"
+            stop_server
         done
-        if [ "$peer" = bootloader ]; then
-            bl_api GET '/leases?limit=1&offset=0' > "$OUT/dhcp-sat-$peer-$run.leases.json" || true
-        fi
-        stop_server
         [ "$DHCP_LAT" = 1 ] || continue
         dhcp_start "$peer"
         f="$OUT/dhcp-lat-$peer-$run.txt"
-        log "dhcp run $run $peer: latency ($DHCP_LAT_RATE/s, ${DHCP_LAT_SECONDS}s)"
         perfdhcp_run "$f" "$DHCP_LAT_RATE" "$DHCP_LAT_SECONDS"
         "$PY" "$HERE/stats.py" perfdhcp "$f" "$DHCP_LAT_SECONDS" | while read -r k v; do
             record dhcp "lat_$k" "$peer" "$run" "$v"
         done
+        record dhcp lat_lease_rows "$peer" "$run" "$(lease_rows "$peer")"
+        log "dhcp run $run $peer: latency run at $DHCP_LAT_RATE/s done"
         stop_server
     done
 }
@@ -509,11 +522,12 @@ EOF
     echo "nginx: $(nginx -v 2>&1 | cut -d/ -f2)"
     echo "wrk: $(dpkg-query -W -f='${Version}' wrk 2>/dev/null)"
     echo "atftp: $(dpkg-query -W -f='${Version}' atftp 2>/dev/null); curl: $(curl --version | head -1 | awk '{print $2}')"
-    echo "params: RUNS=$RUNS DHCP_RATE=$DHCP_RATE DHCP_SECONDS=$DHCP_SECONDS DHCP_CLIENTS=$DHCP_CLIENTS DHCP_LAT_RATE=$DHCP_LAT_RATE DHCP_LAT_SECONDS=$DHCP_LAT_SECONDS TFTP_WINDOW=$TFTP_WINDOW TFTP_BURSTS=$TFTP_BURSTS WRK=${WRK_THREADS}t/${WRK_CONNS}c/${WRK_SECONDS}s"
+    echo "params: RUNS=$RUNS DHCP_RATES=\"$DHCP_RATES\" DHCP_STEP_SECONDS=$DHCP_STEP_SECONDS DHCP_CLIENTS=$DHCP_CLIENTS DHCP_LAT_RATE=$DHCP_LAT_RATE DHCP_LAT_SECONDS=$DHCP_LAT_SECONDS TFTP_WINDOW=$TFTP_WINDOW TFTP_BURSTS=$TFTP_BURSTS WRK=${WRK_THREADS}t/${WRK_CONNS}c/${WRK_SECONDS}s"
 } | tee "$OUT/env.txt" >&2
 
 for run in $(seq "$RUNS"); do
     for s in "${SECTIONS[@]}"; do
+        echo "run $run $s: load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/load.txt" >&2
         case $s in
         dhcp) bench_dhcp "$run" ;;
         tftp) bench_tftp "$run" ;;
