@@ -472,6 +472,46 @@ fn serve_refuses_what_it_cannot_do() {
     ));
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains(&addr), "{}", text(&out.stderr));
+    // A boot interface that does not exist, and DHCP on without one, are
+    // refused before anything serves (nothing is bound on a real
+    // interface: the first fails looking the interface up, the second in
+    // validation).
+    let out = run(
+        bootloader(dir.path(), &["serve", "--http-listen", "127.0.0.1:0"])
+            .env("BOOTLOADER_DHCP_MODE", "authoritative")
+            .env("BOOTLOADER_DHCP_INTERFACES", "nosuchif0"),
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("nosuchif0") && err.contains("does not exist"),
+        "{err}"
+    );
+    let out = run(
+        bootloader(dir.path(), &["serve", "--http-listen", "127.0.0.1:0"])
+            .env("BOOTLOADER_DHCP_MODE", "proxy"),
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("dhcp.interfaces"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A DHCP port in use names the setting and the likely culprit.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = run(
+        bootloader(dir.path(), &["serve", "--http-listen", "127.0.0.1:0"])
+            .env("BOOTLOADER_DHCP_MODE", "authoritative")
+            .env("BOOTLOADER_DHCP_LISTEN", "127.0.0.1")
+            .env("BOOTLOADER_DHCP_PORT", &port),
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("dhcp.port") && err.contains("another DHCP server"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -552,6 +552,62 @@ answer = "proxy"
     env.stop().await;
 }
 
+/// Leases are in the store: after a restart a client keeps its address
+/// and another client cannot take it. INFORM gets options, no address.
+async fn leases_survive_a_restart_and_inform(backend: Backend) {
+    let env = start(backend, "authoritative").await;
+    let mac = "52:54:00:00:08:01";
+    let offer = env
+        .send(&base(MessageType::Discover, mac, 1))
+        .await
+        .unwrap();
+    let ack = env
+        .send(&request_for(&offer, base(MessageType::Request, mac, 2)))
+        .await
+        .unwrap();
+    assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+    let ip = ack.yiaddr();
+
+    let Env {
+        ts,
+        d,
+        server,
+        proxy,
+        relay,
+    } = env;
+    let token = d.stop().await;
+    let d = Daemon::start(&ts, Some(token)).await;
+    let env = Env {
+        ts,
+        d,
+        server,
+        proxy,
+        relay,
+    };
+    let mut again = None;
+    for _ in 0..20 {
+        again = env.send(&base(MessageType::Discover, mac, 3)).await;
+        if again.is_some() {
+            break;
+        }
+    }
+    assert_eq!(again.expect("an offer after restart").yiaddr(), ip);
+    let mut steal = base(MessageType::Request, "52:54:00:00:08:02", 4);
+    steal.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
+    assert_eq!(
+        env.send(&steal).await.unwrap().opts().msg_type(),
+        Some(MessageType::Nak)
+    );
+
+    let mut inform = base(MessageType::Inform, mac, 5);
+    inform.set_ciaddr(ip);
+    let reply = env.send(&inform).await.expect("an ACK to INFORM");
+    assert_eq!(reply.opts().msg_type(), Some(MessageType::Ack));
+    assert_eq!(reply.yiaddr(), Ipv4Addr::UNSPECIFIED);
+    assert!(reply.opts().get(OptionCode::AddressLeaseTime).is_none());
+    env.stop().await;
+}
+
 macro_rules! battery {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -571,4 +627,5 @@ battery!(
     malformed_packets_are_dropped,
     proxy_answers_boot_clients_only,
     quirks_apply_to_matching_clients,
+    leases_survive_a_restart_and_inform,
 );
