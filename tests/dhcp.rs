@@ -605,6 +605,10 @@ async fn leases_survive_a_restart_and_inform(backend: Backend) {
     assert_eq!(reply.opts().msg_type(), Some(MessageType::Ack));
     assert_eq!(reply.yiaddr(), Ipv4Addr::UNSPECIFIED);
     assert!(reply.opts().get(OptionCode::AddressLeaseTime).is_none());
+    assert!(matches!(
+        reply.opts().get(OptionCode::Router),
+        Some(DhcpOption::Router(r)) if r == &vec![LINK]
+    ));
     env.stop().await;
 }
 

@@ -79,9 +79,8 @@ pub fn reply(
     opts.insert(DhcpOption::MessageType(msg_type));
     opts.insert(DhcpOption::ServerIdentifier(ctx.server_ip));
 
-    if let Some(lease) = &ctx.lease
-        && client.kind != MessageKind::Inform
-    {
+    // INFORM (RFC 2131 3.4): the network's options, no lease times.
+    if let Some(lease) = &ctx.lease {
         let mask = netmask(lease.prefix_len);
         let broadcast = Ipv4Addr::from(u32::from(lease.ip) | !u32::from(mask));
         opts.insert(DhcpOption::SubnetMask(mask));
@@ -95,11 +94,13 @@ pub fn reply(
         if let Some(domain) = &lease.domain {
             opts.insert(DhcpOption::DomainName(domain.clone()));
         }
-        opts.insert(DhcpOption::AddressLeaseTime(lease.lease_secs));
-        opts.insert(DhcpOption::Renewal(lease.lease_secs / 2));
-        opts.insert(DhcpOption::Rebinding(
-            (u64::from(lease.lease_secs) * 7 / 8) as u32,
-        ));
+        if client.kind != MessageKind::Inform {
+            opts.insert(DhcpOption::AddressLeaseTime(lease.lease_secs));
+            opts.insert(DhcpOption::Renewal(lease.lease_secs / 2));
+            opts.insert(DhcpOption::Rebinding(
+                (u64::from(lease.lease_secs) * 7 / 8) as u32,
+            ));
+        }
     }
 
     let mut file: Option<String> = None;
