@@ -92,11 +92,26 @@ fn signal(lab: &mut Lab, what: &str, sig: &str) {
 
 #[test]
 fn udhcpc_gets_its_reservation_renews_and_releases() {
+    udhcpc_exchange(false);
+}
+
+/// The same with `dhcp.unicast`: replies reach the client through an ARP
+/// entry the daemon adds, not by broadcast.
+#[test]
+fn udhcpc_with_unicast_replies() {
+    udhcpc_exchange(true);
+}
+
+fn udhcpc_exchange(unicast: bool) {
     if skip() {
         return;
     }
     preflight();
-    let mut lab = Lab::start("authoritative", false);
+    let mut lab = Lab::start_with(
+        "authoritative",
+        false,
+        if unicast { "unicast = true" } else { "" },
+    );
     lab.seed_network(true);
     let mac = "52:54:00:88:00:01";
     let r = lab.post(
@@ -122,6 +137,27 @@ fn udhcpc_gets_its_reservation_renews_and_releases() {
     assert!(bound.contains("lease=600"), "{bound}");
     let lease = wait_lease(&lab, mac, "bound");
     assert_eq!(lease["ip"], "10.77.0.21");
+    let t = lab.api("GET", "/servers/c1.lab.example.com/timeline", None, "");
+    let offer = t["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["detail"].as_str().unwrap_or("").starts_with("OFFER"))
+        .cloned()
+        .unwrap_or_default();
+    let sent_to = if unicast {
+        "-> 10.77.0.21:68"
+    } else {
+        "-> 255.255.255.255:68"
+    };
+    assert!(
+        offer["detail"].as_str().unwrap_or("").ends_with(sent_to),
+        "{offer}"
+    );
+    if unicast {
+        let neigh = run(&mut lab.exec(&["ip", "neigh", "show", "10.77.0.21"]));
+        assert!(neigh.contains(mac), "{neigh}");
+    }
     let first_expiry = lease["expires_at"].as_i64().unwrap();
 
     // SIGUSR1: renew now (unicast REQUEST with ciaddr).

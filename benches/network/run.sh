@@ -16,6 +16,8 @@
 # bootloader on PostgreSQL through a loopback socket bridge, see below),
 # NO_INSTALL=1 (do not apt-get missing peers), DHCP_PEERS / TFTP_PEERS
 # (which servers, default all), DHCP_LAT=0 (skip the fixed-rate run),
+# QUIET_WAIT / QUIET_BUSY (before each peer, wait up to QUIET_WAIT s, 600,
+# for other work on the machine to use at most QUIET_BUSY % CPU, 15),
 # BL_RUST_LOG (RUST_LOG for bootloader, e.g. sqlx::query=debug to count
 # store statements).
 #
@@ -35,7 +37,7 @@ PY="$(command -v python3)"
 
 RUNS="${RUNS:-3}"
 BIN="${BIN:-$REPO/target/release/bootloader}"
-DHCP_RATES="${DHCP_RATES:-250 500 1000 2000 4000 8000}"
+DHCP_RATES="${DHCP_RATES:-250 500 1000 2000 4000 8000 16000}"
 DHCP_STEP_SECONDS="${DHCP_STEP_SECONDS:-6}"
 DHCP_CLIENTS="${DHCP_CLIENTS:-40000}"
 DHCP_LAT_RATE="${DHCP_LAT_RATE:-300}"
@@ -47,6 +49,8 @@ WRK_SECONDS="${WRK_SECONDS:-10}"
 WRK_CONNS="${WRK_CONNS:-64}"
 WRK_THREADS="${WRK_THREADS:-2}"
 BENCH_DB="${BENCH_DB:-sqlite}"
+QUIET_WAIT="${QUIET_WAIT:-600}"
+QUIET_BUSY="${QUIET_BUSY:-15}"
 DHCP_PEERS="${DHCP_PEERS:-bootloader kea dnsmasq}"
 TFTP_PEERS="${TFTP_PEERS:-bootloader tftpd-hpa dnsmasq}"
 DHCP_LAT="${DHCP_LAT:-1}"
@@ -200,6 +204,29 @@ wait_tcp() { # PORT
     done
     return 1
 }
+# Busy share of all CPUs over one second (our servers are stopped when this
+# is called, so it is what else runs on the machine).
+cpu_busy() {
+    local a b
+    read -r _ a1 a2 a3 a4 a5 a6 a7 a8 _ < /proc/stat
+    sleep 1
+    read -r _ b1 b2 b3 b4 b5 b6 b7 b8 _ < /proc/stat
+    a=$(( (b1 + b2 + b3 + b6 + b7 + b8) - (a1 + a2 + a3 + a6 + a7 + a8) ))
+    b=$(( a + (b4 + b5) - (a4 + a5) ))
+    echo $(( b > 0 ? 100 * a / b : 0 ))
+}
+# On a shared machine: wait (at most QUIET_WAIT seconds) until other work
+# leaves the CPUs mostly idle, and note what was seen.
+wait_quiet() { # WHAT
+    local busy waited=0
+    busy=$(cpu_busy)
+    while [ "$busy" -gt "$QUIET_BUSY" ] && [ "$waited" -lt "$QUIET_WAIT" ]; do
+        sleep 4; waited=$((waited + 5))
+        busy=$(cpu_busy)
+    done
+    echo "$1: other CPU use ${busy}% (waited ${waited}s)" >> "$OUT/load.txt"
+    [ "$busy" -le "$QUIET_BUSY" ] || log "WARNING: machine busy (${busy}%) for $1; figures are disturbed"
+}
 record() { # SECTION METRIC PEER RUN VALUE
     printf '%s\t%s\t%s\t%s\t%s\n' "$@" >> "$RESULTS"
 }
@@ -352,6 +379,7 @@ lease_rows() { # PEER
 bench_dhcp() {
     local run=$1 peer f rate
     for peer in $DHCP_PEERS; do
+        wait_quiet "dhcp run $run $peer"
         for rate in $DHCP_RATES; do
             dhcp_start "$peer"
             f="$OUT/dhcp-r$rate-$peer-$run.txt"
@@ -440,6 +468,7 @@ tftp_burst() {
 bench_tftp() {
     local run=$1 peer t b bursts
     for peer in $TFTP_PEERS; do
+        wait_quiet "tftp run $run $peer"
         tftp_start "$peer"
         log "tftp run $run $peer: 64 MiB lockstep"
         t=$(tftp_big "big-$peer"); record tftp big_lockstep_s "$peer" "$run" "$t"
@@ -459,6 +488,7 @@ bench_http() {
     local run=$1 d
     # bootloader: a registered server without a deployment -> local-boot
     # script after two store lookups (served file, boot target).
+    wait_quiet "http run $run"
     bl_start off
     bl_api POST /servers "{\"fqdn\":\"n1.lab.example.com\",\"location\":\"lab\",\"interfaces\":[{\"name\":\"eth0\",\"mac\":\"$MAC1\"}]}" \
         | grep -q n1.lab.example.com || die "server registration"

@@ -45,6 +45,9 @@ pub struct DhcpSettings {
     pub decline_hold: u32,
     /// Firmware quirk rules (`[[dhcp.quirk]]`), first match wins.
     pub quirks: Vec<Quirk>,
+    /// Unicast replies to clients without an address through an ARP entry
+    /// (CAP_NET_ADMIN) instead of broadcasting them.
+    pub unicast: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -265,6 +268,16 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
     );
 
     let quirks = quirks(r, d.quirk.unwrap_or_default());
+    let unicast = r
+        .pick(
+            "dhcp.unicast",
+            None,
+            &["BOOTLOADER_DHCP_UNICAST"],
+            d.unicast,
+            Some(false),
+            Plain,
+        )
+        .unwrap_or(false);
 
     let static_dir = r
         .pick(
@@ -308,6 +321,7 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
             offer_hold,
             decline_hold,
             quirks,
+            unicast,
         },
         static_dir: PathBuf::from(static_dir),
         timeline_retention: Duration::from_secs(u64::from(retention_days) * 86400),

@@ -50,6 +50,7 @@ pub struct DhcpSection {
     pub lease_time: Option<u32>,
     pub offer_hold: Option<u32>,
     pub decline_hold: Option<u32>,
+    pub unicast: Option<bool>,
     /// `[[dhcp.quirk]]` rules, in order.
     pub quirk: Option<Vec<QuirkSection>>,
 }

@@ -176,6 +176,8 @@ pub struct DhcpService {
     networks: Networks,
     client_port: u16,
     quirks: Vec<Quirk>,
+    /// Unicast replies through an ARP entry instead of broadcasting.
+    unicast: bool,
 }
 
 impl DhcpService {
@@ -218,6 +220,7 @@ impl DhcpService {
             },
             client_port: settings.client_port,
             quirks: settings.quirks.clone(),
+            unicast: settings.unicast,
         }
     }
 }
@@ -403,6 +406,34 @@ fn destination(
     SocketAddr::from((Ipv4Addr::BROADCAST, client_port))
 }
 
+/// Adds (or refreshes) the ARP entry `ip -> mac` on `interface`, so that a
+/// reply can be unicast to a client that has no address yet. Needs
+/// CAP_NET_ADMIN; bounded in time.
+async fn neighbour(interface: &str, ip: Ipv4Addr, mac: MacAddr) -> anyhow::Result<()> {
+    let mut cmd = tokio::process::Command::new("ip");
+    cmd.args([
+        "neigh",
+        "replace",
+        &ip.to_string(),
+        "lladdr",
+        &mac.to_string(),
+    ])
+    .args(["dev", interface, "nud", "reachable"])
+    .stdin(std::process::Stdio::null())
+    .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(2), cmd.output())
+        .await
+        .context("`ip neigh replace` timed out")?
+        .context("cannot run `ip`")?;
+    if !out.status.success() {
+        bail!(
+            "`ip neigh replace` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 enum Answer {
     Silent(String),
     Reply {
@@ -527,7 +558,23 @@ impl DhcpService {
                 {
                     self.timeline.learn(*s.ip(), client.mac);
                 }
-                let dest = destination(&msg, src, sock.port, refused, self.client_port);
+                let mut dest = destination(&msg, src, sock.port, refused, self.client_port);
+                if self.unicast
+                    && dest.ip() == std::net::IpAddr::V4(Ipv4Addr::BROADCAST)
+                    && !refused
+                    && !msg.flags().broadcast()
+                    && !out.yiaddr().is_unspecified()
+                    && let Some(interface) = &sock.interface
+                {
+                    // The client has no address yet: teach the kernel its
+                    // MAC for the one we give, then send to it directly.
+                    match neighbour(interface, out.yiaddr(), client.mac).await {
+                        Ok(()) => dest = SocketAddr::from((out.yiaddr(), self.client_port)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "ARP entry failed; broadcasting instead")
+                        }
+                    }
+                }
                 tracing::debug!(request, detail, %dest, "DHCP reply");
                 self.timeline.record(
                     Phase::Dhcp,

@@ -134,6 +134,11 @@ impl Lab {
 
     /// Sets up the namespace and starts the daemon in `mode`.
     pub fn start(mode: &str, proxy_beside_dnsmasq: bool) -> Self {
+        Self::start_with(mode, proxy_beside_dnsmasq, "")
+    }
+
+    /// As `start`, with `extra` appended to the `[dhcp]` section.
+    pub fn start_with(mode: &str, proxy_beside_dnsmasq: bool, extra: &str) -> Self {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let ns = format!("ble2e{}x{n}", std::process::id());
         sh(&["ip", "netns", "add", &ns]);
@@ -233,6 +238,7 @@ root = "/usr/lib/ipxe"
 mode = "{mode}"
 interfaces = ["br0"]
 lease_time = 600
+{extra}
 "#,
                 data = lab.dir.path().display(),
                 static_dir = static_dir.display(),
