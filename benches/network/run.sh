@@ -145,6 +145,11 @@ if [ ! -x "$BIN" ]; then
     log "building bootloader (cargo build --release)"
     (cd "$REPO" && cargo build --release)
 fi
+# A private copy: a rebuild in the work tree during the run changes nothing.
+mkdir -p "$OUT/bin"
+cp "$BIN" "$OUT/bin/bootloader"
+BIN_BUILT="$(date -u -r "$BIN" +%FT%TZ)"
+BIN="$OUT/bin/bootloader"
 
 # ---------------------------------------------------------------- lab
 ip netns add "$SNS"; NSS+=("$SNS")
@@ -544,7 +549,7 @@ EOF
 {
     echo "date: $(date -u +%FT%TZ)"
     echo "kernel: $(uname -r); cores: $(nproc); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "bootloader: $("$BIN" --version 2>/dev/null || echo '?') (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')); store: $BENCH_DB"
+    echo "bootloader: $("$BIN" --version 2>/dev/null || echo '?') (built $BIN_BUILT, work tree at git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?'), sha256 $(sha256sum < "$BIN" | cut -c1-12)); store: $BENCH_DB"
     echo "kea-dhcp4: $(kea-dhcp4 -V | head -1)"
     echo "perfdhcp: $(perfdhcp -v 2>&1 | awk '/VERSION/{print $2}')"
     echo "dnsmasq: $(dnsmasq --version | head -1 | awk '{print $3}')"
