@@ -215,7 +215,7 @@ macro_rules! boot_sql_store {
                     profile_id: i64,
                     token_hash: &TokenHash,
                 ) -> Result<DeploymentRecord> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let server_id: i64 = sqlx::query_scalar("SELECT id FROM servers WHERE fqdn = $1")
                         .bind(server.as_str())
                         .fetch_optional(&mut *tx)
@@ -252,7 +252,7 @@ macro_rules! boot_sql_store {
                 }
 
                 async fn set_deployment_state(&self, id: i64, state: DeploymentState) -> Result<()> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let done = sqlx::query("UPDATE deployments SET state = $1, updated_at = $2 WHERE id = $3")
                         .bind(state.as_str())
                         .bind(OffsetDateTime::now_utc())
@@ -269,7 +269,7 @@ macro_rules! boot_sql_store {
                 }
 
                 async fn serve_file(&self, deployment_id: i64, via: Via, path: &str, content: &[u8]) -> Result<()> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let holder: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                         "SELECT f.deployment_id FROM served_files f JOIN deployments d ON d.id = f.deployment_id \
                          WHERE f.via = $1 AND f.path = $2 {for_update}",
@@ -332,7 +332,7 @@ macro_rules! boot_sql_store {
                 }
 
                 async fn record_callback(&self, token: &TokenHash, name: &str, method: &str, body: &str) -> Result<CallbackReceipt> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let found: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                         "SELECT id FROM deployments WHERE token_hash = $1 AND state IN {ACTIVE_STATES}"
                     )))
@@ -402,7 +402,7 @@ macro_rules! boot_sql_store {
                 }
 
                 async fn claim_lease(&self, c: &LeaseClaim) -> Result<bool> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let before: Option<LeaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                         "{LEASE_SELECT} WHERE network_id = $1 AND ip = $2 {for_update}",
                         for_update = $for_update
@@ -468,7 +468,7 @@ macro_rules! boot_sql_store {
                 }
 
                 async fn release_lease(&self, network_id: i64, ip: Ipv4Addr, mac: MacAddr, now: i64) -> Result<bool> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let done = sqlx::query(
                         "UPDATE leases SET state = 'released', expires_at = $1, updated_at = $1 \
                          WHERE network_id = $2 AND ip = $3 AND mac = $4 AND state IN ('offered', 'bound')",
@@ -489,7 +489,7 @@ macro_rules! boot_sql_store {
                 }
 
                 async fn decline_lease(&self, network_id: i64, ip: Ipv4Addr, mac: MacAddr, until: i64, now: i64) -> Result<bool> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let done = sqlx::query(
                         "UPDATE leases SET state = 'declined', expires_at = $1, updated_at = $2 \
                          WHERE network_id = $3 AND ip = $4 AND mac = $5 AND state IN ('offered', 'bound')",
@@ -551,7 +551,7 @@ macro_rules! boot_sql_store {
                     if events.is_empty() {
                         return Ok(());
                     }
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     for e in events {
                         sqlx::query(
                             "INSERT INTO boot_events (at, mac, peer, phase, request, outcome, detail) \

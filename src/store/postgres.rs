@@ -22,6 +22,12 @@ impl PostgresStore {
     const BACKEND: &'static str = "postgres";
     const BEGIN_WRITE: &'static str = "BEGIN";
 
+    /// A write transaction. PostgreSQL queues writers on row locks itself,
+    /// so there is nothing to hold (the unit guard matches SQLite's).
+    async fn begin_write(&self) -> Result<((), sqlx::Transaction<'static, sqlx::Postgres>)> {
+        Ok(((), self.pool.begin_with(Self::BEGIN_WRITE).await?))
+    }
+
     async fn connect(target: &PostgresTarget, max_connections: u32) -> Result<PgPool> {
         let options = match target {
             PostgresTarget::Url(url) => {

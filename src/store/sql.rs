@@ -887,7 +887,7 @@ macro_rules! sql_store {
                 }
 
                 async fn create_location(&self, new: NewLocation) -> Result<Location> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM locations WHERE name = $1")
                         .bind(new.name.as_str())
                         .fetch_optional(&mut *tx)
@@ -931,7 +931,7 @@ macro_rules! sql_store {
                 }
 
                 async fn update_location(&self, name: &Name, patch: LocationPatch) -> Result<Location> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let current = fetch_location(&mut tx, name).await?;
                     let new_name = patch.name.unwrap_or(current.name);
                     if &new_name != name {
@@ -957,7 +957,7 @@ macro_rules! sql_store {
                 }
 
                 async fn delete_location(&self, name: &Name) -> Result<()> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let location = fetch_location(&mut tx, name).await?;
                     let servers = count_where(&mut tx, "SELECT COUNT(*) FROM servers WHERE location_id = $1", location.id).await?;
                     let networks = count_where(&mut tx, "SELECT COUNT(*) FROM networks WHERE location_id = $1", location.id).await?;
@@ -973,7 +973,7 @@ macro_rules! sql_store {
                 }
 
                 async fn create_network(&self, spec: NetworkSpec) -> Result<Network> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let location = check_network(&mut tx, &spec, None).await?;
                     let ts = now();
                     let id: i64 = sqlx::query_scalar(
@@ -1026,7 +1026,7 @@ macro_rules! sql_store {
                 }
 
                 async fn update_network(&self, id: i64, spec: NetworkSpec, read_at: OffsetDateTime) -> Result<Network> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let before = fetch_network(&mut tx, id).await?;
                     // Lock the row (PostgreSQL) so that the check holds until commit.
                     let locked: OffsetDateTime = sqlx::query_scalar(concat!(
@@ -1088,7 +1088,7 @@ macro_rules! sql_store {
                 }
 
                 async fn delete_network(&self, id: i64) -> Result<()> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let network = fetch_network(&mut tx, id).await?;
                     let used = count_where(&mut tx, "SELECT COUNT(*) FROM interfaces WHERE network_id = $1", id).await?;
                     if used > 0 {
@@ -1104,7 +1104,7 @@ macro_rules! sql_store {
                 }
 
                 async fn create_label(&self, name: &Name, description: &str) -> Result<Label> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     if fetch_label(&mut tx, name).await.is_ok() {
                         return Err(StoreError::conflict("name", format!("label {name} already exists")));
                     }
@@ -1141,7 +1141,7 @@ macro_rules! sql_store {
                 }
 
                 async fn update_label(&self, name: &Name, new_name: &Name, description: &str) -> Result<Label> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let current = fetch_label(&mut tx, name).await?;
                     if new_name != name && fetch_label(&mut tx, new_name).await.is_ok() {
                         return Err(StoreError::conflict("name", format!("label {new_name} already exists")));
@@ -1159,7 +1159,7 @@ macro_rules! sql_store {
                 }
 
                 async fn delete_label(&self, name: &Name) -> Result<()> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let label = fetch_label(&mut tx, name).await?;
                     let used = count_where(&mut tx, "SELECT COUNT(*) FROM server_labels WHERE label_id = $1", label.id).await?;
                     if used > 0 {
@@ -1175,7 +1175,7 @@ macro_rules! sql_store {
                     let Some(password) = spec.password.as_ref().map(Secret::expose) else {
                         return Err(StoreError::invalid("password", "is required"));
                     };
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     if fetch_credential(&mut tx, &spec.name).await.is_ok() {
                         return Err(StoreError::conflict("name", format!("credential {} already exists", spec.name)));
                     }
@@ -1220,7 +1220,7 @@ macro_rules! sql_store {
                 }
 
                 async fn update_credential(&self, name: &Name, spec: CredentialSpec, read_at: OffsetDateTime) -> Result<Credential> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let current = fetch_credential(&mut tx, name).await?;
                     // Lock the row (PostgreSQL) so that the check holds until commit.
                     let locked: OffsetDateTime = sqlx::query_scalar(concat!(
@@ -1258,7 +1258,7 @@ macro_rules! sql_store {
                 }
 
                 async fn delete_credential(&self, name: &Name) -> Result<()> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let credential = fetch_credential(&mut tx, name).await?;
                     let used = count_where(&mut tx, "SELECT COUNT(*) FROM servers WHERE bmc_credential_id = $1", credential.id).await?;
                     if used > 0 {
@@ -1271,7 +1271,7 @@ macro_rules! sql_store {
                 }
 
                 async fn create_server(&self, spec: ServerSpec) -> Result<Server> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     put_server(&mut tx, &self.cipher, &spec, None).await?;
                     let server = emit_server(&mut tx, "created", &spec.fqdn).await?;
                     tx.commit().await?;
@@ -1279,7 +1279,7 @@ macro_rules! sql_store {
                 }
 
                 async fn import_servers(&self, specs: Vec<ServerSpec>) -> Result<Vec<Server>, Vec<(usize, StoreError)>> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(|e| vec![(0, e.into())])?;
+                    let (_writer, mut tx) = self.begin_write().await.map_err(|e| vec![(0, e)])?;
                     let mut errors = Vec::new();
                     let mut created = Vec::new();
                     for (i, spec) in specs.iter().enumerate() {
@@ -1347,7 +1347,7 @@ macro_rules! sql_store {
                 }
 
                 async fn update_server(&self, fqdn: &Fqdn, spec: ServerSpec, read_at: OffsetDateTime) -> Result<Server> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let current = fetch_server(&mut tx, fqdn).await?;
                     // Lock the row (PostgreSQL) so that the check holds until commit.
                     let locked: OffsetDateTime = sqlx::query_scalar(concat!(
@@ -1366,7 +1366,7 @@ macro_rules! sql_store {
                 }
 
                 async fn delete_server(&self, fqdn: &Fqdn) -> Result<()> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let server = fetch_server(&mut tx, fqdn).await?;
                     sqlx::query("DELETE FROM servers WHERE id = $1").bind(server.id).execute(&mut *tx).await?;
                     emit(&mut tx, "server.deleted", event(&server)).await?;
@@ -1395,7 +1395,7 @@ macro_rules! sql_store {
                 }
 
                 async fn create_interface(&self, server: &Fqdn, spec: InterfaceSpec) -> Result<Interface> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let owner = fetch_server(&mut tx, server).await?;
                     if owner.interfaces.iter().any(|i| i.mac == spec.mac) {
                         return Err(StoreError::conflict("mac", format!("{} is already used by {server}", spec.mac)));
@@ -1437,7 +1437,7 @@ macro_rules! sql_store {
                 }
 
                 async fn update_interface(&self, id: i64, spec: InterfaceSpec) -> Result<Interface> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let current = fetch_interface(&mut tx, id).await?;
                     let owner = fetch_server(&mut tx, &current.server).await?;
                     let location = location_id(&mut tx, &owner.location, "server").await?;
@@ -1450,7 +1450,7 @@ macro_rules! sql_store {
                 }
 
                 async fn delete_interface(&self, id: i64) -> Result<()> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let interface = fetch_interface(&mut tx, id).await?;
                     sqlx::query("DELETE FROM interfaces WHERE id = $1").bind(id).execute(&mut *tx).await?;
                     emit(&mut tx, "interface.deleted", event(&interface)).await?;
@@ -1459,7 +1459,7 @@ macro_rules! sql_store {
                 }
 
                 async fn create_user(&self, spec: UserSpec) -> Result<User> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     if fetch_user(&mut tx, &spec.name).await.is_ok() {
                         return Err(StoreError::conflict("name", format!("user {} already exists", spec.name)));
                     }
@@ -1497,7 +1497,7 @@ macro_rules! sql_store {
                 }
 
                 async fn update_user(&self, name: &Name, spec: UserSpec) -> Result<User> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let current = fetch_user(&mut tx, name).await?;
                     if &spec.name != name && fetch_user(&mut tx, &spec.name).await.is_ok() {
                         return Err(StoreError::conflict("name", format!("user {} already exists", spec.name)));
@@ -1516,7 +1516,7 @@ macro_rules! sql_store {
                 }
 
                 async fn delete_user(&self, name: &Name) -> Result<()> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let user = fetch_user(&mut tx, name).await?;
                     sqlx::query("DELETE FROM users WHERE id = $1").bind(user.id).execute(&mut *tx).await?;
                     emit(&mut tx, "user.deleted", event(&user)).await?;
@@ -1530,7 +1530,7 @@ macro_rules! sql_store {
                 }
 
                 async fn create_token(&self, new: NewApiToken) -> Result<ApiToken> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let user = user_id(&mut tx, &new.user).await?;
                     let id: i64 = sqlx::query_scalar(
                         "INSERT INTO api_tokens (user_id, token_hash, prefix, scope, description, expires_at, created_at) \
@@ -1612,7 +1612,7 @@ macro_rules! sql_store {
                 }
 
                 async fn revoke_token(&self, id_or_prefix: &str) -> Result<ApiToken> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let rows: Vec<TokenRow> = match id_or_prefix.parse::<i64>() {
                         Ok(id) => sqlx::query_as(sqlx::AssertSqlSafe(format!("{TOKEN_SELECT} WHERE t.id = $1")))
                             .bind(id)
@@ -1636,7 +1636,7 @@ macro_rules! sql_store {
                 }
 
                 async fn add_ssh_key(&self, user: &Name, name: &str, key: &str) -> Result<SshKey> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let uid = user_id(&mut tx, user).await?;
                     let exists: Option<i64> = sqlx::query_scalar(
                         "SELECT id FROM ssh_authorized_keys WHERE user_id = $1 AND key = $2",
@@ -1691,7 +1691,7 @@ macro_rules! sql_store {
                 }
 
                 async fn delete_ssh_key(&self, id: i64) -> Result<()> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let key = fetch_ssh_key(&mut tx, id).await?;
                     sqlx::query("DELETE FROM ssh_authorized_keys WHERE id = $1").bind(id).execute(&mut *tx).await?;
                     emit(&mut tx, "ssh_key.deleted", event(&key)).await?;
@@ -1700,7 +1700,7 @@ macro_rules! sql_store {
                 }
 
                 async fn create_profile(&self, name: &str, version: &str, source: &str, action_count: u64) -> Result<StoredProfile> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM profiles WHERE name = $1 AND version = $2")
                         .bind(name)
                         .bind(version)
@@ -1778,7 +1778,7 @@ macro_rules! sql_store {
                 }
 
                 async fn delete_profile(&self, id: i64) -> Result<()> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let deleted = sqlx::query("DELETE FROM profiles WHERE id = $1")
                         .bind(id)
                         .execute(&mut *tx)
@@ -1812,7 +1812,7 @@ macro_rules! sql_store {
                 }
 
                 async fn verify_secret_key(&self) -> Result<()> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     let check: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
                         .bind(SECRET_CHECK_KEY)
                         .fetch_optional(&mut *tx)
@@ -1839,7 +1839,7 @@ macro_rules! sql_store {
                 }
 
                 async fn rotate_secret(&self, new: &SecretCipher) -> Result<u64> {
-                    let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+                    let (_writer, mut tx) = self.begin_write().await?;
                     // Writers that seal a password hold this row shared; taking
                     // it exclusively first means none is half-way through.
                     let _: Option<String> =

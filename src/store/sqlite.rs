@@ -16,6 +16,11 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite
 pub struct SqliteStore {
     pool: SqlitePool,
     cipher: SecretCipher,
+    /// One writer at a time, queued here in order. SQLite allows a single
+    /// writer; left to its busy handler, waiting writers sleep and retry
+    /// with growing pauses, and under a burst (a boot storm's DHCP) the
+    /// throughput collapses to a few transactions a second.
+    writer: tokio::sync::Mutex<()>,
 }
 
 impl SqliteStore {
@@ -53,7 +58,24 @@ impl SqliteStore {
     pub async fn open(path: &Path, cipher: SecretCipher) -> Result<Self> {
         let pool = Self::connect(path).await?;
         MIGRATIONS.run(&pool).await?;
-        Ok(Self { pool, cipher })
+        Ok(Self {
+            pool,
+            cipher,
+            writer: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// A write transaction (`BEGIN IMMEDIATE`), after the writers before it.
+    /// The guard must live as long as the transaction.
+    async fn begin_write(
+        &self,
+    ) -> Result<(
+        tokio::sync::MutexGuard<'_, ()>,
+        sqlx::Transaction<'static, sqlx::Sqlite>,
+    )> {
+        let guard = self.writer.lock().await;
+        let tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+        Ok((guard, tx))
     }
 
     pub async fn migrate_only(path: &Path) -> Result<Vec<String>> {
