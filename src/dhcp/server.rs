@@ -13,7 +13,7 @@ use dhcproto::Encodable;
 use dhcproto::v4::{Message, Opcode};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
-use tokio::sync::{RwLock, Semaphore};
+use tokio::sync::RwLock;
 use tracing::Instrument;
 
 use super::classify::{ClientInfo, Firmware, MessageKind, VendorClass, classify, decode};
@@ -178,6 +178,7 @@ pub struct DhcpService {
     quirks: Vec<Quirk>,
     /// Unicast replies through an ARP entry instead of broadcasting.
     unicast: bool,
+    dropped: std::sync::atomic::AtomicU64,
 }
 
 impl DhcpService {
@@ -221,27 +222,66 @@ impl DhcpService {
             client_port: settings.client_port,
             quirks: settings.quirks.clone(),
             unicast: settings.unicast,
+            dropped: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
 
-/// Packets handled at once; beyond this, reading waits.
-const IN_FLIGHT: usize = 256;
+/// Requests handled at once (each mostly waits on the store).
+const WORKERS: usize = 64;
+/// Requests waiting for a worker; beyond this, new ones are dropped.
+const QUEUE: usize = 1024;
+/// A request that waited longer than this is dropped unanswered: its client
+/// has retransmitted or moved on, and answering it would only delay the
+/// fresh ones. This keeps an overloaded server answering at its capacity
+/// instead of answering everything too late.
+const MAX_AGE: Duration = Duration::from_millis(800);
 
-/// Serves every socket until `shutdown` resolves.
+/// A received datagram waiting for a worker.
+struct Job {
+    info: Arc<SocketInfo>,
+    packet: Vec<u8>,
+    src: SocketAddr,
+    received: Instant,
+}
+
+/// Serves every socket until `shutdown` resolves: one reader per socket
+/// that never waits on the store, a bounded queue, and a pool of workers.
 pub async fn serve(
     sockets: Vec<DhcpSocket>,
     service: Arc<DhcpService>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut tasks = Vec::new();
+    let (job_tx, job_rx) = tokio::sync::mpsc::channel::<Job>(QUEUE);
+    let job_rx = Arc::new(tokio::sync::Mutex::new(job_rx));
+    let mut workers = Vec::new();
+    let mut readers = Vec::new();
+    for _ in 0..WORKERS {
+        let service = service.clone();
+        let job_rx = job_rx.clone();
+        workers.push(tokio::spawn(async move {
+            loop {
+                let job = { job_rx.lock().await.recv().await };
+                let Some(job) = job else { return };
+                let waited = job.received.elapsed();
+                if waited > MAX_AGE {
+                    service.overloaded(&job, waited);
+                    continue;
+                }
+                if let Some((reply, dest)) = service.handle(&job.info, &job.packet, job.src).await
+                    && let Err(e) = job.info.socket.send_to(&reply, dest).await
+                {
+                    tracing::warn!(error = %e, %dest, "cannot send DHCP reply");
+                }
+            }
+        }));
+    }
     for s in sockets {
         let service = service.clone();
-        let permits = permits.clone();
+        let job_tx = job_tx.clone();
         let mut stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
+        readers.push(tokio::spawn(async move {
             let info = Arc::new(SocketInfo {
                 socket: s.socket,
                 interface: s.interface,
@@ -269,27 +309,39 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    return;
+                let job = Job {
+                    info: info.clone(),
+                    packet: buf[..n].to_vec(),
+                    src,
+                    received: Instant::now(),
                 };
-                let packet = buf[..n].to_vec();
-                let service = service.clone();
-                let info = info.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    if let Some((reply, dest)) = service.handle(&info, &packet, src).await
-                        && let Err(e) = info.socket.send_to(&reply, dest).await
-                    {
-                        tracing::warn!(error = %e, %dest, "cannot send DHCP reply");
-                    }
-                });
+                if let Err(tokio::sync::mpsc::error::TrySendError::Full(job)) = job_tx.try_send(job)
+                {
+                    service.overloaded(&job, Duration::ZERO);
+                }
             }
         }));
     }
+    drop(job_tx);
     shutdown.await;
     let _ = stop_tx.send(true);
-    for t in tasks {
+    for t in readers {
         let _ = t.await;
+    }
+    // The queue is closed now: workers finish what is in it, within a bound.
+    // A request cut off mid-way loses only its uncommitted transaction.
+    let drain = async {
+        for t in &mut workers {
+            let _ = t.await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
+        for t in &workers {
+            t.abort();
+        }
     }
 }
 
@@ -448,6 +500,28 @@ fn silent(reason: impl Into<String>) -> Answer {
 }
 
 impl DhcpService {
+    /// Counts (and now and then logs) a request dropped for overload. The
+    /// timeline is not told: under a flood it would only add to the load.
+    fn overloaded(&self, job: &Job, waited: Duration) {
+        let n = self
+            .dropped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                dropped = n,
+                waited_ms = waited.as_millis() as u64,
+                from = %job.src,
+                "DHCP overloaded: requests dropped unanswered (clients retransmit)"
+            );
+        }
+    }
+
+    /// Requests dropped because the server was behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn handle(
         &self,
         sock: &SocketInfo,
