@@ -11,7 +11,8 @@
 # bootloader, built if missing), DHCP_RATES / DHCP_STEP_SECONDS /
 # DHCP_CLIENTS (the rate sweep), DHCP_LAT_RATE / DHCP_LAT_SECONDS (latency
 # run),
-# TFTP_WINDOW (windowsize asked for), TFTP_BURSTS (bursts of 200 fetches per
+# TFTP_WINDOWS (windowsizes asked for, "16 64"), TFTP_PIN (see bench_tftp),
+# TFTP_BURSTS (bursts of 200 fetches per
 # run), WRK_SECONDS / WRK_CONNS / WRK_THREADS, BENCH_DB=postgres (run
 # bootloader on PostgreSQL through a loopback socket bridge, see below),
 # NO_INSTALL=1 (do not apt-get missing peers), DHCP_PEERS / TFTP_PEERS
@@ -37,12 +38,12 @@ PY="$(command -v python3)"
 
 RUNS="${RUNS:-3}"
 BIN="${BIN:-$REPO/target/release/bootloader}"
-DHCP_RATES="${DHCP_RATES:-250 500 1000 2000 4000 8000 16000}"
+DHCP_RATES="${DHCP_RATES:-250 350 500 700 1000 2000 4000 8000 16000}"
 DHCP_STEP_SECONDS="${DHCP_STEP_SECONDS:-6}"
 DHCP_CLIENTS="${DHCP_CLIENTS:-40000}"
 DHCP_LAT_RATE="${DHCP_LAT_RATE:-300}"
 DHCP_LAT_SECONDS="${DHCP_LAT_SECONDS:-10}"
-TFTP_WINDOW="${TFTP_WINDOW:-16}"
+TFTP_WINDOWS="${TFTP_WINDOWS:-16 64}"
 TFTP_BURSTS="${TFTP_BURSTS:-5}"
 TFTP_CONCURRENT=200
 WRK_SECONDS="${WRK_SECONDS:-10}"
@@ -50,6 +51,9 @@ WRK_CONNS="${WRK_CONNS:-64}"
 WRK_THREADS="${WRK_THREADS:-2}"
 BENCH_DB="${BENCH_DB:-sqlite}"
 QUIET_WAIT="${QUIET_WAIT:-600}"
+TFTP_PIN="${TFTP_PIN-0:1}"
+SRV_PIN=()
+CLI_PIN=()
 QUIET_BUSY="${QUIET_BUSY:-15}"
 DHCP_PEERS="${DHCP_PEERS:-bootloader kea dnsmasq}"
 TFTP_PEERS="${TFTP_PEERS:-bootloader tftpd-hpa dnsmasq}"
@@ -96,6 +100,11 @@ cleanup() {
     if [ "$POLICY_CREATED" = 1 ]; then
         rm -f /usr/sbin/policy-rc.d
     fi
+    if [ -f "${WORK:-/nonexistent}/pg/databases" ]; then
+        while read -r db; do
+            psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
+        done < "$WORK/pg/databases"
+    fi
     log "cleaned up (namespaces ${NSS[*]:-none}); raw output in $OUT"
     exit $rc
 }
@@ -115,6 +124,7 @@ need_pkgs() {
     command -v wrk >/dev/null || missing+=(wrk)
     command -v atftp >/dev/null || missing+=(atftp)
     command -v curl >/dev/null || missing+=(curl)
+    command -v bc >/dev/null || missing+=(bc)
     command -v ss >/dev/null || missing+=(iproute2)
     echo "${missing[@]}"
 }
@@ -303,7 +313,7 @@ lease_time = 3600
 EOF
     BL_TOKEN=$("$BIN" --config "$BL_DIR/cfg.toml" user add bench --staff 2>>"$BL_DIR/cli.log" | tail -n1)
     [ -n "$BL_TOKEN" ] || die "bootloader user add failed: $(cat "$BL_DIR/cli.log")"
-    start_bg "$BL_DIR/daemon.log" env ${BL_RUST_LOG:+RUST_LOG=$BL_RUST_LOG} \
+    start_bg "$BL_DIR/daemon.log" "${SRV_PIN[@]}" env ${BL_RUST_LOG:+RUST_LOG=$BL_RUST_LOG} \
         ip netns exec "$SNS" "$BIN" --config "$BL_DIR/cfg.toml" serve
     for _ in $(seq 150); do
         if sx curl -sf -o /dev/null "http://$SRV:8080/healthz"; then break; fi
@@ -417,10 +427,10 @@ tftp_start() { # PEER
     tftpd-hpa)
         # -L: foreground; -s: chroot to the root. No windowsize (RFC 7440)
         # in tftp-hpa 5.2: it leaves the option out of its OACK.
-        start_bg "$d/stdout.log" ip netns exec "$SNS" in.tftpd -L -s "$TROOT" -a "$SRV:69"
+        start_bg "$d/stdout.log" "${SRV_PIN[@]}" ip netns exec "$SNS" in.tftpd -L -s "$TROOT" -a "$SRV:69"
         ;;
     dnsmasq)
-        start_bg "$d/stdout.log" ip netns exec "$SNS" dnsmasq --no-daemon --conf-file=/dev/null \
+        start_bg "$d/stdout.log" "${SRV_PIN[@]}" ip netns exec "$SNS" dnsmasq --no-daemon --conf-file=/dev/null \
             --port=0 --interface=br0 --bind-interfaces -u root --enable-tftp \
             --tftp-root="$TROOT" --tftp-max=1000 --pid-file="$d/pid"
         ;;
@@ -435,7 +445,7 @@ tftp_big() { # OUTNAME [windowsize]
     [ $# -ge 2 ] && opts+=(--option "windowsize $2")
     rm -f "$dst"
     local t
-    t=$(timeout 300 ip netns exec "$CNS" bash -c '
+    t=$(timeout 300 ip netns exec "$CNS" "${CLI_PIN[@]}" bash -c '
         s=$(date +%s%N)
         atftp "${@:3}" -g -r big.bin -l "$2" "$1" >/dev/null 2>&1 || { echo FAIL; exit 0; }
         e=$(date +%s%N)
@@ -452,7 +462,7 @@ tftp_burst() {
     rm -rf "$d"; mkdir -p "$d"
     for i in $(seq 1 $TFTP_CONCURRENT); do args+=(-o "$d/f$i" "tftp://$SRV/small.bin"); done
     local t
-    t=$(timeout 120 ip netns exec "$CNS" bash -c '
+    t=$(timeout 120 ip netns exec "$CNS" "${CLI_PIN[@]}" bash -c '
         s=$(date +%s%N)
         curl -sS -Z --parallel-max 200 --parallel-immediate --tftp-blksize 1468 \
             --max-time 60 "$@" >/dev/null 2>&1 || { echo FAIL; exit 0; }
@@ -470,21 +480,37 @@ tftp_burst() {
     echo "$t"
 }
 
+# Lock-step TFTP over veth is one wake-up of the other side per block. In
+# this VM a wake-up across vCPUs costs ~80 us and one on the same vCPU far
+# less, so unpinned runs flip between two speeds (~18 and ~110 MB/s for
+# dnsmasq) with the scheduler's placement. TFTP_PIN=S:C puts every TFTP
+# server on CPU S and the clients on CPU C (default 0:1: a fixed
+# cross-CPU round trip, the nearer stand-in for a real network); an empty
+# TFTP_PIN leaves placement to the scheduler.
 bench_tftp() {
-    local run=$1 peer t b bursts
+    local run=$1 peer t b bursts w
+    if [ -n "$TFTP_PIN" ]; then
+        SRV_PIN=(taskset -c "${TFTP_PIN%%:*}")
+        CLI_PIN=(taskset -c "${TFTP_PIN##*:}")
+    fi
     for peer in $TFTP_PEERS; do
         wait_quiet "tftp run $run $peer"
         tftp_start "$peer"
         log "tftp run $run $peer: 64 MiB lockstep"
         t=$(tftp_big "big-$peer"); record tftp big_lockstep_s "$peer" "$run" "$t"
-        log "tftp run $run $peer: 64 MiB windowsize $TFTP_WINDOW -> $t s lockstep"
-        t=$(tftp_big "big-$peer" "$TFTP_WINDOW"); record tftp big_window_s "$peer" "$run" "$t"
+        log "tftp run $run $peer: 64 MiB lockstep: $t s"
+        for w in $TFTP_WINDOWS; do
+            t=$(tftp_big "big-$peer" "$w"); record tftp "big_w${w}_s" "$peer" "$run" "$t"
+            log "tftp run $run $peer: 64 MiB windowsize $w: $t s"
+        done
         bursts=()
         for b in $(seq "$TFTP_BURSTS"); do bursts+=("$(tftp_burst)"); done
-        log "tftp run $run $peer: windowed $t s; bursts ${bursts[*]}"
+        log "tftp run $run $peer: bursts ${bursts[*]}"
         record tftp burst200_s "$peer" "$run" "$("$PY" "$HERE/stats.py" median "${bursts[@]}")"
         stop_server
     done
+    SRV_PIN=()
+    CLI_PIN=()
 }
 
 # ---------------------------------------------------------------- HTTP
@@ -557,7 +583,7 @@ EOF
     echo "nginx: $(nginx -v 2>&1 | cut -d/ -f2)"
     echo "wrk: $(dpkg-query -W -f='${Version}' wrk 2>/dev/null)"
     echo "atftp: $(dpkg-query -W -f='${Version}' atftp 2>/dev/null); curl: $(curl --version | head -1 | awk '{print $2}')"
-    echo "params: RUNS=$RUNS DHCP_RATES=\"$DHCP_RATES\" DHCP_STEP_SECONDS=$DHCP_STEP_SECONDS DHCP_CLIENTS=$DHCP_CLIENTS DHCP_LAT_RATE=$DHCP_LAT_RATE DHCP_LAT_SECONDS=$DHCP_LAT_SECONDS TFTP_WINDOW=$TFTP_WINDOW TFTP_BURSTS=$TFTP_BURSTS WRK=${WRK_THREADS}t/${WRK_CONNS}c/${WRK_SECONDS}s"
+    echo "params: RUNS=$RUNS DHCP_RATES=\"$DHCP_RATES\" DHCP_STEP_SECONDS=$DHCP_STEP_SECONDS DHCP_CLIENTS=$DHCP_CLIENTS DHCP_LAT_RATE=$DHCP_LAT_RATE DHCP_LAT_SECONDS=$DHCP_LAT_SECONDS TFTP_WINDOWS=\"$TFTP_WINDOWS\" TFTP_PIN=$TFTP_PIN TFTP_BURSTS=$TFTP_BURSTS WRK=${WRK_THREADS}t/${WRK_CONNS}c/${WRK_SECONDS}s"
 } | tee "$OUT/env.txt" >&2
 
 for run in $(seq "$RUNS"); do
@@ -572,9 +598,5 @@ for run in $(seq "$RUNS"); do
     done
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/env.txt" >&2
-
-if [ "$BENCH_DB" = postgres ] && [ -f "$WORK/pg/databases" ]; then
-    while read -r db; do psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true; done < "$WORK/pg/databases"
-fi
 
 "$PY" "$HERE/stats.py" summary "$RESULTS" | tee "$OUT/summary.txt"
