@@ -1,5 +1,5 @@
 //! Address allocation for the authoritative server. The rules of which
-//! address may be given are pure (`usable`, `Candidates`); `Leases` asks
+//! address may be given are pure (`usable`, `advance`); `Leases` asks
 //! the store, whose conditional claim is the only arbiter: two DISCOVERs,
 //! or two daemons on one database, never get the same address.
 
@@ -36,42 +36,18 @@ pub fn in_pool(pool: &Pool, ip: Ipv4Addr) -> bool {
     (pool.start..=pool.end).contains(&ip)
 }
 
-/// The pool's addresses, starting after `cursor` and wrapping once.
-pub struct Candidates {
-    start: u32,
-    len: u64,
-    first: u64,
-    taken: u64,
-}
-
-impl Candidates {
-    pub fn new(pool: &Pool, cursor: Option<Ipv4Addr>) -> Self {
-        let start = u32::from(pool.start);
-        let end = u32::from(pool.end);
-        let len = u64::from(end.saturating_sub(start)) + 1;
-        let first = match cursor {
-            Some(c) if in_pool(pool, c) => (u64::from(u32::from(c) - start) + 1) % len,
-            _ => 0,
-        };
-        Self {
-            start,
-            len,
-            first,
-            taken: 0,
-        }
+/// The pool address after `cursor`, wrapping at the end; the pool's first
+/// address when there is no cursor or it lies outside the pool (the pool
+/// was changed).
+pub fn advance(pool: &Pool, cursor: Option<Ipv4Addr>) -> Ipv4Addr {
+    match cursor {
+        Some(c) if in_pool(pool, c) && c != pool.end => Ipv4Addr::from(u32::from(c) + 1),
+        _ => pool.start,
     }
 }
 
-impl Iterator for Candidates {
-    type Item = Ipv4Addr;
-    fn next(&mut self) -> Option<Ipv4Addr> {
-        if self.taken >= self.len {
-            return None;
-        }
-        let offset = (self.first + self.taken) % self.len;
-        self.taken += 1;
-        Some(Ipv4Addr::from(self.start + offset as u32))
-    }
+pub fn pool_len(pool: &Pool) -> u64 {
+    u64::from(u32::from(pool.end).saturating_sub(u32::from(pool.start))) + 1
 }
 
 /// How the server answers a DHCPREQUEST.
@@ -101,6 +77,13 @@ impl Leases {
 
     pub fn times(&self) -> LeaseTimes {
         self.times
+    }
+
+    fn next_candidate(&self, network_id: i64, pool: &Pool) -> Ipv4Addr {
+        let mut cursors = self.cursors.lock().unwrap_or_else(|e| e.into_inner());
+        let ip = advance(pool, cursors.get(&network_id).copied());
+        cursors.insert(network_id, ip);
+        ip
     }
 
     async fn claim(
@@ -164,20 +147,20 @@ impl Leases {
                 return Ok(Some(ip));
             }
         }
-        let cursor = self
-            .cursors
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&net.id).copied());
-        for ip in Candidates::new(&pool, cursor).filter(|ip| ok(*ip)) {
+        // Each attempt takes its own next candidate from the shared cursor,
+        // so that concurrent DISCOVERs (a boot storm) try different
+        // addresses instead of all racing for the same one, each losing
+        // a write transaction per address the others took.
+        for _ in 0..pool_len(&pool) {
+            let ip = self.next_candidate(net.id, &pool);
+            if !ok(ip) {
+                continue;
+            }
             let free = match self.store.lease_at(net.id, ip).await? {
                 None => true,
                 Some(l) => !l.is_held(now),
             };
             if free && self.claim(net, ip, mac, LeaseState::Offered, now).await? {
-                if let Ok(mut c) = self.cursors.lock() {
-                    c.insert(net.id, ip);
-                }
                 return Ok(Some(ip));
             }
         }
@@ -266,26 +249,18 @@ mod tests {
     }
 
     #[test]
-    fn candidates_walk_from_the_cursor_and_wrap_once() {
+    fn the_cursor_advances_and_wraps() {
         let p = pool([10, 0, 0, 10], [10, 0, 0, 13]);
-        let all: Vec<_> = Candidates::new(&p, None).collect();
-        assert_eq!(all.len(), 4);
-        assert_eq!(all[0], Ipv4Addr::new(10, 0, 0, 10));
-        let from: Vec<_> = Candidates::new(&p, Some(Ipv4Addr::new(10, 0, 0, 11))).collect();
-        assert_eq!(
-            from,
-            [12, 13, 10, 11]
-                .map(|o| Ipv4Addr::new(10, 0, 0, o))
-                .to_vec()
-        );
+        let ip = |o| Ipv4Addr::new(10, 0, 0, o);
+        assert_eq!(advance(&p, None), ip(10));
+        assert_eq!(advance(&p, Some(ip(11))), ip(12));
+        assert_eq!(advance(&p, Some(ip(13))), ip(10));
         // A cursor outside the pool (the pool was changed) starts over.
-        let outside: Vec<_> = Candidates::new(&p, Some(Ipv4Addr::new(10, 0, 0, 200))).collect();
-        assert_eq!(outside, all);
+        assert_eq!(advance(&p, Some(ip(200))), ip(10));
+        assert_eq!(pool_len(&p), 4);
         let one = pool([10, 0, 0, 10], [10, 0, 0, 10]);
-        assert_eq!(
-            Candidates::new(&one, Some(Ipv4Addr::new(10, 0, 0, 10))).count(),
-            1
-        );
+        assert_eq!(advance(&one, Some(ip(10))), ip(10));
+        assert_eq!(pool_len(&one), 1);
     }
 
     #[test]
