@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -74,33 +73,56 @@ impl Source {
 }
 
 /// Reads file ranges through a cache of one chunk, so that a window of
-/// blocks costs one read.
+/// blocks, or dozens of lock-step blocks, cost one read: a positional read
+/// on the blocking pool, one trip per chunk. Lock-step is what PXE ROMs and
+/// most iPXE builds use, so the chunk never shrinks to one block.
 struct Reader {
-    file: tokio::fs::File,
+    file: Arc<std::fs::File>,
+    size: u64,
     chunk_start: u64,
     chunk: Vec<u8>,
     chunk_size: usize,
 }
 
+/// The most one transfer keeps cached.
 const CHUNK: usize = 256 * 1024;
+/// The least one read fetches (less only at the end of the file).
+const MIN_CHUNK: usize = 64 * 1024;
 
 impl Reader {
     async fn read(&mut self, offset: u64, len: usize) -> std::io::Result<&[u8]> {
         let end = offset + len as u64;
         let cached_end = self.chunk_start + self.chunk.len() as u64;
         if offset < self.chunk_start || end > cached_end {
-            self.file.seek(std::io::SeekFrom::Start(offset)).await?;
-            self.chunk.resize(self.chunk_size.max(len), 0);
-            let mut filled = 0;
-            while filled < self.chunk.len() {
-                let n = self.file.read(&mut self.chunk[filled..]).await?;
-                if n == 0 {
-                    break;
-                }
-                filled += n;
-            }
-            self.chunk.truncate(filled);
+            let want = self
+                .chunk_size
+                .max(len)
+                .min(self.size.saturating_sub(offset) as usize);
+            let file = Arc::clone(&self.file);
+            let mut chunk = std::mem::take(&mut self.chunk);
+            let (chunk, result) = tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                chunk.resize(want, 0);
+                let mut filled = 0;
+                let result = loop {
+                    if filled == chunk.len() {
+                        break Ok(());
+                    }
+                    match file.read_at(&mut chunk[filled..], offset + filled as u64) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                chunk.truncate(filled);
+                (chunk, result)
+            })
+            .await
+            .map_err(std::io::Error::other)?;
+            self.chunk = chunk;
             self.chunk_start = offset;
+            result?;
         }
         let from = (offset - self.chunk_start) as usize;
         let to = (from + len).min(self.chunk.len());
@@ -230,7 +252,7 @@ pub async fn serve(
 
 /// Opens the requested file, refusing paths that leave the root (also
 /// through symlinks).
-async fn open(root: &Path, filename: &str) -> Result<(tokio::fs::File, u64), (ErrorCode, String)> {
+async fn open(root: &Path, filename: &str) -> Result<(std::fs::File, u64), (ErrorCode, String)> {
     let path = resolve(root, filename).map_err(|e| (ErrorCode::AccessViolation, e.to_string()))?;
     let not_found = || (ErrorCode::FileNotFound, format!("{filename}: not found"));
     let real = tokio::fs::canonicalize(&path)
@@ -259,7 +281,7 @@ async fn open(root: &Path, filename: &str) -> Result<(tokio::fs::File, u64), (Er
         .await
         .map_err(|_| not_found())?;
     let meta = file.metadata().await.map_err(|_| not_found())?;
-    Ok((file, meta.len()))
+    Ok((file.into_std().await, meta.len()))
 }
 
 fn describe(request: &Request) -> String {
@@ -291,7 +313,8 @@ async fn open_source(
     }
     let (file, size) = open(&config.root, filename).await?;
     let reader = Reader {
-        file,
+        file: Arc::new(file),
+        size,
         chunk_start: 0,
         chunk: Vec::new(),
         chunk_size: CHUNK,
@@ -374,8 +397,7 @@ async fn run_transfer(local: SocketAddr, peer: SocketAddr, request: Request, con
     let blksize = negotiated.blksize;
     let windowsize = negotiated.windowsize;
     let mut transfer = Transfer::new(negotiated, size, &limits);
-    let chunk_size =
-        (usize::from(blksize) * usize::from(windowsize)).clamp(usize::from(blksize), CHUNK);
+    let chunk_size = (usize::from(blksize) * usize::from(windowsize)).clamp(MIN_CHUNK, CHUNK);
     if let Source::File(reader) = &mut source {
         reader.chunk_size = chunk_size;
     }
