@@ -223,6 +223,7 @@ pub async fn run(
         binaries_dir: config.tftp.root.clone(),
     };
     let state = AppState {
+        power: crate::power::PowerService::new(store.clone(), config.power.clone()),
         store,
         default_page_size: config.default_page_size,
         max_page_size: config.max_page_size,

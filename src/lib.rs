@@ -4,6 +4,7 @@
 //! - `config/`: the TOML file and environment, layered into a validated `Config`.
 //! - `model/`: domain newtypes (MAC, FQDN, names, tokens).
 //! - `profile/`: profile YAML -> validated `Profile`; template rendering.
+//! - `power/`: BMC drivers (native IPMI, ipmitool) and the power service.
 //! - `store/`: the `Store` trait; SQLite and PostgreSQL backends; encryption at rest.
 //! - `http/`: the REST API (and, later, boot endpoints and callbacks).
 //! - `app.rs`: start-up wiring shared by `serve` and the tests.
@@ -13,6 +14,7 @@ pub mod config;
 pub mod dhcp;
 pub mod http;
 pub mod model;
+pub mod power;
 pub mod profile;
 pub mod store;
 pub mod tftp;

@@ -31,6 +31,22 @@ pub struct FileConfig {
     pub dhcp: DhcpSection,
     #[serde(default)]
     pub timeline: TimelineSection,
+    #[serde(default)]
+    pub power: PowerSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerSection {
+    pub driver: Option<String>,
+    pub timeout_seconds: Option<u32>,
+    pub retries: Option<u32>,
+    pub backoff_ms: Option<u32>,
+    pub max_in_flight: Option<u32>,
+    pub storm_rate: Option<f64>,
+    pub storm_in_flight: Option<u32>,
+    pub ipmitool: Option<String>,
+    pub ipmitool_cipher_suite: Option<u8>,
 }
 
 #[derive(Debug, Default, Deserialize)]

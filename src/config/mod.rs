@@ -4,6 +4,7 @@
 
 mod boot;
 mod file;
+mod power;
 
 pub use boot::{BootSettings, DhcpMode, DhcpSettings};
 
@@ -205,6 +206,8 @@ pub struct Config {
     pub tftp: TftpSettings,
     /// DHCP, static files and the boot timeline.
     pub boot: BootSettings,
+    /// BMC drivers, retries, boot-storm pacing.
+    pub power: crate::power::PowerSettings,
     /// The file that was read, if any.
     pub file: Option<PathBuf>,
     /// Every setting with its source, for `check-config`.
@@ -307,7 +310,7 @@ macro_rules! env_value_from_str {
         }
     )*};
 }
-env_value_from_str!(u16, u32);
+env_value_from_str!(u8, u16, u32, f64);
 
 #[derive(Clone, Copy)]
 enum Secrecy {
@@ -872,6 +875,7 @@ fn resolve(
     };
 
     let boot = boot::resolve(&mut r, boot_file, &data_dir);
+    let power = power::resolve(&mut r, std::mem::take(&mut f.power));
 
     if !r.errors.is_empty() {
         return Err(ConfigError::Invalid(r.errors));
@@ -894,6 +898,7 @@ fn resolve(
         max_page_size,
         tftp,
         boot,
+        power,
         file: file_path,
         settings: r.settings,
     })

@@ -22,6 +22,7 @@ use crate::store::Store;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    pub power: Arc<crate::power::PowerService>,
     pub default_page_size: u32,
     pub max_page_size: u32,
 }

@@ -197,6 +197,8 @@ pub enum Phase {
     Dhcp,
     Tftp,
     Http,
+    /// A command to the server's BMC (power, boot device).
+    Power,
 }
 
 impl Phase {
@@ -205,6 +207,7 @@ impl Phase {
             Self::Dhcp => "dhcp",
             Self::Tftp => "tftp",
             Self::Http => "http",
+            Self::Power => "power",
         }
     }
 }

@@ -118,6 +118,7 @@ pub(super) mod convert {
             "dhcp" => Phase::Dhcp,
             "tftp" => Phase::Tftp,
             "http" => Phase::Http,
+            "power" => Phase::Power,
             other => return Err(StoreError::Corrupt(format!("boot event phase {other:?}"))),
         };
         let outcome = match r.outcome.as_str() {

@@ -9,6 +9,9 @@ pub mod boot;
 #[macro_use]
 mod boot_sql;
 pub mod cipher;
+pub mod power;
+#[macro_use]
+mod power_sql;
 #[macro_use]
 mod sql;
 mod postgres;
@@ -23,6 +26,7 @@ use time::OffsetDateTime;
 pub use boot::BootStore;
 pub use cipher::{CipherError, SecretCipher};
 pub use postgres::PostgresStore;
+pub use power::PowerStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
 
@@ -104,7 +108,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Domain operations on the inventory, users, profiles and the outbox.
 #[async_trait]
-pub trait Store: BootStore + Send + Sync + 'static {
+pub trait Store: BootStore + PowerStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     async fn ping(&self) -> Result<()>;

@@ -11,6 +11,7 @@ pub mod extract;
 pub mod import;
 pub mod locations;
 pub mod networks;
+pub mod power;
 pub mod profiles;
 pub mod servers;
 pub mod users;
@@ -142,6 +143,10 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(boot::mac_timeline))
         .routes(routes!(boot::unknown_macs))
         .routes(routes!(boot::list_leases))
+        .routes(routes!(power::power_status, power::power_action))
+        .routes(routes!(power::get_bootdev, power::set_bootdev))
+        .routes(routes!(power::power_health))
+        .routes(routes!(power::power_queue))
         .split_for_parts();
     doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1alpha2")]);
     let served = doc.clone();
