@@ -411,6 +411,16 @@ lease_time = 600
 
     /// Starts a VM on a new tap in the bridge.
     pub fn vm(&mut self, name: &str, mac: &str, uefi: bool) {
+        let args = self.vm_args(name, mac, uefi, true);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let cmd = self.exec(&refs);
+        self.spawn(&format!("qemu-{name}"), cmd);
+    }
+
+    /// A new tap in the bridge and the QEMU command line of a VM on it.
+    /// `network_boot` adds `-boot n` to BIOS machines (UEFI ones boot from
+    /// the network when nothing else is there).
+    pub fn vm_args(&self, name: &str, mac: &str, uefi: bool, network_boot: bool) -> Vec<String> {
         let tap = format!("tap{name}");
         run(&mut self.exec(&["ip", "tuntap", "add", &tap, "mode", "tap"]));
         run(&mut self.exec(&["ip", "link", "set", &tap, "master", "br0", "up"]));
@@ -449,16 +459,12 @@ lease_time = 600
             ]);
         } else {
             // SeaBIOS with Debian's iPXE ROM: DHCP with user class iPXE.
-            args.extend([
-                "-boot".into(),
-                "n".into(),
-                "-device".into(),
-                format!("e1000,netdev=n0,mac={mac}"),
-            ]);
+            if network_boot {
+                args.extend(["-boot".into(), "n".into()]);
+            }
+            args.extend(["-device".into(), format!("e1000,netdev=n0,mac={mac}")]);
         }
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let cmd = self.exec(&refs);
-        self.spawn(&format!("qemu-{name}"), cmd);
+        args
     }
 
     /// Waits for VM `name` to power itself off (the payload's last act).
