@@ -31,6 +31,7 @@ impl Bmc {
 # chassis.sh <mc> get|set <parm> [value] ...: what ipmi_sim asks of the chassis.
 dir=$(dirname "$0")
 echo "$*" >> "$dir/calls"
+[ "$2 $3 $4" = "set power 1" ] && date +%s.%N >> "$dir/power-on-times"
 # A chassis that fails: the BMC answers with completion code 0xff.
 [ -e "$dir/refuse" ] && [ "$2" = set ] && exit 1
 shift
@@ -548,6 +549,75 @@ async fn native_driver_failures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipmitool_driver_failures() {
     failures("ipmitool").await;
+}
+
+/// A burst of power-ons across servers is paced: at most `storm_rate`
+/// started per second, the rest wait in a queue the API shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_storm_is_paced() {
+    const SERVERS: usize = 6;
+    let mut bmcs = Vec::new();
+    for _ in 0..SERVERS {
+        bmcs.push(Bmc::start().await);
+    }
+    let (store, d) = daemon(
+        Backend::Sqlite,
+        &[
+            ("BOOTLOADER_POWER_STORM_RATE", "2"),
+            ("BOOTLOADER_POWER_STORM_IN_FLIGHT", "2"),
+        ],
+    )
+    .await;
+    for (i, bmc) in bmcs.iter().enumerate() {
+        add_server(
+            &d,
+            &format!("s{i}.dc1.example.com"),
+            bmc.port,
+            "admin",
+            "secret",
+            "native",
+        )
+        .await;
+    }
+    let d = std::sync::Arc::new(d);
+    let mut tasks = Vec::new();
+    for i in 0..SERVERS {
+        let d = std::sync::Arc::clone(&d);
+        tasks.push(tokio::spawn(async move {
+            power(&d, &format!("s{i}.dc1.example.com"), "on").await
+        }));
+    }
+    // While the burst drains, the queue shows who waits.
+    let mut most_waiting = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !tasks.iter().all(|t| t.is_finished()) && Instant::now() < deadline {
+        let (_, q) = d.get("/power/queue").await;
+        most_waiting = most_waiting.max(q["waiting"].as_u64().unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for t in tasks {
+        let (s, b) = t.await.unwrap();
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+    assert!(
+        most_waiting >= 2,
+        "the queue never showed a backlog ({most_waiting})"
+    );
+    // Six starts at two per second span at least 2.5 s.
+    let mut times: Vec<f64> = bmcs
+        .iter()
+        .map(|b| b.file("power-on-times").parse::<f64>().unwrap())
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let span = times[SERVERS - 1] - times[0];
+    assert!(span >= 2.3, "power-ons spanned only {span:.2} s: {times:?}");
+    let (_, q) = d.get("/power/queue").await;
+    assert_eq!(q["waiting"], 0, "{q}");
+    assert_eq!(q["in_flight"], 0, "{q}");
+    if let Ok(d) = std::sync::Arc::try_unwrap(d) {
+        d.stop().await;
+    }
+    store.drop_database().await;
 }
 
 /// Bad requests are refused before any BMC is contacted.
