@@ -215,7 +215,22 @@ pub async fn run(
             stopped(stop_rx.clone()),
         ))
     });
+    let power = crate::power::PowerService::new(store.clone(), config.power.clone());
+    let engine = crate::workflow::Engine::new(
+        store.clone(),
+        power.clone(),
+        crate::workflow::EngineSettings {
+            public_url: config.public_url.clone(),
+            default_timeout: config.deployment_timeout,
+        },
+    );
+    // Deployments that were under way when the daemon stopped go on where
+    // they stood; a store that is not answering yet is retried by each.
+    if let Err(e) = engine.resume_all().await {
+        tracing::warn!(error = %e, "could not list deployments to resume");
+    }
     let boot_state = http::boot::BootState {
+        engine: Some(engine.clone()),
         store: store.clone(),
         timeline: timeline.clone(),
         public_url: config.public_url.clone(),
@@ -223,7 +238,8 @@ pub async fn run(
         binaries_dir: config.tftp.root.clone(),
     };
     let state = AppState {
-        power: crate::power::PowerService::new(store.clone(), config.power.clone()),
+        power,
+        engine,
         store,
         default_page_size: config.default_page_size,
         max_page_size: config.max_page_size,

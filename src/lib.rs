@@ -19,3 +19,4 @@ pub mod profile;
 pub mod store;
 pub mod tftp;
 pub mod timeline;
+pub mod workflow;

@@ -33,6 +33,14 @@ pub struct FileConfig {
     pub timeline: TimelineSection,
     #[serde(default)]
     pub power: PowerSection,
+    #[serde(default)]
+    pub deployments: DeploymentsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentsSection {
+    pub timeout_minutes: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,6 +12,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 pub use file::FileConfig;
 
@@ -208,6 +209,9 @@ pub struct Config {
     pub boot: BootSettings,
     /// BMC drivers, retries, boot-storm pacing.
     pub power: crate::power::PowerSettings,
+    /// How long a deployment's action may take when neither it, its step
+    /// nor its profile says.
+    pub deployment_timeout: Duration,
     /// The file that was read, if any.
     pub file: Option<PathBuf>,
     /// Every setting with its source, for `check-config`.
@@ -876,6 +880,20 @@ fn resolve(
 
     let boot = boot::resolve(&mut r, boot_file, &data_dir);
     let power = power::resolve(&mut r, std::mem::take(&mut f.power));
+    let timeout_minutes = r
+        .pick(
+            "deployments.timeout_minutes",
+            None,
+            &["BOOTLOADER_DEPLOYMENTS_TIMEOUT_MINUTES"],
+            f.deployments.timeout_minutes,
+            Some(60),
+            Secrecy::Plain,
+        )
+        .unwrap_or(60);
+    if !(1..=10_080).contains(&timeout_minutes) {
+        r.errors
+            .push("deployments.timeout_minutes must be between 1 and 10080 (a week)".into());
+    }
 
     if !r.errors.is_empty() {
         return Err(ConfigError::Invalid(r.errors));
@@ -899,6 +917,7 @@ fn resolve(
         tftp,
         boot,
         power,
+        deployment_timeout: Duration::from_secs(u64::from(timeout_minutes) * 60),
         file: file_path,
         settings: r.settings,
     })

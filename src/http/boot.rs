@@ -25,6 +25,8 @@ use crate::timeline::Timeline;
 #[derive(Clone)]
 pub struct BootState {
     pub store: Arc<dyn Store>,
+    /// Woken when a callback arrives.
+    pub engine: Option<Arc<crate::workflow::Engine>>,
     pub timeline: Timeline,
     /// BOOTLOADER_URL, no trailing slash.
     pub public_url: String,
@@ -151,6 +153,9 @@ async fn callback(
             first,
         }) => {
             tracing::info!(deployment = deployment_id, callback = %name, first, "callback");
+            if let Some(engine) = &state.engine {
+                engine.nudge(deployment_id);
+            }
             text(if first {
                 "ok\n".into()
             } else {

@@ -23,6 +23,7 @@ use crate::store::Store;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub power: Arc<crate::power::PowerService>,
+    pub engine: Arc<crate::workflow::Engine>,
     pub default_page_size: u32,
     pub max_page_size: u32,
 }

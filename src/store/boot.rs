@@ -108,17 +108,36 @@ pub struct ServedFile {
     pub content: Vec<u8>,
 }
 
-/// A deployment as the boot path sees it. The engine issue grows this.
+/// A deployment as the API shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DeploymentRecord {
     pub id: i64,
     #[schema(value_type = String)]
     pub server: Fqdn,
     pub profile_id: i64,
+    /// `name==version`: the profile version the deployment is pinned to.
+    pub profile: String,
     pub state: DeploymentState,
+    /// Finished actions over all actions of the six main steps; 100 once
+    /// complete.
+    pub progress: u8,
+    /// The step whose action runs next, and its index; absent once nothing
+    /// is left to run.
+    pub step: Option<String>,
+    pub action_index: u32,
+    /// Why it failed (state `error`).
+    pub error: Option<String>,
+    /// The deployment this one repeats.
+    pub repeat_of: Option<i64>,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]

@@ -22,8 +22,18 @@ pub(super) mod rows {
         pub id: i64,
         pub fqdn: String,
         pub profile_id: i64,
+        pub profile_name: String,
+        pub profile_version: String,
+        pub action_count: i64,
         pub state: String,
+        pub step: Option<String>,
+        pub action_index: i64,
+        pub actions_done: i64,
+        pub error: Option<String>,
+        pub repeat_of: Option<i64>,
         pub created_at: OffsetDateTime,
+        pub updated_at: OffsetDateTime,
+        pub finished_at: Option<OffsetDateTime>,
     }
 
     #[derive(sqlx::FromRow)]
@@ -92,12 +102,28 @@ pub(super) mod convert {
     }
 
     pub fn deployment(r: DeploymentRow) -> Result<DeploymentRecord> {
+        let state: DeploymentState = stored(&r.state, "deployment state")?;
+        let progress = if state == DeploymentState::Complete {
+            100
+        } else if r.action_count > 0 {
+            ((r.actions_done.max(0) * 100) / r.action_count).min(99) as u8
+        } else {
+            0
+        };
         Ok(DeploymentRecord {
             id: r.id,
             server: stored(&r.fqdn, "fqdn")?,
             profile_id: r.profile_id,
-            state: stored(&r.state, "deployment state")?,
+            profile: format!("{}=={}", r.profile_name, r.profile_version),
+            state,
+            progress,
+            step: r.step,
+            action_index: r.action_index.max(0) as u32,
+            error: r.error,
+            repeat_of: r.repeat_of,
             created_at: r.created_at,
+            updated_at: r.updated_at,
+            finished_at: r.finished_at,
         })
     }
 
@@ -148,6 +174,13 @@ pub(super) mod convert {
     }
 }
 
+/// A deployment as `DeploymentRow` reads it; append a WHERE clause.
+pub(super) const DEPLOYMENT_SELECT: &str = "SELECT d.id, s.fqdn, d.profile_id, p.name AS profile_name, \
+     p.version AS profile_version, CAST(p.action_count AS BIGINT) AS action_count, d.state, d.step, \
+     CAST(d.action_index AS BIGINT) AS action_index, CAST(d.actions_done AS BIGINT) AS actions_done, \
+     d.error, d.repeat_of, d.created_at, d.updated_at, d.finished_at \
+     FROM deployments d JOIN servers s ON s.id = d.server_id JOIN profiles p ON p.id = d.profile_id";
+
 /// States in which a deployment is active, as an SQL list.
 pub(super) const ACTIVE_STATES: &str =
     "('new', 'preparing', 'installing', 'configuring', 'postconfiguring')";
@@ -165,7 +198,7 @@ macro_rules! boot_sql_store {
             use crate::model::{Fqdn, MacAddr, TokenHash};
             use crate::store::boot::*;
             use crate::store::boot_sql::rows::*;
-            use crate::store::boot_sql::{convert, ACTIVE_STATES};
+            use crate::store::boot_sql::{convert, ACTIVE_STATES, DEPLOYMENT_SELECT};
             use crate::store::{Listing, Page, Result, StoreError};
 
             type Conn = <$db as sqlx::Database>::Connection;
@@ -181,10 +214,9 @@ macro_rules! boot_sql_store {
             }
 
             async fn fetch_deployment(conn: &mut Conn, id: i64) -> Result<DeploymentRecord> {
-                let row: Option<DeploymentRow> = sqlx::query_as(
-                    "SELECT d.id, s.fqdn, d.profile_id, d.state, d.created_at \
-                     FROM deployments d JOIN servers s ON s.id = d.server_id WHERE d.id = $1",
-                )
+                let row: Option<DeploymentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "{DEPLOYMENT_SELECT} WHERE d.id = $1"
+                )))
                 .bind(id)
                 .fetch_optional(&mut *conn)
                 .await?;

@@ -9,6 +9,9 @@ pub mod boot;
 #[macro_use]
 mod boot_sql;
 pub mod cipher;
+pub mod engine;
+#[macro_use]
+mod engine_sql;
 pub mod power;
 #[macro_use]
 mod power_sql;
@@ -25,6 +28,7 @@ use time::OffsetDateTime;
 
 pub use boot::BootStore;
 pub use cipher::{CipherError, SecretCipher};
+pub use engine::EngineStore;
 pub use postgres::PostgresStore;
 pub use power::PowerStore;
 pub use sqlite::SqliteStore;
@@ -108,7 +112,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Domain operations on the inventory, users, profiles and the outbox.
 #[async_trait]
-pub trait Store: BootStore + PowerStore + Send + Sync + 'static {
+pub trait Store: BootStore + EngineStore + PowerStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     async fn ping(&self) -> Result<()>;

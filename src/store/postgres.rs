@@ -108,3 +108,4 @@ where
 sql_store!(PostgresStore, sqlx::Postgres, " FOR UPDATE", " FOR SHARE");
 boot_sql_store!(PostgresStore, sqlx::Postgres, " FOR UPDATE");
 power_sql_store!(PostgresStore, sqlx::Postgres);
+engine_sql_store!(PostgresStore, sqlx::Postgres);

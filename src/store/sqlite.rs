@@ -90,3 +90,4 @@ impl SqliteStore {
 sql_store!(SqliteStore, sqlx::Sqlite, "", "");
 boot_sql_store!(SqliteStore, sqlx::Sqlite, "");
 power_sql_store!(SqliteStore, sqlx::Sqlite);
+engine_sql_store!(SqliteStore, sqlx::Sqlite);

@@ -6,6 +6,7 @@
 
 pub mod boot;
 pub mod credentials;
+pub mod deployments;
 pub mod error;
 pub mod extract;
 pub mod import;
@@ -147,6 +148,14 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(power::get_bootdev, power::set_bootdev))
         .routes(routes!(power::power_health))
         .routes(routes!(power::power_queue))
+        .routes(routes!(
+            deployments::list_deployments,
+            deployments::create_deployment
+        ))
+        .routes(routes!(deployments::get_deployment))
+        .routes(routes!(deployments::cancel_deployment))
+        .routes(routes!(deployments::repeat_deployment))
+        .routes(routes!(deployments::deployment_log))
         .split_for_parts();
     doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1alpha2")]);
     let served = doc.clone();

@@ -1,0 +1,166 @@
+//! Deployments: start one (server by FQDN, profile by id or
+//! `name==version`), list, read, cancel, repeat, and read its log and
+//! timeline. The engine (`workflow/`) walks each through its profile.
+
+use axum::Json;
+use axum::extract::{OriginalUri, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{JsonBody, PageQuery, Paginated, Path, Query, Reader, Staff};
+use crate::http::AppState;
+use crate::model::Fqdn;
+use crate::store::boot::{DeploymentRecord, DeploymentState};
+use crate::store::engine::LogEntry;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentInput {
+    /// The server's FQDN.
+    pub server: String,
+    /// The profile's id or `name==version`.
+    pub profile: String,
+}
+
+#[utoipa::path(post, path = "/deployments", tag = "deployments", request_body = DeploymentInput,
+    responses((status = 201, body = DeploymentRecord), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_deployment(
+    State(state): State<AppState>,
+    _: Staff,
+    JsonBody(input): JsonBody<DeploymentInput>,
+) -> Result<(StatusCode, Json<DeploymentRecord>), ApiError> {
+    let server: Fqdn = input
+        .server
+        .parse()
+        .map_err(|e: crate::model::NameError| ApiError::invalid_field("server", e.to_string()))?;
+    let profile = match super::profiles::lookup(&state, &input.profile).await {
+        Ok(p) => p,
+        Err(ApiError::NotFound(m)) => return Err(ApiError::invalid_field("profile", m)),
+        Err(e) => return Err(e),
+    };
+    // A server that does not exist is the caller's mistake (422), not 404.
+    if let Err(crate::store::StoreError::NotFound { .. }) = state.store.server(&server).await {
+        return Err(ApiError::invalid_field(
+            "server",
+            format!("server {:?} does not exist", server.as_str()),
+        ));
+    }
+    let record = state.engine.create(server, profile.id, None).await?;
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentQuery {
+    /// Only this server's deployments.
+    pub server: Option<String>,
+    /// Only deployments in this state.
+    pub state: Option<String>,
+    pub limit: Option<u32>,
+    pub offset: Option<u64>,
+}
+
+#[utoipa::path(get, path = "/deployments", tag = "deployments", params(DeploymentQuery),
+    responses((status = 200, body = Paginated<DeploymentRecord>)))]
+pub async fn list_deployments(
+    State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    _: Reader,
+    Query(q): Query<DeploymentQuery>,
+) -> Result<Json<Paginated<DeploymentRecord>>, ApiError> {
+    let page = PageQuery {
+        limit: q.limit,
+        offset: q.offset,
+    }
+    .page(&state)?;
+    let server: Option<Fqdn> = match q.server {
+        Some(s) => Some(s.parse().map_err(|e: crate::model::NameError| {
+            ApiError::invalid_field("server", e.to_string())
+        })?),
+        None => None,
+    };
+    let wanted: Option<DeploymentState> = match q.state {
+        Some(s) => Some(
+            s.parse()
+                .map_err(|e: String| ApiError::invalid_field("state", e))?,
+        ),
+        None => None,
+    };
+    let listing = state
+        .store
+        .list_deployments(server.as_ref(), wanted, page)
+        .await?;
+    Ok(Json(Paginated::new(listing, page, &uri, |d| d)))
+}
+
+fn deployment_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::NotFound(format!("deployment {raw:?} not found")))
+}
+
+#[utoipa::path(get, path = "/deployments/{id}", tag = "deployments",
+    responses((status = 200, body = DeploymentRecord), (status = 404, body = ErrorBody)))]
+pub async fn get_deployment(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(id): Path<String>,
+) -> Result<Json<DeploymentRecord>, ApiError> {
+    Ok(Json(state.store.deployment(deployment_id(&id)?).await?))
+}
+
+/// Stops an active deployment: its files stop being served, no more BMC
+/// commands are sent, the profile's `cleanup` step runs if it has one.
+#[utoipa::path(post, path = "/deployments/{id}/cancel", tag = "deployments",
+    responses((status = 200, body = DeploymentRecord), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel_deployment(
+    State(state): State<AppState>,
+    _: Staff,
+    Path(id): Path<String>,
+) -> Result<Json<DeploymentRecord>, ApiError> {
+    Ok(Json(state.engine.cancel(deployment_id(&id)?).await?))
+}
+
+/// Deploys the same server again with the same pinned profile version and
+/// a new callback token.
+#[utoipa::path(post, path = "/deployments/{id}/repeat", tag = "deployments",
+    responses((status = 201, body = DeploymentRecord), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn repeat_deployment(
+    State(state): State<AppState>,
+    _: Staff,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<DeploymentRecord>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(state.engine.repeat(deployment_id(&id)?).await?),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// Entries after this id (the last one read), for following a log.
+    pub after: Option<i64>,
+    /// At most this many (default and maximum 1000).
+    pub limit: Option<u32>,
+}
+
+/// Every action's start, result and duration, state changes and errors,
+/// oldest first.
+#[utoipa::path(get, path = "/deployments/{id}/log", tag = "deployments", params(LogQuery),
+    responses((status = 200, body = Vec<LogEntry>), (status = 404, body = ErrorBody)))]
+pub async fn deployment_log(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(id): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> Result<Json<Vec<LogEntry>>, ApiError> {
+    let limit = q.limit.unwrap_or(1000).clamp(1, 1000);
+    Ok(Json(
+        state
+            .store
+            .deployment_log(deployment_id(&id)?, q.after, limit)
+            .await?,
+    ))
+}

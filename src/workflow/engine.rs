@@ -1,0 +1,637 @@
+//! Runs deployments: one task per deployment with work left, which reads
+//! where it stands, runs the action at its cursor under its deadline, and
+//! commits the outcome (position, log, outbox event) before going on.
+//! Effects happen after the previous commit, so a restart resumes each
+//! deployment at the action it was on, with the deadline it had.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, watch};
+use tracing::{Instrument, info, info_span, warn};
+
+use super::context::{self, ContextInput};
+use super::machine::{self, Cursor, Event, Position};
+use crate::model::{CallbackToken, Fqdn};
+use crate::power::service::{PowerCommand, PowerService};
+use crate::power::{BootDevice, BootRequest, PowerAction};
+use crate::profile::{self, Action, ActionKind, FileSource, IpmiCommand, Profile, StepName};
+use crate::store::boot::{DeploymentRecord, Via};
+use crate::store::engine::{EngineView, LogLevel, NewDeployment, Transition};
+use crate::store::{Network, Server, Store, StoreError};
+
+/// The `[deployments]` settings the engine uses.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// BOOTLOADER_URL: what templates call `agent_url`.
+    pub public_url: String,
+    /// How long an action may take when neither it, its step nor its
+    /// profile says.
+    pub default_timeout: Duration,
+}
+
+/// What ended an action early.
+#[derive(Debug)]
+enum Stop {
+    Failed(String),
+    Cancelled,
+}
+
+struct Runner {
+    nudge: Notify,
+    cancel: watch::Sender<bool>,
+}
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    power: Arc<PowerService>,
+    settings: EngineSettings,
+    running: Mutex<HashMap<i64, Arc<Runner>>>,
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        power: Arc<PowerService>,
+        settings: EngineSettings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            power,
+            settings,
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Starts a task for every deployment with work left (after a
+    /// restart: where each stood).
+    pub async fn resume_all(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let ids = self.store.runnable_deployments().await?;
+        for id in &ids {
+            self.spawn(*id);
+        }
+        if !ids.is_empty() {
+            info!(count = ids.len(), "deployments resumed");
+        }
+        Ok(ids.len())
+    }
+
+    fn spawn(self: &Arc<Self>, id: i64) {
+        let runner = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            if running.contains_key(&id) {
+                return;
+            }
+            let (cancel, _) = watch::channel(false);
+            let runner = Arc::new(Runner {
+                nudge: Notify::new(),
+                cancel,
+            });
+            running.insert(id, Arc::clone(&runner));
+            runner
+        };
+        let engine = Arc::clone(self);
+        tokio::spawn(
+            async move {
+                engine.run(id, &runner).await;
+                engine
+                    .running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+            }
+            .instrument(info_span!("deployment", id)),
+        );
+    }
+
+    /// A callback for `id` was stored: wake its task.
+    pub fn nudge(&self, id: i64) {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = running.get(&id) {
+            r.nudge.notify_one();
+        }
+    }
+
+    /// Starts a deployment of `server` with profile `profile_id`.
+    pub async fn create(
+        self: &Arc<Self>,
+        server: Fqdn,
+        profile_id: i64,
+        repeat_of: Option<i64>,
+    ) -> Result<DeploymentRecord, StoreError> {
+        let token = CallbackToken::generate().map_err(|e| {
+            StoreError::Corrupt(format!("no randomness for the callback token: {e}"))
+        })?;
+        let record = self
+            .store
+            .start_deployment(&NewDeployment {
+                server,
+                profile_id,
+                token,
+                repeat_of,
+            })
+            .await?;
+        self.spawn(record.id);
+        Ok(record)
+    }
+
+    /// A new deployment of the same server with the same pinned profile
+    /// version and a new token.
+    pub async fn repeat(self: &Arc<Self>, id: i64) -> Result<DeploymentRecord, StoreError> {
+        let old = self.store.deployment(id).await?;
+        self.create(old.server, old.profile_id, Some(id)).await
+    }
+
+    /// Cancels an active deployment: its files stop being served at once
+    /// (only active deployments' files are), its task stops, and the
+    /// profile's `cleanup` step runs if it has one.
+    pub async fn cancel(self: &Arc<Self>, id: i64) -> Result<DeploymentRecord, StoreError> {
+        loop {
+            let view = self.store.engine_view(id).await?;
+            let profile = parse(&view)?;
+            let at = position(&view);
+            let next = machine::apply(&profile, at, &Event::Cancel)
+                .map_err(|e| StoreError::conflict("state", e.to_string()))?;
+            let t = transition(
+                id,
+                at,
+                next,
+                None,
+                vec![(LogLevel::Warn, "cancelled by an operator".into())],
+            );
+            if self.store.commit_transition(&t).await? {
+                break;
+            }
+        }
+        let runner = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned();
+        match runner {
+            Some(r) => {
+                let _ = r.cancel.send(true);
+            }
+            None => self.spawn(id),
+        }
+        self.store.deployment(id).await
+    }
+
+    async fn run(self: &Arc<Self>, id: i64, runner: &Runner) {
+        let mut cancelled = runner.cancel.subscribe();
+        loop {
+            match self.step(id, runner, &mut cancelled).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    // The store is down or busy: try again shortly; the
+                    // deployment's deadline still holds.
+                    warn!(error = %e, "deployment engine: store error; retrying");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        }
+    }
+
+    /// Runs what is at the cursor and commits it. `false`: nothing left.
+    async fn step(
+        self: &Arc<Self>,
+        id: i64,
+        runner: &Runner,
+        cancelled: &mut watch::Receiver<bool>,
+    ) -> Result<bool, StoreError> {
+        let view = self.store.engine_view(id).await?;
+        let Some(token) = view.token.clone() else {
+            return Ok(false);
+        };
+        let profile = match parse(&view) {
+            Ok(p) => p,
+            Err(e) => {
+                self.store
+                    .append_log(id, LogLevel::Error, &e.to_string())
+                    .await?;
+                return Ok(false);
+            }
+        };
+        let at = position(&view);
+        let Some(cursor) = at.cursor else {
+            return Ok(false);
+        };
+        let Some(action) = machine::action_at(&profile, cursor) else {
+            // The step has nothing (more) to run: on to the next.
+            let next = machine::apply(&profile, at, &Event::Advance)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let mut log = vec![(
+                LogLevel::Info,
+                format!("step {} done", cursor.step.as_str()),
+            )];
+            if next.state != at.state {
+                log.push((LogLevel::Info, format!("state {}", next.state)));
+            }
+            let mut t = transition(id, at, next, None, log);
+            t.step_deadline = next_step_deadline(&profile, at, next, view.step_deadline);
+            self.store.commit_transition(&t).await?;
+            return Ok(true);
+        };
+        // Deadlines are stored before the action starts, so that a restart
+        // keeps them.
+        let action_deadline = match view.action_deadline {
+            Some(d) => d,
+            None => {
+                let timeout =
+                    machine::action_timeout(&profile, cursor, self.settings.default_timeout);
+                let deadline = unix_now() + timeout.as_secs() as i64;
+                let mut t = transition(
+                    id,
+                    at,
+                    at,
+                    None,
+                    vec![(
+                        LogLevel::Info,
+                        format!(
+                            "{} #{} {}: started (timeout {})",
+                            cursor.step.as_str(),
+                            cursor.action + 1,
+                            describe(action),
+                            human(timeout)
+                        ),
+                    )],
+                );
+                t.action_deadline = Some(deadline);
+                t.step_deadline = view.step_deadline;
+                if !self.store.commit_transition(&t).await? {
+                    return Ok(true);
+                }
+                deadline
+            }
+        };
+        let deadline = view
+            .step_deadline
+            .map_or(action_deadline, |s| s.min(action_deadline));
+        let left = Duration::from_secs(deadline.saturating_sub(unix_now()).max(0) as u64);
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(left, self.act(&view, &profile, &token, action, runner)) => match r {
+                Ok(Ok(message)) => Ok(message),
+                Ok(Err(message)) => Err(Stop::Failed(message)),
+                Err(_) => Err(Stop::Failed(self.timeout_reason(&view, cursor, action).await)),
+            },
+            _ = async { cancelled.wait_for(|c| *c).await.map(|_| ()) } => Err(Stop::Cancelled),
+        };
+        let took = started.elapsed();
+        let what = format!(
+            "{} #{} {}",
+            cursor.step.as_str(),
+            cursor.action + 1,
+            describe(action)
+        );
+        let t = match outcome {
+            Ok(message) => {
+                let next = machine::apply(&profile, at, &Event::Advance)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let mut log = vec![(
+                    LogLevel::Info,
+                    format!("{what}: done in {} ({message})", human(took)),
+                )];
+                if next.state != at.state {
+                    log.push((LogLevel::Info, format!("state {}", next.state)));
+                }
+                let mut t = transition(id, at, next, None, log);
+                t.step_deadline = next_step_deadline(&profile, at, next, view.step_deadline);
+                t
+            }
+            Err(Stop::Failed(reason)) => {
+                let next = machine::apply(&profile, at, &Event::Fail)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let reason = format!("{what}: {reason}");
+                warn!(%reason, "deployment failed");
+                let error = (!at.state.is_final()).then(|| reason.clone());
+                let mut t = transition(id, at, next, error, vec![(LogLevel::Error, reason)]);
+                t.step_deadline = None;
+                t
+            }
+            // The cancel is committed already; reload and run `cleanup`.
+            Err(Stop::Cancelled) => return Ok(true),
+        };
+        self.store.commit_transition(&t).await?;
+        Ok(true)
+    }
+
+    /// Runs one action; `Ok` carries what to log, `Err` why it failed.
+    async fn act(
+        &self,
+        view: &EngineView,
+        profile: &Profile,
+        token: &str,
+        action: &Action,
+        runner: &Runner,
+    ) -> Result<String, String> {
+        let id = view.record.id;
+        match &action.kind {
+            ActionKind::Echo { message } => {
+                let (server, nets) = self.server(view).await?;
+                let ctx = self.context(view, profile, token, &server, &nets, 0);
+                profile::render_str(message, &ctx).map_err(|e| format!("message: {e}"))
+            }
+            ActionKind::ServeFile {
+                via,
+                filename,
+                source,
+            } => {
+                let (server, nets) = self.server(view).await?;
+                let FileSource::Template { name } = source else {
+                    return Err(
+                        "serve_file from a url source is not supported by this build yet".into(),
+                    );
+                };
+                let mut served = Vec::new();
+                for i in 0..server.interfaces.len().max(1) {
+                    let ctx = self.context(view, profile, token, &server, &nets, i);
+                    let path = profile::render_str(filename, &ctx)
+                        .map_err(|e| format!("filename: {e}"))?;
+                    let content = profile::render_template(profile, name, &ctx)
+                        .map_err(|e| format!("template {name}: {e}"))?;
+                    let via = via_of(*via);
+                    self.store
+                        .serve_file(id, via, &path, content.as_bytes())
+                        .await
+                        .map_err(|e| format!("cannot serve {path}: {e}"))?;
+                    served.push(format!("{} {path} ({} bytes)", via.as_str(), content.len()));
+                }
+                Ok(format!("serving {}", served.join(", ")))
+            }
+            ActionKind::DeleteFile { on, filename } => {
+                let (server, nets) = self.server(view).await?;
+                let mut removed = Vec::new();
+                for i in 0..server.interfaces.len().max(1) {
+                    let ctx = self.context(view, profile, token, &server, &nets, i);
+                    let path = profile::render_str(filename, &ctx)
+                        .map_err(|e| format!("filename: {e}"))?;
+                    let via = via_of(*on);
+                    let was = self
+                        .store
+                        .unserve_file(id, via, &path)
+                        .await
+                        .map_err(|e| format!("cannot stop serving {path}: {e}"))?;
+                    removed.push(format!(
+                        "{} {path}{}",
+                        via.as_str(),
+                        if was { "" } else { " (was not served)" }
+                    ));
+                }
+                Ok(format!("stopped serving {}", removed.join(", ")))
+            }
+            ActionKind::ExpectCallback { name } => loop {
+                // Callbacks are stored as they arrive, also before this
+                // action started; a replay is a no-op.
+                match self.store.callbacks(id).await {
+                    Ok(calls) => {
+                        if let Some(c) = calls.iter().find(|c| &c.name == name) {
+                            return Ok(format!("callback {name} received ({})", c.method));
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "cannot read callbacks; retrying"),
+                }
+                // Woken by the callback handler; polled too, for callbacks
+                // another daemon stored.
+                let _ = tokio::time::timeout(Duration::from_secs(2), runner.nudge.notified()).await;
+            },
+            ActionKind::IpmiCommand(cmd) => {
+                let command = match *cmd {
+                    IpmiCommand::Power(p) => match p {
+                        profile::PowerAction::On => PowerCommand::Power(PowerAction::On),
+                        profile::PowerAction::Off => PowerCommand::Power(PowerAction::Off),
+                        profile::PowerAction::Cycle => PowerCommand::Power(PowerAction::Cycle),
+                        profile::PowerAction::Reset => PowerCommand::Power(PowerAction::Reset),
+                        profile::PowerAction::Soft => PowerCommand::Power(PowerAction::Soft),
+                        profile::PowerAction::Status => PowerCommand::Status,
+                    },
+                    IpmiCommand::Bootdev(d) => {
+                        let device = match d {
+                            profile::BootDevice::Pxe => BootDevice::Pxe,
+                            profile::BootDevice::Disk => BootDevice::Disk,
+                            profile::BootDevice::Bios => BootDevice::Bios,
+                            profile::BootDevice::Cdrom => BootDevice::Cdrom,
+                            profile::BootDevice::Safe => {
+                                return Err(
+                                    "bootdev safe is not supported by the power drivers".into()
+                                );
+                            }
+                        };
+                        PowerCommand::SetBootDevice(BootRequest {
+                            device,
+                            persistent: false,
+                            efi: false,
+                        })
+                    }
+                };
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    let report = self
+                        .power
+                        .execute(&view.record.server, command)
+                        .await
+                        .map_err(|e| format!("{e}"))?;
+                    match report.result {
+                        Ok(_) => {
+                            return Ok(format!("{} via {}", command.describe(), report.driver));
+                        }
+                        Err(e) if attempt <= action.retries => {
+                            warn!(error = %e, attempt, "BMC command failed; the action retries");
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                        }
+                        Err(e) => return Err(format!("{} failed: {e}", command.describe())),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn server(&self, view: &EngineView) -> Result<(Server, Vec<Network>), String> {
+        let server = self
+            .store
+            .server(&view.record.server)
+            .await
+            .map_err(|e| format!("cannot read the server: {e}"))?;
+        let mut nets = Vec::new();
+        for i in &server.interfaces {
+            if let Some(n) = i.network_id
+                && !nets.iter().any(|x: &Network| x.id == n)
+                && let Ok(net) = self.store.network(n).await
+            {
+                nets.push(net);
+            }
+        }
+        Ok((server, nets))
+    }
+
+    fn context(
+        &self,
+        view: &EngineView,
+        profile: &Profile,
+        token: &str,
+        server: &Server,
+        nets: &[Network],
+        interface: usize,
+    ) -> serde_json::Value {
+        let iface = server.interfaces.get(interface);
+        let net = iface
+            .and_then(|i| i.network_id)
+            .and_then(|n| nets.iter().find(|x| x.id == n));
+        context::for_interface(
+            &ContextInput {
+                public_url: &self.settings.public_url,
+                token,
+                deployment: &view.record,
+                profile_name: &profile.name,
+                profile_version: &profile.version,
+                server,
+            },
+            iface,
+            net,
+        )
+    }
+
+    /// A timeout names the step, the action, and the last thing the machine
+    /// did (its newest boot timeline event).
+    async fn timeout_reason(&self, view: &EngineView, cursor: Cursor, action: &Action) -> String {
+        let mut reason = format!(
+            "timed out in step {} waiting for {}",
+            cursor.step.as_str(),
+            describe(action)
+        );
+        let macs: Vec<_> = match self.store.server(&view.record.server).await {
+            Ok(s) => s.interfaces.iter().map(|i| i.mac).collect(),
+            Err(_) => Vec::new(),
+        };
+        if macs.is_empty() {
+            return reason;
+        }
+        if let Ok(events) = self.store.boot_events(&macs, None, 1).await {
+            match events.first() {
+                Some((_, e)) => reason.push_str(&format!(
+                    "; the machine's last boot event: {} {} {} -> {} {}",
+                    e.at.format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                    e.phase.as_str(),
+                    e.request,
+                    e.outcome.as_str(),
+                    e.detail
+                )),
+                None => reason.push_str("; the machine was never seen on the boot network"),
+            }
+        }
+        reason
+    }
+}
+
+fn via_of(t: profile::Transport) -> Via {
+    match t {
+        profile::Transport::Http => Via::Http,
+        profile::Transport::Tftp => Via::Tftp,
+    }
+}
+
+fn parse(view: &EngineView) -> Result<Profile, StoreError> {
+    profile::parse(&view.profile_source)
+        .map_err(|e| StoreError::Corrupt(format!("the deployment's profile no longer parses: {e}")))
+}
+
+fn position(view: &EngineView) -> Position {
+    let cursor = view
+        .record
+        .step
+        .as_deref()
+        .and_then(|s| s.parse::<StepName>().ok())
+        .map(|step| Cursor {
+            step,
+            action: view.record.action_index as usize,
+        });
+    Position {
+        state: view.record.state,
+        cursor,
+        actions_done: view.actions_done,
+    }
+}
+
+fn transition(
+    id: i64,
+    from: Position,
+    to: Position,
+    error: Option<String>,
+    log: Vec<(LogLevel, String)>,
+) -> Transition {
+    Transition {
+        id,
+        from: from.state,
+        state: to.state,
+        step: to.cursor.map(|c| c.step.as_str().to_string()),
+        action_index: to.cursor.map_or(0, |c| c.action as u32),
+        actions_done: to.actions_done,
+        action_deadline: None,
+        step_deadline: None,
+        error,
+        log,
+    }
+}
+
+/// A step with a timeout of its own gets a deadline when it is entered.
+fn next_step_deadline(
+    profile: &Profile,
+    from: Position,
+    to: Position,
+    current: Option<i64>,
+) -> Option<i64> {
+    match (from.cursor, to.cursor) {
+        (Some(a), Some(b)) if a.step == b.step => current,
+        (_, Some(b)) => {
+            machine::step_timeout(profile, b.step).map(|t| unix_now() + t.as_secs() as i64)
+        }
+        _ => None,
+    }
+}
+
+fn describe(action: &Action) -> String {
+    match &action.kind {
+        ActionKind::ServeFile { via, filename, .. } => {
+            format!("serve_file {} {filename}", via.as_str())
+        }
+        ActionKind::DeleteFile { on, filename } => {
+            format!("delete_file {} {filename}", on.as_str())
+        }
+        ActionKind::ExpectCallback { name } => format!("expect_callback {name}"),
+        ActionKind::IpmiCommand(IpmiCommand::Power(p)) => {
+            format!("ipmi_command power {}", p.as_str())
+        }
+        ActionKind::IpmiCommand(IpmiCommand::Bootdev(d)) => {
+            format!("ipmi_command bootdev {}", d.as_str())
+        }
+        ActionKind::Echo { .. } => "echo".into(),
+    }
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 && s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s >= 60 && s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else if s >= 1 {
+        format!("{s}s")
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Engine")
+    }
+}

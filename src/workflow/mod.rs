@@ -1,0 +1,14 @@
+//! Deployments walked through their profile's workflow.
+//!
+//! - `machine.rs`: the state machine (states, cursor, legal transitions,
+//!   progress, timeouts). Pure.
+//! - `context.rs`: the template context of a deployment. Pure.
+//! - `engine.rs`: one task per deployment with work left: runs the action
+//!   at the cursor under its deadline, commits the outcome, resumes after a
+//!   restart.
+
+pub mod context;
+pub mod engine;
+pub mod machine;
+
+pub use engine::{Engine, EngineSettings};

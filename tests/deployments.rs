@@ -1,0 +1,466 @@
+//! The deployment engine over loopback: a profile walked from `new` to
+//! `complete` by callbacks made as an installer would make them (to the
+//! URL the served script carries), a callback that arrives before its step,
+//! a machine that never calls back (error by timeout, with a reason), cancel
+//! and repeat, and a daemon killed with SIGKILL mid-deployment that finishes
+//! the deployment after it restarts. On SQLite and PostgreSQL.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Backend, Daemon, TestStore};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const MAC: &str = "52:54:00:de:00:01";
+
+fn walk_profile(timeout: &str) -> String {
+    format!(
+        r#"kind: Profile
+apiVersion: v1alpha1
+name: walk
+version: 1.0
+timeout: {timeout}
+workflow:
+  new: {{}}
+  preparing:
+    - action: serve_file
+      via: http
+      filename: 'ipxe/{{{{ mac_address }}}}'
+      source:
+        type: template
+        name: script
+    - action: expect_callback
+      name: preparing
+  installing:
+    - action: expect_callback
+      name: installing
+  configuring: []
+  postconfiguring:
+    - action: delete_file
+      on: http
+      filename: 'ipxe/{{{{ mac_address }}}}'
+  complete:
+    - action: echo
+      message: 'walk: {{{{ fqdn }}}} is done'
+templates:
+  script:
+    type: template
+    contents: |
+      #!ipxe
+      echo {{{{ hostname }}}} calls back at {{{{ callback_base }}}}
+"#
+    )
+}
+
+async fn setup(backend: Backend, timeout: &str) -> (TestStore, Daemon) {
+    let store = TestStore::new(backend).await;
+    let d = Daemon::start(&store, None).await;
+    d.seed_location().await;
+    let (s, b) = d
+        .post(
+            "/servers",
+            json!({"fqdn": "w1.dc1.example.com", "location": "dc1",
+                "interfaces": [{"name": "eth0", "mac": MAC, "ipv4": "10.0.0.21"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = d
+        .post_text("/profiles", &walk_profile(timeout), "application/yaml")
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    (store, d)
+}
+
+async fn deploy(d: &Daemon) -> Value {
+    let (s, b) = d
+        .post(
+            "/deployments",
+            json!({"server": "w1.dc1.example.com", "profile": "walk==1.0"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    b
+}
+
+/// The machine's script, once the engine serves it; returns its callback
+/// base.
+async fn callback_base(d: &Daemon) -> String {
+    let url = format!("{}/ipxe/{MAC}", d.base);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = reqwest::get(&url).await.unwrap();
+        let local = r.headers().contains_key("x-bootloader-decision");
+        let text = r.text().await.unwrap();
+        if !local {
+            let base = text
+                .split_whitespace()
+                .find(|w| w.contains("/_callback/"))
+                .unwrap_or_else(|| panic!("no callback base in {text:?}"));
+            assert!(text.contains("w1 calls back"), "{text}");
+            // BOOTLOADER_URL is the default; the test daemon listens on
+            // another port.
+            let (_, path) = base.split_once("/_callback/").unwrap();
+            return format!("{}/_callback/{path}", d.base);
+        }
+        assert!(Instant::now() < deadline, "the script was never served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_state(d: &Daemon, id: i64, want: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, b) = d.get(&format!("/deployments/{id}")).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        if b["state"] == want {
+            return b;
+        }
+        assert!(Instant::now() < deadline, "never reached {want}: {b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn log(d: &Daemon, id: i64) -> Vec<String> {
+    let (s, b) = d.get(&format!("/deployments/{id}/log")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    b.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["level"].as_str().unwrap(),
+                e["message"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+async fn walks_to_complete(backend: Backend) {
+    let (store, d) = setup(backend, "30s").await;
+    let dep = deploy(&d).await;
+    let id = dep["id"].as_i64().unwrap();
+    assert_eq!(dep["profile"], "walk==1.0");
+    // One active deployment per server.
+    let (s, b) = d
+        .post(
+            "/deployments",
+            json!({"server": "w1.dc1.example.com", "profile": "walk==1.0"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+
+    let base = callback_base(&d).await;
+    // The installer is fast: `installing` arrives before its step starts,
+    // and is remembered.
+    let r = reqwest::get(format!("{base}installing")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let b = wait_state(&d, id, "preparing").await;
+    assert_eq!(b["step"], "preparing");
+    let r = reqwest::get(format!("{base}preparing")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let done = wait_state(&d, id, "complete").await;
+    assert_eq!(done["progress"], 100, "{done}");
+    assert!(done["finished_at"].is_string(), "{done}");
+    // A replay after the end: the token is finished.
+    let r = reqwest::get(format!("{base}preparing")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // The script is not served any more.
+    let r = reqwest::get(format!("{}/ipxe/{MAC}", d.base))
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("x-bootloader-decision"));
+
+    let lines = log(&d, id).await;
+    let text = lines.join("\n");
+    for needle in [
+        "state preparing",
+        "preparing #1 serve_file http ipxe/{{ mac_address }}: done",
+        "serving http ipxe/52:54:00:de:00:01",
+        "preparing #2 expect_callback preparing: done",
+        "installing #1 expect_callback installing: done",
+        "state configuring",
+        "state postconfiguring",
+        "stopped serving http ipxe/52:54:00:de:00:01",
+        "walk: w1.dc1.example.com is done",
+        "state complete",
+    ] {
+        assert!(text.contains(needle), "log lacks {needle:?}:\n{text}");
+    }
+    let (_, list) = d
+        .get("/deployments?server=w1.dc1.example.com&state=complete")
+        .await;
+    assert_eq!(list["count"], 1, "{list}");
+    d.stop().await;
+    store.drop_database().await;
+}
+
+async fn silent_machine_times_out(backend: Backend) {
+    let (store, d) = setup(backend, "3s").await;
+    let id = deploy(&d).await["id"].as_i64().unwrap();
+    // The machine fetched its script once, then went quiet.
+    callback_base(&d).await;
+    let b = wait_state(&d, id, "error").await;
+    let error = b["error"].as_str().unwrap();
+    assert!(
+        error.contains("preparing #2 expect_callback preparing")
+            && error.contains("timed out in step preparing")
+            && error.contains("GET /ipxe/52:54:00:de:00:01"),
+        "{error}"
+    );
+    // The error's files are not served, and the server may deploy again.
+    let r = reqwest::get(format!("{}/ipxe/{MAC}", d.base))
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("x-bootloader-decision"));
+    let (s, b) = d
+        .post(&format!("/deployments/{id}/repeat"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    d.stop().await;
+    store.drop_database().await;
+}
+
+async fn cancel_and_repeat(backend: Backend) {
+    let (store, d) = setup(backend, "5m").await;
+    let id = deploy(&d).await["id"].as_i64().unwrap();
+    let first_base = callback_base(&d).await;
+    let (s, b) = d
+        .post(&format!("/deployments/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["state"], "cancelled");
+    // Its files stop being served at once; its token is finished.
+    let r = reqwest::get(format!("{}/ipxe/{MAC}", d.base))
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("x-bootloader-decision"));
+    let r = reqwest::get(format!("{first_base}preparing"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // Cancelling twice is a conflict, not a crash.
+    let (s, b) = d
+        .post(&format!("/deployments/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+
+    let (s, again) = d
+        .post(&format!("/deployments/{id}/repeat"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{again}");
+    assert_eq!(again["repeat_of"], id);
+    assert_eq!(again["profile"], "walk==1.0");
+    let second_base = callback_base(&d).await;
+    assert_ne!(first_base, second_base, "a repeat gets a new token");
+    let second = again["id"].as_i64().unwrap();
+    for step in ["preparing", "installing"] {
+        let r = reqwest::get(format!("{second_base}{step}")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    wait_state(&d, second, "complete").await;
+
+    // Bad requests.
+    let (s, b) = d
+        .post(
+            "/deployments",
+            json!({"server": "nope.dc1.example.com", "profile": "walk==1.0"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(b["fields"]["server"].is_array(), "{b}");
+    let (s, b) = d
+        .post(
+            "/deployments",
+            json!({"server": "w1.dc1.example.com", "profile": "walk==9"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(b["fields"]["profile"].is_array(), "{b}");
+    let (s, _) = d.get("/deployments/999999").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    d.stop().await;
+    store.drop_database().await;
+}
+
+macro_rules! on_both {
+    ($($name:ident),*) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Postgres).await })*
+        }
+    };
+}
+
+on_both!(
+    walks_to_complete,
+    silent_machine_times_out,
+    cancel_and_repeat
+);
+
+/// The real binary, killed with SIGKILL while a deployment waits for its
+/// second callback, restarted: the deployment goes on where it stood and
+/// completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_deployment_then_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let bin = env!("CARGO_BIN_EXE_bootloader");
+    let start = || {
+        std::process::Command::new(bin)
+            .arg("serve")
+            .env("BOOTLOADER_DATA_DIR", dir.path())
+            .env("BOOTLOADER_HTTP_LISTEN", format!("127.0.0.1:{port}"))
+            .env("BOOTLOADER_URL", &base)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut daemon = start();
+    // The first start prints the staff token.
+    let token = {
+        use std::io::BufRead;
+        let out = daemon.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(out).lines();
+        loop {
+            let line = lines.next().expect("a token line").unwrap();
+            if let Some(t) = line.split_whitespace().find(|w| w.starts_with("bl_")) {
+                break t.to_string();
+            }
+        }
+    };
+    let client = reqwest::Client::new();
+    let api = |method: reqwest::Method, path: &str| {
+        client
+            .request(method, format!("{base}/api/v1alpha2{path}"))
+            .header("Authorization", format!("Token {token}"))
+    };
+    wait_up(&client, &base).await;
+    for (path, body) in [
+        ("/locations", json!({"name": "dc1"})),
+        (
+            "/servers",
+            json!({"fqdn": "w1.dc1.example.com", "location": "dc1", "interfaces": [{"name": "eth0", "mac": MAC}]}),
+        ),
+    ] {
+        let r = api(reqwest::Method::POST, path)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let r = api(reqwest::Method::POST, "/profiles")
+        .header("Content-Type", "application/yaml")
+        .body(walk_profile("2m"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = api(reqwest::Method::POST, "/deployments")
+        .json(&json!({"server": "w1.dc1.example.com", "profile": "walk==1.0"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let script_url = format!("{base}/ipxe/{MAC}");
+    let cb = loop {
+        let text = client
+            .get(&script_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if let Some(w) = text.split_whitespace().find(|w| w.contains("/_callback/")) {
+            break w.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        client
+            .get(format!("{cb}preparing"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    // Wait until the engine has moved on to `installing`, then kill it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let b: Value = api(reqwest::Method::GET, &format!("/deployments/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if b["state"] == "installing" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    daemon.kill().unwrap(); // SIGKILL
+    daemon.wait().unwrap();
+
+    let mut daemon = start();
+    wait_up(&client, &base).await;
+    // The machine's next callback reaches the restarted daemon.
+    assert_eq!(
+        client
+            .get(format!("{cb}installing"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let b = loop {
+        let b: Value = api(reqwest::Method::GET, &format!("/deployments/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if b["state"] == "complete" {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "not complete after restart: {b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(b["progress"], 100);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
+
+async fn wait_up(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "daemon did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
