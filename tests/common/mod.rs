@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod vmbmc;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
