@@ -159,7 +159,13 @@ async fn walks_to_complete(backend: Backend) {
     assert_eq!(r.status(), StatusCode::OK);
     let b = wait_state(&d, id, "preparing").await;
     assert_eq!(b["step"], "preparing");
-    let r = reqwest::get(format!("{base}preparing")).await.unwrap();
+    // The installer reports with a POST; its body goes into the log.
+    let r = reqwest::Client::new()
+        .post(format!("{base}preparing"))
+        .body("disks: sda 480G")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let done = wait_state(&d, id, "complete").await;
     assert_eq!(done["progress"], 100, "{done}");
@@ -180,6 +186,7 @@ async fn walks_to_complete(backend: Backend) {
         "preparing #1 serve_file http ipxe/{{ mac_address }}: done",
         "serving http ipxe/52:54:00:de:00:01",
         "preparing #2 expect_callback preparing: done",
+        "callback preparing received (POST): disks: sda 480G",
         "installing #1 expect_callback installing: done",
         "state configuring",
         "state postconfiguring",

@@ -393,7 +393,14 @@ impl Engine {
                 match self.store.callbacks(id).await {
                     Ok(calls) => {
                         if let Some(c) = calls.iter().find(|c| &c.name == name) {
-                            return Ok(format!("callback {name} received ({})", c.method));
+                            let mut said = format!("callback {name} received ({})", c.method);
+                            if !c.body.is_empty() {
+                                said.push_str(&format!(
+                                    ": {}",
+                                    excerpt(&c.body, CALLBACK_BODY_IN_LOG)
+                                ));
+                            }
+                            return Ok(said);
                         }
                     }
                     Err(e) => warn!(error = %e, "cannot read callbacks; retrying"),
@@ -530,6 +537,22 @@ impl Engine {
         }
         reason
     }
+}
+
+/// How much of a callback's body goes into the log.
+const CALLBACK_BODY_IN_LOG: usize = 4096;
+
+/// The first `max` bytes of `text` (on a character boundary), marked when
+/// cut.
+fn excerpt(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes in all)", &text[..end], text.len())
 }
 
 fn via_of(t: profile::Transport) -> Via {

@@ -91,15 +91,24 @@ pub async fn server_timeline(
     Query(q): Query<TimelineQuery>,
 ) -> Result<Json<Timeline>, ApiError> {
     let fqdn: Fqdn = path_key("server", &fqdn)?;
+    Ok(Json(timeline_of_server(&state, &fqdn, q).await?))
+}
+
+/// The boot timeline of the server's MACs.
+pub async fn timeline_of_server(
+    state: &AppState,
+    fqdn: &Fqdn,
+    q: TimelineQuery,
+) -> Result<Timeline, ApiError> {
     // 404 for a server that does not exist, not an empty timeline.
-    state.store.server(&fqdn).await?;
+    state.store.server(fqdn).await?;
     let page = Page {
         limit: 1000,
         offset: 0,
     };
     let macs: Vec<MacAddr> = state
         .store
-        .list_interfaces(Some(&fqdn), page)
+        .list_interfaces(Some(fqdn), page)
         .await?
         .items
         .into_iter()
@@ -108,13 +117,13 @@ pub async fn server_timeline(
     let limit = limit(q.limit)?;
     if macs.is_empty() {
         // No interface: no events, not everyone's.
-        return Ok(Json(Timeline {
+        return Ok(Timeline {
             macs,
             events: Vec::new(),
             next_before: None,
-        }));
+        });
     }
-    Ok(Json(timeline(&*state.store, macs, q.before, limit).await?))
+    timeline(&*state.store, macs, q.before, limit).await
 }
 
 #[utoipa::path(get, path = "/timeline", tag = "timeline", params(MacTimelineQuery),

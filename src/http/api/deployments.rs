@@ -164,3 +164,21 @@ pub async fn deployment_log(
             .await?,
     ))
 }
+
+/// The boot timeline of the deployment's server while the deployment ran
+/// (newest first): what the machine did, what it was answered.
+#[utoipa::path(get, path = "/deployments/{id}/timeline", tag = "deployments",
+    params(super::boot::TimelineQuery),
+    responses((status = 200, body = super::boot::Timeline), (status = 404, body = ErrorBody)))]
+pub async fn deployment_timeline(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(id): Path<String>,
+    Query(q): Query<super::boot::TimelineQuery>,
+) -> Result<Json<super::boot::Timeline>, ApiError> {
+    let d = state.store.deployment(deployment_id(&id)?).await?;
+    let mut t = super::boot::timeline_of_server(&state, &d.server, q).await?;
+    t.events
+        .retain(|e| e.event.at >= d.created_at && d.finished_at.is_none_or(|f| e.event.at <= f));
+    Ok(Json(t))
+}

@@ -156,6 +156,7 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(deployments::cancel_deployment))
         .routes(routes!(deployments::repeat_deployment))
         .routes(routes!(deployments::deployment_log))
+        .routes(routes!(deployments::deployment_timeline))
         .split_for_parts();
     doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1alpha2")]);
     let served = doc.clone();
