@@ -153,6 +153,44 @@ async fn walks_to_complete(backend: Backend) {
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
 
     let base = callback_base(&d).await;
+    // Export URLs: the profile's templates rendered for this deployment,
+    // and a user's SSH keys, for the holder of the deployment's token.
+    let token = base
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let key =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMqy0rTqL0y7kZ3mN4o5p6q7r8s9t0u1v2w3x4y5z6A7 ops@desk";
+    let (s, b) = d
+        .post("/ssh_authorized_keys", json!({"user": "admin", "key": key}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let base_url = d.base.clone();
+    let export = |path: String| {
+        let url = format!("{base_url}{path}");
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    let (s, text) = export(format!("/export/file/{id}/{token}/walk/1.0/script")).await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    assert!(text.starts_with("#!ipxe\necho w1 calls back at "), "{text}");
+    let (s, text) = export(format!("/export/sshkeys/{id}/{token}/admin")).await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    assert_eq!(text, format!("{key}\n"));
+    for bad in [
+        format!("/export/file/{id}/{}/walk/1.0/script", "0".repeat(64)),
+        format!("/export/file/{id}/{token}/walk/2.0/script"),
+        format!("/export/file/{id}/{token}/walk/1.0/nope"),
+        format!("/export/file/999999/{token}/walk/1.0/script"),
+        format!("/export/sshkeys/{id}/{}/admin", "0".repeat(64)),
+    ] {
+        let (s, _) = export(bad.clone()).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{bad}");
+    }
     // The installer is fast: `installing` arrives before its step starts,
     // and is remembered.
     let r = reqwest::get(format!("{base}installing")).await.unwrap();
@@ -170,6 +208,9 @@ async fn walks_to_complete(backend: Backend) {
     let done = wait_state(&d, id, "complete").await;
     assert_eq!(done["progress"], 100, "{done}");
     assert!(done["finished_at"].is_string(), "{done}");
+    // After the end, the export URLs are gone too.
+    let (s, _) = export(format!("/export/file/{id}/{token}/walk/1.0/script")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     // A replay after the end: the token is finished.
     let r = reqwest::get(format!("{base}preparing")).await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);

@@ -49,6 +49,14 @@ pub fn routes(state: BootState) -> Router {
                 .post(callback)
                 .layer(DefaultBodyLimit::max(CALLBACK_BODY_LIMIT)),
         )
+        .route(
+            "/export/file/{deployment}/{token}/{profile}/{version}/{file}",
+            get(export_file),
+        )
+        .route(
+            "/export/sshkeys/{deployment}/{token}/{user}",
+            get(export_ssh_keys),
+        )
         .nest_service("/static", static_files)
         .nest_service("/boot", binaries)
         .layer(middleware::from_fn_with_state(state.clone(), record))
@@ -115,6 +123,45 @@ async fn machine_script(State(state): State<BootState>, Path(raw): Path<String>)
             );
             r
         }
+        Err(e) => store_down(e),
+    }
+}
+
+/// A profile template rendered for an active deployment (a preseed's
+/// late_command fetches its script this way). Anything that does not match
+/// the deployment, its token, profile and version is a 404.
+async fn export_file(
+    State(state): State<BootState>,
+    Path((deployment, token, profile, version, file)): Path<(i64, String, String, String, String)>,
+) -> Response {
+    let Some(engine) = &state.engine else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match engine
+        .export_file(deployment, &token, &profile, &version, &file)
+        .await
+    {
+        Ok(Some(text)) => self::text(text),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            "unknown or finished deployment, or no such template\n",
+        )
+            .into_response(),
+        Err(e) => store_down(e),
+    }
+}
+
+/// A user's SSH authorized keys, for an installer of an active deployment.
+async fn export_ssh_keys(
+    State(state): State<BootState>,
+    Path((deployment, token, user)): Path<(i64, String, String)>,
+) -> Response {
+    let Some(engine) = &state.engine else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match engine.export_ssh_keys(deployment, &token, &user).await {
+        Ok(Some(text)) => self::text(text),
+        Ok(None) => (StatusCode::NOT_FOUND, "unknown or finished deployment\n").into_response(),
         Err(e) => store_down(e),
     }
 }
@@ -251,13 +298,20 @@ async fn record(State(state): State<BootState>, req: Request, next: Next) -> Res
 
 /// The timeline shows a callback's name, never its secret token.
 fn redact_token(path: &str) -> String {
-    match path
+    if let Some((_, name)) = path
         .strip_prefix("/_callback/")
         .and_then(|rest| rest.split_once('/'))
     {
-        Some((_, name)) => format!("/_callback/<token>/{name}"),
-        None => path.to_string(),
+        return format!("/_callback/<token>/{name}");
     }
+    // /export/<kind>/<deployment>/<token>/...
+    if let Some(rest) = path.strip_prefix("/export/") {
+        let parts: Vec<&str> = rest.splitn(4, '/').collect();
+        if let [kind, deployment, _token, tail] = parts[..] {
+            return format!("/export/{kind}/{deployment}/<token>/{tail}");
+        }
+    }
+    path.to_string()
 }
 
 /// Records a request that only the fallback answered.

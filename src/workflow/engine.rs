@@ -461,6 +461,86 @@ impl Engine {
         }
     }
 
+    /// The deployment, if `presented` is its callback token and it is
+    /// active (machine-facing URLs work only while it runs).
+    async fn authorized(&self, id: i64, presented: &str) -> Result<Option<EngineView>, StoreError> {
+        let view = match self.store.engine_view(id).await {
+            Ok(v) => v,
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let ok = view
+            .token
+            .as_deref()
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), presented.as_bytes()));
+        Ok((ok && !view.record.state.is_final()).then_some(view))
+    }
+
+    /// `/export/file/{id}/{token}/{profile}/{version}/{file}`: the
+    /// deployment's template `file` rendered for its first interface, if
+    /// the token, profile and version are the deployment's.
+    pub async fn export_file(
+        &self,
+        id: i64,
+        presented: &str,
+        profile_name: &str,
+        version: &str,
+        file: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(view) = self.authorized(id, presented).await? else {
+            return Ok(None);
+        };
+        let profile = parse(&view)?;
+        if profile.name != profile_name
+            || profile.version != version
+            || !profile.templates.contains_key(file)
+        {
+            return Ok(None);
+        }
+        let (server, nets) = self.server(&view).await.map_err(StoreError::Corrupt)?;
+        let ctx = self.context(&view, &profile, presented, &server, &nets, 0);
+        match profile::render_template(&profile, file, &ctx) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) => {
+                self.store
+                    .append_log(
+                        id,
+                        LogLevel::Warn,
+                        &format!("export of template {file} failed: {e}"),
+                    )
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// `/export/sshkeys/{id}/{token}/{user}`: the user's authorized keys,
+    /// for an installer of an active deployment.
+    pub async fn export_ssh_keys(
+        &self,
+        id: i64,
+        presented: &str,
+        user: &str,
+    ) -> Result<Option<String>, StoreError> {
+        if self.authorized(id, presented).await?.is_none() {
+            return Ok(None);
+        }
+        let Ok(user) = user.parse::<crate::model::Name>() else {
+            return Ok(None);
+        };
+        let page = crate::store::Page {
+            limit: 1000,
+            offset: 0,
+        };
+        let keys = self.store.list_ssh_keys(Some(&user), page).await?;
+        Ok(Some(
+            keys.items
+                .iter()
+                .map(|k| format!("{}\n", k.key.trim()))
+                .collect(),
+        ))
+    }
+
     async fn server(&self, view: &EngineView) -> Result<(Server, Vec<Network>), String> {
         let server = self
             .store
@@ -537,6 +617,11 @@ impl Engine {
         }
         reason
     }
+}
+
+/// Compares without stopping at the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// How much of a callback's body goes into the log.
