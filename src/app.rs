@@ -222,6 +222,8 @@ pub async fn run(
         crate::workflow::EngineSettings {
             public_url: config.public_url.clone(),
             default_timeout: config.deployment_timeout,
+            cache_dir: config.data_dir.join("cache").join("downloads"),
+            download_max_bytes: config.download_max_bytes,
         },
     );
     // Deployments that were under way when the daemon stopped go on where

@@ -512,3 +512,234 @@ async fn wait_up(client: &reqwest::Client, base: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A real HTTP server for url sources that cuts the first download off
+/// halfway, then answers the Range request that resumes it. Counts what it
+/// was asked.
+struct Mirror {
+    port: u16,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Mirror {
+    async fn start(body: Vec<u8>) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&requests);
+        let task = tokio::spawn(async move {
+            let mut first = true;
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 4096];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let range = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("range: bytes=")
+                            .map(str::to_string)
+                    })
+                    .and_then(|r| r.trim_end_matches('-').parse::<usize>().ok());
+                seen.lock().unwrap().push(
+                    head.lines().next().unwrap_or("").to_string()
+                        + &range.map(|r| format!(" range={r}")).unwrap_or_default(),
+                );
+                if !head.starts_with("GET /vmlinuz ") {
+                    let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+                    continue;
+                }
+                match range {
+                    Some(from) if from < body.len() => {
+                        let rest = &body[from..];
+                        let _ = conn
+                            .write_all(format!(
+                                "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\nConnection: close\r\n\r\n",
+                                rest.len(), body.len() - 1, body.len()
+                            ).as_bytes())
+                            .await;
+                        let _ = conn.write_all(rest).await;
+                    }
+                    _ => {
+                        let _ = conn
+                            .write_all(format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n",
+                                body.len()
+                            ).as_bytes())
+                            .await;
+                        if first {
+                            // Half, then the connection drops.
+                            first = false;
+                            let _ = conn.write_all(&body[..body.len() / 2]).await;
+                            let _ = conn.flush().await;
+                            continue;
+                        }
+                        let _ = conn.write_all(&body).await;
+                    }
+                }
+                let _ = conn.shutdown().await;
+            }
+        });
+        Self {
+            port,
+            requests,
+            _task: task,
+        }
+    }
+}
+
+fn fetch_profile(port: u16, sha256: &str) -> String {
+    format!(
+        r#"kind: Profile
+apiVersion: v1alpha1
+name: fetch
+version: 1.0
+timeout: 1m
+workflow:
+  new: {{}}
+  preparing:
+    - action: serve_file
+      via: http
+      filename: 'images/{{{{ hostname }}}}/vmlinuz'
+      source:
+        type: url
+        url: 'http://127.0.0.1:{port}/vmlinuz'
+        sha256: '{sha256}'
+      retries: 2
+    - action: expect_callback
+      name: done
+  installing: []
+  configuring: []
+  postconfiguring: []
+  complete: []
+templates: {{}}
+"#
+    )
+}
+
+/// serve_file from a url: downloaded once (an interrupted download resumes
+/// with a Range request), checked against the profile's SHA-256, served
+/// with Range from the cache; a repeat uses the cache; a wrong digest fails
+/// the deployment with a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_sources_download_resume_and_serve() {
+    use sha2::{Digest, Sha256};
+    let body: Vec<u8> = (0..(1024 * 1024 + 17))
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let digest = hex::encode(Sha256::digest(&body));
+    let mirror = Mirror::start(body.clone()).await;
+    let store = TestStore::new(Backend::Sqlite).await;
+    let d = Daemon::start(&store, None).await;
+    d.seed_location().await;
+    let (s, b) = d
+        .post(
+            "/servers",
+            json!({"fqdn": "w1.dc1.example.com", "location": "dc1",
+                "interfaces": [{"name": "eth0", "mac": MAC}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = d
+        .post_text(
+            "/profiles",
+            &fetch_profile(mirror.port, &digest),
+            "application/yaml",
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, dep) = d
+        .post(
+            "/deployments",
+            json!({"server": "w1.dc1.example.com", "profile": "fetch==1.0"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{dep}");
+    let id = dep["id"].as_i64().unwrap();
+
+    // Served once downloaded.
+    let url = format!("{}/images/w1/vmlinuz", d.base);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let r = reqwest::get(&url).await.unwrap();
+        if r.status() == StatusCode::OK {
+            break r.bytes().await.unwrap();
+        }
+        let (_, b) = d.get(&format!("/deployments/{id}")).await;
+        assert!(Instant::now() < deadline && b["state"] != "error", "{b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(got.len(), body.len());
+    assert!(got[..] == body[..], "served bytes differ");
+    let asked = mirror.requests.lock().unwrap().clone();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert_eq!(
+        asked[1],
+        format!("GET /vmlinuz HTTP/1.1 range={}", body.len() / 2),
+        "{asked:?}"
+    );
+    // Range from the cache.
+    let r = reqwest::Client::new()
+        .get(&url)
+        .header("Range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert!(r.bytes().await.unwrap()[..] == body[100..200]);
+    // Nothing was copied into the database.
+    let db = std::fs::metadata(store.dir.path().join("bootloader.sqlite3"))
+        .unwrap()
+        .len();
+    assert!(
+        db < body.len() as u64,
+        "the database holds the file ({db} bytes)"
+    );
+
+    // Cancel, repeat: the cache serves it again without a download.
+    let (s, _) = d
+        .post(&format!("/deployments/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, again) = d
+        .post(&format!("/deployments/{id}/repeat"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{again}");
+    let again = again["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = log(&d, again).await.join("\n");
+        if text.contains("from the cache)") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(mirror.requests.lock().unwrap().len(), 2);
+    let (s, _) = d
+        .post(&format!("/deployments/{again}/cancel"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    // A profile whose digest is wrong fails, naming both digests.
+    let wrong = "0".repeat(64);
+    let yaml = fetch_profile(mirror.port, &wrong).replace("version: 1.0", "version: 2.0");
+    let (s, b) = d.post_text("/profiles", &yaml, "application/yaml").await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, dep) = d
+        .post(
+            "/deployments",
+            json!({"server": "w1.dc1.example.com", "profile": "fetch==2.0"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{dep}");
+    let b = wait_state(&d, dep["id"].as_i64().unwrap(), "error").await;
+    let error = b["error"].as_str().unwrap();
+    assert!(error.contains(&digest) && error.contains(&wrong), "{error}");
+    d.stop().await;
+}

@@ -390,6 +390,19 @@ async fn deployment_files_and_quirk_blksize() {
         .serve_file(dep.id, Via::Tftp, "small.bin", b"from the deployment")
         .await
         .unwrap();
+    // A downloaded file is served from the download cache.
+    let cache = tempfile::tempdir().unwrap();
+    let kernel = random_bytes(300_000);
+    std::fs::write(cache.path().join("k.data"), &kernel).unwrap();
+    d.store
+        .serve_cached_file(
+            dep.id,
+            Via::Tftp,
+            "images/vmlinuz",
+            &cache.path().join("k.data"),
+        )
+        .await
+        .unwrap();
 
     let root = Root::new();
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -429,6 +442,13 @@ async fn deployment_files_and_quirk_blksize() {
         atftp(addr, "small.bin", &[]).await.as_deref(),
         Some(&b"from the deployment"[..])
     );
+    for options in [&[][..], &["blksize 1468", "windowsize 8"][..]] {
+        assert_eq!(
+            atftp(addr, "images/vmlinuz", options).await.as_deref(),
+            Some(&kernel[..]),
+            "{options:?}"
+        );
+    }
     // The quirk: 1468 asked, 512 granted.
     let (reply, _, _) = ask(addr, &rrq("big.bin", &[("blksize", "1468")])).await;
     match packet::decode(&reply).unwrap() {

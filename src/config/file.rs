@@ -41,6 +41,7 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct DeploymentsSection {
     pub timeout_minutes: Option<u32>,
+    pub download_max_mb: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

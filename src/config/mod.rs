@@ -212,6 +212,8 @@ pub struct Config {
     /// How long a deployment's action may take when neither it, its step
     /// nor its profile says.
     pub deployment_timeout: Duration,
+    /// The largest file a `serve_file` url source may download.
+    pub download_max_bytes: u64,
     /// The file that was read, if any.
     pub file: Option<PathBuf>,
     /// Every setting with its source, for `check-config`.
@@ -894,6 +896,20 @@ fn resolve(
         r.errors
             .push("deployments.timeout_minutes must be between 1 and 10080 (a week)".into());
     }
+    let download_max_mb = r
+        .pick(
+            "deployments.download_max_mb",
+            None,
+            &["BOOTLOADER_DEPLOYMENTS_DOWNLOAD_MAX_MB"],
+            f.deployments.download_max_mb,
+            Some(4096),
+            Secrecy::Plain,
+        )
+        .unwrap_or(4096);
+    if download_max_mb == 0 {
+        r.errors
+            .push("deployments.download_max_mb must be at least 1".into());
+    }
 
     if !r.errors.is_empty() {
         return Err(ConfigError::Invalid(r.errors));
@@ -918,6 +934,7 @@ fn resolve(
         boot,
         power,
         deployment_timeout: Duration::from_secs(u64::from(timeout_minutes) * 60),
+        download_max_bytes: u64::from(download_max_mb) * 1024 * 1024,
         file: file_path,
         settings: r.settings,
     })

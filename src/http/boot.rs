@@ -229,9 +229,33 @@ fn store_down(e: crate::store::StoreError) -> Response {
 }
 
 /// A file an active deployment serves over HTTP at this path, if any.
-pub async fn deployment_file(state: &BootState, path: &str) -> Option<Response> {
+pub async fn deployment_file(state: &BootState, path: &str, req: Request) -> Option<Response> {
     let path = path.trim_start_matches('/');
     match state.store.served_file(Via::Http, path).await {
+        // Downloaded files are served from the cache, with Range and ETag.
+        Ok(Some(f)) if f.file.is_some() => {
+            let file = f.file.unwrap_or_default();
+            use tower::ServiceExt;
+            match tower_http::services::ServeFile::new(&file)
+                .oneshot(req)
+                .await
+            {
+                Ok(r) if r.status() == StatusCode::NOT_FOUND => {
+                    tracing::warn!(file = %file.display(), "a served file is missing from the download cache");
+                    Some(
+                        (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "file missing from the cache\n",
+                        )
+                            .into_response(),
+                    )
+                }
+                Ok(r) => Some(r.map(Body::new)),
+                Err(e) => {
+                    Some((StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response())
+                }
+            }
+        }
         Ok(Some(f)) => Some(
             (
                 [(

@@ -55,7 +55,7 @@ async fn fallback(state: boot::BootState, req: axum::extract::Request) -> Respon
     let path = uri.path();
     if (method == Method::GET || method == Method::HEAD)
         && !path.starts_with("/api/")
-        && let Some(response) = boot::deployment_file(&state, path).await
+        && let Some(response) = boot::deployment_file(&state, path, req).await
     {
         if let Some(ConnectInfo(peer)) = peer {
             boot::record_fallback(&state, peer, path, response.status());

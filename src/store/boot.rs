@@ -105,7 +105,10 @@ impl Via {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServedFile {
     pub deployment_id: i64,
+    /// The bytes, for rendered files.
     pub content: Vec<u8>,
+    /// A file of the download cache instead, for downloaded ones.
+    pub file: Option<std::path::PathBuf>,
 }
 
 /// A deployment as the API shows it.
@@ -334,6 +337,15 @@ pub trait BootStore: Send + Sync + 'static {
         via: Via,
         path: &str,
         content: &[u8],
+    ) -> Result<()>;
+    /// As `serve_file`, for a file of the download cache: the row names the
+    /// file rather than holding its bytes.
+    async fn serve_cached_file(
+        &self,
+        deployment_id: i64,
+        via: Via,
+        path: &str,
+        file: &std::path::Path,
     ) -> Result<()>;
     async fn unserve_file(&self, deployment_id: i64, via: Via, path: &str) -> Result<bool>;
     /// The file at `path`, if an active deployment serves it.

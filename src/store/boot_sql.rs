@@ -223,6 +223,54 @@ macro_rules! boot_sql_store {
                 convert::deployment(row.ok_or_else(|| StoreError::not_found("deployment", id))?)
             }
 
+            async fn put_served(
+            tx: &mut Conn,
+            deployment_id: i64,
+            via: Via,
+            path: &str,
+            content: &[u8],
+            file: Option<&std::path::Path>,
+            ) -> Result<()> {
+                let holder: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT f.deployment_id FROM served_files f JOIN deployments d ON d.id = f.deployment_id \
+                     WHERE f.via = $1 AND f.path = $2 {for_update}",
+                    for_update = $for_update
+                )))
+                .bind(via.as_str())
+                .bind(path)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(other) = holder.filter(|h| *h != deployment_id) {
+                    let state: String = sqlx::query_scalar("SELECT state FROM deployments WHERE id = $1")
+                        .bind(other)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let state: DeploymentState = state.parse().map_err(StoreError::Corrupt)?;
+                    if !state.is_final() {
+                        return Err(StoreError::conflict(
+                            "filename",
+                            format!("{} {path:?} is served by active deployment {other}", via.as_str()),
+                        ));
+                    }
+                }
+                sqlx::query(
+                    "INSERT INTO served_files (deployment_id, via, path, content, file_path, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (via, path) DO UPDATE SET deployment_id = excluded.deployment_id, \
+                     content = excluded.content, file_path = excluded.file_path, created_at = excluded.created_at",
+                )
+                .bind(deployment_id)
+                .bind(via.as_str())
+                .bind(path)
+                .bind(content)
+                .bind(file.map(|f| f.display().to_string()))
+                .bind(OffsetDateTime::now_utc())
+                .execute(&mut *tx)
+                .await?;
+                Ok(())
+            }
+
+
             const LEASE_SELECT: &str =
                 "SELECT network_id, ip, mac, state, expires_at, hostname, updated_at FROM leases";
 
@@ -303,40 +351,14 @@ macro_rules! boot_sql_store {
 
                 async fn serve_file(&self, deployment_id: i64, via: Via, path: &str, content: &[u8]) -> Result<()> {
                     let (_writer, mut tx) = self.begin_write().await?;
-                    let holder: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                        "SELECT f.deployment_id FROM served_files f JOIN deployments d ON d.id = f.deployment_id \
-                         WHERE f.via = $1 AND f.path = $2 {for_update}",
-                        for_update = $for_update
-                    )))
-                    .bind(via.as_str())
-                    .bind(path)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if let Some(other) = holder.filter(|h| *h != deployment_id) {
-                        let state: String = sqlx::query_scalar("SELECT state FROM deployments WHERE id = $1")
-                            .bind(other)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                        let state: DeploymentState = state.parse().map_err(StoreError::Corrupt)?;
-                        if !state.is_final() {
-                            return Err(StoreError::conflict(
-                                "filename",
-                                format!("{} {path:?} is served by active deployment {other}", via.as_str()),
-                            ));
-                        }
-                    }
-                    sqlx::query(
-                        "INSERT INTO served_files (deployment_id, via, path, content, created_at) VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (via, path) DO UPDATE SET deployment_id = excluded.deployment_id, \
-                         content = excluded.content, created_at = excluded.created_at",
-                    )
-                    .bind(deployment_id)
-                    .bind(via.as_str())
-                    .bind(path)
-                    .bind(content)
-                    .bind(OffsetDateTime::now_utc())
-                    .execute(&mut *tx)
-                    .await?;
+                    put_served(&mut *tx, deployment_id, via, path, content, None).await?;
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn serve_cached_file(&self, deployment_id: i64, via: Via, path: &str, file: &std::path::Path) -> Result<()> {
+                    let (_writer, mut tx) = self.begin_write().await?;
+                    put_served(&mut *tx, deployment_id, via, path, &[], Some(file)).await?;
                     tx.commit().await?;
                     Ok(())
                 }
@@ -352,8 +374,8 @@ macro_rules! boot_sql_store {
                 }
 
                 async fn served_file(&self, via: Via, path: &str) -> Result<Option<ServedFile>> {
-                    let row: Option<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                        "SELECT f.deployment_id, f.content FROM served_files f \
+                    let row: Option<(i64, Vec<u8>, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                        "SELECT f.deployment_id, f.content, f.file_path FROM served_files f \
                          JOIN deployments d ON d.id = f.deployment_id \
                          WHERE f.via = $1 AND f.path = $2 AND d.state IN {ACTIVE_STATES}"
                     )))
@@ -361,7 +383,11 @@ macro_rules! boot_sql_store {
                     .bind(path)
                     .fetch_optional(&self.pool)
                     .await?;
-                    Ok(row.map(|(deployment_id, content)| ServedFile { deployment_id, content }))
+                    Ok(row.map(|(deployment_id, content, file)| ServedFile {
+                        deployment_id,
+                        content,
+                        file: file.map(std::path::PathBuf::from),
+                    }))
                 }
 
                 async fn record_callback(&self, token: &TokenHash, name: &str, method: &str, body: &str) -> Result<CallbackReceipt> {

@@ -301,6 +301,28 @@ async fn open_source(
         let path = filename.trim_start_matches('/');
         match store.served_file(Via::Tftp, path).await {
             Ok(Some(f)) => {
+                if let Some(cached) = f.file {
+                    // A downloaded file, served from the download cache.
+                    let file = tokio::fs::File::open(&cached).await.map_err(|e| {
+                        warn!(file = %cached.display(), error = %e, "a served file is missing from the download cache");
+                        (ErrorCode::NotDefined, "server error, try again".to_string())
+                    })?;
+                    let size = file
+                        .metadata()
+                        .await
+                        .map_err(|_| {
+                            (ErrorCode::NotDefined, "server error, try again".to_string())
+                        })?
+                        .len();
+                    let reader = Reader {
+                        file: Arc::new(file.into_std().await),
+                        size,
+                        chunk_start: 0,
+                        chunk: Vec::new(),
+                        chunk_size: CHUNK,
+                    };
+                    return Ok((Source::File(reader), size, "a deployment (download cache)"));
+                }
                 let size = f.content.len() as u64;
                 return Ok((Source::Memory(f.content), size, "a deployment"));
             }

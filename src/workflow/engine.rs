@@ -12,6 +12,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::context::{self, ContextInput};
+use super::download::DownloadCache;
 use super::machine::{self, Cursor, Event, Position};
 use crate::model::{CallbackToken, Fqdn};
 use crate::power::service::{PowerCommand, PowerService};
@@ -29,6 +30,10 @@ pub struct EngineSettings {
     /// How long an action may take when neither it, its step nor its
     /// profile says.
     pub default_timeout: Duration,
+    /// Where `serve_file` url sources are downloaded to.
+    pub cache_dir: std::path::PathBuf,
+    /// The largest file downloaded.
+    pub download_max_bytes: u64,
 }
 
 /// What ended an action early.
@@ -46,6 +51,8 @@ struct Runner {
 pub struct Engine {
     store: Arc<dyn Store>,
     power: Arc<PowerService>,
+    /// `Err`: why downloads cannot work here (no TLS roots, say).
+    downloads: Result<DownloadCache, String>,
     settings: EngineSettings,
     running: Mutex<HashMap<i64, Arc<Runner>>>,
 }
@@ -60,9 +67,14 @@ impl Engine {
         power: Arc<PowerService>,
         settings: EngineSettings,
     ) -> Arc<Self> {
+        let downloads = DownloadCache::new(settings.cache_dir.clone(), settings.download_max_bytes);
+        if let Err(e) = &downloads {
+            warn!(error = %e, "serve_file url sources will fail");
+        }
         Arc::new(Self {
             store,
             power,
+            downloads,
             settings,
             running: Mutex::new(HashMap::new()),
         })
@@ -344,12 +356,23 @@ impl Engine {
                 filename,
                 source,
             } => {
-                let (server, nets) = self.server(view).await?;
-                let FileSource::Template { name } = source else {
-                    return Err(
-                        "serve_file from a url source is not supported by this build yet".into(),
-                    );
+                let name = match source {
+                    FileSource::Template { name } => name,
+                    FileSource::Url { url, sha256 } => {
+                        return self
+                            .serve_download(
+                                view,
+                                profile,
+                                token,
+                                action,
+                                (*via, filename),
+                                url,
+                                sha256.as_deref(),
+                            )
+                            .await;
+                    }
                 };
+                let (server, nets) = self.server(view).await?;
                 let mut served = Vec::new();
                 for i in 0..server.interfaces.len().max(1) {
                     let ctx = self.context(view, profile, token, &server, &nets, i);
@@ -461,6 +484,58 @@ impl Engine {
         }
     }
 
+    /// `serve_file` with a url source: the file is downloaded once into the
+    /// cache (resuming, retried as the action allows), then served from
+    /// there under the rendered name, once per interface.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve_download(
+        &self,
+        view: &EngineView,
+        profile: &Profile,
+        token: &str,
+        action: &Action,
+        (via, filename): (profile::Transport, &String),
+        url: &str,
+        sha256: Option<&str>,
+    ) -> Result<String, String> {
+        let downloads = self.downloads.as_ref().map_err(Clone::clone)?;
+        let mut attempt = 0;
+        let cached = loop {
+            attempt += 1;
+            match downloads.fetch(url, sha256).await {
+                Ok(c) => break c,
+                Err(e) if attempt <= action.retries => {
+                    warn!(error = %e, attempt, "download failed; the action retries");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let (server, nets) = self.server(view).await?;
+        let mut served = Vec::new();
+        for i in 0..server.interfaces.len().max(1) {
+            let ctx = self.context(view, profile, token, &server, &nets, i);
+            let path = profile::render_str(filename, &ctx).map_err(|e| format!("filename: {e}"))?;
+            let via = via_of(via);
+            self.store
+                .serve_cached_file(view.record.id, via, &path, &cached.path)
+                .await
+                .map_err(|e| format!("cannot serve {path}: {e}"))?;
+            served.push(format!("{} {path}", via.as_str()));
+        }
+        Ok(format!(
+            "serving {} from {url} ({} bytes, sha256 {}, {})",
+            served.join(", "),
+            cached.size,
+            cached.sha256,
+            if cached.fetched {
+                "downloaded"
+            } else {
+                "from the cache"
+            }
+        ))
+    }
+
     /// The deployment, if `presented` is its callback token and it is
     /// active (machine-facing URLs work only while it runs).
     async fn authorized(&self, id: i64, presented: &str) -> Result<Option<EngineView>, StoreError> {
@@ -469,10 +544,10 @@ impl Engine {
             Err(StoreError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let ok = view
-            .token
-            .as_deref()
-            .is_some_and(|t| constant_time_eq(t.as_bytes(), presented.as_bytes()));
+        let ok = view.token.as_deref().is_some_and(|t| {
+            use subtle::ConstantTimeEq;
+            bool::from(t.as_bytes().ct_eq(presented.as_bytes()))
+        });
         Ok((ok && !view.record.state.is_final()).then_some(view))
     }
 
@@ -617,11 +692,6 @@ impl Engine {
         }
         reason
     }
-}
-
-/// Compares without stopping at the first difference.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// How much of a callback's body goes into the log.

@@ -3,11 +3,13 @@
 //! - `machine.rs`: the state machine (states, cursor, legal transitions,
 //!   progress, timeouts). Pure.
 //! - `context.rs`: the template context of a deployment. Pure.
+//! - `download.rs`: the download cache of `serve_file` url sources.
 //! - `engine.rs`: one task per deployment with work left: runs the action
 //!   at the cursor under its deadline, commits the outcome, resumes after a
 //!   restart.
 
 pub mod context;
+pub mod download;
 pub mod engine;
 pub mod machine;
 
