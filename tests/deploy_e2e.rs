@@ -35,22 +35,18 @@ fn wait_for(lab: &Lab, id: i64, name: &str, want: &str) -> Value {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn payload_deployment_walks_to_complete() {
-    if skip() {
-        return;
-    }
-    preflight();
+/// A lab with a VM behind a BMC, registered as server `name`, and the
+/// payload profile (and `extra` profiles) uploaded.
+async fn lab_with_vm(name: &str, n: u32, extra: &[String]) -> (Lab, vmbmc::VmPid, String) {
     let mut lab = Lab::start_with(
         "authoritative",
         false,
         "\n[power]\nipmitool_cipher_suite = 3\n",
     );
     lab.seed_network(true);
-    let m = mac(60);
-    let name = "dep1";
-    let fqdn = "dep1.lab.example.com";
-    let (port, _vm) = vmbmc::start(&mut lab, name, &m);
+    let m = mac(60 + n);
+    let fqdn = format!("{name}.lab.example.com");
+    let (port, vm) = vmbmc::start(&mut lab, name, &m);
     let r = lab.post(
         "/servers",
         json!({"fqdn": fqdn, "location": "lab", "interfaces": [{"name": "eth0", "mac": m}],
@@ -61,10 +57,36 @@ async fn payload_deployment_walks_to_complete() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/payload-1.0.yaml"),
     )
     .unwrap();
-    let p = lab.api("POST", "/profiles", Some(&yaml), "application/yaml");
-    assert_eq!(p["name"], "payload", "{p}");
+    for y in std::iter::once(&yaml).chain(extra) {
+        let p = lab.api("POST", "/profiles", Some(y), "application/yaml");
+        assert!(p["id"].is_i64(), "{p}");
+    }
     // ipmi_sim needs a moment to listen.
     std::thread::sleep(Duration::from_secs(1));
+    (lab, vm, fqdn)
+}
+
+fn log_text(lab: &Lab, id: i64) -> String {
+    let log = lab.api("GET", &format!("/deployments/{id}/log"), None, "");
+    let lines: Vec<String> = log
+        .as_array()
+        .unwrap_or_else(|| panic!("{log}"))
+        .iter()
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    lines.join("\n")
+}
+
+/// Deployed, then repeated: the VM is power-cycled and installed twice,
+/// each time walking new -> complete on its callbacks alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_deployment_walks_to_complete_and_repeats() {
+    if skip() {
+        return;
+    }
+    preflight();
+    let name = "dep1";
+    let (lab, _vm, fqdn) = lab_with_vm(name, 0, &[]).await;
     let d = lab.post(
         "/deployments",
         json!({"server": fqdn, "profile": "payload==1.0"}),
@@ -78,14 +100,7 @@ async fn payload_deployment_walks_to_complete() {
     assert!(calls.contains("set power 1"), "{calls}");
 
     // The log tells the story.
-    let log = lab.api("GET", &format!("/deployments/{id}/log"), None, "");
-    let text: Vec<String> = log
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
-        .collect();
-    let text = text.join("\n");
+    let text = log_text(&lab, id);
     for needle in [
         "preparing #1 serve_file http ipxe/{{ mac_address }}: done",
         "preparing #2 ipmi_command bootdev pxe: done",
@@ -101,7 +116,7 @@ async fn payload_deployment_walks_to_complete() {
     }
     // The timeline: power commands, then the boot they caused.
     std::thread::sleep(Duration::from_millis(600));
-    let mut events = lab.timeline(fqdn);
+    let mut events = lab.timeline(&fqdn);
     events.reverse();
     let cycle = events
         .iter()
@@ -112,4 +127,59 @@ async fn payload_deployment_walks_to_complete() {
         .position(|e| e["phase"] == "dhcp")
         .unwrap_or_else(|| panic!("{events:?}"));
     assert!(cycle < dhcp, "{events:?}");
+
+    // Repeat: the same server, the same pinned profile, a new token; the
+    // VM is booted and installed again.
+    let before = calls.matches("set power 1").count();
+    let again = lab.post(&format!("/deployments/{id}/repeat"), json!({}));
+    assert_eq!(again["repeat_of"], id, "{again}");
+    let again = again["id"].as_i64().unwrap();
+    wait_for(&lab, again, name, "complete");
+    let calls = vmbmc::chassis_calls(&lab);
+    assert!(calls.matches("set power 1").count() > before, "{calls}");
+    assert!(
+        log_text(&lab, again).contains("postconfiguring #1 expect_callback postconfiguring: done")
+    );
+}
+
+/// A machine that never sends the callback its profile waits for: the
+/// deployment ends in error when the action's timeout runs out, with a
+/// reason naming the step, the action and what the machine did last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machine_that_never_calls_back_times_out() {
+    if skip() {
+        return;
+    }
+    preflight();
+    let yaml = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/payload-1.0.yaml"),
+    )
+    .unwrap();
+    // The payload never sends `firstboot`.
+    let waiting = yaml
+        .replace("name: payload", "name: payload-firstboot")
+        .replace(
+            "    - action: expect_callback\n      name: postconfiguring\n",
+            "    - action: expect_callback\n      name: firstboot\n      timeout: 30s\n",
+        );
+    assert!(
+        waiting.contains("firstboot"),
+        "the payload profile changed shape"
+    );
+    let name = "dep2";
+    let (lab, _vm, fqdn) = lab_with_vm(name, 1, &[waiting]).await;
+    let d = lab.post(
+        "/deployments",
+        json!({"server": fqdn, "profile": "payload-firstboot==1.0"}),
+    );
+    let id = d["id"].as_i64().unwrap_or_else(|| panic!("{d}"));
+    let failed = wait_for(&lab, id, name, "error");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("postconfiguring #1 expect_callback firstboot")
+            && error.contains("timed out in step postconfiguring")
+            && error.contains("the machine's last boot event")
+            && error.contains("/_callback/<token>/postconfiguring"),
+        "{error}"
+    );
 }
