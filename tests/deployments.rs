@@ -743,3 +743,50 @@ async fn url_sources_download_resume_and_serve() {
     assert!(error.contains(&digest) && error.contains(&wrong), "{error}");
     d.stop().await;
 }
+
+/// An interface without a reserved address gets its server's name resolved
+/// by the resolver (a name that is an address literal here, the one
+/// lookup a test machine answers without a DNS server) as `ipaddress`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipaddress_falls_back_to_dns() {
+    let store = TestStore::new(Backend::Sqlite).await;
+    let d = Daemon::start(&store, None).await;
+    d.seed_location().await;
+    let (s, b) = d
+        .post(
+            "/servers",
+            json!({"fqdn": "127.0.0.1", "location": "dc1",
+                "interfaces": [{"name": "eth0", "mac": MAC}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let yaml = r#"kind: Profile
+apiVersion: v1alpha1
+name: say
+version: 1.0
+workflow:
+  new:
+    - action: echo
+      message: 'address {{ ipaddress }} on {{ interface }}'
+  preparing: []
+  installing: []
+  configuring: []
+  postconfiguring: []
+  complete: []
+templates: {}
+"#;
+    let (s, b) = d.post_text("/profiles", yaml, "application/yaml").await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, dep) = d
+        .post(
+            "/deployments",
+            json!({"server": "127.0.0.1", "profile": "say==1.0"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{dep}");
+    let id = dep["id"].as_i64().unwrap();
+    wait_state(&d, id, "complete").await;
+    let text = log(&d, id).await.join("\n");
+    assert!(text.contains("address 127.0.0.1 on eth0"), "{text}");
+    d.stop().await;
+}

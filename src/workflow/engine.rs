@@ -616,12 +616,40 @@ impl Engine {
         ))
     }
 
+    /// The server, with each interface's address: its reservation, else
+    /// (DNS as a fallback) the server's name resolved to an IPv4 address;
+    /// and the networks of those addresses.
     async fn server(&self, view: &EngineView) -> Result<(Server, Vec<Network>), String> {
-        let server = self
+        let mut server = self
             .store
             .server(&view.record.server)
             .await
             .map_err(|e| format!("cannot read the server: {e}"))?;
+        if server.interfaces.iter().any(|i| i.ipv4.is_none()) {
+            let resolved = resolve_v4(server.fqdn.as_str()).await;
+            if let Some(addr) = resolved {
+                let page = crate::store::Page {
+                    limit: 1000,
+                    offset: 0,
+                };
+                let networks = self
+                    .store
+                    .list_networks(Some(&server.location), page)
+                    .await
+                    .map(|l| l.items)
+                    .unwrap_or_default();
+                let network = networks
+                    .iter()
+                    .find(|n| n.cidr.contains(&addr))
+                    .map(|n| n.id);
+                for i in server.interfaces.iter_mut().filter(|i| i.ipv4.is_none()) {
+                    i.ipv4 = Some(addr);
+                    if i.network_id.is_none() {
+                        i.network_id = network;
+                    }
+                }
+            }
+        }
         let mut nets = Vec::new();
         for i in &server.interfaces {
             if let Some(n) = i.network_id
@@ -708,6 +736,18 @@ fn excerpt(text: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}... ({} bytes in all)", &text[..end], text.len())
+}
+
+/// The first IPv4 address DNS gives for `name`, if it answers in time.
+async fn resolve_v4(name: &str) -> Option<std::net::Ipv4Addr> {
+    let lookup = tokio::net::lookup_host((name, 0));
+    match tokio::time::timeout(Duration::from_secs(3), lookup).await {
+        Ok(Ok(addrs)) => addrs.into_iter().find_map(|a| match a.ip() {
+            std::net::IpAddr::V4(v4) => Some(v4),
+            std::net::IpAddr::V6(_) => None,
+        }),
+        _ => None,
+    }
 }
 
 fn via_of(t: profile::Transport) -> Via {
