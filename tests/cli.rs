@@ -403,6 +403,32 @@ fn rotate_secret_reencrypts_and_wrong_key_is_refused() {
         "fqdn": "r.example.com", "location": "dc1", "bmc": {"username": "ADMIN", "password": PASSWORD}})),
     );
     assert_eq!(s, 201);
+    // A deployment, whose callback token is sealed too.
+    let profile = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/echo-1.0.yaml"),
+    )
+    .unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .args(["-H", &format!("Authorization: Token {token}")])
+        .args([
+            "-H",
+            "Content-Type: application/yaml",
+            "--data-binary",
+            &profile,
+        ])
+        .arg(format!("{}/api/v1alpha2/profiles", served.base))
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "201");
+    let (s, dep) = api(
+        &served.base,
+        &token,
+        "POST",
+        "/deployments",
+        Some(serde_json::json!({"server": "r.example.com", "profile": "echo==1.0"})),
+    );
+    assert_eq!(s, 201, "{dep}");
     served.stop();
     let key_file = dir.path().join("bootloader-data/secret.key");
     let old_key = std::fs::read_to_string(&key_file).unwrap();
@@ -410,7 +436,7 @@ fn rotate_secret_reencrypts_and_wrong_key_is_refused() {
     let out = run(&mut bootloader(dir.path(), &["rotate-secret"]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains("re-encrypted 1 secret"),
+        text(&out.stderr).contains("re-encrypted 2 secret"),
         "{}",
         text(&out.stderr)
     );
@@ -434,6 +460,9 @@ fn rotate_secret_reencrypts_and_wrong_key_is_refused() {
             .await
             .unwrap();
         assert_eq!(login, Some(("ADMIN".to_string(), PASSWORD.to_string())));
+        // And the deployment's token.
+        let view = store.engine_view(1).await.unwrap();
+        assert_eq!(view.token.map(|t| t.len()), Some(64));
     });
 
     // With the old key back, start-up fails with a clear message.

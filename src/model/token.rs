@@ -42,8 +42,9 @@ impl fmt::Debug for ApiTokenSecret {
     }
 }
 
-/// The secret in a deployment's callback URLs: 32 random bytes, hex. Only
-/// its hash is stored.
+/// The secret in a deployment's callback URLs: 32 random bytes, hex. Its
+/// hash is stored for lookups, and the token itself only sealed (like BMC
+/// passwords), so that templates can render it again after a restart.
 pub struct CallbackToken(String);
 
 impl CallbackToken {

@@ -73,8 +73,10 @@ macro_rules! engine_sql_store {
             #[async_trait]
             impl EngineStore for $store {
                 async fn start_deployment(&self, new: &NewDeployment) -> Result<DeploymentRecord> {
-                    let sealed = self.cipher.seal(new.token.expose())?;
                     let (_writer, mut tx) = self.begin_write().await?;
+                    // Not under a key that rotate-secret has just replaced.
+                    super::store_impl::check_current_key(&mut tx, &self.cipher).await?;
+                    let sealed = self.cipher.seal(new.token.expose())?;
                     let server_id: i64 = sqlx::query_scalar("SELECT id FROM servers WHERE fqdn = $1")
                         .bind(new.server.as_str())
                         .fetch_optional(&mut *tx)

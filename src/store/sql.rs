@@ -584,7 +584,7 @@ macro_rules! sql_store {
             /// Checks, under a shared lock on the check value, that `cipher` is
             /// the key the database uses, so that nothing is sealed under a key
             /// that `rotate-secret` has replaced in the meantime.
-            async fn check_current_key(conn: &mut Conn, cipher: &SecretCipher) -> Result<()> {
+            pub(super) async fn check_current_key(conn: &mut Conn, cipher: &SecretCipher) -> Result<()> {
                 let value: Option<String> =
                     sqlx::query_scalar(concat!("SELECT value FROM settings WHERE key = $1", $for_share))
                         .bind(SECRET_CHECK_KEY)
@@ -1869,6 +1869,21 @@ macro_rules! sql_store {
                     for (id, sealed) in credentials {
                         let clear = self.cipher.open(&sealed)?;
                         sqlx::query("UPDATE credentials SET password_encrypted = $1 WHERE id = $2")
+                            .bind(new.seal(&clear)?)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                        n += 1;
+                    }
+                    // Deployments' callback tokens (templates render them again
+                    // after a restart).
+                    let tokens: Vec<(i64, Vec<u8>)> =
+                        sqlx::query_as("SELECT id, token_sealed FROM deployments WHERE token_sealed IS NOT NULL")
+                            .fetch_all(&mut *tx)
+                            .await?;
+                    for (id, sealed) in tokens {
+                        let clear = self.cipher.open(&sealed)?;
+                        sqlx::query("UPDATE deployments SET token_sealed = $1 WHERE id = $2")
                             .bind(new.seal(&clear)?)
                             .bind(id)
                             .execute(&mut *tx)
