@@ -790,3 +790,130 @@ templates: {}
     assert!(text.contains("address 127.0.0.1 on eth0"), "{text}");
     d.stop().await;
 }
+
+fn shared_profile(name: &str, contents: &str) -> String {
+    format!(
+        r#"kind: Profile
+apiVersion: v1alpha1
+name: {name}
+version: 1.0
+timeout: 1m
+workflow:
+  new: {{}}
+  preparing:
+    - action: serve_file
+      via: http
+      filename: images/common.txt
+      source:
+        type: template
+        name: common
+    - action: expect_callback
+      name: done
+  installing: []
+  configuring: []
+  postconfiguring: []
+  complete: []
+templates:
+  common:
+    type: template
+    contents: '{contents}'
+"#
+    )
+}
+
+/// Servers deploying at once may serve one path with the same bytes (a rack
+/// installing from one kernel); other bytes at that path are refused, and a
+/// finished deployment's files are dropped while the others' stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_share_identical_files() {
+    let store = TestStore::new(Backend::Sqlite).await;
+    let d = Daemon::start(&store, None).await;
+    d.seed_location().await;
+    for (i, mac) in [
+        "52:54:00:de:01:01",
+        "52:54:00:de:01:02",
+        "52:54:00:de:01:03",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (s, b) = d
+            .post(
+                "/servers",
+                json!({"fqdn": format!("s{i}.dc1.example.com"), "location": "dc1",
+                    "interfaces": [{"name": "eth0", "mac": mac}]}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    for (name, contents) in [
+        ("same", "one kernel line"),
+        ("other", "{{ hostname }} line"),
+    ] {
+        let (s, b) = d
+            .post_text(
+                "/profiles",
+                &shared_profile(name, contents),
+                "application/yaml",
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let (s, b) = d
+            .post(
+                "/deployments",
+                json!({"server": format!("s{i}.dc1.example.com"), "profile": "same==1.0"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let id = b["id"].as_i64().unwrap();
+        // Both reach their callback: both serve the file.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, b) = d.get(&format!("/deployments/{id}")).await;
+            assert_ne!(b["state"], "error", "{b}");
+            if b["action_index"] == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{b}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ids.push(id);
+    }
+    let (s, b) = d
+        .post(
+            "/deployments",
+            json!({"server": "s2.dc1.example.com", "profile": "other==1.0"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let failed = wait_state(&d, b["id"].as_i64().unwrap(), "error").await;
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("served with other contents"),
+        "{failed}"
+    );
+    // One finishes; the other still serves the file.
+    let (s, _) = d
+        .post(&format!("/deployments/{}/cancel", ids[0]), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let r = reqwest::get(format!("{}/images/common.txt", d.base))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "one kernel line");
+    let (s, _) = d
+        .post(&format!("/deployments/{}/cancel", ids[1]), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let r = reqwest::get(format!("{}/images/common.txt", d.base))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    d.stop().await;
+}

@@ -231,39 +231,41 @@ macro_rules! boot_sql_store {
             content: &[u8],
             file: Option<&std::path::Path>,
             ) -> Result<()> {
-                let holder: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "SELECT f.deployment_id FROM served_files f JOIN deployments d ON d.id = f.deployment_id \
-                     WHERE f.via = $1 AND f.path = $2 {for_update}",
+                // Several active deployments may serve one path (a rack
+                // installing from one kernel) as long as they serve the same
+                // bytes; different bytes at one path would be a coin toss.
+                let others: Vec<(i64, Vec<u8>, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT f.deployment_id, f.content, f.file_path FROM served_files f \
+                     JOIN deployments d ON d.id = f.deployment_id \
+                     WHERE f.via = $1 AND f.path = $2 AND f.deployment_id <> $3 AND d.state IN {ACTIVE_STATES} {for_update}",
                     for_update = $for_update
                 )))
                 .bind(via.as_str())
                 .bind(path)
-                .fetch_optional(&mut *tx)
+                .bind(deployment_id)
+                .fetch_all(&mut *tx)
                 .await?;
-                if let Some(other) = holder.filter(|h| *h != deployment_id) {
-                    let state: String = sqlx::query_scalar("SELECT state FROM deployments WHERE id = $1")
-                        .bind(other)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    let state: DeploymentState = state.parse().map_err(StoreError::Corrupt)?;
-                    if !state.is_final() {
-                        return Err(StoreError::conflict(
-                            "filename",
-                            format!("{} {path:?} is served by active deployment {other}", via.as_str()),
-                        ));
-                    }
+                let file_text = file.map(|f| f.display().to_string());
+                if let Some((other, _, _)) = others
+                    .iter()
+                    .find(|(_, c, f)| c.as_slice() != content || *f != file_text)
+                {
+                    return Err(StoreError::conflict(
+                        "filename",
+                        format!("{} {path:?} is served with other contents by active deployment {other}", via.as_str()),
+                    ));
                 }
                 sqlx::query(
                     "INSERT INTO served_files (deployment_id, via, path, content, file_path, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT (via, path) DO UPDATE SET deployment_id = excluded.deployment_id, \
+                     ON CONFLICT (deployment_id, via, path) DO UPDATE SET \
                      content = excluded.content, file_path = excluded.file_path, created_at = excluded.created_at",
                 )
                 .bind(deployment_id)
                 .bind(via.as_str())
                 .bind(path)
                 .bind(content)
-                .bind(file.map(|f| f.display().to_string()))
+                .bind(file_text)
                 .bind(OffsetDateTime::now_utc())
                 .execute(&mut *tx)
                 .await?;
@@ -377,7 +379,7 @@ macro_rules! boot_sql_store {
                     let row: Option<(i64, Vec<u8>, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                         "SELECT f.deployment_id, f.content, f.file_path FROM served_files f \
                          JOIN deployments d ON d.id = f.deployment_id \
-                         WHERE f.via = $1 AND f.path = $2 AND d.state IN {ACTIVE_STATES}"
+                         WHERE f.via = $1 AND f.path = $2 AND d.state IN {ACTIVE_STATES} ORDER BY f.id LIMIT 1"
                     )))
                     .bind(via.as_str())
                     .bind(path)

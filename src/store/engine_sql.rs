@@ -176,6 +176,14 @@ macro_rules! engine_sql_store {
                     for (level, message) in &t.log {
                         log(&mut tx, t.id, *level, message).await?;
                     }
+                    if finished.is_some() {
+                        // Nothing serves them any more; the download cache
+                        // keeps downloaded files for the next deployment.
+                        sqlx::query("DELETE FROM served_files WHERE deployment_id = $1")
+                            .bind(t.id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     if t.state != t.from {
                         let record = fetch(&mut tx, t.id).await?;
                         emit(&mut tx, &format!("deployment.{}", t.state), serde_json::to_value(&record).unwrap_or_default()).await?;
