@@ -683,6 +683,11 @@ async fn url_sources_download_resume_and_serve() {
         format!("GET /vmlinuz HTTP/1.1 range={}", body.len() / 2),
         "{asked:?}"
     );
+    let text = log(&d, id).await.join("\n");
+    assert!(
+        text.contains("attempt 1 of 3 failed") && text.contains("interrupted after"),
+        "{text}"
+    );
     // Range from the cache.
     let r = reqwest::Client::new()
         .get(&url)

@@ -475,12 +475,25 @@ impl Engine {
                         }
                         Err(e) if attempt <= action.retries => {
                             warn!(error = %e, attempt, "BMC command failed; the action retries");
+                            self.note_retry(id, attempt, action.retries, &e.to_string())
+                                .await;
                             tokio::time::sleep(Duration::from_secs(2)).await;
                         }
                         Err(e) => return Err(format!("{} failed: {e}", command.describe())),
                     }
                 }
             }
+        }
+    }
+
+    /// A failed attempt of an action that will be tried again, in the log.
+    async fn note_retry(&self, id: i64, attempt: u32, retries: u32, error: &str) {
+        let message = format!(
+            "attempt {attempt} of {} failed: {error}; retrying",
+            retries + 1
+        );
+        if let Err(e) = self.store.append_log(id, LogLevel::Warn, &message).await {
+            warn!(error = %e, "cannot write the deployment log");
         }
     }
 
@@ -506,6 +519,8 @@ impl Engine {
                 Ok(c) => break c,
                 Err(e) if attempt <= action.retries => {
                     warn!(error = %e, attempt, "download failed; the action retries");
+                    self.note_retry(view.record.id, attempt, action.retries, &e)
+                        .await;
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
                 Err(e) => return Err(e),
