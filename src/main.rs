@@ -99,6 +99,20 @@ enum ProfileCommand {
     },
 }
 
+/// Prints a line of the serve banner. A daemon whose stdout was closed (a
+/// pipe whose reader went away) goes on serving: the banner is not worth
+/// dying for, unlike `println!`, which panics on a broken pipe.
+macro_rules! say {
+    () => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout());
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Offline commands need no config.
@@ -387,36 +401,36 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listeners = app::bind(&config).await?;
     let store = app::open_store(&config).await?;
     if let Some(token) = app::bootstrap_first_user(store.as_ref()).await? {
-        println!(
+        say!(
             "Created the staff user {:?}. Its API token, shown only this once:",
             app::FIRST_USER
         );
-        println!();
-        println!("    {token}");
-        println!();
+        say!();
+        say!("    {token}");
+        say!();
     }
     let addr = listeners.http.local_addr()?;
-    println!("bootloader is serving on http://{addr}");
-    println!("  API:      http://{addr}/api/v1alpha2/  (Authorization: Token <key>)");
-    println!("  OpenAPI:  http://{addr}/api/v1alpha2/openapi.json");
-    println!(
+    say!("bootloader is serving on http://{addr}");
+    say!("  API:      http://{addr}/api/v1alpha2/  (Authorization: Token <key>)");
+    say!("  OpenAPI:  http://{addr}/api/v1alpha2/openapi.json");
+    say!(
         "  data dir: {}  store: {:?}",
         config.data_dir.display(),
         config.database
     );
     match &listeners.tftp {
-        Some(socket) => println!(
+        Some(socket) => say!(
             "  TFTP:     {} serving {}",
             socket.local_addr()?,
             config.tftp.root.display()
         ),
-        None => println!("  TFTP:     off (tftp.enable)"),
+        None => say!("  TFTP:     off (tftp.enable)"),
     }
     if listeners.dhcp.is_empty() {
-        println!("  DHCP:     off (dhcp.mode; name the boot interface in dhcp.interfaces)");
+        say!("  DHCP:     off (dhcp.mode; name the boot interface in dhcp.interfaces)");
     }
     for s in &listeners.dhcp {
-        println!(
+        say!(
             "  DHCP:     {:?} {} on {} as {} ({:?} port)",
             config.boot.dhcp.mode,
             s.socket.local_addr()?,
@@ -427,12 +441,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             s.port
         );
     }
-    println!(
+    say!(
         "  boot:     {}/boot.ipxe, static files from {}",
         config.public_url,
         config.boot.static_dir.display()
     );
-    println!("  timeline: http://{addr}/api/v1alpha2/servers/<fqdn>/timeline");
+    say!("  timeline: http://{addr}/api/v1alpha2/servers/<fqdn>/timeline");
     tracing::info!(%addr, backend = store.backend(), "serving");
     app::run(&config, store, listeners, shutdown_signal()).await
 }

@@ -44,6 +44,15 @@ workflow:
   complete:
     - action: echo
       message: 'walk: {{{{ fqdn }}}} is done'
+  error:
+    - action: echo
+      message: 'walk: {{{{ fqdn }}}} failed'
+  cleanup:
+    - action: echo
+      message: 'walk: cleaning up after {{{{ fqdn }}}}'
+    - action: expect_callback
+      name: never
+      timeout: 1s
 templates:
   script:
     type: template
@@ -252,6 +261,16 @@ async fn silent_machine_times_out(backend: Backend) {
     callback_base(&d).await;
     let b = wait_state(&d, id, "error").await;
     let error = b["error"].as_str().unwrap();
+    // The profile's error step runs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log(&d, id)
+        .await
+        .join("\n")
+        .contains("walk: w1.dc1.example.com failed")
+    {
+        assert!(Instant::now() < deadline, "the error step did not run");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         error.contains("preparing #2 expect_callback preparing")
             && error.contains("timed out in step preparing")
@@ -358,11 +377,13 @@ on_both!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_deployment_then_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port outside the ephemeral range (32768-60999): after the SIGKILL
+    // the daemon binds it again, and a client connection of a test running
+    // beside this one must not have taken it meanwhile.
+    let port = (0..1000)
+        .map(|i| 20_000 + (std::process::id() as u16 % 5_000) + i * 7 % 5_000)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port");
     let base = format!("http://127.0.0.1:{port}");
     let bin = env!("CARGO_BIN_EXE_bootloader");
     let start = || {
@@ -372,7 +393,13 @@ async fn sigkill_mid_deployment_then_resume() {
             .env("BOOTLOADER_HTTP_LISTEN", format!("127.0.0.1:{port}"))
             .env("BOOTLOADER_URL", &base)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.path().join("daemon.log"))
+                    .unwrap(),
+            )
             .spawn()
             .unwrap()
     };
@@ -395,7 +422,7 @@ async fn sigkill_mid_deployment_then_resume() {
             .request(method, format!("{base}/api/v1alpha2{path}"))
             .header("Authorization", format!("Token {token}"))
     };
-    wait_up(&client, &base).await;
+    wait_up(&client, &base, &dir.path().join("daemon.log")).await;
     for (path, body) in [
         ("/locations", json!({"name": "dc1"})),
         (
@@ -468,7 +495,7 @@ async fn sigkill_mid_deployment_then_resume() {
     daemon.wait().unwrap();
 
     let mut daemon = start();
-    wait_up(&client, &base).await;
+    wait_up(&client, &base, &dir.path().join("daemon.log")).await;
     // The machine's next callback reaches the restarted daemon.
     assert_eq!(
         client
@@ -499,7 +526,7 @@ async fn sigkill_mid_deployment_then_resume() {
     let _ = daemon.wait();
 }
 
-async fn wait_up(client: &reqwest::Client, base: &str) {
+async fn wait_up(client: &reqwest::Client, base: &str, log: &std::path::Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while client
         .get(format!("{base}/healthz"))
@@ -508,7 +535,11 @@ async fn wait_up(client: &reqwest::Client, base: &str) {
         .map(|r| !r.status().is_success())
         .unwrap_or(true)
     {
-        assert!(Instant::now() < deadline, "daemon did not start");
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not start:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -294,7 +294,14 @@ impl Engine {
                 Ok(Err(message)) => Err(Stop::Failed(message)),
                 Err(_) => Err(Stop::Failed(self.timeout_reason(&view, cursor, action).await)),
             },
-            _ = async { cancelled.wait_for(|c| *c).await.map(|_| ()) } => Err(Stop::Cancelled),
+            // The error and cleanup steps of a final deployment run to
+            // their end; a cancel stops only an active one.
+            _ = async {
+                if at.state.is_final() {
+                    std::future::pending::<()>().await;
+                }
+                let _ = cancelled.wait_for(|c| *c).await;
+            } => Err(Stop::Cancelled),
         };
         let took = started.elapsed();
         let what = format!(
