@@ -52,7 +52,7 @@ workflow:
       message: 'walk: cleaning up after {{{{ fqdn }}}}'
     - action: expect_callback
       name: never
-      timeout: 1s
+      timeout: 3s
 templates:
   script:
     type: template
@@ -299,6 +299,31 @@ async fn cancel_and_repeat(backend: Backend) {
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["state"], "cancelled");
+    // The profile's cleanup step runs to its end, once: its echo, then a
+    // wait that times out; then nothing is left to run.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, b) = d.get(&format!("/deployments/{id}")).await;
+        if b["step"].is_null() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cleanup step never ended: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = log(&d, id).await.join("\n");
+    assert_eq!(
+        text.matches("walk: cleaning up after w1.dc1.example.com")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains("cleanup #2 expect_callback never: timed out"),
+        "{text}"
+    );
     // Its files stop being served at once; its token is finished.
     let r = reqwest::get(format!("{}/ipxe/{MAC}", d.base))
         .await
