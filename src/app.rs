@@ -182,6 +182,25 @@ pub async fn run(
         stopped(stop_rx.clone()),
     );
     let timeline_task = tokio::spawn(timeline_writer);
+    // The outbox relay, when a broker is configured.
+    let relay = crate::events::relay::RelayHandle::default();
+    let relay_task = config.broker_url.as_ref().map(|url| {
+        tokio::spawn(crate::events::relay::run(
+            store.clone(),
+            crate::events::relay::RelaySettings {
+                url: url.expose().to_string(),
+                exchange: config.broker_exchange.clone(),
+                location: config
+                    .boot
+                    .dhcp
+                    .location
+                    .as_ref()
+                    .map(|l| l.as_str().to_string()),
+            },
+            relay.clone(),
+            stopped(stop_rx.clone()),
+        ))
+    });
     let dhcp_task = (!listeners.dhcp.is_empty()).then(|| {
         let service = Arc::new(dhcp::server::DhcpService::new(
             &config.boot.dhcp,
@@ -242,6 +261,7 @@ pub async fn run(
     let state = AppState {
         power,
         engine,
+        relay,
         store,
         default_page_size: config.default_page_size,
         max_page_size: config.max_page_size,
@@ -260,6 +280,9 @@ pub async fn run(
     }
     if let Some(task) = dhcp_task {
         task.await.context("DHCP task")?;
+    }
+    if let Some(task) = relay_task {
+        task.await.context("event relay")?;
     }
     drop(timeline);
     timeline_task.await.context("timeline writer")?;

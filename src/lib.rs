@@ -12,6 +12,7 @@
 pub mod app;
 pub mod config;
 pub mod dhcp;
+pub mod events;
 pub mod http;
 pub mod model;
 pub mod power;

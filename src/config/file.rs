@@ -152,6 +152,7 @@ pub struct TlsSection {
 #[serde(deny_unknown_fields)]
 pub struct BrokerSection {
     pub url: Option<String>,
+    pub exchange: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

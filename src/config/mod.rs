@@ -195,6 +195,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// May hold a password: Debug is redacted.
     pub broker_url: Option<Secret>,
+    /// The topic exchange events are published to.
+    pub broker_exchange: String,
     pub default_theme: Option<String>,
     pub gravatar_proxy: bool,
     /// Holds a token: Debug is redacted.
@@ -225,11 +227,6 @@ impl Config {
     /// warns about each so that nobody believes they took effect.
     pub fn inert_settings(&self) -> Vec<&'static str> {
         let mut inert = Vec::new();
-        if self.broker_url.is_some() {
-            inert.push(
-                "broker.url (events are stored in the outbox; the RabbitMQ relay is not built yet)",
-            );
-        }
         if self.slack_hook_url.is_some() || self.slack_channel.is_some() {
             inert.push("slack.* (notifications are not built yet)");
         }
@@ -705,6 +702,27 @@ fn resolve(
     };
 
     let broker_url = r.pick("broker.url", None, &["BROKER_URL"], f.broker.url, None, Url);
+    let broker_exchange = r
+        .pick(
+            "broker.exchange",
+            None,
+            &["BOOTLOADER_BROKER_EXCHANGE"],
+            f.broker.exchange,
+            Some("bootloader".to_string()),
+            Plain,
+        )
+        .unwrap_or_default();
+    if broker_exchange.is_empty() || broker_exchange.len() > 255 {
+        r.errors
+            .push("broker.exchange must be 1 to 255 characters".into());
+    }
+    if let Some(url) = &broker_url
+        && !url.starts_with("amqp://")
+    {
+        r.errors.push(
+            "broker.url must be an amqp:// URL (amqps is not supported by this build)".into(),
+        );
+    }
     let default_theme = r.pick(
         "ui.default_theme",
         None,
@@ -922,6 +940,7 @@ fn resolve(
         secret,
         tls,
         broker_url: broker_url.map(crate::model::Secret::new),
+        broker_exchange,
         default_theme,
         gravatar_proxy,
         slack_hook_url: slack_hook_url.map(crate::model::Secret::new),

@@ -24,6 +24,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub power: Arc<crate::power::PowerService>,
     pub engine: Arc<crate::workflow::Engine>,
+    pub relay: crate::events::relay::RelayHandle,
     pub default_page_size: u32,
     pub max_page_size: u32,
 }

@@ -227,6 +227,10 @@ pub trait Store: BootStore + EngineStore + PowerStore + Send + Sync + 'static {
 
     /// Unsent events, oldest first.
     async fn pending_events(&self, limit: u32) -> Result<Vec<OutboxEvent>>;
+    /// Marks events published (the broker confirmed them).
+    async fn mark_events_sent(&self, ids: &[i64]) -> Result<()>;
+    /// Events not yet published, and when the oldest was written.
+    async fn outbox_backlog(&self) -> Result<(u64, Option<OffsetDateTime>)>;
 
     /// Checks that the configured key opens what is stored, and records a
     /// check value on first use.

@@ -1811,6 +1811,36 @@ macro_rules! sql_store {
                         .collect())
                 }
 
+                async fn mark_events_sent(&self, ids: &[i64]) -> Result<()> {
+                    if ids.is_empty() {
+                        return Ok(());
+                    }
+                    let (_writer, mut tx) = self.begin_write().await?;
+                    let now = now();
+                    for id in ids {
+                        sqlx::query("UPDATE outbox SET sent_at = $1 WHERE id = $2 AND sent_at IS NULL")
+                            .bind(now)
+                            .bind(*id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn outbox_backlog(&self) -> Result<(u64, Option<OffsetDateTime>)> {
+                    let mut conn = self.pool.acquire().await?;
+                    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    let oldest: Option<OffsetDateTime> = sqlx::query_scalar(
+                        "SELECT created_at FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT 1",
+                    )
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    Ok((n.max(0) as u64, oldest))
+                }
+
                 async fn verify_secret_key(&self) -> Result<()> {
                     let (_writer, mut tx) = self.begin_write().await?;
                     let check: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")

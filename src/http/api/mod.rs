@@ -8,6 +8,7 @@ pub mod boot;
 pub mod credentials;
 pub mod deployments;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod import;
 pub mod locations;
@@ -157,6 +158,7 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(deployments::repeat_deployment))
         .routes(routes!(deployments::deployment_log))
         .routes(routes!(deployments::deployment_timeline))
+        .routes(routes!(events::events_status))
         .split_for_parts();
     doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1alpha2")]);
     let served = doc.clone();

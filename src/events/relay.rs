@@ -1,0 +1,215 @@
+//! The outbox relay: publishes the outbox's rows, in id order, to a durable
+//! topic exchange on RabbitMQ with publisher confirms, and marks a row sent
+//! only after the broker acknowledged it. Any error drops the connection;
+//! the relay connects again from scratch after a backoff (it does not rely
+//! on the library's recovery). A message may be published twice (acked by
+//! the broker, then the daemon died before marking it): consumers dedupe on
+//! `message_id`, the row's id.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use serde::Serialize;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+use utoipa::ToSchema;
+
+use crate::store::{OutboxEvent, Store};
+
+/// The version of the message body's shape.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Rows published per round.
+const BATCH: u32 = 200;
+
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub url: String,
+    pub exchange: String,
+    /// The daemon's location, carried in every message.
+    pub location: Option<String>,
+}
+
+/// What the relay reports about itself.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct RelayStatus {
+    /// Whether a broker is configured.
+    pub enabled: bool,
+    pub connected: bool,
+    pub published: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Default)]
+pub struct RelayHandle {
+    status: Arc<Mutex<RelayStatus>>,
+    wake: Arc<Notify>,
+}
+
+impl RelayHandle {
+    pub fn status(&self) -> RelayStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Something was written to the outbox: publish it soon.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    fn update(&self, f: impl FnOnce(&mut RelayStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// The message body: the row's event with its envelope.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    schema_version: u32,
+    id: i64,
+    routing_key: &'a str,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: time::OffsetDateTime,
+    location: Option<&'a str>,
+    data: &'a serde_json::Value,
+}
+
+/// Runs the relay until `shutdown` resolves.
+pub async fn run(
+    store: Arc<dyn Store>,
+    settings: RelaySettings,
+    handle: RelayHandle,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    handle.update(|s| s.enabled = true);
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let session = tokio::select! {
+            r = session(&store, &settings, &handle) => r,
+            () = &mut shutdown => return,
+        };
+        let Err(e) = session else { return };
+        warn!(error = %e, "event relay: broker session ended; reconnecting in {} ms", backoff.as_millis());
+        handle.update(|s| {
+            s.connected = false;
+            s.last_error = Some(e.clone());
+        });
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = &mut shutdown => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// One connection's life: connect, declare, publish until an error.
+async fn session(
+    store: &Arc<dyn Store>,
+    settings: &RelaySettings,
+    handle: &RelayHandle,
+) -> Result<(), String> {
+    let conn = Connection::connect(&settings.url, ConnectionProperties::default())
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let channel = conn
+        .create_channel()
+        .await
+        .map_err(|e| format!("channel: {e}"))?;
+    channel
+        .exchange_declare(
+            settings.exchange.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| format!("declare exchange {}: {e}", settings.exchange))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| format!("confirm mode: {e}"))?;
+    info!(exchange = %settings.exchange, "event relay connected");
+    handle.update(|s| {
+        s.connected = true;
+        s.last_error = None;
+    });
+    loop {
+        let events = store
+            .pending_events(BATCH)
+            .await
+            .map_err(|e| format!("read the outbox: {e}"))?;
+        if events.is_empty() {
+            // New rows wake the relay; the poll covers rows other
+            // processes wrote.
+            let _ = tokio::time::timeout(Duration::from_millis(500), handle.wake.notified()).await;
+            if !conn.status().connected() {
+                return Err("the connection closed".into());
+            }
+            continue;
+        }
+        let sent = publish(&channel, settings, &events).await?;
+        store
+            .mark_events_sent(&sent)
+            .await
+            .map_err(|e| format!("mark events sent: {e}"))?;
+        handle.update(|s| s.published += sent.len() as u64);
+    }
+}
+
+/// Publishes `events` in order and waits for the broker's confirms;
+/// returns the ids it acknowledged (all, or an error).
+async fn publish(
+    channel: &Channel,
+    settings: &RelaySettings,
+    events: &[OutboxEvent],
+) -> Result<Vec<i64>, String> {
+    let mut confirms = Vec::with_capacity(events.len());
+    for e in events {
+        let body = serde_json::to_vec(&Envelope {
+            schema_version: SCHEMA_VERSION,
+            id: e.id,
+            routing_key: &e.routing_key,
+            created_at: e.created_at,
+            location: settings.location.as_deref(),
+            data: &e.payload,
+        })
+        .map_err(|err| format!("encode event {}: {err}", e.id))?;
+        let properties = BasicProperties::default()
+            .with_message_id(e.id.to_string().into())
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_timestamp(e.created_at.unix_timestamp().max(0) as u64)
+            .with_type(e.routing_key.as_str().into());
+        let confirm = channel
+            .basic_publish(
+                settings.exchange.as_str().into(),
+                e.routing_key.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                properties,
+            )
+            .await
+            .map_err(|err| format!("publish event {}: {err}", e.id))?;
+        confirms.push((e.id, confirm));
+    }
+    let mut acked = Vec::with_capacity(confirms.len());
+    for (id, confirm) in confirms {
+        let c = confirm
+            .await
+            .map_err(|err| format!("confirm of event {id}: {err}"))?;
+        if !c.is_ack() {
+            return Err(format!("the broker refused event {id} (nack)"));
+        }
+        acked.push(id);
+    }
+    Ok(acked)
+}
