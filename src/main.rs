@@ -447,6 +447,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config.boot.static_dir.display()
     );
     say!("  timeline: http://{addr}/api/v1alpha2/servers/<fqdn>/timeline");
+    match &config.broker_url {
+        Some(url) => say!(
+            "  events:   to exchange {:?} at {} (status: /api/v1alpha2/events/status)",
+            config.broker_exchange,
+            bootloader::config::redact_url(url.expose())
+        ),
+        None => say!("  events:   kept in the outbox table (broker.url to publish them)"),
+    }
     tracing::info!(%addr, backend = store.backend(), "serving");
     app::run(&config, store, listeners, shutdown_signal()).await
 }
