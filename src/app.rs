@@ -258,6 +258,7 @@ pub async fn run(
         static_dir: config.boot.static_dir.clone(),
         binaries_dir: config.tftp.root.clone(),
     };
+    let engine_tasks = engine.clone();
     let state = AppState {
         power,
         engine,
@@ -281,6 +282,7 @@ pub async fn run(
     if let Some(task) = dhcp_task {
         task.await.context("DHCP task")?;
     }
+    engine_tasks.shutdown();
     if let Some(task) = relay_task {
         task.await.context("event relay")?;
     }

@@ -55,6 +55,9 @@ pub struct Engine {
     downloads: Result<DownloadCache, String>,
     settings: EngineSettings,
     running: Mutex<HashMap<i64, Arc<Runner>>>,
+    /// Set when the daemon stops: every task ends where it is (the
+    /// deployments stay as committed, and resume at the next start).
+    stopping: watch::Sender<bool>,
 }
 
 fn unix_now() -> i64 {
@@ -77,6 +80,7 @@ impl Engine {
             downloads,
             settings,
             running: Mutex::new(HashMap::new()),
+            stopping: watch::channel(false).0,
         })
     }
 
@@ -94,6 +98,9 @@ impl Engine {
     }
 
     fn spawn(self: &Arc<Self>, id: i64) {
+        if *self.stopping.borrow() {
+            return;
+        }
         let runner = {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             if running.contains_key(&id) {
@@ -195,7 +202,21 @@ impl Engine {
         self.store.deployment(id).await
     }
 
+    /// Ends every task; nothing new starts. What each deployment did is
+    /// committed; the next start resumes it.
+    pub fn shutdown(&self) {
+        self.stopping.send_replace(true);
+    }
+
     async fn run(self: &Arc<Self>, id: i64, runner: &Runner) {
+        let mut stopping = self.stopping.subscribe();
+        tokio::select! {
+            () = self.run_steps(id, runner) => {}
+            _ = stopping.wait_for(|s| *s) => {}
+        }
+    }
+
+    async fn run_steps(self: &Arc<Self>, id: i64, runner: &Runner) {
         let mut cancelled = runner.cancel.subscribe();
         loop {
             match self.step(id, runner, &mut cancelled).await {
