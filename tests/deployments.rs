@@ -978,3 +978,26 @@ async fn deployments_share_identical_files() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     d.stop().await;
 }
+
+/// A daemon stopped gracefully mid-deployment: its tasks end, and the next
+/// start resumes the deployment where it stood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_restart_resumes() {
+    let (store, d) = setup(Backend::Sqlite, "2m").await;
+    let id = deploy(&d).await["id"].as_i64().unwrap();
+    let base = callback_base(&d).await;
+    let token = d.token.clone();
+    d.stop().await;
+
+    let d = Daemon::start(&store, Some(token)).await;
+    // The callback URL names the old port; the token is what matters.
+    let (_, path) = base.split_once("/_callback/").unwrap();
+    let base = format!("{}/_callback/{path}", d.base);
+    for step in ["preparing", "installing"] {
+        let r = reqwest::get(format!("{base}{step}")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let b = wait_state(&d, id, "complete").await;
+    assert_eq!(b["progress"], 100);
+    d.stop().await;
+}
