@@ -58,36 +58,9 @@ esac
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&chassis, std::fs::Permissions::from_mode(0o755)).unwrap();
+        common::vmbmc::sim_config(dir.path(), port, &chassis);
         let conf = dir.path().join("lan.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                r#"name "bltest"
-set_working_mc 0x20
-  startlan 1
-    addr 127.0.0.1 {port}
-    priv_limit admin
-    allowed_auths_callback none md2 md5 straight
-    allowed_auths_user none md2 md5 straight
-    allowed_auths_operator none md2 md5 straight
-    allowed_auths_admin none md2 md5 straight
-    guid a123456789abcdefa123456789abcdef
-  endlan
-  chassis_control "{} 0x20"
-user 1 true  ""       "test"   user  10 none md2 md5 straight
-user 2 true  "admin"  "secret" admin 10 none md2 md5 straight
-user 3 true  "viewer" "secret" user  10 none md2 md5 straight
-"#,
-                chassis.display()
-            ),
-        )
-        .unwrap();
         let emu = dir.path().join("sim.emu");
-        std::fs::write(
-            &emu,
-            "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n",
-        )
-        .unwrap();
         let state = dir.path().join("state");
         std::fs::create_dir(&state).unwrap();
         let child = tokio::process::Command::new("ipmi_sim")

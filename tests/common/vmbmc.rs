@@ -2,6 +2,8 @@
 //! chassis_control program that starts QEMU (network boot after `bootdev
 //! pxe`, disk otherwise) and stops it.
 
+use std::path::Path;
+
 use super::netns::Lab;
 
 /// Kills the VM the chassis program started, whatever happens to the test.
@@ -73,10 +75,20 @@ esac
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&chassis, std::fs::Permissions::from_mode(0o755)).unwrap();
+    sim_config(dir, port, &chassis);
+    std::fs::create_dir_all(dir.join("bmc-state")).unwrap();
+    port
+}
+
+/// Writes `lan.conf` (a LAN channel on 127.0.0.1:`port`, user
+/// `admin`/`secret` with ADMINISTRATOR, `viewer`/`secret` with USER, and
+/// `chassis` as the chassis_control program) and `sim.emu` (one BMC) into
+/// `dir`, for `ipmi_sim -c lan.conf -f sim.emu`.
+pub fn sim_config(dir: &Path, port: u16, chassis: &Path) {
     std::fs::write(
         dir.join("lan.conf"),
         format!(
-            r#"name "e2ebmc"
+            r#"name "bltest"
 set_working_mc 0x20
   startlan 1
     addr 127.0.0.1 {port}
@@ -89,6 +101,7 @@ set_working_mc 0x20
   endlan
   chassis_control "{} 0x20"
 user 2 true  "admin"  "secret" admin 10 none md2 md5 straight
+user 3 true  "viewer" "secret" user  10 none md2 md5 straight
 "#,
             chassis.display()
         ),
@@ -99,8 +112,6 @@ user 2 true  "admin"  "secret" admin 10 none md2 md5 straight
         "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n",
     )
     .unwrap();
-    std::fs::create_dir_all(dir.join("bmc-state")).unwrap();
-    port
 }
 
 /// Starts `ipmi_sim` for VM `name` (a BIOS machine with `mac`) in the lab's
