@@ -63,18 +63,27 @@ templates:
     )
 }
 
+/// Registers `fqdn` in location dc1 with one interface, `mac`, and the
+/// reserved address `ipv4` if given.
+async fn add_server(d: &Daemon, fqdn: &str, mac: &str, ipv4: Option<&str>) {
+    let mut nic = json!({"name": "eth0", "mac": mac});
+    if let Some(ip) = ipv4 {
+        nic["ipv4"] = json!(ip);
+    }
+    let (s, b) = d
+        .post(
+            "/servers",
+            json!({"fqdn": fqdn, "location": "dc1", "interfaces": [nic]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+}
+
 async fn setup(backend: Backend, timeout: &str) -> (TestStore, Daemon) {
     let store = TestStore::new(backend).await;
     let d = Daemon::start(&store, None).await;
     d.seed_location().await;
-    let (s, b) = d
-        .post(
-            "/servers",
-            json!({"fqdn": "w1.dc1.example.com", "location": "dc1",
-                "interfaces": [{"name": "eth0", "mac": MAC, "ipv4": "10.0.0.21"}]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
+    add_server(&d, "w1.dc1.example.com", MAC, Some("10.0.0.21")).await;
     let (s, b) = d
         .post_text("/profiles", &walk_profile(timeout), "application/yaml")
         .await;
@@ -693,14 +702,7 @@ async fn url_sources_download_resume_and_serve() {
     let store = TestStore::new(Backend::Sqlite).await;
     let d = Daemon::start(&store, None).await;
     d.seed_location().await;
-    let (s, b) = d
-        .post(
-            "/servers",
-            json!({"fqdn": "w1.dc1.example.com", "location": "dc1",
-                "interfaces": [{"name": "eth0", "mac": MAC}]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
+    add_server(&d, "w1.dc1.example.com", MAC, None).await;
     let (s, b) = d
         .post_text(
             "/profiles",
@@ -813,14 +815,7 @@ async fn ipaddress_falls_back_to_dns() {
     let store = TestStore::new(Backend::Sqlite).await;
     let d = Daemon::start(&store, None).await;
     d.seed_location().await;
-    let (s, b) = d
-        .post(
-            "/servers",
-            json!({"fqdn": "127.0.0.1", "location": "dc1",
-                "interfaces": [{"name": "eth0", "mac": MAC}]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
+    add_server(&d, "127.0.0.1", MAC, None).await;
     let yaml = r#"kind: Profile
 apiVersion: v1alpha1
 name: say
@@ -898,14 +893,7 @@ async fn deployments_share_identical_files() {
     .iter()
     .enumerate()
     {
-        let (s, b) = d
-            .post(
-                "/servers",
-                json!({"fqdn": format!("s{i}.dc1.example.com"), "location": "dc1",
-                    "interfaces": [{"name": "eth0", "mac": mac}]}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{b}");
+        add_server(&d, &format!("s{i}.dc1.example.com"), mac, None).await;
     }
     for (name, contents) in [
         ("same", "one kernel line"),

@@ -86,38 +86,9 @@ esac
         bmc
     }
 
-    /// Until ipmitool gets an answer (Get Device ID).
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let out = tokio::process::Command::new("ipmitool")
-                .env("IPMI_PASSWORD", "secret")
-                .args([
-                    "-I",
-                    "lanplus",
-                    "-H",
-                    "127.0.0.1",
-                    "-p",
-                    &self.port.to_string(),
-                ])
-                .args([
-                    "-U", "admin", "-E", "-C", "3", "-N", "1", "-R", "1", "raw", "0x06", "0x01",
-                ])
-                .output()
-                .await
-                .expect("ipmitool runs (apt install ipmitool)");
-            if out.status.success() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "ipmi_sim did not come up");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// Sessions open at the BMC now (ipmitool's own included), from Get
-    /// Session Info.
-    async fn active_sessions(&self) -> u8 {
-        let out = tokio::process::Command::new("ipmitool")
+    /// `ipmitool raw NETFN CMD DATA...` as `admin`, once, quickly.
+    async fn raw(&self, request: &[&str]) -> std::process::Output {
+        tokio::process::Command::new("ipmitool")
             .env("IPMI_PASSWORD", "secret")
             .args([
                 "-I",
@@ -127,12 +98,26 @@ esac
                 "-p",
                 &self.port.to_string(),
             ])
-            .args([
-                "-U", "admin", "-E", "-C", "3", "raw", "0x06", "0x3d", "0x00",
-            ])
+            .args(["-U", "admin", "-E", "-C", "3", "-N", "1", "-R", "1", "raw"])
+            .args(request)
             .output()
             .await
-            .unwrap();
+            .expect("ipmitool runs (apt install ipmitool)")
+    }
+
+    /// Until ipmitool gets an answer (Get Device ID).
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.raw(&["0x06", "0x01"]).await.status.success() {
+            assert!(Instant::now() < deadline, "ipmi_sim did not come up");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Sessions open at the BMC now (ipmitool's own included), from Get
+    /// Session Info.
+    async fn active_sessions(&self) -> u8 {
+        let out = self.raw(&["0x06", "0x3d", "0x00"]).await;
         let text = String::from_utf8_lossy(&out.stdout);
         let bytes: Vec<u8> = text
             .split_whitespace()

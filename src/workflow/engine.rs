@@ -400,12 +400,8 @@ impl Engine {
                             .await;
                     }
                 };
-                let (server, nets) = self.server(view).await?;
                 let mut served = Vec::new();
-                for i in 0..server.interfaces.len().max(1) {
-                    let ctx = self.context(view, profile, token, &server, &nets, i);
-                    let path = profile::render_str(filename, &ctx)
-                        .map_err(|e| format!("filename: {e}"))?;
+                for (ctx, path) in self.per_interface(view, profile, token, filename).await? {
                     let content = profile::render_template(profile, name, &ctx)
                         .map_err(|e| format!("template {name}: {e}"))?;
                     let via = via_of(*via);
@@ -418,12 +414,8 @@ impl Engine {
                 Ok(format!("serving {}", served.join(", ")))
             }
             ActionKind::DeleteFile { on, filename } => {
-                let (server, nets) = self.server(view).await?;
                 let mut removed = Vec::new();
-                for i in 0..server.interfaces.len().max(1) {
-                    let ctx = self.context(view, profile, token, &server, &nets, i);
-                    let path = profile::render_str(filename, &ctx)
-                        .map_err(|e| format!("filename: {e}"))?;
+                for (_, path) in self.per_interface(view, profile, token, filename).await? {
                     let via = via_of(*on);
                     let was = self
                         .store
@@ -514,6 +506,27 @@ impl Engine {
         }
     }
 
+    /// Each interface's template context with `filename` rendered in it:
+    /// files are served once per interface of the server (once, with an
+    /// empty interface, for a server that has none).
+    async fn per_interface(
+        &self,
+        view: &EngineView,
+        profile: &Profile,
+        token: &str,
+        filename: &str,
+    ) -> Result<Vec<(serde_json::Value, String)>, String> {
+        let (server, nets) = self.server(view).await?;
+        (0..server.interfaces.len().max(1))
+            .map(|i| {
+                let ctx = self.context(view, profile, token, &server, &nets, i);
+                let path =
+                    profile::render_str(filename, &ctx).map_err(|e| format!("filename: {e}"))?;
+                Ok((ctx, path))
+            })
+            .collect()
+    }
+
     /// A failed attempt of an action that will be tried again, in the log.
     async fn note_retry(&self, id: i64, attempt: u32, retries: u32, error: &str) {
         let message = format!(
@@ -554,11 +567,8 @@ impl Engine {
                 Err(e) => return Err(e),
             }
         };
-        let (server, nets) = self.server(view).await?;
         let mut served = Vec::new();
-        for i in 0..server.interfaces.len().max(1) {
-            let ctx = self.context(view, profile, token, &server, &nets, i);
-            let path = profile::render_str(filename, &ctx).map_err(|e| format!("filename: {e}"))?;
+        for (_, path) in self.per_interface(view, profile, token, filename).await? {
             let via = via_of(via);
             self.store
                 .serve_cached_file(view.record.id, via, &path, &cached.path)
