@@ -71,6 +71,32 @@ pub fn write_key_file(path: &Path, key: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// This daemon's name among the daemons sharing a database: the host name
+/// and a random suffix, kept in `instance` in the data dir so that a
+/// restarted daemon takes up its own deployments at once.
+pub fn instance_name(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("instance");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "bootloader".to_string());
+    let mut suffix = [0u8; 4];
+    getrandom::fill(&mut suffix).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let name = format!("{host}-{}", hex::encode(suffix));
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    std::fs::write(&path, format!("{name}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(name)
+}
+
 /// Opens the configured store (applying migrations) with the secret key.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let passphrase = load_secret(&config.secret)?;
@@ -168,6 +194,14 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let instance = instance_name(&config.data_dir)?;
+    let location = config
+        .boot
+        .dhcp
+        .location
+        .as_ref()
+        .map(|l| l.as_str().to_string());
+    tracing::info!(instance = %instance, location = ?location, "daemon");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -190,12 +224,8 @@ pub async fn run(
             crate::events::relay::RelaySettings {
                 url: url.expose().to_string(),
                 exchange: config.broker_exchange.clone(),
-                location: config
-                    .boot
-                    .dhcp
-                    .location
-                    .as_ref()
-                    .map(|l| l.as_str().to_string()),
+                location: location.clone(),
+                instance: instance.clone(),
             },
             relay.clone(),
             stopped(stop_rx.clone()),
@@ -243,13 +273,14 @@ pub async fn run(
             default_timeout: config.deployment_timeout,
             cache_dir: config.data_dir.join("cache").join("downloads"),
             download_max_bytes: config.download_max_bytes,
+            runner: instance.clone(),
+            location: location.clone(),
         },
     );
     // Deployments that were under way when the daemon stopped go on where
-    // they stood; a store that is not answering yet is retried by each.
-    if let Err(e) = engine.resume_all().await {
-        tracing::warn!(error = %e, "could not list deployments to resume");
-    }
+    // they stood, and those of a daemon that died are taken over; a store
+    // that is not answering yet is retried.
+    let claims_task = tokio::spawn(engine.clone().run_claims());
     let boot_state = http::boot::BootState {
         engine: Some(engine.clone()),
         store: store.clone(),
@@ -259,14 +290,29 @@ pub async fn run(
         binaries_dir: config.tftp.root.clone(),
     };
     let engine_tasks = engine.clone();
+    let commands = crate::events::commands::CommandHandle::default();
     let state = AppState {
         power,
         engine,
         relay,
+        commands: commands.clone(),
         store,
         default_page_size: config.default_page_size,
         max_page_size: config.max_page_size,
     };
+    // The command queue, when a broker is configured: commands run through
+    // the REST handlers.
+    let commands_task = config.broker_url.as_ref().map(|url| {
+        tokio::spawn(crate::events::commands::run(
+            http::api_router(state.clone()),
+            crate::events::commands::CommandSettings {
+                url: url.expose().to_string(),
+                queue: crate::events::commands::queue_name(location.as_deref()),
+            },
+            commands,
+            stopped(stop_rx.clone()),
+        ))
+    });
     http::serve(
         listeners.http,
         http::router(state, boot_state),
@@ -283,6 +329,10 @@ pub async fn run(
         task.await.context("DHCP task")?;
     }
     engine_tasks.shutdown();
+    claims_task.await.context("deployment claims")?;
+    if let Some(task) = commands_task {
+        task.await.context("command queue")?;
+    }
     if let Some(task) = relay_task {
         task.await.context("event relay")?;
     }

@@ -1,4 +1,6 @@
 //! Events for the web layer and other tools: the outbox relay to RabbitMQ
-//! (`relay.rs`). Only this module knows AMQP.
+//! (`relay.rs`) and the command queue (`commands.rs`). Only this module
+//! knows AMQP.
 
+pub mod commands;
 pub mod relay;

@@ -5,6 +5,11 @@
 //! on the library's recovery). A message may be published twice (acked by
 //! the broker, then the daemon died before marking it): consumers dedupe on
 //! `message_id`, the row's id.
+//!
+//! Daemons sharing a database share its outbox: one relay at a time
+//! publishes (it holds the store's `relay` lock, renewed while it is
+//! connected), so that the events keep their order; the others stand by
+//! and take over when the holder stops renewing.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,12 +30,20 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Rows published per round.
 const BATCH: u32 = 200;
 
+/// The store lock that makes one relay at a time publish, held for `HOLD`
+/// and renewed every `RENEW` while connected.
+const LOCK: &str = "relay";
+const HOLD: Duration = Duration::from_secs(30);
+const RENEW: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
     pub url: String,
     pub exchange: String,
     /// The daemon's location, carried in every message.
     pub location: Option<String>,
+    /// This daemon's name, for the relay lock.
+    pub instance: String,
 }
 
 /// What the relay reports about itself.
@@ -39,6 +52,9 @@ pub struct RelayStatus {
     /// Whether a broker is configured.
     pub enabled: bool,
     pub connected: bool,
+    /// Another daemon on this database publishes the outbox; this one
+    /// takes over if that one stops.
+    pub standby: bool,
     pub published: u64,
     pub last_error: Option<String>,
 }
@@ -92,9 +108,15 @@ pub async fn run(
     loop {
         let session = tokio::select! {
             r = session(&store, &settings, &handle) => r,
-            () = &mut shutdown => return,
+            () = &mut shutdown => {
+                let _ = store.release_lock(LOCK, &settings.instance).await;
+                return;
+            }
         };
-        let Err(e) = session else { return };
+        let Err(e) = session else {
+            let _ = store.release_lock(LOCK, &settings.instance).await;
+            return;
+        };
         warn!(error = %e, "event relay: broker session ended; reconnecting in {} ms", backoff.as_millis());
         handle.update(|s| {
             s.connected = false;
@@ -102,7 +124,10 @@ pub async fn run(
         });
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
-            () = &mut shutdown => return,
+            () = &mut shutdown => {
+                let _ = store.release_lock(LOCK, &settings.instance).await;
+                return;
+            }
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
@@ -142,7 +167,31 @@ async fn session(
         s.connected = true;
         s.last_error = None;
     });
+    // When the lock was last renewed.
+    let mut held: Option<std::time::Instant> = None;
     loop {
+        if held.is_none_or(|at| at.elapsed() >= RENEW) {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let mine = store
+                .hold_lock(LOCK, &settings.instance, now, now + HOLD.as_secs() as i64)
+                .await
+                .map_err(|e| format!("take the relay lock: {e}"))?;
+            handle.update(|s| s.standby = !mine);
+            if !mine {
+                if held.take().is_some() {
+                    warn!("event relay: another daemon publishes the outbox now");
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if !conn.status().connected() {
+                    return Err("the connection closed".into());
+                }
+                continue;
+            }
+            if held.is_none() {
+                info!("event relay: this daemon publishes the outbox");
+            }
+            held = Some(std::time::Instant::now());
+        }
         let events = store
             .pending_events(BATCH)
             .await

@@ -25,6 +25,7 @@ pub struct AppState {
     pub power: Arc<crate::power::PowerService>,
     pub engine: Arc<crate::workflow::Engine>,
     pub relay: crate::events::relay::RelayHandle,
+    pub commands: crate::events::commands::CommandHandle,
     pub default_page_size: u32,
     pub max_page_size: u32,
 }
@@ -45,6 +46,13 @@ pub fn router(state: AppState, boot_state: boot::BootState) -> Router {
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             16 * 1024 * 1024,
         ))
+}
+
+/// The REST API alone, under `/api/v1alpha2`: what the command queue
+/// dispatches to.
+pub fn api_router(state: AppState) -> Router {
+    let (api, _) = api::routes(state);
+    Router::new().nest("/api/v1alpha2", api)
 }
 
 /// Files that deployments serve over HTTP live at their own paths; every

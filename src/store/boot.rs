@@ -141,6 +141,8 @@ pub struct DeploymentRecord {
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<OffsetDateTime>,
+    /// The daemon whose engine runs (or last ran) its steps.
+    pub runner: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]

@@ -34,6 +34,7 @@ pub(super) mod rows {
         pub created_at: OffsetDateTime,
         pub updated_at: OffsetDateTime,
         pub finished_at: Option<OffsetDateTime>,
+        pub runner: Option<String>,
     }
 
     #[derive(sqlx::FromRow)]
@@ -124,6 +125,7 @@ pub(super) mod convert {
             created_at: r.created_at,
             updated_at: r.updated_at,
             finished_at: r.finished_at,
+            runner: r.runner,
         })
     }
 
@@ -178,7 +180,7 @@ pub(super) mod convert {
 pub(super) const DEPLOYMENT_SELECT: &str = "SELECT d.id, s.fqdn, d.profile_id, p.name AS profile_name, \
      p.version AS profile_version, CAST(p.action_count AS BIGINT) AS action_count, d.state, d.step, \
      CAST(d.action_index AS BIGINT) AS action_index, CAST(d.actions_done AS BIGINT) AS actions_done, \
-     d.error, d.repeat_of, d.created_at, d.updated_at, d.finished_at \
+     d.error, d.repeat_of, d.created_at, d.updated_at, d.finished_at, d.runner \
      FROM deployments d JOIN servers s ON s.id = d.server_id JOIN profiles p ON p.id = d.profile_id";
 
 /// States in which a deployment is active, as an SQL list.

@@ -79,6 +79,10 @@ pub struct Transition {
     pub step_deadline: Option<i64>,
     pub error: Option<String>,
     pub log: Vec<(LogLevel, String)>,
+    /// The daemon committing on behalf of its engine task: the commit is
+    /// refused if another daemon has taken the deployment over. `None` for
+    /// an operator's request (cancel), which any daemon may commit.
+    pub runner: Option<String>,
 }
 
 #[async_trait]
@@ -87,10 +91,27 @@ pub trait EngineStore: Send + Sync + 'static {
     /// A server with an active deployment is a conflict.
     async fn start_deployment(&self, new: &NewDeployment) -> Result<DeploymentRecord>;
     async fn engine_view(&self, id: i64) -> Result<EngineView>;
-    /// Deployments the engine has work for: a cursor and a sealed token.
-    async fn runnable_deployments(&self) -> Result<Vec<i64>>;
+    /// Takes the runnable deployments that no live daemon runs (no runner,
+    /// `runner` itself, or a runner whose hold ended before `now`), of the
+    /// servers in `location` (all servers for `None`), and holds them for
+    /// `runner` until `until` (unix seconds). Returns every deployment
+    /// `runner` holds now, in id order.
+    async fn claim_deployments(
+        &self,
+        runner: &str,
+        location: Option<&str>,
+        now: i64,
+        until: i64,
+    ) -> Result<Vec<i64>>;
+    /// Lets go of `runner`'s deployments (the daemon stops): another daemon
+    /// may take them at once.
+    async fn release_deployments(&self, runner: &str) -> Result<()>;
+    /// Takes the named duty for `holder` until `until` if it is free, ended
+    /// before `now`, or already `holder`'s; `false` if another holds it.
+    async fn hold_lock(&self, name: &str, holder: &str, now: i64, until: i64) -> Result<bool>;
+    async fn release_lock(&self, name: &str, holder: &str) -> Result<()>;
     /// Commits `t`; `false` when the deployment's state is no longer
-    /// `t.from` (nothing is written then).
+    /// `t.from`, or another daemon runs it now (nothing is written then).
     async fn commit_transition(&self, t: &Transition) -> Result<bool>;
     async fn append_log(&self, id: i64, level: LogLevel, message: &str) -> Result<()>;
     /// Log entries with ids above `after`, oldest first.

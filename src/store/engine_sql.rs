@@ -138,13 +138,69 @@ macro_rules! engine_sql_store {
                     })
                 }
 
-                async fn runnable_deployments(&self) -> Result<Vec<i64>> {
-                    let ids: Vec<i64> = sqlx::query_scalar(
-                        "SELECT id FROM deployments WHERE step IS NOT NULL AND token_sealed IS NOT NULL ORDER BY id",
+                async fn claim_deployments(
+                    &self,
+                    runner: &str,
+                    location: Option<&str>,
+                    now: i64,
+                    until: i64,
+                ) -> Result<Vec<i64>> {
+                    let (_writer, mut tx) = self.begin_write().await?;
+                    let mut ids: Vec<i64> = sqlx::query_scalar(
+                        "UPDATE deployments SET runner = $1, runner_until = $4 \
+                         WHERE step IS NOT NULL AND token_sealed IS NOT NULL \
+                         AND (runner IS NULL OR runner = $1 OR runner_until IS NULL OR runner_until < $3) \
+                         AND ($2 IS NULL OR server_id IN \
+                              (SELECT s.id FROM servers s JOIN locations l ON l.id = s.location_id WHERE l.name = $2)) \
+                         RETURNING id",
                     )
-                    .fetch_all(&self.pool)
+                    .bind(runner)
+                    .bind(location)
+                    .bind(now)
+                    .bind(until)
+                    .fetch_all(&mut *tx)
                     .await?;
+                    tx.commit().await?;
+                    ids.sort_unstable();
                     Ok(ids)
+                }
+
+                async fn release_deployments(&self, runner: &str) -> Result<()> {
+                    let (_writer, mut tx) = self.begin_write().await?;
+                    sqlx::query("UPDATE deployments SET runner_until = 0 WHERE runner = $1 AND step IS NOT NULL")
+                        .bind(runner)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn hold_lock(&self, name: &str, holder: &str, now: i64, until: i64) -> Result<bool> {
+                    let (_writer, mut tx) = self.begin_write().await?;
+                    let done = sqlx::query(
+                        "INSERT INTO daemon_locks (name, holder, until_unix) VALUES ($1, $2, $4) \
+                         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_unix = excluded.until_unix \
+                         WHERE daemon_locks.holder = excluded.holder OR daemon_locks.until_unix < $3",
+                    )
+                    .bind(name)
+                    .bind(holder)
+                    .bind(now)
+                    .bind(until)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn release_lock(&self, name: &str, holder: &str) -> Result<()> {
+                    let (_writer, mut tx) = self.begin_write().await?;
+                    sqlx::query("DELETE FROM daemon_locks WHERE name = $1 AND holder = $2")
+                        .bind(name)
+                        .bind(holder)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(())
                 }
 
                 async fn commit_transition(&self, t: &Transition) -> Result<bool> {
@@ -155,7 +211,7 @@ macro_rules! engine_sql_store {
                         "UPDATE deployments SET state = $1, step = $2, action_index = $3, actions_done = $4, \
                          action_deadline = $5, step_deadline = $6, error = COALESCE($7, error), \
                          finished_at = COALESCE(finished_at, $8), updated_at = $9 \
-                         WHERE id = $10 AND state = $11",
+                         WHERE id = $10 AND state = $11 AND ($12 IS NULL OR runner = $12)",
                     )
                     .bind(t.state.as_str())
                     .bind(&t.step)
@@ -168,6 +224,7 @@ macro_rules! engine_sql_store {
                     .bind(now)
                     .bind(t.id)
                     .bind(t.from.as_str())
+                    .bind(&t.runner)
                     .execute(&mut *tx)
                     .await?;
                     if done.rows_affected() == 0 {

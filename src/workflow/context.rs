@@ -148,6 +148,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             finished_at: None,
+            runner: None,
         }
     }
 }

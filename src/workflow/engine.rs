@@ -34,7 +34,17 @@ pub struct EngineSettings {
     pub cache_dir: std::path::PathBuf,
     /// The largest file downloaded.
     pub download_max_bytes: u64,
+    /// This daemon's name among those sharing the store.
+    pub runner: String,
+    /// Run only the deployments of this location's servers (all for `None`).
+    pub location: Option<String>,
 }
+
+/// How long a daemon holds the deployments it runs without renewing; it
+/// renews every `RENEW`. A daemon that died loses them to another daemon
+/// of the location after at most `HOLD`.
+const HOLD: Duration = Duration::from_secs(30);
+const RENEW: Duration = Duration::from_secs(10);
 
 /// What ended an action early.
 #[derive(Debug)]
@@ -46,6 +56,9 @@ enum Stop {
 struct Runner {
     nudge: Notify,
     cancel: watch::Sender<bool>,
+    /// Another daemon took the deployment over (this one missed renewing
+    /// its hold): the task ends without committing anything more.
+    lost: watch::Sender<bool>,
 }
 
 pub struct Engine {
@@ -84,32 +97,81 @@ impl Engine {
         })
     }
 
-    /// Starts a task for every deployment with work left (after a
-    /// restart: where each stood).
-    pub async fn resume_all(self: &Arc<Self>) -> Result<usize, StoreError> {
-        let ids = self.store.runnable_deployments().await?;
-        for id in &ids {
-            self.spawn(*id);
+    /// Takes the deployments with work left that no live daemon runs, and
+    /// renews the hold on those this daemon runs: starts a task for each
+    /// new one (after a restart, where each stood) and ends the tasks of
+    /// any another daemon took over. Returns how many it started.
+    pub async fn claim(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let now = unix_now();
+        let held = self
+            .store
+            .claim_deployments(
+                &self.settings.runner,
+                self.settings.location.as_deref(),
+                now,
+                now + HOLD.as_secs() as i64,
+            )
+            .await?;
+        let lost: Vec<(i64, Arc<Runner>)> = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(id, _)| held.binary_search(id).is_err())
+            .map(|(id, r)| (*id, Arc::clone(r)))
+            .collect();
+        for (id, runner) in lost {
+            warn!(
+                deployment = id,
+                "another daemon runs this deployment now (this one did not renew its hold in time)"
+            );
+            runner.lost.send_replace(true);
         }
-        if !ids.is_empty() {
-            info!(count = ids.len(), "deployments resumed");
+        let mut started = 0;
+        for id in held {
+            if self.spawn(id) {
+                started += 1;
+            }
         }
-        Ok(ids.len())
+        if started > 0 {
+            info!(count = started, "deployments taken up");
+        }
+        Ok(started)
     }
 
-    fn spawn(self: &Arc<Self>, id: i64) {
+    /// Claims every `RENEW` until the daemon stops, then lets go of this
+    /// daemon's deployments so that another daemon may go on with them.
+    pub async fn run_claims(self: Arc<Self>) {
+        let mut stopping = self.stopping.subscribe();
+        loop {
+            if let Err(e) = self.claim().await {
+                warn!(error = %e, "deployment engine: cannot renew the hold on deployments");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(RENEW) => {}
+                _ = stopping.wait_for(|s| *s) => break,
+            }
+        }
+        if let Err(e) = self.store.release_deployments(&self.settings.runner).await {
+            warn!(error = %e, "could not hand this daemon's deployments over");
+        }
+    }
+
+    /// Starts the task of deployment `id`, which this daemon holds, unless
+    /// it runs already; `true` if it started one.
+    fn spawn(self: &Arc<Self>, id: i64) -> bool {
         if *self.stopping.borrow() {
-            return;
+            return false;
         }
         let runner = {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             if running.contains_key(&id) {
-                return;
+                return false;
             }
-            let (cancel, _) = watch::channel(false);
             let runner = Arc::new(Runner {
                 nudge: Notify::new(),
-                cancel,
+                cancel: watch::channel(false).0,
+                lost: watch::channel(false).0,
             });
             running.insert(id, Arc::clone(&runner));
             runner
@@ -126,6 +188,7 @@ impl Engine {
             }
             .instrument(info_span!("deployment", id)),
         );
+        true
     }
 
     /// A callback for `id` was stored: wake its task.
@@ -155,8 +218,12 @@ impl Engine {
                 repeat_of,
             })
             .await?;
-        self.spawn(record.id);
-        Ok(record)
+        // Taken up here if the server is in this daemon's location; by its
+        // location's daemon otherwise.
+        if let Err(e) = self.claim().await {
+            warn!(error = %e, "the new deployment starts at the next claim");
+        }
+        self.store.deployment(record.id).await
     }
 
     /// A new deployment of the same server with the same pinned profile
@@ -197,7 +264,13 @@ impl Engine {
             Some(r) => {
                 let _ = r.cancel.send(true);
             }
-            None => self.spawn(id),
+            // Its runner (this daemon or another) runs the error and
+            // cleanup steps; with none alive, whoever claims it next.
+            None => {
+                if let Err(e) = self.claim().await {
+                    warn!(error = %e, "the cancelled deployment's cleanup starts at the next claim");
+                }
+            }
         }
         self.store.deployment(id).await
     }
@@ -210,10 +283,19 @@ impl Engine {
 
     async fn run(self: &Arc<Self>, id: i64, runner: &Runner) {
         let mut stopping = self.stopping.subscribe();
+        let mut lost = runner.lost.subscribe();
         tokio::select! {
             () = self.run_steps(id, runner) => {}
             _ = stopping.wait_for(|s| *s) => {}
+            _ = lost.wait_for(|l| *l) => {}
         }
+    }
+
+    /// Commits what this daemon's task did, unless another daemon runs the
+    /// deployment now.
+    async fn commit(&self, mut t: Transition) -> Result<bool, StoreError> {
+        t.runner = Some(self.settings.runner.clone());
+        self.store.commit_transition(&t).await
     }
 
     async fn run_steps(self: &Arc<Self>, id: i64, runner: &Runner) {
@@ -240,6 +322,10 @@ impl Engine {
         cancelled: &mut watch::Receiver<bool>,
     ) -> Result<bool, StoreError> {
         let view = self.store.engine_view(id).await?;
+        if view.record.runner.as_deref() != Some(self.settings.runner.as_str()) {
+            info!(runner = ?view.record.runner, "another daemon runs this deployment now");
+            return Ok(false);
+        }
         let Some(token) = view.token.clone() else {
             return Ok(false);
         };
@@ -269,7 +355,7 @@ impl Engine {
             }
             let mut t = transition(id, at, next, None, log);
             t.step_deadline = next_step_deadline(&profile, at, next, view.step_deadline);
-            self.store.commit_transition(&t).await?;
+            self.commit(t).await?;
             return Ok(true);
         };
         // Deadlines are stored before the action starts, so that a restart
@@ -298,7 +384,7 @@ impl Engine {
                 );
                 t.action_deadline = Some(deadline);
                 t.step_deadline = view.step_deadline;
-                if !self.store.commit_transition(&t).await? {
+                if !self.commit(t).await? {
                     return Ok(true);
                 }
                 deadline
@@ -359,7 +445,7 @@ impl Engine {
             // The cancel is committed already; reload and run `cleanup`.
             Err(Stop::Cancelled) => return Ok(true),
         };
-        self.store.commit_transition(&t).await?;
+        self.commit(t).await?;
         Ok(true)
     }
 
@@ -850,6 +936,7 @@ fn transition(
         step_deadline: None,
         error,
         log,
+        runner: None,
     }
 }
 

@@ -13,6 +13,8 @@ use crate::http::AppState;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventsStatus {
     pub relay: RelayStatus,
+    /// The command queue this daemon consumes.
+    pub commands: crate::events::commands::CommandStatus,
     /// Events written but not yet confirmed by the broker.
     pub backlog: u64,
     /// Age of the oldest of them, in seconds.
@@ -29,6 +31,7 @@ pub async fn events_status(
     let lag_seconds = oldest.map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds().max(0));
     Ok(Json(EventsStatus {
         relay: state.relay.status(),
+        commands: state.commands.status(),
         backlog,
         lag_seconds,
     }))
