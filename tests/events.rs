@@ -2,7 +2,9 @@
 //! change arrives on the topic exchange in order, with its row id as
 //! message_id, once confirmed; with the broker cut off (a TCP proxy between
 //! the daemon and RabbitMQ that the test closes) changes pile up in the
-//! outbox, and all of them arrive once it is back.
+//! outbox, and all of them arrive once it is back. The command queue:
+//! commands published to `bootloader.commands.<location>` are carried out
+//! and answered on `reply_to`.
 
 mod common;
 
@@ -10,120 +12,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::amqp::{BROKER, exchange_name, forget, listen, take};
 use common::{Backend, Daemon, TestStore};
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-const BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
-/// A queue bound to everything on `exchange`, declared before the daemon
-/// publishes anything.
-async fn listen(exchange: &str) -> (Connection, lapin::Consumer) {
-    let conn = Connection::connect(BROKER, ConnectionProperties::default())
-        .await
-        .expect("RabbitMQ on 127.0.0.1:5672 (the README's test command starts it)");
-    let ch = conn.create_channel().await.unwrap();
-    ch.exchange_declare(
-        exchange.into(),
-        ExchangeKind::Topic,
-        // As the relay declares it; the test deletes it at the end.
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    ch.queue_bind(
-        q.name().clone(),
-        exchange.into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let consumer = ch
-        .basic_consume(
-            q.name().clone(),
-            "test".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    (conn, consumer)
-}
-
-/// The next `n` messages: (message_id, routing key, body).
-async fn take(consumer: &mut lapin::Consumer, n: usize) -> Vec<(String, String, Value)> {
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while got.len() < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let d = tokio::time::timeout(left, consumer.next())
-            .await
-            .unwrap_or_else(|_| panic!("only {} of {n} messages arrived: {got:?}", got.len()))
-            .expect("consumer ended")
-            .expect("delivery");
-        d.ack(BasicAckOptions::default()).await.unwrap();
-        let id = d
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|m| m.to_string())
-            .unwrap_or_default();
-        assert_eq!(
-            d.properties.delivery_mode(),
-            &Some(2),
-            "persistent delivery"
-        );
-        got.push((
-            id,
-            d.routing_key.to_string(),
-            serde_json::from_slice(&d.data).unwrap(),
-        ));
-    }
-    got
-}
-
-/// Removes the test's exchange from the shared broker.
-async fn forget(conn: &Connection, exchange: &str) {
-    if let Ok(ch) = conn.create_channel().await {
-        let _ = ch
-            .exchange_delete(
-                exchange.into(),
-                lapin::options::ExchangeDeleteOptions::default(),
-            )
-            .await;
-    }
-}
-
-fn exchange_name() -> String {
-    let mut b = [0u8; 4];
-    getrandom::fill(&mut b).unwrap();
-    format!("bl-test-{}", hex::encode(b))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_arrive_in_order_with_their_ids() {
@@ -293,5 +192,234 @@ async fn a_broker_outage_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     d.stop().await;
+    forget(&conn, &exchange).await;
+}
+
+/// Publishes `command` to `queue` with a reply queue, and returns the reply.
+async fn ask(
+    ch: &lapin::Channel,
+    queue: &str,
+    replies: &mut lapin::Consumer,
+    reply_to: &str,
+    id: &str,
+    command: &[u8],
+) -> Value {
+    ch.basic_publish(
+        "".into(),
+        queue.into(),
+        BasicPublishOptions::default(),
+        command,
+        BasicProperties::default()
+            .with_reply_to(reply_to.into())
+            .with_correlation_id(id.into())
+            .with_message_id(id.into()),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(60), replies.next())
+        .await
+        .unwrap_or_else(|_| panic!("no reply to {id}"))
+        .expect("consumer ended")
+        .expect("delivery");
+    d.ack(BasicAckOptions::default()).await.unwrap();
+    assert_eq!(
+        d.properties
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.to_string()),
+        Some(id.to_string()),
+        "replies carry the command's correlation_id"
+    );
+    serde_json::from_slice(&d.data).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_from_the_queue_are_carried_out_and_answered() {
+    // A location of this test's own, so that its queue is its own.
+    let location = exchange_name().replace("bl-test-", "cq");
+    let queue = format!("bootloader.commands.{location}");
+    let mut store = TestStore::new(Backend::Sqlite).await;
+    store.env.insert("BROKER_URL".into(), BROKER.into());
+    let exchange = exchange_name();
+    store
+        .env
+        .insert("BOOTLOADER_BROKER_EXCHANGE".into(), exchange.clone());
+    store
+        .env
+        .insert("BOOTLOADER_DHCP_LOCATION".into(), location.clone());
+    let d = Daemon::start(&store, None).await;
+    d.seed_location().await;
+    let (s, b) = d
+        .post(
+            "/servers",
+            json!({"fqdn": "q1.dc1.example.com", "location": "dc1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = d
+        .post_text(
+            "/profiles",
+            "kind: Profile\napiVersion: v1alpha1\nname: wait\nversion: 1.0\nworkflow:\n  new: {}\n  preparing:\n    - action: expect_callback\n      name: never\n  installing: {}\n  configuring: {}\n  postconfiguring: {}\n  complete: {}\n",
+            "application/yaml",
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    // The daemon declares its queue when it connects.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, st) = d.get("/events/status").await;
+        if st["commands"]["connected"] == true {
+            assert_eq!(st["commands"]["queue"], queue.as_str());
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let conn = Connection::connect(BROKER, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let reply_queue = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let reply_to = reply_queue.name().to_string();
+    let mut replies = ch
+        .basic_consume(
+            reply_queue.name().clone(),
+            "replies".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    // Created, as POST /deployments would.
+    let r = ask(
+        &ch,
+        &queue,
+        &mut replies,
+        &reply_to,
+        "c1",
+        br#"{"command":"deployment.create","server":"q1.dc1.example.com","profile":"wait==1.0"}"#,
+    )
+    .await;
+    assert_eq!(
+        (r["ok"].clone(), r["status"].clone()),
+        (json!(true), json!(201)),
+        "{r}"
+    );
+    assert_eq!(r["command"], "deployment.create");
+    let id = r["result"]["id"].as_i64().expect("the deployment's id");
+    // Acknowledged after the commit: the API sees it at once.
+    let (s, got) = d.get(&format!("/deployments/{id}")).await;
+    assert_eq!(s, StatusCode::OK, "{got}");
+    assert_eq!(got["server"], "q1.dc1.example.com");
+
+    // The API's validation errors, field by field.
+    let r = ask(
+        &ch,
+        &queue,
+        &mut replies,
+        &reply_to,
+        "c2",
+        br#"{"command":"deployment.create","server":"q1.dc1.example.com","profile":"wait==1.0"}"#,
+    )
+    .await;
+    assert_eq!(
+        (r["ok"].clone(), r["status"].clone()),
+        (json!(false), json!(409)),
+        "{r}"
+    );
+    let r = ask(
+        &ch,
+        &queue,
+        &mut replies,
+        &reply_to,
+        "c3",
+        br#"{"command":"deployment.create","server":"nope.dc1.example.com","profile":"wait==1.0"}"#,
+    )
+    .await;
+    assert_eq!(r["status"], 422, "{r}");
+    assert!(r["error"]["fields"]["server"].is_array(), "{r}");
+    // Not a command at all.
+    let r = ask(
+        &ch,
+        &queue,
+        &mut replies,
+        &reply_to,
+        "c4",
+        b"power off everything",
+    )
+    .await;
+    assert_eq!(
+        (r["ok"].clone(), r["status"].clone()),
+        (json!(false), json!(400)),
+        "{r}"
+    );
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("not JSON"),
+        "{r}"
+    );
+    assert_eq!(r["error"]["error"], "bad_command", "{r}");
+    let r = ask(
+        &ch,
+        &queue,
+        &mut replies,
+        &reply_to,
+        "c5",
+        br#"{"command":"deployment.explode","id":1}"#,
+    )
+    .await;
+    assert_eq!(r["status"], 400, "{r}");
+    // A power command for a server without a BMC: the API's answer.
+    let r = ask(
+        &ch,
+        &queue,
+        &mut replies,
+        &reply_to,
+        "c6",
+        br#"{"command":"power","server":"q1.dc1.example.com","action":"cycle"}"#,
+    )
+    .await;
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(r["status"].as_u64().unwrap() >= 400, "{r}");
+
+    // Cancelled through the queue.
+    let r = ask(
+        &ch,
+        &queue,
+        &mut replies,
+        &reply_to,
+        "c7",
+        format!(r#"{{"command":"deployment.cancel","id":{id}}}"#).as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (r["ok"].clone(), r["status"].clone()),
+        (json!(true), json!(200)),
+        "{r}"
+    );
+    let (_, got) = d.get(&format!("/deployments/{id}")).await;
+    assert_eq!(got["state"], "cancelled", "{got}");
+    let (_, st) = d.get("/events/status").await;
+    assert!(st["commands"]["handled"].as_u64() >= Some(7), "{st}");
+
+    d.stop().await;
+    let _ = ch
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
     forget(&conn, &exchange).await;
 }

@@ -194,9 +194,11 @@ struct Reply<'a> {
     ok: bool,
     /// The HTTP status the same request would have had.
     status: u16,
-    /// The API's response body: the record, or its error object.
+    /// The API's response body on success (the record).
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<Value>,
+    /// The API's error body otherwise: `error` (a code), `message`, and
+    /// `fields` naming each bad field.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<Value>,
 }
@@ -218,7 +220,7 @@ async fn dispatch(api: &Router, call: ApiCall) -> (StatusCode, Value) {
         Err(e) => {
             return (
                 StatusCode::BAD_REQUEST,
-                serde_json::json!({ "error": { "message": format!("bad command: {e}") } }),
+                serde_json::json!({ "error": "bad_command", "message": format!("bad command: {e}") }),
             );
         }
     };
@@ -319,10 +321,12 @@ async fn session(api: &Router, settings: &CommandSettings, handle: &CommandHandl
         let handle = handle.clone();
         let failed = failed_tx.clone();
         tokio::spawn(async move {
-            if let Err(e) = carry_out(&api, &channel, delivery).await {
-                let _ = failed.try_send(e);
-            } else {
-                handle.update(|s| s.handled += 1);
+            match carry_out(&api, &channel, delivery).await {
+                Ok(Outcome::Answered) => handle.update(|s| s.handled += 1),
+                Ok(Outcome::Requeued) => {}
+                Err(e) => {
+                    let _ = failed.try_send(e);
+                }
             }
         });
     }
@@ -351,9 +355,14 @@ async fn open(conn: &Connection, queue: &str) -> Result<Channel, String> {
     Ok(channel)
 }
 
+enum Outcome {
+    Answered,
+    Requeued,
+}
+
 /// Runs one command, answers it, and acknowledges it; a command the store
 /// could not take goes back to the queue. `Err`: the channel failed.
-async fn carry_out(api: &Router, channel: &Channel, delivery: Delivery) -> Result<(), String> {
+async fn carry_out(api: &Router, channel: &Channel, delivery: Delivery) -> Result<Outcome, String> {
     let parsed = parse(&delivery.data);
     let (command, status, body) = match parsed {
         Ok((command, call)) => {
@@ -363,7 +372,8 @@ async fn carry_out(api: &Router, channel: &Channel, delivery: Delivery) -> Resul
         Err(BadCommand(message)) => (
             None,
             StatusCode::BAD_REQUEST,
-            serde_json::json!({ "error": { "code": "bad_command", "message": message } }),
+            // The API's error shape.
+            serde_json::json!({ "error": "bad_command", "message": message }),
         ),
     };
     let id = delivery
@@ -382,7 +392,7 @@ async fn carry_out(api: &Router, channel: &Channel, delivery: Delivery) -> Resul
                 ..BasicNackOptions::default()
             })
             .await
-            .map(|_| ())
+            .map(|_| Outcome::Requeued)
             .map_err(|e| format!("nack: {e}"));
     }
     let ok = status.is_success();
@@ -394,7 +404,7 @@ async fn carry_out(api: &Router, channel: &Channel, delivery: Delivery) -> Resul
             ok,
             status: status.as_u16(),
             result: ok.then(|| body.clone()),
-            error: (!ok).then(|| body.get("error").cloned().unwrap_or(body.clone())),
+            error: (!ok).then(|| body.clone()),
         };
         let mut properties = BasicProperties::default()
             .with_content_type("application/json".into())
@@ -417,7 +427,7 @@ async fn carry_out(api: &Router, channel: &Channel, delivery: Delivery) -> Resul
     delivery
         .ack(BasicAckOptions::default())
         .await
-        .map(|_| ())
+        .map(|_| Outcome::Answered)
         .map_err(|e| format!("ack: {e}"))
 }
 

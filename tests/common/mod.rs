@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod amqp;
 pub mod netns;
 pub mod vmbmc;
 
@@ -73,6 +74,29 @@ impl TestStore {
             backend,
             dir,
             pg_database,
+            env,
+        }
+    }
+
+    /// Another daemon's data dir on the same database, with the same
+    /// secret key (the first daemon must have started): a second daemon
+    /// sharing the PostgreSQL database. It does not drop the database.
+    pub fn sibling(&self) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(
+            self.dir.path().join("secret.key"),
+            dir.path().join("secret.key"),
+        )
+        .expect("the first daemon's secret key");
+        let mut env = self.env.clone();
+        env.insert(
+            "BOOTLOADER_DATA_DIR".to_string(),
+            dir.path().display().to_string(),
+        );
+        Self {
+            backend: self.backend,
+            dir,
+            pg_database: None,
             env,
         }
     }

@@ -1,0 +1,221 @@
+//! Several daemons on one PostgreSQL database: each deployment's steps run
+//! in exactly one daemon (its `runner`), of the server's location; a daemon
+//! that stops hands its deployments to another of the location; callbacks
+//! may reach any daemon. One relay at a time publishes the shared outbox,
+//! and another takes over when it stops.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Backend, Daemon, TestStore};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const PROFILE: &str = r#"kind: Profile
+apiVersion: v1alpha1
+name: relay-race
+version: 1.0
+timeout: 2m
+workflow:
+  new: {}
+  preparing:
+    - action: serve_file
+      via: http
+      filename: 'ipxe/{{ mac_address }}'
+      source:
+        type: template
+        name: script
+    - action: expect_callback
+      name: preparing
+  installing:
+    - action: expect_callback
+      name: installing
+  configuring: []
+  postconfiguring: []
+  complete:
+    - action: echo
+      message: '{{ fqdn }} is done'
+templates:
+  script:
+    type: template
+    contents: |
+      #!ipxe
+      echo calls back at {{ callback_base }}
+"#;
+
+/// The name the daemon on `store` gave itself (written as it starts).
+async fn instance(store: &TestStore) -> String {
+    let path = store.dir.path().join("instance");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(name) = std::fs::read_to_string(&path)
+            && !name.trim().is_empty()
+        {
+            return name.trim().to_string();
+        }
+        assert!(Instant::now() < deadline, "no {}", path.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `store` with its daemon in `location`.
+fn located(mut store: TestStore, location: &str) -> TestStore {
+    store
+        .env
+        .insert("BOOTLOADER_DHCP_LOCATION".into(), location.into());
+    store
+}
+
+async fn add_server(d: &Daemon, fqdn: &str, location: &str, mac: &str) {
+    let (s, b) = d
+        .post(
+            "/servers",
+            json!({"fqdn": fqdn, "location": location, "interfaces": [{"name": "eth0", "mac": mac}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+}
+
+async fn deploy(d: &Daemon, fqdn: &str) -> i64 {
+    let (s, b) = d
+        .post(
+            "/deployments",
+            json!({"server": fqdn, "profile": "relay-race==1.0"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    b["id"].as_i64().unwrap()
+}
+
+/// Waits until deployment `id`, read through `d`, satisfies `want`.
+async fn wait_for(d: &Daemon, id: i64, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, b) = d.get(&format!("/deployments/{id}")).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        if want(&b) {
+            return b;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {b}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The callback base from the script the deployment serves, fetched from
+/// `d` (any daemon serves every active deployment's files).
+async fn callback_base(d: &Daemon, mac: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = reqwest::get(format!("{}/ipxe/{mac}", d.base))
+            .await
+            .unwrap();
+        let local = r.headers().contains_key("x-bootloader-decision");
+        let text = r.text().await.unwrap();
+        if !local && let Some(base) = text.split_whitespace().find(|w| w.contains("/_callback/")) {
+            let (_, path) = base.split_once("/_callback/").unwrap();
+            return format!("{}/_callback/{path}", d.base);
+        }
+        assert!(Instant::now() < deadline, "the script was never served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn log(d: &Daemon, id: i64) -> Vec<String> {
+    let (_, b) = d.get(&format!("/deployments/{id}/log")).await;
+    b.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_deployment_runs_in_one_daemon_of_its_location() {
+    let store_a = located(TestStore::new(Backend::Postgres).await, "dc1");
+    let a = Daemon::start(&store_a, None).await;
+    let store_b = store_a.sibling();
+    let b = Daemon::start(&store_b, Some(a.token.clone())).await;
+    let store_c = located(store_a.sibling(), "dc2");
+    let c = Daemon::start(&store_c, Some(a.token.clone())).await;
+    let (name_a, name_b, name_c) = (
+        instance(&store_a).await,
+        instance(&store_b).await,
+        instance(&store_c).await,
+    );
+    assert!(
+        name_a != name_b && name_b != name_c,
+        "{name_a} {name_b} {name_c}"
+    );
+
+    a.seed_location().await;
+    let (s, body) = a.post("/locations", json!({"name": "dc2"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    add_server(&a, "r1.dc1.example.com", "dc1", "52:54:00:5d:00:01").await;
+    add_server(&a, "r2.dc1.example.com", "dc1", "52:54:00:5d:00:02").await;
+    let (s, body) = a.post_text("/profiles", PROFILE, "application/yaml").await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+
+    // Created through the dc2 daemon's API, run by a dc1 daemon.
+    let first = deploy(&c, "r1.dc1.example.com").await;
+    let d1 = wait_for(&c, first, "taken up by dc1", |d| {
+        d["runner"] == name_a || d["runner"] == name_b
+    })
+    .await;
+    let runner = d1["runner"].as_str().unwrap().to_string();
+    // The callbacks reach the other dc1 daemon, and the runner goes on.
+    let (runner_d, other) = if runner == name_a { (&a, &b) } else { (&b, &a) };
+    let base = callback_base(other, "52:54:00:5d:00:01").await;
+    for step in ["preparing", "installing"] {
+        let r = reqwest::get(format!("{base}{step}")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{step}");
+    }
+    let done = wait_for(other, first, "complete", |d| d["state"] == "complete").await;
+    assert_eq!(
+        done["runner"],
+        runner.as_str(),
+        "one runner throughout: {done}"
+    );
+    // Each action ran once, though three daemons renewed their claims.
+    let lines = log(runner_d, first).await;
+    let started = lines.iter().filter(|l| l.contains("started")).count();
+    assert_eq!(
+        started, 4,
+        "serve, two callbacks, echo, each once: {lines:#?}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("is done")).count(),
+        1,
+        "{lines:#?}"
+    );
+
+    // A daemon that stops hands its deployment to the other of dc1.
+    let second = deploy(&a, "r2.dc1.example.com").await;
+    let d2 = wait_for(&a, second, "taken up", |d| !d["runner"].is_null()).await;
+    let (stopping, staying, staying_name) = if d2["runner"] == name_a {
+        (a, b, name_b.clone())
+    } else {
+        (b, a, name_a.clone())
+    };
+    // Past the first action (serving the script) before the stop.
+    let base = callback_base(&staying, "52:54:00:5d:00:02").await;
+    let r = reqwest::get(format!("{base}preparing")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    stopping.stop().await;
+    let moved = wait_for(&staying, second, "handed over", |d| {
+        d["runner"] == staying_name.as_str()
+    })
+    .await;
+    assert!(moved["state"] != "error", "{moved}");
+    let r = reqwest::get(format!("{base}installing")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    wait_for(&staying, second, "complete", |d| d["state"] == "complete").await;
+    // The dc2 daemon never ran a dc1 deployment.
+    for id in [first, second] {
+        let (_, d) = c.get(&format!("/deployments/{id}")).await;
+        assert_ne!(d["runner"], name_c.as_str(), "{d}");
+    }
+    staying.stop().await;
+    c.stop().await;
+    store_a.drop_database().await;
+}
