@@ -8,7 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::amqp::{BROKER, exchange_name, forget, listen, take};
 use common::{Backend, Daemon, TestStore};
+use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -217,5 +219,123 @@ async fn each_deployment_runs_in_one_daemon_of_its_location() {
     }
     staying.stop().await;
     c.stop().await;
+    store_a.drop_database().await;
+}
+
+/// Waits until exactly one of `daemons` publishes and the others stand by;
+/// returns the publisher's index.
+async fn publisher(daemons: &[&Daemon]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut states = Vec::new();
+        for d in daemons {
+            let (_, st) = d.get("/events/status").await;
+            states.push(st["relay"].clone());
+        }
+        let active: Vec<usize> = (0..states.len())
+            .filter(|&i| states[i]["connected"] == true && states[i]["standby"] == false)
+            .collect();
+        let standing_by = states.iter().filter(|s| s["standby"] == true).count();
+        if active.len() == 1 && standing_by == daemons.len() - 1 {
+            return active[0];
+        }
+        assert!(Instant::now() < deadline, "{states:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Messages until one about `last_fqdn`: their (id, fqdn or "").
+async fn until(consumer: &mut lapin::Consumer, last_fqdn: &str) -> Vec<(i64, String)> {
+    let mut got = Vec::new();
+    loop {
+        let (id, _, body) = take(consumer, 1).await.remove(0);
+        let fqdn = body["data"]["fqdn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        got.push((id.parse().unwrap(), fqdn.clone()));
+        if fqdn == last_fqdn {
+            return got;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_relay_publishes_the_shared_outbox() {
+    let exchange = exchange_name();
+    let (conn, mut consumer) = listen(&exchange).await;
+    let mut store_a = TestStore::new(Backend::Postgres).await;
+    store_a.env.insert("BROKER_URL".into(), BROKER.into());
+    store_a
+        .env
+        .insert("BOOTLOADER_BROKER_EXCHANGE".into(), exchange.clone());
+    let a = Daemon::start(&store_a, None).await;
+    let store_b = store_a.sibling();
+    let b = Daemon::start(&store_b, Some(a.token.clone())).await;
+    let first = publisher(&[&a, &b]).await;
+
+    // Changes made through both daemons arrive once each, in order.
+    a.seed_location().await;
+    for i in 0..6 {
+        let d = if i % 2 == 0 { &a } else { &b };
+        let (s, body) = d
+            .post(
+                "/servers",
+                json!({"fqdn": format!("p{i}.dc1.example.com"), "location": "dc1"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+    }
+    let got = until(&mut consumer, "p5.dc1.example.com").await;
+    let ids: Vec<i64> = got.iter().map(|(id, _)| *id).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "in order, once: {got:?}"
+    );
+    let servers: Vec<&str> = got
+        .iter()
+        .map(|(_, f)| f.as_str())
+        .filter(|f| f.starts_with('p'))
+        .collect();
+    assert_eq!(servers.len(), 6, "{got:?}");
+
+    // The publisher stops (at once: it finishes the round under way, so
+    // nothing is published twice); the other daemon takes over.
+    let (publishing, other) = if first == 0 { (a, b) } else { (b, a) };
+    publishing.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, st) = other.get("/events/status").await;
+        if st["relay"]["standby"] == false && st["relay"]["connected"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for i in 6..9 {
+        let (s, body) = other
+            .post(
+                "/servers",
+                json!({"fqdn": format!("p{i}.dc1.example.com"), "location": "dc1"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+    }
+    let more = until(&mut consumer, "p8.dc1.example.com").await;
+    let fqdns: Vec<&str> = more.iter().map(|(_, f)| f.as_str()).collect();
+    assert_eq!(
+        fqdns,
+        [
+            "p6.dc1.example.com",
+            "p7.dc1.example.com",
+            "p8.dc1.example.com"
+        ]
+    );
+    assert!(more[0].0 > ids[ids.len() - 1]);
+    // Nothing twice.
+    let extra = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await;
+    assert!(extra.is_err(), "an extra message: {extra:?}");
+    other.stop().await;
+    forget(&conn, &exchange).await;
     store_a.drop_database().await;
 }

@@ -95,7 +95,12 @@ struct Envelope<'a> {
     data: &'a serde_json::Value,
 }
 
-/// Runs the relay until `shutdown` resolves.
+/// How long a stopping daemon waits for the round under way (its confirms
+/// and marks) before it lets go.
+const FLUSH: Duration = Duration::from_secs(5);
+
+/// Runs the relay until `shutdown` resolves; then finishes the round under
+/// way, within `FLUSH`, so that what the broker confirmed is marked sent.
 pub async fn run(
     store: Arc<dyn Store>,
     settings: RelaySettings,
@@ -105,10 +110,18 @@ pub async fn run(
     handle.update(|s| s.enabled = true);
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(500);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     loop {
+        let running = session(&store, &settings, &handle, stop_rx.clone());
+        tokio::pin!(running);
         let session = tokio::select! {
-            r = session(&store, &settings, &handle) => r,
+            r = &mut running => r,
             () = &mut shutdown => {
+                stop_tx.send_replace(true);
+                if tokio::time::timeout(FLUSH, &mut running).await.is_err() {
+                    warn!("event relay: the round under way did not finish in time; \
+                        its events are published again at the next start");
+                }
                 let _ = store.release_lock(LOCK, &settings.instance).await;
                 return;
             }
@@ -138,6 +151,7 @@ async fn session(
     store: &Arc<dyn Store>,
     settings: &RelaySettings,
     handle: &RelayHandle,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), String> {
     let conn = Connection::connect(&settings.url, ConnectionProperties::default())
         .await
@@ -170,6 +184,9 @@ async fn session(
     // When the lock was last renewed.
     let mut held: Option<std::time::Instant> = None;
     loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
         if held.is_none_or(|at| at.elapsed() >= RENEW) {
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             let mine = store
@@ -199,7 +216,10 @@ async fn session(
         if events.is_empty() {
             // New rows wake the relay; the poll covers rows other
             // processes wrote.
-            let _ = tokio::time::timeout(Duration::from_millis(500), handle.wake.notified()).await;
+            tokio::select! {
+                _ = tokio::time::timeout(Duration::from_millis(500), handle.wake.notified()) => {}
+                _ = stop.changed() => {}
+            }
             if !conn.status().connected() {
                 return Err("the connection closed".into());
             }
