@@ -9,6 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::binary::Binary;
 use common::{Backend, Daemon, TestStore};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -410,82 +411,32 @@ on_both!(
 /// completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_deployment_then_resume() {
-    let dir = tempfile::tempdir().unwrap();
-    // A port outside the ephemeral range (32768-60999): after the SIGKILL
-    // the daemon binds it again, and a client connection of a test running
-    // beside this one must not have taken it meanwhile.
-    let port = (0..1000)
-        .map(|i| 20_000 + (std::process::id() as u16 % 5_000) + i * 7 % 5_000)
-        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .expect("a free port");
-    let base = format!("http://127.0.0.1:{port}");
-    let bin = env!("CARGO_BIN_EXE_bootloader");
-    let start = || {
-        std::process::Command::new(bin)
-            .arg("serve")
-            .env("BOOTLOADER_DATA_DIR", dir.path())
-            .env("BOOTLOADER_HTTP_LISTEN", format!("127.0.0.1:{port}"))
-            .env("BOOTLOADER_URL", &base)
-            .stdout(std::process::Stdio::piped())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(dir.path().join("daemon.log"))
-                    .unwrap(),
-            )
-            .spawn()
-            .unwrap()
-    };
-    let mut daemon = start();
-    // The first start prints the staff token.
-    let token = {
-        use std::io::BufRead;
-        let out = daemon.stdout.take().unwrap();
-        let mut lines = std::io::BufReader::new(out).lines();
-        loop {
-            let line = lines.next().expect("a token line").unwrap();
-            if let Some(t) = line.split_whitespace().find(|w| w.starts_with("bl_")) {
-                break t.to_string();
-            }
-        }
-    };
-    let client = reqwest::Client::new();
-    let api = |method: reqwest::Method, path: &str| {
-        client
-            .request(method, format!("{base}/api/v1alpha2{path}"))
-            .header("Authorization", format!("Token {token}"))
-    };
-    wait_up(&client, &base, &dir.path().join("daemon.log")).await;
-    for (path, body) in [
-        ("/locations", json!({"name": "dc1"})),
-        (
+    let mut daemon = Binary::start(&[]).await;
+    daemon.create("/locations", json!({"name": "dc1"})).await;
+    daemon
+        .create(
             "/servers",
             json!({"fqdn": "w1.dc1.example.com", "location": "dc1", "interfaces": [{"name": "eth0", "mac": MAC}]}),
-        ),
-    ] {
-        let r = api(reqwest::Method::POST, path)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-    }
-    let r = api(reqwest::Method::POST, "/profiles")
+        )
+        .await;
+    let r = daemon
+        .api(reqwest::Method::POST, "/profiles")
         .header("Content-Type", "application/yaml")
         .body(walk_profile("2m"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = api(reqwest::Method::POST, "/deployments")
-        .json(&json!({"server": "w1.dc1.example.com", "profile": "walk==1.0"}))
-        .send()
-        .await
+    let id = daemon
+        .create(
+            "/deployments",
+            json!({"server": "w1.dc1.example.com", "profile": "walk==1.0"}),
+        )
+        .await["id"]
+        .as_i64()
         .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
-    let script_url = format!("{base}/ipxe/{MAC}");
+    let client = reqwest::Client::new();
+    let script_url = format!("{}/ipxe/{MAC}", daemon.base);
     let cb = loop {
         let text = client
             .get(&script_url)
@@ -512,24 +463,15 @@ async fn sigkill_mid_deployment_then_resume() {
     // Wait until the engine has moved on to `installing`, then kill it.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let b: Value = api(reqwest::Method::GET, &format!("/deployments/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let b = daemon.get(&format!("/deployments/{id}")).await;
         if b["state"] == "installing" {
             break;
         }
         assert!(Instant::now() < deadline, "{b}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    daemon.kill().unwrap(); // SIGKILL
-    daemon.wait().unwrap();
-
-    let mut daemon = start();
-    wait_up(&client, &base, &dir.path().join("daemon.log")).await;
+    daemon.kill();
+    daemon.restart().await;
     // The machine's next callback reaches the restarted daemon.
     assert_eq!(
         client
@@ -542,13 +484,7 @@ async fn sigkill_mid_deployment_then_resume() {
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     let b = loop {
-        let b: Value = api(reqwest::Method::GET, &format!("/deployments/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let b = daemon.get(&format!("/deployments/{id}")).await;
         if b["state"] == "complete" {
             break b;
         }
@@ -556,26 +492,6 @@ async fn sigkill_mid_deployment_then_resume() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(b["progress"], 100);
-    let _ = daemon.kill();
-    let _ = daemon.wait();
-}
-
-async fn wait_up(client: &reqwest::Client, base: &str, log: &std::path::Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .map(|r| !r.status().is_success())
-        .unwrap_or(true)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "daemon did not start:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A real HTTP server for url sources that cuts the first download off

@@ -14,38 +14,6 @@ use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const PROFILE: &str = r#"kind: Profile
-apiVersion: v1alpha1
-name: relay-race
-version: 1.0
-timeout: 2m
-workflow:
-  new: {}
-  preparing:
-    - action: serve_file
-      via: http
-      filename: 'ipxe/{{ mac_address }}'
-      source:
-        type: template
-        name: script
-    - action: expect_callback
-      name: preparing
-  installing:
-    - action: expect_callback
-      name: installing
-  configuring: []
-  postconfiguring: []
-  complete:
-    - action: echo
-      message: '{{ fqdn }} is done'
-templates:
-  script:
-    type: template
-    contents: |
-      #!ipxe
-      echo calls back at {{ callback_base }}
-"#;
-
 /// The name the daemon on `store` gave itself (written as it starts).
 async fn instance(store: &TestStore) -> String {
     let path = store.dir.path().join("instance");
@@ -104,25 +72,6 @@ async fn wait_for(d: &Daemon, id: i64, what: &str, want: impl Fn(&Value) -> bool
     }
 }
 
-/// The callback base from the script the deployment serves, fetched from
-/// `d` (any daemon serves every active deployment's files).
-async fn callback_base(d: &Daemon, mac: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = reqwest::get(format!("{}/ipxe/{mac}", d.base))
-            .await
-            .unwrap();
-        let local = r.headers().contains_key("x-bootloader-decision");
-        let text = r.text().await.unwrap();
-        if !local && let Some(base) = text.split_whitespace().find(|w| w.contains("/_callback/")) {
-            let (_, path) = base.split_once("/_callback/").unwrap();
-            return format!("{}/_callback/{path}", d.base);
-        }
-        assert!(Instant::now() < deadline, "the script was never served");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn log(d: &Daemon, id: i64) -> Vec<String> {
     let (_, b) = d.get(&format!("/deployments/{id}/log")).await;
     b.as_array()
@@ -155,7 +104,8 @@ async fn each_deployment_runs_in_one_daemon_of_its_location() {
     assert_eq!(s, StatusCode::CREATED, "{body}");
     add_server(&a, "r1.dc1.example.com", "dc1", "52:54:00:5d:00:01").await;
     add_server(&a, "r2.dc1.example.com", "dc1", "52:54:00:5d:00:02").await;
-    let (s, body) = a.post_text("/profiles", PROFILE, "application/yaml").await;
+    let profile = common::callback_profile("relay-race");
+    let (s, body) = a.post_text("/profiles", &profile, "application/yaml").await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
 
     // Created through the dc2 daemon's API, run by a dc1 daemon.
@@ -167,7 +117,7 @@ async fn each_deployment_runs_in_one_daemon_of_its_location() {
     let runner = d1["runner"].as_str().unwrap().to_string();
     // The callbacks reach the other dc1 daemon, and the runner goes on.
     let (runner_d, other) = if runner == name_a { (&a, &b) } else { (&b, &a) };
-    let base = callback_base(other, "52:54:00:5d:00:01").await;
+    let base = common::callback_base(&other.base, "52:54:00:5d:00:01").await;
     for step in ["preparing", "installing"] {
         let r = reqwest::get(format!("{base}{step}")).await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{step}");
@@ -200,7 +150,7 @@ async fn each_deployment_runs_in_one_daemon_of_its_location() {
         (b, a, name_a.clone())
     };
     // Past the first action (serving the script) before the stop.
-    let base = callback_base(&staying, "52:54:00:5d:00:02").await;
+    let base = common::callback_base(&staying.base, "52:54:00:5d:00:02").await;
     let r = reqwest::get(format!("{base}preparing")).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     stopping.stop().await;

@@ -5,7 +5,9 @@
 #![allow(dead_code)]
 
 pub mod amqp;
+pub mod binary;
 pub mod netns;
+pub mod peers;
 pub mod vmbmc;
 
 use std::collections::HashMap;
@@ -311,4 +313,66 @@ pub fn shipped_profiles() -> Vec<(String, String)> {
         "profiles/ should ship at least three profiles"
     );
     out
+}
+
+/// A profile named `name` (version 1.0) that serves `ipxe/<mac>` over HTTP
+/// (a script naming the callback base) and then waits for the callbacks
+/// `preparing` and `installing`; `complete` echoes.
+pub fn callback_profile(name: &str) -> String {
+    format!(
+        r#"kind: Profile
+apiVersion: v1alpha1
+name: {name}
+version: 1.0
+timeout: 2m
+workflow:
+  new: {{}}
+  preparing:
+    - action: serve_file
+      via: http
+      filename: 'ipxe/{{{{ mac_address }}}}'
+      source:
+        type: template
+        name: script
+    - action: expect_callback
+      name: preparing
+  installing:
+    - action: expect_callback
+      name: installing
+  configuring: []
+  postconfiguring: []
+  complete:
+    - action: echo
+      message: '{{{{ fqdn }}}} is done'
+templates:
+  script:
+    type: template
+    contents: |
+      #!ipxe
+      echo calls back at {{{{ callback_base }}}}
+"#
+    )
+}
+
+/// The callback base in the script that an active deployment of
+/// `callback_profile` serves at `base`/ipxe/`mac`, pointed at `base`.
+pub async fn callback_base(base: &str, mac: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}/ipxe/{mac}")).await {
+            let local = r.headers().contains_key("x-bootloader-decision");
+            let text = r.text().await.unwrap_or_default();
+            if !local
+                && let Some(found) = text.split_whitespace().find(|w| w.contains("/_callback/"))
+            {
+                let (_, path) = found.split_once("/_callback/").unwrap();
+                return format!("{base}/_callback/{path}");
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the script was never served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
