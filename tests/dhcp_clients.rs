@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::netns::{Lab, preflight, run, skip};
+use common::peers::Postgres;
 use serde_json::Value;
 
 /// udhcpc's event script: log each event, configure the address.
@@ -268,19 +269,14 @@ fn counters(report: &str) -> HashMap<String, u64> {
     out
 }
 
-#[test]
-fn perfdhcp_never_gets_one_address_twice() {
-    if skip() {
-        return;
-    }
-    preflight();
+/// Runs perfdhcp from a client namespace on the bridge (2,000 clients, 100
+/// exchanges a second for 15 s) and checks what it saw: offers and acks,
+/// and no address given to two of its clients. Returns its counters.
+fn perfdhcp_load(lab: &mut Lab) -> HashMap<String, u64> {
     assert!(
         std::path::Path::new("/usr/sbin/perfdhcp").exists(),
         "perfdhcp is missing: apt-get install kea-admin"
     );
-    let mut lab = Lab::start("authoritative", false);
-    // 3,838 addresses for 2,000 clients.
-    lab.seed_network_with(Some(("10.77.1.1", "10.77.15.254")));
     let ns = lab.client_ns("load", "52:54:00:99:00:01");
     // perfdhcp sends from port 68 with giaddr unset, broadcast, like
     // clients; it needs an address on its interface to do so.
@@ -314,14 +310,16 @@ fn perfdhcp_never_gets_one_address_twice() {
         lab.logs()
     );
     let c = counters(&out);
-    let acks = c
-        .iter()
-        .find(|(k, _)| k.contains("DISCOVER-OFFER") && k.ends_with("received packets"))
-        .map(|(_, v)| *v)
-        .unwrap_or(0);
+    let received = |exchange: &str| {
+        c.iter()
+            .find(|(k, _)| k.contains(exchange) && k.ends_with("received packets"))
+            .map(|(_, v)| *v)
+            .unwrap_or(0)
+    };
+    let offers = received("DISCOVER-OFFER");
     assert!(
-        acks > 100,
-        "perfdhcp got {acks} offers:\n{out}{}",
+        offers > 100,
+        "perfdhcp got {offers} offers:\n{out}{}",
         lab.logs()
     );
     // perfdhcp's own check: no address offered to two of its clients.
@@ -331,15 +329,14 @@ fn perfdhcp_never_gets_one_address_twice() {
         .map(|(_, v)| *v)
         .sum::<u64>();
     assert_eq!(non_unique, 0, "{out}");
-    let ra = c
-        .iter()
-        .find(|(k, _)| k.contains("REQUEST-ACK") && k.ends_with("received packets"))
-        .map(|(_, v)| *v)
-        .unwrap_or(0);
-    assert!(ra > 100, "perfdhcp got {ra} acks:\n{out}");
+    let acks = received("REQUEST-ACK");
+    assert!(acks > 100, "perfdhcp got {acks} acks:\n{out}");
+    c
+}
 
-    // In the store: every bound address has one holder, and no client
-    // holds two.
+/// In the store: every bound address has one holder, and no client holds
+/// two. Returns how many are bound.
+fn assert_leases_unique(lab: &Lab) -> usize {
     let store_leases = lab.api("GET", "/leases?limit=1000&offset=0", None, "");
     let total = store_leases["count"].as_u64().unwrap();
     let mut all = Vec::new();
@@ -363,7 +360,55 @@ fn perfdhcp_never_gets_one_address_twice() {
     // of distinct clients acknowledged is not known, only bounded.
     assert!(
         bound.len() > 100 && bound.len() <= 2000,
-        "{} bound leases for {ra} acks",
+        "{} bound leases",
         bound.len()
     );
+    bound.len()
+}
+
+#[test]
+fn perfdhcp_never_gets_one_address_twice() {
+    if skip() {
+        return;
+    }
+    preflight();
+    let mut lab = Lab::start("authoritative", false);
+    // 3,838 addresses for 2,000 clients.
+    lab.seed_network_with(Some(("10.77.1.1", "10.77.15.254")));
+    perfdhcp_load(&mut lab);
+    assert_leases_unique(&lab);
+}
+
+/// Two authoritative daemons on one bridge and one PostgreSQL (in the
+/// lab's namespace): both answer, the clients take the first offer, and
+/// the store's conditional claims keep every address with one client.
+#[test]
+fn two_daemons_one_database_never_give_one_address_twice() {
+    if skip() {
+        return;
+    }
+    preflight();
+    let mut lab = Lab::network(false);
+    let pg = Postgres::start_in(Some(&lab.ns), "10.77.0.1");
+    let url = pg.url("postgres");
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("SECRET_KEY", "two daemons share this test key"),
+    ];
+    lab.start_daemon("authoritative", "", &env);
+    lab.seed_network_with(Some(("10.77.1.1", "10.77.15.254")));
+    lab.second_daemon("10.77.0.3", "authoritative", &env);
+    perfdhcp_load(&mut lab);
+    let bound = assert_leases_unique(&lab);
+    // Both daemons answered.
+    for daemon in ["daemon", "daemon2"] {
+        let replies = lab
+            .log(daemon)
+            .lines()
+            .filter(|l| l.contains("DHCP reply") && l.contains("ACK"))
+            .count();
+        eprintln!("{daemon}: {replies} ACKs");
+        assert!(replies > 0, "{daemon} sent no ACK ({bound} bound):{}", lab.logs());
+    }
+    drop(pg);
 }

@@ -139,6 +139,14 @@ impl Lab {
 
     /// As `start`, with `extra` appended to the `[dhcp]` section.
     pub fn start_with(mode: &str, proxy_beside_dnsmasq: bool, extra: &str) -> Self {
+        let mut lab = Self::network(proxy_beside_dnsmasq);
+        lab.start_daemon(mode, extra, &[]);
+        lab
+    }
+
+    /// The namespace with its bridge (10.77.0.1/20), and dnsmasq beside
+    /// it if asked; no daemon yet.
+    pub fn network(proxy_beside_dnsmasq: bool) -> Self {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let ns = format!("ble2e{}x{n}", std::process::id());
         sh(&["ip", "netns", "add", &ns]);
@@ -211,6 +219,13 @@ impl Lab {
             ]);
             lab.spawn("tcpdump", c);
         }
+        lab
+    }
+
+    /// Starts the daemon on the bridge in DHCP `mode`, with `extra` in its
+    /// `[dhcp]` section and `env` added to its environment.
+    pub fn start_daemon(&mut self, mode: &str, extra: &str, env: &[(&str, &str)]) {
+        let lab = self;
         let static_dir = lab.dir.path().join("static");
         std::fs::create_dir_all(static_dir.join("payload")).unwrap();
         let payload = payload();
@@ -247,12 +262,14 @@ lease_time = 600
         .unwrap();
         let bin = env!("CARGO_BIN_EXE_bootloader");
         let cfg = config.display().to_string();
-        lab.token =
-            run(Command::new(bin).args(["--config", &cfg, "user", "add", "e2e", "--staff"]))
-                .trim()
-                .to_string();
+        lab.token = run(lab
+            .exec(&[bin, "--config", &cfg, "user", "add", "e2e", "--staff"])
+            .envs(env.iter().copied()))
+        .trim()
+        .to_string();
         let mut daemon = lab.exec(&[bin, "--config", &cfg, "serve"]);
         daemon.env("RUST_LOG", "info,bootloader=debug");
+        daemon.envs(env.iter().copied());
         lab.spawn("daemon", daemon);
         let deadline = Instant::now() + Duration::from_secs(30);
         while lab
@@ -268,7 +285,73 @@ lease_time = 600
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        lab
+    }
+
+    /// A second daemon, in a namespace of its own joined to the bridge,
+    /// at `ip` (in 10.77.0.0/20) on its interface `eth0`, in DHCP `mode`,
+    /// with `env` (its database, say); logged as `daemon2`. Returns its
+    /// namespace.
+    pub fn second_daemon(&mut self, ip: &str, mode: &str, env: &[(&str, &str)]) -> String {
+        let ns = self.client_ns("d2", "52:54:00:77:00:02");
+        run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &ns,
+            "ip",
+            "addr",
+            "add",
+            &format!("{ip}/20"),
+            "dev",
+            "eth0",
+        ]));
+        let data = self.dir.path().join("daemon2");
+        std::fs::create_dir_all(&data).unwrap();
+        let config = data.join("bootloader.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[server]
+url = "http://{ip}:8080"
+data_dir = "{data}"
+
+[http]
+listen = "{ip}:8080"
+
+[tftp]
+enable = false
+
+[dhcp]
+mode = "{mode}"
+interfaces = ["eth0"]
+lease_time = 600
+"#,
+                data = data.display(),
+            ),
+        )
+        .unwrap();
+        let bin = env!("CARGO_BIN_EXE_bootloader");
+        let cfg = config.display().to_string();
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &ns, bin, "--config", &cfg, "serve"])
+            .env("RUST_LOG", "info,bootloader=debug")
+            .envs(env.iter().copied());
+        self.spawn("daemon2", c);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Command::new("ip")
+            .args(["netns", "exec", &ns, "curl", "-sf"])
+            .arg(format!("http://{ip}:8080/healthz"))
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the second daemon did not start:{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ns
     }
 
     /// An API call made from inside the namespace, as an operator would.

@@ -137,15 +137,25 @@ impl Drop for Broker {
     }
 }
 
-/// A PostgreSQL cluster of its own (trust authentication on 127.0.0.1).
+/// A PostgreSQL cluster of its own (trust authentication).
 pub struct Postgres {
     pub port: u16,
     bin: PathBuf,
     dir: tempfile::TempDir,
+    /// The network namespace it runs in, and the address it listens on.
+    ns: Option<String>,
+    host: String,
 }
 
 impl Postgres {
+    /// On 127.0.0.1.
     pub fn start() -> Self {
+        Self::start_in(None, "127.0.0.1")
+    }
+
+    /// In network namespace `ns` (the host's for `None`), listening on
+    /// `host`.
+    pub fn start_in(ns: Option<&str>, host: &str) -> Self {
         let version = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL (the README's test command installs it)")
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
@@ -157,6 +167,8 @@ impl Postgres {
             port: free_port(),
             bin,
             dir,
+            ns: ns.map(str::to_string),
+            host: host.to_string(),
         };
         let ok = pg
             .as_postgres("initdb")
@@ -166,6 +178,12 @@ impl Postgres {
             .unwrap()
             .success();
         assert!(ok, "initdb");
+        // A private cluster for tests: anyone who reaches it may connect
+        // (in a namespace, that is the daemons on the test's bridge).
+        let hba = pg.dir.path().join("data").join("pg_hba.conf");
+        let mut rules = std::fs::read_to_string(&hba).unwrap();
+        rules.push_str("host all all 0.0.0.0/0 trust\n");
+        std::fs::write(&hba, rules).unwrap();
         pg.up();
         pg
     }
@@ -175,7 +193,14 @@ impl Postgres {
     }
 
     fn as_postgres(&self, program: &str) -> Command {
-        let mut cmd = Command::new("runuser");
+        let mut cmd = match &self.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "runuser"]);
+                c
+            }
+            None => Command::new("runuser"),
+        };
         cmd.current_dir("/tmp")
             .args(["-u", "postgres", "--"])
             .arg(self.bin.join(program));
@@ -183,7 +208,7 @@ impl Postgres {
     }
 
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        format!("postgres://postgres@{}:{}/{database}", self.host, self.port)
     }
 
     fn log(&self) -> PathBuf {
@@ -192,8 +217,9 @@ impl Postgres {
 
     pub fn up(&self) {
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {}",
+            "-p {} -c listen_addresses={} -k {}",
             self.port,
+            self.host,
             self.dir.path().display()
         );
         let ok = self
@@ -209,7 +235,10 @@ impl Postgres {
             "pg_ctl start:\n{}",
             std::fs::read_to_string(self.log()).unwrap_or_default()
         );
-        wait_port(self.port, true, "PostgreSQL", &self.log());
+        // `-w` waited on the socket; in a namespace, that is all one sees.
+        if self.ns.is_none() {
+            wait_port(self.port, true, "PostgreSQL", &self.log());
+        }
     }
 
     /// Stops the server at once (`-m immediate`: connections are cut, as
@@ -220,14 +249,20 @@ impl Postgres {
             .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
             .stdout(Stdio::null())
             .status();
-        wait_port(self.port, false, "PostgreSQL", &self.log());
+        if self.ns.is_none() {
+            wait_port(self.port, false, "PostgreSQL", &self.log());
+        }
     }
 }
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-            self.down();
-        }
+        // Stops it if it runs (pg_ctl finds it by its pid file).
+        let _ = self
+            .as_postgres("pg_ctl")
+            .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
