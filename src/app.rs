@@ -231,6 +231,10 @@ pub async fn run(
             stopped(stop_rx.clone()),
         ))
     });
+    // Slack and email notifications, when configured.
+    let notify = crate::events::notify::NotifyHandle::default();
+    let notify_task = crate::events::notify::Notifier::from_config(config, &instance)?
+        .map(|n| tokio::spawn(n.run(store.clone(), notify.clone(), stopped(stop_rx.clone()))));
     let dhcp_task = (!listeners.dhcp.is_empty()).then(|| {
         let service = Arc::new(dhcp::server::DhcpService::new(
             &config.boot.dhcp,
@@ -296,6 +300,7 @@ pub async fn run(
         engine,
         relay,
         commands: commands.clone(),
+        notify,
         store,
         default_page_size: config.default_page_size,
         max_page_size: config.max_page_size,
@@ -330,6 +335,9 @@ pub async fn run(
     }
     engine_tasks.shutdown();
     claims_task.await.context("deployment claims")?;
+    if let Some(task) = notify_task {
+        task.await.context("notifications")?;
+    }
     if let Some(task) = commands_task {
         task.await.context("command queue")?;
     }

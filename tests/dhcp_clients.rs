@@ -408,7 +408,11 @@ fn two_daemons_one_database_never_give_one_address_twice() {
             .filter(|l| l.contains("DHCP reply") && l.contains("ACK"))
             .count();
         eprintln!("{daemon}: {replies} ACKs");
-        assert!(replies > 0, "{daemon} sent no ACK ({bound} bound):{}", lab.logs());
+        assert!(
+            replies > 0,
+            "{daemon} sent no ACK ({bound} bound):{}",
+            lab.logs()
+        );
     }
     drop(pg);
 }

@@ -22,6 +22,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub slack: SlackSection,
     #[serde(default)]
+    pub email: EmailSection,
+    #[serde(default)]
     pub log: LogSection,
     #[serde(default)]
     pub api: ApiSection,
@@ -167,6 +169,14 @@ pub struct UiSection {
 pub struct SlackSection {
     pub hook_url: Option<String>,
     pub channel: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSection {
+    pub smtp_url: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

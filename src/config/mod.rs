@@ -202,6 +202,8 @@ pub struct Config {
     /// Holds a token: Debug is redacted.
     pub slack_hook_url: Option<Secret>,
     pub slack_channel: Option<String>,
+    /// Deployment notifications by email.
+    pub email: Option<EmailSettings>,
     pub log_format: LogFormat,
     pub log_level: String,
     pub default_page_size: u32,
@@ -227,14 +229,26 @@ impl Config {
     /// warns about each so that nobody believes they took effect.
     pub fn inert_settings(&self) -> Vec<&'static str> {
         let mut inert = Vec::new();
-        if self.slack_hook_url.is_some() || self.slack_channel.is_some() {
-            inert.push("slack.* (notifications are not built yet)");
+        if self.slack_hook_url.is_none() && self.slack_channel.is_some() {
+            inert.push("slack.channel (without slack.hook_url nothing is sent)");
         }
         if self.default_theme.is_some() || self.gravatar_proxy {
             inert.push("ui.* (the web UI is not built yet)");
         }
         inert
     }
+}
+
+/// `[email]`: where deployment notifications are mailed.
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    /// `smtps://[user:password@]host[:port]` (TLS, port 465 by default),
+    /// `smtp://...?tls=required` (STARTTLS), or `smtp://host:25` (plain,
+    /// for a relay on the host or the site's network). Percent-encode the
+    /// user and password. May hold a password: Debug is redacted.
+    pub smtp_url: Secret,
+    pub from: String,
+    pub to: Vec<String>,
 }
 
 /// Reads the environment through a function so tests can pass a map.
@@ -757,6 +771,13 @@ fn resolve(
         None,
         Plain,
     );
+    if let Some(url) = &slack_hook_url
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        r.errors
+            .push("slack.hook_url must be an https:// URL (Slack's incoming webhook)".into());
+    }
+    let email = resolve_email(&mut r, f.email);
 
     let log_format_raw = r
         .pick(
@@ -945,6 +966,7 @@ fn resolve(
         gravatar_proxy,
         slack_hook_url: slack_hook_url.map(crate::model::Secret::new),
         slack_channel,
+        email,
         log_format,
         log_level,
         default_page_size,
@@ -956,6 +978,70 @@ fn resolve(
         download_max_bytes: u64::from(download_max_mb) * 1024 * 1024,
         file: file_path,
         settings: r.settings,
+    })
+}
+
+fn resolve_email(r: &mut Resolver<'_>, f: file::EmailSection) -> Option<EmailSettings> {
+    use Secrecy::{Plain, Secret};
+    let smtp_url = r.pick(
+        "email.smtp_url",
+        None,
+        &["BOOTLOADER_EMAIL_SMTP_URL"],
+        f.smtp_url,
+        None,
+        Secret,
+    );
+    let from = r.pick(
+        "email.from",
+        None,
+        &["BOOTLOADER_EMAIL_FROM"],
+        f.from,
+        None,
+        Plain,
+    );
+    let to = r.pick(
+        "email.to",
+        None,
+        &["BOOTLOADER_EMAIL_TO"],
+        f.to,
+        None,
+        Plain,
+    );
+    let smtp_url = smtp_url?;
+    let mut ok = true;
+    if !(smtp_url.starts_with("smtp://") || smtp_url.starts_with("smtps://")) {
+        r.errors
+            .push("email.smtp_url must be an smtp:// or smtps:// URL".into());
+        ok = false;
+    }
+    let looks_like_address = |a: &str| {
+        let a = a.trim();
+        a.split_once('@')
+            .is_some_and(|(user, host)| !user.is_empty() && !host.is_empty())
+    };
+    let from = from.unwrap_or_default();
+    if !looks_like_address(&from) {
+        r.errors
+            .push("email.from: give the sender's address (user@host) with email.smtp_url".into());
+        ok = false;
+    }
+    let to: Vec<String> = to
+        .unwrap_or_default()
+        .split(',')
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect();
+    if to.is_empty() || !to.iter().all(|a| looks_like_address(a)) {
+        r.errors.push(
+            "email.to: give one or more addresses (user@host, separated by commas) with email.smtp_url"
+                .into(),
+        );
+        ok = false;
+    }
+    ok.then(|| EmailSettings {
+        smtp_url: crate::model::Secret::new(smtp_url),
+        from: from.trim().to_string(),
+        to,
     })
 }
 
@@ -1102,6 +1188,28 @@ mod tests {
         for needle in ["server.url", "log.format", "SECRET_KEY", "SSL_ENABLE"] {
             assert!(err.contains(needle), "{needle} missing from {err}");
         }
+    }
+
+    #[test]
+    fn email_needs_a_sender_and_recipients() {
+        let err = load_with("[email]\nsmtp_url = \"imap://x\"\nto = \"nobody\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        for needle in ["email.smtp_url", "email.from", "email.to"] {
+            assert!(err.contains(needle), "{needle} missing from {err}");
+        }
+        let c = load_with(
+            "",
+            &[
+                ("BOOTLOADER_EMAIL_SMTP_URL", "smtp://relay.example.com:25"),
+                ("BOOTLOADER_EMAIL_FROM", "bl@example.com"),
+                ("BOOTLOADER_EMAIL_TO", "a@example.com, b@example.com"),
+            ],
+        )
+        .unwrap();
+        let email = c.email.expect("email settings");
+        assert_eq!(email.to, ["a@example.com", "b@example.com"]);
+        assert!(load_with("", &[]).unwrap().email.is_none());
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub struct AppState {
     pub engine: Arc<crate::workflow::Engine>,
     pub relay: crate::events::relay::RelayHandle,
     pub commands: crate::events::commands::CommandHandle,
+    pub notify: crate::events::notify::NotifyHandle,
     pub default_page_size: u32,
     pub max_page_size: u32,
 }

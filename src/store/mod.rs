@@ -231,6 +231,11 @@ pub trait Store: BootStore + EngineStore + PowerStore + Send + Sync + 'static {
     async fn mark_events_sent(&self, ids: &[i64]) -> Result<()>;
     /// Events not yet published, and when the oldest was written.
     async fn outbox_backlog(&self) -> Result<(u64, Option<OffsetDateTime>)>;
+    /// Deployment events that notifications have not dealt with yet
+    /// (`deployment.new`, `.complete`, `.error`), oldest first.
+    async fn pending_notifications(&self, limit: u32) -> Result<Vec<OutboxEvent>>;
+    /// Marks an event's notifications sent (or given up).
+    async fn mark_notified(&self, id: i64) -> Result<()>;
 
     /// Checks that the configured key opens what is stored, and records a
     /// check value on first use.

@@ -167,6 +167,17 @@ pub(super) mod rows {
         pub payload: sqlx::types::Json<serde_json::Value>,
         pub created_at: OffsetDateTime,
     }
+
+    impl OutboxRow {
+        pub fn into_event(self) -> crate::store::OutboxEvent {
+            crate::store::OutboxEvent {
+                id: self.id,
+                routing_key: self.routing_key,
+                payload: self.payload.0,
+                created_at: self.created_at,
+            }
+        }
+    }
 }
 
 pub(super) mod convert {
@@ -1800,15 +1811,7 @@ macro_rules! sql_store {
                     .bind(i64::from(max))
                     .fetch_all(&mut *conn)
                     .await?;
-                    Ok(rows
-                        .into_iter()
-                        .map(|r| OutboxEvent {
-                            id: r.id,
-                            routing_key: r.routing_key,
-                            payload: r.payload.0,
-                            created_at: r.created_at,
-                        })
-                        .collect())
+                    Ok(rows.into_iter().map(OutboxRow::into_event).collect())
                 }
 
                 async fn mark_events_sent(&self, ids: &[i64]) -> Result<()> {
@@ -1824,6 +1827,31 @@ macro_rules! sql_store {
                             .execute(&mut *tx)
                             .await?;
                     }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn pending_notifications(&self, limit: u32) -> Result<Vec<OutboxEvent>> {
+                    let mut conn = self.pool.acquire().await?;
+                    // The same condition as the partial index outbox_unnotified.
+                    let rows: Vec<OutboxRow> = sqlx::query_as(
+                        "SELECT id, routing_key, payload, created_at FROM outbox WHERE notified_at IS NULL \
+                         AND routing_key IN ('deployment.new', 'deployment.complete', 'deployment.error') \
+                         ORDER BY id LIMIT $1",
+                    )
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    Ok(rows.into_iter().map(OutboxRow::into_event).collect())
+                }
+
+                async fn mark_notified(&self, id: i64) -> Result<()> {
+                    let (_writer, mut tx) = self.begin_write().await?;
+                    sqlx::query("UPDATE outbox SET notified_at = $1 WHERE id = $2")
+                        .bind(now())
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
                     tx.commit().await?;
                     Ok(())
                 }

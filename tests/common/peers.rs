@@ -51,6 +51,7 @@ pub struct Broker {
     pub port: u16,
     node: String,
     dir: tempfile::TempDir,
+    server: std::sync::Mutex<Option<std::process::Child>>,
 }
 
 impl Broker {
@@ -65,7 +66,12 @@ impl Broker {
                 .to_string_lossy()
                 .replace(|c: char| !c.is_ascii_alphanumeric(), "")
         );
-        let b = Self { port, node, dir };
+        let b = Self {
+            port,
+            node,
+            dir,
+            server: std::sync::Mutex::new(None),
+        };
         b.up();
         b
     }
@@ -104,36 +110,43 @@ impl Broker {
             .append(true)
             .open(self.log())
             .unwrap();
-        self.rabbit("rabbitmq-server")
+        let child = self
+            .rabbit("rabbitmq-server")
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
             .expect("rabbitmq-server (the README's test command installs it)");
+        *self.server.lock().unwrap() = Some(child);
         wait_port(self.port, true, "RabbitMQ", &self.log());
     }
 
     /// Stops the node.
     pub fn down(&self) {
+        self.stop();
+        wait_port(self.port, false, "RabbitMQ", &self.log());
+    }
+
+    fn stop(&self) {
         let _ = self
             .rabbit("rabbitmqctl")
             .args(["-n", &self.node, "stop"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        wait_port(self.port, false, "RabbitMQ", &self.log());
+        if let Some(mut child) = self.server.lock().unwrap().take() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-            let _ = self
-                .rabbit("rabbitmqctl")
-                .args(["-n", &self.node, "stop"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
+        self.stop();
     }
 }
 

@@ -15,6 +15,8 @@ pub struct EventsStatus {
     pub relay: RelayStatus,
     /// The command queue this daemon consumes.
     pub commands: crate::events::commands::CommandStatus,
+    /// Slack and email notifications.
+    pub notifications: crate::events::notify::NotifyStatus,
     /// Events written but not yet confirmed by the broker.
     pub backlog: u64,
     /// Age of the oldest of them, in seconds.
@@ -32,6 +34,7 @@ pub async fn events_status(
     Ok(Json(EventsStatus {
         relay: state.relay.status(),
         commands: state.commands.status(),
+        notifications: state.notify.status(),
         backlog,
         lag_seconds,
     }))
