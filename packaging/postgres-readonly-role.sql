@@ -19,7 +19,7 @@ GRANT USAGE ON SCHEMA public TO :"reader";
 GRANT SELECT ON
     locations, networks, labels, server_labels, interfaces, users,
     ssh_authorized_keys, profiles, served_files, leases, boot_events,
-    callbacks, deployment_log, outbox, power_health
+    callbacks, deployment_log, outbox, power_health, daemon_locks
 TO :"reader";
 
 GRANT SELECT (id, fqdn, location_id, serial, notes, bmc_host, bmc_port,
@@ -29,7 +29,7 @@ GRANT SELECT (id, name, username, description, created_at, updated_at)
     ON credentials TO :"reader";
 GRANT SELECT (id, server_id, profile_id, state, created_at, updated_at, step,
               action_index, actions_done, action_deadline, step_deadline,
-              error, repeat_of, finished_at)
+              error, repeat_of, finished_at, runner, runner_until)
     ON deployments TO :"reader";
 GRANT SELECT (id, user_id, prefix, scope, description, expires_at, created_at,
               last_used_at)
