@@ -25,10 +25,19 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changes_arrive_in_order_with_their_ids() {
+async fn changes_arrive_in_order_with_their_ids_sqlite() {
+    changes_arrive_in_order_with_their_ids(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_arrive_in_order_with_their_ids_postgres() {
+    changes_arrive_in_order_with_their_ids(Backend::Postgres).await;
+}
+
+async fn changes_arrive_in_order_with_their_ids(backend: Backend) {
     let exchange = exchange_name();
     let (conn, mut consumer) = listen(&exchange).await;
-    let mut store = TestStore::new(Backend::Sqlite).await;
+    let mut store = TestStore::new(backend).await;
     store.env.insert("BROKER_URL".into(), BROKER.into());
     store
         .env
@@ -82,6 +91,7 @@ async fn changes_arrive_in_order_with_their_ids() {
     }
     d.stop().await;
     forget(&conn, &exchange).await;
+    store.drop_database().await;
 }
 
 /// A TCP proxy to RabbitMQ that the test can cut and restore.

@@ -347,9 +347,18 @@ async fn tsize_probe_abort_stops_the_transfer() {
 /// root, only while the deployment is active; a quirk caps the block size
 /// for the machines it matches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deployment_files_and_quirk_blksize() {
+async fn deployment_files_and_quirk_blksize_sqlite() {
+    deployment_files_and_quirk_blksize(common::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_files_and_quirk_blksize_postgres() {
+    deployment_files_and_quirk_blksize(common::Backend::Postgres).await;
+}
+
+async fn deployment_files_and_quirk_blksize(backend: common::Backend) {
     use bootloader::store::boot::{DeploymentState, Via};
-    let ts = common::TestStore::new(common::Backend::Sqlite).await;
+    let ts = common::TestStore::new(backend).await;
     let d = common::Daemon::start(&ts, None).await;
     d.seed_location().await;
     let mac = "52:54:00:12:00:01";
@@ -495,4 +504,5 @@ async fn deployment_files_and_quirk_blksize() {
         Some(&std::fs::read(root.path("small.bin")).unwrap()[..])
     );
     d.stop().await;
+    ts.drop_database().await;
 }
