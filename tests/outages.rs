@@ -18,11 +18,9 @@ use common::binary::Binary;
 use common::peers::{Broker, Postgres};
 use common::{Backend, Daemon, TestStore};
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Connection, ConnectionProperties};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -36,17 +34,7 @@ async fn durable_queue(url: &str) {
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    ch.exchange_declare(
-        "bootloader".into(),
-        ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    common::amqp::declare_exchange(&ch, "bootloader").await;
     ch.queue_declare(
         QUEUE.into(),
         QueueDeclareOptions {

@@ -9,7 +9,6 @@
 //! the queue, to be tried again. Like the relay, the consumer reconnects
 //! from scratch with backoff on any error.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -64,23 +63,8 @@ pub struct CommandStatus {
     pub last_error: Option<String>,
 }
 
-#[derive(Clone, Default)]
-pub struct CommandHandle {
-    status: Arc<Mutex<CommandStatus>>,
-}
-
-impl CommandHandle {
-    pub fn status(&self) -> CommandStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn update(&self, f: impl FnOnce(&mut CommandStatus)) {
-        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
-    }
-}
+/// The status the API shows.
+pub type CommandHandle = super::StatusCell<CommandStatus>;
 
 /// A command turned into the API request it mirrors.
 #[derive(Debug, PartialEq)]

@@ -9,7 +9,7 @@
 //! `notify` lock). Events older than a day when first seen (notifications
 //! were off, say) are marked without being sent.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::message::Mailbox;
@@ -168,23 +168,8 @@ pub struct NotifyStatus {
     pub last_error: Option<String>,
 }
 
-#[derive(Clone, Default)]
-pub struct NotifyHandle {
-    status: Arc<Mutex<NotifyStatus>>,
-}
-
-impl NotifyHandle {
-    pub fn status(&self) -> NotifyStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn update(&self, f: impl FnOnce(&mut NotifyStatus)) {
-        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
-    }
-}
+/// The status the API shows.
+pub type NotifyHandle = super::StatusCell<NotifyStatus>;
 
 pub struct Notifier {
     slack: Option<Slack>,

@@ -11,7 +11,7 @@
 //! connected), so that the events keep their order; the others stand by
 //! and take over when the holder stops renewing.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
@@ -61,16 +61,13 @@ pub struct RelayStatus {
 
 #[derive(Clone, Default)]
 pub struct RelayHandle {
-    status: Arc<Mutex<RelayStatus>>,
+    status: super::StatusCell<RelayStatus>,
     wake: Arc<Notify>,
 }
 
 impl RelayHandle {
     pub fn status(&self) -> RelayStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.status.get()
     }
 
     /// Something was written to the outbox: publish it soon.
@@ -79,7 +76,7 @@ impl RelayHandle {
     }
 
     fn update(&self, f: impl FnOnce(&mut RelayStatus)) {
-        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+        self.status.update(f);
     }
 }
 

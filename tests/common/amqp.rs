@@ -22,18 +22,8 @@ pub async fn listen(exchange: &str) -> (Connection, lapin::Consumer) {
         .await
         .expect("RabbitMQ on 127.0.0.1:5672 (the README's test command starts it)");
     let ch = conn.create_channel().await.unwrap();
-    ch.exchange_declare(
-        exchange.into(),
-        ExchangeKind::Topic,
-        // As the relay declares it; the test deletes it at the end.
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    // The test deletes it at the end.
+    declare_exchange(&ch, exchange).await;
     let q = ch
         .queue_declare(
             "".into(),
@@ -65,6 +55,21 @@ pub async fn listen(exchange: &str) -> (Connection, lapin::Consumer) {
         .await
         .unwrap();
     (conn, consumer)
+}
+
+/// Declares the topic exchange `name` as the relay does (durable).
+pub async fn declare_exchange(ch: &lapin::Channel, name: &str) {
+    ch.exchange_declare(
+        name.into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
 }
 
 /// The next `n` messages: (message_id, routing key, body).

@@ -33,8 +33,8 @@ pub async fn events_status(
     let lag_seconds = oldest.map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds().max(0));
     Ok(Json(EventsStatus {
         relay: state.relay.status(),
-        commands: state.commands.status(),
-        notifications: state.notify.status(),
+        commands: state.commands.get(),
+        notifications: state.notify.get(),
         backlog,
         lag_seconds,
     }))
