@@ -194,6 +194,8 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // The metrics recorder, before anything counts.
+    let metrics = crate::telemetry::handle();
     let instance = instance_name(&config.data_dir)?;
     let location = config
         .boot
@@ -235,6 +237,31 @@ pub async fn run(
     let notify = crate::events::notify::NotifyHandle::default();
     let notify_task = crate::events::notify::Notifier::from_config(config, &instance)?
         .map(|n| tokio::spawn(n.run(store.clone(), notify.clone(), stopped(stop_rx.clone()))));
+    // Every socket, for /readyz: each is up while its server's task runs.
+    let up = || Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (http_up, dhcp_up, tftp_up) = (up(), up(), up());
+    let mut serving = vec![http::health::Listener {
+        name: "http",
+        address: listeners.http.local_addr()?.to_string(),
+        interface: None,
+        up: http_up.clone(),
+    }];
+    for s in &listeners.dhcp {
+        serving.push(http::health::Listener {
+            name: "dhcp",
+            address: s.socket.local_addr()?.to_string(),
+            interface: s.interface.clone(),
+            up: dhcp_up.clone(),
+        });
+    }
+    if let Some(socket) = &listeners.tftp {
+        serving.push(http::health::Listener {
+            name: "tftp",
+            address: socket.local_addr()?.to_string(),
+            interface: None,
+            up: tftp_up.clone(),
+        });
+    }
     let dhcp_task = (!listeners.dhcp.is_empty()).then(|| {
         let service = Arc::new(dhcp::server::DhcpService::new(
             &config.boot.dhcp,
@@ -242,11 +269,12 @@ pub async fn run(
             store.clone(),
             timeline.clone(),
         ));
-        tokio::spawn(dhcp::server::serve(
-            listeners.dhcp,
-            service,
-            stopped(stop_rx.clone()),
-        ))
+        let serve = dhcp::server::serve(listeners.dhcp, service, stopped(stop_rx.clone()));
+        tokio::spawn(async move {
+            let r = serve.await;
+            dhcp_up.store(false, std::sync::atomic::Ordering::Relaxed);
+            r
+        })
     });
     let tftp_task = listeners.tftp.map(|socket| {
         let settings = &config.tftp;
@@ -262,11 +290,12 @@ pub async fn run(
             timeline: Some(timeline.clone()),
             quirks: config.boot.dhcp.quirks.clone(),
         };
-        tokio::spawn(tftp::server::serve(
-            socket,
-            tftp_config,
-            stopped(stop_rx.clone()),
-        ))
+        let serve = tftp::server::serve(socket, tftp_config, stopped(stop_rx.clone()));
+        tokio::spawn(async move {
+            let r = serve.await;
+            tftp_up.store(false, std::sync::atomic::Ordering::Relaxed);
+            r
+        })
     });
     let power = crate::power::PowerService::new(store.clone(), config.power.clone());
     let engine = crate::workflow::Engine::new(
@@ -318,13 +347,22 @@ pub async fn run(
             stopped(stop_rx.clone()),
         ))
     });
-    http::serve(
+    let health = http::health::HealthState {
+        store: state.store.clone(),
+        listeners: serving,
+        relay: state.relay.clone(),
+        commands: state.commands.clone(),
+        notify: state.notify.clone(),
+        metrics,
+    };
+    let served = http::serve(
         listeners.http,
-        http::router(state, boot_state),
+        http::router(state, boot_state, health),
         stopped(stop_rx),
     )
-    .await
-    .context("HTTP server failed")?;
+    .await;
+    http_up.store(false, std::sync::atomic::Ordering::Relaxed);
+    served.context("HTTP server failed")?;
     if let Some(task) = tftp_task {
         task.await
             .context("TFTP task")?

@@ -67,16 +67,19 @@ impl Timeline {
         outcome: Outcome,
         detail: impl Into<String>,
     ) {
+        let request = request.into();
+        crate::telemetry::boot_event(phase, &request, outcome);
         let event = BootEvent {
             at: OffsetDateTime::now_utc(),
             mac,
             peer: peer.to_string(),
             phase,
-            request: request.into(),
+            request,
             outcome,
             detail: detail.into(),
         };
         if self.inner.tx.try_send(event).is_err() {
+            crate::telemetry::timeline_dropped();
             let n = self.inner.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::warn!(dropped = n, "boot timeline queue full: events dropped");

@@ -435,6 +435,26 @@ async fn malformed_packets_are_dropped(backend: Backend) {
         .send(&base(MessageType::Discover, "52:54:00:00:03:02", 2))
         .await;
     assert!(o.is_some(), "the server stopped answering after junk");
+    // Counted by type and result in /metrics (the recorder is the
+    // process's, shared by the tests beside this one: counts only grow).
+    let text = reqwest::get(format!("{}/metrics", env.d.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |labels: &[&str]| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("bootloader_dhcp_packets_total{"))
+            .filter(|l| labels.iter().all(|want| l.contains(want)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(count(&["type=\"malformed\""]) >= 1.0, "{text}");
+    assert!(
+        count(&["type=\"discover\"", "result=\"answered\""]) >= 1.0,
+        "{text}"
+    );
     env.stop().await;
 }
 

@@ -503,6 +503,7 @@ impl DhcpService {
     /// Counts (and now and then logs) a request dropped for overload. The
     /// timeline is not told: under a flood it would only add to the load.
     fn overloaded(&self, job: &Job, waited: Duration) {
+        crate::telemetry::dhcp_overloaded();
         let n = self
             .dropped
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -674,7 +675,10 @@ impl DhcpService {
         client: &ClientInfo,
         mode: Mode,
     ) -> anyhow::Result<Answer> {
-        let target = self.store.boot_target(client.mac).await?;
+        let started = std::time::Instant::now();
+        let target = self.store.boot_target(client.mac).await;
+        crate::telemetry::store_op("boot_target", started.elapsed());
+        let target = target?;
         let known = match &target {
             None => Known::Unknown,
             Some(t) if t.deployment.is_some() => Known::Deploying,

@@ -190,11 +190,19 @@ async fn callback(
     }
     let hash = CallbackToken::from_presented(&token).hash();
     let body = String::from_utf8_lossy(&body);
-    match state
+    let started = std::time::Instant::now();
+    let recorded = state
         .store
         .record_callback(&hash, &name, method.as_str(), &body)
-        .await
-    {
+        .await;
+    crate::telemetry::store_op("record_callback", started.elapsed());
+    crate::telemetry::callback(match &recorded {
+        Ok(CallbackReceipt::Recorded { first: true, .. }) => "accepted",
+        Ok(CallbackReceipt::Recorded { first: false, .. }) => "replay",
+        Ok(CallbackReceipt::UnknownToken) => "unknown_token",
+        Err(_) => "unavailable",
+    });
+    match recorded {
         Ok(CallbackReceipt::Recorded {
             deployment_id,
             first,

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod boot;
+pub mod health;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,7 +33,7 @@ pub struct AppState {
 }
 
 /// The whole HTTP application.
-pub fn router(state: AppState, boot_state: boot::BootState) -> Router {
+pub fn router(state: AppState, boot_state: boot::BootState, health: health::HealthState) -> Router {
     let (api, _) = api::routes(state.clone());
     Router::new()
         .nest("/api/v1alpha2", api.clone())
@@ -40,8 +41,9 @@ pub fn router(state: AppState, boot_state: boot::BootState) -> Router {
         // With a trailing slash, which nesting does not match.
         .route("/api/v1alpha2/", axum::routing::get(api::index))
         .route("/api/", axum::routing::get(api::index))
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .merge(health::routes(health))
         .merge(boot::routes(boot_state.clone()))
+        .route_layer(axum::middleware::from_fn(health::track))
         .fallback(move |req: axum::extract::Request| fallback(boot_state.clone(), req))
         .layer(TraceLayer::new_for_http())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
@@ -59,6 +61,22 @@ pub fn api_router(state: AppState) -> Router {
 /// Files that deployments serve over HTTP live at their own paths; every
 /// other unknown path is a JSON 404.
 async fn fallback(state: boot::BootState, req: axum::extract::Request) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let (route, response) = fallback_answer(state, req).await;
+    crate::telemetry::http_request(
+        route,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+async fn fallback_answer(
+    state: boot::BootState,
+    req: axum::extract::Request,
+) -> (&'static str, Response) {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned();
     let method = req.method().clone();
     let uri = req.uri().clone();
@@ -70,9 +88,12 @@ async fn fallback(state: boot::BootState, req: axum::extract::Request) -> Respon
         if let Some(ConnectInfo(peer)) = peer {
             boot::record_fallback(&state, peer, path, response.status());
         }
-        return response;
+        return ("(deployment file)", response);
     }
-    api::error::not_found(uri).await.into_response()
+    (
+        "(not found)",
+        api::error::not_found(uri).await.into_response(),
+    )
 }
 
 /// Serves `router` on an already bound listener until `shutdown` resolves.

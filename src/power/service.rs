@@ -251,6 +251,14 @@ impl PowerService {
             Err(e) => (Err(e.clone()), 0),
         };
         let duration = started.elapsed();
+        crate::telemetry::power_command(
+            command.action(),
+            match &result {
+                Ok(_) => "ok",
+                Err(e) => e.kind(),
+            },
+            duration,
+        );
         match &result {
             Ok(answer) => {
                 info!(server = %fqdn, command = %command.describe(), answer = %answer.describe(), attempts, "BMC command done")

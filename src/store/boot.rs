@@ -29,6 +29,17 @@ pub enum DeploymentState {
 }
 
 impl DeploymentState {
+    pub const ALL: [Self; 8] = [
+        Self::New,
+        Self::Preparing,
+        Self::Installing,
+        Self::Configuring,
+        Self::Postconfiguring,
+        Self::Complete,
+        Self::Error,
+        Self::Cancelled,
+    ];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::New => "new",

@@ -231,6 +231,10 @@ pub trait Store: BootStore + EngineStore + PowerStore + Send + Sync + 'static {
     async fn mark_events_sent(&self, ids: &[i64]) -> Result<()>;
     /// Events not yet published, and when the oldest was written.
     async fn outbox_backlog(&self) -> Result<(u64, Option<OffsetDateTime>)>;
+    /// What `/metrics` reads at each scrape: deployments per state, and
+    /// addresses held (offered or bound, not expired at `now`, unix
+    /// seconds) per network.
+    async fn gauges(&self, now: i64) -> Result<Gauges>;
     /// Deployment events that notifications have not dealt with yet
     /// (`deployment.new`, `.complete`, `.error`), oldest first.
     async fn pending_notifications(&self, limit: u32) -> Result<Vec<OutboxEvent>>;

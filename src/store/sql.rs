@@ -1856,6 +1856,22 @@ macro_rules! sql_store {
                     Ok(())
                 }
 
+                async fn gauges(&self, now: i64) -> Result<Gauges> {
+                    let mut conn = self.pool.acquire().await?;
+                    let deployments: Vec<(String, i64)> =
+                        sqlx::query_as("SELECT state, COUNT(*) FROM deployments GROUP BY state")
+                            .fetch_all(&mut *conn)
+                            .await?;
+                    let leases: Vec<(String, i64)> = sqlx::query_as(
+                        "SELECT n.cidr, COUNT(l.ip) FROM networks n LEFT JOIN leases l ON l.network_id = n.id \
+                         AND l.state IN ('offered', 'bound') AND l.expires_at > $1 GROUP BY n.cidr",
+                    )
+                    .bind(now)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    Ok(Gauges { deployments, leases })
+                }
+
                 async fn outbox_backlog(&self) -> Result<(u64, Option<OffsetDateTime>)> {
                     let mut conn = self.pool.acquire().await?;
                     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")

@@ -307,3 +307,12 @@ pub struct OutboxEvent {
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
+
+/// Counts read at each metrics scrape.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// (state, deployments in it).
+    pub deployments: Vec<(String, i64)>,
+    /// (network CIDR, addresses held).
+    pub leases: Vec<(String, i64)>,
+}

@@ -427,6 +427,8 @@ async fn run_transfer(local: SocketAddr, peer: SocketAddr, request: Request, con
     // Clients send only ACK and ERROR, both small.
     let mut buf = vec![0u8; 2048];
     let started = Instant::now();
+    // Bytes of DATA sent, retransmissions included.
+    let mut sent: u64 = 0;
     loop {
         let now = Instant::now();
         while let Some(tx) = transfer.poll_transmit(now) {
@@ -438,6 +440,7 @@ async fn run_transfer(local: SocketAddr, peer: SocketAddr, request: Request, con
                 }
                 Transmit::Data { block, offset, len } => match source.read(offset, len).await {
                     Ok(data) if data.len() == len => {
+                        sent += data.len() as u64;
                         packet::encode(&Packet::Data { block, data }, &mut out)
                     }
                     Ok(_) => {
@@ -496,6 +499,13 @@ async fn run_transfer(local: SocketAddr, peer: SocketAddr, request: Request, con
                 }
             };
             config.record(peer, &asked, recorded, detail);
+            let result = match &outcome {
+                Outcome::Complete => "complete",
+                Outcome::Aborted { .. } => "aborted",
+                Outcome::TimedOut => "timed_out",
+                Outcome::ProtocolError(_) => "failed",
+            };
+            crate::telemetry::tftp_transfer(result, sent, transfer.retransmits());
             match outcome {
                 Outcome::Complete => info!(
                     size,

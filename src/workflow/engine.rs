@@ -59,6 +59,9 @@ struct Runner {
     /// Another daemon took the deployment over (this one missed renewing
     /// its hold): the task ends without committing anything more.
     lost: watch::Sender<bool>,
+    /// The step under way and when this task first saw it (for the step
+    /// duration metric).
+    step: Mutex<Option<(StepName, Instant)>>,
 }
 
 pub struct Engine {
@@ -172,6 +175,7 @@ impl Engine {
                 nudge: Notify::new(),
                 cancel: watch::channel(false).0,
                 lost: watch::channel(false).0,
+                step: Mutex::new(None),
             });
             running.insert(id, Arc::clone(&runner));
             runner
@@ -342,6 +346,18 @@ impl Engine {
         let Some(cursor) = at.cursor else {
             return Ok(false);
         };
+        {
+            let mut seen = runner.step.lock().unwrap_or_else(|e| e.into_inner());
+            match *seen {
+                Some((step, _)) if step == cursor.step => {}
+                previous => {
+                    if let Some((step, since)) = previous {
+                        crate::telemetry::step(step.as_str(), since.elapsed());
+                    }
+                    *seen = Some((cursor.step, Instant::now()));
+                }
+            }
+        }
         let Some(action) = machine::action_at(&profile, cursor) else {
             // The step has nothing (more) to run: on to the next.
             let next = machine::apply(&profile, at, &Event::Advance)
@@ -411,6 +427,12 @@ impl Engine {
             } => Err(Stop::Cancelled),
         };
         let took = started.elapsed();
+        crate::telemetry::action(
+            cursor.step.as_str(),
+            action.kind.name(),
+            if outcome.is_ok() { "ok" } else { "failed" },
+            took,
+        );
         let what = format!(
             "{} #{} {}",
             cursor.step.as_str(),

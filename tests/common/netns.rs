@@ -285,6 +285,18 @@ lease_time = 600
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+        // Ready: the store answers, and HTTP, DHCP on the bridge and TFTP
+        // are all serving.
+        let ready = run(&mut lab.exec(&["curl", "-s", &format!("{BASE}/readyz")]));
+        let ready: Value = serde_json::from_str(&ready).unwrap_or(Value::String(ready));
+        assert_eq!(ready["ready"], true, "{ready}");
+        let names: Vec<&str> = ready["listeners"]
+            .as_array()
+            .map(|l| l.iter().filter_map(|l| l["name"].as_str()).collect())
+            .unwrap_or_default();
+        for name in ["http", "dhcp", "tftp"] {
+            assert!(names.contains(&name), "{name} missing from {ready}");
+        }
     }
 
     /// A second daemon, in a namespace of its own joined to the bridge,

@@ -1,0 +1,252 @@
+//! Metrics in Prometheus text at `/metrics`: counters and histograms that
+//! the parts update as things happen (through the functions below, so the
+//! names live in one place), and gauges read from the store at each scrape
+//! (`http::health`). One recorder per process.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::store::boot::{Outcome, Phase};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Buckets for durations in seconds: a DHCP answer (ms) to a deployment
+/// step (an hour).
+const SECONDS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 900.0, 1800.0, 3600.0,
+];
+
+/// Installs the process's recorder (once) and returns what renders it.
+pub fn handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
+                .unwrap_or_else(|_| PrometheusBuilder::new())
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder already installed (a test harness): keep
+            // rendering ours, which then stays empty.
+            if metrics::set_global_recorder(recorder).is_ok() {
+                describe();
+            }
+            handle
+        })
+        .clone()
+}
+
+/// The HELP lines.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "bootloader_dhcp_packets_total",
+        "DHCP requests by message type and what was done (answered, silent, refused, failed)"
+    );
+    describe_counter!(
+        "bootloader_dhcp_dropped_total",
+        "DHCP requests dropped unanswered because the server was behind"
+    );
+    describe_counter!(
+        "bootloader_tftp_requests_total",
+        "TFTP read requests by outcome"
+    );
+    describe_counter!(
+        "bootloader_tftp_transfers_total",
+        "TFTP transfers by how they ended"
+    );
+    describe_counter!(
+        "bootloader_tftp_bytes_total",
+        "bytes of TFTP DATA sent, retransmissions included"
+    );
+    describe_counter!(
+        "bootloader_tftp_retransmits_total",
+        "TFTP blocks sent again"
+    );
+    describe_counter!(
+        "bootloader_boot_http_requests_total",
+        "boot requests over HTTP (scripts, files) by outcome"
+    );
+    describe_counter!(
+        "bootloader_http_requests_total",
+        "HTTP requests by route pattern, method and status"
+    );
+    describe_histogram!(
+        "bootloader_http_request_duration_seconds",
+        "HTTP request latency by route pattern"
+    );
+    describe_counter!(
+        "bootloader_callbacks_total",
+        "machines' callbacks: accepted, replay, unknown_token, unavailable"
+    );
+    describe_counter!(
+        "bootloader_power_commands_total",
+        "BMC commands by action and result (ok or the error kind)"
+    );
+    describe_counter!(
+        "bootloader_bmc_failures_total",
+        "BMC commands that failed, by error kind"
+    );
+    describe_histogram!(
+        "bootloader_power_command_duration_seconds",
+        "BMC command time, retries and pacing included"
+    );
+    describe_histogram!(
+        "bootloader_deployment_action_duration_seconds",
+        "deployment action time by step, action and result"
+    );
+    describe_histogram!(
+        "bootloader_deployment_step_duration_seconds",
+        "deployment step time, from when this daemon first ran it"
+    );
+    describe_histogram!(
+        "bootloader_store_operation_duration_seconds",
+        "store latency of hot-path operations"
+    );
+    describe_counter!(
+        "bootloader_timeline_dropped_total",
+        "boot timeline events dropped because the writer was behind"
+    );
+    describe_gauge!(
+        "bootloader_deployments",
+        "deployments by state (read from the store at each scrape)"
+    );
+    describe_gauge!(
+        "bootloader_leases_held",
+        "addresses offered or bound and not expired, per network"
+    );
+    describe_gauge!(
+        "bootloader_outbox_backlog",
+        "events not yet confirmed by the broker"
+    );
+    describe_gauge!(
+        "bootloader_outbox_oldest_age_seconds",
+        "age of the oldest unconfirmed event"
+    );
+    describe_gauge!(
+        "bootloader_store_up",
+        "1 when the store answered this scrape"
+    );
+    describe_gauge!(
+        "bootloader_store_scrape_seconds",
+        "time the store took to answer this scrape"
+    );
+    describe_gauge!(
+        "bootloader_broker_connected",
+        "1 when the relay is connected to the broker"
+    );
+    describe_counter!(
+        "bootloader_events_published_total",
+        "events this daemon published and the broker confirmed"
+    );
+}
+
+fn outcome(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Answered => "answered",
+        Outcome::Silent => "silent",
+        Outcome::Refused => "refused",
+        Outcome::Failed => "failed",
+        Outcome::Done => "done",
+    }
+}
+
+/// Every boot timeline event: DHCP packets by message type and result,
+/// TFTP and HTTP boot requests and power commands by outcome.
+pub fn boot_event(phase: Phase, request: &str, result: Outcome) {
+    match phase {
+        Phase::Dhcp => {
+            let kind = request
+                .split_whitespace()
+                .next()
+                .filter(|k| k.starts_with("DHCP"))
+                .map_or("malformed", |k| match k {
+                    "DHCPDISCOVER" => "discover",
+                    "DHCPREQUEST" => "request",
+                    "DHCPDECLINE" => "decline",
+                    "DHCPRELEASE" => "release",
+                    "DHCPINFORM" => "inform",
+                    _ => "other",
+                });
+            counter!("bootloader_dhcp_packets_total", "type" => kind, "result" => outcome(result))
+                .increment(1);
+        }
+        Phase::Tftp => {
+            counter!("bootloader_tftp_requests_total", "result" => outcome(result)).increment(1);
+        }
+        Phase::Http => {
+            counter!("bootloader_boot_http_requests_total", "result" => outcome(result))
+                .increment(1);
+        }
+        Phase::Power => {}
+    }
+}
+
+/// A DHCP request dropped unanswered because the server was behind.
+pub fn dhcp_overloaded() {
+    counter!("bootloader_dhcp_dropped_total").increment(1);
+}
+
+/// A boot timeline event dropped because the writer's queue was full.
+pub fn timeline_dropped() {
+    counter!("bootloader_timeline_dropped_total").increment(1);
+}
+
+/// A TFTP transfer ended: `result` is complete, aborted (by the client),
+/// timed_out or failed.
+pub fn tftp_transfer(result: &'static str, bytes: u64, retransmits: u64) {
+    counter!("bootloader_tftp_transfers_total", "result" => result).increment(1);
+    counter!("bootloader_tftp_bytes_total").increment(bytes);
+    counter!("bootloader_tftp_retransmits_total").increment(retransmits);
+}
+
+/// An HTTP request: `route` is the matched route pattern (never the raw
+/// path, which holds MACs and tokens).
+pub fn http_request(route: &str, method: &str, status: u16, took: Duration) {
+    let status = status.to_string();
+    counter!("bootloader_http_requests_total",
+        "route" => route.to_string(), "method" => method.to_string(), "status" => status)
+    .increment(1);
+    histogram!("bootloader_http_request_duration_seconds", "route" => route.to_string())
+        .record(took.as_secs_f64());
+}
+
+/// A machine's callback: accepted, replay, unknown_token or unavailable.
+pub fn callback(result: &'static str) {
+    counter!("bootloader_callbacks_total", "result" => result).increment(1);
+}
+
+/// A power command's end: `result` is ok or the error kind.
+pub fn power_command(action: &str, result: &str, took: Duration) {
+    counter!("bootloader_power_commands_total",
+        "action" => action.to_string(), "result" => result.to_string())
+    .increment(1);
+    if result != "ok" {
+        counter!("bootloader_bmc_failures_total", "kind" => result.to_string()).increment(1);
+    }
+    histogram!("bootloader_power_command_duration_seconds", "action" => action.to_string())
+        .record(took.as_secs_f64());
+}
+
+/// A deployment action finished (`ok` or `failed`) after `took`.
+pub fn action(step: &str, kind: &str, result: &'static str, took: Duration) {
+    histogram!("bootloader_deployment_action_duration_seconds",
+        "step" => step.to_string(), "action" => kind.to_string(), "result" => result)
+    .record(took.as_secs_f64());
+}
+
+/// A deployment step finished after `took` (from its first action's start
+/// in this daemon).
+pub fn step(step: &str, took: Duration) {
+    histogram!("bootloader_deployment_step_duration_seconds", "step" => step.to_string())
+        .record(took.as_secs_f64());
+}
+
+/// A store operation on a hot path took `took`.
+pub fn store_op(op: &'static str, took: Duration) {
+    histogram!("bootloader_store_operation_duration_seconds", "op" => op)
+        .record(took.as_secs_f64());
+}
