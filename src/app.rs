@@ -194,6 +194,24 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with_reloads(config, store, listeners, shutdown, None).await
+}
+
+/// How long a stopping daemon waits for TFTP transfers and HTTP requests
+/// under way before it cuts them off.
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// As `run`; each configuration received on `reloads` (read again on
+/// SIGHUP) is compared with the running one: the firmware quirk rules are
+/// applied at once, every other changed setting is named as needing a
+/// restart.
+pub async fn run_with_reloads(
+    config: &Config,
+    store: Arc<dyn Store>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    reloads: Option<tokio::sync::mpsc::Receiver<Config>>,
+) -> anyhow::Result<()> {
     // The metrics recorder, before anything counts.
     let metrics = crate::telemetry::handle();
     let instance = instance_name(&config.data_dir)?;
@@ -207,8 +225,37 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
+        crate::systemd::notify("STOPPING=1\nSTATUS=stopping: draining transfers and requests");
         let _ = stop_tx.send(true);
     });
+    let quirks = dhcp::quirks::QuirkRules::new(config.boot.dhcp.quirks.clone());
+    if let Some(mut reloads) = reloads {
+        let mut running = config.clone();
+        let quirks = quirks.clone();
+        tokio::spawn(async move {
+            while let Some(reread) = reloads.recv().await {
+                crate::systemd::notify("RELOADING=1");
+                let change = crate::config::compare(&running, &reread);
+                if change.quirks {
+                    quirks.replace(reread.boot.dhcp.quirks.clone());
+                    running.boot.dhcp.quirks = reread.boot.dhcp.quirks.clone();
+                    tracing::info!(
+                        rules = running.boot.dhcp.quirks.len(),
+                        "configuration reloaded: dhcp.quirk rules applied"
+                    );
+                }
+                if change.need_restart.is_empty() {
+                    tracing::info!("configuration reloaded: nothing else changed");
+                } else {
+                    tracing::warn!(
+                        settings = ?change.need_restart,
+                        "configuration reloaded: these settings changed and take effect only after a restart"
+                    );
+                }
+                crate::systemd::notify("READY=1");
+            }
+        });
+    }
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -268,6 +315,7 @@ pub async fn run(
             &config.public_url,
             store.clone(),
             timeline.clone(),
+            &quirks,
         ));
         let serve = dhcp::server::serve(listeners.dhcp, service, stopped(stop_rx.clone()));
         tokio::spawn(async move {
@@ -288,7 +336,7 @@ pub async fn run(
             max_transfers: settings.max_transfers as usize,
             store: Some(store.clone()),
             timeline: Some(timeline.clone()),
-            quirks: config.boot.dhcp.quirks.clone(),
+            quirks: quirks.clone(),
         };
         let serve = tftp::server::serve(socket, tftp_config, stopped(stop_rx.clone()));
         tokio::spawn(async move {
@@ -355,12 +403,26 @@ pub async fn run(
         notify: state.notify.clone(),
         metrics,
     };
-    let served = http::serve(
+    crate::systemd::notify(&format!(
+        "READY=1\nSTATUS=serving on {}",
+        listeners.http.local_addr()?
+    ));
+    let serving_http = http::serve(
         listeners.http,
         http::router(state, boot_state, health),
-        stopped(stop_rx),
-    )
-    .await;
+        stopped(stop_rx.clone()),
+    );
+    // Requests under way when the stop comes get `DRAIN` to finish.
+    let served = tokio::select! {
+        r = serving_http => r,
+        () = async {
+            stopped(stop_rx).await;
+            tokio::time::sleep(DRAIN).await;
+        } => {
+            tracing::warn!("HTTP requests still under way were cut off at shutdown");
+            Ok(())
+        }
+    };
     http_up.store(false, std::sync::atomic::Ordering::Relaxed);
     served.context("HTTP server failed")?;
     if let Some(task) = tftp_task {

@@ -18,6 +18,7 @@ pub mod model;
 pub mod power;
 pub mod profile;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
 pub mod tftp;
 pub mod timeline;

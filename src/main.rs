@@ -119,7 +119,14 @@ fn main() -> ExitCode {
     if let Command::Profile(ProfileCommand::Validate { files }) = &cli.command {
         return validate_profiles(files);
     }
-    let config = match load_config(&cli) {
+    let source = match config_source(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("bootloader: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match source.load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("bootloader: {e:#}");
@@ -138,7 +145,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command, config)) {
+    match runtime.block_on(dispatch(cli.command, config, source)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bootloader: {e:#}");
@@ -147,18 +154,34 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+/// Where the configuration comes from: the file, the environment and the
+/// flags; read at start and again on SIGHUP.
+#[derive(Clone)]
+struct ConfigSource {
+    file: Option<std::path::PathBuf>,
+    overrides: CliOverrides,
+}
+
+impl ConfigSource {
+    fn load(&self) -> anyhow::Result<Config> {
+        let env = |k: &str| std::env::var(k).ok();
+        Ok(config::load(self.file.as_deref(), &env, &self.overrides)?)
+    }
+}
+
+fn config_source(cli: &Cli) -> anyhow::Result<ConfigSource> {
     let log_format = match &cli.log_format {
         Some(f) => Some(f.parse::<LogFormat>().map_err(anyhow::Error::msg)?),
         None => None,
     };
-    let overrides = CliOverrides {
-        data_dir: cli.data_dir.clone(),
-        http_listen: cli.http_listen,
-        log_format,
-    };
-    let env = |k: &str| std::env::var(k).ok();
-    Ok(config::load(cli.config.as_deref(), &env, &overrides)?)
+    Ok(ConfigSource {
+        file: cli.config.clone(),
+        overrides: CliOverrides {
+            data_dir: cli.data_dir.clone(),
+            http_listen: cli.http_listen,
+            log_format,
+        },
+    })
 }
 
 fn init_logging(config: &Config) {
@@ -230,9 +253,9 @@ fn validate_profiles(files: &[PathBuf]) -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
+async fn dispatch(command: Command, config: Config, source: ConfigSource) -> anyhow::Result<()> {
     match command {
-        Command::Serve => serve(config).await,
+        Command::Serve => serve(config, source).await,
         Command::Migrate => {
             let applied = bootloader::store::migrate(&config.database).await?;
             if applied.is_empty() {
@@ -387,7 +410,7 @@ async fn rotate_secret(config: &Config, new_secret_file: Option<&Path>) -> anyho
     Ok(())
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     if config.tls.enable {
         bail!(
             "tls.enable (SSL_ENABLE) is set, but TLS is not built into this version yet; unset it or put a TLS proxy in front"
@@ -456,7 +479,44 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         None => say!("  events:   kept in the outbox table (broker.url to publish them)"),
     }
     tracing::info!(%addr, backend = store.backend(), "serving");
-    app::run(&config, store, listeners, shutdown_signal()).await
+    app::run_with_reloads(
+        &config,
+        store,
+        listeners,
+        shutdown_signal(),
+        Some(reloads(source)),
+    )
+    .await
+}
+
+/// Reads the configuration again on each SIGHUP; a configuration that does
+/// not load is reported and the running one kept.
+fn reloads(source: ConfigSource) -> tokio::sync::mpsc::Receiver<Config> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP cannot be caught: no reloads");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reading the configuration again");
+            match source.load() {
+                Ok(config) => {
+                    if tx.send(config).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::error!(
+                    error = %format!("{e:#}"),
+                    "the configuration does not load; the running one stays"
+                ),
+            }
+        }
+    });
+    rx
 }
 
 async fn shutdown_signal() {

@@ -43,10 +43,15 @@ struct Served {
 
 impl Served {
     fn start(dir: &Path, port: u16, extra_env: &[(&str, &str)]) -> Self {
-        let mut cmd = bootloader(
-            dir,
-            &["serve", "--http-listen", &format!("127.0.0.1:{port}")],
-        );
+        Self::start_with(dir, port, &[], extra_env)
+    }
+
+    /// With `args` after `serve`.
+    fn start_with(dir: &Path, port: u16, args: &[&str], extra_env: &[(&str, &str)]) -> Self {
+        let listen = format!("127.0.0.1:{port}");
+        let mut all = vec!["serve", "--http-listen", &listen];
+        all.extend_from_slice(args);
+        let mut cmd = bootloader(dir, &all);
         cmd.env("RUST_LOG", "trace")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -597,7 +602,35 @@ fn serve_runs_tftp_when_enabled() {
         .expect("atftp runs");
     assert!(status.success());
     assert_eq!(std::fs::read(&out).unwrap(), payload);
-    served.stop();
+
+    // SIGTERM during a transfer: it finishes, then the daemon exits.
+    let big: Vec<u8> = (0..24_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(root.join("big.img"), &big).unwrap();
+    let got = dir.path().join("got.img");
+    // Lock-step 512-byte blocks: tens of thousands of round trips.
+    let mut slow = Command::new("atftp")
+        .args(["--get", "-r", "big.img", "-l"])
+        .arg(&got)
+        .args(["--option", "blksize 512", "127.0.0.1", &port.to_string()])
+        .spawn()
+        .expect("atftp runs");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        matches!(slow.try_wait(), Ok(None)),
+        "the transfer ended before the stop; make the file bigger"
+    );
+    let log = served.stop();
+    assert!(slow.wait().unwrap().success(), "{log}");
+    assert_eq!(
+        std::fs::read(&got).unwrap(),
+        big,
+        "the whole file, after SIGTERM"
+    );
+    assert!(
+        log.contains("TFTP: waiting for the transfers under way"),
+        "{log}"
+    );
+    assert!(log.contains("TFTP: every transfer finished"), "{log}");
 
     // A root that does not exist is a start-up error naming the setting.
     let mut cmd = bootloader(
@@ -617,5 +650,127 @@ fn serve_runs_tftp_when_enabled() {
         text(&out.stderr).contains("tftp.root"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+/// Under a service manager: `READY=1` once serving, `RELOADING=1` and
+/// `READY=1` around a SIGHUP, which applies quirk rules, names what needs a
+/// restart and keeps the running configuration when the file is broken;
+/// `STOPPING=1` on SIGTERM, then a clean exit.
+#[test]
+fn systemd_notify_reload_and_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let manager = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    manager
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = manager.recv(&mut buf).expect("a notification");
+        text(&buf[..n])
+    };
+    let config = dir.path().join("bootloader.toml");
+    std::fs::write(&config, "[dhcp]\nlease_time = 600\n").unwrap();
+    let cfg = config.display().to_string();
+    let data = dir.path().join("data").display().to_string();
+    let socket = socket_path.display().to_string();
+    let served = Served::start_with(
+        dir.path(),
+        free_port(),
+        &["--config", &cfg, "--data-dir", &data],
+        &[("NOTIFY_SOCKET", &socket)],
+    );
+    let ready = next();
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=serving on 127.0.0.1:"),
+        "{ready}"
+    );
+
+    std::fs::write(
+        &config,
+        "[dhcp]\nlease_time = 900\n\n[[dhcp.quirk]]\nname = \"old-rom\"\nmac_prefix = \"52:54:00\"\ntftp_blksize = 512\n",
+    )
+    .unwrap();
+    let pid = served.child.id().to_string();
+    run(Command::new("kill").args(["-HUP", &pid]));
+    assert_eq!(next(), "RELOADING=1");
+    assert_eq!(next(), "READY=1");
+    // The log reaches the test through a pipe: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let said = |out: &str| {
+        out.contains("dhcp.quirk rules applied")
+            && out.contains("take effect only after a restart")
+            && out.contains("dhcp.lease_time")
+    };
+    while !said(&served.output()) {
+        assert!(Instant::now() < deadline, "{}", served.output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A broken file: reported, the running configuration stays.
+    std::fs::write(&config, "[dhcp\n").unwrap();
+    run(Command::new("kill").args(["-HUP", &pid]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !served.output().contains("the running one stays") {
+        assert!(Instant::now() < deadline, "{}", served.output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let health = run(Command::new("curl").args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{}/readyz", served.base),
+    ]));
+    assert_eq!(text(&health.stdout), "200");
+
+    let out = served.stop();
+    assert!(next().starts_with("STOPPING=1"), "{out}");
+}
+
+/// `--log-format json`: one JSON object per line; each HTTP request's
+/// lines carry its span with the MAC (and the deployment when known), and
+/// a callback's token never appears.
+#[test]
+fn json_logs_carry_the_request_span() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let served = Served::start_with(
+        dir.path(),
+        free_port(),
+        &["--log-format", "json", "--data-dir", &data],
+        &[("RUST_LOG", "info,tower_http=debug")],
+    );
+    let get = |path: &str| {
+        run(Command::new("curl").args(["-s", "-o", "/dev/null", &format!("{}{path}", served.base)]))
+    };
+    get("/ipxe/52:54:00:1a:0b:0c");
+    let secret = "secret-callback-token-5f3a";
+    get(&format!("/_callback/{secret}/installing"));
+    std::thread::sleep(Duration::from_millis(300));
+    let out = served.stop();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(!lines.is_empty(), "{out}");
+    assert!(
+        lines.iter().any(|l| l["span"]["name"] == "http"
+            && l["span"]["mac"] == "52:54:00:1a:0b:0c"
+            && l["span"]["path"] == "/ipxe/52:54:00:1a:0b:0c"),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["span"]["path"] == "/_callback/<token>/installing"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(secret),
+        "the callback token was logged:\n{out}"
     );
 }

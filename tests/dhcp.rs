@@ -511,6 +511,49 @@ async fn proxy_answers_boot_clients_only(backend: Backend) {
     env.stop().await;
 }
 
+/// A reloaded configuration (SIGHUP) brings new quirk rules into force at
+/// once; a changed lease time waits for a restart.
+async fn quirks_reload_without_a_restart(backend: Backend) {
+    let env = start(backend, "authoritative").await;
+    let liar = "52:54:00:00:08:01";
+    add_server(&env.d, "r1.lab.example.com", liar, None).await;
+    deploy(&env.d, "r1.lab.example.com").await;
+    let o = env
+        .send(&pxe(MessageType::Discover, liar, 1, 9))
+        .await
+        .unwrap();
+    assert_eq!(file(&o), "ipxe.efi");
+
+    std::fs::write(
+        env.ts.dir.path().join("bootloader.toml"),
+        "[dhcp]\nlease_time = 900\n\n[[dhcp.quirk]]\nname = \"lying-uefi\"\nmac_prefix = \"52:54:00:00:08\"\nset_arch = 0\n",
+    )
+    .unwrap();
+    env.d.reload.send(env.ts.config()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let o = loop {
+        let o = env
+            .send(&pxe(MessageType::Discover, liar, 2, 9))
+            .await
+            .unwrap();
+        if file(&o) == "undionly.kpxe" {
+            break o;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new rule never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The lease time is the one the daemon started with.
+    let lease = o.opts().iter().find_map(|(_, opt)| match opt {
+        dhcproto::v4::DhcpOption::AddressLeaseTime(t) => Some(*t),
+        _ => None,
+    });
+    assert_eq!(lease, Some(600));
+    env.stop().await;
+}
+
 /// Quirk rules change answers for the clients they match, and say so in
 /// the timeline.
 async fn quirks_apply_to_matching_clients(backend: Backend) {
@@ -651,5 +694,6 @@ battery!(
     malformed_packets_are_dropped,
     proxy_answers_boot_clients_only,
     quirks_apply_to_matching_clients,
+    quirks_reload_without_a_restart,
     leases_survive_a_restart_and_inform,
 );

@@ -71,7 +71,7 @@ async fn start(root: &Path) -> SocketAddr {
         max_transfers: 64,
         store: None,
         timeline: None,
-        quirks: Vec::new(),
+        quirks: Default::default(),
     };
     tokio::spawn(serve(socket, config, std::future::pending()));
     addr
@@ -433,7 +433,7 @@ async fn deployment_files_and_quirk_blksize(backend: common::Backend) {
         max_transfers: 64,
         store: Some(d.store.clone()),
         timeline: Some(timeline),
-        quirks: vec![bootloader::dhcp::quirks::Quirk {
+        quirks: bootloader::dhcp::quirks::QuirkRules::new(vec![bootloader::dhcp::quirks::Quirk {
             name: "small-blocks".into(),
             mac_prefix: Some(vec![0x52, 0x54, 0x00, 0x12]),
             arch: None,
@@ -441,7 +441,7 @@ async fn deployment_files_and_quirk_blksize(backend: common::Backend) {
             set_arch: None,
             answer: None,
             tftp_blksize: Some(512),
-        }],
+        }]),
     };
     tokio::spawn(serve(socket, config, std::future::pending()));
 

@@ -239,6 +239,38 @@ impl Config {
     }
 }
 
+/// What a reloaded configuration changes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reload {
+    /// The `[[dhcp.quirk]]` rules differ: they are applied at once.
+    pub quirks: bool,
+    /// Other settings whose values differ: they take effect at the next
+    /// start. Secrets are compared by whether they are set, not by value
+    /// (their values are redacted here).
+    pub need_restart: Vec<&'static str>,
+}
+
+/// Compares the running configuration with one read again (SIGHUP).
+pub fn compare(running: &Config, reread: &Config) -> Reload {
+    let need_restart = reread
+        .settings
+        .iter()
+        .filter(|s| s.key != "dhcp.quirk")
+        .filter(|s| {
+            running
+                .settings
+                .iter()
+                .find(|o| o.key == s.key)
+                .is_none_or(|o| o.value != s.value)
+        })
+        .map(|s| s.key)
+        .collect();
+    Reload {
+        quirks: running.boot.dhcp.quirks != reread.boot.dhcp.quirks,
+        need_restart,
+    }
+}
+
 /// `[email]`: where deployment notifications are mailed.
 #[derive(Debug, Clone)]
 pub struct EmailSettings {
@@ -1188,6 +1220,25 @@ mod tests {
         for needle in ["server.url", "log.format", "SECRET_KEY", "SSL_ENABLE"] {
             assert!(err.contains(needle), "{needle} missing from {err}");
         }
+    }
+
+    #[test]
+    fn reload_applies_quirks_and_names_the_rest() {
+        let running = load_with("[dhcp]\nlease_time = 600\n", &[]).unwrap();
+        let same = load_with("[dhcp]\nlease_time = 600\n", &[]).unwrap();
+        assert_eq!(compare(&running, &same), Reload::default());
+        let reread = load_with(
+            "[dhcp]\nlease_time = 900\n[[dhcp.quirk]]\nname = \"old-rom\"\nmac_prefix = \"52:54:00\"\ntftp_blksize = 512\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            compare(&running, &reread),
+            Reload {
+                quirks: true,
+                need_restart: vec!["dhcp.lease_time"],
+            }
+        );
     }
 
     #[test]

@@ -27,6 +27,28 @@ pub struct Quirk {
     pub tftp_blksize: Option<u16>,
 }
 
+/// The quirk rules in force, shared by DHCP and TFTP and replaced whole
+/// when the configuration is reloaded (SIGHUP).
+#[derive(Debug, Clone, Default)]
+pub struct QuirkRules(std::sync::Arc<std::sync::RwLock<std::sync::Arc<Vec<Quirk>>>>);
+
+impl QuirkRules {
+    pub fn new(rules: Vec<Quirk>) -> Self {
+        Self(std::sync::Arc::new(std::sync::RwLock::new(
+            std::sync::Arc::new(rules),
+        )))
+    }
+
+    /// The rules now (a cheap handle: a later replace does not change it).
+    pub fn current(&self) -> std::sync::Arc<Vec<Quirk>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, rules: Vec<Quirk>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(rules);
+    }
+}
+
 /// Parses `52:54:00` (or `52-54-00`, `525400`) into bytes.
 pub fn parse_mac_prefix(s: &str) -> Result<Vec<u8>, String> {
     let hex: String = s

@@ -19,7 +19,7 @@ use tracing::Instrument;
 use super::classify::{ClientInfo, Firmware, MessageKind, VendorClass, classify, decode};
 use super::decide::{BootAnswer, DhcpDecision, Known, Mode, Policy, Purpose, decide};
 use super::lease::{LeaseTimes, Leases, RequestAnswer};
-use super::quirks::{self, Quirk};
+use super::quirks;
 use super::reply::{LeaseOffer, ReplyContext, nak, reply};
 use crate::config::{DhcpMode, DhcpSettings};
 use crate::model::MacAddr;
@@ -175,7 +175,7 @@ pub struct DhcpService {
     timeline: Timeline,
     networks: Networks,
     client_port: u16,
-    quirks: Vec<Quirk>,
+    quirks: super::quirks::QuirkRules,
     /// Unicast replies through an ARP entry instead of broadcasting.
     unicast: bool,
     dropped: std::sync::atomic::AtomicU64,
@@ -187,6 +187,7 @@ impl DhcpService {
         http_base: &str,
         store: Arc<dyn Store>,
         timeline: Timeline,
+        quirks: &super::quirks::QuirkRules,
     ) -> Self {
         let mode = match settings.mode {
             DhcpMode::Proxy => Mode::Proxy,
@@ -220,7 +221,7 @@ impl DhcpService {
                 cached: RwLock::new((None, Vec::new())),
             },
             client_port: settings.client_port,
-            quirks: settings.quirks.clone(),
+            quirks: quirks.clone(),
             unicast: settings.unicast,
             dropped: std::sync::atomic::AtomicU64::new(0),
         }
@@ -566,14 +567,16 @@ impl DhcpService {
             }
             _ => None,
         };
-        let quirk = quirks::matching(&self.quirks, &client, vendor.as_deref());
+        let rules = self.quirks.current();
+        let quirk = quirks::matching(&rules, &client, vendor.as_deref());
         let mut request = describe(&client);
         if let Some(q) = quirk {
             quirks::apply(q, &mut client);
             request.push_str(&format!(" [quirk {:?}]", q.name));
         }
         let mode = quirk.and_then(|q| q.answer).unwrap_or(self.policy.mode);
-        let span = tracing::debug_span!("dhcp", mac = %client.mac, xid = client.xid);
+        let span = tracing::info_span!("dhcp", mac = %client.mac, xid = client.xid,
+            deployment = tracing::field::Empty);
         let answer = match self
             .answer(sock, &msg, &client, mode)
             .instrument(span)
@@ -679,6 +682,9 @@ impl DhcpService {
         let target = self.store.boot_target(client.mac).await;
         crate::telemetry::store_op("boot_target", started.elapsed());
         let target = target?;
+        if let Some((deployment, _)) = target.as_ref().and_then(|t| t.deployment) {
+            tracing::Span::current().record("deployment", deployment);
+        }
         let known = match &target {
             None => Known::Unknown,
             Some(t) if t.deployment.is_some() => Known::Deploying,

@@ -207,6 +207,7 @@ async fn callback(
             deployment_id,
             first,
         }) => {
+            tracing::Span::current().record("deployment", deployment_id);
             tracing::info!(deployment = deployment_id, callback = %name, first, "callback");
             if let Some(engine) = &state.engine {
                 engine.nudge(deployment_id);
@@ -302,6 +303,9 @@ async fn record(State(state): State<BootState>, req: Request, next: Next) -> Res
         .strip_prefix("/ipxe/")
         .and_then(|m| m.parse::<MacAddr>().ok())
         .or_else(|| state.timeline.mac_of(peer.ip()));
+    if let Some(m) = mac {
+        tracing::Span::current().record("mac", tracing::field::display(m));
+    }
     let response = next.run(req).await;
     let status = response.status();
     let outcome = if status.is_success() || status.is_redirection() {
@@ -328,8 +332,9 @@ async fn record(State(state): State<BootState>, req: Request, next: Next) -> Res
     response
 }
 
-/// The timeline shows a callback's name, never its secret token.
-fn redact_token(path: &str) -> String {
+/// The timeline and the logs show a callback's name, never its secret
+/// token.
+pub fn redact_token(path: &str) -> String {
     if let Some((_, name)) = path
         .strip_prefix("/_callback/")
         .and_then(|rest| rest.split_once('/'))

@@ -45,10 +45,22 @@ pub fn router(state: AppState, boot_state: boot::BootState, health: health::Heal
         .merge(boot::routes(boot_state.clone()))
         .route_layer(axum::middleware::from_fn(health::track))
         .fallback(move |req: axum::extract::Request| fallback(boot_state.clone(), req))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             16 * 1024 * 1024,
         ))
+}
+
+/// One span per request, carrying what the handlers learn: the machine's
+/// MAC and the deployment. The path is shown without tokens.
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    tracing::info_span!(
+        "http",
+        method = %req.method(),
+        path = %boot::redact_token(req.uri().path()),
+        mac = tracing::field::Empty,
+        deployment = tracing::field::Empty,
+    )
 }
 
 /// The REST API alone, under `/api/v1alpha2`: what the command queue

@@ -16,7 +16,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::packet::{self, ErrorCode, Mode, Packet, Request};
 use super::path::resolve;
 use super::transfer::{Limits, Outcome, Transfer, Transmit, negotiate};
-use crate::dhcp::quirks::{self, Quirk};
+use crate::dhcp::quirks;
 use crate::store::Store;
 use crate::store::boot::{Outcome as TimelineOutcome, Phase, Via};
 use crate::timeline::Timeline;
@@ -34,7 +34,7 @@ pub struct TftpConfig {
     pub timeline: Option<Timeline>,
     /// Firmware quirks: a `tftp_blksize` caps the block size offered to
     /// clients whose MAC (learned from DHCP or ARP) matches.
-    pub quirks: Vec<Quirk>,
+    pub quirks: crate::dhcp::quirks::QuirkRules,
 }
 
 impl TftpConfig {
@@ -149,8 +149,28 @@ async fn send_error(socket: &UdpSocket, to: SocketAddr, code: ErrorCode, message
     }
 }
 
-/// Serves on `socket` until `shutdown` resolves. Transfers under way when
-/// it does are finished by their own tasks.
+/// How long transfers under way may take to finish once the server stops.
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Waits until every transfer slot is free again, or `DRAIN` has passed.
+async fn drain(slots: &Semaphore, total: usize) {
+    let busy = total - slots.available_permits();
+    if busy == 0 {
+        return;
+    }
+    info!(busy, "TFTP: waiting for the transfers under way");
+    let all = u32::try_from(total).unwrap_or(u32::MAX);
+    match tokio::time::timeout(DRAIN, slots.acquire_many(all)).await {
+        Ok(_) => info!("TFTP: every transfer finished"),
+        Err(_) => warn!(
+            busy = total - slots.available_permits(),
+            "TFTP: transfers still under way were cut off at shutdown"
+        ),
+    }
+}
+
+/// Serves on `socket` until `shutdown` resolves, then waits (up to
+/// `DRAIN`) for the transfers under way to finish.
 pub async fn serve(
     socket: UdpSocket,
     config: TftpConfig,
@@ -167,7 +187,10 @@ pub async fn serve(
     info!(%local, root = %config.root.display(), "TFTP serving");
     loop {
         let (n, peer) = tokio::select! {
-            () = &mut shutdown => return Ok(()),
+            () = &mut shutdown => {
+                drain(&slots, config.max_transfers.max(1)).await;
+                return Ok(());
+            }
             r = socket.recv_from(&mut buf) => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -203,7 +226,8 @@ pub async fn serve(
                 };
                 let config = config.clone();
                 let live = live.clone();
-                let span = info_span!("tftp", %peer, file = ?request.filename);
+                let span = info_span!("tftp", %peer, file = ?request.filename,
+                    mac = tracing::field::Empty, deployment = tracing::field::Empty);
                 tokio::spawn(
                     async move {
                         run_transfer(local, peer, request, &config).await;
@@ -301,6 +325,7 @@ async fn open_source(
         let path = filename.trim_start_matches('/');
         match store.served_file(Via::Tftp, path).await {
             Ok(Some(f)) => {
+                tracing::Span::current().record("deployment", f.deployment_id);
                 if let Some(cached) = f.file {
                     // A downloaded file, served from the download cache.
                     let file = tokio::fs::File::open(&cached).await.map_err(|e| {
@@ -406,12 +431,11 @@ async fn run_transfer(local: SocketAddr, peer: SocketAddr, request: Request, con
         }
     };
     let mut limits = config.limits.clone();
-    if let Some(cap) = config
-        .timeline
-        .as_ref()
-        .and_then(|t| t.mac_of(peer.ip()))
-        .and_then(|mac| quirks::tftp_blksize(&config.quirks, &mac))
-    {
+    let mac = config.timeline.as_ref().and_then(|t| t.mac_of(peer.ip()));
+    if let Some(mac) = mac {
+        tracing::Span::current().record("mac", tracing::field::display(mac));
+    }
+    if let Some(cap) = mac.and_then(|mac| quirks::tftp_blksize(&config.quirks.current(), &mac)) {
         debug!(cap, "block size capped by a firmware quirk");
         limits.max_blksize = limits.max_blksize.min(cap);
     }

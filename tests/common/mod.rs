@@ -132,6 +132,8 @@ pub struct Daemon {
     pub token: String,
     pub store: Arc<dyn Store>,
     client: reqwest::Client,
+    /// A configuration sent here is applied as on SIGHUP.
+    pub reload: tokio::sync::mpsc::Sender<Config>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
 }
@@ -160,11 +162,18 @@ impl Daemon {
             dhcp: bootloader::dhcp::server::bind(&config.boot.dhcp).expect("bind DHCP"),
         };
         let (tx, rx) = oneshot::channel();
+        let (reload, reloads) = tokio::sync::mpsc::channel(1);
         let run_store = store.clone();
         let handle = tokio::spawn(async move {
-            bootloader::app::run(&config, run_store, listeners, async {
-                let _ = rx.await;
-            })
+            bootloader::app::run_with_reloads(
+                &config,
+                run_store,
+                listeners,
+                async {
+                    let _ = rx.await;
+                },
+                Some(reloads),
+            )
             .await
             .expect("daemon run");
         });
@@ -173,6 +182,7 @@ impl Daemon {
             token,
             store,
             client: reqwest::Client::new(),
+            reload,
             shutdown: Some(tx),
             handle: Some(handle),
         }
