@@ -150,6 +150,8 @@ pub struct Listeners {
     /// Port 67 (and 4011 in proxy mode) per boot interface; empty when
     /// DHCP is off.
     pub dhcp: Vec<DhcpSocket>,
+    /// HTTPS (`tls.enable`): its socket and the certificate it presents.
+    pub https: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
 }
 
 /// Binds what the configuration asks for, failing with a message that names
@@ -183,7 +185,21 @@ pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
     } else {
         None
     };
-    Ok(Listeners { http, tftp, dhcp })
+    let https = if config.tls.enable {
+        let acceptor = http::tls::acceptor(&config.tls)?;
+        let listener = TcpListener::bind(config.tls.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (tls.listen)", config.tls.listen))?;
+        Some((listener, acceptor))
+    } else {
+        None
+    };
+    Ok(Listeners {
+        http,
+        tftp,
+        dhcp,
+        https,
+    })
 }
 
 /// Serves until `shutdown` resolves. The sockets are bound by the caller, so
@@ -301,6 +317,15 @@ pub async fn run_with_reloads(
             up: dhcp_up.clone(),
         });
     }
+    let https_up = up();
+    if let Some((listener, _)) = &listeners.https {
+        serving.push(http::health::Listener {
+            name: "https",
+            address: listener.local_addr()?.to_string(),
+            interface: None,
+            up: https_up.clone(),
+        });
+    }
     if let Some(socket) = &listeners.tftp {
         serving.push(http::health::Listener {
             name: "tftp",
@@ -407,11 +432,27 @@ pub async fn run_with_reloads(
         "READY=1\nSTATUS=serving on {}",
         listeners.http.local_addr()?
     ));
-    let serving_http = http::serve(
-        listeners.http,
-        http::router(state, boot_state, health),
-        stopped(stop_rx.clone()),
-    );
+    let router = http::router(state, boot_state, health);
+    let https_task = listeners.https.map(|(listener, acceptor)| {
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(443);
+        let serve = http::tls::serve(listener, acceptor, router.clone(), stopped(stop_rx.clone()));
+        let https_up = https_up.clone();
+        let task = tokio::spawn(async move {
+            serve.await;
+            https_up.store(false, std::sync::atomic::Ordering::Relaxed);
+        });
+        (port, task)
+    });
+    let plain = match (&https_task, config.tls.set_redirect) {
+        (Some((port, _)), true) => {
+            let port = *port;
+            router.layer(axum::middleware::from_fn(move |req, next| {
+                http::tls::redirect(port, req, next)
+            }))
+        }
+        _ => router,
+    };
+    let serving_http = http::serve(listeners.http, plain, stopped(stop_rx.clone()));
     // Requests under way when the stop comes get `DRAIN` to finish.
     let served = tokio::select! {
         r = serving_http => r,
@@ -425,6 +466,10 @@ pub async fn run_with_reloads(
     };
     http_up.store(false, std::sync::atomic::Ordering::Relaxed);
     served.context("HTTP server failed")?;
+    if let Some((_, task)) = https_task {
+        // Its requests under way had the same `DRAIN` as plain HTTP's.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), task).await;
+    }
     if let Some(task) = tftp_task {
         task.await
             .context("TFTP task")?

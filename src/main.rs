@@ -411,11 +411,6 @@ async fn rotate_secret(config: &Config, new_secret_file: Option<&Path>) -> anyho
 }
 
 async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
-    if config.tls.enable {
-        bail!(
-            "tls.enable (SSL_ENABLE) is set, but TLS is not built into this version yet; unset it or put a TLS proxy in front"
-        );
-    }
     for inert in config.inert_settings() {
         tracing::warn!(setting = inert, "setting has no effect in this version");
     }
@@ -436,6 +431,17 @@ async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     say!("bootloader is serving on http://{addr}");
     say!("  API:      http://{addr}/api/v1alpha2/  (Authorization: Token <key>)");
     say!("  OpenAPI:  http://{addr}/api/v1alpha2/openapi.json");
+    if let Some((listener, _)) = &listeners.https {
+        let tls_addr = listener.local_addr()?;
+        say!(
+            "  HTTPS:    https://{tls_addr}/api/v1alpha2/{}",
+            if config.tls.set_redirect {
+                "  (plain HTTP redirects the API here)"
+            } else {
+                ""
+            }
+        );
+    }
     say!(
         "  data dir: {}  store: {:?}",
         config.data_dir.display(),

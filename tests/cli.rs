@@ -496,7 +496,12 @@ fn serve_refuses_what_it_cannot_do() {
             .env("SSL_ENABLE", "true"),
     );
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("TLS"), "{}", text(&out.stderr));
+    // SSL_ENABLE without a certificate and key names what is missing.
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("SSL_CERTIFICATE_CONTENTS") && err.contains("SSL_KEY_CONTENTS"),
+        "{err}"
+    );
     // A port in use is a clear start-up error.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
@@ -772,5 +777,123 @@ fn json_logs_carry_the_request_span() {
     assert!(
         !out.contains(secret),
         "the callback token was logged:\n{out}"
+    );
+}
+
+/// A self-signed certificate for 127.0.0.1 and its key, from openssl.
+fn self_signed(dir: &Path, name: &str) -> (String, String) {
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    let out = run(Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=bootloader-test"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    assert!(out.status.success(), "openssl: {}", text(&out.stderr));
+    (
+        std::fs::read_to_string(cert).unwrap(),
+        std::fs::read_to_string(key).unwrap(),
+    )
+}
+
+fn curl(args: &[&str]) -> (bool, String) {
+    let out = run(Command::new("curl").args(["-s", "-S"]).args(args));
+    (out.status.success(), text(&out.stdout) + &text(&out.stderr))
+}
+
+/// SSL_ENABLE: the API over HTTPS with the configured certificate (curl
+/// verifies it), plain HTTP redirecting the API there with
+/// SSL_SET_REDIRECT, while what firmware fetches stays on plain HTTP. A key
+/// that does not match the certificate stops the start with a message.
+#[test]
+fn tls_serves_the_api_and_keeps_boot_plain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path(), "server");
+    let cert_file = dir.path().join("server.crt").display().to_string();
+    let tls_port = free_port();
+    let tls_listen = format!("127.0.0.1:{tls_port}");
+    let data = dir.path().join("data").display().to_string();
+    let served = Served::start_with(
+        dir.path(),
+        free_port(),
+        &["--data-dir", &data],
+        &[
+            ("SSL_ENABLE", "true"),
+            ("SSL_CERTIFICATE_CONTENTS", &cert),
+            ("SSL_KEY_CONTENTS", &key),
+            ("SSL_SET_REDIRECT", "true"),
+            ("BOOTLOADER_TLS_LISTEN", &tls_listen),
+        ],
+    );
+    let token = served.token().expect("first token");
+    let auth = format!("Authorization: Token {token}");
+    assert!(
+        served
+            .output()
+            .contains(&format!("HTTPS:    https://{tls_listen}"))
+    );
+
+    let https = format!("https://{tls_listen}/api/v1alpha2/servers");
+    let (ok, body) = curl(&["--cacert", &cert_file, "-H", &auth, &https]);
+    assert!(ok && body.contains("\"results\""), "{body}");
+    // Without our CA, curl refuses the certificate: it is really TLS.
+    let (ok, body) = curl(&["-H", &auth, &https]);
+    assert!(!ok, "{body}");
+
+    // Plain HTTP: the API is redirected (308 keeps the method), boot is not.
+    let (_, head) = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        &format!("{}/api/v1alpha2/servers?limit=5", served.base),
+    ]);
+    assert_eq!(head, format!("308 {https}?limit=5"));
+    let (_, boot) = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{}/boot.ipxe", served.base),
+    ]);
+    assert_eq!(boot, "200");
+    let (_, ready) = curl(&[&format!("{}/readyz", served.base)]);
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    assert!(
+        ready["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["name"] == "https" && l["up"] == true),
+        "{ready}"
+    );
+    served.stop();
+
+    // Another key: the start fails and says why.
+    let (_, other_key) = self_signed(dir.path(), "other");
+    let out = run(bootloader(
+        dir.path(),
+        &[
+            "serve",
+            "--http-listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--data-dir",
+            &data,
+        ],
+    )
+    .env("SSL_ENABLE", "true")
+    .env("SSL_CERTIFICATE_CONTENTS", &cert)
+    .env("SSL_KEY_CONTENTS", &other_key)
+    .env("BOOTLOADER_TLS_LISTEN", "127.0.0.1:0"));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("do not go together"),
+        "{}",
+        text(&out.stderr)
     );
 }

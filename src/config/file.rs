@@ -143,6 +143,7 @@ pub struct DatabaseSection {
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
     pub enable: Option<bool>,
+    pub listen: Option<String>,
     pub certificate: Option<String>,
     pub key: Option<String>,
     pub certificate_file: Option<String>,

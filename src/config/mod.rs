@@ -162,13 +162,20 @@ impl fmt::Debug for SecretSource {
     }
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct TlsConfig {
     pub enable: bool,
+    /// Where HTTPS listens (the plain `http.listen` keeps serving the boot
+    /// and callback endpoints).
+    pub listen: SocketAddr,
+    /// PEM: the certificate chain.
     pub certificate: Option<String>,
-    pub key_present: bool,
+    /// PEM: the private key. Debug is redacted.
+    pub key: Option<Secret>,
     pub certificate_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    /// Plain-HTTP requests for the API are redirected to HTTPS; what
+    /// firmware and installers fetch is not.
     pub set_redirect: bool,
 }
 
@@ -705,7 +712,7 @@ fn resolve(
             None,
             Secret,
         ),
-        key_present: r
+        key: r
             .pick(
                 "tls.key",
                 None,
@@ -714,7 +721,29 @@ fn resolve(
                 None,
                 Secret,
             )
-            .is_some(),
+            .map(crate::model::Secret::new),
+        listen: {
+            let host = http_listen.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+            let default = SocketAddr::new(host, 8443).to_string();
+            let raw = r
+                .pick(
+                    "tls.listen",
+                    None,
+                    &["BOOTLOADER_TLS_LISTEN"],
+                    f.tls.listen,
+                    Some(default.clone()),
+                    Plain,
+                )
+                .unwrap_or(default);
+            match raw.parse() {
+                Ok(a) => a,
+                Err(_) => {
+                    r.errors
+                        .push(format!("tls.listen: {raw:?} is not an address:port"));
+                    SocketAddr::new(host, 8443)
+                }
+            }
+        },
         certificate_file: r
             .pick(
                 "tls.certificate_file",
@@ -747,6 +776,20 @@ fn resolve(
             .unwrap_or(false),
     };
 
+    if tls.enable {
+        if tls.certificate.is_none() && tls.certificate_file.is_none() {
+            r.errors.push(
+                "tls.enable (SSL_ENABLE) needs a certificate: tls.certificate (SSL_CERTIFICATE_CONTENTS) or tls.certificate_file"
+                    .into(),
+            );
+        }
+        if tls.key.is_none() && tls.key_file.is_none() {
+            r.errors.push(
+                "tls.enable (SSL_ENABLE) needs a private key: tls.key (SSL_KEY_CONTENTS) or tls.key_file"
+                    .into(),
+            );
+        }
+    }
     let broker_url = r.pick("broker.url", None, &["BROKER_URL"], f.broker.url, None, Url);
     let broker_exchange = r
         .pick(

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod boot;
 pub mod health;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -160,6 +160,7 @@ impl Daemon {
             http: listener,
             tftp: None,
             dhcp: bootloader::dhcp::server::bind(&config.boot.dhcp).expect("bind DHCP"),
+            https: None,
         };
         let (tx, rx) = oneshot::channel();
         let (reload, reloads) = tokio::sync::mpsc::channel(1);
