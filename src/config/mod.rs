@@ -1186,6 +1186,8 @@ mod tests {
                 ("DB_PASSWORD", "hunter2hunter2"),
                 ("DB_NAME", "inventory"),
                 ("SSL_ENABLE", "True"),
+                ("SSL_CERTIFICATE_FILE", "/etc/ssl/bootloader.crt"),
+                ("SSL_KEY_FILE", "/etc/ssl/private/bootloader.key"),
             ],
         )
         .unwrap();
