@@ -176,6 +176,21 @@ fn deb_installs_serves_upgrades_removes_and_purges() {
     let unit =
         std::fs::read_to_string(c.path("usr/lib/systemd/system/bootloader.service")).unwrap();
     assert!(unit.contains("Type=notify") && unit.contains("AmbientCapabilities="));
+    // systemd's own check of the unit as installed (pointing at the
+    // installed binary, which the host's systemd sees through the root).
+    let checked = c.path("tmp/bootloader.service");
+    let bin = c.path("usr/bin/bootloader").display().to_string();
+    std::fs::write(&checked, unit.replace("/usr/bin/bootloader", &bin)).unwrap();
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&checked)
+        .output()
+        .expect("systemd-analyze (systemd) on the host");
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
 
     // It serves as its own user with the packaged config (on loopback: the
     // chroot shares this network namespace).
