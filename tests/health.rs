@@ -144,19 +144,7 @@ async fn ready_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_without_the_database() {
     let pg = Postgres::start();
-    let dir = tempfile::tempdir().unwrap();
-    let mut env = std::collections::HashMap::new();
-    env.insert(
-        "BOOTLOADER_DATA_DIR".into(),
-        dir.path().display().to_string(),
-    );
-    env.insert("DATABASE_URL".into(), pg.url("postgres"));
-    let store = TestStore {
-        backend: Backend::Postgres,
-        dir,
-        pg_database: None,
-        env,
-    };
+    let store = TestStore::on_postgres(&pg.url("postgres"));
     let d = Daemon::start(&store, None).await;
     assert_eq!(ready(&d).await.0, StatusCode::OK);
 

@@ -242,19 +242,7 @@ async fn a_stopped_broker_loses_no_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_database_refuses_callbacks_and_loses_none() {
     let pg = Postgres::start();
-    let dir = tempfile::tempdir().unwrap();
-    let mut env = std::collections::HashMap::new();
-    env.insert(
-        "BOOTLOADER_DATA_DIR".into(),
-        dir.path().display().to_string(),
-    );
-    env.insert("DATABASE_URL".into(), pg.url("postgres"));
-    let store = TestStore {
-        backend: Backend::Postgres,
-        dir,
-        pg_database: None,
-        env,
-    };
+    let store = TestStore::on_postgres(&pg.url("postgres"));
     let d = Daemon::start(&store, None).await;
     let id = start_deployment(&d).await;
     let base = common::callback_base(&d.base, MAC).await;

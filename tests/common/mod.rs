@@ -80,6 +80,24 @@ impl TestStore {
         }
     }
 
+    /// A data dir for a daemon on the PostgreSQL database at `url` (a
+    /// private server the test manages; not dropped).
+    pub fn on_postgres(url: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut env = HashMap::new();
+        env.insert(
+            "BOOTLOADER_DATA_DIR".to_string(),
+            dir.path().display().to_string(),
+        );
+        env.insert("DATABASE_URL".to_string(), url.to_string());
+        Self {
+            backend: Backend::Postgres,
+            dir,
+            pg_database: None,
+            env,
+        }
+    }
+
     /// Another daemon's data dir on the same database, with the same
     /// secret key (the first daemon must have started): a second daemon
     /// sharing the PostgreSQL database. It does not drop the database.
