@@ -230,6 +230,7 @@ pub async fn run_with_reloads(
 ) -> anyhow::Result<()> {
     // The metrics recorder, before anything counts.
     let metrics = crate::telemetry::handle();
+    let upkeep = tokio::spawn(crate::telemetry::upkeep(metrics.clone()));
     let instance = instance_name(&config.data_dir)?;
     let location = config
         .boot
@@ -491,5 +492,6 @@ pub async fn run_with_reloads(
     }
     drop(timeline);
     timeline_task.await.context("timeline writer")?;
+    upkeep.abort();
     Ok(())
 }

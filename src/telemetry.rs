@@ -21,6 +21,7 @@ const SECONDS: &[f64] = &[
 ];
 
 /// Installs the process's recorder (once) and returns what renders it.
+/// Histogram samples pile up between renders: `upkeep` drains them.
 pub fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
@@ -142,6 +143,17 @@ fn describe() {
         "bootloader_events_published_total",
         "events this daemon published and the broker confirmed"
     );
+}
+
+/// Folds the histograms' pending samples into their buckets every few
+/// seconds, so that memory stays flat when nobody scrapes `/metrics`.
+pub async fn upkeep(handle: PrometheusHandle) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
 }
 
 fn outcome(o: Outcome) -> &'static str {
