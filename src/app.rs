@@ -297,6 +297,13 @@ pub async fn run_with_reloads(
             stopped(stop_rx.clone()),
         ))
     });
+    // Old outbox rows, once published and notified.
+    let prune_task = tokio::spawn(crate::events::prune_outbox(
+        store.clone(),
+        config.outbox_retention,
+        config.broker_url.is_none(),
+        stopped(stop_rx.clone()),
+    ));
     // Slack and email notifications, when configured.
     let notify = crate::events::notify::NotifyHandle::default();
     let notify_task = crate::events::notify::Notifier::from_config(config, &instance)?
@@ -481,6 +488,7 @@ pub async fn run_with_reloads(
     }
     engine_tasks.shutdown();
     claims_task.await.context("deployment claims")?;
+    prune_task.await.context("outbox pruning")?;
     if let Some(task) = notify_task {
         task.await.context("notifications")?;
     }

@@ -433,3 +433,97 @@ async fn commands_from_the_queue_are_carried_out_and_answered() {
         .await;
     forget(&conn, &exchange).await;
 }
+
+/// Outbox retention: a row goes once it is old, published (or no broker is
+/// configured) and, for the kinds notifications announce, notified.
+async fn old_outbox_rows_are_pruned_once_done_with(backend: Backend) {
+    let store = TestStore::new(backend).await;
+    let d = Daemon::start(&store, None).await;
+    d.seed_location().await;
+    let (s, b) = d
+        .post(
+            "/servers",
+            json!({"fqdn": "r1.dc1.example.com", "location": "dc1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = d
+        .post_text(
+            "/profiles",
+            "kind: Profile\napiVersion: v1alpha1\nname: wait\nversion: 1.0\nworkflow:\n  new: {}\n  preparing:\n    - action: expect_callback\n      name: never\n  installing: {}\n  configuring: {}\n  postconfiguring: {}\n  complete: {}\n",
+            "application/yaml",
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = d
+        .post(
+            "/deployments",
+            json!({"server": "r1.dc1.example.com", "profile": "wait==1.0"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    // The engine walks it to its callback, which never comes: after that
+    // the outbox stays still.
+    let id = b["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, dep) = d.get(&format!("/deployments/{id}")).await;
+        if dep["state"] == "preparing" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{dep}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let now = time::OffsetDateTime::now_utc();
+    let later = now + time::Duration::DAY;
+    let rows = |_: ()| async {
+        let (n, _) = d.store.outbox_backlog().await.unwrap();
+        n
+    };
+    let written = rows(()).await;
+    assert!(written >= 6, "{written}");
+    // Nothing is old yet; nothing is sent yet.
+    assert_eq!(
+        d.store
+            .prune_outbox(now - time::Duration::DAY, true)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(d.store.prune_outbox(later, false).await.unwrap(), 0);
+    // Published: every old row goes but deployment.new, which waits for the
+    // notifications.
+    let pending = d.store.pending_events(1000).await.unwrap();
+    let ids: Vec<i64> = pending.iter().map(|e| e.id).collect();
+    d.store.mark_events_sent(&ids).await.unwrap();
+    let pruned = d.store.prune_outbox(later, false).await.unwrap();
+    assert_eq!(pruned, written - 1, "all but deployment.new");
+    let waiting = d.store.pending_notifications(10).await.unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].routing_key, "deployment.new");
+    d.store.mark_notified(waiting[0].id).await.unwrap();
+    assert_eq!(d.store.prune_outbox(later, false).await.unwrap(), 1);
+    // Without a broker, unsent rows go too.
+    let (s, b) = d
+        .post(
+            "/servers",
+            json!({"fqdn": "r2.dc1.example.com", "location": "dc1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(d.store.prune_outbox(later, false).await.unwrap(), 0);
+    assert_eq!(d.store.prune_outbox(later, true).await.unwrap(), 1);
+    d.stop().await;
+    store.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_outbox_rows_are_pruned_sqlite() {
+    old_outbox_rows_are_pruned_once_done_with(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_outbox_rows_are_pruned_postgres() {
+    old_outbox_rows_are_pruned_once_done_with(Backend::Postgres).await;
+}

@@ -156,6 +156,7 @@ pub struct TlsSection {
 pub struct BrokerSection {
     pub url: Option<String>,
     pub exchange: Option<String>,
+    pub retention_days: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -204,6 +204,8 @@ pub struct Config {
     pub broker_url: Option<Secret>,
     /// The topic exchange events are published to.
     pub broker_exchange: String,
+    /// How long outbox rows are kept once they are done with.
+    pub outbox_retention: Duration,
     pub default_theme: Option<String>,
     pub gravatar_proxy: bool,
     /// Holds a token: Debug is redacted.
@@ -801,6 +803,20 @@ fn resolve(
             Plain,
         )
         .unwrap_or_default();
+    let outbox_retention_days = r
+        .pick(
+            "broker.retention_days",
+            None,
+            &["BOOTLOADER_BROKER_RETENTION_DAYS"],
+            f.broker.retention_days,
+            Some(7),
+            Plain,
+        )
+        .unwrap_or(7);
+    if outbox_retention_days == 0 {
+        r.errors
+            .push("broker.retention_days must be at least 1".to_string());
+    }
     if broker_exchange.is_empty() || broker_exchange.len() > 255 {
         r.errors
             .push("broker.exchange must be 1 to 255 characters".into());
@@ -1037,6 +1053,7 @@ fn resolve(
         tls,
         broker_url: broker_url.map(crate::model::Secret::new),
         broker_exchange,
+        outbox_retention: Duration::from_secs(u64::from(outbox_retention_days.max(1)) * 86_400),
         default_theme,
         gravatar_proxy,
         slack_hook_url: slack_hook_url.map(crate::model::Secret::new),

@@ -235,6 +235,11 @@ pub trait Store: BootStore + EngineStore + PowerStore + Send + Sync + 'static {
     /// addresses held (offered or bound, not expired at `now`, unix
     /// seconds) per network.
     async fn gauges(&self, now: i64) -> Result<Gauges>;
+    /// Deletes outbox rows written before `before` that are done with: sent
+    /// to the broker (or, with `unsent_too`, whether sent or not: no broker
+    /// is configured) and, for the notified kinds, notified. Returns how
+    /// many.
+    async fn prune_outbox(&self, before: OffsetDateTime, unsent_too: bool) -> Result<u64>;
     /// Deployment events that notifications have not dealt with yet
     /// (`deployment.new`, `.complete`, `.error`), oldest first.
     async fn pending_notifications(&self, limit: u32) -> Result<Vec<OutboxEvent>>;

@@ -1845,6 +1845,21 @@ macro_rules! sql_store {
                     Ok(rows.into_iter().map(OutboxRow::into_event).collect())
                 }
 
+                async fn prune_outbox(&self, before: OffsetDateTime, unsent_too: bool) -> Result<u64> {
+                    let (_writer, mut tx) = self.begin_write().await?;
+                    let done = sqlx::query(
+                        "DELETE FROM outbox WHERE created_at < $1 AND (sent_at IS NOT NULL OR $2) \
+                         AND (notified_at IS NOT NULL \
+                              OR routing_key NOT IN ('deployment.new', 'deployment.complete', 'deployment.error'))",
+                    )
+                    .bind(before)
+                    .bind(unsent_too)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(done.rows_affected())
+                }
+
                 async fn mark_notified(&self, id: i64) -> Result<()> {
                     let (_writer, mut tx) = self.begin_write().await?;
                     sqlx::query("UPDATE outbox SET notified_at = $1 WHERE id = $2")
