@@ -12,12 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::amqp::{BROKER, exchange_name, forget, listen, take};
+use common::amqp::{BROKER, exchange_name, exclusive_queue, forget, listen, take};
 use common::{Backend, Daemon, TestStore};
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -205,6 +204,24 @@ async fn a_broker_outage_loses_nothing() {
     forget(&conn, &exchange).await;
 }
 
+/// Location dc1 with its network, the server `fqdn` in it, and the profile
+/// `wait==1.0`, whose deployments wait for a callback that never comes.
+async fn server_and_waiting_profile(d: &Daemon, fqdn: &str) {
+    d.seed_location().await;
+    let (s, b) = d
+        .post("/servers", json!({"fqdn": fqdn, "location": "dc1"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = d
+        .post_text(
+            "/profiles",
+            "kind: Profile\napiVersion: v1alpha1\nname: wait\nversion: 1.0\nworkflow:\n  new: {}\n  preparing:\n    - action: expect_callback\n      name: never\n  installing: {}\n  configuring: {}\n  postconfiguring: {}\n  complete: {}\n",
+            "application/yaml",
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+}
+
 /// Publishes `command` to `queue` with a reply queue, and returns the reply.
 async fn ask(
     ch: &lapin::Channel,
@@ -260,22 +277,7 @@ async fn commands_from_the_queue_are_carried_out_and_answered() {
         .env
         .insert("BOOTLOADER_DHCP_LOCATION".into(), location.clone());
     let d = Daemon::start(&store, None).await;
-    d.seed_location().await;
-    let (s, b) = d
-        .post(
-            "/servers",
-            json!({"fqdn": "q1.dc1.example.com", "location": "dc1"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
-    let (s, b) = d
-        .post_text(
-            "/profiles",
-            "kind: Profile\napiVersion: v1alpha1\nname: wait\nversion: 1.0\nworkflow:\n  new: {}\n  preparing:\n    - action: expect_callback\n      name: never\n  installing: {}\n  configuring: {}\n  postconfiguring: {}\n  complete: {}\n",
-            "application/yaml",
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
+    server_and_waiting_profile(&d, "q1.dc1.example.com").await;
     // The daemon declares its queue when it connects.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -293,18 +295,7 @@ async fn commands_from_the_queue_are_carried_out_and_answered() {
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(Default::default()).await.unwrap();
-    let reply_queue = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let reply_queue = exclusive_queue(&ch).await;
     let reply_to = reply_queue.name().to_string();
     let mut replies = ch
         .basic_consume(
@@ -439,22 +430,7 @@ async fn commands_from_the_queue_are_carried_out_and_answered() {
 async fn old_outbox_rows_are_pruned_once_done_with(backend: Backend) {
     let store = TestStore::new(backend).await;
     let d = Daemon::start(&store, None).await;
-    d.seed_location().await;
-    let (s, b) = d
-        .post(
-            "/servers",
-            json!({"fqdn": "r1.dc1.example.com", "location": "dc1"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
-    let (s, b) = d
-        .post_text(
-            "/profiles",
-            "kind: Profile\napiVersion: v1alpha1\nname: wait\nversion: 1.0\nworkflow:\n  new: {}\n  preparing:\n    - action: expect_callback\n      name: never\n  installing: {}\n  configuring: {}\n  postconfiguring: {}\n  complete: {}\n",
-            "application/yaml",
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
+    server_and_waiting_profile(&d, "r1.dc1.example.com").await;
     let (s, b) = d
         .post(
             "/deployments",

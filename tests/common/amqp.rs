@@ -24,18 +24,7 @@ pub async fn listen(exchange: &str) -> (Connection, lapin::Consumer) {
     let ch = conn.create_channel().await.unwrap();
     // The test deletes it at the end.
     declare_exchange(&ch, exchange).await;
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let q = exclusive_queue(&ch).await;
     ch.queue_bind(
         q.name().clone(),
         exchange.into(),
@@ -55,6 +44,21 @@ pub async fn listen(exchange: &str) -> (Connection, lapin::Consumer) {
         .await
         .unwrap();
     (conn, consumer)
+}
+
+/// A server-named queue that lives as long as this connection.
+pub async fn exclusive_queue(ch: &lapin::Channel) -> lapin::Queue {
+    ch.queue_declare(
+        "".into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
 }
 
 /// Declares the topic exchange `name` as the relay does (durable).
