@@ -232,28 +232,27 @@ pub fn callback(result: &'static str) {
 }
 
 /// A power command's end: `result` is ok or the error kind.
-pub fn power_command(action: &str, result: &str, took: Duration) {
-    counter!("bootloader_power_commands_total",
-        "action" => action.to_string(), "result" => result.to_string())
-    .increment(1);
+pub fn power_command(action: &'static str, result: &'static str, took: Duration) {
+    counter!("bootloader_power_commands_total", "action" => action, "result" => result)
+        .increment(1);
     if result != "ok" {
-        counter!("bootloader_bmc_failures_total", "kind" => result.to_string()).increment(1);
+        counter!("bootloader_bmc_failures_total", "kind" => result).increment(1);
     }
-    histogram!("bootloader_power_command_duration_seconds", "action" => action.to_string())
+    histogram!("bootloader_power_command_duration_seconds", "action" => action)
         .record(took.as_secs_f64());
 }
 
 /// A deployment action finished (`ok` or `failed`) after `took`.
-pub fn action(step: &str, kind: &str, result: &'static str, took: Duration) {
+pub fn action(step: &'static str, kind: &'static str, result: &'static str, took: Duration) {
     histogram!("bootloader_deployment_action_duration_seconds",
-        "step" => step.to_string(), "action" => kind.to_string(), "result" => result)
+        "step" => step, "action" => kind, "result" => result)
     .record(took.as_secs_f64());
 }
 
 /// A deployment step finished after `took` (from its first action's start
 /// in this daemon).
-pub fn step(step: &str, took: Duration) {
-    histogram!("bootloader_deployment_step_duration_seconds", "step" => step.to_string())
+pub fn step(step: &'static str, took: Duration) {
+    histogram!("bootloader_deployment_step_duration_seconds", "step" => step)
         .record(took.as_secs_f64());
 }
 
