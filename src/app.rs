@@ -71,6 +71,108 @@ pub fn write_key_file(path: &Path, key: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates the data dir readable by this user only (0700; the files in it
+/// are 0600 through the process umask set in `main`). An existing one that
+/// other users can enter loses those bits, with a warning: it holds the
+/// database, whose rows carry live callback and export tokens.
+pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+        return Ok(());
+    }
+    let meta = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read data dir {}", dir.display()))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o007 != 0 {
+        let tightened = mode & !0o007;
+        match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(tightened)) {
+            Ok(()) => tracing::warn!(
+                dir = %dir.display(),
+                was = format!("{mode:o}"),
+                now = format!("{tightened:o}"),
+                "the data dir was open to other users; their access is removed"
+            ),
+            Err(e) => tracing::warn!(
+                dir = %dir.display(),
+                mode = format!("{mode:o}"),
+                error = %e,
+                "the data dir is open to other users and cannot be changed"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Where the first staff user's token is written: readable by the daemon's
+/// user only, so that a packaged start leaves it out of the journal.
+pub fn first_token_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("admin-token")
+}
+
+/// Writes the first token to `first_token_path` (mode 0600, replacing a
+/// file left by an earlier database).
+pub fn write_first_token(data_dir: &Path, token: &str) -> anyhow::Result<std::path::PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = first_token_path(data_dir);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    // An older file kept its mode through `create`: set it again.
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    writeln!(file, "{token}")?;
+    file.sync_all()?;
+    Ok(path)
+}
+
+/// Raises the soft limit on open files to the hard one (systemd's unit
+/// sets `LimitNOFILE`; a shell's default soft limit of 1024 would let a
+/// few hundred idle connections starve TFTP and the database of
+/// descriptors) and returns the limit in force.
+pub fn raise_open_file_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => 1024,
+    }
+}
+
+/// The HTTP connection bounds, with the global cap kept well below the
+/// open-file limit, so that held connections never take the descriptors
+/// TFTP, DHCP and the database need (each listener, plain and TLS, has its
+/// own cap).
+pub fn http_limits(config: &Config, open_files: u64) -> http::conn::ConnLimits {
+    let mut limits = http::conn::ConnLimits::from_config(&config.limits);
+    let listeners = if config.tls.enable { 2 } else { 1 };
+    let room = (open_files.saturating_sub(512) / 2 / listeners).max(64) as usize;
+    if limits.max > room {
+        tracing::warn!(
+            configured = limits.max,
+            used = room,
+            open_file_limit = open_files,
+            "limits.http_connections lowered to fit the open-file limit (raise LimitNOFILE)"
+        );
+        limits.max = room;
+    }
+    limits
+}
+
 /// This daemon's name among the daemons sharing a database: the host name
 /// and a random suffix, kept in `instance` in the data dir so that a
 /// restarted daemon takes up its own deployments at once.
@@ -231,6 +333,7 @@ pub async fn run_with_reloads(
     // The metrics recorder, before anything counts.
     let metrics = crate::telemetry::handle();
     let upkeep = tokio::spawn(crate::telemetry::upkeep(metrics.clone()));
+    let open_files = raise_open_file_limit();
     let instance = instance_name(&config.data_dir)?;
     let location = config
         .boot
@@ -238,7 +341,11 @@ pub async fn run_with_reloads(
         .location
         .as_ref()
         .map(|l| l.as_str().to_string());
-    tracing::info!(instance = %instance, location = ?location, "daemon");
+    tracing::info!(
+        instance = %instance,
+        location = location.as_deref().unwrap_or("(every location)"),
+        "daemon"
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -265,7 +372,7 @@ pub async fn run_with_reloads(
                     tracing::info!("configuration reloaded: nothing else changed");
                 } else {
                     tracing::warn!(
-                        settings = ?change.need_restart,
+                        settings = change.need_restart.join(", "),
                         "configuration reloaded: these settings changed and take effect only after a restart"
                     );
                 }
@@ -370,6 +477,7 @@ pub async fn run_with_reloads(
             store: Some(store.clone()),
             timeline: Some(timeline.clone()),
             quirks: quirks.clone(),
+            private_dir: Some(config.data_dir.clone()),
         };
         let serve = tftp::server::serve(socket, tftp_config, stopped(stop_rx.clone()));
         tokio::spawn(async move {
@@ -402,6 +510,7 @@ pub async fn run_with_reloads(
         public_url: config.public_url.clone(),
         static_dir: config.boot.static_dir.clone(),
         binaries_dir: config.tftp.root.clone(),
+        data_dir: config.data_dir.clone(),
     };
     let engine_tasks = engine.clone();
     let commands = crate::events::commands::CommandHandle::default();
@@ -443,7 +552,13 @@ pub async fn run_with_reloads(
     let router = http::router(state, boot_state, health);
     let https_task = listeners.https.map(|(listener, acceptor)| {
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(443);
-        let serve = http::tls::serve(listener, acceptor, router.clone(), stopped(stop_rx.clone()));
+        let serve = http::tls::serve(
+            listener,
+            acceptor,
+            router.clone(),
+            http_limits(config, open_files),
+            stopped(stop_rx.clone()),
+        );
         let https_up = https_up.clone();
         let task = tokio::spawn(async move {
             serve.await;
@@ -460,7 +575,12 @@ pub async fn run_with_reloads(
         }
         _ => router,
     };
-    let serving_http = http::serve(listeners.http, plain, stopped(stop_rx.clone()));
+    let serving_http = http::serve(
+        listeners.http,
+        plain,
+        http_limits(config, open_files),
+        stopped(stop_rx.clone()),
+    );
     // Requests under way when the stop comes get `DRAIN` to finish.
     let served = tokio::select! {
         r = serving_http => r,

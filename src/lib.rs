@@ -13,6 +13,7 @@ pub mod app;
 pub mod config;
 pub mod dhcp;
 pub mod events;
+pub mod files;
 pub mod http;
 pub mod model;
 pub mod power;

@@ -1,6 +1,7 @@
 //! The `bootloader` command: CLI parsing and config loading. The only place
 //! that exits the process.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -99,21 +100,35 @@ enum ProfileCommand {
     },
 }
 
-/// Prints a line of the serve banner. A daemon whose stdout was closed (a
-/// pipe whose reader went away) goes on serving: the banner is not worth
-/// dying for, unlike `println!`, which panics on a broken pipe.
+/// Prints a line of the serve banner: plain on stdout, or, with
+/// `--log-format json`, as a JSON log record like every other line. A
+/// daemon whose stdout was closed (a pipe whose reader went away) goes on
+/// serving: the banner is not worth dying for, unlike `println!`, which
+/// panics on a broken pipe.
 macro_rules! say {
     () => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout());
+        if !JSON_BANNER.load(std::sync::atomic::Ordering::Relaxed) {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stdout());
+        }
     }};
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
+        if JSON_BANNER.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::info!(target: "bootloader::banner", "{}", format_args!($($arg)*).to_string().trim());
+        } else {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stdout(), $($arg)*);
+        }
     }};
 }
 
+/// Whether the banner goes out as JSON log records (`--log-format json`).
+static JSON_BANNER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn main() -> ExitCode {
+    // What the daemon writes (the database, its journal, keys, tokens,
+    // downloads) is for its own user alone.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     // Offline commands need no config.
     if let Command::Profile(ProfileCommand::Validate { files }) = &cli.command {
@@ -188,11 +203,16 @@ fn init_logging(config: &Config) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours for a person at a terminal, never into a file or the journal.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log_format {
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => {
+            JSON_BANNER.store(true, std::sync::atomic::Ordering::Relaxed);
+            builder.json().init()
+        }
         LogFormat::Text => builder.init(),
     }
 }
@@ -414,18 +434,33 @@ async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     for inert in config.inert_settings() {
         tracing::warn!(setting = inert, "setting has no effect in this version");
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    app::prepare_data_dir(&config.data_dir)?;
     let listeners = app::bind(&config).await?;
     let store = app::open_store(&config).await?;
     if let Some(token) = app::bootstrap_first_user(store.as_ref()).await? {
-        say!(
-            "Created the staff user {:?}. Its API token, shown only this once:",
-            app::FIRST_USER
-        );
-        say!();
-        say!("    {token}");
-        say!();
+        let path = app::write_first_token(&config.data_dir, &token)?;
+        tracing::info!(user = app::FIRST_USER, file = %path.display(), "created the first staff user; its API token is in the file");
+        // A terminal is a person; a pipe may be the journal, which keeps
+        // what it is given and shows it to the adm group.
+        if std::io::stdout().is_terminal() {
+            say!(
+                "Created the staff user {:?}. Its API token, shown only this once:",
+                app::FIRST_USER
+            );
+            say!();
+            say!("    {token}");
+            say!();
+            say!(
+                "(also in {}; delete that file once you have kept the token)",
+                path.display()
+            );
+        } else {
+            say!(
+                "Created the staff user {:?}. Its API token is in {} (readable by this user only); delete that file once you have kept the token.",
+                app::FIRST_USER,
+                path.display()
+            );
+        }
     }
     let addr = listeners.http.local_addr()?;
     say!("bootloader is serving on http://{addr}");

@@ -261,3 +261,25 @@ pub fn store_op(op: &'static str, took: Duration) {
     histogram!("bootloader_store_operation_duration_seconds", "op" => op)
         .record(took.as_secs_f64());
 }
+
+/// An HTTP connection closed by the daemon's limits: `reason` is
+/// per_source (at accept), evicted (the longest idle, for a newcomer at the
+/// global cap), header_timeout or idle_timeout.
+pub fn http_connection_closed(reason: &'static str) {
+    counter!("bootloader_http_connections_closed_total", "reason" => reason).increment(1);
+}
+
+/// HTTP connections held now.
+pub fn http_connections(open: usize) {
+    metrics::gauge!("bootloader_http_connections").set(open as f64);
+}
+
+/// A TFTP request refused because its source holds its share of transfers.
+pub fn tftp_per_source_refused() {
+    counter!("bootloader_tftp_requests_total", "result" => "per_source_limit").increment(1);
+}
+
+/// A callback refused: `reason` is unexpected_name, too_many or too_large.
+pub fn callback_refused(reason: &'static str) {
+    counter!("bootloader_callbacks_refused_total", "reason" => reason).increment(1);
+}

@@ -122,6 +122,35 @@ async fn scripts_files_and_static(backend: Backend) {
     let (s, _, _) = fetch(&d, "/static/../secret.key", None).await;
     assert_ne!(s, StatusCode::OK);
 
+    // A link planted in the directory that leads into the data dir (the
+    // database, the secret key) serves nothing, even one placed by root;
+    // a link that stays inside serves its file.
+    let data_dir = ts.config().data_dir;
+    std::fs::write(data_dir.join("private.txt"), "not for machines").unwrap();
+    std::os::unix::fs::symlink(data_dir.join("private.txt"), static_dir.join("leak")).unwrap();
+    std::os::unix::fs::symlink("payload/vmlinuz", static_dir.join("kernel")).unwrap();
+    let (s, _, body) = fetch(&d, "/static/leak", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{}", text(&body));
+    assert!(!text(&body).contains("not for machines"));
+    let (s, _, body) = fetch(&d, "/static/kernel", None).await;
+    assert_eq!((s, body.len()), (StatusCode::OK, kernel.len()));
+    // A FIFO is not a file: a GET answers at once instead of parking a
+    // thread on its open.
+    let fifo = static_dir.join("pipe");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (s, _, _) = tokio::time::timeout(Duration::from_secs(10), fetch(&d, "/static/pipe", None))
+        .await
+        .expect("a FIFO must not block the request");
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = fetch(&d, "/static/payload", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "a directory is not served");
+
     // Once the deployment ends, nothing of it is served.
     d.store
         .set_deployment_state(dep, DeploymentState::Cancelled)
@@ -241,3 +270,191 @@ macro_rules! battery {
 }
 
 battery!(scripts_files_and_static, callbacks_are_recorded_once);
+
+/// Opens `n` TCP connections to `addr`, `per_source` from each of the
+/// loopback addresses 127.0.`net`.1, .2, ... (so that each source stays
+/// within its share and the daemon's global cap is what is tested).
+async fn open_many(
+    addr: std::net::SocketAddr,
+    n: usize,
+    net: u8,
+    per_source: usize,
+) -> Vec<tokio::net::TcpStream> {
+    let mut conns = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(256) {
+        let mut opening = tokio::task::JoinSet::new();
+        for &i in chunk {
+            let host = (i / per_source) as u16 + 1;
+            let source = std::net::Ipv4Addr::new(127, net, (host >> 8) as u8, host as u8);
+            opening.spawn(async move {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind((source, 0).into()).unwrap();
+                socket.connect(addr).await
+            });
+        }
+        while let Some(r) = opening.join_next().await {
+            if let Ok(Ok(c)) = r {
+                conns.push(c);
+            }
+        }
+    }
+    conns
+}
+
+/// A client of the boot path from an address of its own.
+fn machine(source: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(source))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Whether the daemon has closed `conn` (EOF or reset) within `wait`.
+async fn closed(conn: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 512];
+    loop {
+        match tokio::time::timeout(wait, conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            // An answer (a 408 or 400): read on to the close.
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// 10,000 idle connections from many addresses (past the global cap) and
+/// 1,500 slowloris connections held at once: machines still get their
+/// scripts, kernels and API answers; a source's connections past its share
+/// are closed at accept; slowloris connections are closed when their head
+/// does not arrive in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_floods_do_not_stop_booting() {
+    let mut ts = TestStore::new(Backend::Sqlite).await;
+    for (k, v) in [
+        ("BOOTLOADER_LIMITS_HTTP_CONNECTIONS", "3000"),
+        ("BOOTLOADER_LIMITS_HTTP_CONNECTIONS_PER_SOURCE", "64"),
+        ("BOOTLOADER_LIMITS_HTTP_HEADER_TIMEOUT_SECS", "8"),
+    ] {
+        ts.env.insert(k.into(), v.into());
+    }
+    let d = Daemon::start(&ts, None).await;
+    d.seed_location().await;
+    let (s, b) = d
+        .post(
+            "/servers",
+            json!({"fqdn": "n1.dc1.example.com", "location": "dc1",
+                "interfaces": [{"name": "eth0", "mac": MAC}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let static_dir = ts.config().boot.static_dir;
+    std::fs::create_dir_all(&static_dir).unwrap();
+    let kernel: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(static_dir.join("vmlinuz"), &kernel).unwrap();
+    let addr: std::net::SocketAddr = d.base.trim_start_matches("http://").parse().unwrap();
+
+    // One source past its share: the extra connections are closed at once.
+    let mut greedy = open_many(addr, 80, 3, 80).await;
+    assert_eq!(greedy.len(), 80);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refused = greedy
+        .iter_mut()
+        .filter(|c| {
+            let mut buf = [0u8; 16];
+            !matches!(c.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count();
+    assert_eq!(refused, 16, "80 connections from one source, 64 allowed");
+    drop(greedy);
+
+    let idle = open_many(addr, 10_000, 1, 50).await;
+    assert!(idle.len() >= 9_900, "opened {}", idle.len());
+    let mut slow = open_many(addr, 1_500, 2, 50).await;
+    assert!(slow.len() >= 1_450, "opened {}", slow.len());
+    {
+        use tokio::io::AsyncWriteExt;
+        for c in slow.iter_mut() {
+            let _ = c
+                .write_all(b"GET /api/v1alpha2/ HTTP/1.1\r\nHost: x\r\n")
+                .await;
+        }
+    }
+    // A slowloris keeps adding a header byte a second.
+    let slow = std::sync::Arc::new(tokio::sync::Mutex::new(slow));
+    let dripping = {
+        let slow = slow.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            for _ in 0..30 {
+                for c in slow.lock().await.iter_mut() {
+                    let _ = tokio::time::timeout(Duration::from_millis(5), c.write_all(b"X")).await;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+
+    // Meanwhile, machines boot.
+    for round in 0..5u8 {
+        let m = machine([127, 0, 9, round + 1]);
+        let r = m
+            .get(format!("{}/ipxe/{MAC}", d.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: /ipxe: {e}"));
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.text().await.unwrap().starts_with("#!ipxe"));
+        let r = m
+            .get(format!("{}/static/vmlinuz", d.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: /static: {e}"));
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.bytes().await.unwrap().len(), kernel.len());
+        let r = m
+            .get(format!("{}/api/v1alpha2/servers", d.base))
+            .header("Authorization", format!("Token {}", d.token))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: API: {e}"));
+        assert_eq!(r.status(), StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The slowloris connections were closed by the header timeout, though
+    // bytes kept coming.
+    dripping.abort();
+    let mut slow = slow.lock().await;
+    let mut cut = 0;
+    for c in slow.iter_mut().take(100) {
+        if closed(c, Duration::from_secs(1)).await {
+            cut += 1;
+        }
+    }
+    assert!(
+        cut >= 95,
+        "only {cut} of 100 slowloris connections were closed"
+    );
+    drop(idle);
+    // Each bound did its part.
+    let metrics = reqwest::get(format!("{}/metrics", d.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in ["per_source", "evicted", "header_timeout"] {
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("bootloader_http_connections_closed_total")
+                    && l.contains(&format!("reason=\"{reason}\""))
+            })
+            .unwrap_or_else(|| panic!("no {reason} closes counted:\n{metrics}"));
+        let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(n > 0.0, "{line}");
+    }
+    d.stop().await;
+}

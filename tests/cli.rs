@@ -37,6 +37,7 @@ fn text(bytes: &[u8]) -> String {
 /// A `bootloader serve` process whose stdout is collected as it goes.
 struct Served {
     child: Child,
+    dir: std::path::PathBuf,
     stdout: std::sync::Arc<std::sync::Mutex<String>>,
     base: String,
 }
@@ -75,6 +76,7 @@ impl Served {
         }
         let served = Self {
             child,
+            dir: dir.to_path_buf(),
             stdout,
             base: format!("http://127.0.0.1:{port}"),
         };
@@ -94,11 +96,22 @@ impl Served {
         self.stdout.lock().expect("lock").clone()
     }
 
+    /// The first staff user's token, from the file the first start names
+    /// (stdout is a pipe here, not a terminal, so the token itself is never
+    /// printed).
     fn token(&self) -> Option<String> {
-        self.output()
-            .split_whitespace()
-            .find(|w| w.starts_with("bl_") && w.len() == 67)
-            .map(str::to_string)
+        let output = self.output();
+        assert!(
+            !output
+                .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                .any(|w| w.starts_with("bl_") && w.len() == 67),
+            "a token was printed to a pipe: {output}"
+        );
+        let (_, rest) = output.split_once("Its API token is in ")?;
+        let path = rest.split_whitespace().next()?;
+        let path = self.dir.join(path);
+        let text = std::fs::read_to_string(&path).expect("the token file");
+        Some(text.trim().to_string())
     }
 
     fn stop(mut self) -> String {
@@ -171,12 +184,19 @@ fn zero_config_serve_restart_and_secrecy() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let served = Served::start(dir.path(), port, &[]);
-    let token = served.token().expect("first start prints a token");
-    assert!(
-        dir.path()
-            .join("bootloader-data/bootloader.sqlite3")
-            .exists()
-    );
+    let token = served.token().expect("first start names its token file");
+    assert!(token.starts_with("bl_") && token.len() == 67, "{token}");
+    // The data dir, the database and the token file are the daemon's
+    // user's alone: they hold live callback and export tokens.
+    let data = dir.path().join("bootloader-data");
+    let mode = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&data), 0o700);
+    for file in ["bootloader.sqlite3", "admin-token", "secret.key"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
     let (s, _) = api(
         &served.base,
         &token,
@@ -770,6 +790,24 @@ fn json_logs_carry_the_request_span() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     assert!(!lines.is_empty(), "{out}");
+    // Everything, the start banner too, is a JSON record; no colour codes
+    // (stderr is a pipe) and no Rust `Option` spellings.
+    assert!(
+        out.lines()
+            .all(|l| l.trim().is_empty() || l.starts_with('{')),
+        "a line that is not JSON:\n{out}"
+    );
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("bootloader is serving"))),
+        "{out}"
+    );
+    assert!(!out.contains('\u{1b}'), "ANSI escapes in the log:\n{out}");
+    assert!(
+        !out.contains("Some(") && !out.contains("=None"),
+        "an Option was logged as Rust spells it:\n{out}"
+    );
     assert!(
         lines.iter().any(|l| l["span"]["name"] == "http"
             && l["span"]["mac"] == "52:54:00:1a:0b:0c"

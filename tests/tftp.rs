@@ -72,6 +72,7 @@ async fn start(root: &Path) -> SocketAddr {
         store: None,
         timeline: None,
         quirks: Default::default(),
+        private_dir: None,
     };
     tokio::spawn(serve(socket, config, std::future::pending()));
     addr
@@ -442,6 +443,7 @@ async fn deployment_files_and_quirk_blksize(backend: common::Backend) {
             answer: None,
             tftp_blksize: Some(512),
         }]),
+        private_dir: None,
     };
     tokio::spawn(serve(socket, config, std::future::pending()));
 

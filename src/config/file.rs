@@ -37,6 +37,21 @@ pub struct FileConfig {
     pub power: PowerSection,
     #[serde(default)]
     pub deployments: DeploymentsSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub http_connections: Option<u32>,
+    pub http_connections_per_source: Option<u32>,
+    pub http_header_timeout_secs: Option<u32>,
+    pub http_idle_timeout_secs: Option<u32>,
+    pub callback_body_bytes: Option<u32>,
+    pub callbacks_per_deployment: Option<u32>,
+    pub timeline_max_events: Option<u32>,
+    pub tftp_transfers_per_source: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -4,7 +4,10 @@
 
 mod boot;
 mod file;
+mod limits;
 mod power;
+
+pub use limits::Limits;
 
 pub use boot::{BootSettings, DhcpMode, DhcpSettings};
 
@@ -227,6 +230,9 @@ pub struct Config {
     pub deployment_timeout: Duration,
     /// The largest file a `serve_file` url source may download.
     pub download_max_bytes: u64,
+    /// Bounds on what unauthenticated traffic may make the daemon hold or
+    /// write.
+    pub limits: Limits,
     /// The file that was read, if any.
     pub file: Option<PathBuf>,
     /// Every setting with its source, for `check-config`.
@@ -1012,6 +1018,7 @@ fn resolve(
 
     let boot = boot::resolve(&mut r, boot_file, &data_dir);
     let power = power::resolve(&mut r, std::mem::take(&mut f.power));
+    let limits = limits::resolve(&mut r, std::mem::take(&mut f.limits));
     let timeout_minutes = r
         .pick(
             "deployments.timeout_minutes",
@@ -1068,6 +1075,7 @@ fn resolve(
         power,
         deployment_timeout: Duration::from_secs(u64::from(timeout_minutes) * 60),
         download_max_bytes: u64::from(download_max_mb) * 1024 * 1024,
+        limits,
         file: file_path,
         settings: r.settings,
     })

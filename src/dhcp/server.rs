@@ -292,7 +292,11 @@ pub async fn serve(
             tracing::info!(
                 interface = info.interface.as_deref().unwrap_or("-"),
                 server_ip = %info.server_ip,
-                local = ?info.socket.local_addr().ok(),
+                local = %info
+                    .socket
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|_| "-".into()),
                 port = ?info.port,
                 "DHCP serving"
             );

@@ -15,7 +15,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tower_http::services::ServeDir;
 
 use crate::model::{CallbackToken, MacAddr};
 use crate::store::Store;
@@ -33,13 +32,13 @@ pub struct BootState {
     pub static_dir: PathBuf,
     /// The iPXE binaries (the TFTP root).
     pub binaries_dir: PathBuf,
+    /// Never served, whatever links the directories above hold.
+    pub data_dir: PathBuf,
 }
 
 /// The boot routes. Unknown paths fall through to deployment files, then
 /// to `not_found`.
 pub fn routes(state: BootState) -> Router {
-    let static_files = ServeDir::new(&state.static_dir);
-    let binaries = ServeDir::new(&state.binaries_dir);
     Router::new()
         .route("/boot.ipxe", get(boot_script))
         .route("/ipxe/{mac}", get(machine_script))
@@ -57,10 +56,61 @@ pub fn routes(state: BootState) -> Router {
             "/export/sshkeys/{deployment}/{token}/{user}",
             get(export_ssh_keys),
         )
-        .nest_service("/static", static_files)
-        .nest_service("/boot", binaries)
+        .route("/static/{*path}", get(static_file))
+        .route("/boot/{*path}", get(binary_file))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
+}
+
+/// `/static/...`: kernels, initrds and other large files.
+async fn static_file(State(state): State<BootState>, req: Request) -> Response {
+    let dir = state.static_dir.clone();
+    file_below(&state, &dir, "/static/", req).await
+}
+
+/// `/boot/...`: the iPXE binaries, for UEFI HTTP boot.
+async fn binary_file(State(state): State<BootState>, req: Request) -> Response {
+    let dir = state.binaries_dir.clone();
+    file_below(&state, &dir, "/boot/", req).await
+}
+
+/// A regular file below `root` (as `files::find` allows), with Range,
+/// ETag and conditional requests; anything else is a 404 (403 for a path
+/// that leaves the directory).
+async fn file_below(
+    state: &BootState,
+    root: &std::path::Path,
+    prefix: &str,
+    req: Request,
+) -> Response {
+    let Some(name) = req
+        .uri()
+        .path()
+        .strip_prefix(prefix)
+        .and_then(|n| percent_encoding::percent_decode_str(n).decode_utf8().ok())
+        .map(|n| n.into_owned())
+    else {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    match crate::files::find(root, &name, Some(&state.data_dir)).await {
+        Ok(real) => {
+            use tower::ServiceExt;
+            match tower_http::services::ServeFile::new(real)
+                .oneshot(req)
+                .await
+            {
+                Ok(r) => r.map(Body::new),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+            }
+        }
+        Err(crate::files::Refusal::NotFound) => {
+            (StatusCode::NOT_FOUND, "not found\n").into_response()
+        }
+        Err(refusal) => {
+            tracing::info!(path = %name, %refusal, "file request refused");
+            (StatusCode::FORBIDDEN, format!("{refusal}\n")).into_response()
+        }
+    }
 }
 
 fn text(body: String) -> Response {

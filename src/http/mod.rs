@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod boot;
+pub mod conn;
 pub mod health;
 pub mod tls;
 
@@ -109,16 +110,21 @@ async fn fallback_answer(
     )
 }
 
-/// Serves `router` on an already bound listener until `shutdown` resolves.
+/// Serves `router` on an already bound listener until `shutdown` resolves,
+/// within `limits` (connections, header and idle timeouts).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    limits: conn::ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
+    conn::serve(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        router,
+        limits,
+        |tcp, _peer| async move { Some(tcp) },
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
-    .await
+    .await;
+    Ok(())
 }

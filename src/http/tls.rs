@@ -9,17 +9,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::Router;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::{StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
-use tower::ServiceExt;
 
 use crate::config::TlsConfig;
 
@@ -60,59 +58,33 @@ pub fn acceptor(tls: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `router` over TLS on `listener` until `shutdown` resolves; then
-/// stops accepting and lets the connections under way finish their
-/// requests.
+/// Serves `router` over TLS on `listener` until `shutdown` resolves, within
+/// `limits` as plain HTTP is; then stops accepting and lets the connections
+/// under way finish their requests.
 pub async fn serve(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     router: Router,
+    limits: super::conn::ConnLimits,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::debug!(error = %e, "HTTPS accept failed");
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    let handshake = move |tcp, peer: std::net::SocketAddr| {
         let acceptor = acceptor.clone();
-        let router = router.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
+        async move {
+            match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => Some(s),
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
+                    None
                 }
                 Err(_) => {
                     tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
+                    None
                 }
-            };
-            // Handlers see the peer as with plain HTTP.
-            let service =
-                router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    req
-                });
-            let service = hyper_util::service::TowerToHyperService::new(service);
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%peer, error = %e, "HTTPS connection ended");
             }
-        });
-    }
-    graceful.shutdown().await;
+        }
+    };
+    super::conn::serve(listener, router, limits, handshake, shutdown).await;
 }
 
 /// SSL_SET_REDIRECT on the plain listener: the API and anything an

@@ -14,9 +14,9 @@ use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::packet::{self, ErrorCode, Mode, Packet, Request};
-use super::path::resolve;
 use super::transfer::{Limits, Outcome, Transfer, Transmit, negotiate};
 use crate::dhcp::quirks;
+use crate::files::Refusal;
 use crate::store::Store;
 use crate::store::boot::{Outcome as TimelineOutcome, Phase, Via};
 use crate::timeline::Timeline;
@@ -35,6 +35,8 @@ pub struct TftpConfig {
     /// Firmware quirks: a `tftp_blksize` caps the block size offered to
     /// clients whose MAC (learned from DHCP or ARP) matches.
     pub quirks: crate::dhcp::quirks::QuirkRules,
+    /// The data dir: never served, whatever links the root holds.
+    pub private_dir: Option<PathBuf>,
 }
 
 impl TftpConfig {
@@ -275,30 +277,19 @@ pub async fn serve(
 }
 
 /// Opens the requested file, refusing paths that leave the root (also
-/// through symlinks).
-async fn open(root: &Path, filename: &str) -> Result<(std::fs::File, u64), (ErrorCode, String)> {
-    let path = resolve(root, filename).map_err(|e| (ErrorCode::AccessViolation, e.to_string()))?;
+/// through symlinks) and anything but a regular file.
+async fn open(
+    root: &Path,
+    filename: &str,
+    private: Option<&Path>,
+) -> Result<(std::fs::File, u64), (ErrorCode, String)> {
+    let real = crate::files::find(root, filename, private)
+        .await
+        .map_err(|e| match e {
+            Refusal::NotFound => (ErrorCode::FileNotFound, format!("{filename}: not found")),
+            other => (ErrorCode::AccessViolation, other.to_string()),
+        })?;
     let not_found = || (ErrorCode::FileNotFound, format!("{filename}: not found"));
-    let real = tokio::fs::canonicalize(&path)
-        .await
-        .map_err(|_| not_found())?;
-    let real_root = tokio::fs::canonicalize(root)
-        .await
-        .map_err(|_| not_found())?;
-    if !real.starts_with(&real_root) && !trusted_links(root, &path).await {
-        return Err((
-            ErrorCode::AccessViolation,
-            "the path leaves the TFTP root".into(),
-        ));
-    }
-    // Check before opening: opening a FIFO would block.
-    let is_file = tokio::fs::metadata(&real)
-        .await
-        .map(|m| m.is_file())
-        .unwrap_or(false);
-    if !is_file {
-        return Err(not_found());
-    }
     // The root is trusted: only its owner should write there (the daemon
     // never does), or a swapped symlink could race these checks.
     let file = tokio::fs::File::open(&real)
@@ -358,7 +349,7 @@ async fn open_source(
             }
         }
     }
-    let (file, size) = open(&config.root, filename).await?;
+    let (file, size) = open(&config.root, filename, config.private_dir.as_deref()).await?;
     let reader = Reader {
         file: Arc::new(file),
         size,
@@ -367,44 +358,6 @@ async fn open_source(
         chunk_size: CHUNK,
     };
     Ok((Source::File(reader), size, "the TFTP root"))
-}
-
-/// Whether every symlink on the way from `root` to `path` belongs to root
-/// or to the root directory's owner. Debian's own `ipxe` package links
-/// `/usr/lib/ipxe/ipxe.efi` to `/boot/ipxe.efi`: such a link, placed by
-/// the system, may leave the root; one planted by another user may not.
-async fn trusted_links(root: &Path, path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(root_meta) = tokio::fs::metadata(root).await else {
-        return false;
-    };
-    let Ok(rest) = path.strip_prefix(root) else {
-        return false;
-    };
-    let mut at = root.to_path_buf();
-    for part in rest.components() {
-        at.push(part);
-        match tokio::fs::symlink_metadata(&at).await {
-            Ok(m) if m.file_type().is_symlink() => {
-                if m.uid() != 0 && m.uid() != root_meta.uid() {
-                    return false;
-                }
-                // A link's target may itself hold links: judge it afresh.
-                let Ok(target) = tokio::fs::read_link(&at).await else {
-                    return false;
-                };
-                if target
-                    .components()
-                    .any(|c| c == std::path::Component::ParentDir)
-                {
-                    return false;
-                }
-            }
-            Ok(_) => {}
-            Err(_) => return false,
-        }
-    }
-    true
 }
 
 async fn run_transfer(local: SocketAddr, peer: SocketAddr, request: Request, config: &TftpConfig) {

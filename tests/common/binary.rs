@@ -52,8 +52,9 @@ impl Binary {
                     .next()
                     .unwrap_or_else(|| panic!("no token line:\n{}", b.log()))
                     .unwrap();
-                if let Some(t) = line.split_whitespace().find(|w| w.starts_with("bl_")) {
-                    break t.to_string();
+                if line.contains("Its API token is in") {
+                    let path = b.dir.path().join("admin-token");
+                    break std::fs::read_to_string(path).unwrap().trim().to_string();
                 }
             }
         };
