@@ -385,7 +385,10 @@ pub async fn run_with_reloads(
     };
     let (timeline, timeline_writer) = Timeline::new(
         store.clone(),
-        config.boot.timeline_retention,
+        crate::timeline::Retention {
+            age: config.boot.timeline_retention,
+            max_events: config.limits.timeline_max_events,
+        },
         stopped(stop_rx.clone()),
     );
     let timeline_task = tokio::spawn(timeline_writer);
@@ -511,6 +514,8 @@ pub async fn run_with_reloads(
         static_dir: config.boot.static_dir.clone(),
         binaries_dir: config.tftp.root.clone(),
         data_dir: config.data_dir.clone(),
+        callback_body_bytes: config.limits.callback_body_bytes,
+        callbacks_per_deployment: config.limits.callbacks_per_deployment,
     };
     let engine_tasks = engine.clone();
     let commands = crate::events::commands::CommandHandle::default();

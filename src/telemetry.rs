@@ -279,7 +279,8 @@ pub fn tftp_per_source_refused() {
     counter!("bootloader_tftp_requests_total", "result" => "per_source_limit").increment(1);
 }
 
-/// A callback refused: `reason` is unexpected_name, too_many or too_large.
+/// A callback refused: `reason` is bad_name, unexpected_name or too_many
+/// (bodies past the cap are refused with 413 before the handler runs).
 pub fn callback_refused(reason: &'static str) {
     counter!("bootloader_callbacks_refused_total", "reason" => reason).increment(1);
 }

@@ -7,6 +7,14 @@
 //! never the packets that caused them. The timeline also remembers which
 //! MAC holds which address, so that TFTP and HTTP requests, which carry
 //! only an address, are filed under the right machine.
+//!
+//! Whoever can reach the boot ports can make events, so what is stored is
+//! bounded: the request and detail texts are cut to a few hundred bytes;
+//! of one kind of event from one source (same phase, address, MAC,
+//! outcome and first word of the request) the first `VERBATIM` of each
+//! minute are stored as they came and the rest counted, one summary row
+//! at the minute's end; and the table is pruned to `limits.timeline_max_events`
+//! rows every minute besides `timeline.retention_days`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,6 +32,14 @@ use crate::store::boot::{BootEvent, Outcome, Phase};
 
 const QUEUE: usize = 8192;
 const BATCH: usize = 512;
+/// Bytes of a request or detail text kept.
+const REQUEST_TEXT: usize = 256;
+const DETAIL_TEXT: usize = 512;
+/// Events of one kind from one source stored as they came each minute.
+const VERBATIM: u32 = 20;
+/// Kinds tracked per minute; past this, sources are lumped together (a
+/// flood from spoofed addresses).
+const KINDS: usize = 4096;
 /// How many address-to-MAC pairs are remembered.
 const NEIGHBOURS: usize = 65536;
 
@@ -36,6 +52,110 @@ struct Inner {
     tx: mpsc::Sender<BootEvent>,
     dropped: AtomicU64,
     neighbours: Mutex<HashMap<Ipv4Addr, MacAddr>>,
+    kinds: Arc<Mutex<Kinds>>,
+}
+
+/// What makes two events "of one kind" for counting.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Kind {
+    phase: Phase,
+    /// None: many sources lumped together.
+    source: Option<IpAddr>,
+    mac: Option<MacAddr>,
+    outcome: Outcome,
+    word: String,
+}
+
+/// Counts of the current minute, per kind.
+#[derive(Default)]
+struct Kinds {
+    minute: i64,
+    seen: HashMap<Kind, Seen>,
+}
+
+struct Seen {
+    count: u32,
+    /// The last event past `VERBATIM`: the summary shows it.
+    last: Option<BootEvent>,
+}
+
+impl Kinds {
+    /// Whether `event` is stored as it came; past `VERBATIM` of its kind
+    /// this minute it is only counted. A new minute returns the summaries
+    /// of the one before.
+    fn admit(&mut self, event: &BootEvent, source: IpAddr) -> (bool, Vec<BootEvent>) {
+        let minute = event.at.unix_timestamp().div_euclid(60);
+        let summaries = if minute != self.minute {
+            self.minute = minute;
+            self.summaries()
+        } else {
+            Vec::new()
+        };
+        let mut kind = Kind {
+            phase: event.phase,
+            source: Some(source),
+            mac: event.mac,
+            outcome: event.outcome,
+            word: event
+                .request
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        };
+        if !self.seen.contains_key(&kind) && self.seen.len() >= KINDS {
+            kind.source = None;
+            kind.mac = None;
+        }
+        let seen = self.seen.entry(kind).or_insert(Seen {
+            count: 0,
+            last: None,
+        });
+        seen.count += 1;
+        if seen.count <= VERBATIM {
+            return (true, summaries);
+        }
+        seen.last = Some(event.clone());
+        (false, summaries)
+    }
+
+    /// One row per kind that went past `VERBATIM`, and a fresh count.
+    fn summaries(&mut self) -> Vec<BootEvent> {
+        self.seen
+            .drain()
+            .filter_map(|(kind, seen)| {
+                let mut last = seen.last?;
+                let more = seen.count - VERBATIM;
+                if kind.source.is_none() {
+                    last.peer = "(many addresses)".into();
+                }
+                last.detail = cut(
+                    format!(
+                        "{more} more like this in that minute, not stored one by one (the last: {})",
+                        last.detail
+                    ),
+                    DETAIL_TEXT,
+                );
+                Some(last)
+            })
+            .collect()
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, saying how
+/// long it was.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let len = text.len();
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(&format!("... ({len} bytes)"));
+    text
 }
 
 impl Timeline {
@@ -43,18 +163,20 @@ impl Timeline {
     /// `shutdown` resolves, then flushes what is queued and returns.
     pub fn new(
         store: Arc<dyn Store>,
-        retention: Duration,
+        retention: Retention,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let kinds = Arc::new(Mutex::new(Kinds::default()));
         let timeline = Self {
             inner: Arc::new(Inner {
                 tx,
                 dropped: AtomicU64::new(0),
                 neighbours: Mutex::new(HashMap::new()),
+                kinds: kinds.clone(),
             }),
         };
-        (timeline, write(store, rx, retention, shutdown))
+        (timeline, write(store, rx, kinds, retention, shutdown))
     }
 
     /// Queues one event.
@@ -67,7 +189,7 @@ impl Timeline {
         outcome: Outcome,
         detail: impl Into<String>,
     ) {
-        let request = request.into();
+        let request = cut(request.into(), REQUEST_TEXT);
         crate::telemetry::boot_event(phase, &request, outcome);
         let event = BootEvent {
             at: OffsetDateTime::now_utc(),
@@ -76,8 +198,18 @@ impl Timeline {
             phase,
             request,
             outcome,
-            detail: detail.into(),
+            detail: cut(detail.into(), DETAIL_TEXT),
         };
+        let (store, summaries) = match self.inner.kinds.lock() {
+            Ok(mut kinds) => kinds.admit(&event, peer.ip()),
+            Err(_) => (true, Vec::new()),
+        };
+        for e in summaries.into_iter().chain(store.then_some(event)) {
+            self.queue(e);
+        }
+    }
+
+    fn queue(&self, event: BootEvent) {
         if self.inner.tx.try_send(event).is_err() {
             crate::telemetry::timeline_dropped();
             let n = self.inner.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -133,14 +265,23 @@ fn parse_arp(table: &str, ip: Ipv4Addr) -> Option<MacAddr> {
     })
 }
 
+/// How long, and how many, timeline rows are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub age: Duration,
+    pub max_events: u64,
+}
+
 async fn write(
     store: Arc<dyn Store>,
     mut rx: mpsc::Receiver<BootEvent>,
-    retention: Duration,
+    kinds: Arc<Mutex<Kinds>>,
+    retention: Retention,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     tokio::pin!(shutdown);
-    let mut prune = tokio::time::interval(Duration::from_secs(3600));
+    let mut prune = tokio::time::interval(Duration::from_secs(60));
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
@@ -151,10 +292,20 @@ async fn write(
                 store_batch(&*store, &mut batch).await;
             }
             _ = prune.tick() => {
-                let before = OffsetDateTime::now_utc() - retention;
-                match store.prune_boot_events(before).await {
+                // The counts of a minute that saw no event since.
+                let minute = OffsetDateTime::now_utc().unix_timestamp().div_euclid(60);
+                let mut summaries = match kinds.lock() {
+                    Ok(mut k) if k.minute != minute => {
+                        k.minute = minute;
+                        k.summaries()
+                    }
+                    _ => Vec::new(),
+                };
+                store_batch(&*store, &mut summaries).await;
+                let before = OffsetDateTime::now_utc() - retention.age;
+                match store.prune_boot_events(before, retention.max_events).await {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(deleted = n, "pruned old boot timeline events"),
+                    Ok(n) => tracing::info!(deleted = n, "pruned the boot timeline (age and size)"),
                     Err(e) => tracing::warn!(error = %e, "cannot prune the boot timeline"),
                 }
             }
@@ -164,6 +315,9 @@ async fn write(
                     if batch.len() == BATCH {
                         store_batch(&*store, &mut batch).await;
                     }
+                }
+                if let Ok(mut k) = kinds.lock() {
+                    batch.extend(k.summaries());
                 }
                 store_batch(&*store, &mut batch).await;
                 return;
@@ -196,6 +350,71 @@ async fn store_batch(store: &dyn Store, batch: &mut Vec<BootEvent>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(at: i64, peer: &str, request: &str) -> BootEvent {
+        BootEvent {
+            at: OffsetDateTime::from_unix_timestamp(at).unwrap(),
+            mac: None,
+            peer: peer.into(),
+            phase: Phase::Dhcp,
+            request: request.into(),
+            outcome: Outcome::Refused,
+            detail: "no message type".into(),
+        }
+    }
+
+    #[test]
+    fn a_flood_of_one_kind_is_counted_not_stored() {
+        let mut kinds = Kinds::default();
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        let mut stored = 0;
+        for i in 0..1000 {
+            let (keep, summaries) = kinds.admit(&event(60, "10.0.0.1:68", "malformed"), a);
+            assert!(summaries.is_empty(), "{i}");
+            stored += usize::from(keep);
+        }
+        assert_eq!(stored, VERBATIM as usize);
+        // Another source, or another kind, has its own count.
+        assert!(kinds.admit(&event(61, "10.0.0.2:68", "malformed"), b).0);
+        assert!(
+            kinds
+                .admit(&event(61, "10.0.0.1:68", "DHCPDISCOVER x"), a)
+                .0
+        );
+        // The next minute starts afresh and reports the last one's count.
+        let (keep, summaries) = kinds.admit(&event(120, "10.0.0.1:68", "malformed"), a);
+        assert!(keep);
+        assert_eq!(summaries.len(), 1);
+        assert!(
+            summaries[0].detail.starts_with("980 more like this"),
+            "{}",
+            summaries[0].detail
+        );
+    }
+
+    #[test]
+    fn spoofed_sources_are_lumped_together_past_the_table() {
+        let mut kinds = Kinds::default();
+        let mut stored = 0;
+        for i in 0..(KINDS as u32 + 10_000) {
+            let ip: IpAddr = Ipv4Addr::from(0x0a00_0000 + i).into();
+            stored += usize::from(kinds.admit(&event(60, "x", "malformed"), ip).0);
+        }
+        assert_eq!(stored, KINDS + VERBATIM as usize);
+        let summaries = kinds.summaries();
+        assert_eq!(summaries.len(), 1);
+        assert_eq!(summaries[0].peer, "(many addresses)");
+    }
+
+    #[test]
+    fn long_texts_are_cut_on_a_character_boundary() {
+        assert_eq!(cut("short".into(), 10), "short");
+        let long = "é".repeat(300);
+        let c = cut(long, 255);
+        assert!(c.starts_with(&"é".repeat(127)), "{c}");
+        assert!(c.ends_with("... (600 bytes)"), "{c}");
+    }
 
     #[test]
     fn reads_complete_arp_entries_only() {

@@ -226,6 +226,25 @@ async fn callbacks_are_recorded_once(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // A name the profile does not expect is refused and not stored, as are
+    // 2,000 made-up ones with large bodies.
+    let r = client
+        .post(format!("{base}/made-up"))
+        .body(vec![b'x'; 60 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(r.text().await.unwrap().contains("expects no callback"));
+    for i in 0..200 {
+        let r = client
+            .post(format!("{base}/made-up-{i}"))
+            .body(vec![b'x'; 60 * 1024])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
     // Too large a body is refused, not stored.
     let r = client
         .post(format!("{base}/configuring"))
@@ -457,4 +476,80 @@ async fn connection_floods_do_not_stop_booting() {
         assert!(n > 0.0, "{line}");
     }
     d.stop().await;
+}
+
+/// Bytes the SQLite store holds on disk (database and its journal).
+fn store_bytes(dir: &std::path::Path) -> u64 {
+    ["bootloader.sqlite3", "bootloader.sqlite3-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// 20,000 junk boot requests and 500 with a 30 KB Range header from one
+/// address: the timeline keeps a few rows, texts cut short, and the store
+/// grows by less than 1 MB. A 300 KB header is refused before anything
+/// reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_requests_write_little() {
+    let (ts, d, _, _) = setup(Backend::Sqlite).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = store_bytes(ts.dir.path());
+    let client = reqwest::Client::new();
+    let huge = format!("bytes=0-1,{}", "2-3,".repeat(75_000));
+    let r = client
+        .get(format!("{}/ipxe/{MAC}", d.base))
+        .header("Range", &huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let long = &huge[..30_000];
+    let mut work = tokio::task::JoinSet::new();
+    for worker in 0..4 {
+        let client = client.clone();
+        let base = d.base.clone();
+        let long = long.to_string();
+        work.spawn(async move {
+            for i in 0..5_000 {
+                let path = match i % 3 {
+                    0 => format!("/ipxe/junk-{worker}-{i}"),
+                    1 => format!("/static/nope-{worker}-{i}"),
+                    _ => format!("/_callback/{}/x{i}", "0".repeat(64)),
+                };
+                let r = client.get(format!("{base}{path}")).send().await.unwrap();
+                assert!(r.status().is_client_error(), "{path}: {}", r.status());
+                if i < 125 {
+                    let r = client
+                        .get(format!("{base}/ipxe/{MAC}"))
+                        .header("Range", &long)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(r.status().is_success(), "{}", r.status());
+                }
+            }
+        });
+    }
+    while let Some(r) = work.join_next().await {
+        r.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let store = d.store.clone();
+    d.stop().await;
+    let grown = store_bytes(ts.dir.path()).saturating_sub(before);
+    assert!(grown < 1024 * 1024, "the store grew by {grown} bytes");
+    let events = store.boot_events(&[], None, 100_000).await.unwrap();
+    assert!(events.len() < 200, "{} rows stored", events.len());
+    assert!(
+        events.iter().all(|(_, e)| e.request.len() < 400),
+        "a request text was kept whole"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(_, e)| e.detail.contains("more like this")),
+        "no count of the flood"
+    );
 }

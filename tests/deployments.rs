@@ -211,9 +211,11 @@ async fn walks_to_complete(backend: Backend) {
         assert_eq!(s, StatusCode::NOT_FOUND, "{bad}");
     }
     // The installer is fast: `installing` arrives before its step starts,
-    // and is remembered.
+    // and is remembered. A name the profile never expects is refused.
     let r = reqwest::get(format!("{base}installing")).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    let r = reqwest::get(format!("{base}made-up")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let b = wait_state(&d, id, "preparing").await;
     assert_eq!(b["step"], "preparing");
     // The installer reports with a POST; its body goes into the log.
@@ -226,6 +228,8 @@ async fn walks_to_complete(backend: Backend) {
     assert_eq!(r.status(), StatusCode::OK);
     let done = wait_state(&d, id, "complete").await;
     assert_eq!(done["progress"], 100, "{done}");
+    // The callbacks' rows went with the deployment (the log keeps them).
+    assert!(d.store.callbacks(id).await.unwrap().is_empty());
     assert!(done["finished_at"].is_string(), "{done}");
     // After the end, the export URLs are gone too.
     let (s, _) = export(format!("/export/file/{id}/{token}/walk/1.0/script")).await;

@@ -697,3 +697,73 @@ battery!(
     quirks_reload_without_a_restart,
     leases_survive_a_restart_and_inform,
 );
+
+/// Bytes the SQLite store holds on disk (database and its journal).
+fn store_bytes(dir: &std::path::Path) -> u64 {
+    ["bootloader.sqlite3", "bootloader.sqlite3-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// 100,000 packets without a message type from one relay: the timeline
+/// keeps a few rows and a count, the store grows by less than 1 MB, and
+/// the server answers the next client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_junk_flood_writes_a_count_not_rows() {
+    let env = start(Backend::Sqlite, "authoritative").await;
+    // Settle the start's own writes first.
+    env.send(&base(MessageType::Discover, "52:54:00:00:04:01", 1))
+        .await
+        .expect("an answer before the flood");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = store_bytes(env.ts.dir.path());
+    let mut junk = base(MessageType::Discover, "52:54:00:00:04:02", 2)
+        .to_vec()
+        .unwrap();
+    let at = (240..junk.len() - 2)
+        .find(|&i| junk[i] == 53 && junk[i + 1] == 1)
+        .expect("option 53");
+    junk.drain(at..at + 3);
+    let mut sent = 0;
+    for _ in 0..100_000 {
+        if env.relay.send_to(&junk, env.server).await.is_ok() {
+            sent += 1;
+        }
+        if sent % 2_000 == 0 {
+            // Let the server keep up a little: more of the flood arrives.
+            tokio::task::yield_now().await;
+        }
+    }
+    assert_eq!(sent, 100_000);
+    let o = env
+        .send(&base(MessageType::Discover, "52:54:00:00:04:03", 3))
+        .await;
+    assert!(o.is_some(), "the server stopped answering after the flood");
+    // The writer flushes its queue; the stop stores the minute's counts.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let store = env.d.store.clone();
+    let dir = env.ts.dir.path().to_path_buf();
+    let d = env.d;
+    d.stop().await;
+    let grown = store_bytes(&dir).saturating_sub(before);
+    assert!(grown < 1024 * 1024, "the store grew by {grown} bytes");
+    let events = store.boot_events(&[], None, 10_000).await.unwrap();
+    let junk_rows: Vec<_> = events
+        .iter()
+        .filter(|(_, e)| !e.request.starts_with("DHCPDISCOVER"))
+        .collect();
+    assert!(
+        junk_rows.len() <= 2 * 20 + 4,
+        "{} junk rows stored",
+        junk_rows.len()
+    );
+    assert!(
+        junk_rows
+            .iter()
+            .any(|(_, e)| e.detail.contains("more like this")),
+        "no count of the flood: {:?}",
+        junk_rows.iter().map(|(_, e)| &e.detail).collect::<Vec<_>>()
+    );
+}

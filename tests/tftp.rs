@@ -419,7 +419,10 @@ async fn deployment_files_and_quirk_blksize(backend: common::Backend) {
     let addr = socket.local_addr().unwrap();
     let (timeline, writer) = bootloader::timeline::Timeline::new(
         d.store.clone(),
-        Duration::from_secs(86400),
+        bootloader::timeline::Retention {
+            age: Duration::from_secs(86400),
+            max_events: 100_000,
+        },
         std::future::pending(),
     );
     tokio::spawn(writer);

@@ -34,6 +34,9 @@ pub struct BootState {
     pub binaries_dir: PathBuf,
     /// Never served, whatever links the directories above hold.
     pub data_dir: PathBuf,
+    /// The largest callback body kept, and callbacks per deployment.
+    pub callback_body_bytes: usize,
+    pub callbacks_per_deployment: u32,
 }
 
 /// The boot routes. Unknown paths fall through to deployment files, then
@@ -46,7 +49,7 @@ pub fn routes(state: BootState) -> Router {
             "/_callback/{token}/{name}",
             get(callback)
                 .post(callback)
-                .layer(DefaultBodyLimit::max(CALLBACK_BODY_LIMIT)),
+                .layer(DefaultBodyLimit::max(state.callback_body_bytes)),
         )
         .route(
             "/export/file/{deployment}/{token}/{profile}/{version}/{file}",
@@ -216,9 +219,6 @@ async fn export_ssh_keys(
     }
 }
 
-/// The largest callback body kept (an installer's log excerpt, say).
-const CALLBACK_BODY_LIMIT: usize = 64 * 1024;
-
 fn valid_callback_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
@@ -227,8 +227,11 @@ fn valid_callback_name(name: &str) -> bool {
 }
 
 /// `{callback_base}NAME`: the machine reports a step. Stored at once (the
-/// engine may not wait for it yet); a replay is a no-op; an unknown or
-/// finished token is a 404.
+/// engine may not wait for it yet) if the deployment's profile can still
+/// expect that name; a replay is a no-op; an unknown or finished token, or
+/// a name the profile does not expect, is a 404. The body is capped
+/// (`limits.callback_body_bytes`, 413 past it) and so are the callbacks a
+/// deployment holds (`limits.callbacks_per_deployment`).
 async fn callback(
     State(state): State<BootState>,
     Path((token, name)): Path<(String, String)>,
@@ -236,20 +239,56 @@ async fn callback(
     body: axum::body::Bytes,
 ) -> Response {
     if !valid_callback_name(&name) {
+        crate::telemetry::callback_refused("bad_name");
         return (StatusCode::BAD_REQUEST, "bad callback name\n").into_response();
     }
     let hash = CallbackToken::from_presented(&token).hash();
-    let body = String::from_utf8_lossy(&body);
     let started = std::time::Instant::now();
+    if let Some(engine) = &state.engine {
+        let expected = match state.store.callback_deployment(&hash).await {
+            Ok(Some(id)) => engine.expects_callback(id, &name).await.map(|e| (id, e)),
+            Ok(None) => {
+                crate::telemetry::callback("unknown_token");
+                tracing::info!(callback = %name, "callback with an unknown or finished token");
+                return (StatusCode::NOT_FOUND, "unknown or finished deployment\n").into_response();
+            }
+            Err(e) => Err(e),
+        };
+        match expected {
+            Ok((_, true)) => {}
+            Ok((id, false)) => {
+                crate::telemetry::callback_refused("unexpected_name");
+                tracing::Span::current().record("deployment", id);
+                tracing::info!(deployment = id, callback = %name, "callback its profile does not expect");
+                return (
+                    StatusCode::NOT_FOUND,
+                    format!("the deployment's profile expects no callback {name:?} from here on\n"),
+                )
+                    .into_response();
+            }
+            Err(e) => {
+                crate::telemetry::callback("unavailable");
+                return store_down(e);
+            }
+        }
+    }
+    let body = String::from_utf8_lossy(&body);
     let recorded = state
         .store
-        .record_callback(&hash, &name, method.as_str(), &body)
+        .record_callback(
+            &hash,
+            &name,
+            method.as_str(),
+            &body,
+            state.callbacks_per_deployment,
+        )
         .await;
     crate::telemetry::store_op("record_callback", started.elapsed());
     crate::telemetry::callback(match &recorded {
         Ok(CallbackReceipt::Recorded { first: true, .. }) => "accepted",
         Ok(CallbackReceipt::Recorded { first: false, .. }) => "replay",
         Ok(CallbackReceipt::UnknownToken) => "unknown_token",
+        Ok(CallbackReceipt::Full { .. }) => "refused",
         Err(_) => "unavailable",
     });
     match recorded {
@@ -271,6 +310,15 @@ async fn callback(
         Ok(CallbackReceipt::UnknownToken) => {
             tracing::info!(callback = %name, "callback with an unknown or finished token");
             (StatusCode::NOT_FOUND, "unknown or finished deployment\n").into_response()
+        }
+        Ok(CallbackReceipt::Full { deployment_id }) => {
+            crate::telemetry::callback_refused("too_many");
+            tracing::warn!(deployment = deployment_id, callback = %name, "callback refused: the deployment holds its share");
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                "this deployment holds as many callbacks as it may\n",
+            )
+                .into_response()
         }
         // The machine retries on 5xx: nothing accepted is lost.
         Err(e) => store_down(e),
@@ -347,7 +395,12 @@ async fn record(State(state): State<BootState>, req: Request, next: Next) -> Res
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
     {
-        asked.push_str(&format!(" range={range}"));
+        // A header is ASCII here (`to_str`); a real Range is short.
+        let shown = &range[..range.len().min(64)];
+        asked.push_str(&format!(" range={shown}"));
+        if shown.len() < range.len() {
+            asked.push_str(&format!("... ({} bytes)", range.len()));
+        }
     }
     let mac = path
         .strip_prefix("/ipxe/")

@@ -64,6 +64,21 @@ impl Profile {
             .collect()
     }
 
+    /// Names of the `expect_callback` actions a deployment standing in
+    /// step `current` (none yet: before its first step) may still reach:
+    /// that step's, the later ones', `error`'s and `cleanup`'s.
+    pub fn callbacks_from(&self, current: Option<StepName>) -> Vec<&str> {
+        StepName::ALL
+            .iter()
+            .skip_while(|&&n| current.is_some_and(|c| c != n))
+            .flat_map(|&n| self.workflow.step(n).actions.iter())
+            .filter_map(|a| match &a.kind {
+                ActionKind::ExpectCallback { name } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Effective timeout of a step: the step's own, else the profile default.
     pub fn step_timeout(&self, step: StepName) -> Option<&Duration> {
         self.workflow

@@ -226,7 +226,7 @@ pub struct LeaseClaim {
     pub now: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     Dhcp,
@@ -247,7 +247,7 @@ impl Phase {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// We answered (an offer, an ack, a file, a script).
@@ -315,6 +315,9 @@ pub enum CallbackReceipt {
     Recorded { deployment_id: i64, first: bool },
     /// No active deployment has this token.
     UnknownToken,
+    /// The deployment holds `limits.callbacks_per_deployment` callbacks
+    /// already; a new name is refused (a replay still answers Recorded).
+    Full { deployment_id: i64 },
 }
 
 /// A callback as stored.
@@ -364,14 +367,18 @@ pub trait BootStore: Send + Sync + 'static {
     /// The file at `path`, if an active deployment serves it.
     async fn served_file(&self, via: Via, path: &str) -> Result<Option<ServedFile>>;
 
+    /// The active deployment whose callback token hashes to `token`.
+    async fn callback_deployment(&self, token: &TokenHash) -> Result<Option<i64>>;
     /// Records a callback of the active deployment whose token hashes to
-    /// `token`. A replay of a name already recorded changes nothing.
+    /// `token`, if it holds fewer than `max` callbacks. A replay of a name
+    /// already recorded changes nothing.
     async fn record_callback(
         &self,
         token: &TokenHash,
         name: &str,
         method: &str,
         body: &str,
+        max: u32,
     ) -> Result<CallbackReceipt>;
     /// A deployment's callbacks, in the order they arrived.
     async fn callbacks(&self, deployment_id: i64) -> Result<Vec<CallbackRecord>>;
@@ -415,5 +422,7 @@ pub trait BootStore: Send + Sync + 'static {
     ) -> Result<Vec<(i64, BootEvent)>>;
     async fn unknown_macs(&self, limit: u32) -> Result<Vec<UnknownMac>>;
     /// Deletes events older than `before`; returns how many.
-    async fn prune_boot_events(&self, before: OffsetDateTime) -> Result<u64>;
+    /// Deletes events older than `before`, and the oldest past the newest
+    /// `keep`.
+    async fn prune_boot_events(&self, before: OffsetDateTime, keep: u64) -> Result<u64>;
 }

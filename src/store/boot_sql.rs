@@ -394,10 +394,20 @@ macro_rules! boot_sql_store {
                     }))
                 }
 
-                async fn record_callback(&self, token: &TokenHash, name: &str, method: &str, body: &str) -> Result<CallbackReceipt> {
+                async fn callback_deployment(&self, token: &TokenHash) -> Result<Option<i64>> {
+                    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                        "SELECT id FROM deployments WHERE token_hash = $1 AND state IN {ACTIVE_STATES}"
+                    )))
+                    .bind(&token.0)
+                    .fetch_optional(&self.pool)
+                    .await?)
+                }
+
+                async fn record_callback(&self, token: &TokenHash, name: &str, method: &str, body: &str, max: u32) -> Result<CallbackReceipt> {
                     let (_writer, mut tx) = self.begin_write().await?;
                     let found: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                        "SELECT id FROM deployments WHERE token_hash = $1 AND state IN {ACTIVE_STATES}"
+                        "SELECT id FROM deployments WHERE token_hash = $1 AND state IN {ACTIVE_STATES}{}",
+                        $for_update
                     )))
                     .bind(&token.0)
                     .fetch_optional(&mut *tx)
@@ -405,6 +415,19 @@ macro_rules! boot_sql_store {
                     let Some(deployment_id) = found else {
                         return Ok(CallbackReceipt::UnknownToken);
                     };
+                    let (held, this): (i64, i64) = sqlx::query_as(
+                        "SELECT COUNT(*), COUNT(CASE WHEN name = $2 THEN 1 END) FROM callbacks WHERE deployment_id = $1",
+                    )
+                    .bind(deployment_id)
+                    .bind(name)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if this > 0 {
+                        return Ok(CallbackReceipt::Recorded { deployment_id, first: false });
+                    }
+                    if held >= i64::from(max) {
+                        return Ok(CallbackReceipt::Full { deployment_id });
+                    }
                     let now = OffsetDateTime::now_utc();
                     let done = sqlx::query(
                         "INSERT INTO callbacks (deployment_id, name, method, body, received_at) \
@@ -686,12 +709,21 @@ macro_rules! boot_sql_store {
                     Ok(out)
                 }
 
-                async fn prune_boot_events(&self, before: OffsetDateTime) -> Result<u64> {
-                    let done = sqlx::query("DELETE FROM boot_events WHERE at < $1")
+                async fn prune_boot_events(&self, before: OffsetDateTime, keep: u64) -> Result<u64> {
+                    let old = sqlx::query("DELETE FROM boot_events WHERE at < $1")
                         .bind(before)
                         .execute(&self.pool)
                         .await?;
-                    Ok(done.rows_affected())
+                    // Ids grow with each insert: the newest `keep` stay
+                    // (fewer where ids have gaps).
+                    let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+                    let over = sqlx::query(
+                        "DELETE FROM boot_events WHERE id <= (SELECT MAX(id) FROM boot_events) - $1",
+                    )
+                    .bind(keep)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(old.rows_affected() + over.rows_affected())
                 }
             }
         }

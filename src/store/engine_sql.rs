@@ -240,6 +240,12 @@ macro_rules! engine_sql_store {
                             .bind(t.id)
                             .execute(&mut *tx)
                             .await?;
+                        // The log holds each callback's name, method and
+                        // the start of its body.
+                        sqlx::query("DELETE FROM callbacks WHERE deployment_id = $1")
+                            .bind(t.id)
+                            .execute(&mut *tx)
+                            .await?;
                     }
                     if t.state != t.from {
                         let record = fetch(&mut tx, t.id).await?;

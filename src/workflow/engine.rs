@@ -195,6 +195,15 @@ impl Engine {
         true
     }
 
+    /// Whether deployment `id`'s profile may still expect a callback
+    /// `name` (in its current step, a later one, `error` or `cleanup`).
+    pub async fn expects_callback(&self, id: i64, name: &str) -> Result<bool, StoreError> {
+        let view = self.store.engine_view(id).await?;
+        let profile = parse(&view)?;
+        let current = position(&view).cursor.map(|c| c.step);
+        Ok(profile.callbacks_from(current).contains(&name))
+    }
+
     /// A callback for `id` was stored: wake its task.
     pub fn nudge(&self, id: i64) {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
