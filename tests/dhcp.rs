@@ -689,6 +689,7 @@ macro_rules! battery {
 }
 
 battery!(
+    spoofed_subnet_selection_decline_and_release,
     authoritative_exchange,
     reservations_and_exhaustion,
     malformed_packets_are_dropped,
@@ -766,4 +767,96 @@ async fn a_junk_flood_writes_a_count_not_rows() {
         "no count of the flood: {:?}",
         junk_rows.iter().map(|(_, e)| &e.detail).collect::<Vec<_>>()
     );
+}
+
+/// What a client on the boot VLAN could do by spoofing: choose another
+/// network with option 118 without a relay, take a machine's reserved
+/// address out of service with a DECLINE in its name, release another
+/// machine's lease. None of it works.
+async fn spoofed_subnet_selection_decline_and_release(backend: Backend) {
+    let env = start(backend, "authoritative").await;
+    // Not relayed (giaddr 0) but naming the lab's network in option 118.
+    let spoofer = "52:54:00:00:05:01";
+    let mut direct = base(MessageType::Discover, spoofer, 1);
+    direct.set_giaddr(Ipv4Addr::UNSPECIFIED);
+    env.relay
+        .send_to(&direct.to_vec().unwrap(), env.server)
+        .await
+        .unwrap();
+    let events = env.wait_timeline(spoofer, 1).await;
+    assert_eq!(events[0]["outcome"], "silent", "{events:?}");
+    assert!(
+        events[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no network in the inventory contains 127.0.0.1"),
+        "{events:?}"
+    );
+    assert!(
+        env.d
+            .store
+            .lease_of(1, spoofer.parse().unwrap())
+            .await
+            .unwrap()
+            .is_none(),
+        "an address was held for a client that chose its own subnet"
+    );
+
+    // A reserved machine gets its address; a DECLINE in its name does not
+    // take the address away.
+    let owner = "52:54:00:00:05:02";
+    add_server(&env.d, "r5.lab.example.com", owner, Some("10.0.0.21")).await;
+    let offer = env
+        .send(&base(MessageType::Discover, owner, 2))
+        .await
+        .unwrap();
+    assert_eq!(offer.yiaddr(), Ipv4Addr::new(10, 0, 0, 21));
+    let ack = env
+        .send(&request_for(&offer, base(MessageType::Request, owner, 3)))
+        .await
+        .unwrap();
+    assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+    let mut decline = base(MessageType::Decline, owner, 4);
+    decline
+        .opts_mut()
+        .insert(DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 0, 0, 21)));
+    assert!(env.send(&decline).await.is_none());
+    let again = env.send(&base(MessageType::Discover, owner, 5)).await;
+    assert_eq!(
+        again.map(|o| o.yiaddr()),
+        Some(Ipv4Addr::new(10, 0, 0, 21)),
+        "the reservation is still offered to its owner"
+    );
+    let events = env.wait_timeline(owner, 4).await;
+    assert!(
+        events.iter().any(|e| e["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the reservation stays")),
+        "{events:?}"
+    );
+
+    // A DECLINE naming another client's address changes nothing.
+    let pool_client = "52:54:00:00:05:03";
+    let offer = env
+        .send(&base(MessageType::Discover, pool_client, 6))
+        .await
+        .unwrap();
+    let held = offer.yiaddr();
+    env.send(&request_for(
+        &offer,
+        base(MessageType::Request, pool_client, 7),
+    ))
+    .await
+    .unwrap();
+    let mut foreign = base(MessageType::Decline, "52:54:00:00:05:04", 9);
+    foreign
+        .opts_mut()
+        .insert(DhcpOption::RequestedIpAddress(held));
+    assert!(env.send(&foreign).await.is_none());
+    let lease = env.d.store.lease_at(1, held).await.unwrap().expect("lease");
+    assert_eq!(lease.state, bootloader::store::boot::LeaseState::Bound);
+    assert_eq!(lease.mac.to_string(), pool_client);
+
+    env.stop().await;
 }

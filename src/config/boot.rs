@@ -48,6 +48,9 @@ pub struct DhcpSettings {
     /// Unicast replies to clients without an address through an ARP entry
     /// (CAP_NET_ADMIN) instead of broadcasting them.
     pub unicast: bool,
+    /// Relays (giaddr) whose requests are served; empty: any relay. Only a
+    /// relayed request may select a subnet with option 118.
+    pub trusted_relays: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone)]
@@ -279,6 +282,30 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
         )
         .unwrap_or(false);
 
+    let trusted_raw = r
+        .pick(
+            "dhcp.trusted_relays",
+            None,
+            &["BOOTLOADER_DHCP_TRUSTED_RELAYS"],
+            d.trusted_relays.map(|v| v.join(",")),
+            Some(String::new()),
+            Plain,
+        )
+        .unwrap_or_default();
+    let mut trusted_relays = Vec::new();
+    for raw in trusted_raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        match raw.parse::<Ipv4Addr>() {
+            Ok(a) => trusted_relays.push(a),
+            Err(_) => r.errors.push(format!(
+                "dhcp.trusted_relays: {raw:?} is not an IPv4 address"
+            )),
+        }
+    }
+
     let static_dir = r
         .pick(
             "http.static_dir",
@@ -322,6 +349,7 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
             decline_hold,
             quirks,
             unicast,
+            trusted_relays,
         },
         static_dir: PathBuf::from(static_dir),
         timeline_retention: Duration::from_secs(u64::from(retention_days) * 86400),

@@ -93,6 +93,7 @@ pub struct DhcpSection {
     pub offer_hold: Option<u32>,
     pub decline_hold: Option<u32>,
     pub unicast: Option<bool>,
+    pub trusted_relays: Option<Vec<String>>,
     /// `[[dhcp.quirk]]` rules, in order.
     pub quirk: Option<Vec<QuirkSection>>,
 }

@@ -178,6 +178,7 @@ pub struct DhcpService {
     quirks: super::quirks::QuirkRules,
     /// Unicast replies through an ARP entry instead of broadcasting.
     unicast: bool,
+    trusted_relays: Vec<Ipv4Addr>,
     dropped: std::sync::atomic::AtomicU64,
 }
 
@@ -223,6 +224,7 @@ impl DhcpService {
             client_port: settings.client_port,
             quirks: quirks.clone(),
             unicast: settings.unicast,
+            trusted_relays: settings.trusted_relays.clone(),
             dropped: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -435,6 +437,35 @@ fn describe_answer(answer: &BootAnswer, purpose: Purpose) -> String {
     }
 }
 
+/// What a request may say about its link: option 118 (subnet selection)
+/// is a relay's to give, so a client on the boot VLAN cannot pick another
+/// location's network with it; with `trusted` relays configured, requests
+/// relayed by others are refused.
+fn trust_relay(client: &mut ClientInfo, trusted: &[Ipv4Addr]) -> Result<(), String> {
+    match client.giaddr {
+        None => {
+            client.subnet_selection = None;
+            Ok(())
+        }
+        Some(relay) if !trusted.is_empty() && !trusted.contains(&relay) => Err(format!(
+            "relayed by {relay}, which is not in dhcp.trusted_relays: ignored"
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// A client releases from the address it holds (RFC 2131 4.4.6: the
+/// RELEASE is unicast from ciaddr); only a relay speaks for another.
+fn release_source(client: &ClientInfo, ip: Ipv4Addr, src: SocketAddr) -> Result<(), String> {
+    if client.giaddr.is_none() && src.ip() != std::net::IpAddr::V4(ip) {
+        return Err(format!(
+            "RELEASE of {ip} sent from {}: ignored (a client releases from its own address)",
+            src.ip()
+        ));
+    }
+    Ok(())
+}
+
 /// Where a reply goes (RFC 2131 4.1): to the relay, to the client's
 /// address when it has one, else broadcast on the interface.
 fn destination(
@@ -578,11 +609,22 @@ impl DhcpService {
             quirks::apply(q, &mut client);
             request.push_str(&format!(" [quirk {:?}]", q.name));
         }
+        if let Err(why) = trust_relay(&mut client, &self.trusted_relays) {
+            self.timeline.record(
+                Phase::Dhcp,
+                Some(client.mac),
+                src,
+                request,
+                Outcome::Refused,
+                why,
+            );
+            return None;
+        }
         let mode = quirk.and_then(|q| q.answer).unwrap_or(self.policy.mode);
         let span = tracing::info_span!("dhcp", mac = %client.mac, xid = client.xid,
             deployment = tracing::field::Empty);
         let answer = match self
-            .answer(sock, &msg, &client, mode)
+            .answer(sock, &msg, &client, mode, src)
             .instrument(span)
             .await
         {
@@ -681,6 +723,7 @@ impl DhcpService {
         msg: &Message,
         client: &ClientInfo,
         mode: Mode,
+        src: SocketAddr,
     ) -> anyhow::Result<Answer> {
         let started = std::time::Instant::now();
         let target = self.store.boot_target(client.mac).await;
@@ -720,7 +763,7 @@ impl DhcpService {
             }
             (Mode::Authoritative, Port::Main) => {
                 let reservation = target.as_ref().and_then(|t| t.reservation);
-                self.authoritative(&policy, msg, client, known, server_ip, reservation)
+                self.authoritative(&policy, msg, client, known, server_ip, reservation, src)
                     .await
             }
         }
@@ -763,6 +806,7 @@ impl DhcpService {
         known: Known,
         server_ip: Ipv4Addr,
         reservation: Option<(i64, Ipv4Addr)>,
+        src: SocketAddr,
     ) -> anyhow::Result<Answer> {
         let Some(leases) = &self.leases else {
             return Ok(silent("no lease store"));
@@ -868,6 +912,9 @@ impl DhcpService {
                 let Some(ip) = client.ciaddr else {
                     return Ok(silent("RELEASE without ciaddr"));
                 };
+                if let Err(why) = release_source(client, ip, src) {
+                    return Ok(silent(why));
+                }
                 let released = leases.release(&net, ip, client.mac, now).await?;
                 return Ok(silent(if released {
                     format!("released {ip}")
@@ -882,6 +929,14 @@ impl DhcpService {
                 let Some(ip) = client.requested_ip else {
                     return Ok(silent("DECLINE without option 50"));
                 };
+                if reserved == Some(ip) {
+                    // Anyone can send a DECLINE with the owner's MAC; a
+                    // reservation is the machine's whatever it says.
+                    tracing::warn!(mac = %client.mac, %ip, "DECLINE of a reserved address: it stays reserved (is another host using it?)");
+                    return Ok(silent(format!(
+                        "DECLINE of {ip}, this client's reserved address: the reservation stays (check for an address conflict)"
+                    )));
+                }
                 let declined = leases.decline(&net, ip, client.mac, now).await?;
                 return Ok(silent(if declined {
                     format!("{ip} declined (in use on the network); kept out of the pool")
@@ -927,6 +982,59 @@ mod tests {
             .set_ciaddr(ciaddr)
             .set_flags(Flags::default());
         m
+    }
+
+    #[test]
+    fn only_relays_select_a_subnet_and_untrusted_relays_are_refused() {
+        let mut m = request(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED);
+        m.set_chaddr(&[0x52, 0x54, 0, 1, 2, 3]);
+        m.opts_mut().insert(dhcproto::v4::DhcpOption::MessageType(
+            dhcproto::v4::MessageType::Discover,
+        ));
+        m.opts_mut()
+            .insert(dhcproto::v4::DhcpOption::SubnetSelection(Ipv4Addr::new(
+                10, 9, 0, 0,
+            )));
+        let direct = crate::dhcp::classify::classify(&m).unwrap();
+        let relay = Ipv4Addr::new(10, 1, 0, 1);
+        m.set_giaddr(relay);
+        let relayed = crate::dhcp::classify::classify(&m).unwrap();
+
+        let mut c = direct.clone();
+        assert_eq!(trust_relay(&mut c, &[]), Ok(()));
+        assert_eq!(c.subnet_selection, None, "a client's own 118 is ignored");
+        let mut c = relayed.clone();
+        assert_eq!(trust_relay(&mut c, &[]), Ok(()));
+        assert_eq!(c.subnet_selection, Some(Ipv4Addr::new(10, 9, 0, 0)));
+        let mut c = relayed.clone();
+        assert_eq!(trust_relay(&mut c, &[relay]), Ok(()));
+        let mut c = relayed;
+        assert!(trust_relay(&mut c, &[Ipv4Addr::new(10, 2, 0, 1)]).is_err());
+        let mut c = direct;
+        assert_eq!(
+            trust_relay(&mut c, &[relay]),
+            Ok(()),
+            "direct clients are served"
+        );
+    }
+
+    #[test]
+    fn a_release_comes_from_its_address_or_a_relay() {
+        let mut m = request(Ipv4Addr::UNSPECIFIED, Ipv4Addr::new(10, 0, 0, 50));
+        m.set_chaddr(&[0x52, 0x54, 0, 1, 2, 3]);
+        m.opts_mut().insert(dhcproto::v4::DhcpOption::MessageType(
+            dhcproto::v4::MessageType::Release,
+        ));
+        let direct = crate::dhcp::classify::classify(&m).unwrap();
+        m.set_giaddr(Ipv4Addr::new(10, 1, 0, 1));
+        let relayed = crate::dhcp::classify::classify(&m).unwrap();
+        let ip = Ipv4Addr::new(10, 0, 0, 50);
+        let own: SocketAddr = "10.0.0.50:68".parse().unwrap();
+        let other: SocketAddr = "10.0.0.77:68".parse().unwrap();
+        let relay: SocketAddr = "10.1.0.1:67".parse().unwrap();
+        assert_eq!(release_source(&direct, ip, own), Ok(()));
+        assert!(release_source(&direct, ip, other).is_err());
+        assert_eq!(release_source(&relayed, ip, relay), Ok(()));
     }
 
     #[test]
