@@ -763,7 +763,7 @@ impl DhcpService {
             }
             (Mode::Authoritative, Port::Main) => {
                 let reservation = target.as_ref().and_then(|t| t.reservation);
-                self.authoritative(&policy, msg, client, known, server_ip, reservation, src)
+                self.authoritative(&policy, (msg, client, src), known, server_ip, reservation)
                     .await
             }
         }
@@ -801,12 +801,10 @@ impl DhcpService {
     async fn authoritative(
         &self,
         policy: &Policy,
-        msg: &Message,
-        client: &ClientInfo,
+        (msg, client, src): (&Message, &ClientInfo, SocketAddr),
         known: Known,
         server_ip: Ipv4Addr,
         reservation: Option<(i64, Ipv4Addr)>,
-        src: SocketAddr,
     ) -> anyhow::Result<Answer> {
         let Some(leases) = &self.leases else {
             return Ok(silent("no lease store"));
