@@ -269,6 +269,58 @@ async fn commands_reach_the_bmc(driver: &str, backend: Backend) {
         "disk is the chassis' default boot"
     );
 
+    // A reader does not open a BMC session: it gets the last answer and
+    // its age. Credentials are staff's to see.
+    let (s, b) = d.post("/users", json!({"name": "viewer"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = d.post("/tokens", json!({"user": "viewer"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let viewer = b["token"].as_str().unwrap().to_string();
+    let (s, b) = d
+        .post("/tokens", json!({"user": "admin", "scope": "read"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let staff_read = b["token"].as_str().unwrap().to_string();
+    let calls = bmc.calls().len();
+    for token in [&viewer, &staff_read] {
+        let (s, b) = d
+            .call_as(
+                Some(token),
+                reqwest::Method::GET,
+                &format!("/servers/{fqdn}/power"),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(b["live"], false, "{b}");
+        assert_eq!(b["known"]["state"], "off", "{b}");
+        assert!(b["age_seconds"].as_i64().unwrap() < 600, "{b}");
+        let (s, b) = d
+            .call_as(
+                Some(token),
+                reqwest::Method::GET,
+                &format!("/servers/{fqdn}/bootdev"),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(b["known"]["boot"]["device"], "pxe", "{b}");
+    }
+    assert_eq!(bmc.calls().len(), calls, "a reader's query reached the BMC");
+    let (s, _) = d
+        .call_as(Some(&viewer), reqwest::Method::GET, "/credentials", None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = d
+        .call_as(
+            Some(&staff_read),
+            reqwest::Method::GET,
+            "/credentials",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
     // Sessions are closed: far more commands than the BMC has session
     // slots all work.
     for _ in 0..40 {

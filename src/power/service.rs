@@ -283,6 +283,12 @@ impl PowerService {
                 Ok(a) => Ok(a.describe()),
                 Err(e) => Err((e.kind().into(), e.to_string())),
             },
+            known: match &result {
+                Ok(a @ (PowerAnswer::State { .. } | PowerAnswer::BootFlags { .. })) => {
+                    serde_json::to_value(a).ok()
+                }
+                _ => None,
+            },
             at: time::OffsetDateTime::now_utc(),
         };
         let health = match self.store.record_power(&record).await {

@@ -28,6 +28,20 @@ pub struct PowerHealth {
     pub last_error: Option<String>,
     /// The last command sent, e.g. `power cycle`.
     pub last_command: Option<String>,
+    /// What the BMC last answered to a power status query
+    /// (`{"state": "on"}`), and when.
+    #[schema(value_type = Option<Object>)]
+    pub last_state: Option<serde_json::Value>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_state_at: Option<OffsetDateTime>,
+    /// What the BMC last said of the boot device (`{"boot": {...}}`), and
+    /// when.
+    #[schema(value_type = Option<Object>)]
+    pub last_bootdev: Option<serde_json::Value>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_bootdev_at: Option<OffsetDateTime>,
 }
 
 /// One finished power command, as it is recorded.
@@ -48,6 +62,9 @@ pub struct PowerRecord {
     pub duration_ms: u64,
     /// What the BMC answered, or the error's kind and message.
     pub result: std::result::Result<String, (String, String)>,
+    /// The answer itself when it tells the power state (`status`) or the
+    /// boot device (`bootdev-get`): kept as the last known one.
+    pub known: Option<serde_json::Value>,
     pub at: OffsetDateTime,
 }
 

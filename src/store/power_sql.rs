@@ -12,6 +12,10 @@ pub(super) mod rows {
         pub last_error_kind: Option<String>,
         pub last_error: Option<String>,
         pub last_command: String,
+        pub last_state: Option<String>,
+        pub last_state_at: Option<OffsetDateTime>,
+        pub last_bootdev: Option<String>,
+        pub last_bootdev_at: Option<OffsetDateTime>,
     }
 
     impl From<HealthRow> for crate::store::power::PowerHealth {
@@ -23,6 +27,10 @@ pub(super) mod rows {
                 last_error_kind: r.last_error_kind,
                 last_error: r.last_error,
                 last_command: Some(r.last_command),
+                last_state: r.last_state.and_then(|t| serde_json::from_str(&t).ok()),
+                last_state_at: r.last_state_at,
+                last_bootdev: r.last_bootdev.and_then(|t| serde_json::from_str(&t).ok()),
+                last_bootdev_at: r.last_bootdev_at,
             }
         }
     }
@@ -53,7 +61,8 @@ macro_rules! power_sql_store {
             async fn health(conn: &mut Conn, server_id: i64) -> Result<PowerHealth> {
                 let row: Option<HealthRow> = sqlx::query_as(
                     "SELECT last_success_at, last_failure_at, consecutive_failures, \
-                     last_error_kind, last_error, last_command FROM power_health WHERE server_id = $1",
+                     last_error_kind, last_error, last_command, last_state, last_state_at, \
+                     last_bootdev, last_bootdev_at FROM power_health WHERE server_id = $1",
                 )
                 .bind(server_id)
                 .fetch_optional(&mut *conn)
@@ -96,6 +105,17 @@ macro_rules! power_sql_store {
                             .execute(&mut *tx)
                             .await?;
                         }
+                    }
+                    if let Some(known) = &r.known {
+                        let column = if r.action == "status" { "last_state" } else { "last_bootdev" };
+                        sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "UPDATE power_health SET {column} = $1, {column}_at = $2 WHERE server_id = $3"
+                        )))
+                        .bind(known.to_string())
+                        .bind(r.at)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
                     }
                     let (outcome, detail) = match &r.result {
                         Ok(answer) => ("answered", answer.clone()),

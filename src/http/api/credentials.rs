@@ -8,7 +8,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody, Validator};
-use super::extract::{JsonBody, PageQuery, Paginated, Path, Query, Reader, Staff, path_key};
+use super::extract::{JsonBody, PageQuery, Paginated, Path, Query, Staff, StaffReader, path_key};
 use crate::http::AppState;
 use crate::model::{Name, Secret};
 use crate::store::{Credential, CredentialSpec};
@@ -78,7 +78,7 @@ fn credential_spec(
 pub async fn list_credentials(
     State(state): State<AppState>,
     OriginalUri(uri): OriginalUri,
-    _: Reader,
+    _: StaffReader,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Paginated<Credential>>, ApiError> {
     let page = q.page(&state)?;
@@ -104,7 +104,7 @@ pub async fn create_credential(
     responses((status = 200, body = Credential), (status = 404, body = ErrorBody)))]
 pub async fn get_credential(
     State(state): State<AppState>,
-    _: Reader,
+    _: StaffReader,
     Path(name): Path<String>,
 ) -> Result<Json<Credential>, ApiError> {
     let name: Name = path_key("credential", &name)?;

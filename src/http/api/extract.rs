@@ -18,6 +18,24 @@ pub struct Reader(pub Principal);
 /// A write-scoped token of a staff user: may write.
 pub struct Staff(pub Principal);
 
+/// Any token of a staff user: may read what only staff see (credentials).
+pub struct StaffReader(pub Principal);
+
+impl FromRequestParts<AppState> for StaffReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Reader(principal) = Reader::from_request_parts(parts, state).await?;
+        if !principal.is_staff {
+            return Err(ApiError::Forbidden(format!(
+                "user {} is not staff: only staff see credentials",
+                principal.user
+            )));
+        }
+        Ok(Self(principal))
+    }
+}
+
 fn presented_token(parts: &Parts) -> Option<ApiTokenSecret> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;

@@ -91,15 +91,62 @@ async fn run(state: &AppState, raw: &str, command: PowerCommand) -> Result<Power
     Ok(result(fqdn, command, report))
 }
 
+/// What a reader gets instead of a live BMC query: the BMC's last answer
+/// and its age. Opening a BMC session is a staff token's (write scope).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KnownPower {
+    #[schema(value_type = String)]
+    pub server: Fqdn,
+    /// Always false here: nobody asked the BMC for this answer.
+    pub live: bool,
+    /// The last answer (`{"state": "on"}` or `{"boot": {...}}`), if any.
+    #[schema(value_type = Option<Object>)]
+    pub known: Option<serde_json::Value>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub as_of: Option<time::OffsetDateTime>,
+    pub age_seconds: Option<i64>,
+    pub note: &'static str,
+}
+
+/// A live answer for a staff token with write scope; the last known one
+/// for everyone else.
+async fn live_or_known(
+    state: &AppState,
+    principal: &crate::store::Principal,
+    raw: &str,
+    command: PowerCommand,
+) -> Result<Response, ApiError> {
+    if principal.is_staff && principal.scope == crate::model::TokenScope::Write {
+        return Ok(run(state, raw, command).await?.into_response());
+    }
+    let fqdn: Fqdn = path_key("server", raw)?;
+    let health = state.power.health(&fqdn).await?;
+    let (known, as_of) = match command {
+        PowerCommand::Status => (health.last_state, health.last_state_at),
+        _ => (health.last_bootdev, health.last_bootdev_at),
+    };
+    Ok(Json(KnownPower {
+        server: fqdn,
+        live: false,
+        known,
+        as_of,
+        age_seconds: as_of.map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds()),
+        note: "the BMC's last answer; a live query needs a staff token with write scope",
+    })
+    .into_response())
+}
+
+/// Staff (write scope): the BMC is asked now. Others: its last answer.
 #[utoipa::path(get, path = "/servers/{fqdn}/power", tag = "power",
     responses((status = 200, body = PowerResult), (status = 502, body = PowerResult),
         (status = 504, body = PowerResult), (status = 404, body = ErrorBody)))]
 pub async fn power_status(
     State(state): State<AppState>,
-    _: Reader,
+    Reader(principal): Reader,
     Path(fqdn): Path<String>,
-) -> Result<PowerResult, ApiError> {
-    run(&state, &fqdn, PowerCommand::Status).await
+) -> Result<Response, ApiError> {
+    live_or_known(&state, &principal, &fqdn, PowerCommand::Status).await
 }
 
 #[utoipa::path(post, path = "/servers/{fqdn}/power", tag = "power", request_body = PowerInput,
@@ -114,15 +161,16 @@ pub async fn power_action(
     run(&state, &fqdn, PowerCommand::Power(input.action)).await
 }
 
+/// Staff (write scope): the BMC is asked now. Others: its last answer.
 #[utoipa::path(get, path = "/servers/{fqdn}/bootdev", tag = "power",
     responses((status = 200, body = PowerResult), (status = 502, body = PowerResult),
         (status = 504, body = PowerResult), (status = 404, body = ErrorBody)))]
 pub async fn get_bootdev(
     State(state): State<AppState>,
-    _: Reader,
+    Reader(principal): Reader,
     Path(fqdn): Path<String>,
-) -> Result<PowerResult, ApiError> {
-    run(&state, &fqdn, PowerCommand::GetBootDevice).await
+) -> Result<Response, ApiError> {
+    live_or_known(&state, &principal, &fqdn, PowerCommand::GetBootDevice).await
 }
 
 #[utoipa::path(post, path = "/servers/{fqdn}/bootdev", tag = "power", request_body = BootRequest,
