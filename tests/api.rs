@@ -203,6 +203,41 @@ async fn conflicts_and_validation(backend: Backend) {
     // Nothing of the refused server was written.
     let (s, _) = d.get("/servers/b.dc1.example.com").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    // Addresses no NIC can have, and a name that is an IP address.
+    let (s, b) = d
+        .post(
+            "/servers",
+            server_body(
+                "c.dc1.example.com",
+                &[
+                    "ff:ff:ff:ff:ff:ff",
+                    "01:00:5e:00:00:01",
+                    "00:00:00:00:00:00",
+                ],
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    for i in 0..3 {
+        assert!(
+            b["fields"][format!("interfaces[{i}].mac")][0]
+                .as_str()
+                .unwrap()
+                .contains("no network card"),
+            "{b}"
+        );
+    }
+    let (s, b) = d
+        .post("/servers", server_body("10.0.0.5", &["52:54:00:00:00:09"]))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(
+        b["fields"]["fqdn"][0]
+            .as_str()
+            .unwrap()
+            .contains("IP address"),
+        "{b}"
+    );
     let (s, b) = d
         .post(
             "/interfaces",

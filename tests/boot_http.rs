@@ -15,6 +15,10 @@ use serde_json::json;
 
 const MAC: &str = "52:54:00:12:34:56";
 
+/// The floods and the memory measurement run one at a time: each would
+/// disturb what another measures.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn setup(backend: Backend) -> (TestStore, Daemon, i64, CallbackToken) {
     let ts = TestStore::new(backend).await;
     let d = Daemon::start(&ts, None).await;
@@ -350,6 +354,7 @@ async fn closed(conn: &mut tokio::net::TcpStream, wait: Duration) -> bool {
 /// does not arrive in time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_floods_do_not_stop_booting() {
+    let _alone = HEAVY.lock().await;
     let mut ts = TestStore::new(Backend::Sqlite).await;
     for (k, v) in [
         ("BOOTLOADER_LIMITS_HTTP_CONNECTIONS", "3000"),
@@ -493,6 +498,7 @@ fn store_bytes(dir: &std::path::Path) -> u64 {
 /// reads it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn junk_requests_write_little() {
+    let _alone = HEAVY.lock().await;
     let (ts, d, _, _) = setup(Backend::Sqlite).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = store_bytes(ts.dir.path());
@@ -552,4 +558,73 @@ async fn junk_requests_write_little() {
             .any(|(_, e)| e.detail.contains("more like this")),
         "no count of the flood"
     );
+}
+
+/// The process's resident memory, in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// 20 machines fetching one 20 MB rendered file at once share one copy of
+/// it: the daemon's memory grows by far less than 20 copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_rendered_file_is_shared_by_its_readers() {
+    let _alone = HEAVY.lock().await;
+    let (_ts, d, dep, _) = setup(Backend::Sqlite).await;
+    let big: Vec<u8> = (0..20 * 1024 * 1024u32).map(|i| (i % 241) as u8).collect();
+    d.store
+        .serve_file(dep, Via::Http, "images/big.img", &big)
+        .await
+        .unwrap();
+    drop(big);
+    let base = rss();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(base));
+    let sampling = {
+        let peak = peak.clone();
+        std::thread::spawn(move || {
+            for _ in 0..3000 {
+                peak.fetch_max(rss(), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+                if peak.load(std::sync::atomic::Ordering::Relaxed) == u64::MAX {
+                    return;
+                }
+            }
+        })
+    };
+    let mut readers = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let url = format!("{}/images/big.img", d.base);
+        readers.spawn(async move {
+            // Read as it streams, keeping nothing.
+            let mut r = reqwest::get(url).await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            let mut n = 0usize;
+            let mut sum = 0u64;
+            while let Some(chunk) = r.chunk().await.unwrap() {
+                n += chunk.len();
+                sum += chunk.iter().map(|&b| u64::from(b)).sum::<u64>();
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            (n, sum)
+        });
+    }
+    let expected: u64 = (0..20 * 1024 * 1024u32)
+        .map(|i| u64::from((i % 241) as u8))
+        .sum();
+    while let Some(r) = readers.join_next().await {
+        assert_eq!(r.unwrap(), (20 * 1024 * 1024, expected));
+    }
+    let grown = peak
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(base);
+    peak.store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+    sampling.join().unwrap();
+    assert!(
+        grown < 200 * 1024 * 1024,
+        "memory grew by {} MB for 20 readers of a 20 MB file",
+        grown / (1024 * 1024)
+    );
+    d.stop().await;
 }

@@ -23,6 +23,21 @@ impl MacAddr {
         self.0
     }
 
+    /// Why no network card can have this address: all zeros, broadcast, or
+    /// a multicast group (the low bit of the first octet). `None` for a
+    /// unicast address a NIC may carry.
+    pub fn not_assignable(&self) -> Option<&'static str> {
+        if self.0 == [0; 6] {
+            Some("is all zeros, which no network card has")
+        } else if self.0 == [0xff; 6] {
+            Some("is the broadcast address, which no network card has")
+        } else if self.0[0] & 1 == 1 {
+            Some("is a multicast address (the first octet is odd), which no network card has")
+        } else {
+            None
+        }
+    }
+
     /// `aa-bb-cc-dd-ee-ff`, the form pxelinux uses in `pxelinux.cfg/01-...`.
     pub fn dashed(&self) -> String {
         self.to_string().replace(':', "-")
@@ -122,6 +137,20 @@ mod tests {
         check("5:254:00:12:34:56", None);
         check("", None);
         check("52:54:00:12:34:56:78", None);
+    }
+
+    #[test]
+    fn only_unicast_addresses_are_assignable() {
+        for (mac, ok) in [
+            ("52:54:00:12:34:56", true),
+            ("00:00:00:00:00:00", false),
+            ("ff:ff:ff:ff:ff:ff", false),
+            ("01:00:5e:00:00:01", false),
+            ("33:33:00:00:00:01", false),
+        ] {
+            let m: MacAddr = mac.parse().unwrap();
+            assert_eq!(m.not_assignable().is_none(), ok, "{mac}");
+        }
     }
 
     #[test]

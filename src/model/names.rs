@@ -17,6 +17,8 @@ pub enum NameError {
     BadLabel(String),
     #[error("must have at least two labels (host.domain)")]
     NotQualified,
+    #[error("is an IP address, not a name (the last label is all digits)")]
+    NumericTld,
     #[error(
         "may contain only letters, digits, '.', '_' and '-', and must start with a letter or digit"
     )]
@@ -70,6 +72,14 @@ impl FromStr for Fqdn {
         }
         if labels < 2 {
             return Err(NameError::NotQualified);
+        }
+        // No top-level domain is all digits (RFC 3696 2): `10.0.0.5` is an
+        // address.
+        if s.rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(NameError::NumericTld);
         }
         Ok(Self(s))
     }
@@ -156,6 +166,10 @@ mod tests {
         );
         assert_eq!(fqdn("a..com"), Err(NameError::BadLabel("".into())));
         assert_eq!(fqdn("a_b.com"), Err(NameError::BadLabel("a_b".into())));
+        assert_eq!(fqdn("10.0.0.5"), Err(NameError::NumericTld));
+        assert_eq!(fqdn("node1.123"), Err(NameError::NumericTld));
+        assert_eq!(fqdn("::1"), Err(NameError::BadLabel("::1".into())));
+        assert_eq!(fqdn("1.example.com"), Ok("1.example.com".into()));
         let f: Fqdn = "db1.dc1.example.org".parse().unwrap();
         assert_eq!((f.hostname(), f.domain()), ("db1", "dc1.example.org"));
     }

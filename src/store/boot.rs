@@ -116,8 +116,9 @@ impl Via {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServedFile {
     pub deployment_id: i64,
-    /// The bytes, for rendered files.
-    pub content: Vec<u8>,
+    /// The bytes, for rendered files: one shared buffer per version of
+    /// the file, however many machines fetch it.
+    pub content: bytes::Bytes,
     /// A file of the download cache instead, for downloaded ones.
     pub file: Option<std::path::PathBuf>,
 }

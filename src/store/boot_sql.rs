@@ -378,8 +378,8 @@ macro_rules! boot_sql_store {
                 }
 
                 async fn served_file(&self, via: Via, path: &str) -> Result<Option<ServedFile>> {
-                    let row: Option<(i64, Vec<u8>, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                        "SELECT f.deployment_id, f.content, f.file_path FROM served_files f \
+                    let row: Option<(i64, i64, OffsetDateTime, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                        "SELECT f.id, f.deployment_id, f.created_at, f.file_path FROM served_files f \
                          JOIN deployments d ON d.id = f.deployment_id \
                          WHERE f.via = $1 AND f.path = $2 AND d.state IN {ACTIVE_STATES} ORDER BY f.id LIMIT 1"
                     )))
@@ -387,10 +387,47 @@ macro_rules! boot_sql_store {
                     .bind(path)
                     .fetch_optional(&self.pool)
                     .await?;
-                    Ok(row.map(|(deployment_id, content, file)| ServedFile {
+                    let Some((id, deployment_id, version, file)) = row else {
+                        return Ok(None);
+                    };
+                    if let Some(file) = file {
+                        return Ok(Some(ServedFile {
+                            deployment_id,
+                            content: bytes::Bytes::new(),
+                            file: Some(std::path::PathBuf::from(file)),
+                        }));
+                    }
+                    // Rendered bytes: read once per version, then shared.
+                    let content = match self.served.get(id, version) {
+                        Some(b) => b,
+                        None => {
+                            let _loading = self.served.loading.lock().await;
+                            match self.served.get(id, version) {
+                                Some(b) => b,
+                                None => {
+                                    // Rewritten since the look-up: these are the newer
+                                    // bytes, kept under the older version, which the
+                                    // next look-up no longer names.
+                                    let content: Option<Vec<u8>> = sqlx::query_scalar(
+                                        "SELECT content FROM served_files WHERE id = $1",
+                                    )
+                                    .bind(id)
+                                    .fetch_optional(&self.pool)
+                                    .await?;
+                                    let Some(content) = content else {
+                                        return Ok(None);
+                                    };
+                                    let content = bytes::Bytes::from(content);
+                                    self.served.put(id, version, content.clone());
+                                    content
+                                }
+                            }
+                        }
+                    };
+                    Ok(Some(ServedFile {
                         deployment_id,
                         content,
-                        file: file.map(std::path::PathBuf::from),
+                        file: None,
                     }))
                 }
 

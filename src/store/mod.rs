@@ -15,6 +15,7 @@ mod engine_sql;
 pub mod power;
 #[macro_use]
 mod power_sql;
+mod served_cache;
 #[macro_use]
 mod sql;
 mod postgres;

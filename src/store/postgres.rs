@@ -16,6 +16,7 @@ static MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 pub struct PostgresStore {
     pool: PgPool,
     cipher: SecretCipher,
+    served: super::served_cache::ServedCache,
 }
 
 impl PostgresStore {
@@ -67,7 +68,11 @@ impl PostgresStore {
     ) -> Result<Self> {
         let pool = Self::connect(target, max_connections).await?;
         MIGRATIONS.run(&pool).await?;
-        Ok(Self { pool, cipher })
+        Ok(Self {
+            pool,
+            cipher,
+            served: Default::default(),
+        })
     }
 
     pub async fn migrate_only(

@@ -21,6 +21,7 @@ pub struct SqliteStore {
     /// with growing pauses, and under a burst (a boot storm's DHCP) the
     /// throughput collapses to a few transactions a second.
     writer: tokio::sync::Mutex<()>,
+    served: super::served_cache::ServedCache,
 }
 
 impl SqliteStore {
@@ -62,6 +63,7 @@ impl SqliteStore {
             pool,
             cipher,
             writer: tokio::sync::Mutex::new(()),
+            served: Default::default(),
         })
     }
 

@@ -57,8 +57,8 @@ impl TftpConfig {
 /// Where a transfer's bytes come from.
 enum Source {
     File(Reader),
-    /// A file rendered for a deployment.
-    Memory(Vec<u8>),
+    /// A file rendered for a deployment (shared with every other reader).
+    Memory(bytes::Bytes),
 }
 
 impl Source {

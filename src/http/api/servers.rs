@@ -85,7 +85,15 @@ fn interface_spec(
 ) -> Option<InterfaceSpec> {
     let name = interface_name(v, &format!("{prefix}name"), input.name.as_deref(), index);
     let mac = match input.mac.as_deref() {
-        Some(m) => v.parse(format!("{prefix}mac"), m.parse::<MacAddr>()),
+        Some(m) => v
+            .parse(format!("{prefix}mac"), m.parse::<MacAddr>())
+            .and_then(|mac| match mac.not_assignable() {
+                Some(why) => {
+                    v.error(format!("{prefix}mac"), format!("{mac} {why}"));
+                    None
+                }
+                None => Some(mac),
+            }),
         None => {
             v.error(format!("{prefix}mac"), "is required");
             None
