@@ -481,6 +481,7 @@ pub async fn run_with_reloads(
             timeline: Some(timeline.clone()),
             quirks: quirks.clone(),
             private_dir: Some(config.data_dir.clone()),
+            per_source: config.limits.tftp_transfers_per_source,
         };
         let serve = tftp::server::serve(socket, tftp_config, stopped(stop_rx.clone()));
         tokio::spawn(async move {

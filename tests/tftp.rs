@@ -60,6 +60,12 @@ impl Root {
 
 /// Starts the server on 127.0.0.1 and returns its address.
 async fn start(root: &Path) -> SocketAddr {
+    start_with(root, 64).await
+}
+
+/// With `per_source` transfers allowed to one address (the tests' clients
+/// all speak from 127.0.0.1).
+async fn start_with(root: &Path, per_source: usize) -> SocketAddr {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     let config = TftpConfig {
@@ -73,6 +79,7 @@ async fn start(root: &Path) -> SocketAddr {
         timeline: None,
         quirks: Default::default(),
         private_dir: None,
+        per_source,
     };
     tokio::spawn(serve(socket, config, std::future::pending()));
     addr
@@ -447,6 +454,7 @@ async fn deployment_files_and_quirk_blksize(backend: common::Backend) {
             tftp_blksize: Some(512),
         }]),
         private_dir: None,
+        per_source: 8,
     };
     tokio::spawn(serve(socket, config, std::future::pending()));
 
@@ -510,4 +518,83 @@ async fn deployment_files_and_quirk_blksize(backend: common::Backend) {
     );
     d.stop().await;
     ts.drop_database().await;
+}
+
+/// Read requests that never acknowledge (spoofed sources): one address
+/// gets its share of the transfers and "server busy" past it; what a
+/// silent source is sent stays small; and the slots come free within a
+/// few seconds, so a real client is served while a flood goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_requests_cannot_hold_the_server() {
+    let root = Root::new();
+    std::fs::write(root.path("large.bin"), vec![7u8; 1_000_000]).unwrap();
+    let addr = start_with(root.dir.path(), 8).await;
+    let mut out = Vec::new();
+    packet::encode(&rrq("large.bin", &[]), &mut out);
+    let mut with_options = Vec::new();
+    packet::encode(
+        &rrq(
+            "large.bin",
+            &[("blksize", "1468"), ("tsize", "0"), ("timeout", "10")],
+        ),
+        &mut with_options,
+    );
+
+    // One address, 20 ports: 8 transfers (the share), 12 refusals.
+    let mut listening = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let s = UdpSocket::bind("127.0.0.7:0").await.unwrap();
+        let plain = i % 2 == 0;
+        s.send_to(if plain { &out } else { &with_options }, addr)
+            .await
+            .unwrap();
+        // Everything this never-answering client is sent, for 4 s.
+        listening.spawn(async move {
+            let mut got = 0usize;
+            let mut busy = false;
+            let mut only_oack = true;
+            let mut buf = vec![0u8; 65536];
+            let until = tokio::time::Instant::now() + Duration::from_secs(4);
+            while let Ok(Ok((n, _))) = tokio::time::timeout_at(until, s.recv_from(&mut buf)).await {
+                if error_code(&buf[..n]).is_some() {
+                    busy = true;
+                } else {
+                    got += n;
+                    only_oack &= matches!(packet::decode(&buf[..n]), Ok(Packet::Oack { .. }));
+                }
+            }
+            (plain, busy, got, only_oack)
+        });
+    }
+    let mut refused = 0;
+    let mut data_bytes = Vec::new();
+    while let Some(r) = listening.join_next().await {
+        let (plain, busy, got, only_oack) = r.unwrap();
+        if busy {
+            refused += 1;
+        } else if plain {
+            data_bytes.push(got);
+        } else {
+            assert!(only_oack, "a client that has not answered got DATA");
+        }
+    }
+    assert_eq!(refused, 12, "8 transfers for one address");
+    assert!(
+        data_bytes.iter().all(|&n| n <= 2 * 516),
+        "a silent client was sent {data_bytes:?} bytes"
+    );
+
+    // Many addresses at once fill the 64 slots; they come free within
+    // seconds, and a real client is served.
+    let mut flood = Vec::new();
+    for i in 0..64u8 {
+        let s = UdpSocket::bind((std::net::Ipv4Addr::new(127, 0, 8, i + 1), 0))
+            .await
+            .unwrap();
+        s.send_to(&with_options, addr).await.unwrap();
+        flood.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let got = atftp(addr, "large.bin", &["blksize 1468"]).await;
+    assert_eq!(got.map(|b| b.len()), Some(1_000_000));
 }

@@ -37,6 +37,8 @@ pub struct TftpConfig {
     pub quirks: crate::dhcp::quirks::QuirkRules,
     /// The data dir: never served, whatever links the root holds.
     pub private_dir: Option<PathBuf>,
+    /// Transfers one address may have at once.
+    pub per_source: usize,
 }
 
 impl TftpConfig {
@@ -204,9 +206,46 @@ pub async fn serve(
         };
         match packet::decode(&buf[..n]) {
             Ok(Packet::Rrq(request)) => {
-                if !lock(&live).insert(peer) {
-                    debug!(%peer, "repeated RRQ for a transfer under way ignored");
-                    continue;
+                // An address gets its share of the slots, so that one
+                // machine (or one spoofer) cannot take them all.
+                let admitted = {
+                    let mut live = lock(&live);
+                    if live.contains(&peer) {
+                        Err(None)
+                    } else {
+                        let held = live.iter().filter(|p| p.ip() == peer.ip()).count();
+                        if held >= config.per_source.max(1) {
+                            Err(Some(held))
+                        } else {
+                            live.insert(peer);
+                            Ok(())
+                        }
+                    }
+                };
+                match admitted {
+                    Ok(()) => {}
+                    Err(None) => {
+                        debug!(%peer, "repeated RRQ for a transfer under way ignored");
+                        continue;
+                    }
+                    Err(Some(held)) => {
+                        crate::telemetry::tftp_per_source_refused();
+                        debug!(%peer, held, "TFTP transfer refused: the address holds its share");
+                        config.record(
+                            peer,
+                            &format!("RRQ {}", request.filename),
+                            TimelineOutcome::Refused,
+                            format!("server busy: {held} transfers of this address in flight"),
+                        );
+                        send_error(
+                            &socket,
+                            peer,
+                            ErrorCode::NotDefined,
+                            "server busy, try again",
+                        )
+                        .await;
+                        continue;
+                    }
                 }
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     lock(&live).remove(&peer);

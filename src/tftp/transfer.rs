@@ -18,9 +18,18 @@ pub const MAX_CLIENT_TIMEOUT_SECS: u64 = 10;
 /// The largest window: beyond half the block-number space a stale ACK
 /// could not be told from a new one after roll-over.
 pub const MAX_WINDOWSIZE: u64 = 32768;
-/// Retransmissions before the client has acknowledged anything: a request
-/// from a spoofed address must not hold a slot for long.
+/// Retransmissions of an OACK before the client has acknowledged anything:
+/// a request from a spoofed address must not hold a slot for long.
 pub const MAX_RETRIES_BEFORE_FIRST_ACK: u32 = 2;
+/// Retransmissions of the first DATA block (a request without options) to
+/// a client that has not answered: each is up to 516 bytes sent for a
+/// request of a dozen, to an address nobody has verified.
+pub const MAX_DATA_RETRIES_BEFORE_FIRST_ACK: u32 = 1;
+/// How long a client that has not answered yet gets per try, whatever
+/// `timeout` it asked for, and without backoff: a real client answers in
+/// milliseconds, and a spoofed request then holds its slot at most
+/// (1 + retries) of these.
+pub const FIRST_ACK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Server-side bounds on what a client may negotiate.
 #[derive(Debug, Clone)]
@@ -307,17 +316,21 @@ impl Transfer {
         if matches!(self.state, State::Done(_)) {
             return;
         }
-        let bound = if self.heard {
-            self.max_retries
-        } else {
-            self.max_retries.min(MAX_RETRIES_BEFORE_FIRST_ACK)
+        let bound = match (self.heard, &self.state) {
+            (true, _) => self.max_retries,
+            (false, State::Negotiating { .. }) => {
+                self.max_retries.min(MAX_RETRIES_BEFORE_FIRST_ACK)
+            }
+            (false, _) => self.max_retries.min(MAX_DATA_RETRIES_BEFORE_FIRST_ACK),
         };
         if self.retries >= bound {
             self.finish(Outcome::TimedOut);
             return;
         }
         self.retries += 1;
-        self.timeout = (self.timeout * 2).min(self.max_timeout);
+        if self.heard {
+            self.timeout = (self.timeout * 2).min(self.max_timeout);
+        }
         self.deadline = None;
         match self.state {
             State::Negotiating { .. } => self.state = State::Negotiating { oack_sent: false },
@@ -326,6 +339,17 @@ impl Transfer {
                 self.next = self.acked + 1;
             }
             State::Done(_) => {}
+        }
+    }
+
+    /// How long to wait for an acknowledgement: the negotiated, backed-off
+    /// timeout once the client has answered; `FIRST_ACK_TIMEOUT` at most
+    /// before.
+    fn wait(&self) -> Duration {
+        if self.heard {
+            self.timeout
+        } else {
+            self.timeout.min(FIRST_ACK_TIMEOUT)
         }
     }
 
@@ -339,7 +363,7 @@ impl Transfer {
             State::Negotiating { oack_sent: true } => None,
             State::Negotiating { oack_sent: false } => {
                 self.state = State::Negotiating { oack_sent: true };
-                self.deadline = Some(now + self.timeout);
+                self.deadline = Some(now + self.wait());
                 Some(Transmit::Oack(self.oack.clone()))
             }
             State::Sending => {
@@ -351,7 +375,7 @@ impl Transfer {
                 self.next += 1;
                 self.sent_max = self.sent_max.max(k);
                 if self.next > window_end {
-                    self.deadline = Some(now + self.timeout);
+                    self.deadline = Some(now + self.wait());
                 }
                 let offset = (k - 1) * self.blksize;
                 let len = self.blksize.min(self.size.saturating_sub(offset)) as usize;
@@ -498,7 +522,47 @@ mod tests {
             t.handle_timeout(now);
         }
         assert_eq!(t.outcome(), Some(&Outcome::TimedOut));
-        assert_eq!(sends, 1 + MAX_RETRIES_BEFORE_FIRST_ACK as usize);
+        assert_eq!(sends, 1 + MAX_DATA_RETRIES_BEFORE_FIRST_ACK as usize);
+    }
+
+    #[test]
+    fn an_unverified_request_holds_its_slot_briefly() {
+        // Whatever timeout it asks for, a client that never answers is
+        // given up within (1 + retries) seconds, with small packets first.
+        let limits = Limits::default();
+        for options in [
+            opts(&[]),
+            opts(&[("timeout", "10"), ("blksize", "1468"), ("tsize", "0")]),
+        ] {
+            let mut t = Transfer::new(negotiate(&options, 1_000_000, &limits), 1_000_000, &limits);
+            let start = Instant::now();
+            let mut now = start;
+            let mut sent = Vec::new();
+            loop {
+                while let Some(p) = t.poll_transmit(now) {
+                    sent.push(p);
+                }
+                let Some(deadline) = t.poll_timeout() else {
+                    break;
+                };
+                now = deadline;
+                t.handle_timeout(now);
+            }
+            assert_eq!(t.outcome(), Some(&Outcome::TimedOut));
+            assert!(
+                now - start <= Duration::from_secs(3),
+                "{options:?}: {:?}",
+                now - start
+            );
+            if options.is_empty() {
+                assert_eq!(sent.len(), 2, "one DATA block and one retransmission");
+            } else {
+                assert!(
+                    sent.iter().all(|p| matches!(p, Transmit::Oack(_))),
+                    "only OACKs to a client that has not answered: {sent:?}"
+                );
+            }
+        }
     }
 
     #[test]
