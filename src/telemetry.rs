@@ -284,3 +284,14 @@ pub fn tftp_per_source_refused() {
 pub fn callback_refused(reason: &'static str) {
     counter!("bootloader_callbacks_refused_total", "reason" => reason).increment(1);
 }
+
+/// Events published and not yet confirmed by the broker.
+pub fn events_unconfirmed(n: usize) {
+    metrics::gauge!("bootloader_events_unconfirmed").set(n as f64);
+}
+
+/// A relay round whose confirms did not come in time (the session is
+/// dropped and the events go again).
+pub fn events_confirm_timeout() {
+    counter!("bootloader_events_confirm_timeouts_total").increment(1);
+}

@@ -98,6 +98,32 @@ struct Proxy {
     port: u16,
     up: Arc<AtomicBool>,
     cut: Arc<tokio::sync::Notify>,
+    /// Connections stay open but every byte is dropped: a partition that
+    /// refuses nothing.
+    silent: Arc<AtomicBool>,
+}
+
+/// Copies `from` to `to` until either ends; while `silent`, bytes are
+/// read and dropped.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    silent: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16384];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if silent.load(Ordering::SeqCst) {
+            continue;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Proxy {
@@ -106,10 +132,11 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
         let cut = Arc::new(tokio::sync::Notify::new());
-        let (up2, cut2) = (Arc::clone(&up), Arc::clone(&cut));
+        let silent = Arc::new(AtomicBool::new(false));
+        let (up2, cut2, silent2) = (Arc::clone(&up), Arc::clone(&cut), Arc::clone(&silent));
         tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else {
+                let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
                 if !up2.load(Ordering::SeqCst) {
@@ -118,19 +145,38 @@ impl Proxy {
                     continue;
                 }
                 let cut = Arc::clone(&cut2);
+                let silent = Arc::clone(&silent2);
                 tokio::spawn(async move {
-                    let Ok(mut broker) = tokio::net::TcpStream::connect("127.0.0.1:5672").await
-                    else {
+                    let Ok(broker) = tokio::net::TcpStream::connect("127.0.0.1:5672").await else {
                         return;
                     };
+                    let (client_r, client_w) = client.into_split();
+                    let (broker_r, broker_w) = broker.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut broker) => {}
+                        () = forward(client_r, broker_w, silent.clone()) => {}
+                        () = forward(broker_r, client_w, silent) => {}
                         () = cut.notified() => {}
                     }
                 });
             }
         });
-        Self { port, up, cut }
+        Self {
+            port,
+            up,
+            cut,
+            silent,
+        }
+    }
+
+    /// Drops every byte from now on, refusing nothing.
+    fn go_silent(&self) {
+        self.silent.store(true, Ordering::SeqCst);
+    }
+
+    /// Cuts the silent connections and forwards again.
+    fn speak(&self) {
+        self.cut.notify_waiters();
+        self.silent.store(false, Ordering::SeqCst);
     }
 
     fn down(&self) {
@@ -200,6 +246,75 @@ async fn a_broker_outage_loses_nothing() {
         assert!(Instant::now() < deadline, "{st}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    d.stop().await;
+    forget(&conn, &exchange).await;
+}
+
+/// A partition that drops packets instead of refusing them: the relay
+/// shows the events waiting for their confirms, gives the session up
+/// (heartbeats, the confirm timeout) instead of waiting for minutes, and
+/// once the path is back every event arrives, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_partition_is_noticed_and_loses_nothing() {
+    let exchange = exchange_name();
+    let (conn, mut consumer) = listen(&exchange).await;
+    let proxy = Proxy::start().await;
+    let mut store = TestStore::new(Backend::Sqlite).await;
+    store.env.insert(
+        "BROKER_URL".into(),
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port),
+    );
+    store
+        .env
+        .insert("BOOTLOADER_BROKER_EXCHANGE".into(), exchange.clone());
+    let d = Daemon::start(&store, None).await;
+    d.seed_location().await;
+    take(&mut consumer, 4).await;
+
+    proxy.go_silent();
+    for i in 0..5 {
+        let (s, b) = d
+            .post(
+                "/servers",
+                json!({"fqdn": format!("p{i}.dc1.example.com"), "location": "dc1"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    // The stall shows: events await their confirms, since a time.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, st) = d.get("/events/status").await;
+        if st["relay"]["awaiting_confirms"].as_u64() > Some(0) {
+            assert!(st["relay"]["awaiting_since"].is_string(), "{st}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And the session is given up well before a TCP timeout would.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let (_, st) = d.get("/events/status").await;
+        if st["relay"]["connected"] == false && st["relay"]["last_error"].is_string() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stalled session was kept: {st}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    proxy.speak();
+    // At-least-once: a message the broker took before the cut may come
+    // again; every change arrives, first times in order.
+    let mut firsts: Vec<String> = Vec::new();
+    while firsts.len() < 5 {
+        let (_, _, body) = take(&mut consumer, 1).await.remove(0);
+        let fqdn = body["data"]["fqdn"].as_str().unwrap_or_default().to_string();
+        if !firsts.contains(&fqdn) {
+            firsts.push(fqdn);
+        }
+    }
+    let want: Vec<String> = (0..5).map(|i| format!("p{i}.dc1.example.com")).collect();
+    assert_eq!(firsts, want);
     d.stop().await;
     forget(&conn, &exchange).await;
 }

@@ -240,29 +240,30 @@ pub async fn run(
         s.queue = Some(settings.queue.clone());
     });
     tokio::pin!(shutdown);
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = super::Backoff::new();
     loop {
         let session = tokio::select! {
             r = session(&api, &settings, &handle) => r,
             () = &mut shutdown => return,
         };
+        let delay = backoff.after(handle.get().connected);
         warn!(error = %session, queue = %settings.queue,
-            "command queue: broker session ended; reconnecting in {} ms", backoff.as_millis());
+            "command queue: broker session ended; reconnecting in {} ms", delay.as_millis());
         handle.update(|s| {
             s.connected = false;
             s.last_error = Some(session.clone());
         });
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(delay) => {}
             () = &mut shutdown => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
 /// One connection's life; returns why it ended.
 async fn session(api: &Router, settings: &CommandSettings, handle: &CommandHandle) -> String {
-    let conn = match Connection::connect(&settings.url, ConnectionProperties::default()).await {
+    let url = super::with_heartbeat(&settings.url);
+    let conn = match Connection::connect(&url, ConnectionProperties::default()).await {
         Ok(c) => c,
         Err(e) => return format!("connect: {e}"),
     };

@@ -57,6 +57,15 @@ pub struct RelayStatus {
     pub standby: bool,
     pub published: u64,
     pub last_error: Option<String>,
+    /// Events published and not yet confirmed by the broker, and since
+    /// when the oldest has waited: a broker that stopped answering shows
+    /// here before the confirm timeout reconnects.
+    pub awaiting_confirms: u32,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub awaiting_since: Option<time::OffsetDateTime>,
+    /// Sessions ended because confirms did not come in time.
+    pub confirm_timeouts: u64,
 }
 
 #[derive(Clone, Default)]
@@ -106,7 +115,7 @@ pub async fn run(
 ) {
     handle.update(|s| s.enabled = true);
     tokio::pin!(shutdown);
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = super::Backoff::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     loop {
         let running = session(&store, &settings, &handle, stop_rx.clone());
@@ -127,19 +136,22 @@ pub async fn run(
             let _ = store.release_lock(LOCK, &settings.instance).await;
             return;
         };
-        warn!(error = %e, "event relay: broker session ended; reconnecting in {} ms", backoff.as_millis());
+        let delay = backoff.after(handle.status().connected);
+        warn!(error = %e, "event relay: broker session ended; reconnecting in {} ms", delay.as_millis());
         handle.update(|s| {
             s.connected = false;
             s.last_error = Some(e.clone());
+            s.awaiting_confirms = 0;
+            s.awaiting_since = None;
         });
+        crate::telemetry::events_unconfirmed(0);
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(delay) => {}
             () = &mut shutdown => {
                 let _ = store.release_lock(LOCK, &settings.instance).await;
                 return;
             }
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
@@ -150,7 +162,8 @@ async fn session(
     handle: &RelayHandle,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let conn = Connection::connect(&settings.url, ConnectionProperties::default())
+    let url = super::with_heartbeat(&settings.url);
+    let conn = Connection::connect(&url, ConnectionProperties::default())
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let channel = conn
@@ -222,7 +235,7 @@ async fn session(
             }
             continue;
         }
-        let sent = publish(&channel, settings, &events).await?;
+        let sent = publish(&channel, settings, handle, &events).await?;
         store
             .mark_events_sent(&sent)
             .await
@@ -234,6 +247,41 @@ async fn session(
 /// Publishes `events` in order and waits for the broker's confirms;
 /// returns the ids it acknowledged (all, or an error).
 async fn publish(
+    channel: &Channel,
+    settings: &RelaySettings,
+    handle: &RelayHandle,
+    events: &[OutboxEvent],
+) -> Result<Vec<i64>, String> {
+    handle.update(|s| {
+        s.awaiting_confirms = events.len() as u32;
+        s.awaiting_since = Some(time::OffsetDateTime::now_utc());
+    });
+    crate::telemetry::events_unconfirmed(events.len());
+    // A broker that takes the messages and never confirms them (a silent
+    // partition) ends the session: the rows stay unsent and go again.
+    let result = tokio::time::timeout(CONFIRM_TIMEOUT, publish_and_confirm(channel, settings, events))
+        .await
+        .unwrap_or_else(|_| {
+            handle.update(|s| s.confirm_timeouts += 1);
+            crate::telemetry::events_confirm_timeout();
+            Err(format!(
+                "no confirm from the broker within {} s for {} events",
+                CONFIRM_TIMEOUT.as_secs(),
+                events.len()
+            ))
+        });
+    handle.update(|s| {
+        s.awaiting_confirms = 0;
+        s.awaiting_since = None;
+    });
+    crate::telemetry::events_unconfirmed(0);
+    result
+}
+
+/// How long a round's publishes and confirms may take.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
+
+async fn publish_and_confirm(
     channel: &Channel,
     settings: &RelaySettings,
     events: &[OutboxEvent],
