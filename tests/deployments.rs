@@ -230,6 +230,30 @@ async fn walks_to_complete(backend: Backend) {
     assert_eq!(done["progress"], 100, "{done}");
     // The callbacks' rows went with the deployment (the log keeps them).
     assert!(d.store.callbacks(id).await.unwrap().is_empty());
+    // The last event of the deployment is its final record, as the API
+    // shows it (the step cleared once the last actions ran).
+    let (_, shown) = d.get(&format!("/deployments/{id}")).await;
+    let mut last = None;
+    for _ in 0..50 {
+        let events = d.store.pending_events(10_000).await.unwrap();
+        last = events
+            .into_iter()
+            .filter(|e| e.routing_key.starts_with("deployment.") && e.payload["id"] == id)
+            .next_back();
+        if last.as_ref().is_some_and(|e| e.payload["step"].is_null()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let last = last.expect("deployment events");
+    assert_eq!(last.routing_key, "deployment.complete");
+    for field in ["state", "step", "progress", "finished_at", "error"] {
+        assert_eq!(
+            last.payload[field], shown[field],
+            "{field}: {} vs {shown}",
+            last.payload
+        );
+    }
     assert!(done["finished_at"].is_string(), "{done}");
     // After the end, the export URLs are gone too.
     let (s, _) = export(format!("/export/file/{id}/{token}/walk/1.0/script")).await;

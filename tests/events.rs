@@ -72,8 +72,9 @@ async fn changes_arrive_in_order_with_their_ids(backend: Backend) {
     let ids: Vec<i64> = got.iter().map(|(id, _, _)| id.parse().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order: {ids:?}");
     let (id, key, body) = &got[got.len() - 1];
-    assert_eq!(body["schema_version"], 1);
+    assert_eq!(body["schema_version"], 2);
     assert_eq!(body["id"].to_string(), *id);
+    assert!(body["outbox_id"].is_i64(), "{body}");
     assert_eq!(body["routing_key"], key.as_str());
     assert_eq!(body["data"]["fqdn"], "e4.dc1.example.com");
     assert!(body["created_at"].is_string());
@@ -250,6 +251,53 @@ async fn a_broker_outage_loses_nothing() {
     forget(&conn, &exchange).await;
 }
 
+/// Writers side by side on PostgreSQL: outbox ids come from the inserts and
+/// may commit out of order, but the ids a consumer sees only grow, and
+/// every change arrives once the relay is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_writers_publish_growing_ids_postgres() {
+    let exchange = exchange_name();
+    let (conn, mut consumer) = listen(&exchange).await;
+    let mut store = TestStore::new(Backend::Postgres).await;
+    store.env.insert("BROKER_URL".into(), BROKER.into());
+    store
+        .env
+        .insert("BOOTLOADER_BROKER_EXCHANGE".into(), exchange.clone());
+    let d = Arc::new(Daemon::start(&store, None).await);
+    d.seed_location().await;
+    take(&mut consumer, 4).await;
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let d = d.clone();
+        writers.spawn(async move {
+            for i in 0..30 {
+                let (s, b) = d
+                    .post("/labels", json!({"name": format!("w{w}-{i}")}))
+                    .await;
+                assert_eq!(s, StatusCode::CREATED, "{b}");
+            }
+        });
+    }
+    while let Some(r) = writers.join_next().await {
+        r.unwrap();
+    }
+    let got = take(&mut consumer, 120).await;
+    let ids: Vec<i64> = got.iter().map(|(id, _, _)| id.parse().unwrap()).collect();
+    let inversions = ids.windows(2).filter(|w| w[0] >= w[1]).count();
+    assert_eq!(inversions, 0, "ids seen by the consumer went back: {ids:?}");
+    let mut rows: Vec<i64> = got
+        .iter()
+        .map(|(_, _, b)| b["outbox_id"].as_i64().unwrap())
+        .collect();
+    rows.sort();
+    rows.dedup();
+    assert_eq!(rows.len(), 120, "every change, once");
+    let d = Arc::try_unwrap(d).unwrap_or_else(|_| panic!("daemon still shared"));
+    d.stop().await;
+    forget(&conn, &exchange).await;
+    store.drop_database().await;
+}
+
 /// A partition that drops packets instead of refusing them: the relay
 /// shows the events waiting for their confirms, gives the session up
 /// (heartbeats, the confirm timeout) instead of waiting for minutes, and
@@ -299,7 +347,10 @@ async fn a_silent_partition_is_noticed_and_loses_nothing() {
         if st["relay"]["connected"] == false && st["relay"]["last_error"].is_string() {
             break;
         }
-        assert!(Instant::now() < deadline, "the stalled session was kept: {st}");
+        assert!(
+            Instant::now() < deadline,
+            "the stalled session was kept: {st}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     proxy.speak();
@@ -308,7 +359,10 @@ async fn a_silent_partition_is_noticed_and_loses_nothing() {
     let mut firsts: Vec<String> = Vec::new();
     while firsts.len() < 5 {
         let (_, _, body) = take(&mut consumer, 1).await.remove(0);
-        let fqdn = body["data"]["fqdn"].as_str().unwrap_or_default().to_string();
+        let fqdn = body["data"]["fqdn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if !firsts.contains(&fqdn) {
             firsts.push(fqdn);
         }

@@ -102,7 +102,10 @@ mod tests {
             with_heartbeat("amqp://h/%2f?frame_max=4096"),
             "amqp://h/%2f?frame_max=4096&heartbeat=10"
         );
-        assert_eq!(with_heartbeat("amqp://h?heartbeat=30"), "amqp://h?heartbeat=30");
+        assert_eq!(
+            with_heartbeat("amqp://h?heartbeat=30"),
+            "amqp://h?heartbeat=30"
+        );
     }
 }
 

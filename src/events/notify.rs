@@ -372,6 +372,7 @@ mod tests {
 
     fn event(key: &str, payload: Value) -> OutboxEvent {
         OutboxEvent {
+            seq: None,
             id: 7,
             routing_key: key.into(),
             payload,

@@ -24,8 +24,10 @@ use utoipa::ToSchema;
 
 use crate::store::{OutboxEvent, Store};
 
-/// The version of the message body's shape.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The version of the message body's shape. 2: `id` is the publish
+/// number, which only grows (1 had the outbox row id, which could go back
+/// with writers side by side on PostgreSQL); `outbox_id` is the row.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Rows published per round.
 const BATCH: u32 = 200;
@@ -94,6 +96,7 @@ impl RelayHandle {
 struct Envelope<'a> {
     schema_version: u32,
     id: i64,
+    outbox_id: i64,
     routing_key: &'a str,
     #[serde(with = "time::serde::rfc3339")]
     created_at: time::OffsetDateTime,
@@ -259,17 +262,20 @@ async fn publish(
     crate::telemetry::events_unconfirmed(events.len());
     // A broker that takes the messages and never confirms them (a silent
     // partition) ends the session: the rows stay unsent and go again.
-    let result = tokio::time::timeout(CONFIRM_TIMEOUT, publish_and_confirm(channel, settings, events))
-        .await
-        .unwrap_or_else(|_| {
-            handle.update(|s| s.confirm_timeouts += 1);
-            crate::telemetry::events_confirm_timeout();
-            Err(format!(
-                "no confirm from the broker within {} s for {} events",
-                CONFIRM_TIMEOUT.as_secs(),
-                events.len()
-            ))
-        });
+    let result = tokio::time::timeout(
+        CONFIRM_TIMEOUT,
+        publish_and_confirm(channel, settings, events),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        handle.update(|s| s.confirm_timeouts += 1);
+        crate::telemetry::events_confirm_timeout();
+        Err(format!(
+            "no confirm from the broker within {} s for {} events",
+            CONFIRM_TIMEOUT.as_secs(),
+            events.len()
+        ))
+    });
     handle.update(|s| {
         s.awaiting_confirms = 0;
         s.awaiting_since = None;
@@ -288,9 +294,11 @@ async fn publish_and_confirm(
 ) -> Result<Vec<i64>, String> {
     let mut confirms = Vec::with_capacity(events.len());
     for e in events {
+        let number = e.seq.unwrap_or(e.id);
         let body = serde_json::to_vec(&Envelope {
             schema_version: SCHEMA_VERSION,
-            id: e.id,
+            id: number,
+            outbox_id: e.id,
             routing_key: &e.routing_key,
             created_at: e.created_at,
             location: settings.location.as_deref(),
@@ -298,7 +306,7 @@ async fn publish_and_confirm(
         })
         .map_err(|err| format!("encode event {}: {err}", e.id))?;
         let properties = BasicProperties::default()
-            .with_message_id(e.id.to_string().into())
+            .with_message_id(number.to_string().into())
             .with_content_type("application/json".into())
             .with_delivery_mode(2)
             .with_timestamp(e.created_at.unix_timestamp().max(0) as u64)

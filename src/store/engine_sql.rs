@@ -247,9 +247,29 @@ macro_rules! engine_sql_store {
                             .execute(&mut *tx)
                             .await?;
                     }
-                    if t.state != t.from {
+                    // The commit that settles a finished deployment (its
+                    // last step's actions done, the step cleared) publishes
+                    // the final record too, so that the last event equals
+                    // what the API shows; it was notified on entering the
+                    // state, so it is marked notified.
+                    let settled = t.state == t.from && t.state.is_final() && t.step.is_none();
+                    if t.state != t.from || settled {
                         let record = fetch(&mut tx, t.id).await?;
-                        emit(&mut tx, &format!("deployment.{}", t.state), serde_json::to_value(&record).unwrap_or_default()).await?;
+                        let key = format!("deployment.{}", t.state);
+                        let payload = serde_json::to_value(&record).unwrap_or_default();
+                        if settled {
+                            let now = OffsetDateTime::now_utc();
+                            sqlx::query(
+                                "INSERT INTO outbox (routing_key, payload, created_at, notified_at) VALUES ($1, $2, $3, $3)",
+                            )
+                            .bind(&key)
+                            .bind(sqlx::types::Json(payload))
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        } else {
+                            emit(&mut tx, &key, payload).await?;
+                        }
                     }
                     tx.commit().await?;
                     Ok(true)

@@ -302,6 +302,9 @@ pub struct Listing<T> {
 #[derive(Debug, Clone, Serialize)]
 pub struct OutboxEvent {
     pub id: i64,
+    /// The publish number the relay gave it (see `pending_events`): what
+    /// consumers see as the event's id. None where it is not published.
+    pub seq: Option<i64>,
     pub routing_key: String,
     pub payload: serde_json::Value,
     #[serde(with = "time::serde::rfc3339")]
