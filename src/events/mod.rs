@@ -81,6 +81,31 @@ impl Default for Backoff {
     }
 }
 
+/// Deletes outbox rows older than `retention` once they are done with
+/// (published, or always when no broker is configured; and notified), at
+/// start and every hour, until `shutdown`.
+pub async fn prune_outbox(
+    store: std::sync::Arc<dyn crate::store::Store>,
+    retention: std::time::Duration,
+    no_broker: bool,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut shutdown => return,
+        }
+        let before = time::OffsetDateTime::now_utc() - retention;
+        match store.prune_outbox(before, no_broker).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "pruned old outbox rows"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune the outbox"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,30 +131,5 @@ mod tests {
             with_heartbeat("amqp://h?heartbeat=30"),
             "amqp://h?heartbeat=30"
         );
-    }
-}
-
-/// Deletes outbox rows older than `retention` once they are done with
-/// (published, or always when no broker is configured; and notified), at
-/// start and every hour, until `shutdown`.
-pub async fn prune_outbox(
-    store: std::sync::Arc<dyn crate::store::Store>,
-    retention: std::time::Duration,
-    no_broker: bool,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = &mut shutdown => return,
-        }
-        let before = time::OffsetDateTime::now_utc() - retention;
-        match store.prune_outbox(before, no_broker).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "pruned old outbox rows"),
-            Err(e) => tracing::warn!(error = %e, "cannot prune the outbox"),
-        }
     }
 }
