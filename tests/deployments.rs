@@ -238,8 +238,7 @@ async fn walks_to_complete(backend: Backend) {
         let events = d.store.pending_events(10_000).await.unwrap();
         last = events
             .into_iter()
-            .filter(|e| e.routing_key.starts_with("deployment.") && e.payload["id"] == id)
-            .next_back();
+            .rfind(|e| e.routing_key.starts_with("deployment.") && e.payload["id"] == id);
         if last.as_ref().is_some_and(|e| e.payload["step"].is_null()) {
             break;
         }
