@@ -205,9 +205,13 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let cipher = SecretCipher::from_passphrase(&passphrase);
     store::open(&config.database, cipher).await.map_err(|e| match e {
         store::StoreError::Cipher(store::CipherError::WrongKey) => anyhow::anyhow!(
-            "the configured secret key ({:?}) is not the one this database's BMC passwords were encrypted with; \
-             restore the old key (if `bootloader rotate-secret` was interrupted, the new one is in the `.new` file beside the key file)",
-            config.secret
+            "the configured secret key ({:?}) is not the one this database's BMC passwords were encrypted with. \
+             Every daemon sharing a database needs the same key: if another daemon uses this database, give this one \
+             that daemon's key (the same SECRET_KEY, or a copy of its data dir's secret.key in {}). \
+             Otherwise restore the old key (if `bootloader rotate-secret` was interrupted, the new one is in the `.new` \
+             file beside the key file)",
+            config.secret,
+            config.data_dir.display()
         ),
         other => anyhow::anyhow!("cannot open the store ({:?}): {other}", config.database),
     })

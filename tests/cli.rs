@@ -509,11 +509,15 @@ fn rotate_secret_reencrypts_and_wrong_key_is_refused() {
         ],
     ));
     assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("secret key"),
-        "{}",
-        text(&out.stderr)
-    );
+    // It says how to fix it, for a daemon sharing another's database too.
+    let err = text(&out.stderr);
+    for needle in [
+        "secret key",
+        "Every daemon sharing a database needs the same key",
+        "secret.key",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
 }
 
 #[test]
