@@ -219,7 +219,7 @@ async fn export_ssh_keys(
     }
 }
 
-fn valid_callback_name(name: &str) -> bool {
+pub fn valid_callback_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .bytes()

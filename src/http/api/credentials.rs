@@ -23,7 +23,7 @@ pub struct CredentialInput {
     pub description: Option<String>,
 }
 
-fn credential_spec(
+pub fn credential_spec(
     input: CredentialInput,
     current: Option<&Credential>,
 ) -> Result<CredentialSpec, ApiError> {

@@ -47,7 +47,10 @@ pub struct NetworkQuery {
 }
 
 /// Validates a whole network; `current` supplies fields absent on update.
-fn network_spec(input: NetworkInput, current: Option<&Network>) -> Result<NetworkSpec, ApiError> {
+pub fn network_spec(
+    input: NetworkInput,
+    current: Option<&Network>,
+) -> Result<NetworkSpec, ApiError> {
     let mut v = Validator::default();
     let location = match (input.location, current) {
         (Some(l), _) => v.parse("location", l.parse::<Name>()),

@@ -21,7 +21,7 @@ pub struct UserInput {
     pub is_staff: Option<bool>,
 }
 
-fn user_spec(input: UserInput, current: Option<&User>) -> Result<UserSpec, ApiError> {
+pub fn user_spec(input: UserInput, current: Option<&User>) -> Result<UserSpec, ApiError> {
     let mut v = Validator::default();
     let name = match (input.name, current) {
         (Some(n), _) => v.parse("name", n.parse::<Name>()),

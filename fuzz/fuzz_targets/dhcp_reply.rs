@@ -1,0 +1,7 @@
+//! See `checks::dhcp_reply` (fuzz/checks.rs) for what this target asserts.
+#![no_main]
+
+#[path = "../checks.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::dhcp_reply(data));
