@@ -7,7 +7,11 @@
 //!   as its user, an upgrade keeps the edited config and the data, remove
 //!   keeps them, purge removes them;
 //! - the .rpm lists its files, scriptlets and requirements, and rpm runs
-//!   its scriptlets in the root on install and erase.
+//!   its scriptlets in the root on install and erase;
+//! - the installed unit runs under a real systemd (the root booted with
+//!   `systemd-nspawn --boot --private-network`): Type=notify start, DHCP
+//!   and TFTP bound within the sandbox, ipmitool run by the daemon,
+//!   `systemctl reload` and `stop`.
 //!   Root is needed (chroot, mounts).
 
 mod common;
@@ -241,6 +245,21 @@ fn deb_installs_serves_upgrades_removes_and_purges() {
         mode_owner(&c, "/var/lib/bootloader/secret.key"),
         "600 bootloader bootloader"
     );
+    // The first token is in a file only the daemon's user (and root) read,
+    // and the database is not readable by others either.
+    assert_eq!(
+        mode_owner(&c, "/var/lib/bootloader/admin-token"),
+        "600 bootloader bootloader"
+    );
+    assert_eq!(
+        mode_owner(&c, "/var/lib/bootloader/bootloader.sqlite3"),
+        "600 bootloader bootloader"
+    );
+    assert_eq!(
+        mode_owner(&c, "/var/lib/bootloader"),
+        "750 bootloader bootloader",
+        "the packaged data dir keeps its mode"
+    );
 
     // Upgrade: the operator's edit and the data are kept.
     c.sh("echo '# edited by the operator' >> /etc/bootloader/bootloader.toml");
@@ -325,4 +344,140 @@ fn rpm_lists_its_files_and_its_scriptlets_run() {
     assert!(!c.path("usr/bin/bootloader").exists());
     // rpm has no purge: the data stays.
     assert!(c.path("var/lib/bootloader/bootloader.sqlite3").exists());
+}
+
+/// What runs inside the booted root once the service is up: it writes what
+/// it saw to /var/tmp/bl-check.out and powers the container off.
+const CHECK: &str = r#"#!/bin/bash
+out=/var/tmp/bl-check.out
+exec >"$out" 2>&1
+say() { echo "$*"; }
+http() { # METHOD PATH [BODY]: the response body
+  local body=${3:-}
+  exec 3<>/dev/tcp/127.0.0.1/8080 || return 1
+  printf '%s %s HTTP/1.0\r\nHost: x\r\nAuthorization: Token %s\r\nContent-Type: application/json\r\nContent-Length: %s\r\n\r\n%s' \
+    "$1" "$2" "$token" "${#body}" "$body" >&3
+  sed '1,/^\r$/d' <&3
+  exec 3<&-
+}
+for _ in $(seq 1 60); do
+  [ "$(systemctl is-active bootloader)" = active ] && break
+  sleep 1
+done
+say "active=$(systemctl is-active bootloader)"
+say "$(systemctl show -p Type -p NRestarts -p StatusText bootloader | tr '\n' ' ')"
+say "user=$(ps -o user= -p "$(systemctl show -p MainPID --value bootloader)")"
+ss -lunp | grep -E ':(67|69) ' | sed 's/^/udp /'
+token=$(cat /var/lib/bootloader/admin-token)
+say "readyz=$(http GET /readyz | tr -d '\n')"
+http POST /api/v1alpha2/locations '{"name": "dc1"}' >/dev/null
+http POST /api/v1alpha2/servers '{"fqdn": "n1.dc1.example.com", "location": "dc1", "bmc": {"host": "127.0.0.1", "port": 6230, "username": "ADMIN", "password": "pw", "driver": "ipmitool"}}' >/dev/null
+say "power=$(http GET /api/v1alpha2/servers/n1.dc1.example.com/power | tr -d '\n')"
+systemctl reload bootloader
+sleep 2
+say "after-reload=$(systemctl is-active bootloader)"
+journalctl -u bootloader --no-pager -o cat | grep -m1 'configuration reloaded' | sed 's/^/journal /'
+journalctl -u bootloader --no-pager -o cat | grep -c 'bl_' | sed 's/^/token-lines-in-journal /'
+systemctl stop bootloader
+say "after-stop=$(systemctl is-active bootloader) $(systemctl show -p Result bootloader)"
+say done
+systemctl poweroff
+"#;
+
+#[test]
+fn deb_service_runs_under_systemd() {
+    let p = packages();
+    let c = Chroot::new();
+    let deb = c.put(&p.deb);
+    c.sh(&format!("dpkg -i {deb}"));
+    // The boot network inside the container's own network namespace: a
+    // dummy interface, nothing else (--private-network).
+    std::fs::write(
+        c.path("etc/systemd/system/bl-net.service"),
+        "[Unit]\nBefore=bootloader.service\n[Service]\nType=oneshot\nRemainAfterExit=yes\n\
+         ExecStart=/usr/sbin/ip link add bl0 type dummy\n\
+         ExecStart=/usr/sbin/ip addr add 10.250.0.1/24 dev bl0\n\
+         ExecStart=/usr/sbin/ip link set bl0 up\n\
+         [Install]\nWantedBy=multi-user.target\n",
+    )
+    .unwrap();
+    std::fs::write(
+        c.path("etc/systemd/system/bl-check.service"),
+        "[Unit]\nAfter=bootloader.service\n[Service]\nType=oneshot\n\
+         ExecStart=/usr/local/bin/bl-check\n[Install]\nWantedBy=multi-user.target\n",
+    )
+    .unwrap();
+    let script = c.path("usr/local/bin/bl-check");
+    std::fs::write(&script, CHECK).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut config = std::fs::read_to_string(c.path("etc/bootloader/bootloader.toml")).unwrap();
+    config.push_str(
+        "\n# package test: serve on the container's dummy interface\n",
+    );
+    let config = config
+        .replace("\n[http]\n", "\n[http]\nlisten = \"127.0.0.1:8080\"\n")
+        .replace("\n[tftp]\n", "\n[tftp]\nenable = true\n")
+        .replace(
+            "\n[dhcp]\n",
+            "\n[dhcp]\nmode = \"authoritative\"\ninterfaces = [\"bl0\"]\n",
+        );
+    std::fs::write(c.path("etc/bootloader/bootloader.toml"), config).unwrap();
+    c.sh("systemctl enable bl-net.service bl-check.service bootloader.service");
+
+    let started = Instant::now();
+    let mut nspawn = Command::new("systemd-nspawn")
+        .arg("-D")
+        .arg(c.root())
+        .args(["--boot", "--private-network", "--register=no", "-q"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("systemd-nspawn (systemd-container)");
+    let status = loop {
+        if let Some(s) = nspawn.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(240) {
+            let _ = nspawn.kill();
+            let _ = nspawn.wait();
+            panic!(
+                "the container did not power off: {}",
+                std::fs::read_to_string(c.path("var/tmp/bl-check.out")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let out = std::fs::read_to_string(c.path("var/tmp/bl-check.out")).unwrap_or_default();
+    assert!(status.success() && out.contains("\ndone"), "{status}: {out}");
+    assert!(out.contains("active=active"), "{out}");
+    assert!(out.contains("Type=notify") && out.contains("NRestarts=0"), "{out}");
+    assert!(out.contains("user=bootloader"), "{out}");
+    // DHCP on the boot interface and TFTP, bound by the sandboxed daemon.
+    assert!(
+        out.lines().any(|l| l.starts_with("udp ") && l.contains(":67 ") && l.contains("bootloader")),
+        "DHCP not bound: {out}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("udp ") && l.contains(":69 ") && l.contains("bootloader")),
+        "TFTP not bound: {out}"
+    );
+    assert!(out.contains("\"ready\":true"), "not ready: {out}");
+    // ipmitool ran inside the sandbox and reached (no) BMC: the error is
+    // the BMC's silence, not a refusal to run it.
+    let power = out.lines().find(|l| l.starts_with("power=")).unwrap_or_default();
+    assert!(
+        power.contains("\"driver\":\"ipmitool\"")
+            && (power.contains("\"error_kind\":\"timeout\"")
+                || power.contains("\"error_kind\":\"unreachable\"")),
+        "{power}"
+    );
+    assert!(!power.contains("cannot run"), "{power}");
+    assert!(out.contains("after-reload=active"), "{out}");
+    assert!(out.contains("journal configuration reloaded"), "{out}");
+    assert!(out.contains("token-lines-in-journal 0"), "the token reached the journal: {out}");
+    assert!(
+        out.contains("after-stop=inactive") && out.contains("Result=success"),
+        "{out}"
+    );
 }
