@@ -366,7 +366,7 @@ for _ in $(seq 1 60); do
 done
 say "active=$(systemctl is-active bootloader)"
 say "$(systemctl show -p Type -p NRestarts -p StatusText bootloader | tr '\n' ' ')"
-say "user=$(ps -o user= -p "$(systemctl show -p MainPID --value bootloader)")"
+say "user=$(stat -c %U "/proc/$(systemctl show -p MainPID --value bootloader)")"
 ss -lunp | grep -E ':(67|69) ' | sed 's/^/udp /'
 token=$(cat /var/lib/bootloader/admin-token)
 say "readyz=$(http GET /readyz | tr -d '\n')"
@@ -380,6 +380,7 @@ journalctl -u bootloader --no-pager -o cat | grep -m1 'configuration reloaded' |
 journalctl -u bootloader --no-pager -o cat | grep -c 'bl_' | sed 's/^/token-lines-in-journal /'
 systemctl stop bootloader
 say "after-stop=$(systemctl is-active bootloader) $(systemctl show -p Result bootloader)"
+journalctl -u bootloader --no-pager -o cat | tail -n 25 | sed 's/^/journal-tail /'
 say done
 systemctl poweroff
 "#;
@@ -391,12 +392,13 @@ fn deb_service_runs_under_systemd() {
     let deb = c.put(&p.deb);
     c.sh(&format!("dpkg -i {deb}"));
     // The boot network inside the container's own network namespace: a
-    // dummy interface, nothing else (--private-network).
+    // veth pair with no other end anywhere (--private-network).
     std::fs::write(
         c.path("etc/systemd/system/bl-net.service"),
         "[Unit]\nBefore=bootloader.service\n[Service]\nType=oneshot\nRemainAfterExit=yes\n\
-         ExecStart=/usr/sbin/ip link add bl0 type dummy\n\
+         ExecStart=/usr/sbin/ip link add bl0 type veth peer name bl0p\n\
          ExecStart=/usr/sbin/ip addr add 10.250.0.1/24 dev bl0\n\
+         ExecStart=/usr/sbin/ip link set bl0p up\n\
          ExecStart=/usr/sbin/ip link set bl0 up\n\
          [Install]\nWantedBy=multi-user.target\n",
     )
@@ -412,9 +414,7 @@ fn deb_service_runs_under_systemd() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut config = std::fs::read_to_string(c.path("etc/bootloader/bootloader.toml")).unwrap();
-    config.push_str(
-        "\n# package test: serve on the container's dummy interface\n",
-    );
+    config.push_str("\n# package test: serve on the container's own boot interface\n");
     let config = config
         .replace("\n[http]\n", "\n[http]\nlisten = \"127.0.0.1:8080\"\n")
         .replace("\n[tftp]\n", "\n[tftp]\nenable = true\n")
@@ -429,9 +429,15 @@ fn deb_service_runs_under_systemd() {
     let mut nspawn = Command::new("systemd-nspawn")
         .arg("-D")
         .arg(c.root())
-        .args(["--boot", "--private-network", "--register=no", "-q"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .args([
+            "--boot",
+            "--private-network",
+            "--register=no",
+            "--keep-unit",
+            "-q",
+        ])
+        .stdout(std::fs::File::create(c.dir.path().join("console.log")).unwrap())
+        .stderr(std::fs::File::create(c.dir.path().join("nspawn.log")).unwrap())
         .spawn()
         .expect("systemd-nspawn (systemd-container)");
     let status = loop {
@@ -449,23 +455,42 @@ fn deb_service_runs_under_systemd() {
         std::thread::sleep(Duration::from_millis(500));
     };
     let out = std::fs::read_to_string(c.path("var/tmp/bl-check.out")).unwrap_or_default();
-    assert!(status.success() && out.contains("\ndone"), "{status}: {out}");
+    let console = |name: &str| std::fs::read_to_string(c.dir.path().join(name)).unwrap_or_default();
+    assert!(
+        status.success() && out.contains("\ndone"),
+        "{status}: {out}\n--- nspawn:\n{}\n--- console (tail):\n{}",
+        console("nspawn.log"),
+        console("console.log")
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(out.contains("active=active"), "{out}");
-    assert!(out.contains("Type=notify") && out.contains("NRestarts=0"), "{out}");
+    assert!(
+        out.contains("Type=notify") && out.contains("NRestarts=0"),
+        "{out}"
+    );
     assert!(out.contains("user=bootloader"), "{out}");
     // DHCP on the boot interface and TFTP, bound by the sandboxed daemon.
     assert!(
-        out.lines().any(|l| l.starts_with("udp ") && l.contains(":67 ") && l.contains("bootloader")),
+        out.lines()
+            .any(|l| l.starts_with("udp ") && l.contains(":67 ") && l.contains("bootloader")),
         "DHCP not bound: {out}"
     );
     assert!(
-        out.lines().any(|l| l.starts_with("udp ") && l.contains(":69 ") && l.contains("bootloader")),
+        out.lines()
+            .any(|l| l.starts_with("udp ") && l.contains(":69 ") && l.contains("bootloader")),
         "TFTP not bound: {out}"
     );
     assert!(out.contains("\"ready\":true"), "not ready: {out}");
     // ipmitool ran inside the sandbox and reached (no) BMC: the error is
     // the BMC's silence, not a refusal to run it.
-    let power = out.lines().find(|l| l.starts_with("power=")).unwrap_or_default();
+    let power = out
+        .lines()
+        .find(|l| l.starts_with("power="))
+        .unwrap_or_default();
     assert!(
         power.contains("\"driver\":\"ipmitool\"")
             && (power.contains("\"error_kind\":\"timeout\"")
@@ -474,8 +499,15 @@ fn deb_service_runs_under_systemd() {
     );
     assert!(!power.contains("cannot run"), "{power}");
     assert!(out.contains("after-reload=active"), "{out}");
-    assert!(out.contains("journal configuration reloaded"), "{out}");
-    assert!(out.contains("token-lines-in-journal 0"), "the token reached the journal: {out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("journal ") && l.contains("configuration reloaded")),
+        "{out}"
+    );
+    assert!(
+        out.contains("token-lines-in-journal 0"),
+        "the token reached the journal: {out}"
+    );
     assert!(
         out.contains("after-stop=inactive") && out.contains("Result=success"),
         "{out}"

@@ -9,9 +9,9 @@ elif ! getent passwd bootloader >/dev/null 2>&1; then
     useradd --system --user-group --home-dir /var/lib/bootloader --no-create-home \
         --shell /usr/sbin/nologin --comment "bootloader provisioning daemon" bootloader
 fi
-if command -v systemd-tmpfiles >/dev/null 2>&1; then
-    systemd-tmpfiles --create /usr/lib/tmpfiles.d/bootloader.conf
-else
+# systemd-tmpfiles needs /proc, which an image build's chroot may lack.
+if ! { command -v systemd-tmpfiles >/dev/null 2>&1 &&
+    systemd-tmpfiles --create /usr/lib/tmpfiles.d/bootloader.conf 2>/dev/null; }; then
     mkdir -p /var/lib/bootloader
     chown bootloader:bootloader /var/lib/bootloader
     chmod 0750 /var/lib/bootloader
