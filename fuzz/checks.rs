@@ -12,8 +12,11 @@ use bootloader::dhcp::decide::{EfiBinary, Known, Mode, Policy, UnknownPolicy, de
 use bootloader::dhcp::reply::{LeaseOffer, ReplyContext, nak, reply};
 use dhcproto::{Decodable, Encodable};
 
+/// A target's check.
+pub type Check = fn(&[u8]);
+
 /// The targets, by name, for the replay.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("profile_parse", profile_parse),
     ("csv_import", csv_import),
     ("mac_parse", mac_parse),
