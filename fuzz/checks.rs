@@ -168,38 +168,25 @@ pub fn api_json(data: &[u8]) {
     fn render(e: bootloader::http::api::error::ApiError) {
         let _ = e.into_response();
     }
-    match parse_json::<servers::ServerInput>(data) {
-        Ok(input) => {
-            if let Err(e) = servers::server_spec(input, None) {
-                render(e);
-            }
+    /// Parses `data` as `T` and validates it with `spec`; renders any error.
+    fn validate<T: serde::de::DeserializeOwned, S>(
+        data: &[u8],
+        spec: impl FnOnce(T) -> Result<S, bootloader::http::api::error::ApiError>,
+    ) {
+        if let Err(e) = parse_json::<T>(data).and_then(|input| spec(input).map(drop)) {
+            render(e);
         }
-        Err(e) => render(e),
     }
-    match parse_json::<networks::NetworkInput>(data) {
-        Ok(input) => {
-            if let Err(e) = networks::network_spec(input, None) {
-                render(e);
-            }
-        }
-        Err(e) => render(e),
-    }
-    match parse_json::<credentials::CredentialInput>(data) {
-        Ok(input) => {
-            if let Err(e) = credentials::credential_spec(input, None) {
-                render(e);
-            }
-        }
-        Err(e) => render(e),
-    }
-    match parse_json::<users::UserInput>(data) {
-        Ok(input) => {
-            if let Err(e) = users::user_spec(input, None) {
-                render(e);
-            }
-        }
-        Err(e) => render(e),
-    }
+    validate(data, |i: servers::ServerInput| {
+        servers::server_spec(i, None)
+    });
+    validate(data, |i: networks::NetworkInput| {
+        networks::network_spec(i, None)
+    });
+    validate(data, |i: credentials::CredentialInput| {
+        credentials::credential_spec(i, None)
+    });
+    validate(data, |i: users::UserInput| users::user_spec(i, None));
     let _ = parse_json::<bootloader::http::api::deployments::DeploymentInput>(data);
     let _ = parse_json::<bootloader::http::api::power::PowerInput>(data);
     let _ = parse_json::<bootloader::power::BootRequest>(data);

@@ -19,9 +19,8 @@ const MAC: &str = "52:54:00:12:34:56";
 /// disturb what another measures.
 static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn setup(backend: Backend) -> (TestStore, Daemon, i64, CallbackToken) {
-    let ts = TestStore::new(backend).await;
-    let d = Daemon::start(&ts, None).await;
+/// The location and the server whose interface is `MAC`.
+async fn add_node(d: &Daemon) {
     d.seed_location().await;
     let (s, b) = d
         .post(
@@ -31,6 +30,12 @@ async fn setup(backend: Backend) -> (TestStore, Daemon, i64, CallbackToken) {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
+}
+
+async fn setup(backend: Backend) -> (TestStore, Daemon, i64, CallbackToken) {
+    let ts = TestStore::new(backend).await;
+    let d = Daemon::start(&ts, None).await;
+    add_node(&d).await;
     let yaml = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/payload-1.0.yaml"),
     )
@@ -364,15 +369,7 @@ async fn connection_floods_do_not_stop_booting() {
         ts.env.insert(k.into(), v.into());
     }
     let d = Daemon::start(&ts, None).await;
-    d.seed_location().await;
-    let (s, b) = d
-        .post(
-            "/servers",
-            json!({"fqdn": "n1.dc1.example.com", "location": "dc1",
-                "interfaces": [{"name": "eth0", "mac": MAC}]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
+    add_node(&d).await;
     let static_dir = ts.config().boot.static_dir;
     std::fs::create_dir_all(&static_dir).unwrap();
     let kernel: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
@@ -483,15 +480,6 @@ async fn connection_floods_do_not_stop_booting() {
     d.stop().await;
 }
 
-/// Bytes the SQLite store holds on disk (database and its journal).
-fn store_bytes(dir: &std::path::Path) -> u64 {
-    ["bootloader.sqlite3", "bootloader.sqlite3-wal"]
-        .iter()
-        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
-        .map(|m| m.len())
-        .sum()
-}
-
 /// 20,000 junk boot requests and 500 with a 30 KB Range header from one
 /// address: the timeline keeps a few rows, texts cut short, and the store
 /// grows by less than 1 MB. A 300 KB header is refused before anything
@@ -501,7 +489,7 @@ async fn junk_requests_write_little() {
     let _alone = HEAVY.lock().await;
     let (ts, d, _, _) = setup(Backend::Sqlite).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = store_bytes(ts.dir.path());
+    let before = common::store_bytes(ts.dir.path());
     let client = reqwest::Client::new();
     let huge = format!("bytes=0-1,{}", "2-3,".repeat(75_000));
     let r = client
@@ -544,7 +532,7 @@ async fn junk_requests_write_little() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let store = d.store.clone();
     d.stop().await;
-    let grown = store_bytes(ts.dir.path()).saturating_sub(before);
+    let grown = common::store_bytes(ts.dir.path()).saturating_sub(before);
     assert!(grown < 1024 * 1024, "the store grew by {grown} bytes");
     let events = store.boot_events(&[], None, 100_000).await.unwrap();
     assert!(events.len() < 200, "{} rows stored", events.len());

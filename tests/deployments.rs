@@ -750,15 +750,49 @@ async fn url_sources_download_resume_and_serve() {
     d.stop().await;
 }
 
+/// A line in /etc/hosts for the length of a test (a name under `.invalid`,
+/// which no DNS answers), removed on drop.
+struct HostsEntry {
+    line: String,
+}
+
+impl HostsEntry {
+    fn add(ip: &str, name: &str) -> Self {
+        use std::io::Write;
+        let line = format!("{ip} {name} # bootloader test {}", std::process::id());
+        let mut hosts = std::fs::OpenOptions::new()
+            .append(true)
+            .open("/etc/hosts")
+            .expect("the resolver test writes /etc/hosts (root)");
+        writeln!(hosts, "{line}").unwrap();
+        Self { line }
+    }
+}
+
+impl Drop for HostsEntry {
+    fn drop(&mut self) {
+        if let Ok(text) = std::fs::read_to_string("/etc/hosts") {
+            let kept: String = text
+                .lines()
+                .filter(|l| *l != self.line)
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let _ = std::fs::write("/etc/hosts", kept);
+        }
+    }
+}
+
 /// An interface without a reserved address gets its server's name resolved
-/// by the resolver (a name that is an address literal here, the one
-/// lookup a test machine answers without a DNS server) as `ipaddress`.
+/// by the resolver (through /etc/hosts here: a test machine has no DNS
+/// server) as `ipaddress`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipaddress_falls_back_to_dns() {
+    let fqdn = format!("node-{}.bootloader-test.invalid", std::process::id());
+    let _hosts = HostsEntry::add("127.0.0.1", &fqdn);
     let store = TestStore::new(Backend::Sqlite).await;
     let d = Daemon::start(&store, None).await;
     d.seed_location().await;
-    add_server(&d, "127.0.0.1", MAC, None).await;
+    add_server(&d, &fqdn, MAC, None).await;
     let yaml = r#"kind: Profile
 apiVersion: v1alpha1
 name: say
@@ -779,7 +813,7 @@ templates: {}
     let (s, dep) = d
         .post(
             "/deployments",
-            json!({"server": "127.0.0.1", "profile": "say==1.0"}),
+            json!({"server": fqdn, "profile": "say==1.0"}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{dep}");

@@ -190,10 +190,9 @@ impl Proxy {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_outage_loses_nothing() {
-    let exchange = exchange_name();
-    let (conn, mut consumer) = listen(&exchange).await;
+/// A daemon on SQLite whose broker connection goes through a `Proxy`,
+/// publishing to `exchange`, with location dc1 and its network.
+async fn behind_proxy(exchange: &str) -> (Proxy, TestStore, Daemon) {
     let proxy = Proxy::start().await;
     let mut store = TestStore::new(Backend::Sqlite).await;
     store.env.insert(
@@ -202,9 +201,17 @@ async fn a_broker_outage_loses_nothing() {
     );
     store
         .env
-        .insert("BOOTLOADER_BROKER_EXCHANGE".into(), exchange.clone());
+        .insert("BOOTLOADER_BROKER_EXCHANGE".into(), exchange.to_string());
     let d = Daemon::start(&store, None).await;
     d.seed_location().await;
+    (proxy, store, d)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_loses_nothing() {
+    let exchange = exchange_name();
+    let (conn, mut consumer) = listen(&exchange).await;
+    let (proxy, _store, d) = behind_proxy(&exchange).await;
     // The first user and token, the location, the network.
     take(&mut consumer, 4).await;
 
@@ -306,17 +313,7 @@ async fn parallel_writers_publish_growing_ids_postgres() {
 async fn a_silent_partition_is_noticed_and_loses_nothing() {
     let exchange = exchange_name();
     let (conn, mut consumer) = listen(&exchange).await;
-    let proxy = Proxy::start().await;
-    let mut store = TestStore::new(Backend::Sqlite).await;
-    store.env.insert(
-        "BROKER_URL".into(),
-        format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port),
-    );
-    store
-        .env
-        .insert("BOOTLOADER_BROKER_EXCHANGE".into(), exchange.clone());
-    let d = Daemon::start(&store, None).await;
-    d.seed_location().await;
+    let (proxy, _store, d) = behind_proxy(&exchange).await;
     take(&mut consumer, 4).await;
 
     proxy.go_silent();

@@ -231,38 +231,17 @@ pub async fn serve(
                     Err(Some(held)) => {
                         crate::telemetry::tftp_per_source_refused();
                         debug!(%peer, held, "TFTP transfer refused: the address holds its share");
-                        config.record(
-                            peer,
-                            &format!("RRQ {}", request.filename),
-                            TimelineOutcome::Refused,
-                            format!("server busy: {held} transfers of this address in flight"),
-                        );
-                        send_error(
-                            &socket,
-                            peer,
-                            ErrorCode::NotDefined,
-                            "server busy, try again",
-                        )
-                        .await;
+                        let why =
+                            format!("server busy: {held} transfers of this address in flight");
+                        refuse_busy(&socket, &config, peer, &request, why).await;
                         continue;
                     }
                 }
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     lock(&live).remove(&peer);
                     warn!(%peer, file = ?request.filename, "TFTP transfer refused: too many in flight");
-                    config.record(
-                        peer,
-                        &format!("RRQ {}", request.filename),
-                        TimelineOutcome::Refused,
-                        "server busy: too many transfers in flight".into(),
-                    );
-                    send_error(
-                        &socket,
-                        peer,
-                        ErrorCode::NotDefined,
-                        "server busy, try again",
-                    )
-                    .await;
+                    let why = "server busy: too many transfers in flight".to_string();
+                    refuse_busy(&socket, &config, peer, &request, why).await;
                     continue;
                 };
                 let config = config.clone();
@@ -313,6 +292,30 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// "server busy" to a request that gets no transfer now, and why in the
+/// timeline.
+async fn refuse_busy(
+    socket: &UdpSocket,
+    config: &TftpConfig,
+    peer: SocketAddr,
+    request: &Request,
+    why: String,
+) {
+    config.record(
+        peer,
+        &format!("RRQ {}", request.filename),
+        TimelineOutcome::Refused,
+        why,
+    );
+    send_error(
+        socket,
+        peer,
+        ErrorCode::NotDefined,
+        "server busy, try again",
+    )
+    .await;
 }
 
 /// Opens the requested file, refusing paths that leave the root (also

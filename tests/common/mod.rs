@@ -405,3 +405,12 @@ pub async fn callback_base(base: &str, mac: &str) -> String {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Bytes a SQLite store holds on disk in `dir` (database and its journal).
+pub fn store_bytes(dir: &std::path::Path) -> u64 {
+    ["bootloader.sqlite3", "bootloader.sqlite3-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
