@@ -1809,57 +1809,66 @@ macro_rules! sql_store {
                     // next publish numbers, so that the numbers consumers
                     // see only grow even when a smaller id commits after a
                     // larger one (PostgreSQL with writers side by side).
-                    let (_writer, mut tx) = self.begin_write().await?;
-                    if Self::BACKEND == "postgres" {
-                        // Numbered in id order: rows of one client's
-                        // successive changes keep their order.
-                        sqlx::query(
-                            "WITH fresh AS (SELECT id FROM outbox WHERE sent_at IS NULL AND seq IS NULL \
-                             ORDER BY id LIMIT $1), \
-                             numbered AS (SELECT id, nextval('outbox_seq') AS n FROM (SELECT id FROM fresh ORDER BY id) f) \
-                             UPDATE outbox SET seq = numbered.n FROM numbered WHERE outbox.id = numbered.id",
-                        )
-                        .bind(i64::from(max))
-                        .execute(&mut *tx)
-                        .await?;
-                    } else {
-                        let fresh: Vec<i64> = sqlx::query_scalar(
-                            "SELECT id FROM outbox WHERE sent_at IS NULL AND seq IS NULL ORDER BY id LIMIT $1",
-                        )
-                        .bind(i64::from(max))
-                        .fetch_all(&mut *tx)
-                        .await?;
-                        if !fresh.is_empty() {
-                            let last: Option<String> =
-                                sqlx::query_scalar("SELECT value FROM settings WHERE key = 'outbox_seq'")
-                                    .fetch_optional(&mut *tx)
-                                    .await?;
-                            let mut seq = last.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
-                            for id in &fresh {
-                                seq += 1;
-                                sqlx::query("UPDATE outbox SET seq = $1 WHERE id = $2")
-                                    .bind(seq)
-                                    .bind(*id)
-                                    .execute(&mut *tx)
-                                    .await?;
-                            }
+                    // Most polls find nothing new: the write transaction
+                    // (SQLite's one writer) is taken only when there is.
+                    let fresh_rows: bool = sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM outbox WHERE sent_at IS NULL AND seq IS NULL)",
+                    )
+                    .fetch_one(&self.pool)
+                    .await?;
+                    if fresh_rows {
+                        let (_writer, mut tx) = self.begin_write().await?;
+                        if Self::BACKEND == "postgres" {
+                            // Numbered in id order: rows of one client's
+                            // successive changes keep their order.
                             sqlx::query(
-                                "INSERT INTO settings (key, value) VALUES ('outbox_seq', $1) \
-                                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                                "WITH fresh AS (SELECT id FROM outbox WHERE sent_at IS NULL AND seq IS NULL \
+                                 ORDER BY id LIMIT $1), \
+                                 numbered AS (SELECT id, nextval('outbox_seq') AS n FROM (SELECT id FROM fresh ORDER BY id) f) \
+                                 UPDATE outbox SET seq = numbered.n FROM numbered WHERE outbox.id = numbered.id",
                             )
-                            .bind(seq.to_string())
+                            .bind(i64::from(max))
                             .execute(&mut *tx)
                             .await?;
+                        } else {
+                            let fresh: Vec<i64> = sqlx::query_scalar(
+                                "SELECT id FROM outbox WHERE sent_at IS NULL AND seq IS NULL ORDER BY id LIMIT $1",
+                            )
+                            .bind(i64::from(max))
+                            .fetch_all(&mut *tx)
+                            .await?;
+                            if !fresh.is_empty() {
+                                let last: Option<String> =
+                                    sqlx::query_scalar("SELECT value FROM settings WHERE key = 'outbox_seq'")
+                                        .fetch_optional(&mut *tx)
+                                        .await?;
+                                let mut seq = last.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+                                for id in &fresh {
+                                    seq += 1;
+                                    sqlx::query("UPDATE outbox SET seq = $1 WHERE id = $2")
+                                        .bind(seq)
+                                        .bind(*id)
+                                        .execute(&mut *tx)
+                                        .await?;
+                                }
+                                sqlx::query(
+                                    "INSERT INTO settings (key, value) VALUES ('outbox_seq', $1) \
+                                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                                )
+                                .bind(seq.to_string())
+                                .execute(&mut *tx)
+                                .await?;
+                            }
                         }
+                        tx.commit().await?;
                     }
                     let rows: Vec<(i64, i64, String, sqlx::types::Json<serde_json::Value>, OffsetDateTime)> = sqlx::query_as(
                         "SELECT id, seq, routing_key, payload, created_at FROM outbox \
                          WHERE sent_at IS NULL AND seq IS NOT NULL ORDER BY seq LIMIT $1",
                     )
                     .bind(i64::from(max))
-                    .fetch_all(&mut *tx)
+                    .fetch_all(&self.pool)
                     .await?;
-                    tx.commit().await?;
                     Ok(rows
                         .into_iter()
                         .map(|(id, seq, routing_key, payload, created_at)| OutboxEvent {
