@@ -190,6 +190,19 @@ impl Proxy {
     }
 }
 
+/// Waits until every outbox row is confirmed and marked sent.
+async fn wait_backlog_empty(d: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, st) = d.get("/events/status").await;
+        if st["backlog"] == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A daemon on SQLite whose broker connection goes through a `Proxy`,
 /// publishing to `exchange`, with location dc1 and its network.
 async fn behind_proxy(exchange: &str) -> (Proxy, TestStore, Daemon) {
@@ -212,8 +225,11 @@ async fn a_broker_outage_loses_nothing() {
     let exchange = exchange_name();
     let (conn, mut consumer) = listen(&exchange).await;
     let (proxy, _store, d) = behind_proxy(&exchange).await;
-    // The first user and token, the location, the network.
+    // The first user and token, the location, the network; and their
+    // confirms in (marked sent), or the cut could lose a confirm and they
+    // would rightly come again.
     take(&mut consumer, 4).await;
+    wait_backlog_empty(&d).await;
 
     proxy.down();
     for i in 0..10 {
@@ -315,6 +331,7 @@ async fn a_silent_partition_is_noticed_and_loses_nothing() {
     let (conn, mut consumer) = listen(&exchange).await;
     let (proxy, _store, d) = behind_proxy(&exchange).await;
     take(&mut consumer, 4).await;
+    wait_backlog_empty(&d).await;
 
     proxy.go_silent();
     for i in 0..5 {
