@@ -9,3 +9,4 @@ pub mod lease;
 pub mod quirks;
 pub mod reply;
 pub mod server;
+pub mod trust;
