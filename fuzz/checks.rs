@@ -7,9 +7,9 @@
 
 use std::net::Ipv4Addr;
 
-use bootloader::dhcp::classify::{classify, decode};
-use bootloader::dhcp::decide::{EfiBinary, Known, Mode, Policy, UnknownPolicy, decide};
-use bootloader::dhcp::reply::{LeaseOffer, ReplyContext, nak, reply};
+use bootloader_core::dhcp::classify::{classify, decode};
+use bootloader_core::dhcp::decide::{EfiBinary, Known, Mode, Policy, UnknownPolicy, decide};
+use bootloader_core::dhcp::reply::{LeaseOffer, ReplyContext, nak, reply};
 use dhcproto::{Decodable, Encodable};
 
 /// A target's check.
@@ -34,10 +34,10 @@ pub fn profile_parse(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(profile) = bootloader::profile::parse(text) {
+    if let Ok(profile) = bootloader_core::profile::parse(text) {
         let ctx = serde_json::json!({});
         for name in profile.templates.keys() {
-            let _ = bootloader::profile::render_template(&profile, name, &ctx);
+            let _ = bootloader_core::profile::render_template(&profile, name, &ctx);
         }
     }
 }
@@ -61,8 +61,8 @@ pub fn mac_parse(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(mac) = text.parse::<bootloader::model::MacAddr>() {
-        let again: bootloader::model::MacAddr = mac.to_string().parse().expect("round trip");
+    if let Ok(mac) = text.parse::<bootloader_core::model::MacAddr>() {
+        let again: bootloader_core::model::MacAddr = mac.to_string().parse().expect("round trip");
         assert_eq!(mac, again);
         let _ = mac.not_assignable();
     }
@@ -71,7 +71,7 @@ pub fn mac_parse(data: &[u8]) {
 /// TFTP datagrams: decode never panics, and what decodes encodes to
 /// something that decodes to the same packet.
 pub fn tftp_packet(data: &[u8]) {
-    use bootloader::tftp::packet::{Packet, decode, encode};
+    use bootloader_core::tftp::packet::{Packet, decode, encode};
     if let Ok(packet) = decode(data) {
         let mut out = Vec::new();
         encode(&packet, &mut out);
@@ -189,7 +189,7 @@ pub fn api_json(data: &[u8]) {
     validate(data, |i: users::UserInput| users::user_spec(i, None));
     let _ = parse_json::<bootloader::http::api::deployments::DeploymentInput>(data);
     let _ = parse_json::<bootloader::http::api::power::PowerInput>(data);
-    let _ = parse_json::<bootloader::power::BootRequest>(data);
+    let _ = parse_json::<bootloader_core::power::BootRequest>(data);
     let _ = parse_json::<users::TokenInput>(data);
     let _ = parse_json::<users::SshKeyInput>(data);
 }
@@ -225,7 +225,7 @@ pub fn callback_path(data: &[u8]) {
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         );
     }
-    let hash = bootloader::model::CallbackToken::from_presented(token).hash();
+    let hash = bootloader_core::model::CallbackToken::from_presented(token).hash();
     let _ = hash;
     if !token.is_empty() && !token.contains('/') {
         for (prefix, rest) in [

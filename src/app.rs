@@ -12,10 +12,10 @@ use tokio::net::{TcpListener, UdpSocket};
 use crate::config::{Config, SecretSource};
 use crate::dhcp::{self, server::DhcpSocket};
 use crate::http::{self, AppState};
-use crate::model::{Name, TokenScope};
-use crate::store::{self, SecretCipher, Store, UserSpec};
 use crate::tftp;
 use crate::timeline::Timeline;
+use bootloader_core::model::{Name, TokenScope};
+use bootloader_store::{self as store, SecretCipher, Store, UserSpec};
 
 /// Name of the staff user created on first start.
 pub const FIRST_USER: &str = "admin";
@@ -356,7 +356,7 @@ pub async fn run_with_reloads(
         crate::systemd::notify("STOPPING=1\nSTATUS=stopping: draining transfers and requests");
         let _ = stop_tx.send(true);
     });
-    let quirks = dhcp::quirks::QuirkRules::new(config.boot.dhcp.quirks.clone());
+    let quirks = bootloader_core::dhcp::quirks::QuirkRules::new(config.boot.dhcp.quirks.clone());
     if let Some(mut reloads) = reloads {
         let mut running = config.clone();
         let quirks = quirks.clone();
@@ -460,7 +460,11 @@ pub async fn run_with_reloads(
         let service = Arc::new(dhcp::server::DhcpService::new(
             &config.boot.dhcp,
             &config.public_url,
-            store.clone(),
+            dhcp::server::DhcpStores {
+                boot: store.clone(),
+                inventory: store.clone(),
+                leases: store.clone(),
+            },
             timeline.clone(),
             &quirks,
         ));
@@ -475,10 +479,10 @@ pub async fn run_with_reloads(
         let settings = &config.tftp;
         let tftp_config = tftp::server::TftpConfig {
             root: settings.root.clone(),
-            limits: tftp::transfer::Limits {
+            limits: bootloader_core::tftp::transfer::Limits {
                 max_blksize: settings.max_blksize,
                 max_windowsize: settings.max_windowsize,
-                ..tftp::transfer::Limits::default()
+                ..bootloader_core::tftp::transfer::Limits::default()
             },
             max_transfers: settings.max_transfers as usize,
             store: Some(store.clone()),
@@ -494,7 +498,7 @@ pub async fn run_with_reloads(
             r
         })
     });
-    let power = crate::power::PowerService::new(store.clone(), config.power.clone());
+    let power = crate::power::PowerService::new(store.clone(), store.clone(), config.power.clone());
     let engine = crate::workflow::Engine::new(
         store.clone(),
         power.clone(),

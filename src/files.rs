@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::tftp::path::{PathError, resolve};
+use bootloader_core::tftp::path::{PathError, resolve};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {

@@ -12,8 +12,8 @@ use tracing_subscriber::EnvFilter;
 
 use bootloader::app;
 use bootloader::config::{self, CliOverrides, Config, LogFormat, SecretSource};
-use bootloader::model::{Name, TokenScope};
-use bootloader::store::SecretCipher;
+use bootloader_core::model::{Name, TokenScope};
+use bootloader_store::SecretCipher;
 
 #[derive(Parser)]
 #[command(name = "bootloader", version, about = "Bare-metal provisioning daemon")]
@@ -248,7 +248,7 @@ fn validate_profiles(files: &[PathBuf]) -> ExitCode {
     for file in files {
         let result = std::fs::read_to_string(file)
             .map_err(|e| e.to_string())
-            .and_then(|text| bootloader::profile::parse(&text).map_err(|e| e.to_string()));
+            .and_then(|text| bootloader_core::profile::parse(&text).map_err(|e| e.to_string()));
         match result {
             Ok(p) => println!(
                 "{}: ok ({}=={}, {} actions)",
@@ -277,7 +277,7 @@ async fn dispatch(command: Command, config: Config, source: ConfigSource) -> any
     match command {
         Command::Serve => serve(config, source).await,
         Command::Migrate => {
-            let applied = bootloader::store::migrate(&config.database).await?;
+            let applied = bootloader_store::migrate(&config.database).await?;
             if applied.is_empty() {
                 println!("database is up to date ({:?})", config.database);
             }
@@ -292,7 +292,7 @@ async fn dispatch(command: Command, config: Config, source: ConfigSource) -> any
                 .parse()
                 .map_err(|e| anyhow::anyhow!("user name: {e}"))?;
             store
-                .create_user(bootloader::store::UserSpec {
+                .create_user(bootloader_store::UserSpec {
                     name: name.clone(),
                     email,
                     is_staff: staff,
@@ -360,7 +360,7 @@ async fn token_command(cmd: TokenCommand, config: &Config) -> anyhow::Result<()>
                 ),
                 None => None,
             };
-            let page = bootloader::store::Page {
+            let page = bootloader_store::Page {
                 limit: 10_000,
                 offset: 0,
             };
@@ -386,7 +386,7 @@ async fn rotate_secret(config: &Config, new_secret_file: Option<&Path>) -> anyho
             .with_context(|| format!("cannot read {}", p.display()))?
             .trim()
             .to_string(),
-        None => bootloader::store::cipher::random_passphrase()?,
+        None => bootloader_store::cipher::random_passphrase()?,
     };
     if new_key.len() < 16 {
         bail!("the new secret must be at least 16 characters");
@@ -515,7 +515,7 @@ async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
         Some(url) => say!(
             "  events:   to exchange {:?} at {} (status: /api/v1alpha2/events/status)",
             config.broker_exchange,
-            bootloader::config::redact_url(url.expose())
+            bootloader_core::model::redact_url(url.expose())
         ),
         None => say!("  events:   kept in the outbox table (broker.url to publish them)"),
     }

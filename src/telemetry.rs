@@ -9,7 +9,7 @@ use std::time::Duration;
 use metrics::{counter, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::store::boot::{Outcome, Phase};
+use bootloader_core::model::{Outcome, Phase};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

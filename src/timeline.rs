@@ -26,9 +26,10 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
-use crate::model::MacAddr;
-use crate::store::Store;
-use crate::store::boot::{BootEvent, Outcome, Phase};
+use bootloader_core::model::MacAddr;
+use bootloader_core::model::{Outcome, Phase};
+use bootloader_store::TimelineStore;
+use bootloader_store::boot::BootEvent;
 
 const QUEUE: usize = 8192;
 const BATCH: usize = 512;
@@ -162,7 +163,7 @@ impl Timeline {
     /// The recorder and the writer task to spawn. The writer stores until
     /// `shutdown` resolves, then flushes what is queued and returns.
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn TimelineStore>,
         retention: Retention,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
@@ -273,7 +274,7 @@ pub struct Retention {
 }
 
 async fn write(
-    store: Arc<dyn Store>,
+    store: Arc<dyn TimelineStore>,
     mut rx: mpsc::Receiver<BootEvent>,
     kinds: Arc<Mutex<Kinds>>,
     retention: Retention,
@@ -326,7 +327,7 @@ async fn write(
     }
 }
 
-async fn store_batch(store: &dyn Store, batch: &mut Vec<BootEvent>) {
+async fn store_batch(store: &dyn TimelineStore, batch: &mut Vec<BootEvent>) {
     if batch.is_empty() {
         return;
     }

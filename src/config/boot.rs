@@ -9,9 +9,9 @@ use super::Secrecy::Plain;
 use super::file::DhcpSection;
 use super::file::QuirkSection;
 use super::{Setting, Source};
-use crate::dhcp::decide::{EfiBinary, Mode, UnknownPolicy};
-use crate::dhcp::quirks::{Quirk, parse_mac_prefix};
-use crate::model::Name;
+use bootloader_core::dhcp::decide::{EfiBinary, Mode, UnknownPolicy};
+use bootloader_core::dhcp::quirks::{Quirk, parse_mac_prefix};
+use bootloader_core::model::Name;
 
 /// What the DHCP server does on the boot interfaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

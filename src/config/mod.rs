@@ -19,7 +19,8 @@ use std::time::Duration;
 
 pub use file::FileConfig;
 
-use crate::model::Secret;
+use bootloader_core::model::{Secret, redact_url};
+use bootloader_store::{DatabaseConfig, PostgresTarget};
 
 /// Where the shipped packages put the config file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/bootloader/bootloader.toml";
@@ -98,52 +99,6 @@ impl fmt::Display for LogFormat {
             Self::Text => "text",
             Self::Json => "json",
         })
-    }
-}
-
-/// Which database backs the store.
-#[derive(Clone, PartialEq, Eq)]
-pub enum DatabaseConfig {
-    /// Embedded SQLite file (the zero-set-up default).
-    Sqlite { path: PathBuf },
-    Postgres {
-        target: PostgresTarget,
-        max_connections: u32,
-    },
-}
-
-#[derive(Clone, PartialEq, Eq)]
-pub enum PostgresTarget {
-    Url(String),
-    Parts {
-        host: String,
-        port: u16,
-        name: String,
-        user: String,
-        password: Option<String>,
-    },
-}
-
-impl fmt::Debug for DatabaseConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Sqlite { path } => write!(f, "sqlite {}", path.display()),
-            Self::Postgres {
-                target: PostgresTarget::Url(url),
-                ..
-            } => write!(f, "postgres {}", redact_url(url)),
-            Self::Postgres {
-                target:
-                    PostgresTarget::Parts {
-                        host,
-                        port,
-                        name,
-                        user,
-                        ..
-                    },
-                ..
-            } => write!(f, "postgres {user}@{host}:{port}/{name}"),
-        }
     }
 }
 
@@ -441,44 +396,6 @@ impl Resolver<'_> {
     }
 }
 
-/// Hides the password of `scheme://user:password@host/...` and of a
-/// `password=` query parameter.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    // The user info ends at the last '@' before any query or fragment; a
-    // password may itself hold '/' or '@'.
-    let (before_query, query) = match rest.find(['?', '#']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let head = match before_query.rfind('@') {
-        Some(at) => {
-            let (userinfo, host_and_path) = before_query.split_at(at);
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{user}:<redacted>{host_and_path}"),
-                None => before_query.to_string(),
-            }
-        }
-        None => before_query.to_string(),
-    };
-    let query: String = if query.is_empty() {
-        String::new()
-    } else {
-        let (sep, params) = query.split_at(1);
-        let params: Vec<String> = params
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=<redacted>"),
-                _ => p.to_string(),
-            })
-            .collect();
-        format!("{sep}{}", params.join("&"))
-    };
-    format!("{scheme}://{head}{query}")
-}
-
 fn resolve(
     file: FileConfig,
     file_path: Option<PathBuf>,
@@ -729,7 +646,7 @@ fn resolve(
                 None,
                 Secret,
             )
-            .map(crate::model::Secret::new),
+            .map(bootloader_core::model::Secret::new),
         listen: {
             let host = http_listen.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip());
             let default = SocketAddr::new(host, 8443).to_string();
@@ -1058,12 +975,12 @@ fn resolve(
         database,
         secret,
         tls,
-        broker_url: broker_url.map(crate::model::Secret::new),
+        broker_url: broker_url.map(bootloader_core::model::Secret::new),
         broker_exchange,
         outbox_retention: Duration::from_secs(u64::from(outbox_retention_days.max(1)) * 86_400),
         default_theme,
         gravatar_proxy,
-        slack_hook_url: slack_hook_url.map(crate::model::Secret::new),
+        slack_hook_url: slack_hook_url.map(bootloader_core::model::Secret::new),
         slack_channel,
         email,
         log_format,
@@ -1139,7 +1056,7 @@ fn resolve_email(r: &mut Resolver<'_>, f: file::EmailSection) -> Option<EmailSet
         ok = false;
     }
     ok.then(|| EmailSettings {
-        smtp_url: crate::model::Secret::new(smtp_url),
+        smtp_url: bootloader_core::model::Secret::new(smtp_url),
         from: from.trim().to_string(),
         to,
     })
@@ -1256,21 +1173,6 @@ mod tests {
             "{shown}"
         );
         assert!(!format!("{:?}", c.database).contains("s3cret"));
-    }
-
-    #[test]
-    fn redaction_covers_awkward_urls() {
-        for (url, hidden) in [
-            ("amqp://u:pa/ss@h/v", "pa/ss"),
-            ("postgres://app:p@ss@db:5432/bl", "p@ss"),
-            ("postgres://db/bl?user=app&password=s3cret", "s3cret"),
-        ] {
-            let shown = redact_url(url);
-            assert!(!shown.contains(hidden), "{url} -> {shown}");
-            assert!(shown.contains("<redacted>"), "{url} -> {shown}");
-        }
-        assert_eq!(redact_url("postgres://db/bl"), "postgres://db/bl");
-        assert_eq!(redact_url("amqp://guest@h/"), "amqp://guest@h/");
     }
 
     #[test]

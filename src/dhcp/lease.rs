@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use ipnet::Ipv4Net;
 
-use crate::model::MacAddr;
-use crate::store::boot::{LeaseClaim, LeaseState};
-use crate::store::{Network, Pool, Store, StoreError};
+use bootloader_core::model::LeaseState;
+use bootloader_core::model::MacAddr;
+use bootloader_store::boot::LeaseClaim;
+use bootloader_store::{LeaseStore, Network, Pool, StoreError};
 
 /// Timers of the authoritative server, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,13 +62,13 @@ pub enum RequestAnswer {
 /// The authoritative server's view of leases: the store, plus a cursor per
 /// network so that allocation walks the pool instead of rescanning it.
 pub struct Leases {
-    store: Arc<dyn Store>,
+    store: Arc<dyn LeaseStore>,
     times: LeaseTimes,
     cursors: Mutex<HashMap<i64, Ipv4Addr>>,
 }
 
 impl Leases {
-    pub fn new(store: Arc<dyn Store>, times: LeaseTimes) -> Self {
+    pub fn new(store: Arc<dyn LeaseStore>, times: LeaseTimes) -> Self {
         Self {
             store,
             times,
@@ -211,7 +212,7 @@ impl Leases {
         &self,
         net: &Network,
         mac: MacAddr,
-    ) -> Result<Option<crate::store::boot::Lease>, StoreError> {
+    ) -> Result<Option<bootloader_store::boot::Lease>, StoreError> {
         self.store.lease_of(net.id, mac).await
     }
 

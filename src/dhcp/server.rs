@@ -16,16 +16,20 @@ use tokio::net::UdpSocket;
 use tokio::sync::RwLock;
 use tracing::Instrument;
 
-use super::classify::{ClientInfo, Firmware, MessageKind, VendorClass, classify, decode};
-use super::decide::{BootAnswer, DhcpDecision, Known, Mode, Policy, Purpose, decide};
 use super::lease::{LeaseTimes, Leases, RequestAnswer};
-use super::quirks;
-use super::reply::{LeaseOffer, ReplyContext, nak, reply};
 use crate::config::{DhcpMode, DhcpSettings};
-use crate::model::MacAddr;
-use crate::store::boot::{Outcome, Phase};
-use crate::store::{Network, Page, Store};
 use crate::timeline::Timeline;
+use bootloader_core::dhcp::classify::{
+    ClientInfo, Firmware, MessageKind, VendorClass, classify, decode,
+};
+use bootloader_core::dhcp::decide::{
+    BootAnswer, DhcpDecision, Known, Mode, Policy, Purpose, decide,
+};
+use bootloader_core::dhcp::quirks;
+use bootloader_core::dhcp::reply::{LeaseOffer, ReplyContext, nak, reply};
+use bootloader_core::model::MacAddr;
+use bootloader_core::model::{Outcome, Phase};
+use bootloader_store::{BootStore, InventoryStore, LeaseStore, Network, Page};
 
 /// Which of the two DHCP ports a socket serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,14 +141,18 @@ pub fn bind(settings: &DhcpSettings) -> anyhow::Result<Vec<DhcpSocket>> {
 /// The networks this daemon answers for, re-read from the store now and
 /// then so that API changes take effect without a restart.
 struct Networks {
-    location: Option<crate::model::Name>,
+    location: Option<bootloader_core::model::Name>,
     cached: RwLock<(Option<Instant>, Vec<Network>)>,
 }
 
 const NETWORKS_TTL: Duration = Duration::from_secs(10);
 
 impl Networks {
-    async fn containing(&self, store: &dyn Store, ip: Ipv4Addr) -> anyhow::Result<Option<Network>> {
+    async fn containing(
+        &self,
+        store: &dyn InventoryStore,
+        ip: Ipv4Addr,
+    ) -> anyhow::Result<Option<Network>> {
         {
             let cached = self.cached.read().await;
             if let (Some(at), nets) = &*cached
@@ -167,15 +175,25 @@ impl Networks {
     }
 }
 
+/// The store areas the DHCP server reads and writes.
+pub struct DhcpStores {
+    pub boot: Arc<dyn BootStore>,
+    pub inventory: Arc<dyn InventoryStore>,
+    pub leases: Arc<dyn LeaseStore>,
+}
+
 /// Everything a packet's handling needs.
 pub struct DhcpService {
-    store: Arc<dyn Store>,
+    /// What the inventory knows of a MAC.
+    boot: Arc<dyn BootStore>,
+    /// The networks this daemon answers for.
+    inventory: Arc<dyn InventoryStore>,
     policy: Policy,
     leases: Option<Leases>,
     timeline: Timeline,
     networks: Networks,
     client_port: u16,
-    quirks: super::quirks::QuirkRules,
+    quirks: bootloader_core::dhcp::quirks::QuirkRules,
     /// Unicast replies through an ARP entry instead of broadcasting.
     unicast: bool,
     trusted_relays: Vec<Ipv4Addr>,
@@ -186,9 +204,9 @@ impl DhcpService {
     pub fn new(
         settings: &DhcpSettings,
         http_base: &str,
-        store: Arc<dyn Store>,
+        stores: DhcpStores,
         timeline: Timeline,
-        quirks: &super::quirks::QuirkRules,
+        quirks: &bootloader_core::dhcp::quirks::QuirkRules,
     ) -> Self {
         let mode = match settings.mode {
             DhcpMode::Proxy => Mode::Proxy,
@@ -198,7 +216,7 @@ impl DhcpService {
         // authoritative answer to some clients.
         let leases = Some({
             Leases::new(
-                store.clone(),
+                stores.leases,
                 LeaseTimes {
                     lease: settings.lease_time,
                     offer_hold: settings.offer_hold,
@@ -207,7 +225,8 @@ impl DhcpService {
             )
         });
         Self {
-            store,
+            boot: stores.boot,
+            inventory: stores.inventory,
             policy: Policy {
                 mode,
                 unknown: settings.unknown,
@@ -580,7 +599,9 @@ impl DhcpService {
             quirks::apply(q, &mut client);
             request.push_str(&format!(" [quirk {:?}]", q.name));
         }
-        if let Err(why) = super::trust::trust_relay(&mut client, &self.trusted_relays) {
+        if let Err(why) =
+            bootloader_core::dhcp::trust::trust_relay(&mut client, &self.trusted_relays)
+        {
             self.timeline.record(
                 Phase::Dhcp,
                 Some(client.mac),
@@ -697,7 +718,7 @@ impl DhcpService {
         src: SocketAddr,
     ) -> anyhow::Result<Answer> {
         let started = std::time::Instant::now();
-        let target = self.store.boot_target(client.mac).await;
+        let target = self.boot.boot_target(client.mac).await;
         crate::telemetry::store_op("boot_target", started.elapsed());
         let target = target?;
         if let Some((deployment, _)) = target.as_ref().and_then(|t| t.deployment) {
@@ -787,7 +808,7 @@ impl DhcpService {
             (None, Some(ip)) => (ip, "the relay"),
             (None, None) => (server_ip, "our address on this interface"),
         };
-        let Some(net) = self.networks.containing(&*self.store, on).await? else {
+        let Some(net) = self.networks.containing(&*self.inventory, on).await? else {
             return Ok(silent(format!(
                 "no network in the inventory contains {on} ({what})"
             )));
@@ -850,7 +871,7 @@ impl DhcpService {
                 {
                     // The client took another server's offer: free ours.
                     if let Some(l) = leases.store_lease_of(&net, client.mac).await?
-                        && l.state == crate::store::boot::LeaseState::Offered
+                        && l.state == bootloader_core::model::LeaseState::Offered
                     {
                         leases.release(&net, l.ip, client.mac, now).await?;
                     }
@@ -881,7 +902,7 @@ impl DhcpService {
                 let Some(ip) = client.ciaddr else {
                     return Ok(silent("RELEASE without ciaddr"));
                 };
-                if let Err(why) = super::trust::release_source(client, ip, src) {
+                if let Err(why) = bootloader_core::dhcp::trust::release_source(client, ip, src) {
                     return Ok(silent(why));
                 }
                 let released = leases.release(&net, ip, client.mac, now).await?;

@@ -85,7 +85,7 @@ impl Default for Backoff {
 /// (published, or always when no broker is configured; and notified), at
 /// start and every hour, until `shutdown`.
 pub async fn prune_outbox(
-    store: std::sync::Arc<dyn crate::store::Store>,
+    store: std::sync::Arc<dyn bootloader_store::OutboxStore>,
     retention: std::time::Duration,
     no_broker: bool,
     shutdown: impl std::future::Future<Output = ()>,

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use utoipa::ToSchema;
 
 use crate::config::Config;
-use crate::store::{OutboxEvent, Store};
+use bootloader_store::{LockStore, OutboxEvent, OutboxStore};
 
 const LOCK: &str = "notify";
 const HOLD: Duration = Duration::from_secs(30);
@@ -236,9 +236,9 @@ impl Notifier {
     }
 
     /// Sends until `shutdown` resolves.
-    pub async fn run(
+    pub async fn run<S: OutboxStore + LockStore + ?Sized>(
         self,
-        store: Arc<dyn Store>,
+        store: Arc<S>,
         handle: NotifyHandle,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
@@ -254,7 +254,11 @@ impl Notifier {
         let _ = store.release_lock(LOCK, &self.instance).await;
     }
 
-    async fn work(&self, store: &Arc<dyn Store>, handle: &NotifyHandle) {
+    async fn work<S: OutboxStore + LockStore + ?Sized>(
+        &self,
+        store: &Arc<S>,
+        handle: &NotifyHandle,
+    ) {
         let mut held: Option<std::time::Instant> = None;
         loop {
             if held.is_none_or(|at| at.elapsed() >= RENEW) {

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 use utoipa::ToSchema;
 
-use crate::store::{OutboxEvent, Store};
+use bootloader_store::{LockStore, OutboxEvent, OutboxStore};
 
 /// The version of the message body's shape. 2: `id` is the publish
 /// number, which only grows (1 had the outbox row id, which could go back
@@ -110,8 +110,8 @@ const FLUSH: Duration = Duration::from_secs(5);
 
 /// Runs the relay until `shutdown` resolves; then finishes the round under
 /// way, within `FLUSH`, so that what the broker confirmed is marked sent.
-pub async fn run(
-    store: Arc<dyn Store>,
+pub async fn run<S: OutboxStore + LockStore + ?Sized>(
+    store: Arc<S>,
     settings: RelaySettings,
     handle: RelayHandle,
     shutdown: impl std::future::Future<Output = ()>,
@@ -159,8 +159,8 @@ pub async fn run(
 }
 
 /// One connection's life: connect, declare, publish until an error.
-async fn session(
-    store: &Arc<dyn Store>,
+async fn session<S: OutboxStore + LockStore + ?Sized>(
+    store: &Arc<S>,
     settings: &RelaySettings,
     handle: &RelayHandle,
     mut stop: tokio::sync::watch::Receiver<bool>,

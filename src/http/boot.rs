@@ -16,14 +16,15 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::model::{CallbackToken, MacAddr};
-use crate::store::Store;
-use crate::store::boot::{CallbackReceipt, Outcome, Phase, Via};
 use crate::timeline::Timeline;
+use bootloader_core::model::{CallbackToken, MacAddr};
+use bootloader_core::model::{Outcome, Phase, Via};
+use bootloader_store::BootStore;
+use bootloader_store::boot::CallbackReceipt;
 
 #[derive(Clone)]
 pub struct BootState {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn BootStore>,
     /// Woken when a callback arrives.
     pub engine: Option<Arc<crate::workflow::Engine>>,
     pub timeline: Timeline,
@@ -325,7 +326,7 @@ async fn callback(
     }
 }
 
-fn store_down(e: crate::store::StoreError) -> Response {
+fn store_down(e: bootloader_store::StoreError) -> Response {
     tracing::warn!(error = %e, "boot request failed");
     // iPXE retries a failed chain; a 503 says "try again", not "no".
     (

@@ -21,8 +21,8 @@ use serde_json::json;
 use crate::events::commands::CommandHandle;
 use crate::events::notify::NotifyHandle;
 use crate::events::relay::RelayHandle;
-use crate::store::Store;
-use crate::store::boot::DeploymentState;
+use bootloader_core::model::DeploymentState;
+use bootloader_store::Store;
 
 /// A socket the daemon serves on, and whether its task still runs.
 #[derive(Clone)]

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
-use crate::store::Store;
+use bootloader_store::Store;
 
 /// Everything a request handler may use.
 #[derive(Clone)]

@@ -12,9 +12,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::process::Command;
 
-use super::ipmi::{self, RawRequest};
-use super::ipmitool_output::parse_raw;
 use super::{BmcLogin, BootRequest, PowerAction, PowerDriver, PowerError, PowerState};
+use bootloader_core::power::ipmi::{self, RawRequest};
+use bootloader_core::power::ipmitool_output::parse_raw;
 
 pub struct IpmitoolDriver {
     program: PathBuf,

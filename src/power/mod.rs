@@ -1,8 +1,8 @@
 //! Power control of servers through their BMCs.
 //!
-//! - `ipmi.rs`: the IPMI messages (chassis control, status, boot options,
-//!   session privilege) as bytes, and what answers mean. Pure.
-//! - `ipmitool_output.rs`: reading what `ipmitool raw` printed. Pure.
+//! The vocabulary (actions, states, errors) and the IPMI messages as bytes
+//! are in the core crate (`bootloader_core::power`); this module sends them.
+//!
 //! - `native.rs`: the `native` driver, RMCP+ through ipmi-rs (cipher suite 3).
 //! - `ipmitool.rs`: the `ipmitool` driver, `ipmitool -I lanplus` as a
 //!   subprocess (cipher suite configurable, 17 by default).
@@ -11,188 +11,17 @@
 //!   backoff, boot-storm pacing of power-on and cycle, the health record,
 //!   the timeline and outbox.
 
-pub mod ipmi;
 mod ipmitool;
-pub mod ipmitool_output;
 mod native;
 pub mod service;
 
-use std::fmt;
-use std::str::FromStr;
-
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
-use crate::model::Secret;
+use bootloader_core::power::ipmi;
+use bootloader_core::power::{BmcLogin, BootRequest, PowerAction, PowerError, PowerState};
 
 pub use ipmitool::IpmitoolDriver;
 pub use native::NativeDriver;
 pub use service::{PowerService, PowerSettings};
-
-/// A change of power state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum PowerAction {
-    On,
-    /// Hard power off.
-    Off,
-    /// Off, then on.
-    Cycle,
-    /// Hard reset.
-    Reset,
-    /// ACPI soft shutdown: the OS is asked to shut down.
-    Soft,
-}
-
-impl PowerAction {
-    pub const ALL: [PowerAction; 5] = [
-        PowerAction::On,
-        PowerAction::Off,
-        PowerAction::Cycle,
-        PowerAction::Reset,
-        PowerAction::Soft,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::On => "on",
-            Self::Off => "off",
-            Self::Cycle => "cycle",
-            Self::Reset => "reset",
-            Self::Soft => "soft",
-        }
-    }
-
-    /// Actions that draw inrush current and start a network boot: paced in
-    /// a boot storm.
-    pub const fn is_paced(self) -> bool {
-        matches!(self, Self::On | Self::Cycle)
-    }
-}
-
-impl FromStr for PowerAction {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|a| a.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown power action {s:?} (expected on, off, cycle, reset or soft)")
-            })
-    }
-}
-
-impl fmt::Display for PowerAction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum PowerState {
-    On,
-    Off,
-}
-
-/// The device the next boot (or every boot) starts from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum BootDevice {
-    Pxe,
-    Disk,
-    Bios,
-    Cdrom,
-}
-
-impl BootDevice {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Pxe => "pxe",
-            Self::Disk => "disk",
-            Self::Bios => "bios",
-            Self::Cdrom => "cdrom",
-        }
-    }
-}
-
-/// A boot device request: the device, for the next boot only or for every
-/// boot, with legacy (BIOS) or EFI boot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct BootRequest {
-    pub device: BootDevice,
-    #[serde(default)]
-    pub persistent: bool,
-    #[serde(default)]
-    pub efi: bool,
-}
-
-/// What power control can fail with. Each names the condition an operator
-/// acts on differently.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PowerError {
-    /// Wrong user name or password, or a role the user may not take.
-    #[error("authentication failed: {0}")]
-    Auth(String),
-    /// No route, port closed, name does not resolve.
-    #[error("BMC unreachable: {0}")]
-    Unreachable(String),
-    /// The BMC did not answer in time.
-    #[error("timed out: {0}")]
-    Timeout(String),
-    /// The BMC answered with a non-zero completion code.
-    #[error("the BMC refused: {message}")]
-    Refused { code: u8, message: String },
-    /// The BMC or the driver cannot do this.
-    #[error("unsupported: {0}")]
-    Unsupported(String),
-    /// The server has no BMC address or credentials.
-    #[error("not configured: {0}")]
-    NotConfigured(String),
-    /// An answer that makes no sense, or the driver itself failed.
-    #[error("{0}")]
-    Protocol(String),
-}
-
-impl PowerError {
-    /// A short name for APIs and events.
-    pub const fn kind(&self) -> &'static str {
-        match self {
-            Self::Auth(_) => "auth",
-            Self::Unreachable(_) => "unreachable",
-            Self::Timeout(_) => "timeout",
-            Self::Refused { .. } => "refused",
-            Self::Unsupported(_) => "unsupported",
-            Self::NotConfigured(_) => "not_configured",
-            Self::Protocol(_) => "protocol",
-        }
-    }
-
-    /// Whether the same command may succeed if sent again shortly.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Timeout(_) | Self::Unreachable(_) | Self::Protocol(_) => true,
-            Self::Refused { code, .. } => ipmi::completion_code_is_transient(*code),
-            Self::Auth(_) | Self::Unsupported(_) | Self::NotConfigured(_) => false,
-        }
-    }
-}
-
-/// How to reach one BMC.
-#[derive(Clone)]
-pub struct BmcLogin {
-    pub host: String,
-    pub port: u16,
-    pub username: String,
-    pub password: Secret,
-}
-
-impl fmt::Debug for BmcLogin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}:{}", self.username, self.host, self.port)
-    }
-}
 
 /// A way to talk to BMCs. The service makes sure one BMC sees one command
 /// at a time.

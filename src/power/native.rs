@@ -18,8 +18,8 @@ use ipmi_rs::rmcp::{
     RmcpIpmiReceiveError, V2_0ActivationError,
 };
 
-use super::ipmi::{self, RawRequest};
 use super::{BmcLogin, BootRequest, PowerAction, PowerDriver, PowerError, PowerState};
+use bootloader_core::power::ipmi::{self, RawRequest};
 
 /// IPMI 2.0 limits: user names up to 16 bytes, passwords up to 20.
 const MAX_USERNAME: usize = 16;

@@ -14,14 +14,14 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tracing::{info, warn};
 use utoipa::ToSchema;
 
-use super::ipmi::BootFlags;
 use super::{
     BmcLogin, BootRequest, IpmitoolDriver, NativeDriver, PowerAction, PowerDriver, PowerError,
     PowerState,
 };
-use crate::model::Fqdn;
-use crate::store::power::{PowerHealth, PowerRecord};
-use crate::store::{Store, StoreError};
+use bootloader_core::model::Fqdn;
+use bootloader_core::power::ipmi::BootFlags;
+use bootloader_store::power::{PowerHealth, PowerRecord};
+use bootloader_store::{InventoryStore, PowerStore, StoreError};
 
 /// The `[power]` settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -170,7 +170,10 @@ pub struct QueueStatus {
 }
 
 pub struct PowerService {
-    store: Arc<dyn Store>,
+    /// The server's BMC address and login.
+    inventory: Arc<dyn InventoryStore>,
+    /// The BMC's health record, the timeline and the outbox.
+    store: Arc<dyn PowerStore>,
     native: Arc<dyn PowerDriver>,
     ipmitool: Arc<dyn PowerDriver>,
     settings: PowerSettings,
@@ -181,8 +184,13 @@ pub struct PowerService {
 }
 
 impl PowerService {
-    pub fn new(store: Arc<dyn Store>, settings: PowerSettings) -> Arc<Self> {
+    pub fn new(
+        inventory: Arc<dyn InventoryStore>,
+        store: Arc<dyn PowerStore>,
+        settings: PowerSettings,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            inventory,
             store,
             native: Arc::new(NativeDriver::new(settings.timeout)),
             ipmitool: Arc::new(IpmitoolDriver::new(
@@ -220,8 +228,8 @@ impl PowerService {
         fqdn: &Fqdn,
         command: PowerCommand,
     ) -> Result<PowerReport, StoreError> {
-        let server = self.store.server(fqdn).await?;
-        let login = self.store.bmc_login(fqdn).await?;
+        let server = self.inventory.server(fqdn).await?;
+        let login = self.inventory.bmc_login(fqdn).await?;
         let driver_name = server
             .bmc
             .driver
@@ -237,7 +245,7 @@ impl PowerService {
                 host,
                 port: server.bmc.port,
                 username,
-                password: crate::model::Secret::new(password),
+                password: bootloader_core::model::Secret::new(password),
             }),
             (None, _) => Err(PowerError::NotConfigured(format!(
                 "{fqdn} has no BMC address"

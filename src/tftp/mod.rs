@@ -1,9 +1,5 @@
 //! TFTP (RFC 1350, options 2347/2348/2349, windowsize 7440), read-only.
-//! `packet.rs` is the codec, `transfer.rs` one read transfer as a sans-IO
-//! state machine and `path.rs` the root confinement; all three are pure.
-//! `server.rs` owns the sockets and files.
+//! The codec, the sans-IO transfer and the root confinement are in
+//! `bootloader_core::tftp`; `server.rs` owns the sockets and files.
 
-pub mod packet;
-pub mod path;
 pub mod server;
-pub mod transfer;

@@ -13,13 +13,13 @@ use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::packet::{self, ErrorCode, Mode, Packet, Request};
-use super::transfer::{Limits, Outcome, Transfer, Transmit, negotiate};
-use crate::dhcp::quirks;
 use crate::files::Refusal;
-use crate::store::Store;
-use crate::store::boot::{Outcome as TimelineOutcome, Phase, Via};
 use crate::timeline::Timeline;
+use bootloader_core::dhcp::quirks;
+use bootloader_core::model::{Outcome as TimelineOutcome, Phase, Via};
+use bootloader_core::tftp::packet::{self, ErrorCode, Mode, Packet, Request};
+use bootloader_core::tftp::transfer::{Limits, Outcome, Transfer, Transmit, negotiate};
+use bootloader_store::BootStore;
 
 /// How the server behaves.
 #[derive(Clone)]
@@ -30,11 +30,11 @@ pub struct TftpConfig {
     pub max_transfers: usize,
     /// Files of active deployments (`serve_file via: tftp`), looked up
     /// before the root directory.
-    pub store: Option<Arc<dyn Store>>,
+    pub store: Option<Arc<dyn BootStore>>,
     pub timeline: Option<Timeline>,
     /// Firmware quirks: a `tftp_blksize` caps the block size offered to
     /// clients whose MAC (learned from DHCP or ARP) matches.
-    pub quirks: crate::dhcp::quirks::QuirkRules,
+    pub quirks: bootloader_core::dhcp::quirks::QuirkRules,
     /// The data dir: never served, whatever links the root holds.
     pub private_dir: Option<PathBuf>,
     /// Transfers one address may have at once.

@@ -4,8 +4,8 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::store::boot::DeploymentRecord;
-use crate::store::{Interface, Network, Server};
+use bootloader_store::boot::DeploymentRecord;
+use bootloader_store::{Interface, Network, Server};
 
 /// What the context is built from.
 pub struct ContextInput<'a> {
@@ -78,7 +78,7 @@ pub fn for_interface(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::CONTEXT_VARIABLES;
+    use bootloader_core::profile::CONTEXT_VARIABLES;
 
     #[test]
     fn every_context_variable_is_defined() {
@@ -111,7 +111,7 @@ mod tests {
             serial: "S1".into(),
             notes: String::new(),
             labels: vec![],
-            bmc: crate::store::Bmc {
+            bmc: bootloader_store::Bmc {
                 host: Some("10.0.1.7".into()),
                 port: 623,
                 username: None,
@@ -139,7 +139,7 @@ mod tests {
             server: "n1.dc1.example.com".parse().unwrap(),
             profile_id: 1,
             profile: "payload==1.0".into(),
-            state: crate::store::boot::DeploymentState::New,
+            state: bootloader_core::model::DeploymentState::New,
             progress: 0,
             step: Some("new".into()),
             action_index: 0,

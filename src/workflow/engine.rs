@@ -13,14 +13,17 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::context::{self, ContextInput};
 use super::download::DownloadCache;
-use super::machine::{self, Cursor, Event, Position};
-use crate::model::{CallbackToken, Fqdn};
 use crate::power::service::{PowerCommand, PowerService};
-use crate::power::{BootDevice, BootRequest, PowerAction};
-use crate::profile::{self, Action, ActionKind, FileSource, IpmiCommand, Profile, StepName};
-use crate::store::boot::{DeploymentRecord, Via};
-use crate::store::engine::{EngineView, LogLevel, NewDeployment, Transition};
-use crate::store::{Network, Server, Store, StoreError};
+use bootloader_core::model::Via;
+use bootloader_core::model::{CallbackToken, Fqdn};
+use bootloader_core::power::{BootDevice, BootRequest, PowerAction};
+use bootloader_core::profile::{
+    self, Action, ActionKind, FileSource, IpmiCommand, Profile, StepName,
+};
+use bootloader_core::workflow::machine::{self, Cursor, Event, Position};
+use bootloader_store::boot::DeploymentRecord;
+use bootloader_store::engine::{EngineView, LogLevel, NewDeployment, Transition};
+use bootloader_store::{Network, Server, Store, StoreError};
 
 /// The `[deployments]` settings the engine uses.
 #[derive(Debug, Clone)]
@@ -521,7 +524,7 @@ impl Engine {
                 for (ctx, path) in self.per_interface(view, profile, token, filename).await? {
                     let content = profile::render_template(profile, name, &ctx)
                         .map_err(|e| format!("template {name}: {e}"))?;
-                    let via = via_of(*via);
+                    let via = *via;
                     self.store
                         .serve_file(id, via, &path, content.as_bytes())
                         .await
@@ -533,7 +536,7 @@ impl Engine {
             ActionKind::DeleteFile { on, filename } => {
                 let mut removed = Vec::new();
                 for (_, path) in self.per_interface(view, profile, token, filename).await? {
-                    let via = via_of(*on);
+                    let via = *on;
                     let was = self
                         .store
                         .unserve_file(id, via, &path)
@@ -665,7 +668,7 @@ impl Engine {
         profile: &Profile,
         token: &str,
         action: &Action,
-        (via, filename): (profile::Transport, &String),
+        (via, filename): (Via, &String),
         url: &str,
         sha256: Option<&str>,
     ) -> Result<String, String> {
@@ -686,7 +689,6 @@ impl Engine {
         };
         let mut served = Vec::new();
         for (_, path) in self.per_interface(view, profile, token, filename).await? {
-            let via = via_of(via);
             self.store
                 .serve_cached_file(view.record.id, via, &path, &cached.path)
                 .await
@@ -770,10 +772,10 @@ impl Engine {
         if self.authorized(id, presented).await?.is_none() {
             return Ok(None);
         }
-        let Ok(user) = user.parse::<crate::model::Name>() else {
+        let Ok(user) = user.parse::<bootloader_core::model::Name>() else {
             return Ok(None);
         };
-        let page = crate::store::Page {
+        let page = bootloader_store::Page {
             limit: 1000,
             offset: 0,
         };
@@ -798,7 +800,7 @@ impl Engine {
         if server.interfaces.iter().any(|i| i.ipv4.is_none()) {
             let resolved = resolve_v4(server.fqdn.as_str()).await;
             if let Some(addr) = resolved {
-                let page = crate::store::Page {
+                let page = bootloader_store::Page {
                     limit: 1000,
                     offset: 0,
                 };
@@ -917,13 +919,6 @@ async fn resolve_v4(name: &str) -> Option<std::net::Ipv4Addr> {
             std::net::IpAddr::V6(_) => None,
         }),
         _ => None,
-    }
-}
-
-fn via_of(t: profile::Transport) -> Via {
-    match t {
-        profile::Transport::Http => Via::Http,
-        profile::Transport::Tftp => Via::Tftp,
     }
 }
 

@@ -1,7 +1,8 @@
 //! Deployments walked through their profile's workflow.
 //!
-//! - `machine.rs`: the state machine (states, cursor, legal transitions,
-//!   progress, timeouts). Pure.
+//! The state machine itself (states, cursor, legal transitions, progress,
+//! timeouts) is `bootloader_core::workflow::machine`.
+//!
 //! - `context.rs`: the template context of a deployment. Pure.
 //! - `download.rs`: the download cache of `serve_file` url sources.
 //! - `engine.rs`: one task per deployment with work left: runs the action
@@ -11,6 +12,5 @@
 pub mod context;
 pub mod download;
 pub mod engine;
-pub mod machine;
 
 pub use engine::{Engine, EngineSettings};

@@ -10,9 +10,9 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{PageQuery, Paginated, Path, Query, Reader, path_key};
 use crate::http::AppState;
-use crate::model::{Fqdn, MacAddr};
-use crate::store::boot::{BootEvent, Lease, UnknownMac};
-use crate::store::{Page, Store};
+use bootloader_core::model::{Fqdn, MacAddr};
+use bootloader_store::boot::{BootEvent, Lease, UnknownMac};
+use bootloader_store::{Page, Store};
 
 const DEFAULT_EVENTS: u32 = 200;
 const MAX_EVENTS: u32 = 2000;
@@ -134,9 +134,12 @@ pub async fn mac_timeline(
     Query(q): Query<MacTimelineQuery>,
 ) -> Result<Json<Timeline>, ApiError> {
     let macs = match q.mac {
-        Some(raw) => vec![raw.parse().map_err(|e: crate::model::MacParseError| {
-            ApiError::invalid_field("mac", e.to_string())
-        })?],
+        Some(raw) => vec![
+            raw.parse()
+                .map_err(|e: bootloader_core::model::MacParseError| {
+                    ApiError::invalid_field("mac", e.to_string())
+                })?,
+        ],
         None => Vec::new(),
     };
     let limit = limit(q.limit)?;

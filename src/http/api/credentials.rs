@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody, Validator};
 use super::extract::{JsonBody, PageQuery, Paginated, Path, Query, Staff, StaffReader, path_key};
 use crate::http::AppState;
-use crate::model::{Name, Secret};
-use crate::store::{Credential, CredentialSpec};
+use bootloader_core::model::{Name, Secret};
+use bootloader_store::{Credential, CredentialSpec};
 
 #[derive(Debug, Default, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

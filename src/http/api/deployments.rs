@@ -11,9 +11,10 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{JsonBody, PageQuery, Paginated, Path, Query, Reader, Staff};
 use crate::http::AppState;
-use crate::model::Fqdn;
-use crate::store::boot::{DeploymentRecord, DeploymentState};
-use crate::store::engine::LogEntry;
+use bootloader_core::model::DeploymentState;
+use bootloader_core::model::Fqdn;
+use bootloader_store::boot::DeploymentRecord;
+use bootloader_store::engine::LogEntry;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -34,14 +35,16 @@ pub async fn create_deployment(
     let server: Fqdn = input
         .server
         .parse()
-        .map_err(|e: crate::model::NameError| ApiError::invalid_field("server", e.to_string()))?;
+        .map_err(|e: bootloader_core::model::NameError| {
+            ApiError::invalid_field("server", e.to_string())
+        })?;
     let profile = match super::profiles::lookup(&state, &input.profile).await {
         Ok(p) => p,
         Err(ApiError::NotFound(m)) => return Err(ApiError::invalid_field("profile", m)),
         Err(e) => return Err(e),
     };
     // A server that does not exist is the caller's mistake (422), not 404.
-    if let Err(crate::store::StoreError::NotFound { .. }) = state.store.server(&server).await {
+    if let Err(bootloader_store::StoreError::NotFound { .. }) = state.store.server(&server).await {
         return Err(ApiError::invalid_field(
             "server",
             format!("server {:?} does not exist", server.as_str()),
@@ -76,7 +79,7 @@ pub async fn list_deployments(
     }
     .page(&state)?;
     let server: Option<Fqdn> = match q.server {
-        Some(s) => Some(s.parse().map_err(|e: crate::model::NameError| {
+        Some(s) => Some(s.parse().map_err(|e: bootloader_core::model::NameError| {
             ApiError::invalid_field("server", e.to_string())
         })?),
         None => None,

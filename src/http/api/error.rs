@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::store::StoreError;
+use bootloader_store::StoreError;
 
 /// Bad fields, by path (`interfaces[1].mac`), each with its messages.
 pub type FieldErrors = BTreeMap<String, Vec<String>>;
@@ -99,7 +99,7 @@ impl From<StoreError> for ApiError {
                 fields: FieldErrors::new(),
             },
             StoreError::Unavailable(_) => Self::Unavailable(e.to_string()),
-            StoreError::Cipher(crate::store::CipherError::WrongKey) => Self::Unavailable(
+            StoreError::Cipher(bootloader_store::CipherError::WrongKey) => Self::Unavailable(
                 "the secret key this daemon uses no longer matches the database (was it rotated?); \
                  restart the daemon with the current key"
                     .to_string(),

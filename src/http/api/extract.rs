@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use crate::http::AppState;
-use crate::model::{ApiTokenSecret, TokenScope};
-use crate::store::{Listing, Page, Principal};
+use bootloader_core::model::{ApiTokenSecret, TokenScope};
+use bootloader_store::{Listing, Page, Principal};
 
 /// Any valid token: may read.
 pub struct Reader(pub Principal);

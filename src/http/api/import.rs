@@ -23,7 +23,7 @@ use super::error::ApiError;
 use super::extract::{Query, Staff};
 use super::servers::{BmcInput, InterfaceInput, ServerInput, server_spec};
 use crate::http::AppState;
-use crate::store::Server;
+use bootloader_store::Server;
 
 /// Columns of the interface a line adds.
 const INTERFACE_COLUMNS: &[&str] = &["interface", "mac", "ipv4"];
@@ -243,7 +243,7 @@ pub fn parse_csv(
             host: get("bmc_host"),
             port: bmc_port,
             username: get("bmc_username"),
-            password: get("bmc_password").map(crate::model::Secret::new),
+            password: get("bmc_password").map(bootloader_core::model::Secret::new),
             credential: get("bmc_credential"),
             driver: get("bmc_driver"),
         };
@@ -358,11 +358,11 @@ pub async fn import_servers(
             for (i, e) in store_errors {
                 let server = &parsed[i.min(parsed.len().saturating_sub(1))];
                 match e {
-                    crate::store::StoreError::Conflict { field, message }
-                    | crate::store::StoreError::Invalid { field, message } => {
+                    bootloader_store::StoreError::Conflict { field, message }
+                    | bootloader_store::StoreError::Invalid { field, message } => {
                         lines.push(line_error(line_of(server, &field), Some(&field), message));
                     }
-                    crate::store::StoreError::Unavailable(_) => return Err(e.into()),
+                    bootloader_store::StoreError::Unavailable(_) => return Err(e.into()),
                     other => lines.push(line_error(server.first_line, None, other.to_string())),
                 }
             }

@@ -9,8 +9,8 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody, Validator};
 use super::extract::{JsonBody, PageQuery, Paginated, Path, Query, Reader, Staff, path_key};
 use crate::http::AppState;
-use crate::model::Name;
-use crate::store::{Label, Location, LocationPatch, NewLocation};
+use bootloader_core::model::Name;
+use bootloader_store::{Label, Location, LocationPatch, NewLocation};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -36,11 +36,13 @@ pub const UPDATE_ATTEMPTS: u32 = 3;
 pub async fn update_fresh<T, F, Fut>(mut attempt: F) -> Result<T, error::ApiError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Result<T, crate::store::StoreError>, error::ApiError>>,
+    Fut: std::future::Future<
+            Output = Result<Result<T, bootloader_store::StoreError>, error::ApiError>,
+        >,
 {
     for _ in 1..UPDATE_ATTEMPTS {
         match attempt().await? {
-            Err(crate::store::StoreError::Stale { .. }) => continue,
+            Err(bootloader_store::StoreError::Stale { .. }) => continue,
             result => return Ok(result?),
         }
     }

@@ -12,8 +12,8 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody, Validator};
 use super::extract::{JsonBody, PageQuery, Paginated, Path, Query, Reader, Staff};
 use crate::http::AppState;
-use crate::model::{Fqdn, Name};
-use crate::store::{Network, NetworkSpec, Pool};
+use bootloader_core::model::{Fqdn, Name};
+use bootloader_store::{Network, NetworkSpec, Pool};
 
 #[derive(Debug, Default, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -13,10 +13,10 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{JsonBody, Path, Reader, Staff, path_key};
 use crate::http::AppState;
-use crate::model::Fqdn;
 use crate::power::service::{PowerAnswer, PowerCommand, PowerReport, QueueStatus};
-use crate::power::{BootRequest, PowerAction, PowerError};
-use crate::store::power::PowerHealth;
+use bootloader_core::model::Fqdn;
+use bootloader_core::power::{BootRequest, PowerAction, PowerError};
+use bootloader_store::power::PowerHealth;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -113,11 +113,11 @@ pub struct KnownPower {
 /// for everyone else.
 async fn live_or_known(
     state: &AppState,
-    principal: &crate::store::Principal,
+    principal: &bootloader_store::Principal,
     raw: &str,
     command: PowerCommand,
 ) -> Result<Response, ApiError> {
-    if principal.is_staff && principal.scope == crate::model::TokenScope::Write {
+    if principal.is_staff && principal.scope == bootloader_core::model::TokenScope::Write {
         return Ok(run(state, raw, command).await?.into_response());
     }
     let fqdn: Fqdn = path_key("server", raw)?;

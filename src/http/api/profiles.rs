@@ -11,8 +11,8 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody, FieldErrors};
 use super::extract::{PageQuery, Paginated, Path, Query, Reader, Staff};
 use crate::http::AppState;
-use crate::profile::{self, ProfileErrors};
-use crate::store::{ProfileFilter, StoredProfile};
+use bootloader_core::profile::{self, ProfileErrors};
+use bootloader_store::{ProfileFilter, StoredProfile};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProfileSummary {

@@ -12,8 +12,8 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody, Validator};
 use super::extract::{JsonBody, PageQuery, Paginated, Path, Query, Reader, Staff, path_key};
 use crate::http::AppState;
-use crate::model::{Fqdn, MacAddr, Name, Secret};
-use crate::store::{BmcSpec, Interface, InterfaceSpec, Server, ServerFilter, ServerSpec};
+use bootloader_core::model::{Fqdn, MacAddr, Name, Secret};
+use bootloader_store::{BmcSpec, Interface, InterfaceSpec, Server, ServerFilter, ServerSpec};
 
 /// The BMC drivers a server may name.
 pub const BMC_DRIVERS: &[&str] = &["native", "ipmitool"];

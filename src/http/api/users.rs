@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody, Validator};
 use super::extract::{JsonBody, PageQuery, Paginated, Path, Query, Reader, Staff, path_key};
 use crate::http::AppState;
-use crate::model::{ApiTokenSecret, Name, TokenScope};
-use crate::store::{ApiToken, NewApiToken, SshKey, User, UserSpec};
+use bootloader_core::model::{ApiTokenSecret, Name, TokenScope};
+use bootloader_store::{ApiToken, NewApiToken, SshKey, User, UserSpec};
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -152,14 +152,14 @@ pub struct CreatedToken {
 
 /// Creates a token for `user`; shared by the API and `bootloader token create`.
 pub async fn issue_token(
-    store: &dyn crate::store::Store,
+    store: &dyn bootloader_store::Store,
     user: &Name,
     scope: Option<TokenScope>,
     description: &str,
     expires_in: Option<u64>,
 ) -> Result<(ApiTokenSecret, ApiToken), ApiError> {
     let owner = store.user(user).await.map_err(|e| match e {
-        crate::store::StoreError::NotFound { .. } => {
+        bootloader_store::StoreError::NotFound { .. } => {
             ApiError::invalid_field("user", format!("user {user} does not exist"))
         }
         other => other.into(),
@@ -395,7 +395,7 @@ pub async fn create_ssh_key(
         .add_ssh_key(&user, &name, &key)
         .await
         .map_err(|e| match e {
-            crate::store::StoreError::NotFound { .. } => {
+            bootloader_store::StoreError::NotFound { .. } => {
                 ApiError::invalid_field("user", format!("user {user} does not exist"))
             }
             other => other.into(),

@@ -1,0 +1,16 @@
+//! Domain types shared by every layer. Each newtype is parsed once, at the
+//! edge (API, CSV, config), and carries its invariant from then on.
+
+mod boot;
+mod deployment;
+mod mac;
+mod names;
+mod secret;
+mod token;
+
+pub use boot::{LeaseState, Outcome, Phase, Via};
+pub use deployment::DeploymentState;
+pub use mac::{MacAddr, MacParseError};
+pub use names::{Fqdn, Name, NameError};
+pub use secret::{Secret, redact_url};
+pub use token::{ApiTokenSecret, CallbackToken, TokenHash, TokenScope};

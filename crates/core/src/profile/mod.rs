@@ -1,0 +1,407 @@
+//! Deployment profiles: YAML documents describing the workflow that provisions a
+//! machine (serve files, drive IPMI, wait for callbacks), plus the templates the
+//! workflow serves.
+//!
+//! [`parse`] loads and fully validates a profile, reporting every problem at once
+//! with its YAML path. [`render_template`] and [`render_str`] render the profile's
+//! templates (and templated filenames/messages) against a deployment context.
+
+mod actions;
+mod duration;
+mod error;
+mod parse;
+mod template;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+pub use actions::MAX_RETRIES;
+pub use duration::{Duration, MAX_DURATION_SECS};
+pub use error::{DOCUMENT_PATH, ProfileError, ProfileErrors, RenderError};
+pub use template::{CONTEXT_VARIABLES, RENDER_FUEL, render_str, render_template};
+pub use wire::MAX_INPUT_BYTES;
+
+use crate::model::Via;
+
+/// Parses and validates a profile document, returning every problem found.
+pub fn parse(yaml: &str) -> Result<Profile, ProfileErrors> {
+    parse::parse_profile(yaml)
+}
+
+/// A validated profile.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Profile {
+    /// Profile name (`[A-Za-z0-9._-]`, starting alphanumeric, at most 64 chars).
+    pub name: String,
+    /// Version exactly as written (`0.1`, `1.0`, `0.1-a`; numbers are not re-formatted).
+    pub version: String,
+    /// Default timeout for steps that set none.
+    pub timeout: Option<Duration>,
+    /// The deployment workflow.
+    pub workflow: Workflow,
+    /// Template name -> template source.
+    pub templates: BTreeMap<String, String>,
+}
+
+impl Profile {
+    /// Number of actions in the six main steps (`new` .. `complete`).
+    pub fn action_count(&self) -> usize {
+        self.workflow.steps().map(|(_, s)| s.actions.len()).sum()
+    }
+
+    /// Names of all `expect_callback` actions, in workflow order (all eight steps).
+    pub fn callback_names(&self) -> Vec<&str> {
+        StepName::ALL
+            .iter()
+            .flat_map(|&n| self.workflow.step(n).actions.iter())
+            .filter_map(|a| match &a.kind {
+                ActionKind::ExpectCallback { name } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Names of the `expect_callback` actions a deployment standing in
+    /// step `current` (none yet: before its first step) may still reach:
+    /// that step's, the later ones', `error`'s and `cleanup`'s.
+    pub fn callbacks_from(&self, current: Option<StepName>) -> Vec<&str> {
+        StepName::ALL
+            .iter()
+            .skip_while(|&&n| current.is_some_and(|c| c != n))
+            .flat_map(|&n| self.workflow.step(n).actions.iter())
+            .filter_map(|a| match &a.kind {
+                ActionKind::ExpectCallback { name } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Effective timeout of a step: the step's own, else the profile default.
+    pub fn step_timeout(&self, step: StepName) -> Option<&Duration> {
+        self.workflow
+            .step(step)
+            .timeout
+            .as_ref()
+            .or(self.timeout.as_ref())
+    }
+}
+
+/// The name of a workflow step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepName {
+    /// Deployment created.
+    New,
+    /// Files are served, machine is switched to network boot and power-cycled.
+    Preparing,
+    /// The OS installer runs.
+    Installing,
+    /// The installer configures the system.
+    Configuring,
+    /// First boot of the installed system.
+    Postconfiguring,
+    /// Deployment finished.
+    Complete,
+    /// Run when the deployment fails (optional).
+    Error,
+    /// Run when the deployment is removed (optional).
+    Cleanup,
+}
+
+impl StepName {
+    /// The six main steps in the order they are walked.
+    pub const ORDER: [StepName; 6] = [
+        StepName::New,
+        StepName::Preparing,
+        StepName::Installing,
+        StepName::Configuring,
+        StepName::Postconfiguring,
+        StepName::Complete,
+    ];
+
+    /// All eight steps: the main ones, then `error` and `cleanup`.
+    pub const ALL: [StepName; 8] = [
+        StepName::New,
+        StepName::Preparing,
+        StepName::Installing,
+        StepName::Configuring,
+        StepName::Postconfiguring,
+        StepName::Complete,
+        StepName::Error,
+        StepName::Cleanup,
+    ];
+
+    /// The step's key in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepName::New => "new",
+            StepName::Preparing => "preparing",
+            StepName::Installing => "installing",
+            StepName::Configuring => "configuring",
+            StepName::Postconfiguring => "postconfiguring",
+            StepName::Complete => "complete",
+            StepName::Error => "error",
+            StepName::Cleanup => "cleanup",
+        }
+    }
+
+    /// Whether the step must be present in every profile.
+    pub fn is_required(self) -> bool {
+        !matches!(self, StepName::Error | StepName::Cleanup)
+    }
+}
+
+impl fmt::Display for StepName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StepName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        StepName::ALL
+            .iter()
+            .copied()
+            .find(|n| n.as_str() == s)
+            .ok_or_else(|| format!("unknown step {s:?}"))
+    }
+}
+
+/// The steps of a profile. Optional steps that were absent are empty.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Workflow {
+    /// `new` step.
+    pub new: Step,
+    /// `preparing` step.
+    pub preparing: Step,
+    /// `installing` step.
+    pub installing: Step,
+    /// `configuring` step.
+    pub configuring: Step,
+    /// `postconfiguring` step.
+    pub postconfiguring: Step,
+    /// `complete` step.
+    pub complete: Step,
+    /// `error` step (empty when absent).
+    pub error: Step,
+    /// `cleanup` step (empty when absent).
+    pub cleanup: Step,
+}
+
+impl Workflow {
+    /// The step with the given name.
+    pub fn step(&self, name: StepName) -> &Step {
+        match name {
+            StepName::New => &self.new,
+            StepName::Preparing => &self.preparing,
+            StepName::Installing => &self.installing,
+            StepName::Configuring => &self.configuring,
+            StepName::Postconfiguring => &self.postconfiguring,
+            StepName::Complete => &self.complete,
+            StepName::Error => &self.error,
+            StepName::Cleanup => &self.cleanup,
+        }
+    }
+
+    pub(crate) fn step_mut(&mut self, name: StepName) -> &mut Step {
+        match name {
+            StepName::New => &mut self.new,
+            StepName::Preparing => &mut self.preparing,
+            StepName::Installing => &mut self.installing,
+            StepName::Configuring => &mut self.configuring,
+            StepName::Postconfiguring => &mut self.postconfiguring,
+            StepName::Complete => &mut self.complete,
+            StepName::Error => &mut self.error,
+            StepName::Cleanup => &mut self.cleanup,
+        }
+    }
+
+    /// The six main steps in walk order ([`StepName::ORDER`]).
+    pub fn steps(&self) -> impl Iterator<Item = (StepName, &Step)> + '_ {
+        StepName::ORDER.iter().map(move |&n| (n, self.step(n)))
+    }
+}
+
+/// One workflow step: its actions, run in order, and an optional timeout.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Step {
+    /// Step timeout (mapping form `{timeout: 45m, actions: [...]}` only).
+    pub timeout: Option<Duration>,
+    /// Actions in order; empty for `{}` / `[]`.
+    pub actions: Vec<Action>,
+}
+
+/// One action with its common options.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Action {
+    /// What to do (serialized flattened, tagged by `action`).
+    #[serde(flatten)]
+    pub kind: ActionKind,
+    /// Per-action timeout.
+    pub timeout: Option<Duration>,
+    /// Extra attempts after a failure (0..=10; only serve_file with a url source
+    /// and ipmi_command may set it).
+    pub retries: u32,
+}
+
+/// The kinds of action.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Make a file available to the machine under `filename` (a template).
+    ServeFile {
+        /// Protocol the file is served on.
+        via: Via,
+        /// Served file name (template source).
+        filename: String,
+        /// Where the contents come from.
+        source: FileSource,
+    },
+    /// Stop serving a file.
+    DeleteFile {
+        /// Protocol the file was served on.
+        on: Via,
+        /// File name (template source).
+        filename: String,
+    },
+    /// Wait until the machine calls `{{ callback_base }}<name>`.
+    ExpectCallback {
+        /// Callback name, unique within the profile.
+        name: String,
+    },
+    /// Send an IPMI command to the machine's BMC.
+    IpmiCommand(IpmiCommand),
+    /// Log a message (template source).
+    Echo {
+        /// Message (template source).
+        message: String,
+    },
+}
+
+impl ActionKind {
+    /// The YAML name of the action.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ActionKind::ServeFile { .. } => "serve_file",
+            ActionKind::DeleteFile { .. } => "delete_file",
+            ActionKind::ExpectCallback { .. } => "expect_callback",
+            ActionKind::IpmiCommand(_) => "ipmi_command",
+            ActionKind::Echo { .. } => "echo",
+        }
+    }
+}
+
+/// Where a served file's contents come from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FileSource {
+    /// Downloaded from an http(s) URL, optionally checked against a SHA-256.
+    Url {
+        /// `http://` or `https://` URL.
+        url: String,
+        /// Expected SHA-256, 64 lowercase hex digits.
+        sha256: Option<String>,
+    },
+    /// Rendered from one of the profile's templates.
+    Template {
+        /// Key in the profile's `templates`.
+        name: String,
+    },
+}
+
+/// An IPMI command with its parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "command", content = "parameters", rename_all = "snake_case")]
+pub enum IpmiCommand {
+    /// `chassis power <action>`.
+    Power(PowerAction),
+    /// `chassis bootdev <device>`.
+    Bootdev(BootDevice),
+}
+
+/// Parameter of `ipmi_command: power`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerAction {
+    /// Power on.
+    On,
+    /// Hard power off.
+    Off,
+    /// Power off then on.
+    Cycle,
+    /// Hard reset.
+    Reset,
+    /// ACPI soft shutdown.
+    Soft,
+    /// Query power state.
+    Status,
+}
+
+impl PowerAction {
+    /// All values with their YAML spelling.
+    pub const ALL: [(&'static str, PowerAction); 6] = [
+        ("on", PowerAction::On),
+        ("off", PowerAction::Off),
+        ("cycle", PowerAction::Cycle),
+        ("reset", PowerAction::Reset),
+        ("soft", PowerAction::Soft),
+        ("status", PowerAction::Status),
+    ];
+
+    /// ipmitool spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerAction::On => "on",
+            PowerAction::Off => "off",
+            PowerAction::Cycle => "cycle",
+            PowerAction::Reset => "reset",
+            PowerAction::Soft => "soft",
+            PowerAction::Status => "status",
+        }
+    }
+}
+
+/// Parameter of `ipmi_command: bootdev` (`hd` in YAML means [`BootDevice::Disk`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BootDevice {
+    /// Network boot.
+    Pxe,
+    /// First hard disk (`hd` or `disk`).
+    Disk,
+    /// BIOS setup.
+    Bios,
+    /// CD/DVD.
+    Cdrom,
+    /// Safe mode.
+    Safe,
+}
+
+impl BootDevice {
+    /// Accepted YAML spellings (`hd` and `disk` are the same device).
+    pub const ALL: [(&'static str, BootDevice); 6] = [
+        ("pxe", BootDevice::Pxe),
+        ("hd", BootDevice::Disk),
+        ("disk", BootDevice::Disk),
+        ("bios", BootDevice::Bios),
+        ("cdrom", BootDevice::Cdrom),
+        ("safe", BootDevice::Safe),
+    ];
+
+    /// ipmitool spelling (`disk` for [`BootDevice::Disk`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootDevice::Pxe => "pxe",
+            BootDevice::Disk => "disk",
+            BootDevice::Bios => "bios",
+            BootDevice::Cdrom => "cdrom",
+            BootDevice::Safe => "safe",
+        }
+    }
+}

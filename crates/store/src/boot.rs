@@ -1,0 +1,270 @@
+//! Store operations of the network boot path: what the inventory knows of
+//! a MAC, the files active deployments serve, DHCP leases and the boot
+//! timeline. The SQL is in `boot_sql.rs`, expanded for both backends.
+
+use std::net::Ipv4Addr;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use super::{Listing, Page, Result};
+use bootloader_core::model::{
+    DeploymentState, Fqdn, LeaseState, MacAddr, Outcome, Phase, TokenHash, Via,
+};
+
+/// What the inventory knows of a MAC, for the boot decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootTarget {
+    pub server_id: i64,
+    pub fqdn: Fqdn,
+    pub interface: String,
+    pub mac: MacAddr,
+    /// The interface's reserved address and its network.
+    pub reservation: Option<(i64, Ipv4Addr)>,
+    /// The server's active deployment, if any.
+    pub deployment: Option<(i64, DeploymentState)>,
+}
+
+/// A file an active deployment serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedFile {
+    pub deployment_id: i64,
+    /// The bytes, for rendered files: one shared buffer per version of
+    /// the file, however many machines fetch it.
+    pub content: bytes::Bytes,
+    /// A file of the download cache instead, for downloaded ones.
+    pub file: Option<std::path::PathBuf>,
+}
+
+/// A deployment as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeploymentRecord {
+    pub id: i64,
+    #[schema(value_type = String)]
+    pub server: Fqdn,
+    pub profile_id: i64,
+    /// `name==version`: the profile version the deployment is pinned to.
+    pub profile: String,
+    pub state: DeploymentState,
+    /// Finished actions over all actions of the six main steps; 100 once
+    /// complete.
+    pub progress: u8,
+    /// The step whose action runs next, and its index; absent once nothing
+    /// is left to run.
+    pub step: Option<String>,
+    pub action_index: u32,
+    /// Why it failed (state `error`).
+    pub error: Option<String>,
+    /// The deployment this one repeats.
+    pub repeat_of: Option<i64>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<OffsetDateTime>,
+    /// The daemon whose engine runs (or last ran) its steps.
+    pub runner: Option<String>,
+}
+
+/// One address of a network and who holds it. Times are Unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Lease {
+    pub network_id: i64,
+    #[schema(value_type = String)]
+    pub ip: Ipv4Addr,
+    #[schema(value_type = String)]
+    pub mac: MacAddr,
+    pub state: LeaseState,
+    pub expires_at: i64,
+    pub hostname: String,
+    pub updated_at: i64,
+}
+
+impl Lease {
+    /// Whether the address is someone's at `now`.
+    pub fn is_held(&self, now: i64) -> bool {
+        self.expires_at > now && self.state != LeaseState::Released
+    }
+}
+
+/// A request to hold an address for a client.
+#[derive(Debug, Clone)]
+pub struct LeaseClaim {
+    pub network_id: i64,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    /// `Offered` or `Bound`.
+    pub state: LeaseState,
+    pub expires_at: i64,
+    pub hostname: String,
+    pub now: i64,
+}
+
+/// One entry of the boot timeline.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BootEvent {
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: OffsetDateTime,
+    #[schema(value_type = Option<String>)]
+    pub mac: Option<MacAddr>,
+    /// The client's address and port as we saw it.
+    pub peer: String,
+    pub phase: Phase,
+    /// What was asked, e.g. `DHCPDISCOVER arch=bios vendor=PXEClient`.
+    pub request: String,
+    pub outcome: Outcome,
+    /// What we answered, or why we stayed silent.
+    pub detail: String,
+}
+
+/// A MAC seen on the boot network that no interface has.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UnknownMac {
+    #[schema(value_type = String)]
+    pub mac: MacAddr,
+    pub events: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub first_seen: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub last_seen: OffsetDateTime,
+    /// The last thing it asked.
+    pub last_request: String,
+}
+
+/// What became of a callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallbackReceipt {
+    /// Stored for the deployment; `first` is false for a replay.
+    Recorded { deployment_id: i64, first: bool },
+    /// No active deployment has this token.
+    UnknownToken,
+    /// The deployment holds `limits.callbacks_per_deployment` callbacks
+    /// already; a new name is refused (a replay still answers Recorded).
+    Full { deployment_id: i64 },
+}
+
+/// A callback as stored.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CallbackRecord {
+    pub name: String,
+    pub method: String,
+    pub body: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub received_at: OffsetDateTime,
+}
+
+/// What the boot path reads of the inventory and of active deployments:
+/// boot targets, served files, callbacks.
+#[async_trait]
+pub trait BootStore: Send + Sync + 'static {
+    /// The interface with this MAC, its server and active deployment.
+    async fn boot_target(&self, mac: MacAddr) -> Result<Option<BootTarget>>;
+
+    /// Starts a deployment (state `new`). The engine issue drives it on.
+    async fn create_deployment(
+        &self,
+        server: &Fqdn,
+        profile_id: i64,
+        token_hash: &TokenHash,
+    ) -> Result<DeploymentRecord>;
+    async fn deployment(&self, id: i64) -> Result<DeploymentRecord>;
+    async fn set_deployment_state(&self, id: i64, state: DeploymentState) -> Result<()>;
+    /// Serves `content` at `path`, replacing what the deployment served
+    /// there. A path another active deployment serves is a conflict.
+    async fn serve_file(
+        &self,
+        deployment_id: i64,
+        via: Via,
+        path: &str,
+        content: &[u8],
+    ) -> Result<()>;
+    /// As `serve_file`, for a file of the download cache: the row names the
+    /// file rather than holding its bytes.
+    async fn serve_cached_file(
+        &self,
+        deployment_id: i64,
+        via: Via,
+        path: &str,
+        file: &std::path::Path,
+    ) -> Result<()>;
+    async fn unserve_file(&self, deployment_id: i64, via: Via, path: &str) -> Result<bool>;
+    /// The file at `path`, if an active deployment serves it.
+    async fn served_file(&self, via: Via, path: &str) -> Result<Option<ServedFile>>;
+
+    /// The active deployment whose callback token hashes to `token`.
+    async fn callback_deployment(&self, token: &TokenHash) -> Result<Option<i64>>;
+    /// Records a callback of the active deployment whose token hashes to
+    /// `token`, if it holds fewer than `max` callbacks. A replay of a name
+    /// already recorded changes nothing.
+    async fn record_callback(
+        &self,
+        token: &TokenHash,
+        name: &str,
+        method: &str,
+        body: &str,
+        max: u32,
+    ) -> Result<CallbackReceipt>;
+    /// A deployment's callbacks, in the order they arrived.
+    async fn callbacks(&self, deployment_id: i64) -> Result<Vec<CallbackRecord>>;
+}
+
+/// DHCP leases; `claim_lease` is the one arbiter between daemons.
+#[async_trait]
+pub trait LeaseStore: Send + Sync + 'static {
+    /// The newest lease row of `mac` in the network, in any state.
+    async fn lease_of(&self, network_id: i64, mac: MacAddr) -> Result<Option<Lease>>;
+    async fn lease_at(&self, network_id: i64, ip: Ipv4Addr) -> Result<Option<Lease>>;
+    /// Takes or extends the address for the client, atomically: it succeeds
+    /// only when the address is free at `now` or already the client's (and
+    /// not declined). Binding releases the client's other addresses in the
+    /// network. Returns whether the claim held.
+    async fn claim_lease(&self, claim: &LeaseClaim) -> Result<bool>;
+    /// Frees the client's address (DHCPRELEASE). Returns whether it held it.
+    async fn release_lease(
+        &self,
+        network_id: i64,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        now: i64,
+    ) -> Result<bool>;
+    /// Keeps a declined address out of the pool until `until`.
+    async fn decline_lease(
+        &self,
+        network_id: i64,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        until: i64,
+        now: i64,
+    ) -> Result<bool>;
+    /// Leases, optionally of one network, by address.
+    async fn list_leases(&self, network_id: Option<i64>, page: Page) -> Result<Listing<Lease>>;
+}
+
+/// The boot timeline: what each machine asked and what it was answered.
+#[async_trait]
+pub trait TimelineStore: Send + Sync + 'static {
+    async fn record_boot_events(&self, events: &[BootEvent]) -> Result<()>;
+    /// Events of these MACs (of every MAC when `macs` is empty), newest
+    /// first, with ids below `before`.
+    async fn boot_events(
+        &self,
+        macs: &[MacAddr],
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<(i64, BootEvent)>>;
+    async fn unknown_macs(&self, limit: u32) -> Result<Vec<UnknownMac>>;
+    /// Deletes events older than `before`; returns how many.
+    /// Deletes events older than `before`, and the oldest past the newest
+    /// `keep`.
+    async fn prune_boot_events(&self, before: OffsetDateTime, keep: u64) -> Result<u64>;
+}

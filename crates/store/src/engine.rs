@@ -1,0 +1,140 @@
+//! Store operations of the deployment engine: starting a deployment with
+//! its sealed callback token, reading where one stands, committing each
+//! transition with its log lines and outbox event in one transaction, and
+//! the deployment log. The SQL is in `engine_sql.rs`.
+
+use async_trait::async_trait;
+use serde::Serialize;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use bootloader_core::model::{CallbackToken, DeploymentState, Fqdn};
+
+use crate::boot::DeploymentRecord;
+use crate::{Listing, Page, Result};
+
+/// A deployment to start.
+pub struct NewDeployment {
+    pub server: Fqdn,
+    pub profile_id: i64,
+    pub token: CallbackToken,
+    pub repeat_of: Option<i64>,
+}
+
+/// What the engine needs of a deployment.
+#[derive(Debug, Clone)]
+pub struct EngineView {
+    pub record: DeploymentRecord,
+    /// The profile's YAML, as uploaded.
+    pub profile_source: String,
+    /// The callback token, opened; `None` for deployments the engine does
+    /// not run (made through the store directly, before the engine).
+    pub token: Option<String>,
+    pub actions_done: u32,
+    /// Unix seconds.
+    pub action_deadline: Option<i64>,
+    pub step_deadline: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LogEntry {
+    pub id: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: OffsetDateTime,
+    pub level: LogLevel,
+    pub message: String,
+}
+
+/// One step of a deployment's life, committed at once: the new position,
+/// deadlines, error, log lines, and an outbox event when the state changed.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub id: i64,
+    /// The state the engine read; the commit fails if it changed since
+    /// (cancelled meanwhile).
+    pub from: DeploymentState,
+    pub state: DeploymentState,
+    pub step: Option<String>,
+    pub action_index: u32,
+    pub actions_done: u32,
+    pub action_deadline: Option<i64>,
+    pub step_deadline: Option<i64>,
+    pub error: Option<String>,
+    pub log: Vec<(LogLevel, String)>,
+    /// The daemon committing on behalf of its engine task: the commit is
+    /// refused if another daemon has taken the deployment over. `None` for
+    /// an operator's request (cancel), which any daemon may commit.
+    pub runner: Option<String>,
+}
+
+/// What the deployment engine reads and commits: starting a deployment,
+/// its view and transitions, claims across daemons, its log.
+#[async_trait]
+pub trait EngineStore: Send + Sync + 'static {
+    /// Creates a deployment in state `new` at the start of its profile.
+    /// A server with an active deployment is a conflict.
+    async fn start_deployment(&self, new: &NewDeployment) -> Result<DeploymentRecord>;
+    async fn engine_view(&self, id: i64) -> Result<EngineView>;
+    /// Takes the runnable deployments that no live daemon runs (no runner,
+    /// `runner` itself, or a runner whose hold ended before `now`), of the
+    /// servers in `location` (all servers for `None`), and holds them for
+    /// `runner` until `until` (unix seconds). Returns every deployment
+    /// `runner` holds now, in id order.
+    async fn claim_deployments(
+        &self,
+        runner: &str,
+        location: Option<&str>,
+        now: i64,
+        until: i64,
+    ) -> Result<Vec<i64>>;
+    /// Lets go of `runner`'s deployments (the daemon stops): another daemon
+    /// may take them at once.
+    async fn release_deployments(&self, runner: &str) -> Result<()>;
+    /// Commits `t`; `false` when the deployment's state is no longer
+    /// `t.from`, or another daemon runs it now (nothing is written then).
+    async fn commit_transition(&self, t: &Transition) -> Result<bool>;
+    async fn append_log(&self, id: i64, level: LogLevel, message: &str) -> Result<()>;
+    /// Log entries with ids above `after`, oldest first.
+    async fn deployment_log(
+        &self,
+        id: i64,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<LogEntry>>;
+    async fn list_deployments(
+        &self,
+        server: Option<&Fqdn>,
+        state: Option<DeploymentState>,
+        page: Page,
+    ) -> Result<Listing<DeploymentRecord>>;
+}
+
+/// Named leases on a job across the daemons sharing one database (the
+/// relay's, the outbox pruner's): held until `until`, renewed by the
+/// holder, taken over by another once expired.
+#[async_trait]
+pub trait LockStore: Send + Sync + 'static {
+    /// Takes the named duty for `holder` until `until` if it is free, ended
+    /// before `now`, or already `holder`'s; `false` if another holds it.
+    async fn hold_lock(&self, name: &str, holder: &str, now: i64, until: i64) -> Result<bool>;
+    async fn release_lock(&self, name: &str, holder: &str) -> Result<()>;
+}

@@ -1,0 +1,95 @@
+//! The embedded SQLite backend: one file in the data dir, WAL mode,
+//! foreign keys on. The SQL itself lives in `sql.rs`.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::{Result, SecretCipher, StoreError};
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    cipher: SecretCipher,
+    /// One writer at a time, queued here in order. SQLite allows a single
+    /// writer; left to its busy handler, waiting writers sleep and retry
+    /// with growing pauses, and under a burst (a boot storm's DHCP) the
+    /// throughput collapses to a few transactions a second.
+    writer: tokio::sync::Mutex<()>,
+    served: super::served_cache::ServedCache,
+}
+
+impl SqliteStore {
+    const BACKEND: &'static str = "sqlite";
+    /// Takes the write lock at once, so that two writers queue on the busy
+    /// timeout instead of failing on a lock upgrade.
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+
+    async fn connect(path: &Path) -> Result<SqlitePool> {
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Unavailable(sqlx::Error::Configuration(
+                    format!("cannot create {}: {e}", parent.display()).into(),
+                ))
+            })?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(StoreError::Database)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        Ok(pool)
+    }
+
+    pub async fn open(path: &Path, cipher: SecretCipher) -> Result<Self> {
+        let pool = Self::connect(path).await?;
+        MIGRATIONS.run(&pool).await?;
+        Ok(Self {
+            pool,
+            cipher,
+            writer: tokio::sync::Mutex::new(()),
+            served: Default::default(),
+        })
+    }
+
+    /// A write transaction (`BEGIN IMMEDIATE`), after the writers before it.
+    /// The guard must live as long as the transaction.
+    async fn begin_write(
+        &self,
+    ) -> Result<(
+        tokio::sync::MutexGuard<'_, ()>,
+        sqlx::Transaction<'static, sqlx::Sqlite>,
+    )> {
+        let guard = self.writer.lock().await;
+        let tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
+        Ok((guard, tx))
+    }
+
+    pub async fn migrate_only(path: &Path) -> Result<Vec<String>> {
+        let pool = Self::connect(path).await?;
+        let applied = super::postgres::pending(&MIGRATIONS, &pool).await?;
+        MIGRATIONS.run(&pool).await?;
+        pool.close().await;
+        Ok(applied)
+    }
+}
+
+sql_store!(SqliteStore, sqlx::Sqlite, "", "");
+boot_sql_store!(SqliteStore, sqlx::Sqlite, "");
+power_sql_store!(SqliteStore, sqlx::Sqlite);
+engine_sql_store!(SqliteStore, sqlx::Sqlite);

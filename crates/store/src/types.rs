@@ -1,0 +1,321 @@
+//! What the store hands out (read models) and takes in (validated inputs).
+//! Read models serialize straight into API responses; they never carry a
+//! BMC password, only whether one is set.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::Serialize;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use bootloader_core::model::{Fqdn, MacAddr, Name, Secret, TokenScope};
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Location {
+    pub id: i64,
+    #[schema(value_type = String)]
+    pub name: Name,
+    pub description: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewLocation {
+    pub name: Name,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LocationPatch {
+    pub name: Option<Name>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Pool {
+    #[schema(value_type = String)]
+    pub start: Ipv4Addr,
+    #[schema(value_type = String)]
+    pub end: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Network {
+    pub id: i64,
+    #[schema(value_type = String)]
+    pub location: Name,
+    #[schema(value_type = String, example = "192.0.2.0/24")]
+    pub cidr: Ipv4Net,
+    #[schema(value_type = Option<String>)]
+    pub gateway: Option<Ipv4Addr>,
+    #[schema(value_type = Vec<String>)]
+    pub nameservers: Vec<Ipv4Addr>,
+    pub domain: Option<String>,
+    pub pool: Option<Pool>,
+    pub description: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+}
+
+/// A network as it will be written: every field, validated together.
+#[derive(Debug, Clone)]
+pub struct NetworkSpec {
+    pub location: Name,
+    pub cidr: Ipv4Net,
+    pub gateway: Option<Ipv4Addr>,
+    pub nameservers: Vec<Ipv4Addr>,
+    pub domain: Option<String>,
+    pub pool: Option<Pool>,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Label {
+    pub id: i64,
+    #[schema(value_type = String)]
+    pub name: Name,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Credential {
+    pub id: i64,
+    #[schema(value_type = String)]
+    pub name: Name,
+    pub username: String,
+    pub description: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct CredentialSpec {
+    pub name: Name,
+    pub username: String,
+    pub description: String,
+    /// `None` keeps the stored password (updates only).
+    pub password: Option<Secret>,
+}
+
+/// How the daemon reaches a server's BMC. The password itself stays in the
+/// store, encrypted; `password_set` says whether there is one.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Bmc {
+    pub host: Option<String>,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password_set: bool,
+    #[schema(value_type = Option<String>)]
+    pub credential: Option<Name>,
+    pub driver: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Interface {
+    pub id: i64,
+    #[schema(value_type = String)]
+    pub server: Fqdn,
+    pub name: String,
+    #[schema(value_type = String, example = "52:54:00:12:34:56")]
+    pub mac: MacAddr,
+    #[schema(value_type = Option<String>)]
+    pub ipv4: Option<Ipv4Addr>,
+    pub network_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceSpec {
+    pub name: String,
+    pub mac: MacAddr,
+    pub ipv4: Option<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Server {
+    pub id: i64,
+    #[schema(value_type = String)]
+    pub fqdn: Fqdn,
+    #[schema(value_type = String)]
+    pub location: Name,
+    pub serial: String,
+    pub notes: String,
+    #[schema(value_type = Vec<String>)]
+    pub labels: Vec<Name>,
+    pub bmc: Bmc,
+    pub interfaces: Vec<Interface>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+}
+
+/// BMC settings to write. `password: None` keeps what is stored on update;
+/// `Some("")` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct BmcSpec {
+    pub host: Option<String>,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub credential: Option<Name>,
+    pub driver: Option<String>,
+}
+
+/// A whole server as it will be written (create, or replace on update).
+/// When `interfaces` is `None` on update, the interfaces are left alone.
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    pub fqdn: Fqdn,
+    pub location: Name,
+    pub serial: String,
+    pub notes: String,
+    pub labels: Vec<Name>,
+    pub bmc: BmcSpec,
+    pub interfaces: Option<Vec<InterfaceSpec>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ServerFilter {
+    pub location: Option<Name>,
+    pub label: Option<Name>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct User {
+    pub id: i64,
+    #[schema(value_type = String)]
+    pub name: Name,
+    pub email: String,
+    pub is_staff: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserSpec {
+    pub name: Name,
+    pub email: String,
+    pub is_staff: bool,
+}
+
+/// A token as listed: never the secret, only its first characters.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ApiToken {
+    pub id: i64,
+    #[schema(value_type = String)]
+    pub user: Name,
+    pub prefix: String,
+    pub scope: TokenScope,
+    pub description: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewApiToken {
+    pub user: Name,
+    pub hash: bootloader_core::model::TokenHash,
+    pub prefix: String,
+    pub scope: TokenScope,
+    pub description: String,
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// Who a valid token belongs to, and what it may do.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: i64,
+    pub user: Name,
+    pub is_staff: bool,
+    pub token_id: i64,
+    pub scope: TokenScope,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SshKey {
+    pub id: i64,
+    #[schema(value_type = String)]
+    pub user: Name,
+    pub name: String,
+    pub key: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+}
+
+/// A stored profile: its YAML exactly as uploaded, immutable.
+#[derive(Debug, Clone)]
+pub struct StoredProfile {
+    pub id: i64,
+    pub name: String,
+    pub version: String,
+    pub source: String,
+    pub action_count: u64,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ProfileFilter {
+    pub name: Option<String>,
+    pub version: Option<String>,
+}
+
+/// A window of a list.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub limit: u32,
+    pub offset: u64,
+}
+
+/// One page of results and the total count.
+#[derive(Debug, Clone)]
+pub struct Listing<T> {
+    pub total: u64,
+    pub items: Vec<T>,
+}
+
+/// An event written to the outbox with the change that caused it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxEvent {
+    pub id: i64,
+    /// The publish number the relay gave it (see `pending_events`): what
+    /// consumers see as the event's id. None where it is not published.
+    pub seq: Option<i64>,
+    pub routing_key: String,
+    pub payload: serde_json::Value,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// Counts read at each metrics scrape.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// (state, deployments in it).
+    pub deployments: Vec<(String, i64)>,
+    /// (network CIDR, addresses held).
+    pub leases: Vec<(String, i64)>,
+}

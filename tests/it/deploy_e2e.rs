@@ -1,0 +1,185 @@
+//! End to end: the shipped `payload` profile deployed through the API to a
+//! VM behind a BMC. Nobody starts the VM: the engine serves its script,
+//! sends `bootdev pxe` and `power cycle` through `ipmi_sim`, the VM
+//! network-boots the payload, and its callbacks walk the deployment from
+//! `new` to `complete`.
+//!
+//! Needs what `power_e2e.rs` needs.
+
+use crate::common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::netns::{Lab, VM_LIMIT, mac, preflight, skip};
+use common::vmbmc;
+use serde_json::{Value, json};
+
+fn wait_for(lab: &Lab, id: i64, name: &str, want: &str) -> Value {
+    let deadline = Instant::now() + VM_LIMIT;
+    loop {
+        let d = lab.api("GET", &format!("/deployments/{id}"), None, "");
+        if d["state"] == want {
+            return d;
+        }
+        if Instant::now() > deadline || (d["state"] == "error" && want != "error") {
+            let log = lab.api("GET", &format!("/deployments/{id}/log"), None, "");
+            panic!(
+                "deployment {id} is {} (wanted {want}): {d}\n===== log =====\n{log:#}\n===== chassis =====\n{}{}",
+                d["state"],
+                vmbmc::chassis_calls(lab),
+                lab.failure(name)
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// A lab with a VM behind a BMC, registered as server `name`, and the
+/// payload profile (and `extra` profiles) uploaded.
+async fn lab_with_vm(name: &str, n: u32, extra: &[String]) -> (Lab, vmbmc::VmPid, String) {
+    let mut lab = Lab::start_with(
+        "authoritative",
+        false,
+        "\n[power]\nipmitool_cipher_suite = 3\n",
+    );
+    lab.seed_network(true);
+    let m = mac(60 + n);
+    let fqdn = format!("{name}.lab.example.com");
+    let (port, vm) = vmbmc::start(&mut lab, name, &m);
+    let r = lab.post(
+        "/servers",
+        json!({"fqdn": fqdn, "location": "lab", "interfaces": [{"name": "eth0", "mac": m}],
+            "bmc": {"host": "127.0.0.1", "port": port, "username": "admin", "password": "secret"}}),
+    );
+    assert_eq!(r["fqdn"], fqdn, "{r}");
+    let yaml = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/payload-1.0.yaml"),
+    )
+    .unwrap();
+    for y in std::iter::once(&yaml).chain(extra) {
+        let p = lab.api("POST", "/profiles", Some(y), "application/yaml");
+        assert!(p["id"].is_i64(), "{p}");
+    }
+    // ipmi_sim needs a moment to listen.
+    std::thread::sleep(Duration::from_secs(1));
+    (lab, vm, fqdn)
+}
+
+fn log_text(lab: &Lab, id: i64) -> String {
+    let log = lab.api("GET", &format!("/deployments/{id}/log"), None, "");
+    let lines: Vec<String> = log
+        .as_array()
+        .unwrap_or_else(|| panic!("{log}"))
+        .iter()
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    lines.join("\n")
+}
+
+/// Deployed, then repeated: the VM is power-cycled and installed twice,
+/// each time walking new -> complete on its callbacks alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_deployment_walks_to_complete_and_repeats() {
+    if skip() {
+        return;
+    }
+    preflight();
+    let name = "dep1";
+    let (lab, _vm, fqdn) = lab_with_vm(name, 0, &[]).await;
+    let d = lab.post(
+        "/deployments",
+        json!({"server": fqdn, "profile": "payload==1.0"}),
+    );
+    let id = d["id"].as_i64().unwrap_or_else(|| panic!("{d}"));
+
+    let done = wait_for(&lab, id, name, "complete");
+    assert_eq!(done["progress"], 100, "{done}");
+    let calls = vmbmc::chassis_calls(&lab);
+    assert!(calls.contains("set boot pxe"), "{calls}");
+    assert!(calls.contains("set power 1"), "{calls}");
+
+    // The log tells the story.
+    let text = log_text(&lab, id);
+    for needle in [
+        "preparing #1 serve_file http ipxe/{{ mac_address }}: done",
+        "preparing #2 ipmi_command bootdev pxe: done",
+        "preparing #3 ipmi_command power cycle: done",
+        "preparing #4 expect_callback preparing: done",
+        "installing #1 expect_callback installing: done",
+        "configuring #1 expect_callback configuring: done",
+        "postconfiguring #1 expect_callback postconfiguring: done",
+        "payload: dep1 (",
+        "state complete",
+    ] {
+        assert!(text.contains(needle), "log lacks {needle:?}:\n{text}");
+    }
+    // The timeline: power commands, then the boot they caused.
+    std::thread::sleep(Duration::from_millis(600));
+    let mut events = lab.timeline(&fqdn);
+    events.reverse();
+    let cycle = events
+        .iter()
+        .position(|e| e["phase"] == "power" && e["request"] == "power cycle")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    let dhcp = events
+        .iter()
+        .position(|e| e["phase"] == "dhcp")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert!(cycle < dhcp, "{events:?}");
+
+    // Repeat: the same server, the same pinned profile, a new token; the
+    // VM is booted and installed again.
+    let before = calls.matches("set power 1").count();
+    let again = lab.post(&format!("/deployments/{id}/repeat"), json!({}));
+    assert_eq!(again["repeat_of"], id, "{again}");
+    let again = again["id"].as_i64().unwrap();
+    wait_for(&lab, again, name, "complete");
+    let calls = vmbmc::chassis_calls(&lab);
+    assert!(calls.matches("set power 1").count() > before, "{calls}");
+    assert!(
+        log_text(&lab, again).contains("postconfiguring #1 expect_callback postconfiguring: done")
+    );
+}
+
+/// A machine that never sends the callback its profile waits for: the
+/// deployment ends in error when the action's timeout runs out, with a
+/// reason naming the step, the action and what the machine did last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machine_that_never_calls_back_times_out() {
+    if skip() {
+        return;
+    }
+    preflight();
+    let yaml = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/payload-1.0.yaml"),
+    )
+    .unwrap();
+    // The payload never sends `firstboot`.
+    let waiting = yaml
+        .replace("name: payload", "name: payload-firstboot")
+        .replace(
+            "    - action: expect_callback\n      name: postconfiguring\n",
+            "    - action: expect_callback\n      name: firstboot\n      timeout: 30s\n",
+        );
+    assert!(
+        waiting.contains("firstboot"),
+        "the payload profile changed shape"
+    );
+    let name = "dep2";
+    let (lab, _vm, fqdn) = lab_with_vm(name, 1, &[waiting]).await;
+    let d = lab.post(
+        "/deployments",
+        json!({"server": fqdn, "profile": "payload-firstboot==1.0"}),
+    );
+    let id = d["id"].as_i64().unwrap_or_else(|| panic!("{d}"));
+    let failed = wait_for(&lab, id, name, "error");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("postconfiguring #1 expect_callback firstboot")
+            && error.contains("timed out in step postconfiguring")
+            && error.contains("the machine's last boot event")
+            && error.contains("/_callback/<token>/postconfiguring"),
+        "{error}"
+    );
+}

@@ -1,0 +1,291 @@
+//! Several daemons on one PostgreSQL database: each deployment's steps run
+//! in exactly one daemon (its `runner`), of the server's location; a daemon
+//! that stops hands its deployments to another of the location; callbacks
+//! may reach any daemon. One relay at a time publishes the shared outbox,
+//! and another takes over when it stops.
+
+use crate::common;
+
+use std::time::{Duration, Instant};
+
+use common::amqp::{BROKER, exchange_name, forget, listen, take};
+use common::{Backend, Daemon, TestStore};
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// The name the daemon on `store` gave itself (written as it starts).
+async fn instance(store: &TestStore) -> String {
+    let path = store.dir.path().join("instance");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(name) = std::fs::read_to_string(&path)
+            && !name.trim().is_empty()
+        {
+            return name.trim().to_string();
+        }
+        assert!(Instant::now() < deadline, "no {}", path.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `store` with its daemon in `location`.
+fn located(mut store: TestStore, location: &str) -> TestStore {
+    store
+        .env
+        .insert("BOOTLOADER_DHCP_LOCATION".into(), location.into());
+    store
+}
+
+async fn add_server(d: &Daemon, fqdn: &str, location: &str, mac: &str) {
+    let (s, b) = d
+        .post(
+            "/servers",
+            json!({"fqdn": fqdn, "location": location, "interfaces": [{"name": "eth0", "mac": mac}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+}
+
+async fn deploy(d: &Daemon, fqdn: &str) -> i64 {
+    let (s, b) = d
+        .post(
+            "/deployments",
+            json!({"server": fqdn, "profile": "relay-race==1.0"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    b["id"].as_i64().unwrap()
+}
+
+/// Waits until deployment `id`, read through `d`, satisfies `want`.
+async fn wait_for(d: &Daemon, id: i64, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, b) = d.get(&format!("/deployments/{id}")).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        if want(&b) {
+            return b;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {b}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn log(d: &Daemon, id: i64) -> Vec<String> {
+    let (_, b) = d.get(&format!("/deployments/{id}/log")).await;
+    b.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_deployment_runs_in_one_daemon_of_its_location() {
+    let store_a = located(TestStore::new(Backend::Postgres).await, "dc1");
+    let a = Daemon::start(&store_a, None).await;
+    let store_b = store_a.sibling();
+    let b = Daemon::start(&store_b, Some(a.token.clone())).await;
+    let store_c = located(store_a.sibling(), "dc2");
+    let c = Daemon::start(&store_c, Some(a.token.clone())).await;
+    let (name_a, name_b, name_c) = (
+        instance(&store_a).await,
+        instance(&store_b).await,
+        instance(&store_c).await,
+    );
+    assert!(
+        name_a != name_b && name_b != name_c,
+        "{name_a} {name_b} {name_c}"
+    );
+
+    a.seed_location().await;
+    let (s, body) = a.post("/locations", json!({"name": "dc2"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    add_server(&a, "r1.dc1.example.com", "dc1", "52:54:00:5d:00:01").await;
+    add_server(&a, "r2.dc1.example.com", "dc1", "52:54:00:5d:00:02").await;
+    let profile = common::callback_profile("relay-race");
+    let (s, body) = a.post_text("/profiles", &profile, "application/yaml").await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+
+    // Created through the dc2 daemon's API, run by a dc1 daemon.
+    let first = deploy(&c, "r1.dc1.example.com").await;
+    let d1 = wait_for(&c, first, "taken up by dc1", |d| {
+        d["runner"] == name_a || d["runner"] == name_b
+    })
+    .await;
+    let runner = d1["runner"].as_str().unwrap().to_string();
+    // The callbacks reach the other dc1 daemon, and the runner goes on.
+    let (runner_d, other) = if runner == name_a { (&a, &b) } else { (&b, &a) };
+    let base = common::callback_base(&other.base, "52:54:00:5d:00:01").await;
+    for step in ["preparing", "installing"] {
+        let r = reqwest::get(format!("{base}{step}")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{step}");
+    }
+    let done = wait_for(other, first, "complete", |d| d["state"] == "complete").await;
+    assert_eq!(
+        done["runner"],
+        runner.as_str(),
+        "one runner throughout: {done}"
+    );
+    // Each action ran once, though three daemons renewed their claims.
+    let lines = log(runner_d, first).await;
+    let started = lines.iter().filter(|l| l.contains("started")).count();
+    assert_eq!(
+        started, 4,
+        "serve, two callbacks, echo, each once: {lines:#?}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("is done")).count(),
+        1,
+        "{lines:#?}"
+    );
+
+    // A daemon that stops hands its deployment to the other of dc1.
+    let second = deploy(&a, "r2.dc1.example.com").await;
+    let d2 = wait_for(&a, second, "taken up", |d| !d["runner"].is_null()).await;
+    let (stopping, staying, staying_name) = if d2["runner"] == name_a {
+        (a, b, name_b.clone())
+    } else {
+        (b, a, name_a.clone())
+    };
+    // Past the first action (serving the script) before the stop.
+    let base = common::callback_base(&staying.base, "52:54:00:5d:00:02").await;
+    let r = reqwest::get(format!("{base}preparing")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    stopping.stop().await;
+    let moved = wait_for(&staying, second, "handed over", |d| {
+        d["runner"] == staying_name.as_str()
+    })
+    .await;
+    assert!(moved["state"] != "error", "{moved}");
+    let r = reqwest::get(format!("{base}installing")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    wait_for(&staying, second, "complete", |d| d["state"] == "complete").await;
+    // The dc2 daemon never ran a dc1 deployment.
+    for id in [first, second] {
+        let (_, d) = c.get(&format!("/deployments/{id}")).await;
+        assert_ne!(d["runner"], name_c.as_str(), "{d}");
+    }
+    staying.stop().await;
+    c.stop().await;
+    store_a.drop_database().await;
+}
+
+/// Waits until exactly one of `daemons` publishes and the others stand by;
+/// returns the publisher's index.
+async fn publisher(daemons: &[&Daemon]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut states = Vec::new();
+        for d in daemons {
+            let (_, st) = d.get("/events/status").await;
+            states.push(st["relay"].clone());
+        }
+        let active: Vec<usize> = (0..states.len())
+            .filter(|&i| states[i]["connected"] == true && states[i]["standby"] == false)
+            .collect();
+        let standing_by = states.iter().filter(|s| s["standby"] == true).count();
+        if active.len() == 1 && standing_by == daemons.len() - 1 {
+            return active[0];
+        }
+        assert!(Instant::now() < deadline, "{states:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Messages until one about `last_fqdn`: their (id, fqdn or "").
+async fn until(consumer: &mut lapin::Consumer, last_fqdn: &str) -> Vec<(i64, String)> {
+    let mut got = Vec::new();
+    loop {
+        let (id, _, body) = take(consumer, 1).await.remove(0);
+        let fqdn = body["data"]["fqdn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        got.push((id.parse().unwrap(), fqdn.clone()));
+        if fqdn == last_fqdn {
+            return got;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_relay_publishes_the_shared_outbox() {
+    let exchange = exchange_name();
+    let (conn, mut consumer) = listen(&exchange).await;
+    let mut store_a = TestStore::new(Backend::Postgres).await;
+    store_a.env.insert("BROKER_URL".into(), BROKER.into());
+    store_a
+        .env
+        .insert("BOOTLOADER_BROKER_EXCHANGE".into(), exchange.clone());
+    let a = Daemon::start(&store_a, None).await;
+    let store_b = store_a.sibling();
+    let b = Daemon::start(&store_b, Some(a.token.clone())).await;
+    let first = publisher(&[&a, &b]).await;
+
+    // Changes made through both daemons arrive once each, in order.
+    a.seed_location().await;
+    for i in 0..6 {
+        let d = if i % 2 == 0 { &a } else { &b };
+        let (s, body) = d
+            .post(
+                "/servers",
+                json!({"fqdn": format!("p{i}.dc1.example.com"), "location": "dc1"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+    }
+    let got = until(&mut consumer, "p5.dc1.example.com").await;
+    let ids: Vec<i64> = got.iter().map(|(id, _)| *id).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "in order, once: {got:?}"
+    );
+    let servers: Vec<&str> = got
+        .iter()
+        .map(|(_, f)| f.as_str())
+        .filter(|f| f.starts_with('p'))
+        .collect();
+    assert_eq!(servers.len(), 6, "{got:?}");
+
+    // The publisher stops (at once: it finishes the round under way, so
+    // nothing is published twice); the other daemon takes over.
+    let (publishing, other) = if first == 0 { (a, b) } else { (b, a) };
+    publishing.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, st) = other.get("/events/status").await;
+        if st["relay"]["standby"] == false && st["relay"]["connected"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for i in 6..9 {
+        let (s, body) = other
+            .post(
+                "/servers",
+                json!({"fqdn": format!("p{i}.dc1.example.com"), "location": "dc1"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+    }
+    let more = until(&mut consumer, "p8.dc1.example.com").await;
+    let fqdns: Vec<&str> = more.iter().map(|(_, f)| f.as_str()).collect();
+    assert_eq!(
+        fqdns,
+        [
+            "p6.dc1.example.com",
+            "p7.dc1.example.com",
+            "p8.dc1.example.com"
+        ]
+    );
+    assert!(more[0].0 > ids[ids.len() - 1]);
+    // Nothing twice.
+    let extra = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await;
+    assert!(extra.is_err(), "an extra message: {extra:?}");
+    other.stop().await;
+    forget(&conn, &exchange).await;
+    store_a.drop_database().await;
+}
