@@ -187,8 +187,8 @@ pub fn api_json(data: &[u8]) {
         credentials::credential_spec(i, None)
     });
     validate(data, |i: users::UserInput| users::user_spec(i, None));
-    let _ = parse_json::<bootloader::http::api::deployments::DeploymentInput>(data);
-    let _ = parse_json::<bootloader::http::api::power::PowerInput>(data);
+    let _ = parse_json::<bootloader::ops::deployments::DeploymentInput>(data);
+    let _ = parse_json::<bootloader::ops::power::PowerInput>(data);
     let _ = parse_json::<bootloader_core::power::BootRequest>(data);
     let _ = parse_json::<users::TokenInput>(data);
     let _ = parse_json::<users::SshKeyInput>(data);

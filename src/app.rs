@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use crate::config::{Config, SecretSource};
 use crate::dhcp::{self, server::DhcpSocket};
 use crate::http::{self, AppState};
+use crate::supervisor::{Stage, Supervisor};
 use crate::tftp;
 use crate::timeline::Timeline;
 use bootloader_core::model::{Name, TokenScope};
@@ -350,102 +351,93 @@ pub async fn run_with_reloads(
         location = location.as_deref().unwrap_or("(every location)"),
         "daemon"
     );
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        crate::systemd::notify("STOPPING=1\nSTATUS=stopping: draining transfers and requests");
-        let _ = stop_tx.send(true);
-    });
+    let mut sup = Supervisor::new();
     let quirks = bootloader_core::dhcp::quirks::QuirkRules::new(config.boot.dhcp.quirks.clone());
-    if let Some(mut reloads) = reloads {
-        let mut running = config.clone();
-        let quirks = quirks.clone();
-        tokio::spawn(async move {
-            while let Some(reread) = reloads.recv().await {
-                crate::systemd::notify("RELOADING=1");
-                let change = crate::config::compare(&running, &reread);
-                if change.quirks {
-                    quirks.replace(reread.boot.dhcp.quirks.clone());
-                    running.boot.dhcp.quirks = reread.boot.dhcp.quirks.clone();
-                    tracing::info!(
-                        rules = running.boot.dhcp.quirks.len(),
-                        "configuration reloaded: dhcp.quirk rules applied"
-                    );
-                }
-                if change.need_restart.is_empty() {
-                    tracing::info!("configuration reloaded: nothing else changed");
-                } else {
-                    tracing::warn!(
-                        settings = change.need_restart.join(", "),
-                        "configuration reloaded: these settings changed and take effect only after a restart"
-                    );
-                }
-                crate::systemd::notify("READY=1");
-            }
-        });
+    if let Some(reloads) = reloads {
+        tokio::spawn(apply_reloads(config.clone(), quirks.clone(), reloads));
     }
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     let (timeline, timeline_writer) = Timeline::new(
         store.clone(),
         crate::timeline::Retention {
             age: config.boot.timeline_retention,
             max_events: config.limits.timeline_max_events,
         },
-        stopped(stop_rx.clone()),
+        sup.shutdown(Stage::Record).wait(),
     );
-    let timeline_task = tokio::spawn(timeline_writer);
+    sup.spawn("timeline", Stage::Record, async move {
+        timeline_writer.await;
+        Ok(())
+    });
     // The outbox relay, when a broker is configured.
     let relay = crate::events::relay::RelayHandle::default();
-    let relay_task = config.broker_url.as_ref().map(|url| {
-        tokio::spawn(crate::events::relay::run(
-            store.clone(),
-            crate::events::relay::RelaySettings {
-                url: url.expose().to_string(),
-                exchange: config.broker_exchange.clone(),
-                location: location.clone(),
-                instance: instance.clone(),
-            },
-            relay.clone(),
-            stopped(stop_rx.clone()),
-        ))
-    });
+    if let Some(url) = &config.broker_url {
+        let settings = crate::events::relay::RelaySettings {
+            url: url.expose().to_string(),
+            exchange: config.broker_exchange.clone(),
+            location: location.clone(),
+            instance: instance.clone(),
+        };
+        let (store, relay) = (store.clone(), relay.clone());
+        sup.spawn_restarting("relay", Stage::Publish, move |stop| {
+            let run = crate::events::relay::run(
+                store.clone(),
+                settings.clone(),
+                relay.clone(),
+                stop.wait(),
+            );
+            async move {
+                run.await;
+                Ok(())
+            }
+        });
+    }
     // Old outbox rows, once published and notified.
-    let prune_task = tokio::spawn(crate::events::prune_outbox(
-        store.clone(),
-        config.outbox_retention,
-        config.broker_url.is_none(),
-        stopped(stop_rx.clone()),
-    ));
+    {
+        let (store, retention, no_broker) = (
+            store.clone(),
+            config.outbox_retention,
+            config.broker_url.is_none(),
+        );
+        sup.spawn_restarting("outbox-pruning", Stage::Work, move |stop| {
+            let run = crate::events::prune_outbox(store.clone(), retention, no_broker, stop.wait());
+            async move {
+                run.await;
+                Ok(())
+            }
+        });
+    }
     // Slack and email notifications, when configured.
     let notify = crate::events::notify::NotifyHandle::default();
-    let notify_task = crate::events::notify::Notifier::from_config(config, &instance)?
-        .map(|n| tokio::spawn(n.run(store.clone(), notify.clone(), stopped(stop_rx.clone()))));
-    // Every socket, for /readyz: each is up while its server's task runs.
-    let up = || Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let (http_up, dhcp_up, tftp_up) = (up(), up(), up());
+    if let Some(notifier) = crate::events::notify::Notifier::from_config(config, &instance)? {
+        let (notifier, store, notify) = (Arc::new(notifier), store.clone(), notify.clone());
+        sup.spawn_restarting("notifications", Stage::Work, move |stop| {
+            let run = notifier
+                .clone()
+                .run(store.clone(), notify.clone(), stop.wait());
+            async move {
+                run.await;
+                Ok(())
+            }
+        });
+    }
+    // Every socket, for /readyz: each is up while its service runs.
     let mut serving = vec![http::health::Listener {
         name: "http",
         address: listeners.http.local_addr()?.to_string(),
         interface: None,
-        up: http_up.clone(),
     }];
     for s in &listeners.dhcp {
         serving.push(http::health::Listener {
             name: "dhcp",
             address: s.socket.local_addr()?.to_string(),
             interface: s.interface.clone(),
-            up: dhcp_up.clone(),
         });
     }
-    let https_up = up();
     if let Some((listener, _)) = &listeners.https {
         serving.push(http::health::Listener {
             name: "https",
             address: listener.local_addr()?.to_string(),
             interface: None,
-            up: https_up.clone(),
         });
     }
     if let Some(socket) = &listeners.tftp {
@@ -453,10 +445,9 @@ pub async fn run_with_reloads(
             name: "tftp",
             address: socket.local_addr()?.to_string(),
             interface: None,
-            up: tftp_up.clone(),
         });
     }
-    let dhcp_task = (!listeners.dhcp.is_empty()).then(|| {
+    if !listeners.dhcp.is_empty() {
         let service = Arc::new(dhcp::server::DhcpService::new(
             &config.boot.dhcp,
             &config.public_url,
@@ -468,14 +459,13 @@ pub async fn run_with_reloads(
             timeline.clone(),
             &quirks,
         ));
-        let serve = dhcp::server::serve(listeners.dhcp, service, stopped(stop_rx.clone()));
-        tokio::spawn(async move {
-            let r = serve.await;
-            dhcp_up.store(false, std::sync::atomic::Ordering::Relaxed);
-            r
-        })
-    });
-    let tftp_task = listeners.tftp.map(|socket| {
+        let serve = dhcp::server::serve(listeners.dhcp, service, sup.shutdown(Stage::Serve).wait());
+        sup.spawn("dhcp", Stage::Serve, async move {
+            serve.await;
+            Ok(())
+        });
+    }
+    if let Some(socket) = listeners.tftp {
         let settings = &config.tftp;
         let tftp_config = tftp::server::TftpConfig {
             root: settings.root.clone(),
@@ -491,13 +481,11 @@ pub async fn run_with_reloads(
             private_dir: Some(config.data_dir.clone()),
             per_source: config.limits.tftp_transfers_per_source,
         };
-        let serve = tftp::server::serve(socket, tftp_config, stopped(stop_rx.clone()));
-        tokio::spawn(async move {
-            let r = serve.await;
-            tftp_up.store(false, std::sync::atomic::Ordering::Relaxed);
-            r
-        })
-    });
+        let serve = tftp::server::serve(socket, tftp_config, sup.shutdown(Stage::Serve).wait());
+        sup.spawn("tftp", Stage::Serve, async move {
+            serve.await.context("TFTP server")
+        });
+    }
     let power = crate::power::PowerService::new(store.clone(), store.clone(), config.power.clone());
     let engine = crate::workflow::Engine::new(
         store.clone(),
@@ -513,8 +501,24 @@ pub async fn run_with_reloads(
     );
     // Deployments that were under way when the daemon stopped go on where
     // they stood, and those of a daemon that died are taken over; a store
-    // that is not answering yet is retried.
-    let claims_task = tokio::spawn(engine.clone().run_claims());
+    // that is not answering yet is retried. At shutdown the engine's tasks
+    // stop and this daemon's deployments are handed over.
+    {
+        let engine = engine.clone();
+        sup.spawn_restarting("engine", Stage::Work, move |stop| {
+            let engine = engine.clone();
+            async move {
+                let claims = engine.clone().run_claims();
+                tokio::pin!(claims);
+                tokio::select! {
+                    () = &mut claims => return Ok(()),
+                    () = stop.wait() => engine.shutdown(),
+                }
+                claims.await;
+                Ok(())
+            }
+        });
+    }
     let boot_state = http::boot::BootState {
         engine: Some(engine.clone()),
         store: store.clone(),
@@ -526,9 +530,15 @@ pub async fn run_with_reloads(
         callback_body_bytes: config.limits.callback_body_bytes,
         callbacks_per_deployment: config.limits.callbacks_per_deployment,
     };
-    let engine_tasks = engine.clone();
     let commands = crate::events::commands::CommandHandle::default();
+    let ops = crate::ops::Ops {
+        inventory: store.clone(),
+        profiles: store.clone(),
+        engine: engine.clone(),
+        power: power.clone(),
+    };
     let state = AppState {
+        ops: ops.clone(),
         power,
         engine,
         relay,
@@ -538,102 +548,118 @@ pub async fn run_with_reloads(
         default_page_size: config.default_page_size,
         max_page_size: config.max_page_size,
     };
-    // The command queue, when a broker is configured: commands run through
-    // the REST handlers.
-    let commands_task = config.broker_url.as_ref().map(|url| {
-        tokio::spawn(crate::events::commands::run(
-            http::api_router(state.clone()),
-            crate::events::commands::CommandSettings {
-                url: url.expose().to_string(),
-                queue: crate::events::commands::queue_name(location.as_deref()),
-            },
-            commands,
-            stopped(stop_rx.clone()),
-        ))
-    });
+    // The command queue, when a broker is configured: commands are carried
+    // out by the same operations as the REST requests they mirror.
+    if let Some(url) = &config.broker_url {
+        let settings = crate::events::commands::CommandSettings {
+            url: url.expose().to_string(),
+            queue: crate::events::commands::queue_name(location.as_deref()),
+        };
+        sup.spawn_restarting("commands", Stage::Work, move |stop| {
+            let run = crate::events::commands::run(
+                ops.clone(),
+                settings.clone(),
+                commands.clone(),
+                stop.wait(),
+            );
+            async move {
+                run.await;
+                Ok(())
+            }
+        });
+    }
     let health = http::health::HealthState {
         store: state.store.clone(),
         listeners: serving,
+        services: sup.services(),
         relay: state.relay.clone(),
         commands: state.commands.clone(),
         notify: state.notify.clone(),
         metrics,
     };
-    crate::systemd::notify(&format!(
-        "READY=1\nSTATUS=serving on {}",
-        listeners.http.local_addr()?
-    ));
+    let http_address = listeners.http.local_addr()?;
     let router = http::router(state, boot_state, health);
-    let https_task = listeners.https.map(|(listener, acceptor)| {
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or(443);
+    let https_port = listeners
+        .https
+        .as_ref()
+        .map(|(l, _)| l.local_addr().map(|a| a.port()));
+    if let Some((listener, acceptor)) = listeners.https {
         let serve = http::tls::serve(
             listener,
             acceptor,
             router.clone(),
             http_limits(config, open_files),
-            stopped(stop_rx.clone()),
+            sup.shutdown(Stage::Serve).wait(),
         );
-        let https_up = https_up.clone();
-        let task = tokio::spawn(async move {
+        sup.spawn("https", Stage::Serve, async move {
             serve.await;
-            https_up.store(false, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
         });
-        (port, task)
-    });
-    let plain = match (&https_task, config.tls.set_redirect) {
-        (Some((port, _)), true) => {
-            let port = *port;
+    }
+    let plain = match (https_port, config.tls.set_redirect) {
+        (Some(port), true) => {
+            let port = port.unwrap_or(443);
             router.layer(axum::middleware::from_fn(move |req, next| {
                 http::tls::redirect(port, req, next)
             }))
         }
         _ => router,
     };
-    let serving_http = http::serve(
+    let serve = http::serve(
         listeners.http,
         plain,
         http_limits(config, open_files),
-        stopped(stop_rx.clone()),
+        sup.shutdown(Stage::Serve).wait(),
     );
-    // Requests under way when the stop comes get `DRAIN` to finish.
-    let served = tokio::select! {
-        r = serving_http => r,
-        () = async {
-            stopped(stop_rx).await;
-            tokio::time::sleep(DRAIN).await;
-        } => {
-            tracing::warn!("HTTP requests still under way were cut off at shutdown");
-            Ok(())
-        }
-    };
-    http_up.store(false, std::sync::atomic::Ordering::Relaxed);
-    served.context("HTTP server failed")?;
-    if let Some((_, task)) = https_task {
-        // Its requests under way had the same `DRAIN` as plain HTTP's.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), task).await;
+    sup.spawn("http", Stage::Serve, async move {
+        serve.await.context("HTTP server")
+    });
+    crate::systemd::notify(&format!("READY=1\nSTATUS=serving on {http_address}"));
+
+    let failed = sup.failed();
+    tokio::select! {
+        () = shutdown => {}
+        () = failed => tracing::error!("stopping: a service the daemon cannot run without has ended"),
     }
-    if let Some(task) = tftp_task {
-        task.await
-            .context("TFTP task")?
-            .context("TFTP server failed")?;
-    }
-    if let Some(task) = dhcp_task {
-        task.await.context("DHCP task")?;
-    }
-    engine_tasks.shutdown();
-    claims_task.await.context("deployment claims")?;
-    prune_task.await.context("outbox pruning")?;
-    if let Some(task) = notify_task {
-        task.await.context("notifications")?;
-    }
-    if let Some(task) = commands_task {
-        task.await.context("command queue")?;
-    }
-    if let Some(task) = relay_task {
-        task.await.context("event relay")?;
-    }
-    drop(timeline);
-    timeline_task.await.context("timeline writer")?;
+    crate::systemd::notify("STOPPING=1\nSTATUS=stopping: draining transfers and requests");
+    // Requests and transfers under way get `DRAIN` to finish; then the
+    // work they caused, its events and the timeline settle in that order.
+    let stopped = sup.stop(DRAIN, SETTLE).await;
     upkeep.abort();
-    Ok(())
+    stopped
+}
+
+/// How long each later stage of a stopping daemon (work, relay, timeline)
+/// may take before it is cut off.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Applies each configuration received on `reloads` (read again on
+/// SIGHUP): the firmware quirk rules at once; every other changed setting
+/// is named as needing a restart.
+async fn apply_reloads(
+    mut running: Config,
+    quirks: bootloader_core::dhcp::quirks::QuirkRules,
+    mut reloads: tokio::sync::mpsc::Receiver<Config>,
+) {
+    while let Some(reread) = reloads.recv().await {
+        crate::systemd::notify("RELOADING=1");
+        let change = crate::config::compare(&running, &reread);
+        if change.quirks {
+            quirks.replace(reread.boot.dhcp.quirks.clone());
+            running.boot.dhcp.quirks = reread.boot.dhcp.quirks.clone();
+            tracing::info!(
+                rules = running.boot.dhcp.quirks.len(),
+                "configuration reloaded: dhcp.quirk rules applied"
+            );
+        }
+        if change.need_restart.is_empty() {
+            tracing::info!("configuration reloaded: nothing else changed");
+        } else {
+            tracing::warn!(
+                settings = change.need_restart.join(", "),
+                "configuration reloaded: these settings changed and take effect only after a restart"
+            );
+        }
+        crate::systemd::notify("READY=1");
+    }
 }

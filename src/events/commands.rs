@@ -1,9 +1,11 @@
 //! The command queue: each daemon consumes `bootloader.commands.<location>`
 //! (`bootloader.commands` without a location) and carries out what a web
 //! layer asks there: create, cancel or repeat a deployment, power actions
-//! and boot devices. A command runs through the same API handlers as the
-//! REST request it mirrors, so it is validated and answered the same way;
-//! it is acknowledged only after its effect is committed, and the result
+//! and boot devices. A command is carried out by the same operation
+//! (`ops/`) as the REST request it mirrors, its input read the same way,
+//! so it is validated and answered alike: the reply carries the status
+//! and body that request would have had. It is acknowledged only after
+//! its effect is committed, and the result
 //! or the error is published to the message's `reply_to` with its
 //! `correlation_id`. A command the store could not take (503) goes back to
 //! the queue, to be tried again. Like the relay, the consumer reconnects
@@ -11,9 +13,6 @@
 
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -22,12 +21,16 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tower::ServiceExt;
 use tracing::{info, warn};
 use utoipa::ToSchema;
+
+use crate::ops::input::{deployment_id, parse_json, path_key};
+use crate::ops::power::PowerInput;
+use crate::ops::{self, Actor, Ops};
+use crate::power::service::PowerCommand;
+use bootloader_core::power::BootRequest;
 
 /// The version of the reply's shape.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -46,12 +49,6 @@ pub fn queue_name(location: Option<&str>) -> String {
     }
 }
 
-/// Marks a request as a command from the broker: the API's `Staff`
-/// extractor lets it write as the user `broker`. Only this module inserts
-/// it; requests from the network cannot carry extensions.
-#[derive(Debug, Clone, Copy)]
-pub struct BrokerCommand;
-
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct CommandStatus {
     /// Whether a broker is configured.
@@ -66,22 +63,34 @@ pub struct CommandStatus {
 /// The status the API shows.
 pub type CommandHandle = super::StatusCell<CommandStatus>;
 
-/// A command turned into the API request it mirrors.
+/// A command as read from the queue: which operation, and its fields as
+/// sent (read into the operation's input when it is carried out, the way
+/// the REST API reads a request).
 #[derive(Debug, PartialEq)]
-pub struct ApiCall {
-    pub method: Method,
-    /// Under `/api/v1alpha2`.
-    pub path: String,
-    pub body: Option<Value>,
+pub enum Command {
+    /// `POST /deployments`.
+    CreateDeployment(Map<String, Value>),
+    /// `POST /deployments/{id}/cancel`.
+    CancelDeployment(String),
+    /// `POST /deployments/{id}/repeat`.
+    RepeatDeployment(String),
+    /// `POST /servers/{server}/power`.
+    Power {
+        server: String,
+        fields: Map<String, Value>,
+    },
+    /// `GET /servers/{server}/power`.
+    PowerStatus { server: String },
+    /// `POST /servers/{server}/bootdev`.
+    Bootdev {
+        server: String,
+        fields: Map<String, Value>,
+    },
 }
 
 /// Why a message is not a command; answered as a 400.
 #[derive(Debug, PartialEq)]
 pub struct BadCommand(pub String);
-
-fn segment(s: &str) -> String {
-    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
-}
 
 /// Takes a path parameter (a string, or a number for ids) out of `fields`.
 fn take(fields: &mut Map<String, Value>, name: &str) -> Result<String, BadCommand> {
@@ -111,7 +120,7 @@ fn no_more(fields: &Map<String, Value>) -> Result<(), BadCommand> {
 /// | `power` | `server`, `action` | `POST /servers/{server}/power` |
 /// | `power.status` | `server` | `GET /servers/{server}/power` |
 /// | `bootdev` | `server`, `device`, `persistent`, `efi` | `POST /servers/{server}/bootdev` |
-pub fn parse(body: &[u8]) -> Result<(String, ApiCall), BadCommand> {
+pub fn parse(body: &[u8]) -> Result<(String, Command), BadCommand> {
     if body.len() > MAX_BODY {
         return Err(BadCommand(format!(
             "the command is larger than {MAX_BODY} bytes"
@@ -128,37 +137,28 @@ pub fn parse(body: &[u8]) -> Result<(String, ApiCall), BadCommand> {
         None => return Err(BadCommand("command: missing".into())),
     };
     let call = match command.as_str() {
-        "deployment.create" => ApiCall {
-            method: Method::POST,
-            path: "/deployments".into(),
-            body: Some(Value::Object(fields)),
-        },
+        "deployment.create" => Command::CreateDeployment(fields),
         "deployment.cancel" | "deployment.repeat" => {
             let id = take(&mut fields, "id")?;
             no_more(&fields)?;
-            let verb = command.trim_start_matches("deployment.");
-            ApiCall {
-                method: Method::POST,
-                path: format!("/deployments/{}/{verb}", segment(&id)),
-                body: None,
+            if command == "deployment.cancel" {
+                Command::CancelDeployment(id)
+            } else {
+                Command::RepeatDeployment(id)
             }
         }
-        "power" | "bootdev" => {
-            let server = take(&mut fields, "server")?;
-            ApiCall {
-                method: Method::POST,
-                path: format!("/servers/{}/{command}", segment(&server)),
-                body: Some(Value::Object(fields)),
-            }
-        }
+        "power" => Command::Power {
+            server: take(&mut fields, "server")?,
+            fields,
+        },
+        "bootdev" => Command::Bootdev {
+            server: take(&mut fields, "server")?,
+            fields,
+        },
         "power.status" => {
             let server = take(&mut fields, "server")?;
             no_more(&fields)?;
-            ApiCall {
-                method: Method::GET,
-                path: format!("/servers/{}/power", segment(&server)),
-                body: None,
-            }
+            Command::PowerStatus { server }
         }
         other => {
             return Err(BadCommand(format!(
@@ -187,38 +187,53 @@ struct Reply<'a> {
     error: Option<Value>,
 }
 
-/// Carries out `call` through the API router.
-async fn dispatch(api: &Router, call: ApiCall) -> (StatusCode, Value) {
-    let mut builder = Request::builder()
-        .method(call.method)
-        .uri(format!("/api/v1alpha2{}", call.path));
-    let body = match call.body {
-        Some(v) => {
-            builder = builder.header(header::CONTENT_TYPE, "application/json");
-            Body::from(serde_json::to_vec(&v).unwrap_or_default())
+/// Reads the fields into the operation's input as the REST API reads a
+/// body, so a bad field is named the same way.
+fn input<T: serde::de::DeserializeOwned>(fields: Map<String, Value>) -> Result<T, ops::Error> {
+    parse_json(&serde_json::to_vec(&Value::Object(fields)).unwrap_or_default())
+}
+
+fn body(value: impl Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// Carries out `command` as the broker: the status the same REST request
+/// would have had, and its body.
+async fn dispatch(ops: &Ops, command: Command) -> Result<(u16, Value), ops::Error> {
+    let actor = Actor::Broker;
+    Ok(match command {
+        Command::CreateDeployment(fields) => {
+            let record = ops::deployments::create(ops, &actor, input(fields)?).await?;
+            (201, body(record))
         }
-        None => Body::empty(),
-    };
-    let request = match builder.extension(BrokerCommand).body(body) {
-        Ok(r) => r,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                serde_json::json!({ "error": "bad_command", "message": format!("bad command: {e}") }),
-            );
+        Command::CancelDeployment(id) => {
+            let record = ops::deployments::cancel(ops, &actor, deployment_id(&id)?).await?;
+            (200, body(record))
         }
-    };
-    let response = match api.clone().oneshot(request).await {
-        Ok(r) => r,
-        Err(e) => match e {},
-    };
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 16 * 1024 * 1024)
-        .await
-        .unwrap_or_default();
-    let value = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    (status, value)
+        Command::RepeatDeployment(id) => {
+            let record = ops::deployments::repeat(ops, &actor, deployment_id(&id)?).await?;
+            (201, body(record))
+        }
+        Command::Power { server, fields } => {
+            let server = path_key("server", &server)?;
+            let PowerInput { action } = input(fields)?;
+            let result =
+                ops::power::execute(ops, &actor, server, PowerCommand::Power(action)).await?;
+            (result.status(), body(result))
+        }
+        Command::PowerStatus { server } => {
+            let server = path_key("server", &server)?;
+            let result = ops::power::execute(ops, &actor, server, PowerCommand::Status).await?;
+            (result.status(), body(result))
+        }
+        Command::Bootdev { server, fields } => {
+            let server = path_key("server", &server)?;
+            let request: BootRequest = input(fields)?;
+            let command = PowerCommand::SetBootDevice(request);
+            let result = ops::power::execute(ops, &actor, server, command).await?;
+            (result.status(), body(result))
+        }
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -227,10 +242,10 @@ pub struct CommandSettings {
     pub queue: String,
 }
 
-/// Consumes the command queue until `shutdown` resolves. `api` is the
-/// REST router (with its state).
+/// Consumes the command queue until `shutdown` resolves, carrying each
+/// command out through `ops`.
 pub async fn run(
-    api: Router,
+    ops: Ops,
     settings: CommandSettings,
     handle: CommandHandle,
     shutdown: impl std::future::Future<Output = ()>,
@@ -243,7 +258,7 @@ pub async fn run(
     let mut backoff = super::Backoff::new();
     loop {
         let session = tokio::select! {
-            r = session(&api, &settings, &handle) => r,
+            r = session(&ops, &settings, &handle) => r,
             () = &mut shutdown => return,
         };
         let delay = backoff.after(handle.get().connected);
@@ -261,7 +276,7 @@ pub async fn run(
 }
 
 /// One connection's life; returns why it ended.
-async fn session(api: &Router, settings: &CommandSettings, handle: &CommandHandle) -> String {
+async fn session(ops: &Ops, settings: &CommandSettings, handle: &CommandHandle) -> String {
     let url = super::with_heartbeat(&settings.url);
     let conn = match Connection::connect(&url, ConnectionProperties::default()).await {
         Ok(c) => c,
@@ -301,12 +316,12 @@ async fn session(api: &Router, settings: &CommandSettings, handle: &CommandHandl
             Some(Err(e)) => return format!("delivery: {e}"),
             None => return "the broker ended the consumer".into(),
         };
-        let api = api.clone();
+        let ops = ops.clone();
         let channel = channel.clone();
         let handle = handle.clone();
         let failed = failed_tx.clone();
         tokio::spawn(async move {
-            match carry_out(&api, &channel, delivery).await {
+            match carry_out(&ops, &channel, delivery).await {
                 Ok(Outcome::Answered) => handle.update(|s| s.handled += 1),
                 Ok(Outcome::Requeued) => {}
                 Err(e) => {
@@ -347,16 +362,16 @@ enum Outcome {
 
 /// Runs one command, answers it, and acknowledges it; a command the store
 /// could not take goes back to the queue. `Err`: the channel failed.
-async fn carry_out(api: &Router, channel: &Channel, delivery: Delivery) -> Result<Outcome, String> {
+async fn carry_out(ops: &Ops, channel: &Channel, delivery: Delivery) -> Result<Outcome, String> {
     let parsed = parse(&delivery.data);
     let (command, status, body) = match parsed {
-        Ok((command, call)) => {
-            let (status, body) = dispatch(api, call).await;
-            (Some(command), status, body)
-        }
+        Ok((command, call)) => match dispatch(ops, call).await {
+            Ok((status, body)) => (Some(command), status, body),
+            Err(e) => (Some(command), e.status(), body(e.into_body())),
+        },
         Err(BadCommand(message)) => (
             None,
-            StatusCode::BAD_REQUEST,
+            400,
             // The API's error shape.
             serde_json::json!({ "error": "bad_command", "message": message }),
         ),
@@ -366,7 +381,7 @@ async fn carry_out(api: &Router, channel: &Channel, delivery: Delivery) -> Resul
         .message_id()
         .as_ref()
         .map(|m| m.to_string());
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    if status == 503 {
         warn!(command = ?command, message_id = ?id,
             "command queue: the store is unavailable; the command goes back to the queue");
         // Not at once: the store needs a moment.
@@ -380,14 +395,14 @@ async fn carry_out(api: &Router, channel: &Channel, delivery: Delivery) -> Resul
             .map(|_| Outcome::Requeued)
             .map_err(|e| format!("nack: {e}"));
     }
-    let ok = status.is_success();
-    info!(command = ?command, message_id = ?id, status = status.as_u16(), "command from the broker");
+    let ok = (200..300).contains(&status);
+    info!(command = ?command, message_id = ?id, status, "command from the broker");
     if let Some(reply_to) = delivery.properties.reply_to() {
         let reply = Reply {
             schema_version: SCHEMA_VERSION,
             command: command.as_deref(),
             ok,
-            status: status.as_u16(),
+            status,
             result: ok.then(|| body.clone()),
             error: (!ok).then(|| body.clone()),
         };
@@ -420,40 +435,48 @@ async fn carry_out(api: &Router, channel: &Channel, delivery: Delivery) -> Resul
 mod tests {
     use super::*;
 
-    fn call(json: &str) -> Result<ApiCall, BadCommand> {
+    fn call(json: &str) -> Result<Command, BadCommand> {
         parse(json.as_bytes()).map(|(_, c)| c)
     }
 
+    fn fields(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
     #[test]
-    fn commands_map_to_the_api_requests_they_mirror() {
+    fn commands_name_the_operations_they_ask_for() {
         assert_eq!(
             call(
                 r#"{"command":"deployment.create","server":"n1.example.com","profile":"echo==1"}"#
             ),
-            Ok(ApiCall {
-                method: Method::POST,
-                path: "/deployments".into(),
-                body: Some(serde_json::json!({"server":"n1.example.com","profile":"echo==1"})),
+            Ok(Command::CreateDeployment(fields(
+                serde_json::json!({"server":"n1.example.com","profile":"echo==1"})
+            )))
+        );
+        assert_eq!(
+            call(r#"{"command":"deployment.cancel","id":12}"#),
+            Ok(Command::CancelDeployment("12".into()))
+        );
+        assert_eq!(
+            call(r#"{"command":"deployment.repeat","id":"12"}"#),
+            Ok(Command::RepeatDeployment("12".into()))
+        );
+        assert_eq!(
+            call(r#"{"command":"power","server":"n1.example.com","action":"cycle"}"#),
+            Ok(Command::Power {
+                server: "n1.example.com".into(),
+                fields: fields(serde_json::json!({"action":"cycle"})),
             })
         );
         assert_eq!(
-            call(r#"{"command":"deployment.cancel","id":12}"#)
-                .unwrap()
-                .path,
-            "/deployments/12/cancel"
+            call(r#"{"command":"power.status","server":"n1"}"#),
+            Ok(Command::PowerStatus {
+                server: "n1".into()
+            })
         );
-        assert_eq!(
-            call(r#"{"command":"deployment.repeat","id":"12"}"#)
-                .unwrap()
-                .path,
-            "/deployments/12/repeat"
-        );
-        let power =
-            call(r#"{"command":"power","server":"n1.example.com","action":"cycle"}"#).unwrap();
-        assert_eq!(power.path, "/servers/n1%2Eexample%2Ecom/power");
-        assert_eq!(power.body, Some(serde_json::json!({"action":"cycle"})));
-        let status = call(r#"{"command":"power.status","server":"n1"}"#).unwrap();
-        assert_eq!((status.method, status.body), (Method::GET, None));
     }
 
     #[test]
@@ -481,9 +504,10 @@ mod tests {
     }
 
     #[test]
-    fn path_parameters_cannot_reach_other_routes() {
-        let c = call(r#"{"command":"deployment.cancel","id":"1/../../users"}"#).unwrap();
-        assert_eq!(c.path, "/deployments/1%2F%2E%2E%2F%2E%2E%2Fusers/cancel");
+    fn a_key_that_names_nothing_is_not_found() {
+        assert_eq!(deployment_id("1/../../users").unwrap_err().status(), 404);
+        let server: Result<bootloader_core::model::Fqdn, _> = path_key("server", "../users");
+        assert_eq!(server.unwrap_err().status(), 404);
     }
 
     #[test]

@@ -237,7 +237,7 @@ impl Notifier {
 
     /// Sends until `shutdown` resolves.
     pub async fn run<S: OutboxStore + LockStore + ?Sized>(
-        self,
+        self: Arc<Self>,
         store: Arc<S>,
         handle: NotifyHandle,
         shutdown: impl std::future::Future<Output = ()>,

@@ -1,11 +1,11 @@
 //! What probes and monitoring read, without a token: `/healthz` (the
 //! process answers), `/readyz` (the store answers and every configured
-//! listener is serving; the broker's state is reported, not required) and
+//! listener is serving; the broker's state and every supervised service
+//! are reported, not required) and
 //! `/metrics` (Prometheus text). Also the middleware that counts and times
 //! every HTTP request by route.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -21,22 +21,24 @@ use serde_json::json;
 use crate::events::commands::CommandHandle;
 use crate::events::notify::NotifyHandle;
 use crate::events::relay::RelayHandle;
+use crate::supervisor::Services;
 use bootloader_core::model::DeploymentState;
 use bootloader_store::Store;
 
-/// A socket the daemon serves on, and whether its task still runs.
+/// A socket the daemon serves on; it is up while the service of the same
+/// name runs.
 #[derive(Clone)]
 pub struct Listener {
     pub name: &'static str,
     pub address: String,
     pub interface: Option<String>,
-    pub up: Arc<AtomicBool>,
 }
 
 #[derive(Clone)]
 pub struct HealthState {
     pub store: Arc<dyn Store>,
     pub listeners: Vec<Listener>,
+    pub services: Services,
     pub relay: RelayHandle,
     pub commands: CommandHandle,
     pub notify: NotifyHandle,
@@ -76,7 +78,7 @@ async fn readyz(State(s): State<HealthState>) -> Response {
             name: l.name,
             address: &l.address,
             interface: l.interface.as_deref(),
-            up: l.up.load(Ordering::Relaxed),
+            up: s.services.is_up(l.name),
         })
         .collect();
     let ready = store["ok"] == true && listeners.iter().all(|l| l.up);
@@ -88,6 +90,7 @@ async fn readyz(State(s): State<HealthState>) -> Response {
         // not stop machines from booting.
         "broker": { "relay": s.relay.status(), "commands": s.commands.get() },
         "notifications": s.notify.get(),
+        "services": s.services.reports(),
     });
     let status = if ready {
         StatusCode::OK

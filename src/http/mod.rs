@@ -24,6 +24,8 @@ use bootloader_store::Store;
 /// Everything a request handler may use.
 #[derive(Clone)]
 pub struct AppState {
+    /// The use cases the handlers carry out.
+    pub ops: crate::ops::Ops,
     pub store: Arc<dyn Store>,
     pub power: Arc<crate::power::PowerService>,
     pub engine: Arc<crate::workflow::Engine>,
@@ -63,13 +65,6 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
         mac = tracing::field::Empty,
         deployment = tracing::field::Empty,
     )
-}
-
-/// The REST API alone, under `/api/v1alpha2`: what the command queue
-/// dispatches to.
-pub fn api_router(state: AppState) -> Router {
-    let (api, _) = api::routes(state);
-    Router::new().nest("/api/v1alpha2", api)
 }
 
 /// Files that deployments serve over HTTP live at their own paths; every

@@ -6,51 +6,27 @@ use axum::Json;
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{JsonBody, PageQuery, Paginated, Path, Query, Reader, Staff};
 use crate::http::AppState;
+use crate::ops::Actor;
+use crate::ops::deployments::{self, DeploymentInput};
+use crate::ops::input::deployment_id;
 use bootloader_core::model::DeploymentState;
 use bootloader_core::model::Fqdn;
 use bootloader_store::boot::DeploymentRecord;
 use bootloader_store::engine::LogEntry;
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DeploymentInput {
-    /// The server's FQDN.
-    pub server: String,
-    /// The profile's id or `name==version`.
-    pub profile: String,
-}
-
 #[utoipa::path(post, path = "/deployments", tag = "deployments", request_body = DeploymentInput,
     responses((status = 201, body = DeploymentRecord), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_deployment(
     State(state): State<AppState>,
-    _: Staff,
+    Staff(principal): Staff,
     JsonBody(input): JsonBody<DeploymentInput>,
 ) -> Result<(StatusCode, Json<DeploymentRecord>), ApiError> {
-    let server: Fqdn = input
-        .server
-        .parse()
-        .map_err(|e: bootloader_core::model::NameError| {
-            ApiError::invalid_field("server", e.to_string())
-        })?;
-    let profile = match super::profiles::lookup(&state, &input.profile).await {
-        Ok(p) => p,
-        Err(ApiError::NotFound(m)) => return Err(ApiError::invalid_field("profile", m)),
-        Err(e) => return Err(e),
-    };
-    // A server that does not exist is the caller's mistake (422), not 404.
-    if let Err(bootloader_store::StoreError::NotFound { .. }) = state.store.server(&server).await {
-        return Err(ApiError::invalid_field(
-            "server",
-            format!("server {:?} does not exist", server.as_str()),
-        ));
-    }
-    let record = state.engine.create(server, profile.id, None).await?;
+    let record = deployments::create(&state.ops, &Actor::User(principal), input).await?;
     Ok((StatusCode::CREATED, Json(record)))
 }
 
@@ -98,11 +74,6 @@ pub async fn list_deployments(
     Ok(Json(Paginated::new(listing, page, &uri, |d| d)))
 }
 
-fn deployment_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::NotFound(format!("deployment {raw:?} not found")))
-}
-
 #[utoipa::path(get, path = "/deployments/{id}", tag = "deployments",
     responses((status = 200, body = DeploymentRecord), (status = 404, body = ErrorBody)))]
 pub async fn get_deployment(
@@ -119,10 +90,13 @@ pub async fn get_deployment(
     responses((status = 200, body = DeploymentRecord), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn cancel_deployment(
     State(state): State<AppState>,
-    _: Staff,
+    Staff(principal): Staff,
     Path(id): Path<String>,
 ) -> Result<Json<DeploymentRecord>, ApiError> {
-    Ok(Json(state.engine.cancel(deployment_id(&id)?).await?))
+    let id = deployment_id(&id)?;
+    Ok(Json(
+        deployments::cancel(&state.ops, &Actor::User(principal), id).await?,
+    ))
 }
 
 /// Deploys the same server again with the same pinned profile version and
@@ -131,13 +105,12 @@ pub async fn cancel_deployment(
     responses((status = 201, body = DeploymentRecord), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn repeat_deployment(
     State(state): State<AppState>,
-    _: Staff,
+    Staff(principal): Staff,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<DeploymentRecord>), ApiError> {
-    Ok((
-        StatusCode::CREATED,
-        Json(state.engine.repeat(deployment_id(&id)?).await?),
-    ))
+    let id = deployment_id(&id)?;
+    let record = deployments::repeat(&state.ops, &Actor::User(principal), id).await?;
+    Ok((StatusCode::CREATED, Json(record)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

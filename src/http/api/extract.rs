@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use crate::http::AppState;
-use bootloader_core::model::{ApiTokenSecret, TokenScope};
+pub use crate::ops::input::{parse_json, path_key};
+use bootloader_core::model::ApiTokenSecret;
 use bootloader_store::{Listing, Page, Principal};
 
 /// Any valid token: may read.
@@ -51,13 +52,6 @@ impl FromRequestParts<AppState> for Reader {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if parts
-            .extensions
-            .get::<crate::events::commands::BrokerCommand>()
-            .is_some()
-        {
-            return Ok(Self(broker_principal()));
-        }
         let token = presented_token(parts).ok_or(ApiError::Unauthenticated)?;
         let principal = state
             .store
@@ -68,38 +62,12 @@ impl FromRequestParts<AppState> for Reader {
     }
 }
 
-/// Who a command from the broker's command queue acts as: the broker's
-/// credentials are its authority (`docs/events.md`). No user or token row
-/// stands behind it; the command queue reaches only the routes its
-/// commands mirror.
-fn broker_principal() -> Principal {
-    Principal {
-        user_id: 0,
-        user: "broker"
-            .parse()
-            .unwrap_or_else(|_| unreachable!("a valid name")),
-        is_staff: true,
-        token_id: 0,
-        scope: TokenScope::Write,
-    }
-}
-
 impl FromRequestParts<AppState> for Staff {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Reader(principal) = Reader::from_request_parts(parts, state).await?;
-        if !principal.is_staff {
-            return Err(ApiError::Forbidden(format!(
-                "user {} is not staff: only staff may change things",
-                principal.user
-            )));
-        }
-        if principal.scope != TokenScope::Write {
-            return Err(ApiError::Forbidden(
-                "this token is read-only (scope read)".to_string(),
-            ));
-        }
+        crate::ops::require_write(&principal)?;
         Ok(Self(principal))
     }
 }
@@ -115,28 +83,6 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             .await
             .map_err(|e| ApiError::BadRequest(format!("cannot read body: {e}")))?;
         parse_json(&bytes).map(JsonBody)
-    }
-}
-
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::BadRequest(format!("body is not valid JSON: {inner}"))
-        } else if path == "." || path.is_empty() {
-            ApiError::invalid_field("(body)", strip_position(&inner.to_string()))
-        } else {
-            ApiError::invalid_field(path, strip_position(&inner.to_string()))
-        }
-    })
-}
-
-fn strip_position(message: &str) -> String {
-    match message.find(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
     }
 }
 
@@ -206,12 +152,6 @@ impl<T> Paginated<T> {
             results: listing.items.into_iter().map(map).collect(),
         }
     }
-}
-
-/// Parses a path segment into a domain type; a bad one is simply not found.
-pub fn path_key<T: std::str::FromStr>(what: &str, raw: &str) -> Result<T, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::NotFound(format!("{what} {raw:?} not found")))
 }
 
 /// `axum::extract::Query` whose rejection is a JSON 422.

@@ -1,0 +1,92 @@
+//! The operations layer: one function per use case. Each takes who acts
+//! (`Actor`) and typed input, and returns a domain result or an `Error`.
+//! The REST API, the broker's command queue and the CLI call these; none
+//! of them carries out its work by forging a request to another.
+//!
+//! - `error.rs`: the one error type, with its status and JSON body.
+//! - `input.rs`: JSON input and object keys read the same way for every
+//!   adapter.
+//! - `deployments.rs`: start, cancel, repeat a deployment.
+//! - `power.rs`: power actions and boot devices on a server's BMC, and
+//!   what a reader may see of them instead.
+//! - `profiles.rs`: finding a profile by id or `name==version`.
+//!
+//! Authentication (a token to a `Principal`) is the adapter's; whether the
+//! actor may do the operation is decided here.
+
+pub mod deployments;
+pub mod error;
+pub mod input;
+pub mod power;
+pub mod profiles;
+
+use std::sync::Arc;
+
+use bootloader_core::model::TokenScope;
+use bootloader_store::{InventoryStore, Principal, ProfileStore};
+
+pub use error::Error;
+
+use crate::power::PowerService;
+use crate::workflow::Engine;
+
+/// Who carries out an operation.
+#[derive(Debug, Clone)]
+pub enum Actor {
+    /// A user, through one of their tokens.
+    User(Principal),
+    /// A command from the broker's command queue: the broker's credentials
+    /// are its authority (`docs/events.md`); no user or token row stands
+    /// behind it.
+    Broker,
+}
+
+impl Actor {
+    /// A name for logs and errors.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::User(p) => p.user.as_str(),
+            Self::Broker => "broker",
+        }
+    }
+
+    /// Whether the actor may change things: staff with a write-scoped
+    /// token, or the broker.
+    pub fn may_write(&self) -> bool {
+        self.require_write().is_ok()
+    }
+
+    /// Refuses an actor that may not change things, saying why.
+    pub fn require_write(&self) -> Result<(), Error> {
+        match self {
+            Self::User(p) => require_write(p),
+            Self::Broker => Ok(()),
+        }
+    }
+}
+
+/// Refuses a user who may not change things: not staff, or a read-only
+/// token.
+pub fn require_write(p: &Principal) -> Result<(), Error> {
+    if !p.is_staff {
+        return Err(Error::Forbidden(format!(
+            "user {} is not staff: only staff may change things",
+            p.user
+        )));
+    }
+    if p.scope != TokenScope::Write {
+        return Err(Error::Forbidden(
+            "this token is read-only (scope read)".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// What the operations work with. Each holds the store areas it reads.
+#[derive(Clone)]
+pub struct Ops {
+    pub inventory: Arc<dyn InventoryStore>,
+    pub profiles: Arc<dyn ProfileStore>,
+    pub engine: Arc<Engine>,
+    pub power: Arc<PowerService>,
+}
