@@ -248,7 +248,9 @@ fn validate_profiles(files: &[PathBuf]) -> ExitCode {
     for file in files {
         let result = std::fs::read_to_string(file)
             .map_err(|e| e.to_string())
-            .and_then(|text| bootloader_core::profile::parse(&text).map_err(|e| e.to_string()));
+            .and_then(|text| {
+                bootloader_core::profile::parse_upload(&text).map_err(|e| e.to_string())
+            });
         match result {
             Ok(p) => println!(
                 "{}: ok ({}=={}, {} actions)",

@@ -16,7 +16,7 @@ use super::download::DownloadCache;
 use crate::power::service::{PowerCommand, PowerService};
 use bootloader_core::model::Via;
 use bootloader_core::model::{CallbackToken, Fqdn};
-use bootloader_core::power::{BootDevice, BootRequest, PowerAction};
+use bootloader_core::power::BootRequest;
 use bootloader_core::profile::{
     self, Action, ActionKind, FileSource, IpmiCommand, Profile, StepName,
 };
@@ -574,31 +574,15 @@ impl Engine {
             },
             ActionKind::IpmiCommand(cmd) => {
                 let command = match *cmd {
-                    IpmiCommand::Power(p) => match p {
-                        profile::PowerAction::On => PowerCommand::Power(PowerAction::On),
-                        profile::PowerAction::Off => PowerCommand::Power(PowerAction::Off),
-                        profile::PowerAction::Cycle => PowerCommand::Power(PowerAction::Cycle),
-                        profile::PowerAction::Reset => PowerCommand::Power(PowerAction::Reset),
-                        profile::PowerAction::Soft => PowerCommand::Power(PowerAction::Soft),
-                        profile::PowerAction::Status => PowerCommand::Status,
-                    },
-                    IpmiCommand::Bootdev(d) => {
-                        let device = match d {
-                            profile::BootDevice::Pxe => BootDevice::Pxe,
-                            profile::BootDevice::Disk => BootDevice::Disk,
-                            profile::BootDevice::Bios => BootDevice::Bios,
-                            profile::BootDevice::Cdrom => BootDevice::Cdrom,
-                            profile::BootDevice::Safe => {
-                                return Err(
-                                    "bootdev safe is not supported by the power drivers".into()
-                                );
-                            }
-                        };
-                        PowerCommand::SetBootDevice(BootRequest {
-                            device,
-                            persistent: false,
-                            efi: false,
-                        })
+                    IpmiCommand::Power(action) => PowerCommand::Power(action),
+                    IpmiCommand::PowerStatus => PowerCommand::Status,
+                    IpmiCommand::Bootdev(device) => PowerCommand::SetBootDevice(BootRequest {
+                        device,
+                        persistent: false,
+                        efi: false,
+                    }),
+                    IpmiCommand::BootdevSafe => {
+                        return Err("bootdev safe is not supported by the power drivers".into());
                     }
                 };
                 let mut attempt = 0;
@@ -991,11 +975,9 @@ fn describe(action: &Action) -> String {
             format!("delete_file {} {filename}", on.as_str())
         }
         ActionKind::ExpectCallback { name } => format!("expect_callback {name}"),
-        ActionKind::IpmiCommand(IpmiCommand::Power(p)) => {
-            format!("ipmi_command power {}", p.as_str())
-        }
-        ActionKind::IpmiCommand(IpmiCommand::Bootdev(d)) => {
-            format!("ipmi_command bootdev {}", d.as_str())
+        ActionKind::IpmiCommand(command) => {
+            let (command, parameters) = command.parts();
+            format!("ipmi_command {command} {parameters}")
         }
         ActionKind::Echo { .. } => "echo".into(),
     }

@@ -129,7 +129,7 @@ pub async fn create_profile(
 ) -> Result<(StatusCode, Json<ProfileDetail>), ApiError> {
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::invalid_field("(document)", "the profile is not UTF-8 text"))?;
-    let parsed = profile::parse(text).map_err(profile_errors)?;
+    let parsed = profile::parse_upload(text).map_err(profile_errors)?;
     let stored = state
         .store
         .create_profile(

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::parse::{Walker, is_name_char, join, type_name};
 use super::template::Checker;
-use super::{Action, ActionKind, BootDevice, FileSource, IpmiCommand, PowerAction};
+use super::{Action, ActionKind, FileSource, IpmiCommand};
 use crate::model::Via;
 
 /// Largest accepted `retries` value.
@@ -309,20 +309,20 @@ impl Walker {
             &[("power", Cmd::Power), ("bootdev", Cmd::Bootdev)],
         );
         let command = match cmd {
-            Some(Cmd::Power) => IpmiCommand::Power(self.choice(
+            Some(Cmd::Power) => self.choice(
                 map,
                 path,
                 "parameters",
                 "power parameter",
-                &PowerAction::ALL,
-            )?),
-            Some(Cmd::Bootdev) => IpmiCommand::Bootdev(self.choice(
+                &IpmiCommand::POWER,
+            )?,
+            Some(Cmd::Bootdev) => self.choice(
                 map,
                 path,
                 "parameters",
                 "bootdev parameter",
-                &BootDevice::ALL,
-            )?),
+                &IpmiCommand::BOOTDEV,
+            )?,
             None => {
                 if !map.contains_key("parameters") {
                     self.err(join(path, "parameters"), "missing field");
@@ -330,6 +330,12 @@ impl Walker {
                 return None;
             }
         };
+        if command == IpmiCommand::BootdevSafe {
+            self.unsupported.push(super::ProfileError::new(
+                join(path, "parameters"),
+                "no power driver can set the boot device to safe mode (expected pxe, hd, disk, bios or cdrom)",
+            ));
+        }
         Some(ActionKind::IpmiCommand(command))
     }
 }

@@ -27,10 +27,20 @@ pub use template::{CONTEXT_VARIABLES, RENDER_FUEL, render_str, render_template};
 pub use wire::MAX_INPUT_BYTES;
 
 use crate::model::Via;
+use crate::power::{BootDevice, PowerAction};
 
 /// Parses and validates a profile document, returning every problem found.
+/// This reads profiles already stored; a new one goes through
+/// [`parse_upload`].
 pub fn parse(yaml: &str) -> Result<Profile, ProfileErrors> {
-    parse::parse_profile(yaml)
+    parse::parse_profile(yaml, false)
+}
+
+/// As [`parse`], and also refuses what no power driver can carry out
+/// (`bootdev safe`), naming the action's path: what an upload and
+/// `profile validate` check.
+pub fn parse_upload(yaml: &str) -> Result<Profile, ProfileErrors> {
+    parse::parse_profile(yaml, true)
 }
 
 /// A validated profile.
@@ -315,93 +325,63 @@ pub enum FileSource {
     },
 }
 
-/// An IPMI command with its parameter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "command", content = "parameters", rename_all = "snake_case")]
+/// An IPMI command with its parameter, in the power vocabulary the drivers
+/// speak. Shown as the YAML says it: `{"command": "power", "parameters":
+/// "cycle"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IpmiCommand {
-    /// `chassis power <action>`.
+    /// `power on|off|cycle|reset|soft`.
     Power(PowerAction),
-    /// `chassis bootdev <device>`.
+    /// `power status`: the BMC is asked, nothing changes.
+    PowerStatus,
+    /// `bootdev pxe|hd|disk|bios|cdrom`, for the next boot (legacy BIOS).
     Bootdev(BootDevice),
+    /// `bootdev safe`: no driver can carry it out, so an upload that asks
+    /// for it is refused ([`parse_upload`]); a profile stored before that
+    /// still reads, and the action fails when it runs.
+    BootdevSafe,
 }
 
-/// Parameter of `ipmi_command: power`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PowerAction {
-    /// Power on.
-    On,
-    /// Hard power off.
-    Off,
-    /// Power off then on.
-    Cycle,
-    /// Hard reset.
-    Reset,
-    /// ACPI soft shutdown.
-    Soft,
-    /// Query power state.
-    Status,
-}
-
-impl PowerAction {
-    /// All values with their YAML spelling.
-    pub const ALL: [(&'static str, PowerAction); 6] = [
-        ("on", PowerAction::On),
-        ("off", PowerAction::Off),
-        ("cycle", PowerAction::Cycle),
-        ("reset", PowerAction::Reset),
-        ("soft", PowerAction::Soft),
-        ("status", PowerAction::Status),
-    ];
-
-    /// ipmitool spelling.
-    pub fn as_str(self) -> &'static str {
+impl IpmiCommand {
+    /// The YAML's `command` and `parameters`.
+    pub fn parts(self) -> (&'static str, &'static str) {
         match self {
-            PowerAction::On => "on",
-            PowerAction::Off => "off",
-            PowerAction::Cycle => "cycle",
-            PowerAction::Reset => "reset",
-            PowerAction::Soft => "soft",
-            PowerAction::Status => "status",
+            Self::Power(a) => ("power", a.as_str()),
+            Self::PowerStatus => ("power", "status"),
+            Self::Bootdev(d) => ("bootdev", d.as_str()),
+            Self::BootdevSafe => ("bootdev", "safe"),
         }
     }
-}
 
-/// Parameter of `ipmi_command: bootdev` (`hd` in YAML means [`BootDevice::Disk`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BootDevice {
-    /// Network boot.
-    Pxe,
-    /// First hard disk (`hd` or `disk`).
-    Disk,
-    /// BIOS setup.
-    Bios,
-    /// CD/DVD.
-    Cdrom,
-    /// Safe mode.
-    Safe,
-}
-
-impl BootDevice {
-    /// Accepted YAML spellings (`hd` and `disk` are the same device).
-    pub const ALL: [(&'static str, BootDevice); 6] = [
-        ("pxe", BootDevice::Pxe),
-        ("hd", BootDevice::Disk),
-        ("disk", BootDevice::Disk),
-        ("bios", BootDevice::Bios),
-        ("cdrom", BootDevice::Cdrom),
-        ("safe", BootDevice::Safe),
+    /// `power` parameters as the YAML spells them.
+    pub const POWER: [(&'static str, IpmiCommand); 6] = [
+        ("on", Self::Power(PowerAction::On)),
+        ("off", Self::Power(PowerAction::Off)),
+        ("cycle", Self::Power(PowerAction::Cycle)),
+        ("reset", Self::Power(PowerAction::Reset)),
+        ("soft", Self::Power(PowerAction::Soft)),
+        ("status", Self::PowerStatus),
     ];
 
-    /// ipmitool spelling (`disk` for [`BootDevice::Disk`]).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BootDevice::Pxe => "pxe",
-            BootDevice::Disk => "disk",
-            BootDevice::Bios => "bios",
-            BootDevice::Cdrom => "cdrom",
-            BootDevice::Safe => "safe",
-        }
+    /// `bootdev` parameters as the YAML spells them (`hd` and `disk` are
+    /// the same device).
+    pub const BOOTDEV: [(&'static str, IpmiCommand); 6] = [
+        ("pxe", Self::Bootdev(BootDevice::Pxe)),
+        ("hd", Self::Bootdev(BootDevice::Disk)),
+        ("disk", Self::Bootdev(BootDevice::Disk)),
+        ("bios", Self::Bootdev(BootDevice::Bios)),
+        ("cdrom", Self::Bootdev(BootDevice::Cdrom)),
+        ("safe", Self::BootdevSafe),
+    ];
+}
+
+impl serde::Serialize for IpmiCommand {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (command, parameters) = self.parts();
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("command", command)?;
+        map.serialize_entry("parameters", parameters)?;
+        map.end()
     }
 }

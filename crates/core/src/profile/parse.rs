@@ -20,10 +20,13 @@ const TOP_KEYS: &[&str] = &[
 const STEP_KEYS: &[&str] = &["timeout", "actions"];
 const TEMPLATE_KEYS: &[&str] = &["type", "contents"];
 
-pub(crate) fn parse_profile(yaml: &str) -> Result<Profile, ProfileErrors> {
+pub(crate) fn parse_profile(yaml: &str, upload: bool) -> Result<Profile, ProfileErrors> {
     let (root, version_text) = super::wire::load(yaml)?;
     let mut walker = Walker::default();
     let profile = walker.profile(&root, version_text);
+    if upload {
+        walker.errors.append(&mut walker.unsupported);
+    }
     if walker.errors.is_empty() {
         Ok(profile)
     } else {
@@ -57,6 +60,9 @@ pub(super) fn is_name_char(c: char) -> bool {
 #[derive(Default)]
 pub(super) struct Walker {
     pub(super) errors: Vec<ProfileError>,
+    /// What the document may say but no driver can do: an error at upload
+    /// only, so that profiles stored before still read.
+    pub(super) unsupported: Vec<ProfileError>,
     /// callback name -> path of its first use
     pub(super) callbacks: HashMap<String, String>,
 }

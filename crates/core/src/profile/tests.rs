@@ -627,3 +627,41 @@ fn hostile_inputs_do_not_crash() {
         .replace("message: 'x'", &format!("message: '{nested}'"));
     assert!(parse(&input).is_err());
 }
+
+#[test]
+fn what_no_driver_can_do_is_refused_at_upload_only() {
+    let text = doc(
+        "    - action: ipmi_command\n      command: bootdev\n      parameters: safe\n    - action: ipmi_command\n      command: power\n      parameters: status",
+        "",
+    );
+    let errors = parse_upload(&text).unwrap_err();
+    let found: Vec<(&str, &str)> = errors
+        .0
+        .iter()
+        .map(|e| (e.path.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "workflow.preparing[0].parameters");
+    assert!(found[0].1.contains("safe mode"), "{}", found[0].1);
+    // A profile stored before the check still reads, as the YAML said it.
+    let stored = parse(&text).unwrap();
+    let actions = &stored.workflow.step(StepName::Preparing).actions;
+    assert_eq!(
+        actions[0].kind,
+        ActionKind::IpmiCommand(IpmiCommand::BootdevSafe)
+    );
+    assert_eq!(
+        actions[1].kind,
+        ActionKind::IpmiCommand(IpmiCommand::PowerStatus)
+    );
+    let js = serde_json::to_value(&stored).unwrap();
+    let shown = &js["workflow"]["preparing"]["actions"];
+    assert_eq!(
+        (&shown[0]["command"], &shown[0]["parameters"]),
+        (&json!("bootdev"), &json!("safe"))
+    );
+    assert_eq!(
+        (&shown[1]["command"], &shown[1]["parameters"]),
+        (&json!("power"), &json!("status"))
+    );
+}
