@@ -497,8 +497,12 @@ async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     }
     for s in &listeners.dhcp {
         say!(
-            "  DHCP:     {:?} {} on {} as {} ({:?} port)",
-            config.boot.dhcp.mode,
+            "  DHCP:     {} {} on {} as {} ({:?} port)",
+            config
+                .boot
+                .dhcp
+                .mode
+                .map_or("off", bootloader_core::dhcp::decide::Mode::as_str),
             s.socket.local_addr()?,
             s.interface
                 .as_deref()

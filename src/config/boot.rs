@@ -13,19 +13,10 @@ use bootloader_core::dhcp::decide::{EfiBinary, Mode, UnknownPolicy};
 use bootloader_core::dhcp::quirks::{Quirk, parse_mac_prefix};
 use bootloader_core::model::Name;
 
-/// What the DHCP server does on the boot interfaces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DhcpMode {
-    Off,
-    /// Boot information only, beside another DHCP server (ports 67, 4011).
-    Proxy,
-    /// Addresses and boot information.
-    Authoritative,
-}
-
 #[derive(Debug, Clone)]
 pub struct DhcpSettings {
-    pub mode: DhcpMode,
+    /// What the server does on the boot interfaces; `None`: it is off.
+    pub mode: Option<Mode>,
     /// Boot interfaces, each served by its own socket (SO_BINDTODEVICE).
     /// Empty: one socket on `listen` (relayed requests only; for tests).
     pub interfaces: Vec<String>,
@@ -81,14 +72,14 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
         )
         .unwrap_or_default();
     let mode = match mode_raw.as_str() {
-        "off" => DhcpMode::Off,
-        "proxy" => DhcpMode::Proxy,
-        "authoritative" => DhcpMode::Authoritative,
+        "off" => None,
+        "proxy" => Some(Mode::Proxy),
+        "authoritative" => Some(Mode::Authoritative),
         other => {
             r.errors.push(format!(
                 "dhcp.mode: {other:?} is not one of off, proxy, authoritative"
             ));
-            DhcpMode::Off
+            None
         }
     };
     let interfaces_raw = r
@@ -165,7 +156,7 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
         d.client_port,
         68,
     );
-    if mode != DhcpMode::Off && interfaces.is_empty() && listen.is_unspecified() {
+    if mode.is_some() && interfaces.is_empty() && listen.is_unspecified() {
         r.errors.push(
             "dhcp.interfaces: name the boot interface(s) (or set dhcp.listen to one address for relayed requests only)"
                 .to_string(),

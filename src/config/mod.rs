@@ -9,7 +9,7 @@ mod power;
 
 pub use limits::Limits;
 
-pub use boot::{BootSettings, DhcpMode, DhcpSettings};
+pub use boot::{BootSettings, DhcpSettings};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -1276,7 +1276,10 @@ tftp_blksize = 512
             &[("BOOTLOADER_DHCP_UNKNOWN", "local")],
         )
         .unwrap();
-        assert_eq!(c.boot.dhcp.mode, DhcpMode::Proxy);
+        assert_eq!(
+            c.boot.dhcp.mode,
+            Some(bootloader_core::dhcp::decide::Mode::Proxy)
+        );
         assert_eq!(c.boot.dhcp.interfaces, vec!["eth1".to_string()]);
         assert_eq!(c.boot.dhcp.quirks.len(), 1);
         assert_eq!(c.boot.dhcp.quirks[0].tftp_blksize, Some(512));

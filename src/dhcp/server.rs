@@ -17,7 +17,7 @@ use tokio::sync::RwLock;
 use tracing::Instrument;
 
 use super::lease::{LeaseTimes, Leases, RequestAnswer};
-use crate::config::{DhcpMode, DhcpSettings};
+use crate::config::DhcpSettings;
 use crate::timeline::Timeline;
 use bootloader_core::dhcp::classify::{
     ClientInfo, Firmware, MessageKind, VendorClass, classify, decode,
@@ -91,9 +91,9 @@ fn interface_address(interface: &str) -> anyhow::Result<Option<Ipv4Addr>> {
 
 /// Binds every DHCP socket the settings ask for, before anything serves.
 pub fn bind(settings: &DhcpSettings) -> anyhow::Result<Vec<DhcpSocket>> {
-    if settings.mode == DhcpMode::Off {
+    let Some(mode) = settings.mode else {
         return Ok(Vec::new());
-    }
+    };
     let mut out = Vec::new();
     let mut targets: Vec<(Option<String>, Ipv4Addr)> = Vec::new();
     if settings.interfaces.is_empty() {
@@ -121,7 +121,7 @@ pub fn bind(settings: &DhcpSettings) -> anyhow::Result<Vec<DhcpSocket>> {
             server_ip,
             port: Port::Main,
         });
-        if settings.mode == DhcpMode::Proxy {
+        if mode == Mode::Proxy {
             let proxy = bind_one(
                 interface.as_deref(),
                 SocketAddrV4::new(settings.listen, settings.proxy_port),
@@ -208,10 +208,7 @@ impl DhcpService {
         timeline: Timeline,
         quirks: &bootloader_core::dhcp::quirks::QuirkRules,
     ) -> Self {
-        let mode = match settings.mode {
-            DhcpMode::Proxy => Mode::Proxy,
-            _ => Mode::Authoritative,
-        };
+        let mode = settings.mode.unwrap_or(Mode::Authoritative);
         // A proxy-mode server keeps leases too: a quirk may ask for an
         // authoritative answer to some clients.
         let leases = Some({

@@ -12,6 +12,16 @@ pub enum Mode {
     Proxy,
 }
 
+impl Mode {
+    /// As `dhcp.mode` spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Authoritative => "authoritative",
+            Self::Proxy => "proxy",
+        }
+    }
+}
+
 /// What to do with a MAC the inventory does not know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnknownPolicy {
