@@ -238,8 +238,9 @@ pub async fn bootstrap_first_user(store: &dyn Store) -> anyhow::Result<Option<St
         Err(store::StoreError::Conflict { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
     }
-    let (secret, _) = http::api::users::issue_token(
+    let (secret, _) = crate::ops::users::issue_token(
         store,
+        &crate::ops::Actor::Host,
         &name,
         Some(TokenScope::Write),
         "created on first start",

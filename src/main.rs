@@ -12,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 
 use bootloader::app;
 use bootloader::config::{self, CliOverrides, Config, LogFormat, SecretSource};
+use bootloader::ops::Actor;
 use bootloader_core::model::{Name, TokenScope};
 use bootloader_store::SecretCipher;
 
@@ -300,8 +301,9 @@ async fn dispatch(command: Command, config: Config, source: ConfigSource) -> any
                     is_staff: staff,
                 })
                 .await?;
-            let (secret, _) = bootloader::http::api::users::issue_token(
+            let (secret, _) = bootloader::ops::users::issue_token(
                 store.as_ref(),
+                &Actor::Host,
                 &name,
                 None,
                 "created by `user add`",
@@ -336,8 +338,9 @@ async fn token_command(cmd: TokenCommand, config: &Config) -> anyhow::Result<()>
                 Some(s) => Some(s.parse::<TokenScope>().map_err(anyhow::Error::msg)?),
                 None => None,
             };
-            let (secret, _) = bootloader::http::api::users::issue_token(
+            let (secret, _) = bootloader::ops::users::issue_token(
                 store.as_ref(),
+                &Actor::Host,
                 &user,
                 scope,
                 &description,

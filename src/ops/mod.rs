@@ -10,6 +10,7 @@
 //! - `power.rs`: power actions and boot devices on a server's BMC, and
 //!   what a reader may see of them instead.
 //! - `profiles.rs`: finding a profile by id or `name==version`.
+//! - `users.rs`: issuing API tokens.
 //!
 //! Authentication (a token to a `Principal`) is the adapter's; whether the
 //! actor may do the operation is decided here.
@@ -19,6 +20,7 @@ pub mod error;
 pub mod input;
 pub mod power;
 pub mod profiles;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -39,6 +41,9 @@ pub enum Actor {
     /// are its authority (`docs/events.md`); no user or token row stands
     /// behind it.
     Broker,
+    /// The host's administrator: the CLI, run with the daemon's config and
+    /// database, and start-up (the first user).
+    Host,
 }
 
 impl Actor {
@@ -47,6 +52,7 @@ impl Actor {
         match self {
             Self::User(p) => p.user.as_str(),
             Self::Broker => "broker",
+            Self::Host => "host",
         }
     }
 
@@ -60,7 +66,7 @@ impl Actor {
     pub fn require_write(&self) -> Result<(), Error> {
         match self {
             Self::User(p) => require_write(p),
-            Self::Broker => Ok(()),
+            Self::Broker | Self::Host => Ok(()),
         }
     }
 }

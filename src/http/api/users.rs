@@ -4,14 +4,14 @@ use axum::Json;
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody, Validator};
 use super::extract::{JsonBody, PageQuery, Paginated, Path, Query, Reader, Staff, path_key};
 use crate::http::AppState;
-use bootloader_core::model::{ApiTokenSecret, Name, TokenScope};
-use bootloader_store::{ApiToken, NewApiToken, SshKey, User, UserSpec};
+use crate::ops::Actor;
+use bootloader_core::model::{Name, TokenScope};
+use bootloader_store::{ApiToken, SshKey, User, UserSpec};
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -150,62 +150,11 @@ pub struct CreatedToken {
     pub info: ApiToken,
 }
 
-/// Creates a token for `user`; shared by the API and `bootloader token create`.
-pub async fn issue_token(
-    store: &dyn bootloader_store::Store,
-    user: &Name,
-    scope: Option<TokenScope>,
-    description: &str,
-    expires_in: Option<u64>,
-) -> Result<(ApiTokenSecret, ApiToken), ApiError> {
-    let owner = store.user(user).await.map_err(|e| match e {
-        bootloader_store::StoreError::NotFound { .. } => {
-            ApiError::invalid_field("user", format!("user {user} does not exist"))
-        }
-        other => other.into(),
-    })?;
-    let scope = scope.unwrap_or(if owner.is_staff {
-        TokenScope::Write
-    } else {
-        TokenScope::Read
-    });
-    if scope == TokenScope::Write && !owner.is_staff {
-        return Err(ApiError::invalid_field("scope", "write needs a staff user"));
-    }
-    let expires_at = match expires_in {
-        Some(0) => {
-            return Err(ApiError::invalid_field(
-                "expires_in",
-                "must be at least 1 second",
-            ));
-        }
-        Some(s) => Some(
-            OffsetDateTime::now_utc()
-                + time::Duration::seconds(
-                    i64::try_from(s.min(100 * 365 * 86400)).unwrap_or(i64::MAX),
-                ),
-        ),
-        None => None,
-    };
-    let secret = ApiTokenSecret::generate().map_err(|e| ApiError::Internal(e.to_string()))?;
-    let info = store
-        .create_token(NewApiToken {
-            user: user.clone(),
-            hash: secret.hash(),
-            prefix: secret.prefix(),
-            scope,
-            description: description.to_string(),
-            expires_at,
-        })
-        .await?;
-    Ok((secret, info))
-}
-
 #[utoipa::path(post, path = "/tokens", tag = "tokens", request_body = TokenInput,
     responses((status = 201, body = CreatedToken), (status = 422, body = ErrorBody)))]
 pub async fn create_token(
     State(state): State<AppState>,
-    _: Staff,
+    Staff(principal): Staff,
     JsonBody(input): JsonBody<TokenInput>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     let mut v = Validator::default();
@@ -225,8 +174,9 @@ pub async fn create_token(
     }
     v.finish()?;
     let user = user.ok_or_else(|| ApiError::invalid_field("user", "is required"))?;
-    let (secret, info) = issue_token(
+    let (secret, info) = crate::ops::users::issue_token(
         state.store.as_ref(),
+        &Actor::User(principal),
         &user,
         scope,
         input.description.as_deref().unwrap_or(""),
