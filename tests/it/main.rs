@@ -43,4 +43,5 @@ mod power_e2e;
 mod profiles_dir;
 mod schema;
 mod shared_db;
+mod store;
 mod tftp;

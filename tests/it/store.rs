@@ -1,0 +1,341 @@
+//! The store's promises, asked of the store itself (no daemon, no HTTP),
+//! on SQLite and on PostgreSQL: an address is claimed by one client at a
+//! time however many ask at once; a transition is refused when the state
+//! it was computed from has changed; a named hold has one holder; outbox
+//! rows come out in commit order, numbered, and are marked once.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use bootloader_core::model::{CallbackToken, DeploymentState, LeaseState, MacAddr};
+use bootloader_store::boot::LeaseClaim;
+use bootloader_store::engine::{LogLevel, NewDeployment, Transition};
+use bootloader_store::{BmcSpec, InterfaceSpec, NetworkSpec, NewLocation, Pool, ServerSpec, Store};
+
+use crate::common::{self, Backend, TestStore};
+
+async fn open(ts: &TestStore) -> Arc<dyn Store> {
+    bootloader::app::open_store(&ts.config())
+        .await
+        .expect("open the store")
+}
+
+fn mac(last: u8) -> MacAddr {
+    format!("52:54:00:5a:00:{last:02x}").parse().unwrap()
+}
+
+/// A location `dc1` with the network 10.9.0.0/24 (pool .100-.199).
+async fn network(store: &dyn Store) -> i64 {
+    store
+        .create_location(NewLocation {
+            name: "dc1".parse().unwrap(),
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+    store
+        .create_network(NetworkSpec {
+            location: "dc1".parse().unwrap(),
+            cidr: "10.9.0.0/24".parse().unwrap(),
+            gateway: Some(Ipv4Addr::new(10, 9, 0, 1)),
+            nameservers: vec![],
+            domain: None,
+            pool: Some(Pool {
+                start: Ipv4Addr::new(10, 9, 0, 100),
+                end: Ipv4Addr::new(10, 9, 0, 199),
+            }),
+            description: String::new(),
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+fn claim(network_id: i64, mac: MacAddr, state: LeaseState, now: i64) -> LeaseClaim {
+    LeaseClaim {
+        network_id,
+        ip: Ipv4Addr::new(10, 9, 0, 150),
+        mac,
+        state,
+        expires_at: now + 60,
+        hostname: String::new(),
+        now,
+    }
+}
+
+async fn leases_have_one_holder(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let store = open(&ts).await;
+    let net = network(&*store).await;
+    let now = 1_800_000_000;
+
+    // Twenty clients ask for one address at the same moment: one gets it.
+    let mut asks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        asks.push(tokio::spawn(async move {
+            store
+                .claim_lease(&claim(net, mac(i), LeaseState::Offered, now))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for ask in asks {
+        winners += usize::from(ask.await.unwrap());
+    }
+    assert_eq!(winners, 1, "one address, one holder");
+    let holder = store
+        .lease_at(net, Ipv4Addr::new(10, 9, 0, 150))
+        .await
+        .unwrap()
+        .expect("the lease is stored");
+    assert_eq!(holder.state, LeaseState::Offered);
+
+    // The holder binds it; another client cannot take it until it expires.
+    let other = if holder.mac == mac(0) { mac(1) } else { mac(0) };
+    assert!(
+        store
+            .claim_lease(&claim(net, holder.mac, LeaseState::Bound, now + 1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_lease(&claim(net, other, LeaseState::Offered, now + 30))
+            .await
+            .unwrap()
+    );
+    // A RELEASE from a client that does not hold it changes nothing.
+    assert!(
+        !store
+            .release_lease(net, Ipv4Addr::new(10, 9, 0, 150), other, now + 31)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .lease_at(net, Ipv4Addr::new(10, 9, 0, 150))
+            .await
+            .unwrap()
+            .unwrap()
+            .is_held(now + 31)
+    );
+    // Once it has expired, the other client may have it.
+    assert!(
+        store
+            .claim_lease(&claim(net, other, LeaseState::Offered, now + 120))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.lease_of(net, other).await.unwrap().unwrap().ip,
+        Ipv4Addr::new(10, 9, 0, 150)
+    );
+    ts.drop_database().await;
+}
+
+/// A server with one interface and a deployment of the echo profile.
+async fn deployment(store: &dyn Store) -> i64 {
+    network(store).await;
+    let (_, source) = common::shipped_profiles()
+        .into_iter()
+        .find(|(name, _)| name.starts_with("echo"))
+        .expect("the shipped echo profile");
+    let profile = bootloader_core::profile::parse(&source).unwrap();
+    let stored = store
+        .create_profile(
+            &profile.name,
+            &profile.version,
+            &source,
+            profile.action_count() as u64,
+        )
+        .await
+        .unwrap();
+    store
+        .create_server(ServerSpec {
+            fqdn: "s1.dc1.example.com".parse().unwrap(),
+            location: "dc1".parse().unwrap(),
+            serial: String::new(),
+            notes: String::new(),
+            labels: vec![],
+            bmc: BmcSpec {
+                host: None,
+                port: 623,
+                username: None,
+                password: None,
+                credential: None,
+                driver: None,
+            },
+            interfaces: Some(vec![InterfaceSpec {
+                name: "eth0".into(),
+                mac: mac(9),
+                ipv4: None,
+            }]),
+        })
+        .await
+        .unwrap();
+    store
+        .start_deployment(&NewDeployment {
+            server: "s1.dc1.example.com".parse().unwrap(),
+            profile_id: stored.id,
+            token: CallbackToken::generate().unwrap(),
+            repeat_of: None,
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+fn transition(id: i64, from: DeploymentState, to: DeploymentState, note: &str) -> Transition {
+    Transition {
+        id,
+        from,
+        state: to,
+        step: None,
+        action_index: 0,
+        actions_done: 0,
+        action_deadline: None,
+        step_deadline: None,
+        error: None,
+        log: vec![(LogLevel::Info, note.to_string())],
+        runner: None,
+    }
+}
+
+async fn a_stale_transition_is_refused(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let store = open(&ts).await;
+    let id = deployment(&*store).await;
+    use DeploymentState::*;
+    assert!(
+        store
+            .commit_transition(&transition(id, New, Preparing, "walked on"))
+            .await
+            .unwrap()
+    );
+    // Computed from `new`, which it no longer is: a cancel that read the
+    // old state must not win over what happened since.
+    assert!(
+        !store
+            .commit_transition(&transition(id, New, Cancelled, "stale"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.deployment(id).await.unwrap().state, Preparing);
+    let log = store.deployment_log(id, None, 100).await.unwrap();
+    let said: Vec<&str> = log.iter().map(|l| l.message.as_str()).collect();
+    assert!(said.contains(&"walked on"), "{said:?}");
+    assert!(!said.contains(&"stale"), "{said:?}");
+    // Each committed state has its event, in order.
+    let kinds: Vec<String> = store
+        .pending_events(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.routing_key)
+        .filter(|k| k.starts_with("deployment."))
+        .collect();
+    assert_eq!(kinds, ["deployment.new", "deployment.preparing"]);
+    ts.drop_database().await;
+}
+
+async fn a_hold_has_one_holder(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let store = open(&ts).await;
+    let now = 1_800_000_000;
+    assert!(store.hold_lock("relay", "a", now, now + 30).await.unwrap());
+    assert!(
+        !store
+            .hold_lock("relay", "b", now + 1, now + 31)
+            .await
+            .unwrap()
+    );
+    // The holder renews it.
+    assert!(
+        store
+            .hold_lock("relay", "a", now + 10, now + 40)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .hold_lock("relay", "b", now + 35, now + 65)
+            .await
+            .unwrap()
+    );
+    // Not renewed, it passes to the next who asks.
+    assert!(
+        store
+            .hold_lock("relay", "b", now + 41, now + 71)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .hold_lock("relay", "a", now + 42, now + 72)
+            .await
+            .unwrap()
+    );
+    // Letting go is the holder's alone.
+    store.release_lock("relay", "a").await.unwrap();
+    assert!(
+        !store
+            .hold_lock("relay", "a", now + 43, now + 73)
+            .await
+            .unwrap()
+    );
+    store.release_lock("relay", "b").await.unwrap();
+    assert!(
+        store
+            .hold_lock("relay", "a", now + 44, now + 74)
+            .await
+            .unwrap()
+    );
+    ts.drop_database().await;
+}
+
+async fn the_outbox_keeps_commit_order(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let store = open(&ts).await;
+    for name in ["l1", "l2", "l3"] {
+        store
+            .create_location(NewLocation {
+                name: name.parse().unwrap(),
+                description: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    let first = store.pending_events(2).await.unwrap();
+    let all = store.pending_events(100).await.unwrap();
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(first.len(), 2);
+    let names: Vec<&str> = all
+        .iter()
+        .map(|e| e.payload["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["l1", "l2", "l3"]);
+    // Numbered once, growing; reading again gives the same numbers.
+    let seqs: Vec<i64> = all.iter().map(|e| e.seq.expect("numbered")).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(first[0].seq, all[0].seq);
+    let (backlog, _) = store.outbox_backlog().await.unwrap();
+    assert_eq!(backlog, 3);
+    store
+        .mark_events_sent(&[all[0].id, all[1].id])
+        .await
+        .unwrap();
+    let left = store.pending_events(100).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, all[2].id);
+    assert_eq!(store.outbox_backlog().await.unwrap().0, 1);
+    ts.drop_database().await;
+}
+
+on_both_backends!(
+    leases_have_one_holder,
+    a_stale_transition_is_refused,
+    a_hold_has_one_holder,
+    the_outbox_keeps_commit_order,
+);
