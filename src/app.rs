@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use tokio::net::{TcpListener, UdpSocket};
 
 use crate::config::{Config, SecretSource};
-use crate::dhcp::{self, server::DhcpSocket};
+use crate::dhcp::{self, sockets::DhcpSocket};
 use crate::http::{self, AppState};
 use crate::supervisor::{Stage, Supervisor};
 use crate::tftp;
@@ -265,7 +265,7 @@ pub struct Listeners {
 /// Binds what the configuration asks for, failing with a message that names
 /// the setting and the likely cause.
 pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
-    let dhcp = dhcp::server::bind(&config.boot.dhcp)?;
+    let dhcp = dhcp::sockets::bind(&config.boot.dhcp)?;
     let http = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("cannot listen on {} (http.listen)", config.http_listen))?;

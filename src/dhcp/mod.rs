@@ -1,7 +1,8 @@
 //! DHCP's adapters. The pure cores (classify, decide, reply, quirks,
 //! trust) are in `bootloader_core::dhcp`. `lease.rs` allocates addresses
-//! through the store, and `server.rs` owns the sockets (ports 67 and 4011,
-//! one per boot interface).
+//! through the store, `sockets.rs` binds the sockets (ports 67 and 4011,
+//! one per boot interface) and `server.rs` serves them.
 
 pub mod lease;
 pub mod server;
+pub mod sockets;

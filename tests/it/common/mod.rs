@@ -175,7 +175,7 @@ impl Daemon {
         let listeners = bootloader::app::Listeners {
             http: listener,
             tftp: None,
-            dhcp: bootloader::dhcp::server::bind(&config.boot.dhcp).expect("bind DHCP"),
+            dhcp: bootloader::dhcp::sockets::bind(&config.boot.dhcp).expect("bind DHCP"),
             https: None,
         };
         let (tx, rx) = oneshot::channel();
