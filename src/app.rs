@@ -369,124 +369,20 @@ pub async fn run_with_reloads(
         timeline_writer.await;
         Ok(())
     });
-    // The outbox relay, when a broker is configured.
-    let relay = crate::events::relay::RelayHandle::default();
-    if let Some(url) = &config.broker_url {
-        let settings = crate::events::relay::RelaySettings {
-            url: url.expose().to_string(),
-            exchange: config.broker_exchange.clone(),
-            location: location.clone(),
-            instance: instance.clone(),
-        };
-        let (store, relay) = (store.clone(), relay.clone());
-        sup.spawn_restarting("relay", Stage::Publish, move |stop| {
-            let run = crate::events::relay::run(
-                store.clone(),
-                settings.clone(),
-                relay.clone(),
-                stop.wait(),
-            );
-            async move {
-                run.await;
-                Ok(())
-            }
-        });
-    }
-    // Old outbox rows, once published and notified.
-    {
-        let (store, retention, no_broker) = (
-            store.clone(),
-            config.outbox_retention,
-            config.broker_url.is_none(),
-        );
-        sup.spawn_restarting("outbox-pruning", Stage::Work, move |stop| {
-            let run = crate::events::prune_outbox(store.clone(), retention, no_broker, stop.wait());
-            async move {
-                run.await;
-                Ok(())
-            }
-        });
-    }
-    // Slack and email notifications, when configured.
-    let notify = crate::events::notify::NotifyHandle::default();
-    if let Some(notifier) = crate::events::notify::Notifier::from_config(config, &instance)? {
-        let (notifier, store, notify) = (Arc::new(notifier), store.clone(), notify.clone());
-        sup.spawn_restarting("notifications", Stage::Work, move |stop| {
-            let run = notifier
-                .clone()
-                .run(store.clone(), notify.clone(), stop.wait());
-            async move {
-                run.await;
-                Ok(())
-            }
-        });
-    }
+    let (relay, notify) = start_events(&mut sup, config, &store, &instance, location.as_deref())?;
     // Every socket, for /readyz: each is up while its service runs.
-    let mut serving = vec![http::health::Listener {
-        name: "http",
-        address: listeners.http.local_addr()?.to_string(),
-        interface: None,
-    }];
-    for s in &listeners.dhcp {
-        serving.push(http::health::Listener {
-            name: "dhcp",
-            address: s.socket.local_addr()?.to_string(),
-            interface: s.interface.clone(),
-        });
-    }
-    if let Some((listener, _)) = &listeners.https {
-        serving.push(http::health::Listener {
-            name: "https",
-            address: listener.local_addr()?.to_string(),
-            interface: None,
-        });
-    }
-    if let Some(socket) = &listeners.tftp {
-        serving.push(http::health::Listener {
-            name: "tftp",
-            address: socket.local_addr()?.to_string(),
-            interface: None,
-        });
-    }
-    if !listeners.dhcp.is_empty() {
-        let service = Arc::new(dhcp::server::DhcpService::new(
-            &config.boot.dhcp,
-            &config.public_url,
-            dhcp::server::DhcpStores {
-                boot: store.clone(),
-                inventory: store.clone(),
-                leases: store.clone(),
-            },
-            timeline.clone(),
-            &quirks,
-        ));
-        let serve = dhcp::server::serve(listeners.dhcp, service, sup.shutdown(Stage::Serve).wait());
-        sup.spawn("dhcp", Stage::Serve, async move {
-            serve.await;
-            Ok(())
-        });
-    }
-    if let Some(socket) = listeners.tftp {
-        let settings = &config.tftp;
-        let tftp_config = tftp::server::TftpConfig {
-            root: settings.root.clone(),
-            limits: bootloader_core::tftp::transfer::Limits {
-                max_blksize: settings.max_blksize,
-                max_windowsize: settings.max_windowsize,
-                ..bootloader_core::tftp::transfer::Limits::default()
-            },
-            max_transfers: settings.max_transfers as usize,
-            store: Some(store.clone()),
-            timeline: Some(timeline.clone()),
-            quirks: quirks.clone(),
-            private_dir: Some(config.data_dir.clone()),
-            per_source: config.limits.tftp_transfers_per_source,
-        };
-        let serve = tftp::server::serve(socket, tftp_config, sup.shutdown(Stage::Serve).wait());
-        sup.spawn("tftp", Stage::Serve, async move {
-            serve.await.context("TFTP server")
-        });
-    }
+    let serving = listed(&listeners)?;
+    start_boot_services(
+        &mut sup,
+        config,
+        &store,
+        BootSockets {
+            dhcp: listeners.dhcp,
+            tftp: listeners.tftp,
+        },
+        &timeline,
+        &quirks,
+    );
     let power = crate::power::PowerService::new(store.clone(), store.clone(), config.power.clone());
     let engine = crate::workflow::Engine::new(
         store.clone(),
@@ -580,11 +476,197 @@ pub async fn run_with_reloads(
     };
     let http_address = listeners.http.local_addr()?;
     let router = http::router(state, boot_state, health);
-    let https_port = listeners
-        .https
+    start_http(
+        &mut sup,
+        config,
+        router,
+        listeners.http,
+        listeners.https,
+        open_files,
+    );
+    crate::systemd::notify(&format!("READY=1\nSTATUS=serving on {http_address}"));
+
+    let failed = sup.failed();
+    tokio::select! {
+        () = shutdown => {}
+        () = failed => tracing::error!("stopping: a service the daemon cannot run without has ended"),
+    }
+    crate::systemd::notify("STOPPING=1\nSTATUS=stopping: draining transfers and requests");
+    // Requests and transfers under way get `DRAIN` to finish; then the
+    // work they caused, its events and the timeline settle in that order.
+    let stopped = sup.stop(DRAIN, SETTLE).await;
+    upkeep.abort();
+    stopped
+}
+
+/// The relay (with a broker), outbox pruning and notifications (when
+/// configured), under the supervisor; their status handles for the API.
+fn start_events(
+    sup: &mut Supervisor,
+    config: &Config,
+    store: &Arc<dyn Store>,
+    instance: &str,
+    location: Option<&str>,
+) -> anyhow::Result<(
+    crate::events::relay::RelayHandle,
+    crate::events::notify::NotifyHandle,
+)> {
+    // The outbox relay, when a broker is configured.
+    let relay = crate::events::relay::RelayHandle::default();
+    if let Some(url) = &config.broker_url {
+        let settings = crate::events::relay::RelaySettings {
+            url: url.expose().to_string(),
+            exchange: config.broker_exchange.clone(),
+            location: location.map(str::to_string),
+            instance: instance.to_string(),
+        };
+        let (store, relay) = (store.clone(), relay.clone());
+        sup.spawn_restarting("relay", Stage::Publish, move |stop| {
+            let run = crate::events::relay::run(
+                store.clone(),
+                settings.clone(),
+                relay.clone(),
+                stop.wait(),
+            );
+            async move {
+                run.await;
+                Ok(())
+            }
+        });
+    }
+    // Old outbox rows, once published and notified.
+    {
+        let (store, retention, no_broker) = (
+            store.clone(),
+            config.outbox_retention,
+            config.broker_url.is_none(),
+        );
+        sup.spawn_restarting("outbox-pruning", Stage::Work, move |stop| {
+            let run = crate::events::prune_outbox(store.clone(), retention, no_broker, stop.wait());
+            async move {
+                run.await;
+                Ok(())
+            }
+        });
+    }
+    // Slack and email notifications, when configured.
+    let notify = crate::events::notify::NotifyHandle::default();
+    if let Some(notifier) = crate::events::notify::Notifier::from_config(config, instance)? {
+        let (notifier, store, notify) = (Arc::new(notifier), store.clone(), notify.clone());
+        sup.spawn_restarting("notifications", Stage::Work, move |stop| {
+            let run = notifier
+                .clone()
+                .run(store.clone(), notify.clone(), stop.wait());
+            async move {
+                run.await;
+                Ok(())
+            }
+        });
+    }
+    Ok((relay, notify))
+}
+
+/// Every socket the daemon serves on, as `/readyz` lists them.
+fn listed(listeners: &Listeners) -> anyhow::Result<Vec<http::health::Listener>> {
+    let mut serving = vec![http::health::Listener {
+        name: "http",
+        address: listeners.http.local_addr()?.to_string(),
+        interface: None,
+    }];
+    for s in &listeners.dhcp {
+        serving.push(http::health::Listener {
+            name: "dhcp",
+            address: s.socket.local_addr()?.to_string(),
+            interface: s.interface.clone(),
+        });
+    }
+    if let Some((listener, _)) = &listeners.https {
+        serving.push(http::health::Listener {
+            name: "https",
+            address: listener.local_addr()?.to_string(),
+            interface: None,
+        });
+    }
+    if let Some(socket) = &listeners.tftp {
+        serving.push(http::health::Listener {
+            name: "tftp",
+            address: socket.local_addr()?.to_string(),
+            interface: None,
+        });
+    }
+    Ok(serving)
+}
+
+/// The boot path's sockets, handed to their services.
+struct BootSockets {
+    dhcp: Vec<DhcpSocket>,
+    tftp: Option<UdpSocket>,
+}
+
+/// DHCP and TFTP on their bound sockets, under the supervisor.
+fn start_boot_services(
+    sup: &mut Supervisor,
+    config: &Config,
+    store: &Arc<dyn Store>,
+    sockets: BootSockets,
+    timeline: &Timeline,
+    quirks: &bootloader_core::dhcp::quirks::QuirkRules,
+) {
+    if !sockets.dhcp.is_empty() {
+        let service = Arc::new(dhcp::server::DhcpService::new(
+            &config.boot.dhcp,
+            &config.public_url,
+            dhcp::server::DhcpStores {
+                boot: store.clone(),
+                inventory: store.clone(),
+                leases: store.clone(),
+            },
+            timeline.clone(),
+            quirks,
+        ));
+        let serve = dhcp::server::serve(sockets.dhcp, service, sup.shutdown(Stage::Serve).wait());
+        sup.spawn("dhcp", Stage::Serve, async move {
+            serve.await;
+            Ok(())
+        });
+    }
+    if let Some(socket) = sockets.tftp {
+        let settings = &config.tftp;
+        let tftp_config = tftp::server::TftpConfig {
+            root: settings.root.clone(),
+            limits: bootloader_core::tftp::transfer::Limits {
+                max_blksize: settings.max_blksize,
+                max_windowsize: settings.max_windowsize,
+                ..bootloader_core::tftp::transfer::Limits::default()
+            },
+            max_transfers: settings.max_transfers as usize,
+            store: Some(store.clone()),
+            timeline: Some(timeline.clone()),
+            quirks: quirks.clone(),
+            private_dir: Some(config.data_dir.clone()),
+            per_source: config.limits.tftp_transfers_per_source,
+        };
+        let serve = tftp::server::serve(socket, tftp_config, sup.shutdown(Stage::Serve).wait());
+        sup.spawn("tftp", Stage::Serve, async move {
+            serve.await.context("TFTP server")
+        });
+    }
+}
+
+/// HTTPS (when configured) and plain HTTP with the same router, under the
+/// supervisor; the plain listener redirects the API to HTTPS when asked.
+fn start_http(
+    sup: &mut Supervisor,
+    config: &Config,
+    router: axum::Router,
+    http_listener: TcpListener,
+    https: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    open_files: u64,
+) {
+    let https_port = https
         .as_ref()
         .map(|(l, _)| l.local_addr().map(|a| a.port()));
-    if let Some((listener, acceptor)) = listeners.https {
+    if let Some((listener, acceptor)) = https {
         let serve = http::tls::serve(
             listener,
             acceptor,
@@ -607,7 +689,7 @@ pub async fn run_with_reloads(
         _ => router,
     };
     let serve = http::serve(
-        listeners.http,
+        http_listener,
         plain,
         http_limits(config, open_files),
         sup.shutdown(Stage::Serve).wait(),
@@ -615,19 +697,6 @@ pub async fn run_with_reloads(
     sup.spawn("http", Stage::Serve, async move {
         serve.await.context("HTTP server")
     });
-    crate::systemd::notify(&format!("READY=1\nSTATUS=serving on {http_address}"));
-
-    let failed = sup.failed();
-    tokio::select! {
-        () = shutdown => {}
-        () = failed => tracing::error!("stopping: a service the daemon cannot run without has ended"),
-    }
-    crate::systemd::notify("STOPPING=1\nSTATUS=stopping: draining transfers and requests");
-    // Requests and transfers under way get `DRAIN` to finish; then the
-    // work they caused, its events and the timeline settle in that order.
-    let stopped = sup.stop(DRAIN, SETTLE).await;
-    upkeep.abort();
-    stopped
 }
 
 /// How long each later stage of a stopping daemon (work, relay, timeline)
