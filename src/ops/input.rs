@@ -42,3 +42,17 @@ pub fn deployment_id(raw: &str) -> Result<i64, Error> {
     raw.parse()
         .map_err(|_| Error::NotFound(format!("deployment {raw:?} not found")))
 }
+
+/// Rejects control characters (NUL breaks PostgreSQL text) and caps the
+/// length of free text such as notes and descriptions.
+pub fn check_text(v: &mut super::Validator, field: &str, value: &str, max: usize) {
+    if value.chars().count() > max {
+        v.error(field, format!("at most {max} characters"));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        v.error(field, "must not contain control characters");
+    }
+}

@@ -6,6 +6,7 @@
 //! - `error.rs`: the one error type, with its status and JSON body.
 //! - `input.rs`: JSON input and object keys read the same way for every
 //!   adapter.
+//! - `locations.rs`: locations and labels.
 //! - `deployments.rs`: start, cancel, repeat a deployment.
 //! - `power.rs`: power actions and boot devices on a server's BMC, and
 //!   what a reader may see of them instead.
@@ -18,6 +19,7 @@
 pub mod deployments;
 pub mod error;
 pub mod input;
+pub mod locations;
 pub mod power;
 pub mod profiles;
 pub mod users;
@@ -27,7 +29,7 @@ use std::sync::Arc;
 use bootloader_core::model::TokenScope;
 use bootloader_store::{InventoryStore, Principal, ProfileStore};
 
-pub use error::Error;
+pub use error::{Error, Validator};
 
 use crate::power::PowerService;
 use crate::workflow::Engine;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use crate::http::AppState;
-pub use crate::ops::input::{parse_json, path_key};
+pub use crate::ops::input::{check_text, parse_json, path_key};
 use bootloader_core::model::ApiTokenSecret;
 use bootloader_store::{Listing, Page, Principal};
 
@@ -180,20 +180,6 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
             .await
             .map(|p| Self(p.0))
             .map_err(|_| ApiError::NotFound(format!("no such object: {}", parts.uri.path())))
-    }
-}
-
-/// Rejects control characters (NUL breaks PostgreSQL text) and caps the
-/// length of free text such as notes and descriptions.
-pub fn check_text(v: &mut super::error::Validator, field: &str, value: &str, max: usize) {
-    if value.chars().count() > max {
-        v.error(field, format!("at most {max} characters"));
-    }
-    if value
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        v.error(field, "must not contain control characters");
     }
 }
 
