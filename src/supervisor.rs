@@ -204,23 +204,14 @@ impl Supervisor {
             let result = supervised(service).await;
             h.up.store(false, Ordering::Relaxed);
             if !shutdown.requested() {
-                let why = match &result {
-                    Ok(()) => "stopped".to_string(),
-                    Err(e) => format!("{e:#}"),
-                };
+                let why = ended(&result);
                 tracing::error!(service = name, error = %why, "a service ended while the daemon runs");
                 h.record_error(why);
                 failed.send_replace(true);
             }
             result
         });
-        self.registry.add(health.clone());
-        self.services.push(Service {
-            health: health.clone(),
-            stage,
-            task,
-        });
-        health
+        self.keep(health, stage, task)
     }
 
     /// Runs the service `start` makes until its stage stops, and starts it
@@ -245,10 +236,7 @@ impl Supervisor {
                     h.up.store(false, Ordering::Relaxed);
                     return result;
                 }
-                let why = match result {
-                    Ok(()) => "stopped".to_string(),
-                    Err(e) => format!("{e:#}"),
-                };
+                let why = ended(&result);
                 tracing::error!(service = name, error = %why, "a service ended while the daemon runs; starting it again");
                 h.record_error(why);
                 h.restarts.fetch_add(1, Ordering::Relaxed);
@@ -261,6 +249,15 @@ impl Supervisor {
                 }
             }
         });
+        self.keep(health, stage, task)
+    }
+
+    fn keep(
+        &mut self,
+        health: Arc<Health>,
+        stage: Stage,
+        task: JoinHandle<anyhow::Result<()>>,
+    ) -> Arc<Health> {
         self.registry.add(health.clone());
         self.services.push(Service {
             health: health.clone(),
@@ -311,6 +308,14 @@ impl Supervisor {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+/// Why a service ended, for its health and the log.
+fn ended(result: &anyhow::Result<()>) -> String {
+    match result {
+        Ok(()) => "stopped".to_string(),
+        Err(e) => format!("{e:#}"),
     }
 }
 
