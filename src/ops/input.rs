@@ -2,6 +2,7 @@
 //! (REST) or a command's fields (broker), and the keys that name objects.
 //! Both adapters read them here, so both report a bad field the same way.
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::Error;
@@ -55,4 +56,14 @@ pub fn check_text(v: &mut super::Validator, field: &str, value: &str, max: usize
     {
         v.error(field, "must not contain control characters");
     }
+}
+
+/// For PATCH fields where `null` means "remove" and absence means "keep":
+/// use with `#[serde(default, deserialize_with = "double_option")]`.
+pub fn double_option<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }

@@ -7,6 +7,7 @@
 //! - `input.rs`: JSON input and object keys read the same way for every
 //!   adapter.
 //! - `locations.rs`: locations and labels.
+//! - `networks.rs`: networks and their DHCP pools.
 //! - `deployments.rs`: start, cancel, repeat a deployment.
 //! - `power.rs`: power actions and boot devices on a server's BMC, and
 //!   what a reader may see of them instead.
@@ -20,6 +21,7 @@ pub mod deployments;
 pub mod error;
 pub mod input;
 pub mod locations;
+pub mod networks;
 pub mod power;
 pub mod profiles;
 pub mod users;
@@ -97,4 +99,24 @@ pub struct Ops {
     pub profiles: Arc<dyn ProfileStore>,
     pub engine: Arc<Engine>,
     pub power: Arc<PowerService>,
+}
+
+/// How often an update is merged again after a concurrent change.
+pub const UPDATE_ATTEMPTS: u32 = 3;
+
+/// Runs one update attempt (read the object, merge the input, write with
+/// the read's `updated_at`) and runs it again, up to [`UPDATE_ATTEMPTS`],
+/// when a concurrent change makes the store refuse the write as stale.
+pub async fn update_fresh<T, F, Fut>(mut attempt: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Result<T, bootloader_store::StoreError>, Error>>,
+{
+    for _ in 1..UPDATE_ATTEMPTS {
+        match attempt().await? {
+            Err(bootloader_store::StoreError::Stale { .. }) => continue,
+            result => return Ok(result?),
+        }
+    }
+    Ok(attempt().await??)
 }

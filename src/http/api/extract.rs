@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use crate::http::AppState;
-pub use crate::ops::input::{check_text, parse_json, path_key};
+pub use crate::ops::input::{check_text, double_option, parse_json, path_key};
 use bootloader_core::model::ApiTokenSecret;
 use bootloader_store::{Listing, Page, Principal};
 
@@ -181,14 +181,4 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
             .map(|p| Self(p.0))
             .map_err(|_| ApiError::NotFound(format!("no such object: {}", parts.uri.path())))
     }
-}
-
-/// For PATCH fields where `null` means "remove" and absence means "keep":
-/// use with `#[serde(default, deserialize_with = "double_option")]`.
-pub fn double_option<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    T: Deserialize<'de>,
-    D: serde::Deserializer<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
 }

@@ -27,27 +27,7 @@ use utoipa_axum::routes;
 
 use crate::http::AppState;
 
-/// How often an update is merged again after a concurrent change.
-pub const UPDATE_ATTEMPTS: u32 = 3;
-
-/// Runs one update attempt (read the object, merge the input, write with
-/// the read's `updated_at`) and runs it again, up to [`UPDATE_ATTEMPTS`],
-/// when a concurrent change makes the store refuse the write as stale.
-pub async fn update_fresh<T, F, Fut>(mut attempt: F) -> Result<T, error::ApiError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<
-            Output = Result<Result<T, bootloader_store::StoreError>, error::ApiError>,
-        >,
-{
-    for _ in 1..UPDATE_ATTEMPTS {
-        match attempt().await? {
-            Err(bootloader_store::StoreError::Stale { .. }) => continue,
-            result => return Ok(result?),
-        }
-    }
-    Ok(attempt().await??)
-}
+pub use crate::ops::{UPDATE_ATTEMPTS, update_fresh};
 
 #[derive(OpenApi)]
 #[openapi(
