@@ -6,6 +6,7 @@
 //! - `error.rs`: the one error type, with its status and JSON body.
 //! - `input.rs`: JSON input and object keys read the same way for every
 //!   adapter.
+//! - `credentials.rs`: shared BMC logins (staff only).
 //! - `locations.rs`: locations and labels.
 //! - `networks.rs`: networks and their DHCP pools.
 //! - `deployments.rs`: start, cancel, repeat a deployment.
@@ -17,6 +18,7 @@
 //! Authentication (a token to a `Principal`) is the adapter's; whether the
 //! actor may do the operation is decided here.
 
+pub mod credentials;
 pub mod deployments;
 pub mod error;
 pub mod input;
@@ -66,6 +68,15 @@ impl Actor {
         self.require_write().is_ok()
     }
 
+    /// Refuses a user who is not staff what only staff may `what` (for
+    /// example "see credentials").
+    pub fn require_staff(&self, what: &str) -> Result<(), Error> {
+        match self {
+            Self::User(p) => require_staff(p, what),
+            Self::Broker | Self::Host => Ok(()),
+        }
+    }
+
     /// Refuses an actor that may not change things, saying why.
     pub fn require_write(&self) -> Result<(), Error> {
         match self {
@@ -75,15 +86,22 @@ impl Actor {
     }
 }
 
+/// Refuses a user who is not staff what only staff may `what`.
+pub fn require_staff(p: &Principal, what: &str) -> Result<(), Error> {
+    if p.is_staff {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(format!(
+            "user {} is not staff: only staff {what}",
+            p.user
+        )))
+    }
+}
+
 /// Refuses a user who may not change things: not staff, or a read-only
 /// token.
 pub fn require_write(p: &Principal) -> Result<(), Error> {
-    if !p.is_staff {
-        return Err(Error::Forbidden(format!(
-            "user {} is not staff: only staff may change things",
-            p.user
-        )));
-    }
+    require_staff(p, "may change things")?;
     if p.scope != TokenScope::Write {
         return Err(Error::Forbidden(
             "this token is read-only (scope read)".to_string(),

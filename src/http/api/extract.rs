@@ -27,12 +27,7 @@ impl FromRequestParts<AppState> for StaffReader {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Reader(principal) = Reader::from_request_parts(parts, state).await?;
-        if !principal.is_staff {
-            return Err(ApiError::Forbidden(format!(
-                "user {} is not staff: only staff see credentials",
-                principal.user
-            )));
-        }
+        crate::ops::require_staff(&principal, "see credentials")?;
         Ok(Self(principal))
     }
 }
