@@ -12,7 +12,8 @@
 //! - `deployments.rs`: start, cancel, repeat a deployment.
 //! - `power.rs`: power actions and boot devices on a server's BMC, and
 //!   what a reader may see of them instead.
-//! - `profiles.rs`: finding a profile by id or `name==version`.
+//! - `profiles.rs`: upload (validated, refused for what no driver can
+//!   do), list, read and delete profiles by id or `name==version`.
 //! - `users.rs`: issuing API tokens.
 //!
 //! Authentication (a token to a `Principal`) is the adapter's; whether the

@@ -1,5 +1,7 @@
 //! `/profiles`: upload (YAML or JSON body), validated and stored immutably.
-//! A profile is addressed by id or by `name==version`.
+//! A profile is addressed by id or by `name==version`. The use cases are
+//! `ops::profiles`; `ProfileSummary` and `ProfileDetail` are the API's own
+//! shapes of a stored profile.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -8,10 +10,12 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ErrorBody, FieldErrors};
+use super::error::{ApiError, ErrorBody};
 use super::extract::{PageQuery, Paginated, Path, Query, Reader, Staff};
 use crate::http::AppState;
-use bootloader_core::profile::{self, ProfileErrors};
+use crate::ops::Actor;
+use crate::ops::profiles as ops;
+use bootloader_core::profile;
 use bootloader_store::{ProfileFilter, StoredProfile};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -64,31 +68,6 @@ fn detail(stored: StoredProfile) -> Result<ProfileDetail, ApiError> {
     })
 }
 
-/// Turns validation errors into the API's field map, keyed by YAML path.
-pub fn profile_errors(errors: ProfileErrors) -> ApiError {
-    let mut fields = FieldErrors::new();
-    for e in errors.0 {
-        fields.entry(e.path).or_default().push(e.message);
-    }
-    ApiError::Invalid {
-        message: "the profile is not valid".into(),
-        fields,
-    }
-}
-
-/// Finds a profile by id or by `name==version`.
-pub async fn lookup(state: &AppState, key: &str) -> Result<StoredProfile, ApiError> {
-    if let Some((name, version)) = key.split_once("==") {
-        return Ok(state.store.profile_by_name_version(name, version).await?);
-    }
-    match key.parse::<i64>() {
-        Ok(id) => Ok(state.store.profile(id).await?),
-        Err(_) => Err(ApiError::NotFound(format!(
-            "profile {key:?} not found (use an id or name==version)"
-        ))),
-    }
-}
-
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ProfileQuery {
     pub name: Option<String>,
@@ -102,7 +81,7 @@ pub struct ProfileQuery {
 pub async fn list_profiles(
     State(state): State<AppState>,
     OriginalUri(uri): OriginalUri,
-    _: Reader,
+    Reader(principal): Reader,
     Query(q): Query<ProfileQuery>,
 ) -> Result<Json<Paginated<ProfileSummary>>, ApiError> {
     let page = PageQuery {
@@ -114,7 +93,7 @@ pub async fn list_profiles(
         name: q.name,
         version: q.version,
     };
-    let listing = state.store.list_profiles(&filter, page).await?;
+    let listing = ops::list(&state.ops, &Actor::User(principal), &filter, page).await?;
     Ok(Json(Paginated::new(listing, page, &uri, |p| summary(&p))))
 }
 
@@ -124,21 +103,12 @@ pub async fn list_profiles(
     responses((status = 201, body = ProfileDetail), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_profile(
     State(state): State<AppState>,
-    _: Staff,
+    Staff(principal): Staff,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ProfileDetail>), ApiError> {
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::invalid_field("(document)", "the profile is not UTF-8 text"))?;
-    let parsed = profile::parse_upload(text).map_err(profile_errors)?;
-    let stored = state
-        .store
-        .create_profile(
-            &parsed.name,
-            &parsed.version,
-            text,
-            parsed.action_count() as u64,
-        )
-        .await?;
+    let stored = ops::upload(&state.ops, &Actor::User(principal), text).await?;
     Ok((StatusCode::CREATED, Json(detail(stored)?)))
 }
 
@@ -147,10 +117,11 @@ pub async fn create_profile(
     responses((status = 200, body = ProfileDetail), (status = 404, body = ErrorBody)))]
 pub async fn get_profile(
     State(state): State<AppState>,
-    _: Reader,
+    Reader(principal): Reader,
     Path(key): Path<String>,
 ) -> Result<Json<ProfileDetail>, ApiError> {
-    Ok(Json(detail(lookup(&state, &key).await?)?))
+    let stored = ops::get(&state.ops, &Actor::User(principal), &key).await?;
+    Ok(Json(detail(stored)?))
 }
 
 #[utoipa::path(delete, path = "/profiles/{key}", tag = "profiles",
@@ -158,10 +129,9 @@ pub async fn get_profile(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete_profile(
     State(state): State<AppState>,
-    _: Staff,
+    Staff(principal): Staff,
     Path(key): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let stored = lookup(&state, &key).await?;
-    state.store.delete_profile(stored.id).await?;
+    ops::delete(&state.ops, &Actor::User(principal), &key).await?;
     Ok(StatusCode::NO_CONTENT)
 }
