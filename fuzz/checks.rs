@@ -164,8 +164,8 @@ pub fn dhcp_reply(data: &[u8]) {
 /// input never panics, and every error renders.
 pub fn api_json(data: &[u8]) {
     use axum::response::IntoResponse;
-    use bootloader::http::api::{extract::parse_json, servers, users};
-    use bootloader::ops::{credentials, networks};
+    use bootloader::http::api::{extract::parse_json, servers};
+    use bootloader::ops::{credentials, networks, users};
     fn render(e: bootloader::http::api::error::ApiError) {
         let _ = e.into_response();
     }

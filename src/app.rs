@@ -430,6 +430,7 @@ pub async fn run_with_reloads(
     let commands = crate::events::commands::CommandHandle::default();
     let ops = crate::ops::Ops {
         inventory: store.clone(),
+        users: store.clone(),
         profiles: store.clone(),
         engine: engine.clone(),
         power: power.clone(),

@@ -14,7 +14,8 @@
 //!   what a reader may see of them instead.
 //! - `profiles.rs`: upload (validated, refused for what no driver can
 //!   do), list, read and delete profiles by id or `name==version`.
-//! - `users.rs`: issuing API tokens.
+//! - `users.rs`: users, API tokens (issued here for the API, the CLI and
+//!   start-up) and SSH keys.
 //!
 //! Authentication (a token to a `Principal`) is the adapter's; whether the
 //! actor may do the operation is decided here.
@@ -32,7 +33,7 @@ pub mod users;
 use std::sync::Arc;
 
 use bootloader_core::model::TokenScope;
-use bootloader_store::{InventoryStore, Principal, ProfileStore};
+use bootloader_store::{InventoryStore, Principal, ProfileStore, UserStore};
 
 pub use error::{Error, Validator};
 
@@ -115,6 +116,7 @@ pub fn require_write(p: &Principal) -> Result<(), Error> {
 #[derive(Clone)]
 pub struct Ops {
     pub inventory: Arc<dyn InventoryStore>,
+    pub users: Arc<dyn UserStore>,
     pub profiles: Arc<dyn ProfileStore>,
     pub engine: Arc<Engine>,
     pub power: Arc<PowerService>,

@@ -1,11 +1,16 @@
-//! Users and their tokens.
+//! Users, their API tokens and their SSH keys.
 
+use serde::Deserialize;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use bootloader_core::model::{ApiTokenSecret, Name, TokenScope};
-use bootloader_store::{ApiToken, NewApiToken, UserStore};
+use bootloader_store::{
+    ApiToken, Listing, NewApiToken, Page, SshKey, StoreError, User, UserSpec, UserStore,
+};
 
-use super::{Actor, Error};
+use super::input::check_text;
+use super::{Actor, Error, Ops, Validator};
 
 /// Creates a token for `user`: through the API, `bootloader token create`
 /// and `user add`, and for the first user at start-up. Its scope is
@@ -61,4 +66,294 @@ pub async fn issue_token(
         })
         .await?;
     Ok((secret, info))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserInput {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub is_staff: Option<bool>,
+}
+
+pub fn user_spec(input: UserInput, current: Option<&User>) -> Result<UserSpec, Error> {
+    let mut v = Validator::default();
+    let name = match (input.name, current) {
+        (Some(n), _) => v.parse("name", n.parse::<Name>()),
+        (None, Some(c)) => Some(c.name.clone()),
+        (None, None) => {
+            v.error("name", "is required");
+            None
+        }
+    };
+    let email = input
+        .email
+        .or_else(|| current.map(|c| c.email.clone()))
+        .unwrap_or_default();
+    if !email.is_empty()
+        && (email.len() > 254
+            || !email.contains('@')
+            || email.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        v.error("email", format!("{email:?} is not an e-mail address"));
+    }
+    v.finish()?;
+    Ok(UserSpec {
+        name: name.ok_or_else(|| Error::invalid_field("name", "is required"))?,
+        email,
+        is_staff: input
+            .is_staff
+            .or(current.map(|c| c.is_staff))
+            .unwrap_or(false),
+    })
+}
+
+pub async fn list(ops: &Ops, _: &Actor, page: Page) -> Result<Listing<User>, Error> {
+    Ok(ops.users.list_users(page).await?)
+}
+
+pub async fn get(ops: &Ops, _: &Actor, name: &Name) -> Result<User, Error> {
+    Ok(ops.users.user(name).await?)
+}
+
+pub async fn create(ops: &Ops, actor: &Actor, input: UserInput) -> Result<User, Error> {
+    actor.require_write()?;
+    let spec = user_spec(input, None)?;
+    Ok(ops.users.create_user(spec).await?)
+}
+
+/// Merges `input` into the user; nobody takes staff away from themselves.
+pub async fn update(
+    ops: &Ops,
+    actor: &Actor,
+    name: &Name,
+    input: UserInput,
+) -> Result<User, Error> {
+    actor.require_write()?;
+    let current = ops.users.user(name).await?;
+    let spec = user_spec(input, Some(&current))?;
+    if let Actor::User(me) = actor
+        && current.id == me.user_id
+        && !spec.is_staff
+    {
+        return Err(Error::invalid_field(
+            "is_staff",
+            "you cannot take staff away from yourself",
+        ));
+    }
+    Ok(ops.users.update_user(name, spec).await?)
+}
+
+/// Deletes a user (and their tokens and keys); nobody deletes themselves.
+pub async fn delete(ops: &Ops, actor: &Actor, name: &Name) -> Result<(), Error> {
+    actor.require_write()?;
+    if let Actor::User(me) = actor
+        && *name == me.user
+    {
+        return Err(Error::Conflict {
+            message: "you cannot delete yourself".into(),
+            fields: Default::default(),
+        });
+    }
+    Ok(ops.users.delete_user(name).await?)
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenInput {
+    /// The user the token is for.
+    pub user: Option<String>,
+    /// `read` or `write`; default `write` for staff, `read` otherwise.
+    #[schema(value_type = Option<String>)]
+    pub scope: Option<String>,
+    pub description: Option<String>,
+    /// Lifetime in seconds; none for a token that does not expire.
+    pub expires_in: Option<u64>,
+}
+
+/// Validates a token request and issues the token: its secret, shown
+/// once, and what is stored of it.
+pub async fn create_token(
+    ops: &Ops,
+    actor: &Actor,
+    input: TokenInput,
+) -> Result<(ApiTokenSecret, ApiToken), Error> {
+    let mut v = Validator::default();
+    let user = match &input.user {
+        Some(u) => v.parse("user", u.parse::<Name>()),
+        None => {
+            v.error("user", "is required");
+            None
+        }
+    };
+    let scope = input
+        .scope
+        .as_deref()
+        .and_then(|s| v.parse("scope", s.parse::<TokenScope>()));
+    if let Some(d) = &input.description {
+        check_text(&mut v, "description", d, 1000);
+    }
+    v.finish()?;
+    let user = user.ok_or_else(|| Error::invalid_field("user", "is required"))?;
+    issue_token(
+        &*ops.users,
+        actor,
+        &user,
+        scope,
+        input.description.as_deref().unwrap_or(""),
+        input.expires_in,
+    )
+    .await
+}
+
+/// Tokens: staff see every token (or one user's); others only their own.
+pub async fn list_tokens(
+    ops: &Ops,
+    actor: &Actor,
+    user: Option<&str>,
+    page: Page,
+) -> Result<Listing<ApiToken>, Error> {
+    let user = match actor {
+        Actor::User(me) if !me.is_staff => Some(me.user.clone()),
+        _ => match user {
+            Some(u) => Some(
+                u.parse::<Name>()
+                    .map_err(|e| Error::invalid_field("user", e.to_string()))?,
+            ),
+            None => None,
+        },
+    };
+    Ok(ops.users.list_tokens(user.as_ref(), page).await?)
+}
+
+pub async fn revoke_token(ops: &Ops, actor: &Actor, id_or_prefix: &str) -> Result<ApiToken, Error> {
+    actor.require_write()?;
+    Ok(ops.users.revoke_token(id_or_prefix).await?)
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SshKeyInput {
+    pub user: Option<String>,
+    /// A label for the key; defaults to the key's comment.
+    pub name: Option<String>,
+    /// One line of authorized_keys: `type base64 [comment]`.
+    pub key: Option<String>,
+}
+
+const SSH_KEY_TYPES: &[&str] = &[
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+/// Checks an authorized_keys line; returns it normalised and its comment.
+fn check_ssh_key(line: &str) -> Result<(String, String), String> {
+    let line = line.trim();
+    if line.contains(['\n', '\r']) {
+        return Err("must be a single line".into());
+    }
+    let mut parts = line.split_whitespace();
+    let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
+        return Err("expected \"<type> <base64> [comment]\"".into());
+    };
+    if !SSH_KEY_TYPES.contains(&kind) {
+        return Err(format!("unknown key type {kind:?}"));
+    }
+    let blob_ok = blob.len() >= 16
+        && blob
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
+    if !blob_ok {
+        return Err("the key data is not base64".into());
+    }
+    let comment = parts.collect::<Vec<_>>().join(" ");
+    let normalised = if comment.is_empty() {
+        format!("{kind} {blob}")
+    } else {
+        format!("{kind} {blob} {comment}")
+    };
+    Ok((normalised, comment))
+}
+
+pub async fn list_ssh_keys(
+    ops: &Ops,
+    _: &Actor,
+    user: Option<&str>,
+    page: Page,
+) -> Result<Listing<SshKey>, Error> {
+    let user = match user {
+        Some(u) => Some(
+            u.parse::<Name>()
+                .map_err(|e| Error::invalid_field("user", e.to_string()))?,
+        ),
+        None => None,
+    };
+    Ok(ops.users.list_ssh_keys(user.as_ref(), page).await?)
+}
+
+/// Adds an authorized key to a user; it is named by its comment unless a
+/// name is given.
+pub async fn add_ssh_key(ops: &Ops, actor: &Actor, input: SshKeyInput) -> Result<SshKey, Error> {
+    actor.require_write()?;
+    let mut v = Validator::default();
+    let user = match &input.user {
+        Some(u) => v.parse("user", u.parse::<Name>()),
+        None => {
+            v.error("user", "is required");
+            None
+        }
+    };
+    let key = match &input.key {
+        Some(k) => v.parse("key", check_ssh_key(k)),
+        None => {
+            v.error("key", "is required");
+            None
+        }
+    };
+    if let Some(n) = &input.name {
+        check_text(&mut v, "name", n, 200);
+    }
+    v.finish()?;
+    let (Some(user), Some((key, comment))) = (user, key) else {
+        return Err(Error::invalid_field("key", "is required"));
+    };
+    let name = input.name.unwrap_or(comment);
+    ops.users
+        .add_ssh_key(&user, &name, &key)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound { .. } => {
+                Error::invalid_field("user", format!("user {user} does not exist"))
+            }
+            other => other.into(),
+        })
+}
+
+pub async fn ssh_key(ops: &Ops, _: &Actor, id: i64) -> Result<SshKey, Error> {
+    Ok(ops.users.ssh_key(id).await?)
+}
+
+pub async fn delete_ssh_key(ops: &Ops, actor: &Actor, id: i64) -> Result<(), Error> {
+    actor.require_write()?;
+    Ok(ops.users.delete_ssh_key(id).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_ssh_key;
+
+    #[test]
+    fn ssh_keys() {
+        let k = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq9 alice@laptop";
+        assert_eq!(check_ssh_key(k).unwrap().1, "alice@laptop");
+        assert!(check_ssh_key("ssh-dss AAAAB3NzaC1kc3MAAACBAP").is_err());
+        assert!(check_ssh_key("ssh-ed25519").is_err());
+        assert!(check_ssh_key("ssh-ed25519 not-base64!!!!!!!!!!").is_err());
+        assert!(check_ssh_key("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq9\nssh-rsa AAAA").is_err());
+    }
 }
