@@ -164,8 +164,8 @@ pub fn dhcp_reply(data: &[u8]) {
 /// input never panics, and every error renders.
 pub fn api_json(data: &[u8]) {
     use axum::response::IntoResponse;
-    use bootloader::http::api::{extract::parse_json, servers};
-    use bootloader::ops::{credentials, networks, users};
+    use bootloader::http::api::extract::parse_json;
+    use bootloader::ops::{credentials, networks, servers, users};
     fn render(e: bootloader::http::api::error::ApiError) {
         let _ = e.into_response();
     }

@@ -14,6 +14,7 @@
 //!   what a reader may see of them instead.
 //! - `profiles.rs`: upload (validated, refused for what no driver can
 //!   do), list, read and delete profiles by id or `name==version`.
+//! - `servers.rs`: servers and their interfaces.
 //! - `users.rs`: users, API tokens (issued here for the API, the CLI and
 //!   start-up) and SSH keys.
 //!
@@ -28,6 +29,7 @@ pub mod locations;
 pub mod networks;
 pub mod power;
 pub mod profiles;
+pub mod servers;
 pub mod users;
 
 use std::sync::Arc;

@@ -21,8 +21,8 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::extract::{Query, Staff};
-use super::servers::{BmcInput, InterfaceInput, ServerInput, server_spec};
 use crate::http::AppState;
+use crate::ops::servers::{BmcInput, InterfaceInput, ServerInput, server_spec};
 use bootloader_store::Server;
 
 /// Columns of the interface a line adds.
