@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 
 use bootloader::app;
 use bootloader::config::{self, CliOverrides, Config, LogFormat, SecretSource};
-use bootloader::ops::Actor;
+use bootloader::ops::{Actor, users};
 use bootloader_core::model::{Name, TokenScope};
 use bootloader_store::SecretCipher;
 
@@ -291,26 +291,27 @@ async fn dispatch(command: Command, config: Config, source: ConfigSource) -> any
         }
         Command::User(UserCommand::Add { name, staff, email }) => {
             let store = app::open_store(&config).await?;
-            let name: Name = name
-                .parse()
-                .map_err(|e| anyhow::anyhow!("user name: {e}"))?;
-            store
-                .create_user(bootloader_store::UserSpec {
-                    name: name.clone(),
-                    email,
-                    is_staff: staff,
-                })
-                .await?;
-            let (secret, _) = bootloader::ops::users::issue_token(
+            let user = users::create(
                 store.as_ref(),
                 &Actor::Host,
-                &name,
+                users::UserInput {
+                    name: Some(name),
+                    email: Some(email),
+                    is_staff: Some(staff),
+                },
+            )
+            .await
+            .map_err(ops_error)?;
+            let (secret, _) = users::issue_token(
+                store.as_ref(),
+                &Actor::Host,
+                &user.name,
                 None,
                 "created by `user add`",
                 None,
             )
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(ops_error)?;
             println!("{}", secret.expose());
             Ok(())
         }
@@ -320,6 +321,17 @@ async fn dispatch(command: Command, config: Config, source: ConfigSource) -> any
         }
         Command::CheckConfig | Command::Profile(_) => Ok(()),
     }
+}
+
+/// An operation's error as the CLI says it: the message, and each bad
+/// field with what is wrong with it.
+fn ops_error(e: bootloader::ops::Error) -> anyhow::Error {
+    let body = e.into_body();
+    let mut text = body.message;
+    for (field, messages) in body.fields {
+        text.push_str(&format!("\n  {field}: {}", messages.join("; ")));
+    }
+    anyhow::anyhow!(text)
 }
 
 async fn token_command(cmd: TokenCommand, config: &Config) -> anyhow::Result<()> {
@@ -338,7 +350,7 @@ async fn token_command(cmd: TokenCommand, config: &Config) -> anyhow::Result<()>
                 Some(s) => Some(s.parse::<TokenScope>().map_err(anyhow::Error::msg)?),
                 None => None,
             };
-            let (secret, _) = bootloader::ops::users::issue_token(
+            let (secret, _) = users::issue_token(
                 store.as_ref(),
                 &Actor::Host,
                 &user,
@@ -347,29 +359,27 @@ async fn token_command(cmd: TokenCommand, config: &Config) -> anyhow::Result<()>
                 expires_in,
             )
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(ops_error)?;
             println!("{}", secret.expose());
         }
         TokenCommand::Revoke { id_or_prefix } => {
-            let token = store.revoke_token(&id_or_prefix).await?;
+            let token = users::revoke_token(store.as_ref(), &Actor::Host, &id_or_prefix)
+                .await
+                .map_err(ops_error)?;
             println!(
                 "revoked token {} ({}) of {}",
                 token.id, token.prefix, token.user
             );
         }
         TokenCommand::List { user } => {
-            let user = match user {
-                Some(u) => Some(
-                    u.parse::<Name>()
-                        .map_err(|e| anyhow::anyhow!("user name: {e}"))?,
-                ),
-                None => None,
-            };
             let page = bootloader_store::Page {
                 limit: 10_000,
                 offset: 0,
             };
-            for t in store.list_tokens(user.as_ref(), page).await?.items {
+            let tokens = users::list_tokens(store.as_ref(), &Actor::Host, user.as_deref(), page)
+                .await
+                .map_err(ops_error)?;
+            for t in tokens.items {
                 println!(
                     "{}\t{}\t{}\t{}\t{}",
                     t.id,

@@ -1,4 +1,5 @@
-//! Users, their API tokens and their SSH keys.
+//! Users, their API tokens and their SSH keys. These need only the
+//! `UserStore`, which the CLI opens without the rest of the daemon.
 
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -10,7 +11,7 @@ use bootloader_store::{
 };
 
 use super::input::check_text;
-use super::{Actor, Error, Ops, Validator};
+use super::{Actor, Error, Validator};
 
 /// Creates a token for `user`: through the API, `bootloader token create`
 /// and `user add`, and for the first user at start-up. Its scope is
@@ -108,29 +109,29 @@ pub fn user_spec(input: UserInput, current: Option<&User>) -> Result<UserSpec, E
     })
 }
 
-pub async fn list(ops: &Ops, _: &Actor, page: Page) -> Result<Listing<User>, Error> {
-    Ok(ops.users.list_users(page).await?)
+pub async fn list(store: &dyn UserStore, _: &Actor, page: Page) -> Result<Listing<User>, Error> {
+    Ok(store.list_users(page).await?)
 }
 
-pub async fn get(ops: &Ops, _: &Actor, name: &Name) -> Result<User, Error> {
-    Ok(ops.users.user(name).await?)
+pub async fn get(store: &dyn UserStore, _: &Actor, name: &Name) -> Result<User, Error> {
+    Ok(store.user(name).await?)
 }
 
-pub async fn create(ops: &Ops, actor: &Actor, input: UserInput) -> Result<User, Error> {
+pub async fn create(store: &dyn UserStore, actor: &Actor, input: UserInput) -> Result<User, Error> {
     actor.require_write()?;
     let spec = user_spec(input, None)?;
-    Ok(ops.users.create_user(spec).await?)
+    Ok(store.create_user(spec).await?)
 }
 
 /// Merges `input` into the user; nobody takes staff away from themselves.
 pub async fn update(
-    ops: &Ops,
+    store: &dyn UserStore,
     actor: &Actor,
     name: &Name,
     input: UserInput,
 ) -> Result<User, Error> {
     actor.require_write()?;
-    let current = ops.users.user(name).await?;
+    let current = store.user(name).await?;
     let spec = user_spec(input, Some(&current))?;
     if let Actor::User(me) = actor
         && current.id == me.user_id
@@ -141,11 +142,11 @@ pub async fn update(
             "you cannot take staff away from yourself",
         ));
     }
-    Ok(ops.users.update_user(name, spec).await?)
+    Ok(store.update_user(name, spec).await?)
 }
 
 /// Deletes a user (and their tokens and keys); nobody deletes themselves.
-pub async fn delete(ops: &Ops, actor: &Actor, name: &Name) -> Result<(), Error> {
+pub async fn delete(store: &dyn UserStore, actor: &Actor, name: &Name) -> Result<(), Error> {
     actor.require_write()?;
     if let Actor::User(me) = actor
         && *name == me.user
@@ -155,7 +156,7 @@ pub async fn delete(ops: &Ops, actor: &Actor, name: &Name) -> Result<(), Error> 
             fields: Default::default(),
         });
     }
-    Ok(ops.users.delete_user(name).await?)
+    Ok(store.delete_user(name).await?)
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -174,7 +175,7 @@ pub struct TokenInput {
 /// Validates a token request and issues the token: its secret, shown
 /// once, and what is stored of it.
 pub async fn create_token(
-    ops: &Ops,
+    store: &dyn UserStore,
     actor: &Actor,
     input: TokenInput,
 ) -> Result<(ApiTokenSecret, ApiToken), Error> {
@@ -196,7 +197,7 @@ pub async fn create_token(
     v.finish()?;
     let user = user.ok_or_else(|| Error::invalid_field("user", "is required"))?;
     issue_token(
-        &*ops.users,
+        store,
         actor,
         &user,
         scope,
@@ -208,7 +209,7 @@ pub async fn create_token(
 
 /// Tokens: staff see every token (or one user's); others only their own.
 pub async fn list_tokens(
-    ops: &Ops,
+    store: &dyn UserStore,
     actor: &Actor,
     user: Option<&str>,
     page: Page,
@@ -223,12 +224,16 @@ pub async fn list_tokens(
             None => None,
         },
     };
-    Ok(ops.users.list_tokens(user.as_ref(), page).await?)
+    Ok(store.list_tokens(user.as_ref(), page).await?)
 }
 
-pub async fn revoke_token(ops: &Ops, actor: &Actor, id_or_prefix: &str) -> Result<ApiToken, Error> {
+pub async fn revoke_token(
+    store: &dyn UserStore,
+    actor: &Actor,
+    id_or_prefix: &str,
+) -> Result<ApiToken, Error> {
     actor.require_write()?;
-    Ok(ops.users.revoke_token(id_or_prefix).await?)
+    Ok(store.revoke_token(id_or_prefix).await?)
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -281,7 +286,7 @@ fn check_ssh_key(line: &str) -> Result<(String, String), String> {
 }
 
 pub async fn list_ssh_keys(
-    ops: &Ops,
+    store: &dyn UserStore,
     _: &Actor,
     user: Option<&str>,
     page: Page,
@@ -293,12 +298,16 @@ pub async fn list_ssh_keys(
         ),
         None => None,
     };
-    Ok(ops.users.list_ssh_keys(user.as_ref(), page).await?)
+    Ok(store.list_ssh_keys(user.as_ref(), page).await?)
 }
 
 /// Adds an authorized key to a user; it is named by its comment unless a
 /// name is given.
-pub async fn add_ssh_key(ops: &Ops, actor: &Actor, input: SshKeyInput) -> Result<SshKey, Error> {
+pub async fn add_ssh_key(
+    store: &dyn UserStore,
+    actor: &Actor,
+    input: SshKeyInput,
+) -> Result<SshKey, Error> {
     actor.require_write()?;
     let mut v = Validator::default();
     let user = match &input.user {
@@ -323,7 +332,7 @@ pub async fn add_ssh_key(ops: &Ops, actor: &Actor, input: SshKeyInput) -> Result
         return Err(Error::invalid_field("key", "is required"));
     };
     let name = input.name.unwrap_or(comment);
-    ops.users
+    store
         .add_ssh_key(&user, &name, &key)
         .await
         .map_err(|e| match e {
@@ -334,13 +343,13 @@ pub async fn add_ssh_key(ops: &Ops, actor: &Actor, input: SshKeyInput) -> Result
         })
 }
 
-pub async fn ssh_key(ops: &Ops, _: &Actor, id: i64) -> Result<SshKey, Error> {
-    Ok(ops.users.ssh_key(id).await?)
+pub async fn ssh_key(store: &dyn UserStore, _: &Actor, id: i64) -> Result<SshKey, Error> {
+    Ok(store.ssh_key(id).await?)
 }
 
-pub async fn delete_ssh_key(ops: &Ops, actor: &Actor, id: i64) -> Result<(), Error> {
+pub async fn delete_ssh_key(store: &dyn UserStore, actor: &Actor, id: i64) -> Result<(), Error> {
     actor.require_write()?;
-    Ok(ops.users.delete_ssh_key(id).await?)
+    Ok(store.delete_ssh_key(id).await?)
 }
 
 #[cfg(test)]

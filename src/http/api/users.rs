@@ -23,7 +23,7 @@ pub async fn list_users(
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Paginated<User>>, ApiError> {
     let page = q.page(&state)?;
-    let listing = ops::list(&state.ops, &Actor::User(principal), page).await?;
+    let listing = ops::list(&*state.ops.users, &Actor::User(principal), page).await?;
     Ok(Json(Paginated::new(listing, page, &uri, |u| u)))
 }
 
@@ -34,7 +34,7 @@ pub async fn create_user(
     Staff(principal): Staff,
     JsonBody(input): JsonBody<UserInput>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
-    let user = ops::create(&state.ops, &Actor::User(principal), input).await?;
+    let user = ops::create(&*state.ops.users, &Actor::User(principal), input).await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
@@ -47,7 +47,7 @@ pub async fn get_user(
 ) -> Result<Json<User>, ApiError> {
     let name: Name = path_key("user", &name)?;
     Ok(Json(
-        ops::get(&state.ops, &Actor::User(principal), &name).await?,
+        ops::get(&*state.ops.users, &Actor::User(principal), &name).await?,
     ))
 }
 
@@ -61,7 +61,9 @@ pub async fn update_user(
 ) -> Result<Json<User>, ApiError> {
     let name: Name = path_key("user", &name)?;
     let actor = Actor::User(me);
-    Ok(Json(ops::update(&state.ops, &actor, &name, input).await?))
+    Ok(Json(
+        ops::update(&*state.ops.users, &actor, &name, input).await?,
+    ))
 }
 
 #[utoipa::path(delete, path = "/users/{name}", tag = "users",
@@ -72,7 +74,7 @@ pub async fn delete_user(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let name: Name = path_key("user", &name)?;
-    ops::delete(&state.ops, &Actor::User(me), &name).await?;
+    ops::delete(&*state.ops.users, &Actor::User(me), &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -91,7 +93,8 @@ pub async fn create_token(
     Staff(principal): Staff,
     JsonBody(input): JsonBody<TokenInput>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    let (secret, info) = ops::create_token(&state.ops, &Actor::User(principal), input).await?;
+    let (secret, info) =
+        ops::create_token(&*state.ops.users, &Actor::User(principal), input).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedToken {
@@ -129,7 +132,7 @@ pub async fn list_tokens(
 ) -> Result<Json<Paginated<ApiToken>>, ApiError> {
     let page = q.page(&state)?;
     let actor = Actor::User(me);
-    let listing = ops::list_tokens(&state.ops, &actor, q.user.as_deref(), page).await?;
+    let listing = ops::list_tokens(&*state.ops.users, &actor, q.user.as_deref(), page).await?;
     Ok(Json(Paginated::new(listing, page, &uri, |t| t)))
 }
 
@@ -140,7 +143,7 @@ pub async fn revoke_token(
     Staff(principal): Staff,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
-    ops::revoke_token(&state.ops, &Actor::User(principal), &id.to_string()).await?;
+    ops::revoke_token(&*state.ops.users, &Actor::User(principal), &id.to_string()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -154,7 +157,7 @@ pub async fn list_ssh_keys(
 ) -> Result<Json<Paginated<SshKey>>, ApiError> {
     let page = q.page(&state)?;
     let actor = Actor::User(principal);
-    let listing = ops::list_ssh_keys(&state.ops, &actor, q.user.as_deref(), page).await?;
+    let listing = ops::list_ssh_keys(&*state.ops.users, &actor, q.user.as_deref(), page).await?;
     Ok(Json(Paginated::new(listing, page, &uri, |k| k)))
 }
 
@@ -165,7 +168,7 @@ pub async fn create_ssh_key(
     Staff(principal): Staff,
     JsonBody(input): JsonBody<SshKeyInput>,
 ) -> Result<(StatusCode, Json<SshKey>), ApiError> {
-    let created = ops::add_ssh_key(&state.ops, &Actor::User(principal), input).await?;
+    let created = ops::add_ssh_key(&*state.ops.users, &Actor::User(principal), input).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -177,7 +180,7 @@ pub async fn get_ssh_key(
     Path(id): Path<i64>,
 ) -> Result<Json<SshKey>, ApiError> {
     Ok(Json(
-        ops::ssh_key(&state.ops, &Actor::User(principal), id).await?,
+        ops::ssh_key(&*state.ops.users, &Actor::User(principal), id).await?,
     ))
 }
 
@@ -188,6 +191,6 @@ pub async fn delete_ssh_key(
     Staff(principal): Staff,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
-    ops::delete_ssh_key(&state.ops, &Actor::User(principal), id).await?;
+    ops::delete_ssh_key(&*state.ops.users, &Actor::User(principal), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
