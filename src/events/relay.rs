@@ -1,10 +1,11 @@
-//! The outbox relay: publishes the outbox's rows, in id order, to a durable
-//! topic exchange on RabbitMQ with publisher confirms, and marks a row sent
-//! only after the broker acknowledged it. Any error drops the connection;
-//! the relay connects again from scratch after a backoff (it does not rely
-//! on the library's recovery). A message may be published twice (acked by
-//! the broker, then the daemon died before marking it): consumers dedupe on
-//! `message_id`, the row's id.
+//! The outbox relay: numbers the outbox's rows as they become visible
+//! (`seq`) and publishes them in that order to a durable topic exchange on
+//! RabbitMQ with publisher confirms, and marks a row sent only after the
+//! broker acknowledged it. Any error drops the connection; the relay
+//! connects again from scratch after a backoff (it does not rely on the
+//! library's recovery). A message may be published twice (acked by the
+//! broker, then the daemon died before marking it): consumers dedupe on
+//! `message_id`, the row's publish number.
 //!
 //! Daemons sharing a database share its outbox: one relay at a time
 //! publishes (it holds the store's `relay` lock, renewed while it is

@@ -1,6 +1,6 @@
-//! The HTTP side: the REST API (`api/`) and what booting machines fetch
-//! (`boot.rs`). Callbacks, export URLs, metrics and the UI join here with
-//! their issues.
+//! The HTTP side: the REST API (`api/`), what booting machines fetch and
+//! call back (`boot.rs`: scripts, files, callbacks, exports), health and
+//! metrics (`health.rs`), the accept loop (`conn.rs`) and HTTPS (`tls.rs`).
 
 pub mod api;
 pub mod boot;

@@ -2,7 +2,8 @@
 //! set, unicast), against SQLite and PostgreSQL: the whole exchange,
 //! reservations, pool exhaustion, NAKs, release, decline, ProxyDHCP on
 //! 4011, and the timeline an operator reads afterwards. Broadcast and real
-//! firmware are in `tests/e2e` (network namespaces).
+//! firmware are in `boot_e2e.rs` and `dhcp_clients.rs` (network
+//! namespaces).
 
 use crate::common;
 

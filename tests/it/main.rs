@@ -1,7 +1,8 @@
 //! The integration tests: one binary, so the daemon's dependency graph is
 //! linked once and `common` is compiled once for every suite.
 //!
-//! Each module is a suite against real peers (TESTING.md): run one with
+//! Each module is a suite against real peers (PostgreSQL, RabbitMQ, QEMU
+//! with real firmware, ipmi_sim, atftp, real DHCP clients): run one with
 //! `cargo test --test it dhcp::`, one test with its full path
 //! (`cargo test --test it events::a_broker_outage_loses_nothing`).
 
