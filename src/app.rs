@@ -432,13 +432,11 @@ pub async fn run_with_reloads(
         inventory: store.clone(),
         users: store.clone(),
         profiles: store.clone(),
-        engine: engine.clone(),
-        power: power.clone(),
+        engine,
+        power,
     };
     let state = AppState {
         ops: ops.clone(),
-        power,
-        engine,
         relay,
         commands: commands.clone(),
         notify,

@@ -27,8 +27,6 @@ pub struct AppState {
     /// The use cases the handlers carry out.
     pub ops: crate::ops::Ops,
     pub store: Arc<dyn Store>,
-    pub power: Arc<crate::power::PowerService>,
-    pub engine: Arc<crate::workflow::Engine>,
     pub relay: crate::events::relay::RelayHandle,
     pub commands: crate::events::commands::CommandHandle,
     pub notify: crate::events::notify::NotifyHandle,

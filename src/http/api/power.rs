@@ -117,12 +117,12 @@ pub async fn power_health(
     Path(fqdn): Path<String>,
 ) -> Result<Json<PowerHealth>, ApiError> {
     let fqdn: Fqdn = path_key("server", &fqdn)?;
-    Ok(Json(state.power.health(&fqdn).await?))
+    Ok(Json(state.ops.power.health(&fqdn).await?))
 }
 
 /// The boot-storm queue: power-on and cycle commands waiting and in flight.
 #[utoipa::path(get, path = "/power/queue", tag = "power",
     responses((status = 200, body = QueueStatus)))]
 pub async fn power_queue(State(state): State<AppState>, _: Reader) -> Json<QueueStatus> {
-    Json(state.power.queue())
+    Json(state.ops.power.queue())
 }
