@@ -14,11 +14,9 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tracing::{info, warn};
 use utoipa::ToSchema;
 
-use super::{
-    BmcLogin, BootRequest, IpmitoolDriver, NativeDriver, PowerAction, PowerDriver, PowerError,
-    PowerState,
-};
+use super::{BmcLogin, IpmitoolDriver, NativeDriver, PowerDriver, PowerError, PowerState};
 use bootloader_core::model::Fqdn;
+pub use bootloader_core::power::PowerCommand;
 use bootloader_core::power::ipmi::BootFlags;
 use bootloader_store::power::{PowerHealth, PowerRecord};
 use bootloader_store::{InventoryStore, PowerStore, StoreError};
@@ -58,55 +56,6 @@ impl Default for PowerSettings {
             ipmitool: "ipmitool".into(),
             ipmitool_cipher_suite: 17,
         }
-    }
-}
-
-/// A command for one server's BMC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PowerCommand {
-    Status,
-    Power(PowerAction),
-    SetBootDevice(BootRequest),
-    GetBootDevice,
-}
-
-impl PowerCommand {
-    /// The outbox routing key's last part.
-    fn action(self) -> &'static str {
-        match self {
-            Self::Status => "status",
-            Self::Power(a) => a.as_str(),
-            Self::SetBootDevice(_) => "bootdev",
-            Self::GetBootDevice => "bootdev-get",
-        }
-    }
-
-    /// What was asked, as the timeline and the API show it.
-    pub fn describe(self) -> String {
-        match self {
-            Self::Status => "power status".into(),
-            Self::Power(a) => format!("power {a}"),
-            Self::SetBootDevice(r) => format!(
-                "bootdev {} ({}, {})",
-                r.device.as_str(),
-                if r.efi { "efi" } else { "legacy" },
-                if r.persistent {
-                    "persistent"
-                } else {
-                    "next boot"
-                }
-            ),
-            Self::GetBootDevice => "bootdev get".into(),
-        }
-    }
-
-    /// Whether sending it twice does no harm. A timed-out cycle may have
-    /// happened; sending it again would cut the boot it started.
-    fn is_idempotent(self) -> bool {
-        !matches!(
-            self,
-            Self::Power(PowerAction::Cycle | PowerAction::Reset | PowerAction::Soft)
-        )
     }
 }
 
@@ -452,6 +401,7 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::power::PowerAction;
 
     #[test]
     fn retry_rules() {

@@ -8,6 +8,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
+pub use bootloader_core::model::LogLevel;
 use bootloader_core::model::{CallbackToken, DeploymentState, Fqdn};
 
 use crate::boot::DeploymentRecord;
@@ -34,24 +35,6 @@ pub struct EngineView {
     /// Unix seconds.
     pub action_deadline: Option<i64>,
     pub step_deadline: Option<i64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    Info,
-    Warn,
-    Error,
-}
-
-impl LogLevel {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Info => "info",
-            Self::Warn => "warn",
-            Self::Error => "error",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -9,7 +9,7 @@ mod secret;
 mod token;
 
 pub use boot::{LeaseState, Outcome, Phase, Via};
-pub use deployment::DeploymentState;
+pub use deployment::{DeploymentState, LogLevel};
 pub use mac::{MacAddr, MacParseError};
 pub use names::{Fqdn, Name, NameError};
 pub use secret::{Secret, redact_url};

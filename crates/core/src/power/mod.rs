@@ -121,6 +121,55 @@ pub struct BootRequest {
 
 /// What power control can fail with. Each names the condition an operator
 /// acts on differently.
+/// A command for one server's BMC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerCommand {
+    Status,
+    Power(PowerAction),
+    SetBootDevice(BootRequest),
+    GetBootDevice,
+}
+
+impl PowerCommand {
+    /// The outbox routing key's last part.
+    pub fn action(self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::Power(a) => a.as_str(),
+            Self::SetBootDevice(_) => "bootdev",
+            Self::GetBootDevice => "bootdev-get",
+        }
+    }
+
+    /// What was asked, as the timeline and the API show it.
+    pub fn describe(self) -> String {
+        match self {
+            Self::Status => "power status".into(),
+            Self::Power(a) => format!("power {a}"),
+            Self::SetBootDevice(r) => format!(
+                "bootdev {} ({}, {})",
+                r.device.as_str(),
+                if r.efi { "efi" } else { "legacy" },
+                if r.persistent {
+                    "persistent"
+                } else {
+                    "next boot"
+                }
+            ),
+            Self::GetBootDevice => "bootdev get".into(),
+        }
+    }
+
+    /// Whether sending it twice does no harm. A timed-out cycle may have
+    /// happened; sending it again would cut the boot it started.
+    pub fn is_idempotent(self) -> bool {
+        !matches!(
+            self,
+            Self::Power(PowerAction::Cycle | PowerAction::Reset | PowerAction::Soft)
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PowerError {
     /// Wrong user name or password, or a role the user may not take.

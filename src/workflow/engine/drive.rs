@@ -1,0 +1,307 @@
+//! Drives one deployment: reads where it stands, asks the plan what comes
+//! next, commits what the plan says to commit, and has the executor carry
+//! out the action at the cursor under its deadline, with its retries,
+//! until an operator's cancel or the deadline stops it; then commits the
+//! outcome. Effects happen after the previous commit, so a restart resumes
+//! the deployment at the action it was on, with the deadline it had.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::workflow::executor::{Executor, Failure};
+use crate::workflow::templates::Subject;
+use bootloader_core::model::LogLevel;
+use bootloader_core::profile::{self, Profile, StepName};
+use bootloader_core::workflow::machine::{Cursor, Position};
+use bootloader_core::workflow::plan::{self, Change, Deadlines, Effect, Next, Outcome, Run};
+use bootloader_store::StoreError;
+use bootloader_store::engine::{EngineStore, EngineView, Transition};
+
+/// How often a waiting `expect_callback` looks for its callback when no
+/// nudge came (another daemon may have stored it).
+const CALLBACK_POLL: Duration = Duration::from_secs(2);
+/// The pause between two attempts of an action.
+const RETRY_PAUSE: Duration = Duration::from_secs(2);
+/// The pause after the store failed, before reading the deployment again.
+const STORE_PAUSE: Duration = Duration::from_secs(2);
+
+/// Unix seconds now. The daemon's is the system clock; the unit tests'
+/// follows tokio's paused clock.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| time::OffsetDateTime::now_utc().unix_timestamp())
+}
+
+/// The handle of one deployment's task.
+pub struct Runner {
+    /// A callback arrived.
+    pub nudge: Notify,
+    /// An operator cancelled the deployment (committed already).
+    pub cancel: watch::Sender<bool>,
+    /// Another daemon took the deployment over (this one missed renewing
+    /// its hold): the task ends without committing anything more.
+    pub lost: watch::Sender<bool>,
+    /// The step under way and when this task first saw it (for the step
+    /// duration metric).
+    step: Mutex<Option<(StepName, Instant)>>,
+}
+
+impl Runner {
+    pub fn new() -> Self {
+        Self {
+            nudge: Notify::new(),
+            cancel: watch::channel(false).0,
+            lost: watch::channel(false).0,
+            step: Mutex::new(None),
+        }
+    }
+
+    /// Records the step metric when the cursor has moved to another step.
+    fn entered(&self, cursor: Cursor) {
+        let mut seen = self.step.lock().unwrap_or_else(|e| e.into_inner());
+        match *seen {
+            Some((step, _)) if step == cursor.step => {}
+            previous => {
+                if let Some((step, since)) = previous {
+                    crate::telemetry::step(step.as_str(), since.elapsed());
+                }
+                *seen = Some((cursor.step, Instant::now()));
+            }
+        }
+    }
+}
+
+/// What the tasks of one daemon's engine share.
+pub struct Driver {
+    pub ledger: Arc<dyn EngineStore>,
+    pub executor: Arc<dyn Executor>,
+    pub clock: Clock,
+    /// This daemon's name among those sharing the store.
+    pub runner: String,
+    /// How long an action may take when neither it, its step nor its
+    /// profile says.
+    pub default_timeout: Duration,
+}
+
+impl Driver {
+    /// Runs deployment `id` until nothing is left to run, another daemon
+    /// runs it, or its profile no longer parses. A store that fails is
+    /// retried; the deployment's deadlines still hold.
+    pub async fn run(&self, id: i64, runner: &Runner) {
+        let mut cancelled = runner.cancel.subscribe();
+        loop {
+            match self.step(id, runner, &mut cancelled).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    warn!(error = %e, "deployment engine: store error; retrying");
+                    tokio::time::sleep(STORE_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    /// Does what comes next and commits it. `false`: nothing is left.
+    async fn step(
+        &self,
+        id: i64,
+        runner: &Runner,
+        cancelled: &mut watch::Receiver<bool>,
+    ) -> Result<bool, StoreError> {
+        let view = self.ledger.engine_view(id).await?;
+        if view.record.runner.as_deref() != Some(self.runner.as_str()) {
+            info!(runner = ?view.record.runner, "another daemon runs this deployment now");
+            return Ok(false);
+        }
+        let Some(token) = view.token.as_deref() else {
+            return Ok(false);
+        };
+        let profile = match parse(&view) {
+            Ok(p) => p,
+            Err(e) => {
+                self.ledger
+                    .append_log(id, LogLevel::Error, &e.to_string())
+                    .await?;
+                return Ok(false);
+            }
+        };
+        let at = position(&view);
+        let deadlines = Deadlines {
+            action: view.action_deadline,
+            step: view.step_deadline,
+        };
+        if let Some(cursor) = at.cursor {
+            runner.entered(cursor);
+        }
+        let run = match plan::next(
+            &profile,
+            at,
+            deadlines,
+            (self.clock)(),
+            self.default_timeout,
+        )
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?
+        {
+            Next::Finished => return Ok(false),
+            Next::Commit(change) => {
+                self.commit(id, change).await?;
+                return Ok(true);
+            }
+            Next::Run(run) => run,
+        };
+        let subject = Subject {
+            deployment: &view.record,
+            profile: &profile,
+            token,
+        };
+        let left = Duration::from_secs(run.deadline.saturating_sub((self.clock)()).max(0) as u64);
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(left, self.attempts(subject, &run, runner)) => match r {
+                Ok(Ok(said)) => Outcome::Done { said, took: started.elapsed() },
+                Ok(Err(reason)) => Outcome::Failed { reason },
+                Err(_) => {
+                    let seen = self.executor.last_seen(subject).await;
+                    Outcome::Failed {
+                        reason: plan::timeout_reason(run.cursor, run.action, seen.as_deref()),
+                    }
+                }
+            },
+            // The error and cleanup steps of a final deployment run to
+            // their end; a cancel stops only an active one. The cancel is
+            // committed already: read the deployment again and run its
+            // `cleanup`.
+            () = cancel_of(at, cancelled) => return Ok(true),
+        };
+        crate::telemetry::action(
+            run.cursor.step.as_str(),
+            run.action.kind.name(),
+            if matches!(outcome, Outcome::Done { .. }) {
+                "ok"
+            } else {
+                "failed"
+            },
+            started.elapsed(),
+        );
+        let change = plan::settle(&profile, at, deadlines, outcome, (self.clock)())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        for (level, line) in &change.log {
+            if *level == LogLevel::Error {
+                warn!(reason = %line, "deployment failed");
+            }
+        }
+        self.commit(id, change).await?;
+        Ok(true)
+    }
+
+    /// Carries out the action of `run`, attempt after attempt as it allows;
+    /// `Err` is why it failed.
+    async fn attempts(
+        &self,
+        subject: Subject<'_>,
+        run: &Run<'_>,
+        runner: &Runner,
+    ) -> Result<String, String> {
+        let id = subject.deployment.id;
+        match run.effect {
+            Effect::Refuse(reason) => Err(reason.to_string()),
+            Effect::AwaitCallback { name } => loop {
+                match self.executor.callback(id, name).await {
+                    Ok(Some(said)) => return Ok(said),
+                    Ok(None) => {}
+                    Err(e) => warn!(error = %e, "cannot read callbacks; retrying"),
+                }
+                // Woken by the callback handler; polled too, for callbacks
+                // another daemon stored.
+                let _ = tokio::time::timeout(CALLBACK_POLL, runner.nudge.notified()).await;
+            },
+            Effect::Perform(work) => {
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    match self.executor.perform(subject, work).await {
+                        Ok(said) => return Ok(said),
+                        Err(Failure::Transient { error, .. })
+                            if plan::retry(run.action, attempt) =>
+                        {
+                            warn!(%error, attempt, "the action failed; it is tried again");
+                            let line = plan::retry_line(run.action, attempt, &error);
+                            if let Err(e) = self.ledger.append_log(id, LogLevel::Warn, &line).await
+                            {
+                                warn!(error = %e, "cannot write the deployment log");
+                            }
+                            tokio::time::sleep(RETRY_PAUSE).await;
+                        }
+                        Err(Failure::Transient { reason, .. } | Failure::Final(reason)) => {
+                            return Err(reason);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Commits what this daemon's task did, unless another daemon runs the
+    /// deployment now.
+    async fn commit(&self, id: i64, change: Change) -> Result<bool, StoreError> {
+        let mut t = transition(id, change);
+        t.runner = Some(self.runner.clone());
+        self.ledger.commit_transition(&t).await
+    }
+}
+
+/// Ends when an operator cancels an active deployment; never for a final
+/// one (its error or cleanup step runs to the end).
+async fn cancel_of(at: Position, cancelled: &mut watch::Receiver<bool>) {
+    if at.state.is_final() {
+        std::future::pending::<()>().await;
+    }
+    if cancelled.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+pub fn parse(view: &EngineView) -> Result<Profile, StoreError> {
+    profile::parse(&view.profile_source)
+        .map_err(|e| StoreError::Corrupt(format!("the deployment's profile no longer parses: {e}")))
+}
+
+pub fn position(view: &EngineView) -> Position {
+    let cursor = view
+        .record
+        .step
+        .as_deref()
+        .and_then(|s| s.parse::<StepName>().ok())
+        .map(|step| Cursor {
+            step,
+            action: view.record.action_index as usize,
+        });
+    Position {
+        state: view.record.state,
+        cursor,
+        actions_done: view.actions_done,
+    }
+}
+
+/// The store's record of `change` (an operator's: no runner).
+pub fn transition(id: i64, change: Change) -> Transition {
+    let to = change.to;
+    Transition {
+        id,
+        from: change.from.state,
+        state: to.state,
+        step: to.cursor.map(|c| c.step.as_str().to_string()),
+        action_index: to.cursor.map_or(0, |c| c.action as u32),
+        actions_done: to.actions_done,
+        action_deadline: change.deadlines.action,
+        step_deadline: change.deadlines.step,
+        error: change.error,
+        log: change.log,
+        runner: None,
+    }
+}

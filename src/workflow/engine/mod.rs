@@ -1,0 +1,303 @@
+//! Runs deployments: one task per deployment with work left that this
+//! daemon holds (claims across the daemons sharing a store, renewed every
+//! `RENEW`), started after a restart where each stood, ended when another
+//! daemon took it over or the daemon stops. What a task does is
+//! `drive.rs`; the machine-facing exports are `exports.rs`.
+
+mod drive;
+mod exports;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{Instrument, info, info_span, warn};
+
+use self::drive::{Driver, Runner};
+use super::download::DownloadCache;
+use super::executor::StoreExecutor;
+use super::templates::Templates;
+use crate::power::service::PowerService;
+use bootloader_core::model::{CallbackToken, Fqdn};
+use bootloader_core::workflow::plan;
+use bootloader_store::boot::DeploymentRecord;
+use bootloader_store::engine::NewDeployment;
+use bootloader_store::{Store, StoreError};
+
+/// The `[deployments]` settings the engine uses.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// BOOTLOADER_URL: what templates call `agent_url`.
+    pub public_url: String,
+    /// How long an action may take when neither it, its step nor its
+    /// profile says.
+    pub default_timeout: Duration,
+    /// Where `serve_file` url sources are downloaded to.
+    pub cache_dir: std::path::PathBuf,
+    /// The largest file downloaded.
+    pub download_max_bytes: u64,
+    /// This daemon's name among those sharing the store.
+    pub runner: String,
+    /// Run only the deployments of this location's servers (all for `None`).
+    pub location: Option<String>,
+}
+
+/// How long a daemon holds the deployments it runs without renewing; it
+/// renews every `RENEW`. A daemon that died loses them to another daemon
+/// of the location after at most `HOLD`.
+const HOLD: Duration = Duration::from_secs(30);
+const RENEW: Duration = Duration::from_secs(10);
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    templates: Arc<Templates>,
+    driver: Arc<Driver>,
+    settings: EngineSettings,
+    running: Mutex<HashMap<i64, Arc<Runner>>>,
+    /// Set when the daemon stops: every task ends where it is (the
+    /// deployments stay as committed, and resume at the next start).
+    stopping: watch::Sender<bool>,
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        power: Arc<PowerService>,
+        settings: EngineSettings,
+    ) -> Arc<Self> {
+        let downloads = DownloadCache::new(settings.cache_dir.clone(), settings.download_max_bytes);
+        if let Err(e) = &downloads {
+            warn!(error = %e, "serve_file url sources will fail");
+        }
+        let templates = Arc::new(Templates::new(store.clone(), settings.public_url.clone()));
+        let executor = StoreExecutor {
+            templates: templates.clone(),
+            inventory: store.clone(),
+            boot: store.clone(),
+            timeline: store.clone(),
+            power,
+            downloads,
+        };
+        let driver = Driver {
+            ledger: store.clone(),
+            executor: Arc::new(executor),
+            clock: drive::system_clock(),
+            runner: settings.runner.clone(),
+            default_timeout: settings.default_timeout,
+        };
+        Arc::new(Self {
+            store,
+            templates,
+            driver: Arc::new(driver),
+            settings,
+            running: Mutex::new(HashMap::new()),
+            stopping: watch::channel(false).0,
+        })
+    }
+
+    /// Takes the deployments with work left that no live daemon runs, and
+    /// renews the hold on those this daemon runs: starts a task for each
+    /// new one (after a restart, where each stood) and ends the tasks of
+    /// any another daemon took over. Returns how many it started.
+    pub async fn claim(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let now = (self.driver.clock)();
+        let held = self
+            .store
+            .claim_deployments(
+                &self.settings.runner,
+                self.settings.location.as_deref(),
+                now,
+                now + HOLD.as_secs() as i64,
+            )
+            .await?;
+        let lost: Vec<(i64, Arc<Runner>)> = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(id, _)| held.binary_search(id).is_err())
+            .map(|(id, r)| (*id, Arc::clone(r)))
+            .collect();
+        for (id, runner) in lost {
+            warn!(
+                deployment = id,
+                "another daemon runs this deployment now (this one did not renew its hold in time)"
+            );
+            runner.lost.send_replace(true);
+        }
+        let mut started = 0;
+        for id in held {
+            if self.spawn(id) {
+                started += 1;
+            }
+        }
+        if started > 0 {
+            info!(count = started, "deployments taken up");
+        }
+        Ok(started)
+    }
+
+    /// Claims every `RENEW` until the daemon stops, then lets go of this
+    /// daemon's deployments so that another daemon may go on with them.
+    pub async fn run_claims(self: Arc<Self>) {
+        let mut stopping = self.stopping.subscribe();
+        loop {
+            if let Err(e) = self.claim().await {
+                warn!(error = %e, "deployment engine: cannot renew the hold on deployments");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(RENEW) => {}
+                _ = stopping.wait_for(|s| *s) => break,
+            }
+        }
+        if let Err(e) = self.store.release_deployments(&self.settings.runner).await {
+            warn!(error = %e, "could not hand this daemon's deployments over");
+        }
+    }
+
+    /// Starts the task of deployment `id`, which this daemon holds, unless
+    /// it runs already; `true` if it started one.
+    fn spawn(self: &Arc<Self>, id: i64) -> bool {
+        if *self.stopping.borrow() {
+            return false;
+        }
+        let runner = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            if running.contains_key(&id) {
+                return false;
+            }
+            let runner = Arc::new(Runner::new());
+            running.insert(id, Arc::clone(&runner));
+            runner
+        };
+        let engine = Arc::clone(self);
+        tokio::spawn(
+            async move {
+                engine.run(id, &runner).await;
+                engine
+                    .running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+            }
+            .instrument(info_span!("deployment", id)),
+        );
+        true
+    }
+
+    /// Whether deployment `id`'s profile may still expect a callback
+    /// `name` (in its current step, a later one, `error` or `cleanup`).
+    pub async fn expects_callback(&self, id: i64, name: &str) -> Result<bool, StoreError> {
+        let view = self.store.engine_view(id).await?;
+        let profile = drive::parse(&view)?;
+        let current = drive::position(&view).cursor.map(|c| c.step);
+        Ok(profile.callbacks_from(current).contains(&name))
+    }
+
+    /// A callback for `id` was stored: wake its task.
+    pub fn nudge(&self, id: i64) {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = running.get(&id) {
+            r.nudge.notify_one();
+        }
+    }
+
+    /// Starts a deployment of `server` with profile `profile_id`.
+    pub async fn create(
+        self: &Arc<Self>,
+        server: Fqdn,
+        profile_id: i64,
+        repeat_of: Option<i64>,
+    ) -> Result<DeploymentRecord, StoreError> {
+        let token = CallbackToken::generate().map_err(|e| {
+            StoreError::Corrupt(format!("no randomness for the callback token: {e}"))
+        })?;
+        let record = self
+            .store
+            .start_deployment(&NewDeployment {
+                server,
+                profile_id,
+                token,
+                repeat_of,
+            })
+            .await?;
+        // Taken up here if the server is in this daemon's location; by its
+        // location's daemon otherwise.
+        if let Err(e) = self.claim().await {
+            warn!(error = %e, "the new deployment starts at the next claim");
+        }
+        self.store.deployment(record.id).await
+    }
+
+    /// A new deployment of the same server with the same pinned profile
+    /// version and a new token.
+    pub async fn repeat(self: &Arc<Self>, id: i64) -> Result<DeploymentRecord, StoreError> {
+        let old = self.store.deployment(id).await?;
+        self.create(old.server, old.profile_id, Some(id)).await
+    }
+
+    /// Cancels an active deployment: its files stop being served at once
+    /// (only active deployments' files are), its task stops, and the
+    /// profile's `cleanup` step runs if it has one.
+    pub async fn cancel(self: &Arc<Self>, id: i64) -> Result<DeploymentRecord, StoreError> {
+        loop {
+            let view = self.store.engine_view(id).await?;
+            let profile = drive::parse(&view)?;
+            let change = plan::cancel(&profile, drive::position(&view))
+                .map_err(|e| StoreError::conflict("state", e.to_string()))?;
+            if self
+                .store
+                .commit_transition(&drive::transition(id, change))
+                .await?
+            {
+                break;
+            }
+        }
+        let runner = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned();
+        match runner {
+            Some(r) => {
+                let _ = r.cancel.send(true);
+            }
+            // Its runner (this daemon or another) runs the error and
+            // cleanup steps; with none alive, whoever claims it next.
+            None => {
+                if let Err(e) = self.claim().await {
+                    warn!(error = %e, "the cancelled deployment's cleanup starts at the next claim");
+                }
+            }
+        }
+        self.store.deployment(id).await
+    }
+
+    /// Ends every task; nothing new starts. What each deployment did is
+    /// committed; the next start resumes it.
+    pub fn shutdown(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Runs deployment `id` until it has nothing left, the daemon stops or
+    /// another daemon takes it over.
+    async fn run(&self, id: i64, runner: &Runner) {
+        let mut stopping = self.stopping.subscribe();
+        let mut lost = runner.lost.subscribe();
+        tokio::select! {
+            () = self.driver.run(id, runner) => {}
+            _ = stopping.wait_for(|s| *s) => {}
+            _ = lost.wait_for(|l| *l) => {}
+        }
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Engine")
+    }
+}

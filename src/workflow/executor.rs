@@ -1,0 +1,250 @@
+//! Carries out what the plan (`bootloader_core::workflow::plan`) asks of a
+//! deployment: renders and serves its files, downloads url sources into
+//! the cache, stops serving files, sends commands to the server's BMC,
+//! renders echo messages, reads the callbacks that arrived, and says what
+//! the machine did last when an action times out. One attempt per call:
+//! retries, deadlines and cancels are the driver's (`engine/drive.rs`).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::download::DownloadCache;
+use super::templates::{Subject, Templates};
+use crate::power::service::{PowerCommand, PowerService};
+use bootloader_core::model::Via;
+use bootloader_core::profile::{self, FileSource};
+use bootloader_core::workflow::plan::Work;
+use bootloader_store::{BootStore, InventoryStore, StoreError, TimelineStore};
+
+/// How much of a callback's body goes into the log.
+const CALLBACK_BODY_IN_LOG: usize = 4096;
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Another attempt would fail the same way.
+    Final(String),
+    /// Another attempt may succeed (a download, a BMC that did not
+    /// answer): `error` is what this attempt met, `reason` what the action
+    /// fails with when no attempt is left.
+    Transient { error: String, reason: String },
+}
+
+#[async_trait]
+pub trait Executor: Send + Sync + 'static {
+    /// Makes one attempt at `work` for `subject`; `Ok` says what was done.
+    async fn perform(&self, subject: Subject<'_>, work: Work<'_>) -> Result<String, Failure>;
+    /// What callback `name` of deployment `id` said, if it has arrived.
+    async fn callback(&self, id: i64, name: &str) -> Result<Option<String>, StoreError>;
+    /// What the machine did last, for the reason of a timeout (`None` if
+    /// nothing is known).
+    async fn last_seen(&self, subject: Subject<'_>) -> Option<String>;
+}
+
+/// The executor of the daemon: the store, the power service and the
+/// download cache.
+pub struct StoreExecutor {
+    pub templates: Arc<Templates>,
+    pub inventory: Arc<dyn InventoryStore>,
+    pub boot: Arc<dyn BootStore>,
+    pub timeline: Arc<dyn TimelineStore>,
+    pub power: Arc<PowerService>,
+    /// `Err`: why downloads cannot work here (no TLS roots, say).
+    pub downloads: Result<DownloadCache, String>,
+}
+
+#[async_trait]
+impl Executor for StoreExecutor {
+    async fn perform(&self, subject: Subject<'_>, work: Work<'_>) -> Result<String, Failure> {
+        match work {
+            Work::Echo { message } => {
+                let facts = self
+                    .templates
+                    .facts(subject.deployment)
+                    .await
+                    .map_err(Failure::Final)?;
+                let ctx = self.templates.context(subject, &facts, 0);
+                profile::render_str(message, &ctx)
+                    .map_err(|e| Failure::Final(format!("message: {e}")))
+            }
+            Work::Serve {
+                via,
+                filename,
+                source: FileSource::Template { name },
+            } => self
+                .serve_template(subject, via, filename, name)
+                .await
+                .map_err(Failure::Final),
+            Work::Serve {
+                via,
+                filename,
+                source: FileSource::Url { url, sha256 },
+            } => {
+                self.serve_download(subject, via, filename, url, sha256.as_deref())
+                    .await
+            }
+            Work::Unserve { on, filename } => self
+                .unserve(subject, on, filename)
+                .await
+                .map_err(Failure::Final),
+            Work::Power(command) => self.power(subject, command).await,
+        }
+    }
+
+    async fn callback(&self, id: i64, name: &str) -> Result<Option<String>, StoreError> {
+        let calls = self.boot.callbacks(id).await?;
+        Ok(calls.iter().find(|c| c.name == name).map(|c| {
+            let mut said = format!("callback {name} received ({})", c.method);
+            if !c.body.is_empty() {
+                said.push_str(&format!(": {}", excerpt(&c.body, CALLBACK_BODY_IN_LOG)));
+            }
+            said
+        }))
+    }
+
+    async fn last_seen(&self, subject: Subject<'_>) -> Option<String> {
+        let server = self
+            .inventory
+            .server(&subject.deployment.server)
+            .await
+            .ok()?;
+        let macs: Vec<_> = server.interfaces.iter().map(|i| i.mac).collect();
+        if macs.is_empty() {
+            return None;
+        }
+        let events = self.timeline.boot_events(&macs, None, 1).await.ok()?;
+        Some(match events.first() {
+            Some((_, e)) => format!(
+                "the machine's last boot event: {} {} {} -> {} {}",
+                e.at.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+                e.phase.as_str(),
+                e.request,
+                e.outcome.as_str(),
+                e.detail
+            ),
+            None => "the machine was never seen on the boot network".into(),
+        })
+    }
+}
+
+impl StoreExecutor {
+    async fn serve_template(
+        &self,
+        subject: Subject<'_>,
+        via: Via,
+        filename: &str,
+        name: &str,
+    ) -> Result<String, String> {
+        let mut served = Vec::new();
+        for (ctx, path) in self.templates.per_interface(subject, filename).await? {
+            let content = profile::render_template(subject.profile, name, &ctx)
+                .map_err(|e| format!("template {name}: {e}"))?;
+            self.boot
+                .serve_file(subject.deployment.id, via, &path, content.as_bytes())
+                .await
+                .map_err(|e| format!("cannot serve {path}: {e}"))?;
+            served.push(format!("{} {path} ({} bytes)", via.as_str(), content.len()));
+        }
+        Ok(format!("serving {}", served.join(", ")))
+    }
+
+    /// A url source is downloaded once into the cache (resuming where an
+    /// earlier attempt stopped), then served from there under the
+    /// rendered name, once per interface.
+    async fn serve_download(
+        &self,
+        subject: Subject<'_>,
+        via: Via,
+        filename: &str,
+        url: &str,
+        sha256: Option<&str>,
+    ) -> Result<String, Failure> {
+        let downloads = self
+            .downloads
+            .as_ref()
+            .map_err(|e| Failure::Final(e.clone()))?;
+        let cached = downloads
+            .fetch(url, sha256)
+            .await
+            .map_err(|e| Failure::Transient {
+                error: e.clone(),
+                reason: e,
+            })?;
+        let mut served = Vec::new();
+        let paths = self
+            .templates
+            .per_interface(subject, filename)
+            .await
+            .map_err(Failure::Final)?;
+        for (_, path) in paths {
+            self.boot
+                .serve_cached_file(subject.deployment.id, via, &path, &cached.path)
+                .await
+                .map_err(|e| Failure::Final(format!("cannot serve {path}: {e}")))?;
+            served.push(format!("{} {path}", via.as_str()));
+        }
+        Ok(format!(
+            "serving {} from {url} ({} bytes, sha256 {}, {})",
+            served.join(", "),
+            cached.size,
+            cached.sha256,
+            if cached.fetched {
+                "downloaded"
+            } else {
+                "from the cache"
+            }
+        ))
+    }
+
+    async fn unserve(
+        &self,
+        subject: Subject<'_>,
+        on: Via,
+        filename: &str,
+    ) -> Result<String, String> {
+        let mut removed = Vec::new();
+        for (_, path) in self.templates.per_interface(subject, filename).await? {
+            let was = self
+                .boot
+                .unserve_file(subject.deployment.id, on, &path)
+                .await
+                .map_err(|e| format!("cannot stop serving {path}: {e}"))?;
+            removed.push(format!(
+                "{} {path}{}",
+                on.as_str(),
+                if was { "" } else { " (was not served)" }
+            ));
+        }
+        Ok(format!("stopped serving {}", removed.join(", ")))
+    }
+
+    async fn power(&self, subject: Subject<'_>, command: PowerCommand) -> Result<String, Failure> {
+        let report = self
+            .power
+            .execute(&subject.deployment.server, command)
+            .await
+            .map_err(|e| Failure::Final(e.to_string()))?;
+        match report.result {
+            Ok(_) => Ok(format!("{} via {}", command.describe(), report.driver)),
+            Err(e) => Err(Failure::Transient {
+                error: e.to_string(),
+                reason: format!("{} failed: {e}", command.describe()),
+            }),
+        }
+    }
+}
+
+/// The first `max` bytes of `text` (on a character boundary), marked when
+/// cut.
+fn excerpt(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes in all)", &text[..end], text.len())
+}

@@ -1,0 +1,144 @@
+//! What a deployment's templates are rendered with: the server read from
+//! the store, each interface's address (its reservation, else the server's
+//! name resolved by DNS) and network, and the context `context.rs` builds
+//! from them, one per interface.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::context::{self, ContextInput};
+use bootloader_core::profile::{self, Profile};
+use bootloader_store::boot::DeploymentRecord;
+use bootloader_store::{InventoryStore, Network, Page, Server};
+
+/// How long a DNS lookup of the server's name may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The deployment whose templates are rendered.
+#[derive(Clone, Copy)]
+pub struct Subject<'a> {
+    pub deployment: &'a DeploymentRecord,
+    pub profile: &'a Profile,
+    /// The callback token, opened.
+    pub token: &'a str,
+}
+
+pub struct Templates {
+    inventory: Arc<dyn InventoryStore>,
+    /// BOOTLOADER_URL: what templates call `agent_url`.
+    public_url: String,
+}
+
+/// The server with its interfaces' addresses, and their networks.
+pub struct Facts {
+    pub server: Server,
+    pub networks: Vec<Network>,
+}
+
+impl Templates {
+    pub fn new(inventory: Arc<dyn InventoryStore>, public_url: String) -> Self {
+        Self {
+            inventory,
+            public_url,
+        }
+    }
+
+    /// The server of `deployment`, with each interface's address: its
+    /// reservation, else (DNS as a fallback) the server's name resolved to
+    /// an IPv4 address; and the networks of those addresses.
+    pub async fn facts(&self, deployment: &DeploymentRecord) -> Result<Facts, String> {
+        let mut server = self
+            .inventory
+            .server(&deployment.server)
+            .await
+            .map_err(|e| format!("cannot read the server: {e}"))?;
+        if server.interfaces.iter().any(|i| i.ipv4.is_none())
+            && let Some(addr) = resolve_v4(server.fqdn.as_str()).await
+        {
+            let page = Page {
+                limit: 1000,
+                offset: 0,
+            };
+            let networks = self
+                .inventory
+                .list_networks(Some(&server.location), page)
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default();
+            let network = networks
+                .iter()
+                .find(|n| n.cidr.contains(&addr))
+                .map(|n| n.id);
+            for i in server.interfaces.iter_mut().filter(|i| i.ipv4.is_none()) {
+                i.ipv4 = Some(addr);
+                if i.network_id.is_none() {
+                    i.network_id = network;
+                }
+            }
+        }
+        let mut networks = Vec::new();
+        for i in &server.interfaces {
+            if let Some(n) = i.network_id
+                && !networks.iter().any(|x: &Network| x.id == n)
+                && let Ok(net) = self.inventory.network(n).await
+            {
+                networks.push(net);
+            }
+        }
+        Ok(Facts { server, networks })
+    }
+
+    /// The context of interface number `interface` (none when the server
+    /// has no interfaces).
+    pub fn context(&self, subject: Subject<'_>, facts: &Facts, interface: usize) -> Value {
+        let iface = facts.server.interfaces.get(interface);
+        let net = iface
+            .and_then(|i| i.network_id)
+            .and_then(|n| facts.networks.iter().find(|x| x.id == n));
+        context::for_interface(
+            &ContextInput {
+                public_url: &self.public_url,
+                token: subject.token,
+                deployment: subject.deployment,
+                profile_name: &subject.profile.name,
+                profile_version: &subject.profile.version,
+                server: &facts.server,
+            },
+            iface,
+            net,
+        )
+    }
+
+    /// Each interface's context with `filename` rendered in it: files are
+    /// served once per interface of the server (once, with an empty
+    /// interface, for a server that has none).
+    pub async fn per_interface(
+        &self,
+        subject: Subject<'_>,
+        filename: &str,
+    ) -> Result<Vec<(Value, String)>, String> {
+        let facts = self.facts(subject.deployment).await?;
+        (0..facts.server.interfaces.len().max(1))
+            .map(|i| {
+                let ctx = self.context(subject, &facts, i);
+                let path =
+                    profile::render_str(filename, &ctx).map_err(|e| format!("filename: {e}"))?;
+                Ok((ctx, path))
+            })
+            .collect()
+    }
+}
+
+/// The first IPv4 address DNS gives for `name`, if it answers in time.
+async fn resolve_v4(name: &str) -> Option<std::net::Ipv4Addr> {
+    let lookup = tokio::net::lookup_host((name, 0));
+    match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+        Ok(Ok(addrs)) => addrs.into_iter().find_map(|a| match a.ip() {
+            std::net::IpAddr::V4(v4) => Some(v4),
+            std::net::IpAddr::V6(_) => None,
+        }),
+        _ => None,
+    }
+}
