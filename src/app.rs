@@ -385,7 +385,7 @@ pub async fn run_with_reloads(
     );
     let power = crate::power::PowerService::new(store.clone(), store.clone(), config.power.clone());
     let engine = crate::workflow::Engine::new(
-        store.clone(),
+        crate::workflow::engine::EngineStores::of(&store),
         power.clone(),
         crate::workflow::EngineSettings {
             public_url: config.public_url.clone(),

@@ -15,7 +15,7 @@ impl Engine {
     /// The deployment, if `presented` is its callback token and it is
     /// active (machine-facing URLs work only while it runs).
     async fn authorized(&self, id: i64, presented: &str) -> Result<Option<EngineView>, StoreError> {
-        let view = match self.store.engine_view(id).await {
+        let view = match self.ledger.engine_view(id).await {
             Ok(v) => v,
             Err(StoreError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
@@ -62,7 +62,7 @@ impl Engine {
         match profile::render_template(&profile, file, &ctx) {
             Ok(text) => Ok(Some(text)),
             Err(e) => {
-                self.store
+                self.ledger
                     .append_log(
                         id,
                         LogLevel::Warn,
@@ -92,7 +92,7 @@ impl Engine {
             limit: 1000,
             offset: 0,
         };
-        let keys = self.store.list_ssh_keys(Some(&user), page).await?;
+        let keys = self.users.list_ssh_keys(Some(&user), page).await?;
         Ok(Some(
             keys.items
                 .iter()

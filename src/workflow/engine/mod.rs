@@ -24,8 +24,9 @@ use crate::power::service::PowerService;
 use bootloader_core::model::{CallbackToken, Fqdn};
 use bootloader_core::workflow::plan;
 use bootloader_store::boot::DeploymentRecord;
+use bootloader_store::engine::EngineStore;
 use bootloader_store::engine::NewDeployment;
-use bootloader_store::{Store, StoreError};
+use bootloader_store::{BootStore, InventoryStore, Store, StoreError, TimelineStore, UserStore};
 
 /// The `[deployments]` settings the engine uses.
 #[derive(Debug, Clone)]
@@ -51,8 +52,33 @@ pub struct EngineSettings {
 const HOLD: Duration = Duration::from_secs(30);
 const RENEW: Duration = Duration::from_secs(10);
 
+/// The store areas the engine reads and writes.
+pub struct EngineStores {
+    pub engine: Arc<dyn EngineStore>,
+    pub boot: Arc<dyn BootStore>,
+    pub inventory: Arc<dyn InventoryStore>,
+    pub timeline: Arc<dyn TimelineStore>,
+    pub users: Arc<dyn UserStore>,
+}
+
+impl EngineStores {
+    /// Each area from the one store the daemon opened.
+    pub fn of(store: &Arc<dyn Store>) -> Self {
+        Self {
+            engine: store.clone(),
+            boot: store.clone(),
+            inventory: store.clone(),
+            timeline: store.clone(),
+            users: store.clone(),
+        }
+    }
+}
+
 pub struct Engine {
-    store: Arc<dyn Store>,
+    /// Deployments, their claims and their log.
+    ledger: Arc<dyn EngineStore>,
+    boot: Arc<dyn BootStore>,
+    users: Arc<dyn UserStore>,
     templates: Arc<Templates>,
     driver: Arc<Driver>,
     settings: EngineSettings,
@@ -64,7 +90,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(
-        store: Arc<dyn Store>,
+        stores: EngineStores,
         power: Arc<PowerService>,
         settings: EngineSettings,
     ) -> Arc<Self> {
@@ -72,24 +98,29 @@ impl Engine {
         if let Err(e) = &downloads {
             warn!(error = %e, "serve_file url sources will fail");
         }
-        let templates = Arc::new(Templates::new(store.clone(), settings.public_url.clone()));
+        let templates = Arc::new(Templates::new(
+            stores.inventory.clone(),
+            settings.public_url.clone(),
+        ));
         let executor = StoreExecutor {
             templates: templates.clone(),
-            inventory: store.clone(),
-            boot: store.clone(),
-            timeline: store.clone(),
+            inventory: stores.inventory,
+            boot: stores.boot.clone(),
+            timeline: stores.timeline,
             power,
             downloads,
         };
         let driver = Driver {
-            ledger: store.clone(),
+            ledger: stores.engine.clone(),
             executor: Arc::new(executor),
             clock: drive::system_clock(),
             runner: settings.runner.clone(),
             default_timeout: settings.default_timeout,
         };
         Arc::new(Self {
-            store,
+            ledger: stores.engine,
+            boot: stores.boot,
+            users: stores.users,
             templates,
             driver: Arc::new(driver),
             settings,
@@ -105,7 +136,7 @@ impl Engine {
     pub async fn claim(self: &Arc<Self>) -> Result<usize, StoreError> {
         let now = (self.driver.clock)();
         let held = self
-            .store
+            .ledger
             .claim_deployments(
                 &self.settings.runner,
                 self.settings.location.as_deref(),
@@ -153,7 +184,7 @@ impl Engine {
                 _ = stopping.wait_for(|s| *s) => break,
             }
         }
-        if let Err(e) = self.store.release_deployments(&self.settings.runner).await {
+        if let Err(e) = self.ledger.release_deployments(&self.settings.runner).await {
             warn!(error = %e, "could not hand this daemon's deployments over");
         }
     }
@@ -191,7 +222,7 @@ impl Engine {
     /// Whether deployment `id`'s profile may still expect a callback
     /// `name` (in its current step, a later one, `error` or `cleanup`).
     pub async fn expects_callback(&self, id: i64, name: &str) -> Result<bool, StoreError> {
-        let view = self.store.engine_view(id).await?;
+        let view = self.ledger.engine_view(id).await?;
         let profile = drive::parse(&view)?;
         let current = drive::position(&view).cursor.map(|c| c.step);
         Ok(profile.callbacks_from(current).contains(&name))
@@ -216,7 +247,7 @@ impl Engine {
             StoreError::Corrupt(format!("no randomness for the callback token: {e}"))
         })?;
         let record = self
-            .store
+            .ledger
             .start_deployment(&NewDeployment {
                 server,
                 profile_id,
@@ -229,13 +260,13 @@ impl Engine {
         if let Err(e) = self.claim().await {
             warn!(error = %e, "the new deployment starts at the next claim");
         }
-        self.store.deployment(record.id).await
+        self.boot.deployment(record.id).await
     }
 
     /// A new deployment of the same server with the same pinned profile
     /// version and a new token.
     pub async fn repeat(self: &Arc<Self>, id: i64) -> Result<DeploymentRecord, StoreError> {
-        let old = self.store.deployment(id).await?;
+        let old = self.boot.deployment(id).await?;
         self.create(old.server, old.profile_id, Some(id)).await
     }
 
@@ -244,12 +275,12 @@ impl Engine {
     /// profile's `cleanup` step runs if it has one.
     pub async fn cancel(self: &Arc<Self>, id: i64) -> Result<DeploymentRecord, StoreError> {
         loop {
-            let view = self.store.engine_view(id).await?;
+            let view = self.ledger.engine_view(id).await?;
             let profile = drive::parse(&view)?;
             let change = plan::cancel(&profile, drive::position(&view))
                 .map_err(|e| StoreError::conflict("state", e.to_string()))?;
             if self
-                .store
+                .ledger
                 .commit_transition(&drive::transition(id, change))
                 .await?
             {
@@ -274,7 +305,7 @@ impl Engine {
                 }
             }
         }
-        self.store.deployment(id).await
+        self.boot.deployment(id).await
     }
 
     /// Ends every task; nothing new starts. What each deployment did is
