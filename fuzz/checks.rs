@@ -49,7 +49,7 @@ pub fn csv_import(data: &[u8]) {
         return;
     };
     let lines = text.lines().count() as u64 + 1;
-    if let Err(errors) = bootloader::http::api::import::parse_csv(text, Some("dc1")) {
+    if let Err(errors) = bootloader::ops::import::parse_csv(text, Some("dc1")) {
         for e in errors {
             assert!(e.line >= 1 && e.line <= lines, "line {} of {lines}", e.line);
         }

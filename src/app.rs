@@ -428,19 +428,12 @@ pub async fn run_with_reloads(
         callbacks_per_deployment: config.limits.callbacks_per_deployment,
     };
     let commands = crate::events::commands::CommandHandle::default();
-    let ops = crate::ops::Ops {
-        inventory: store.clone(),
-        users: store.clone(),
-        profiles: store.clone(),
-        engine,
-        power,
-    };
+    let ops = crate::ops::Ops::new(&store, engine, power);
     let state = AppState {
         ops: ops.clone(),
         relay,
         commands: commands.clone(),
         notify,
-        store,
         default_page_size: config.default_page_size,
         max_page_size: config.max_page_size,
     };
@@ -465,7 +458,7 @@ pub async fn run_with_reloads(
         });
     }
     let health = http::health::HealthState {
-        store: state.store.clone(),
+        store: store.clone(),
         listeners: serving,
         services: sup.services(),
         relay: state.relay.clone(),

@@ -10,7 +10,6 @@ pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -19,14 +18,12 @@ use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
-use bootloader_store::Store;
 
 /// Everything a request handler may use.
 #[derive(Clone)]
 pub struct AppState {
     /// The use cases the handlers carry out.
     pub ops: crate::ops::Ops,
-    pub store: Arc<dyn Store>,
     pub relay: crate::events::relay::RelayHandle,
     pub commands: crate::events::commands::CommandHandle,
     pub notify: crate::events::notify::NotifyHandle,

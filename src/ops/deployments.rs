@@ -4,9 +4,10 @@
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use bootloader_core::model::{Fqdn, NameError};
-use bootloader_store::StoreError;
+use bootloader_core::model::{DeploymentState, Fqdn, NameError};
 use bootloader_store::boot::DeploymentRecord;
+use bootloader_store::engine::LogEntry;
+use bootloader_store::{Listing, Page, StoreError};
 
 use super::{Actor, Error, Ops};
 
@@ -58,4 +59,38 @@ pub async fn cancel(ops: &Ops, actor: &Actor, id: i64) -> Result<DeploymentRecor
 pub async fn repeat(ops: &Ops, actor: &Actor, id: i64) -> Result<DeploymentRecord, Error> {
     actor.require_write()?;
     Ok(ops.engine.repeat(id).await?)
+}
+
+/// Deployments, newest first, of one server and in one state if asked.
+pub async fn list(
+    ops: &Ops,
+    _: &Actor,
+    server: Option<&Fqdn>,
+    state: Option<DeploymentState>,
+    page: Page,
+) -> Result<Listing<DeploymentRecord>, Error> {
+    Ok(ops
+        .deployments
+        .list_deployments(server, state, page)
+        .await?)
+}
+
+pub async fn get(ops: &Ops, _: &Actor, id: i64) -> Result<DeploymentRecord, Error> {
+    Ok(ops.boot.deployment(id).await?)
+}
+
+/// The most log entries one call returns.
+pub const MAX_LOG: u32 = 1000;
+
+/// Log entries with ids above `after`, oldest first: every action's start,
+/// result and duration, state changes and errors.
+pub async fn log(
+    ops: &Ops,
+    _: &Actor,
+    id: i64,
+    after: Option<i64>,
+    limit: Option<u32>,
+) -> Result<Vec<LogEntry>, Error> {
+    let limit = limit.unwrap_or(MAX_LOG).clamp(1, MAX_LOG);
+    Ok(ops.deployments.deployment_log(id, after, limit).await?)
 }

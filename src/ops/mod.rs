@@ -9,12 +9,18 @@
 //! - `credentials.rs`: shared BMC logins (staff only).
 //! - `locations.rs`: locations and labels.
 //! - `networks.rs`: networks and their DHCP pools.
-//! - `deployments.rs`: start, cancel, repeat a deployment.
+//! - `deployments.rs`: start, cancel, repeat, list and read deployments
+//!   and their logs.
+//! - `events.rs`: the outbox backlog.
+//! - `import.rs`: servers from the older system's `;`-separated CSV, all
+//!   or nothing, every bad line named.
 //! - `power.rs`: power actions and boot devices on a server's BMC, and
 //!   what a reader may see of them instead.
 //! - `profiles.rs`: upload (validated, refused for what no driver can
 //!   do), list, read and delete profiles by id or `name==version`.
 //! - `servers.rs`: servers and their interfaces.
+//! - `timeline.rs`: the boot timeline of a server, a MAC or a deployment,
+//!   unknown MACs, DHCP leases.
 //! - `users.rs`: users, API tokens (issued here for the API, the CLI and
 //!   start-up) and SSH keys.
 //!
@@ -24,18 +30,25 @@
 pub mod credentials;
 pub mod deployments;
 pub mod error;
+pub mod events;
+pub mod import;
 pub mod input;
 pub mod locations;
 pub mod networks;
 pub mod power;
 pub mod profiles;
 pub mod servers;
+pub mod timeline;
 pub mod users;
 
 use std::sync::Arc;
 
 use bootloader_core::model::TokenScope;
-use bootloader_store::{InventoryStore, Principal, ProfileStore, UserStore};
+use bootloader_store::engine::EngineStore;
+use bootloader_store::{
+    BootStore, InventoryStore, LeaseStore, OutboxStore, Principal, ProfileStore, Store,
+    TimelineStore, UserStore,
+};
 
 pub use error::{Error, Validator};
 
@@ -120,8 +133,33 @@ pub struct Ops {
     pub inventory: Arc<dyn InventoryStore>,
     pub users: Arc<dyn UserStore>,
     pub profiles: Arc<dyn ProfileStore>,
+    /// Deployments as the engine keeps them: lists and logs.
+    pub deployments: Arc<dyn EngineStore>,
+    /// A deployment by id, unknown MACs.
+    pub boot: Arc<dyn BootStore>,
+    pub timeline: Arc<dyn TimelineStore>,
+    pub leases: Arc<dyn LeaseStore>,
+    pub outbox: Arc<dyn OutboxStore>,
     pub engine: Arc<Engine>,
     pub power: Arc<PowerService>,
+}
+
+impl Ops {
+    /// Each store area from the one store the daemon opened.
+    pub fn new(store: &Arc<dyn Store>, engine: Arc<Engine>, power: Arc<PowerService>) -> Self {
+        Self {
+            inventory: store.clone(),
+            users: store.clone(),
+            profiles: store.clone(),
+            deployments: store.clone(),
+            boot: store.clone(),
+            timeline: store.clone(),
+            leases: store.clone(),
+            outbox: store.clone(),
+            engine,
+            power,
+        }
+    }
 }
 
 /// How often an update is merged again after a concurrent change.

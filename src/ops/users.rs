@@ -7,11 +7,22 @@ use utoipa::ToSchema;
 
 use bootloader_core::model::{ApiTokenSecret, Name, TokenScope};
 use bootloader_store::{
-    ApiToken, Listing, NewApiToken, Page, SshKey, StoreError, User, UserSpec, UserStore,
+    ApiToken, Listing, NewApiToken, Page, Principal, SshKey, StoreError, User, UserSpec, UserStore,
 };
 
 use super::input::check_text;
 use super::{Actor, Error, Validator};
+
+/// The user behind a presented API token, if it is valid now (known,
+/// not revoked, not expired, its user active).
+pub async fn authenticate(
+    users: &dyn UserStore,
+    presented: &ApiTokenSecret,
+) -> Result<Option<Principal>, Error> {
+    Ok(users
+        .authenticate(&presented.hash(), OffsetDateTime::now_utc())
+        .await?)
+}
 
 /// Creates a token for `user`: through the API, `bootloader token create`
 /// and `user add`, and for the first user at start-up. Its scope is

@@ -4,18 +4,17 @@
 
 use axum::Json;
 use axum::extract::{OriginalUri, State};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{PageQuery, Paginated, Path, Query, Reader, path_key};
 use crate::http::AppState;
-use bootloader_core::model::{Fqdn, MacAddr};
-use bootloader_store::boot::{BootEvent, Lease, UnknownMac};
-use bootloader_store::{Page, Store};
-
-const DEFAULT_EVENTS: u32 = 200;
-const MAX_EVENTS: u32 = 2000;
+use crate::ops::Actor;
+use crate::ops::timeline::{self, EventPage};
+pub use crate::ops::timeline::{Timeline, TimelineEntry};
+use bootloader_core::model::Fqdn;
+use bootloader_store::boot::{Lease, UnknownMac};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +23,15 @@ pub struct TimelineQuery {
     pub before: Option<i64>,
     /// Events per page (default 200, at most 2000).
     pub limit: Option<u32>,
+}
+
+impl TimelineQuery {
+    pub fn page(&self) -> EventPage {
+        EventPage {
+            before: self.before,
+            limit: self.limit,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -36,101 +44,26 @@ pub struct MacTimelineQuery {
     pub limit: Option<u32>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TimelineEntry {
-    pub id: i64,
-    #[serde(flatten)]
-    pub event: BootEvent,
-}
-
-/// Newest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Timeline {
-    /// The MACs whose events are listed.
-    #[schema(value_type = Vec<String>)]
-    pub macs: Vec<MacAddr>,
-    pub events: Vec<TimelineEntry>,
-    /// Pass as `before` for older events; absent on the last page.
-    pub next_before: Option<i64>,
-}
-
-fn limit(raw: Option<u32>) -> Result<u32, ApiError> {
-    match raw {
-        None => Ok(DEFAULT_EVENTS),
-        Some(0) => Err(ApiError::invalid_field("limit", "must be at least 1")),
-        Some(n) => Ok(n.min(MAX_EVENTS)),
-    }
-}
-
-async fn timeline(
-    store: &dyn Store,
-    macs: Vec<MacAddr>,
-    before: Option<i64>,
-    limit: u32,
-) -> Result<Timeline, ApiError> {
-    let rows = store.boot_events(&macs, before, limit).await?;
-    let next_before = (rows.len() as u32 == limit)
-        .then(|| rows.last().map(|(id, _)| *id))
-        .flatten();
-    Ok(Timeline {
-        macs,
-        events: rows
-            .into_iter()
-            .map(|(id, event)| TimelineEntry { id, event })
-            .collect(),
-        next_before,
-    })
-}
-
 #[utoipa::path(get, path = "/servers/{fqdn}/timeline", tag = "timeline", params(TimelineQuery),
     responses((status = 200, body = Timeline), (status = 404, body = ErrorBody)))]
 pub async fn server_timeline(
     State(state): State<AppState>,
-    _: Reader,
+    Reader(principal): Reader,
     Path(fqdn): Path<String>,
     Query(q): Query<TimelineQuery>,
 ) -> Result<Json<Timeline>, ApiError> {
     let fqdn: Fqdn = path_key("server", &fqdn)?;
-    Ok(Json(timeline_of_server(&state, &fqdn, q).await?))
-}
-
-/// The boot timeline of the server's MACs.
-pub async fn timeline_of_server(
-    state: &AppState,
-    fqdn: &Fqdn,
-    q: TimelineQuery,
-) -> Result<Timeline, ApiError> {
-    // 404 for a server that does not exist, not an empty timeline.
-    state.store.server(fqdn).await?;
-    let page = Page {
-        limit: 1000,
-        offset: 0,
-    };
-    let macs: Vec<MacAddr> = state
-        .store
-        .list_interfaces(Some(fqdn), page)
-        .await?
-        .items
-        .into_iter()
-        .map(|i| i.mac)
-        .collect();
-    let limit = limit(q.limit)?;
-    if macs.is_empty() {
-        // No interface: no events, not everyone's.
-        return Ok(Timeline {
-            macs,
-            events: Vec::new(),
-            next_before: None,
-        });
-    }
-    timeline(&*state.store, macs, q.before, limit).await
+    let actor = Actor::User(principal);
+    Ok(Json(
+        timeline::of_server(&state.ops, &actor, &fqdn, q.page()).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/timeline", tag = "timeline", params(MacTimelineQuery),
     responses((status = 200, body = Timeline), (status = 422, body = ErrorBody)))]
 pub async fn mac_timeline(
     State(state): State<AppState>,
-    _: Reader,
+    Reader(principal): Reader,
     Query(q): Query<MacTimelineQuery>,
 ) -> Result<Json<Timeline>, ApiError> {
     let macs = match q.mac {
@@ -142,8 +75,14 @@ pub async fn mac_timeline(
         ],
         None => Vec::new(),
     };
-    let limit = limit(q.limit)?;
-    Ok(Json(timeline(&*state.store, macs, q.before, limit).await?))
+    let page = EventPage {
+        before: q.before,
+        limit: q.limit,
+    };
+    let actor = Actor::User(principal);
+    Ok(Json(
+        timeline::of_macs(&state.ops, &actor, macs, page).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -157,11 +96,13 @@ pub struct UnknownQuery {
     responses((status = 200, body = Vec<UnknownMac>)))]
 pub async fn unknown_macs(
     State(state): State<AppState>,
-    _: Reader,
+    Reader(principal): Reader,
     Query(q): Query<UnknownQuery>,
 ) -> Result<Json<Vec<UnknownMac>>, ApiError> {
-    let limit = limit(q.limit)?;
-    Ok(Json(state.store.unknown_macs(limit).await?))
+    let actor = Actor::User(principal);
+    Ok(Json(
+        timeline::unknown_macs(&state.ops, &actor, q.limit).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -178,7 +119,7 @@ pub struct LeaseQuery {
 pub async fn list_leases(
     State(state): State<AppState>,
     OriginalUri(uri): OriginalUri,
-    _: Reader,
+    Reader(principal): Reader,
     Query(q): Query<LeaseQuery>,
 ) -> Result<Json<Paginated<Lease>>, ApiError> {
     let page = PageQuery {
@@ -186,6 +127,7 @@ pub async fn list_leases(
         offset: q.offset,
     }
     .page(&state)?;
-    let listing = state.store.list_leases(q.network, page).await?;
+    let actor = Actor::User(principal);
+    let listing = timeline::leases(&state.ops, &actor, q.network, page).await?;
     Ok(Json(Paginated::new(listing, page, &uri, |l| l)))
 }

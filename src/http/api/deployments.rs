@@ -46,7 +46,7 @@ pub struct DeploymentQuery {
 pub async fn list_deployments(
     State(state): State<AppState>,
     OriginalUri(uri): OriginalUri,
-    _: Reader,
+    Reader(principal): Reader,
     Query(q): Query<DeploymentQuery>,
 ) -> Result<Json<Paginated<DeploymentRecord>>, ApiError> {
     let page = PageQuery {
@@ -67,10 +67,8 @@ pub async fn list_deployments(
         ),
         None => None,
     };
-    let listing = state
-        .store
-        .list_deployments(server.as_ref(), wanted, page)
-        .await?;
+    let actor = Actor::User(principal);
+    let listing = deployments::list(&state.ops, &actor, server.as_ref(), wanted, page).await?;
     Ok(Json(Paginated::new(listing, page, &uri, |d| d)))
 }
 
@@ -78,10 +76,13 @@ pub async fn list_deployments(
     responses((status = 200, body = DeploymentRecord), (status = 404, body = ErrorBody)))]
 pub async fn get_deployment(
     State(state): State<AppState>,
-    _: Reader,
+    Reader(principal): Reader,
     Path(id): Path<String>,
 ) -> Result<Json<DeploymentRecord>, ApiError> {
-    Ok(Json(state.store.deployment(deployment_id(&id)?).await?))
+    let actor = Actor::User(principal);
+    Ok(Json(
+        deployments::get(&state.ops, &actor, deployment_id(&id)?).await?,
+    ))
 }
 
 /// Stops an active deployment: its files stop being served, no more BMC
@@ -128,16 +129,14 @@ pub struct LogQuery {
     responses((status = 200, body = Vec<LogEntry>), (status = 404, body = ErrorBody)))]
 pub async fn deployment_log(
     State(state): State<AppState>,
-    _: Reader,
+    Reader(principal): Reader,
     Path(id): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Result<Json<Vec<LogEntry>>, ApiError> {
-    let limit = q.limit.unwrap_or(1000).clamp(1, 1000);
+    let actor = Actor::User(principal);
+    let id = deployment_id(&id)?;
     Ok(Json(
-        state
-            .store
-            .deployment_log(deployment_id(&id)?, q.after, limit)
-            .await?,
+        deployments::log(&state.ops, &actor, id, q.after, q.limit).await?,
     ))
 }
 
@@ -148,13 +147,13 @@ pub async fn deployment_log(
     responses((status = 200, body = super::boot::Timeline), (status = 404, body = ErrorBody)))]
 pub async fn deployment_timeline(
     State(state): State<AppState>,
-    _: Reader,
+    Reader(principal): Reader,
     Path(id): Path<String>,
     Query(q): Query<super::boot::TimelineQuery>,
 ) -> Result<Json<super::boot::Timeline>, ApiError> {
-    let d = state.store.deployment(deployment_id(&id)?).await?;
-    let mut t = super::boot::timeline_of_server(&state, &d.server, q).await?;
-    t.events
-        .retain(|e| e.event.at >= d.created_at && d.finished_at.is_none_or(|f| e.event.at <= f));
-    Ok(Json(t))
+    let actor = Actor::User(principal);
+    let id = deployment_id(&id)?;
+    Ok(Json(
+        crate::ops::timeline::of_deployment(&state.ops, &actor, id, q.page()).await?,
+    ))
 }

@@ -9,6 +9,7 @@ use super::error::ApiError;
 use super::extract::Reader;
 use crate::events::relay::RelayStatus;
 use crate::http::AppState;
+use crate::ops::Actor;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventsStatus {
@@ -27,15 +28,14 @@ pub struct EventsStatus {
     responses((status = 200, body = EventsStatus)))]
 pub async fn events_status(
     State(state): State<AppState>,
-    _: Reader,
+    Reader(principal): Reader,
 ) -> Result<Json<EventsStatus>, ApiError> {
-    let (backlog, oldest) = state.store.outbox_backlog().await?;
-    let lag_seconds = oldest.map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds().max(0));
+    let backlog = crate::ops::events::backlog(&state.ops, &Actor::User(principal)).await?;
     Ok(Json(EventsStatus {
         relay: state.relay.status(),
         commands: state.commands.get(),
         notifications: state.notify.get(),
-        backlog,
-        lag_seconds,
+        backlog: backlog.events,
+        lag_seconds: backlog.lag_seconds,
     }))
 }

@@ -48,9 +48,7 @@ impl FromRequestParts<AppState> for Reader {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = presented_token(parts).ok_or(ApiError::Unauthenticated)?;
-        let principal = state
-            .store
-            .authenticate(&token.hash(), time::OffsetDateTime::now_utc())
+        let principal = crate::ops::users::authenticate(&*state.ops.users, &token)
             .await?
             .ok_or(ApiError::Unauthenticated)?;
         Ok(Self(principal))
