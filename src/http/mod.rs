@@ -18,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
-
 /// Everything a request handler may use.
 #[derive(Clone)]
 pub struct AppState {

@@ -459,17 +459,20 @@ pub async fn update_interface(
     input: InterfaceInput,
 ) -> Result<Interface, Error> {
     actor.require_write()?;
-    let current = ops.inventory.interface(id).await?;
-    let merged = InterfaceInput {
-        name: input.name.or(Some(current.name)),
-        mac: input.mac.or(Some(current.mac.to_string())),
-        ipv4: input.ipv4.or(current.ipv4.map(|a| a.to_string())),
-    };
-    let mut v = Validator::default();
-    let spec = interface_spec(&mut v, "", &merged, 0);
-    v.finish()?;
-    let spec = spec.ok_or_else(|| Error::invalid_field("mac", "is required"))?;
-    Ok(ops.inventory.update_interface(id, spec).await?)
+    update_fresh(|| async {
+        let current = ops.inventory.interface(id).await?;
+        let merged = InterfaceInput {
+            name: input.name.clone().or(Some(current.name.clone())),
+            mac: input.mac.clone().or(Some(current.mac.to_string())),
+            ipv4: input.ipv4.clone().or(current.ipv4.map(|a| a.to_string())),
+        };
+        let mut v = Validator::default();
+        let spec = interface_spec(&mut v, "", &merged, 0);
+        v.finish()?;
+        let spec = spec.ok_or_else(|| Error::invalid_field("mac", "is required"))?;
+        Ok(ops.inventory.update_interface(id, spec, &current).await)
+    })
+    .await
 }
 
 pub async fn delete_interface(ops: &Ops, actor: &Actor, id: i64) -> Result<(), Error> {

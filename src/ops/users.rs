@@ -80,7 +80,7 @@ pub async fn issue_token(
     Ok((secret, info))
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserInput {
     pub name: Option<String>,
@@ -142,18 +142,21 @@ pub async fn update(
     input: UserInput,
 ) -> Result<User, Error> {
     actor.require_write()?;
-    let current = store.user(name).await?;
-    let spec = user_spec(input, Some(&current))?;
-    if let Actor::User(me) = actor
-        && current.id == me.user_id
-        && !spec.is_staff
-    {
-        return Err(Error::invalid_field(
-            "is_staff",
-            "you cannot take staff away from yourself",
-        ));
-    }
-    Ok(store.update_user(name, spec).await?)
+    super::update_fresh(|| async {
+        let current = store.user(name).await?;
+        let spec = user_spec(input.clone(), Some(&current))?;
+        if let Actor::User(me) = actor
+            && current.id == me.user_id
+            && !spec.is_staff
+        {
+            return Err(Error::invalid_field(
+                "is_staff",
+                "you cannot take staff away from yourself",
+            ));
+        }
+        Ok(store.update_user(name, spec, &current).await)
+    })
+    .await
 }
 
 /// Deletes a user (and their tokens and keys); nobody deletes themselves.

@@ -1,16 +1,21 @@
 //! The store's promises, asked of the store itself (no daemon, no HTTP),
 //! on SQLite and on PostgreSQL: an address is claimed by one client at a
 //! time however many ask at once; a transition is refused when the state
-//! it was computed from has changed; a named hold has one holder; outbox
+//! it was computed from has changed, and so is an update merged from a read
+//! that is no longer true; a named hold has one holder; outbox
 //! rows come out in commit order, numbered, and are marked once.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use bootloader_core::model::Name;
 use bootloader_core::model::{CallbackToken, DeploymentState, LeaseState, MacAddr};
 use bootloader_store::boot::LeaseClaim;
 use bootloader_store::engine::{LogLevel, NewDeployment, Transition};
-use bootloader_store::{BmcSpec, InterfaceSpec, NetworkSpec, NewLocation, Pool, ServerSpec, Store};
+use bootloader_store::{
+    BmcSpec, InterfaceSpec, NetworkSpec, NewLocation, Page, Pool, ServerSpec, Store, StoreError,
+    UserSpec,
+};
 
 use crate::common::{self, Backend, TestStore};
 
@@ -333,9 +338,67 @@ async fn the_outbox_keeps_commit_order(backend: Backend) {
     ts.drop_database().await;
 }
 
+/// Two operators read the same interface (and user) and both write: the
+/// second write, merged from a read that is no longer true, is refused and
+/// changes nothing.
+async fn an_update_from_a_stale_read_is_refused(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let store = open(&ts).await;
+    deployment(&*store).await;
+    let fqdn = "s1.dc1.example.com".parse().unwrap();
+    let read = store
+        .list_interfaces(
+            Some(&fqdn),
+            Page {
+                limit: 10,
+                offset: 0,
+            },
+        )
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let spec = |name: &str| InterfaceSpec {
+        name: name.into(),
+        mac: read.mac,
+        ipv4: None,
+    };
+    let first = store
+        .update_interface(read.id, spec("lan0"), &read)
+        .await
+        .unwrap();
+    assert_eq!(first.name, "lan0");
+    let second = store.update_interface(read.id, spec("lan1"), &read).await;
+    assert!(
+        matches!(second, Err(StoreError::Stale { .. })),
+        "{second:?}"
+    );
+    assert_eq!(store.interface(read.id).await.unwrap().name, "lan0");
+
+    let name: Name = "ops1".parse().unwrap();
+    let user = |email: &str| UserSpec {
+        name: name.clone(),
+        email: email.into(),
+        is_staff: false,
+    };
+    let read = store.create_user(user("a@example.com")).await.unwrap();
+    store
+        .update_user(&name, user("b@example.com"), &read)
+        .await
+        .unwrap();
+    let second = store.update_user(&name, user("c@example.com"), &read).await;
+    assert!(
+        matches!(second, Err(StoreError::Stale { .. })),
+        "{second:?}"
+    );
+    assert_eq!(store.user(&name).await.unwrap().email, "b@example.com");
+    ts.drop_database().await;
+}
+
 on_both_backends!(
     leases_have_one_holder,
     a_stale_transition_is_refused,
+    an_update_from_a_stale_read_is_refused,
     a_hold_has_one_holder,
     the_outbox_keeps_commit_order,
 );

@@ -214,7 +214,14 @@ pub trait InventoryStore: Send + Sync + 'static {
         server: Option<&Fqdn>,
         page: Page,
     ) -> Result<Listing<Interface>>;
-    async fn update_interface(&self, id: i64, spec: InterfaceSpec) -> Result<Interface>;
+    /// Writes `spec` over the interface as the caller `read` it; `Stale`
+    /// if it changed since (the caller merges again).
+    async fn update_interface(
+        &self,
+        id: i64,
+        spec: InterfaceSpec,
+        read: &Interface,
+    ) -> Result<Interface>;
     async fn delete_interface(&self, id: i64) -> Result<()>;
 }
 
@@ -224,7 +231,9 @@ pub trait UserStore: Send + Sync + 'static {
     async fn create_user(&self, spec: UserSpec) -> Result<User>;
     async fn user(&self, name: &Name) -> Result<User>;
     async fn list_users(&self, page: Page) -> Result<Listing<User>>;
-    async fn update_user(&self, name: &Name, spec: UserSpec) -> Result<User>;
+    /// Writes `spec` over the user as the caller `read` them; `Stale` if
+    /// they changed since (the caller merges again).
+    async fn update_user(&self, name: &Name, spec: UserSpec, read: &User) -> Result<User>;
     async fn delete_user(&self, name: &Name) -> Result<()>;
     async fn count_users(&self) -> Result<u64>;
 

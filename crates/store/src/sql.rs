@@ -1560,9 +1560,17 @@ macro_rules! sql_store {
                     Ok(Listing { total: total.max(0) as u64, items })
                 }
 
-                async fn update_interface(&self, id: i64, spec: InterfaceSpec) -> Result<Interface> {
+                async fn update_interface(&self, id: i64, spec: InterfaceSpec, read: &Interface) -> Result<Interface> {
                     let (_writer, mut tx) = self.begin_write().await?;
+                    // Lock the row (PostgreSQL) so that the check holds until commit.
+                    sqlx::query(concat!("SELECT id FROM interfaces WHERE id = $1", $for_update))
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
                     let current = fetch_interface(&mut tx, id).await?;
+                    if current != *read {
+                        return Err(StoreError::Stale { what: "interface", key: id.to_string() });
+                    }
                     let owner = fetch_server(&mut tx, &current.server).await?;
                     let location = location_id(&mut tx, &owner.location, "server").await?;
                     put_interface(&mut tx, owner.id, location, &spec, Some(id), "interface").await
@@ -1623,9 +1631,17 @@ macro_rules! sql_store {
                     Ok(Listing { total, items })
                 }
 
-                async fn update_user(&self, name: &Name, spec: UserSpec) -> Result<User> {
+                async fn update_user(&self, name: &Name, spec: UserSpec, read: &User) -> Result<User> {
                     let (_writer, mut tx) = self.begin_write().await?;
+                    // Lock the row (PostgreSQL) so that the check holds until commit.
+                    sqlx::query(concat!("SELECT id FROM users WHERE name = $1", $for_update))
+                        .bind(name.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
                     let current = fetch_user(&mut tx, name).await?;
+                    if current != *read {
+                        return Err(StoreError::Stale { what: "user", key: name.to_string() });
+                    }
                     if &spec.name != name && fetch_user(&mut tx, &spec.name).await.is_ok() {
                         return Err(StoreError::conflict("name", format!("user {} already exists", spec.name)));
                     }

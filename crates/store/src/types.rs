@@ -124,7 +124,7 @@ pub struct Bmc {
     pub driver: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Interface {
     pub id: i64,
     #[schema(value_type = String)]
@@ -196,7 +196,7 @@ pub struct ServerFilter {
     pub label: Option<Name>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct User {
     pub id: i64,
     #[schema(value_type = String)]
