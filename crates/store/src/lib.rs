@@ -1,25 +1,22 @@
 //! The store: a trait of domain operations with two backends, embedded
 //! SQLite (`sqlite.rs`) and PostgreSQL (`postgres.rs`). Both run the same
-//! SQL, written once in `sql.rs`; each has its own migration set under
+//! SQL, written once in `backend/` (one file per area, compiled for each);
+//! each has its own migration set under
 //! `migrations/`. Every change writes its outbox event in the same
 //! transaction. BMC passwords are sealed by `cipher.rs` before they reach
 //! SQL and are opened only by `bmc_password`.
 
 pub mod boot;
-#[macro_use]
 mod boot_sql;
 pub mod cipher;
 pub mod engine;
-#[macro_use]
 mod engine_sql;
+mod postgres;
 pub mod power;
-#[macro_use]
 mod power_sql;
 mod served_cache;
 mod settings;
-#[macro_use]
 mod sql;
-mod postgres;
 mod sqlite;
 mod types;
 

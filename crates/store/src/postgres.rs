@@ -1,5 +1,5 @@
 //! The PostgreSQL backend, for sites that share state with a web layer or
-//! run several daemons. The SQL itself lives in `sql.rs`.
+//! run several daemons. The SQL itself lives in `backend/`.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -110,7 +110,27 @@ where
         .collect())
 }
 
-sql_store!(PostgresStore, sqlx::Postgres, " FOR UPDATE", " FOR SHARE");
-boot_sql_store!(PostgresStore, sqlx::Postgres, " FOR UPDATE");
-power_sql_store!(PostgresStore, sqlx::Postgres);
-engine_sql_store!(PostgresStore, sqlx::Postgres);
+// The SQL of `backend/`, compiled for this backend.
+type Db = sqlx::Postgres;
+type Backend = PostgresStore;
+/// The row-lock clause a read that decides a write needs.
+const FOR_UPDATE: &str = " FOR UPDATE";
+/// `sql` with the row lock a read that decides a write needs.
+macro_rules! locked {
+    ($sql:literal) => {
+        concat!($sql, " FOR UPDATE")
+    };
+}
+/// `sql` with the shared row lock a read that must not change under a
+/// write needs.
+macro_rules! shared {
+    ($sql:literal) => {
+        concat!($sql, " FOR SHARE")
+    };
+}
+#[path = "backend/mod.rs"]
+#[allow(
+    clippy::duplicate_mod,
+    reason = "the same SQL is compiled once per backend, with that backend's Db and Backend"
+)]
+mod backend;

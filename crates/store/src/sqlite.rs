@@ -1,5 +1,5 @@
 //! The embedded SQLite backend: one file in the data dir, WAL mode,
-//! foreign keys on. The SQL itself lives in `sql.rs`.
+//! foreign keys on. The SQL itself lives in `backend/`.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -89,7 +89,27 @@ impl SqliteStore {
     }
 }
 
-sql_store!(SqliteStore, sqlx::Sqlite, "", "");
-boot_sql_store!(SqliteStore, sqlx::Sqlite, "");
-power_sql_store!(SqliteStore, sqlx::Sqlite);
-engine_sql_store!(SqliteStore, sqlx::Sqlite);
+// The SQL of `backend/`, compiled for this backend.
+type Db = sqlx::Sqlite;
+type Backend = SqliteStore;
+/// The row-lock clause a read that decides a write needs.
+const FOR_UPDATE: &str = "";
+/// `sql` with the row lock a read that decides a write needs.
+macro_rules! locked {
+    ($sql:literal) => {
+        concat!($sql, "")
+    };
+}
+/// `sql` with the shared row lock a read that must not change under a
+/// write needs.
+macro_rules! shared {
+    ($sql:literal) => {
+        concat!($sql, "")
+    };
+}
+#[path = "backend/mod.rs"]
+#[allow(
+    clippy::duplicate_mod,
+    reason = "the same SQL is compiled once per backend, with that backend's Db and Backend"
+)]
+mod backend;

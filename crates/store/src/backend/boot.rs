@@ -1,0 +1,361 @@
+//! `BootStore`: what a booting machine is answered (boot targets, served files, callbacks).
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::Backend;
+use crate::boot::*;
+use crate::boot_sql::rows::*;
+use crate::boot_sql::{ACTIVE_STATES, DEPLOYMENT_SELECT, convert};
+use crate::{Result, StoreError};
+use bootloader_core::model::{DeploymentState, Fqdn, MacAddr, TokenHash, Via};
+
+use super::{Conn, FOR_UPDATE};
+
+pub(super) async fn emit(
+    conn: &mut Conn,
+    routing_key: &str,
+    payload: serde_json::Value,
+) -> Result<()> {
+    sqlx::query("INSERT INTO outbox (routing_key, payload, created_at) VALUES ($1, $2, $3)")
+        .bind(routing_key)
+        .bind(sqlx::types::Json(payload))
+        .bind(OffsetDateTime::now_utc())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn fetch_deployment(conn: &mut Conn, id: i64) -> Result<DeploymentRecord> {
+    let row: Option<DeploymentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{DEPLOYMENT_SELECT} WHERE d.id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    convert::deployment(row.ok_or_else(|| StoreError::not_found("deployment", id))?)
+}
+
+pub(super) async fn put_served(
+    tx: &mut Conn,
+    deployment_id: i64,
+    via: Via,
+    path: &str,
+    content: &[u8],
+    file: Option<&std::path::Path>,
+) -> Result<()> {
+    // Several active deployments may serve one path (a rack
+    // installing from one kernel) as long as they serve the same
+    // bytes; different bytes at one path would be a coin toss.
+    let others: Vec<(i64, Vec<u8>, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT f.deployment_id, f.content, f.file_path FROM served_files f \
+         JOIN deployments d ON d.id = f.deployment_id \
+         WHERE f.via = $1 AND f.path = $2 AND f.deployment_id <> $3 AND d.state IN {ACTIVE_STATES} {for_update}",
+        for_update = FOR_UPDATE
+    )))
+    .bind(via.as_str())
+    .bind(path)
+    .bind(deployment_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let file_text = file.map(|f| f.display().to_string());
+    if let Some((other, _, _)) = others
+        .iter()
+        .find(|(_, c, f)| c.as_slice() != content || *f != file_text)
+    {
+        return Err(StoreError::conflict(
+            "filename",
+            format!(
+                "{} {path:?} is served with other contents by active deployment {other}",
+                via.as_str()
+            ),
+        ));
+    }
+    sqlx::query(
+        "INSERT INTO served_files (deployment_id, via, path, content, file_path, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (deployment_id, via, path) DO UPDATE SET \
+         content = excluded.content, file_path = excluded.file_path, created_at = excluded.created_at",
+    )
+    .bind(deployment_id)
+    .bind(via.as_str())
+    .bind(path)
+    .bind(content)
+    .bind(file_text)
+    .bind(OffsetDateTime::now_utc())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+pub(super) const LEASE_SELECT: &str =
+    "SELECT network_id, ip, mac, state, expires_at, hostname, updated_at FROM leases";
+
+#[async_trait]
+impl BootStore for Backend {
+    async fn boot_target(&self, mac: MacAddr) -> Result<Option<BootTarget>> {
+        let row: Option<BootTargetRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT s.id AS server_id, s.fqdn, i.name, i.mac, i.ipv4, i.network_id, \
+             d.id AS deployment_id, d.state \
+             FROM interfaces i JOIN servers s ON s.id = i.server_id \
+             LEFT JOIN deployments d ON d.server_id = s.id AND d.state IN {ACTIVE_STATES} \
+             WHERE i.mac = $1"
+        )))
+        .bind(mac.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(convert::boot_target).transpose()
+    }
+
+    async fn create_deployment(
+        &self,
+        server: &Fqdn,
+        profile_id: i64,
+        token_hash: &TokenHash,
+    ) -> Result<DeploymentRecord> {
+        let (_writer, mut tx) = self.begin_write().await?;
+        let server_id: i64 = sqlx::query_scalar("SELECT id FROM servers WHERE fqdn = $1")
+            .bind(server.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| {
+                StoreError::invalid("server", format!("server {server:?} does not exist"))
+            })?;
+        let now = OffsetDateTime::now_utc();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO deployments (server_id, profile_id, state, token_hash, created_at, updated_at) \
+             VALUES ($1, $2, 'new', $3, $4, $4) RETURNING id",
+        )
+        .bind(server_id)
+        .bind(profile_id)
+        .bind(&token_hash.0)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| match StoreError::from(e) {
+            StoreError::Conflict { .. } => StoreError::conflict(
+                "server",
+                format!("{server} already has an active deployment"),
+            ),
+            StoreError::InUse(_) => StoreError::invalid("profile", format!("profile {profile_id} does not exist")),
+            other => other,
+        })?;
+        let record = fetch_deployment(&mut tx, id).await?;
+        emit(
+            &mut tx,
+            "deployment.new",
+            serde_json::to_value(&record).unwrap_or_default(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn deployment(&self, id: i64) -> Result<DeploymentRecord> {
+        let mut conn = self.pool.acquire().await?;
+        fetch_deployment(&mut conn, id).await
+    }
+
+    async fn set_deployment_state(&self, id: i64, state: DeploymentState) -> Result<()> {
+        let (_writer, mut tx) = self.begin_write().await?;
+        let done = sqlx::query("UPDATE deployments SET state = $1, updated_at = $2 WHERE id = $3")
+            .bind(state.as_str())
+            .bind(OffsetDateTime::now_utc())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("deployment", id));
+        }
+        let record = fetch_deployment(&mut tx, id).await?;
+        emit(
+            &mut tx,
+            &format!("deployment.{state}"),
+            serde_json::to_value(&record).unwrap_or_default(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn serve_file(
+        &self,
+        deployment_id: i64,
+        via: Via,
+        path: &str,
+        content: &[u8],
+    ) -> Result<()> {
+        let (_writer, mut tx) = self.begin_write().await?;
+        put_served(&mut tx, deployment_id, via, path, content, None).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn serve_cached_file(
+        &self,
+        deployment_id: i64,
+        via: Via,
+        path: &str,
+        file: &std::path::Path,
+    ) -> Result<()> {
+        let (_writer, mut tx) = self.begin_write().await?;
+        put_served(&mut tx, deployment_id, via, path, &[], Some(file)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn unserve_file(&self, deployment_id: i64, via: Via, path: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM served_files WHERE deployment_id = $1 AND via = $2 AND path = $3",
+        )
+        .bind(deployment_id)
+        .bind(via.as_str())
+        .bind(path)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn served_file(&self, via: Via, path: &str) -> Result<Option<ServedFile>> {
+        let row: Option<(i64, i64, OffsetDateTime, Option<String>)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT f.id, f.deployment_id, f.created_at, f.file_path FROM served_files f \
+             JOIN deployments d ON d.id = f.deployment_id \
+             WHERE f.via = $1 AND f.path = $2 AND d.state IN {ACTIVE_STATES} ORDER BY f.id LIMIT 1"
+            )))
+            .bind(via.as_str())
+            .bind(path)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some((id, deployment_id, version, file)) = row else {
+            return Ok(None);
+        };
+        if let Some(file) = file {
+            return Ok(Some(ServedFile {
+                deployment_id,
+                content: bytes::Bytes::new(),
+                file: Some(std::path::PathBuf::from(file)),
+            }));
+        }
+        // Rendered bytes: read once per version, then shared.
+        let content = match self.served.get(id, version) {
+            Some(b) => b,
+            None => {
+                let _loading = self.served.loading.lock().await;
+                match self.served.get(id, version) {
+                    Some(b) => b,
+                    None => {
+                        // Rewritten since the look-up: these are the newer
+                        // bytes, kept under the older version, which the
+                        // next look-up no longer names.
+                        let content: Option<Vec<u8>> =
+                            sqlx::query_scalar("SELECT content FROM served_files WHERE id = $1")
+                                .bind(id)
+                                .fetch_optional(&self.pool)
+                                .await?;
+                        let Some(content) = content else {
+                            return Ok(None);
+                        };
+                        let content = bytes::Bytes::from(content);
+                        self.served.put(id, version, content.clone());
+                        content
+                    }
+                }
+            }
+        };
+        Ok(Some(ServedFile {
+            deployment_id,
+            content,
+            file: None,
+        }))
+    }
+
+    async fn callback_deployment(&self, token: &TokenHash) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM deployments WHERE token_hash = $1 AND state IN {ACTIVE_STATES}"
+        )))
+        .bind(&token.0)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn record_callback(
+        &self,
+        token: &TokenHash,
+        name: &str,
+        method: &str,
+        body: &str,
+        max: u32,
+    ) -> Result<CallbackReceipt> {
+        let (_writer, mut tx) = self.begin_write().await?;
+        let found: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM deployments WHERE token_hash = $1 AND state IN {ACTIVE_STATES}{}",
+            FOR_UPDATE
+        )))
+        .bind(&token.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(deployment_id) = found else {
+            return Ok(CallbackReceipt::UnknownToken);
+        };
+        let (held, this): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COUNT(CASE WHEN name = $2 THEN 1 END) FROM callbacks WHERE deployment_id = $1",
+        )
+        .bind(deployment_id)
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        if this > 0 {
+            return Ok(CallbackReceipt::Recorded {
+                deployment_id,
+                first: false,
+            });
+        }
+        if held >= i64::from(max) {
+            return Ok(CallbackReceipt::Full { deployment_id });
+        }
+        let now = OffsetDateTime::now_utc();
+        let done = sqlx::query(
+            "INSERT INTO callbacks (deployment_id, name, method, body, received_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (deployment_id, name) DO NOTHING",
+        )
+        .bind(deployment_id)
+        .bind(name)
+        .bind(method)
+        .bind(body)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let first = done.rows_affected() > 0;
+        if first {
+            let payload = serde_json::json!({
+                "deployment_id": deployment_id, "name": name, "method": method,
+                "received_at": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            });
+            emit(&mut tx, "deployment.callback", payload).await?;
+        }
+        tx.commit().await?;
+        Ok(CallbackReceipt::Recorded {
+            deployment_id,
+            first,
+        })
+    }
+
+    async fn callbacks(&self, deployment_id: i64) -> Result<Vec<CallbackRecord>> {
+        let rows: Vec<CallbackRow> = sqlx::query_as(
+            "SELECT name, method, body, received_at FROM callbacks WHERE deployment_id = $1 ORDER BY id",
+        )
+        .bind(deployment_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| CallbackRecord {
+                name: r.name,
+                method: r.method,
+                body: r.body,
+                received_at: r.received_at,
+            })
+            .collect())
+    }
+}

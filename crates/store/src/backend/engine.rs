@@ -1,0 +1,330 @@
+//! `EngineStore`: deployments started, read, claimed across daemons and moved on transition by transition.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::Backend;
+use crate::boot::*;
+use crate::boot_sql::rows::DeploymentRow;
+use crate::boot_sql::{DEPLOYMENT_SELECT, convert};
+use crate::engine::*;
+use crate::engine_sql::rows::*;
+use crate::{Listing, Page, Result, StoreError};
+use bootloader_core::model::{DeploymentState, Fqdn};
+
+use super::Conn;
+
+pub(super) async fn fetch(conn: &mut Conn, id: i64) -> Result<DeploymentRecord> {
+    let row: Option<DeploymentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{DEPLOYMENT_SELECT} WHERE d.id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    convert::deployment(row.ok_or_else(|| StoreError::not_found("deployment", id))?)
+}
+
+pub(super) async fn emit(
+    conn: &mut Conn,
+    routing_key: &str,
+    payload: serde_json::Value,
+) -> Result<()> {
+    sqlx::query("INSERT INTO outbox (routing_key, payload, created_at) VALUES ($1, $2, $3)")
+        .bind(routing_key)
+        .bind(sqlx::types::Json(payload))
+        .bind(OffsetDateTime::now_utc())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn log(conn: &mut Conn, id: i64, level: LogLevel, message: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO deployment_log (deployment_id, at, level, message) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(OffsetDateTime::now_utc())
+    .bind(level.as_str())
+    .bind(message)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl EngineStore for Backend {
+    async fn start_deployment(&self, new: &NewDeployment) -> Result<DeploymentRecord> {
+        let (_writer, mut tx) = self.begin_write().await?;
+        // Not under a key that rotate-secret has just replaced.
+        super::helpers::check_current_key(&mut tx, &self.cipher).await?;
+        let sealed = self.cipher.seal(new.token.expose())?;
+        let server_id: i64 = sqlx::query_scalar("SELECT id FROM servers WHERE fqdn = $1")
+            .bind(new.server.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| {
+                StoreError::invalid(
+                    "server",
+                    format!("server {:?} does not exist", new.server.as_str()),
+                )
+            })?;
+        let now = OffsetDateTime::now_utc();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO deployments (server_id, profile_id, state, token_hash, token_sealed, step, \
+             action_index, actions_done, repeat_of, created_at, updated_at) \
+             VALUES ($1, $2, 'new', $3, $4, 'new', 0, 0, $5, $6, $6) RETURNING id",
+        )
+        .bind(server_id)
+        .bind(new.profile_id)
+        .bind(&new.token.hash().0)
+        .bind(&sealed)
+        .bind(new.repeat_of)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| match StoreError::from(e) {
+            StoreError::Conflict { .. } => StoreError::conflict(
+                "server",
+                format!("{} already has an active deployment", new.server.as_str()),
+            ),
+            StoreError::InUse(_) => {
+                StoreError::invalid("profile", format!("profile {} does not exist", new.profile_id))
+            }
+            other => other,
+        })?;
+        let record = fetch(&mut tx, id).await?;
+        log(
+            &mut tx,
+            id,
+            LogLevel::Info,
+            &format!(
+                "deployment of {} with {} created",
+                record.server, record.profile
+            ),
+        )
+        .await?;
+        emit(
+            &mut tx,
+            "deployment.new",
+            serde_json::to_value(&record).unwrap_or_default(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn engine_view(&self, id: i64) -> Result<EngineView> {
+        let mut conn = self.pool.acquire().await?;
+        let record = fetch(&mut conn, id).await?;
+        let row: EngineRow = sqlx::query_as(
+            "SELECT p.source, d.token_sealed, CAST(d.actions_done AS BIGINT) AS actions_done, \
+             d.action_deadline, d.step_deadline \
+             FROM deployments d JOIN profiles p ON p.id = d.profile_id WHERE d.id = $1",
+        )
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await?;
+        let token = match row.token_sealed {
+            Some(sealed) => Some(self.cipher.open(&sealed)?),
+            None => None,
+        };
+        Ok(EngineView {
+            record,
+            profile_source: row.source,
+            token,
+            actions_done: row.actions_done.max(0) as u32,
+            action_deadline: row.action_deadline,
+            step_deadline: row.step_deadline,
+        })
+    }
+
+    async fn claim_deployments(
+        &self,
+        runner: &str,
+        location: Option<&str>,
+        now: i64,
+        until: i64,
+    ) -> Result<Vec<i64>> {
+        let (_writer, mut tx) = self.begin_write().await?;
+        let mut ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE deployments SET runner = $1, runner_until = $4 \
+             WHERE step IS NOT NULL AND token_sealed IS NOT NULL \
+             AND (runner IS NULL OR runner = $1 OR runner_until IS NULL OR runner_until < $3) \
+             AND ($2 IS NULL OR server_id IN \
+                  (SELECT s.id FROM servers s JOIN locations l ON l.id = s.location_id WHERE l.name = $2)) \
+             RETURNING id",
+        )
+        .bind(runner)
+        .bind(location)
+        .bind(now)
+        .bind(until)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    async fn release_deployments(&self, runner: &str) -> Result<()> {
+        let (_writer, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE deployments SET runner_until = 0 WHERE runner = $1 AND step IS NOT NULL",
+        )
+        .bind(runner)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn commit_transition(&self, t: &Transition) -> Result<bool> {
+        let (_writer, mut tx) = self.begin_write().await?;
+        let now = OffsetDateTime::now_utc();
+        let finished = (t.state.is_final() && !t.from.is_final()).then_some(now);
+        let done = sqlx::query(
+            "UPDATE deployments SET state = $1, step = $2, action_index = $3, actions_done = $4, \
+             action_deadline = $5, step_deadline = $6, error = COALESCE($7, error), \
+             finished_at = COALESCE(finished_at, $8), updated_at = $9 \
+             WHERE id = $10 AND state = $11 AND ($12 IS NULL OR runner = $12)",
+        )
+        .bind(t.state.as_str())
+        .bind(&t.step)
+        .bind(i64::from(t.action_index))
+        .bind(i64::from(t.actions_done))
+        .bind(t.action_deadline)
+        .bind(t.step_deadline)
+        .bind(&t.error)
+        .bind(finished)
+        .bind(now)
+        .bind(t.id)
+        .bind(t.from.as_str())
+        .bind(&t.runner)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        for (level, message) in &t.log {
+            log(&mut tx, t.id, *level, message).await?;
+        }
+        if finished.is_some() {
+            // Nothing serves them any more; the download cache
+            // keeps downloaded files for the next deployment.
+            sqlx::query("DELETE FROM served_files WHERE deployment_id = $1")
+                .bind(t.id)
+                .execute(&mut *tx)
+                .await?;
+            // The log holds each callback's name, method and
+            // the start of its body.
+            sqlx::query("DELETE FROM callbacks WHERE deployment_id = $1")
+                .bind(t.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // The commit that settles a finished deployment (its
+        // last step's actions done, the step cleared) publishes
+        // the final record too, so that the last event equals
+        // what the API shows; it was notified on entering the
+        // state, so it is marked notified.
+        let settled = t.state == t.from && t.state.is_final() && t.step.is_none();
+        if t.state != t.from || settled {
+            let record = fetch(&mut tx, t.id).await?;
+            let key = format!("deployment.{}", t.state);
+            let payload = serde_json::to_value(&record).unwrap_or_default();
+            if settled {
+                let now = OffsetDateTime::now_utc();
+                sqlx::query(
+                    "INSERT INTO outbox (routing_key, payload, created_at, notified_at) VALUES ($1, $2, $3, $3)",
+                )
+                .bind(&key)
+                .bind(sqlx::types::Json(payload))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            } else {
+                emit(&mut tx, &key, payload).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn append_log(&self, id: i64, level: LogLevel, message: &str) -> Result<()> {
+        let (_writer, mut tx) = self.begin_write().await?;
+        log(&mut tx, id, level, message).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn deployment_log(
+        &self,
+        id: i64,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<LogEntry>> {
+        let mut conn = self.pool.acquire().await?;
+        // 404 for a deployment that does not exist.
+        fetch(&mut conn, id).await?;
+        let rows: Vec<LogRow> = sqlx::query_as(
+            "SELECT id, at, level, message FROM deployment_log WHERE deployment_id = $1 AND id > $2 \
+             ORDER BY id LIMIT $3",
+        )
+        .bind(id)
+        .bind(after.unwrap_or(0))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let level = match r.level.as_str() {
+                    "info" => LogLevel::Info,
+                    "warn" => LogLevel::Warn,
+                    "error" => LogLevel::Error,
+                    other => return Err(StoreError::Corrupt(format!("log level {other:?}"))),
+                };
+                Ok(LogEntry {
+                    id: r.id,
+                    at: r.at,
+                    level,
+                    message: r.message,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_deployments(
+        &self,
+        server: Option<&Fqdn>,
+        state: Option<DeploymentState>,
+        page: Page,
+    ) -> Result<Listing<DeploymentRecord>> {
+        let mut conn = self.pool.acquire().await?;
+        let server = server.map(|s| s.as_str().to_string());
+        let state = state.map(|s| s.as_str().to_string());
+        let cond = "WHERE ($1 IS NULL OR s.fqdn = $1) AND ($2 IS NULL OR d.state = $2)";
+        let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM deployments d JOIN servers s ON s.id = d.server_id {cond}"
+        )))
+        .bind(&server)
+        .bind(&state)
+        .fetch_one(&mut *conn)
+        .await?;
+        let rows: Vec<DeploymentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{DEPLOYMENT_SELECT} {cond} ORDER BY d.id DESC LIMIT $3 OFFSET $4"
+        )))
+        .bind(&server)
+        .bind(&state)
+        .bind(i64::from(page.limit))
+        .bind(page.offset.min(i64::MAX as u64) as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        let items = rows
+            .into_iter()
+            .map(convert::deployment)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Listing {
+            total: total.max(0) as u64,
+            items,
+        })
+    }
+}

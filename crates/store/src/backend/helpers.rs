@@ -1,0 +1,570 @@
+//! What the inventory, users, profiles and outbox SQL share: the outbox write, lookups by name, the checks and writes of networks, interfaces and servers.
+
+use std::net::Ipv4Addr;
+
+use time::OffsetDateTime;
+
+use crate::sql::rows::*;
+use crate::sql::*;
+use crate::types::*;
+use crate::{Result, SecretCipher, StoreError};
+use bootloader_core::model::{Fqdn, Name, Secret};
+
+use super::Conn;
+
+pub(super) fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+pub(super) async fn emit(
+    conn: &mut Conn,
+    routing_key: &str,
+    payload: serde_json::Value,
+) -> Result<()> {
+    sqlx::query("INSERT INTO outbox (routing_key, payload, created_at) VALUES ($1, $2, $3)")
+        .bind(routing_key)
+        .bind(sqlx::types::Json(payload))
+        .bind(now())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub(super) fn event<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}
+
+pub(super) async fn count(conn: &mut Conn, sql: &'static str) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut *conn).await?;
+    Ok(n.max(0) as u64)
+}
+
+pub(super) async fn location_id(conn: &mut Conn, name: &Name, field: &str) -> Result<i64> {
+    sqlx::query_scalar("SELECT id FROM locations WHERE name = $1")
+        .bind(name.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::invalid(field, format!("location {name:?} does not exist")))
+}
+
+pub(super) async fn user_id(conn: &mut Conn, name: &Name) -> Result<i64> {
+    sqlx::query_scalar("SELECT id FROM users WHERE name = $1")
+        .bind(name.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::not_found("user", name))
+}
+
+pub(super) async fn fetch_location(conn: &mut Conn, name: &Name) -> Result<Location> {
+    let row: Option<LocationRow> = sqlx::query_as(
+        "SELECT id, name, description, created_at, updated_at FROM locations WHERE name = $1",
+    )
+    .bind(name.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    convert::location(row.ok_or_else(|| StoreError::not_found("location", name))?)
+}
+
+pub(super) async fn fetch_network(conn: &mut Conn, id: i64) -> Result<Network> {
+    let row: Option<NetworkRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{NETWORK_SELECT} WHERE n.id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    convert::network(row.ok_or_else(|| StoreError::not_found("network", id))?)
+}
+
+pub(super) async fn fetch_label(conn: &mut Conn, name: &Name) -> Result<Label> {
+    let row: Option<LabelRow> =
+        sqlx::query_as("SELECT id, name, description FROM labels WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+    convert::label(row.ok_or_else(|| StoreError::not_found("label", name))?)
+}
+
+pub(super) async fn fetch_credential(conn: &mut Conn, name: &Name) -> Result<Credential> {
+    let row: Option<CredentialRow> = sqlx::query_as(
+        "SELECT id, name, username, description, created_at, updated_at FROM credentials WHERE name = $1",
+    )
+    .bind(name.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    convert::credential(row.ok_or_else(|| StoreError::not_found("credential", name))?)
+}
+
+pub(super) async fn fetch_interface(conn: &mut Conn, id: i64) -> Result<Interface> {
+    let row: Option<InterfaceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{INTERFACE_SELECT} WHERE i.id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    convert::interface(row.ok_or_else(|| StoreError::not_found("interface", id))?)
+}
+
+/// Loads servers with their labels and interfaces. `rows` are in
+/// id order, so their labels and interfaces lie in one id range.
+pub(super) async fn with_details(conn: &mut Conn, rows: Vec<ServerRow>) -> Result<Vec<Server>> {
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Ok(Vec::new());
+    };
+    let (lo, hi) = (first.id.min(last.id), first.id.max(last.id));
+    let labels: Vec<ServerLabelRow> = sqlx::query_as(
+        "SELECT sl.server_id, lb.name FROM server_labels sl JOIN labels lb ON lb.id = sl.label_id \
+         WHERE sl.server_id BETWEEN $1 AND $2 ORDER BY lb.name",
+    )
+    .bind(lo)
+    .bind(hi)
+    .fetch_all(&mut *conn)
+    .await?;
+    let interfaces: Vec<InterfaceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{INTERFACE_SELECT} WHERE i.server_id BETWEEN $1 AND $2 ORDER BY i.name, i.id"
+    )))
+    .bind(lo)
+    .bind(hi)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter()
+        .map(|r| convert::server(r, &labels, &interfaces))
+        .collect()
+}
+
+pub(super) async fn fetch_server(conn: &mut Conn, fqdn: &Fqdn) -> Result<Server> {
+    let row: Option<ServerRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SERVER_SELECT} WHERE s.fqdn = $1"
+    )))
+    .bind(fqdn.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let row = row.ok_or_else(|| StoreError::not_found("server", fqdn))?;
+    with_details(conn, vec![row])
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::not_found("server", fqdn))
+}
+
+pub(super) async fn fetch_user(conn: &mut Conn, name: &Name) -> Result<User> {
+    let row: Option<UserRow> =
+        sqlx::query_as("SELECT id, name, email, is_staff, created_at FROM users WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+    convert::user(row.ok_or_else(|| StoreError::not_found("user", name))?)
+}
+
+pub(super) async fn fetch_ssh_key(conn: &mut Conn, id: i64) -> Result<SshKey> {
+    let row: Option<SshKeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SSH_KEY_SELECT} WHERE k.id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    convert::ssh_key(row.ok_or_else(|| StoreError::not_found("ssh key", id))?)
+}
+
+pub(super) fn limit(page: Page) -> (i64, i64) {
+    (
+        i64::from(page.limit),
+        page.offset.min(i64::MAX as u64) as i64,
+    )
+}
+
+/// Checks a network spec against the other networks of its location.
+pub(super) async fn check_network(
+    conn: &mut Conn,
+    spec: &NetworkSpec,
+    id: Option<i64>,
+) -> Result<i64> {
+    // Lock the location so that two overlapping networks cannot
+    // be checked and written side by side.
+    let location: i64 = sqlx::query_scalar(locked!("SELECT id FROM locations WHERE name = $1"))
+        .bind(spec.location.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| {
+            StoreError::invalid(
+                "location",
+                format!("location {:?} does not exist", spec.location),
+            )
+        })?;
+    let others: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, cidr FROM networks WHERE location_id = $1")
+            .bind(location)
+            .fetch_all(&mut *conn)
+            .await?;
+    for (other_id, cidr) in others {
+        if Some(other_id) == id {
+            continue;
+        }
+        let other: ipnet::Ipv4Net = stored(&cidr, "cidr")?;
+        if other.contains(&spec.cidr.network()) || spec.cidr.contains(&other.network()) {
+            return Err(StoreError::conflict(
+                "cidr",
+                format!(
+                    "overlaps network {other_id} ({other}) in location {}",
+                    spec.location
+                ),
+            ));
+        }
+    }
+    Ok(location)
+}
+
+/// Resolves labels by name; every one must exist.
+pub(super) async fn label_ids(conn: &mut Conn, labels: &[Name]) -> Result<Vec<i64>> {
+    let mut ids = Vec::with_capacity(labels.len());
+    for (i, name) in labels.iter().enumerate() {
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM labels WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+        ids.push(id.ok_or_else(|| {
+            StoreError::invalid(
+                format!("labels[{i}]"),
+                format!("label {name:?} does not exist"),
+            )
+        })?);
+    }
+    Ok(ids)
+}
+
+/// Checks, under a shared lock on the check value, that `cipher` is
+/// the key the database uses, so that nothing is sealed under a key
+/// that `rotate-secret` has replaced in the meantime.
+pub(super) async fn check_current_key(conn: &mut Conn, cipher: &SecretCipher) -> Result<()> {
+    let value: Option<String> =
+        sqlx::query_scalar(shared!("SELECT value FROM settings WHERE key = $1"))
+            .bind(SECRET_CHECK_KEY)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let Some(hex_value) = value {
+        let sealed = hex::decode(&hex_value)
+            .map_err(|_| StoreError::Corrupt("secret check value".into()))?;
+        cipher.open(&sealed)?;
+    }
+    Ok(())
+}
+
+/// A network as `place_address` reads it: id, cidr, gateway, pool start
+/// and end.
+type NetworkBounds = (i64, String, Option<String>, Option<String>, Option<String>);
+
+/// Finds the network of `location` that holds `ip`, and checks the
+/// address is usable by a host and not taken by another interface.
+pub(super) async fn place_address(
+    conn: &mut Conn,
+    location: i64,
+    ip: Ipv4Addr,
+    interface_id: Option<i64>,
+    field: &str,
+) -> Result<i64> {
+    let nets: Vec<NetworkBounds> = sqlx::query_as(
+        "SELECT id, cidr, gateway, pool_start, pool_end FROM networks WHERE location_id = $1 ORDER BY id",
+    )
+    .bind(location)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id, cidr, gateway, pool_start, pool_end) in nets {
+        let net: ipnet::Ipv4Net = stored(&cidr, "cidr")?;
+        if !net.contains(&ip) {
+            continue;
+        }
+        if net.prefix_len() < 31 && (ip == net.network() || ip == net.broadcast()) {
+            return Err(StoreError::invalid(
+                field,
+                format!("{ip} is the network or broadcast address of {net}"),
+            ));
+        }
+        if gateway.as_deref() == Some(ip.to_string().as_str()) {
+            return Err(StoreError::invalid(
+                field,
+                format!("{ip} is the gateway of {net}"),
+            ));
+        }
+        if let (Some(start), Some(end)) = (&pool_start, &pool_end) {
+            let (start, end): (Ipv4Addr, Ipv4Addr) =
+                (stored(start, "pool start")?, stored(end, "pool end")?);
+            if start <= ip && ip <= end {
+                return Err(StoreError::invalid(
+                    field,
+                    format!(
+                        "{ip} is inside the DHCP pool {start}-{end} of {net}; fixed addresses must lie outside it"
+                    ),
+                ));
+            }
+        }
+        let holder: Option<(i64, String, String)> = sqlx::query_as(
+            "SELECT i.id, i.mac, s.fqdn FROM interfaces i JOIN servers s ON s.id = i.server_id \
+             WHERE i.network_id = $1 AND i.ipv4 = $2",
+        )
+        .bind(id)
+        .bind(ip.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some((other_id, other_mac, fqdn)) = holder
+            && Some(other_id) != interface_id
+        {
+            return Err(StoreError::conflict(
+                field,
+                format!("{ip} is already assigned to {fqdn} ({other_mac})"),
+            ));
+        }
+        return Ok(id);
+    }
+    Err(StoreError::invalid(
+        field,
+        format!("{ip} is not inside any network of the server's location"),
+    ))
+}
+
+/// Writes one interface of `server_id`: updates the row with the
+/// same MAC or `id`, otherwise inserts.
+pub(super) async fn put_interface(
+    conn: &mut Conn,
+    server_id: i64,
+    location: i64,
+    spec: &InterfaceSpec,
+    existing_id: Option<i64>,
+    field: &str,
+) -> Result<i64> {
+    let mac = spec.mac.to_string();
+    let holder: Option<(i64, i64, String)> = sqlx::query_as(
+        "SELECT i.id, i.server_id, s.fqdn FROM interfaces i JOIN servers s ON s.id = i.server_id WHERE i.mac = $1",
+    )
+    .bind(&mac)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((other_id, other_server, fqdn)) = &holder {
+        let same = match existing_id {
+            Some(id) => *other_id == id,
+            None => *other_server == server_id,
+        };
+        if !same {
+            return Err(StoreError::conflict(
+                format!("{field}.mac"),
+                format!("{mac} is already used by {fqdn}"),
+            ));
+        }
+    }
+    let target = existing_id.or(holder.map(|h| h.0));
+    let network = match spec.ipv4 {
+        Some(ip) => {
+            Some(place_address(conn, location, ip, target, &format!("{field}.ipv4")).await?)
+        }
+        None => None,
+    };
+    let ts = now();
+    let id = match target {
+        Some(id) => {
+            sqlx::query(
+                "UPDATE interfaces SET name = $1, mac = $2, ipv4 = $3, network_id = $4, updated_at = $5 WHERE id = $6",
+            )
+            .bind(&spec.name)
+            .bind(&mac)
+            .bind(spec.ipv4.map(|a| a.to_string()))
+            .bind(network)
+            .bind(ts)
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| name_conflict(e, field, &spec.name))?;
+            id
+        }
+        None => sqlx::query_scalar(
+            "INSERT INTO interfaces (server_id, name, mac, ipv4, network_id, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
+        )
+        .bind(server_id)
+        .bind(&spec.name)
+        .bind(&mac)
+        .bind(spec.ipv4.map(|a| a.to_string()))
+        .bind(network)
+        .bind(ts)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| name_conflict(e, field, &spec.name))?,
+    };
+    Ok(id)
+}
+
+pub(super) fn name_conflict(e: sqlx::Error, field: &str, name: &str) -> StoreError {
+    match StoreError::from(e) {
+        StoreError::Conflict { .. } => StoreError::conflict(
+            format!("{field}.name"),
+            format!("the server already has an interface named {name:?}"),
+        ),
+        other => other,
+    }
+}
+
+/// Writes a server row, its labels and (when given) its
+/// interfaces. `id` is the row to replace, if any.
+pub(super) async fn put_server(
+    conn: &mut Conn,
+    cipher: &SecretCipher,
+    spec: &ServerSpec,
+    id: Option<i64>,
+) -> Result<i64> {
+    let location = location_id(conn, &spec.location, "location").await?;
+    let clash: Option<i64> = sqlx::query_scalar("SELECT id FROM servers WHERE fqdn = $1")
+        .bind(spec.fqdn.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    if clash.is_some() && clash != id {
+        return Err(StoreError::conflict(
+            "fqdn",
+            format!("a server named {} already exists", spec.fqdn),
+        ));
+    }
+    let credential: Option<i64> = match &spec.bmc.credential {
+        Some(name) => Some(
+            sqlx::query_scalar("SELECT id FROM credentials WHERE name = $1")
+                .bind(name.as_str())
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or_else(|| {
+                    StoreError::invalid(
+                        "bmc.credential",
+                        format!("credential {name:?} does not exist"),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let labels = label_ids(conn, &spec.labels).await?;
+    let sealed: Option<Option<Vec<u8>>> = match spec.bmc.password.as_ref().map(Secret::expose) {
+        None => None,
+        Some("") => Some(None),
+        Some(p) => {
+            check_current_key(conn, cipher).await?;
+            Some(Some(cipher.seal(p)?))
+        }
+    };
+    let ts = now();
+    let server_id = match id {
+        None => sqlx::query_scalar(
+            "INSERT INTO servers (fqdn, location_id, serial, notes, bmc_host, bmc_port, bmc_username, \
+             bmc_password_encrypted, bmc_credential_id, bmc_driver, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING id",
+        )
+        .bind(spec.fqdn.as_str())
+        .bind(location)
+        .bind(&spec.serial)
+        .bind(&spec.notes)
+        .bind(&spec.bmc.host)
+        .bind(i32::from(spec.bmc.port))
+        .bind(&spec.bmc.username)
+        .bind(sealed.flatten())
+        .bind(credential)
+        .bind(&spec.bmc.driver)
+        .bind(ts)
+        .fetch_one(&mut *conn)
+        .await?,
+        Some(id) => {
+            sqlx::query(
+                "UPDATE servers SET fqdn = $1, location_id = $2, serial = $3, notes = $4, bmc_host = $5, \
+                 bmc_port = $6, bmc_username = $7, bmc_credential_id = $8, bmc_driver = $9, updated_at = $10 \
+                 WHERE id = $11",
+            )
+            .bind(spec.fqdn.as_str())
+            .bind(location)
+            .bind(&spec.serial)
+            .bind(&spec.notes)
+            .bind(&spec.bmc.host)
+            .bind(i32::from(spec.bmc.port))
+            .bind(&spec.bmc.username)
+            .bind(credential)
+            .bind(&spec.bmc.driver)
+            .bind(ts)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+            if let Some(sealed) = sealed {
+                sqlx::query("UPDATE servers SET bmc_password_encrypted = $1 WHERE id = $2")
+                    .bind(sealed)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            sqlx::query("DELETE FROM server_labels WHERE server_id = $1")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            id
+        }
+    };
+    for label in labels {
+        sqlx::query("INSERT INTO server_labels (server_id, label_id) VALUES ($1, $2)")
+            .bind(server_id)
+            .bind(label)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if let Some(interfaces) = &spec.interfaces {
+        let keep: Vec<String> = interfaces.iter().map(|i| i.mac.to_string()).collect();
+        let current: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, mac FROM interfaces WHERE server_id = $1")
+                .bind(server_id)
+                .fetch_all(&mut *conn)
+                .await?;
+        for (iface_id, mac) in current {
+            if !keep.contains(&mac) {
+                sqlx::query("DELETE FROM interfaces WHERE id = $1")
+                    .bind(iface_id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+        // Free names and addresses first, so that swapping them
+        // between two interfaces does not trip the unique rules.
+        sqlx::query(
+            "UPDATE interfaces SET name = '~' || mac, ipv4 = NULL, network_id = NULL WHERE server_id = $1",
+        )
+            .bind(server_id)
+            .execute(&mut *conn)
+            .await?;
+        for (i, iface) in interfaces.iter().enumerate() {
+            put_interface(
+                conn,
+                server_id,
+                location,
+                iface,
+                None,
+                &format!("interfaces[{i}]"),
+            )
+            .await?;
+        }
+    }
+    Ok(server_id)
+}
+
+pub(super) async fn emit_server(conn: &mut Conn, action: &str, fqdn: &Fqdn) -> Result<Server> {
+    let server = fetch_server(conn, fqdn).await?;
+    emit(conn, &format!("server.{action}"), event(&server)).await?;
+    Ok(server)
+}
+
+pub(super) async fn count_where(conn: &mut Conn, sql: &'static str, id: i64) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar(sql)
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(n.max(0) as u64)
+}
+
+/// Single-interface endpoints name fields without a list prefix.
+pub(super) fn strip_interface_prefix(e: StoreError) -> StoreError {
+    match e {
+        StoreError::Conflict { field, message } => StoreError::Conflict {
+            field: field.trim_start_matches("interface.").to_string(),
+            message,
+        },
+        StoreError::Invalid { field, message } => StoreError::Invalid {
+            field: field.trim_start_matches("interface.").to_string(),
+            message,
+        },
+        other => other,
+    }
+}
