@@ -42,7 +42,12 @@ enum Command {
     /// Apply pending database migrations and exit.
     Migrate,
     /// Print the effective configuration and where each value came from.
-    CheckConfig,
+    CheckConfig {
+        /// Also say what each setting does and which environment variables
+        /// and flag set it.
+        #[arg(long)]
+        explain: bool,
+    },
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
@@ -149,8 +154,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Command::CheckConfig = cli.command {
-        print_config(&config);
+    if let Command::CheckConfig { explain } = cli.command {
+        print_config(&config, explain);
         return ExitCode::SUCCESS;
     }
     init_logging(&config);
@@ -218,7 +223,7 @@ fn init_logging(config: &Config) {
     }
 }
 
-fn print_config(config: &Config) {
+fn print_config(config: &Config, explain: bool) {
     match &config.file {
         Some(f) => println!("# config file: {}", f.display()),
         None => println!(
@@ -234,6 +239,11 @@ fn print_config(config: &Config) {
         .max()
         .unwrap_or(0);
     for s in &config.settings {
+        if explain && let Some(key) = config::keys::lookup(s.key) {
+            let mut set_by: Vec<String> = key.env.iter().map(|e| format!("env {e}")).collect();
+            set_by.extend(key.flag.map(|f| format!("flag {f}")));
+            println!("\n# {}\n# set by: {}", key.doc, set_by.join(", "));
+        }
         println!(
             "{:width$} = {:<40} # {}",
             s.key,
@@ -319,7 +329,7 @@ async fn dispatch(command: Command, config: Config, source: ConfigSource) -> any
         Command::RotateSecret { new_secret_file } => {
             rotate_secret(&config, new_secret_file.as_deref()).await
         }
-        Command::CheckConfig | Command::Profile(_) => Ok(()),
+        Command::CheckConfig { .. } | Command::Profile(_) => Ok(()),
     }
 }
 

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::Resolver;
-use super::Secrecy::Plain;
 use super::file::DhcpSection;
 use super::file::QuirkSection;
 use super::{Setting, Source};
@@ -62,14 +61,7 @@ pub(super) struct BootFile {
 pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> BootSettings {
     let d = f.dhcp;
     let mode_raw = r
-        .pick(
-            "dhcp.mode",
-            None,
-            &["BOOTLOADER_DHCP_MODE"],
-            d.mode,
-            Some("off".to_string()),
-            Plain,
-        )
+        .pick("dhcp.mode", None, d.mode, Some("off".to_string()))
         .unwrap_or_default();
     let mode = match mode_raw.as_str() {
         "off" => None,
@@ -86,10 +78,8 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
         .pick(
             "dhcp.interfaces",
             None,
-            &["BOOTLOADER_DHCP_INTERFACES"],
             d.interfaces.map(|v| v.join(",")),
             Some(String::new()),
-            Plain,
         )
         .unwrap_or_default();
     let interfaces: Vec<String> = interfaces_raw
@@ -106,8 +96,8 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
             ));
         }
     }
-    let addr = |r: &mut Resolver<'_>, key, env, file: Option<String>, default: Option<&str>| {
-        let raw = r.pick(key, None, env, file, default.map(String::from), Plain)?;
+    let addr = |r: &mut Resolver<'_>, key, file: Option<String>, default: Option<&str>| {
+        let raw = r.pick(key, None, file, default.map(String::from))?;
         match raw.parse::<Ipv4Addr>() {
             Ok(a) => Some(a),
             Err(_) => {
@@ -117,45 +107,18 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
             }
         }
     };
-    let listen = addr(
-        r,
-        "dhcp.listen",
-        &["BOOTLOADER_DHCP_LISTEN"][..],
-        d.listen,
-        Some("0.0.0.0"),
-    )
-    .unwrap_or(Ipv4Addr::UNSPECIFIED);
-    let server_address = addr(
-        r,
-        "dhcp.server_address",
-        &["BOOTLOADER_DHCP_SERVER_ADDRESS"][..],
-        d.server_address,
-        None,
-    );
-    let port = |r: &mut Resolver<'_>, key, env, file, default: u16| {
-        let p = r
-            .pick(key, None, env, file, Some(default), Plain)
-            .unwrap_or(default);
+    let listen = addr(r, "dhcp.listen", d.listen, Some("0.0.0.0")).unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let server_address = addr(r, "dhcp.server_address", d.server_address, None);
+    let port = |r: &mut Resolver<'_>, key, file, default: u16| {
+        let p = r.pick(key, None, file, Some(default)).unwrap_or(default);
         if p == 0 {
             r.errors.push(format!("{key} must not be 0"));
         }
         p
     };
-    let port_main = port(r, "dhcp.port", &["BOOTLOADER_DHCP_PORT"][..], d.port, 67);
-    let proxy_port = port(
-        r,
-        "dhcp.proxy_port",
-        &["BOOTLOADER_DHCP_PROXY_PORT"][..],
-        d.proxy_port,
-        4011,
-    );
-    let client_port = port(
-        r,
-        "dhcp.client_port",
-        &["BOOTLOADER_DHCP_CLIENT_PORT"][..],
-        d.client_port,
-        68,
-    );
+    let port_main = port(r, "dhcp.port", d.port, 67);
+    let proxy_port = port(r, "dhcp.proxy_port", d.proxy_port, 4011);
+    let client_port = port(r, "dhcp.client_port", d.client_port, 68);
     if mode.is_some() && interfaces.is_empty() && listen.is_unspecified() {
         r.errors.push(
             "dhcp.interfaces: name the boot interface(s) (or set dhcp.listen to one address for relayed requests only)"
@@ -163,14 +126,7 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
         );
     }
     let location = r
-        .pick(
-            "dhcp.location",
-            None,
-            &["BOOTLOADER_DHCP_LOCATION"],
-            d.location,
-            None,
-            Plain,
-        )
+        .pick("dhcp.location", None, d.location, None)
         .and_then(|l| match l.parse::<Name>() {
             Ok(n) => Some(n),
             Err(e) => {
@@ -179,14 +135,7 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
             }
         });
     let unknown = match r
-        .pick(
-            "dhcp.unknown",
-            None,
-            &["BOOTLOADER_DHCP_UNKNOWN"],
-            d.unknown,
-            Some("ignore".to_string()),
-            Plain,
-        )
+        .pick("dhcp.unknown", None, d.unknown, Some("ignore".to_string()))
         .as_deref()
     {
         Some("local") => UnknownPolicy::Local,
@@ -202,10 +151,8 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
         .pick(
             "dhcp.efi_x64",
             None,
-            &["BOOTLOADER_DHCP_EFI_X64"],
             d.efi_x64,
             Some("ipxe.efi".to_string()),
-            Plain,
         )
         .as_deref()
     {
@@ -218,69 +165,30 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
             EfiBinary::IpxeEfi
         }
     };
-    let arm64_binary = r.pick(
-        "dhcp.arm64_binary",
-        None,
-        &["BOOTLOADER_DHCP_ARM64_BINARY"],
-        d.arm64_binary,
-        None,
-        Plain,
-    );
-    let secs = |r: &mut Resolver<'_>, key, env, file, default: u32, min: u32| {
-        let v = r
-            .pick(key, None, env, file, Some(default), Plain)
-            .unwrap_or(default);
+    let arm64_binary = r.pick("dhcp.arm64_binary", None, d.arm64_binary, None);
+    let secs = |r: &mut Resolver<'_>, key, file, default: u32, min: u32| {
+        let v = r.pick(key, None, file, Some(default)).unwrap_or(default);
         if v < min {
             r.errors
                 .push(format!("{key} ({v}) must be at least {min} seconds"));
         }
         v
     };
-    let lease_time = secs(
-        r,
-        "dhcp.lease_time",
-        &["BOOTLOADER_DHCP_LEASE_TIME"][..],
-        d.lease_time,
-        3600,
-        60,
-    );
-    let offer_hold = secs(
-        r,
-        "dhcp.offer_hold",
-        &["BOOTLOADER_DHCP_OFFER_HOLD"][..],
-        d.offer_hold,
-        30,
-        1,
-    );
-    let decline_hold = secs(
-        r,
-        "dhcp.decline_hold",
-        &["BOOTLOADER_DHCP_DECLINE_HOLD"][..],
-        d.decline_hold,
-        600,
-        1,
-    );
+    let lease_time = secs(r, "dhcp.lease_time", d.lease_time, 3600, 60);
+    let offer_hold = secs(r, "dhcp.offer_hold", d.offer_hold, 30, 1);
+    let decline_hold = secs(r, "dhcp.decline_hold", d.decline_hold, 600, 1);
 
     let quirks = quirks(r, d.quirk.unwrap_or_default());
     let unicast = r
-        .pick(
-            "dhcp.unicast",
-            None,
-            &["BOOTLOADER_DHCP_UNICAST"],
-            d.unicast,
-            Some(false),
-            Plain,
-        )
+        .pick("dhcp.unicast", None, d.unicast, Some(false))
         .unwrap_or(false);
 
     let trusted_raw = r
         .pick(
             "dhcp.trusted_relays",
             None,
-            &["BOOTLOADER_DHCP_TRUSTED_RELAYS"],
             d.trusted_relays.map(|v| v.join(",")),
             Some(String::new()),
-            Plain,
         )
         .unwrap_or_default();
     let mut trusted_relays = Vec::new();
@@ -301,21 +209,12 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
         .pick(
             "http.static_dir",
             None,
-            &["BOOTLOADER_HTTP_STATIC_DIR"],
             f.static_dir,
             Some(data_dir.join("static").display().to_string()),
-            Plain,
         )
         .unwrap_or_default();
     let retention_days = r
-        .pick(
-            "timeline.retention_days",
-            None,
-            &["BOOTLOADER_TIMELINE_RETENTION_DAYS"],
-            f.retention_days,
-            Some(14),
-            Plain,
-        )
+        .pick("timeline.retention_days", None, f.retention_days, Some(14))
         .unwrap_or(14);
     if retention_days == 0 {
         r.errors

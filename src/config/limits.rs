@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use super::Resolver;
-use super::Secrecy::Plain;
 use super::file::LimitsSection;
 
 /// Bounds on unauthenticated traffic.
@@ -54,13 +53,10 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: LimitsSection) -> Limits {
     let d = Limits::default();
     let pick = |r: &mut Resolver<'_>,
                 key: &'static str,
-                env: &'static str,
                 file: Option<u32>,
                 default: u32,
                 range: std::ops::RangeInclusive<u32>| {
-        let v = r
-            .pick(key, None, &[env], file, Some(default), Plain)
-            .unwrap_or(default);
+        let v = r.pick(key, None, file, Some(default)).unwrap_or(default);
         if !range.contains(&v) {
             r.errors.push(format!(
                 "{key} must be between {} and {}",
@@ -73,7 +69,6 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: LimitsSection) -> Limits {
     let http_connections = pick(
         r,
         "limits.http_connections",
-        "BOOTLOADER_LIMITS_HTTP_CONNECTIONS",
         f.http_connections,
         d.http_connections as u32,
         16..=1_000_000,
@@ -81,7 +76,6 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: LimitsSection) -> Limits {
     let per_source = pick(
         r,
         "limits.http_connections_per_source",
-        "BOOTLOADER_LIMITS_HTTP_CONNECTIONS_PER_SOURCE",
         f.http_connections_per_source,
         d.http_connections_per_source as u32,
         1..=1_000_000,
@@ -89,7 +83,6 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: LimitsSection) -> Limits {
     let header = pick(
         r,
         "limits.http_header_timeout_secs",
-        "BOOTLOADER_LIMITS_HTTP_HEADER_TIMEOUT_SECS",
         f.http_header_timeout_secs,
         d.http_header_timeout.as_secs() as u32,
         1..=3600,
@@ -97,7 +90,6 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: LimitsSection) -> Limits {
     let idle = pick(
         r,
         "limits.http_idle_timeout_secs",
-        "BOOTLOADER_LIMITS_HTTP_IDLE_TIMEOUT_SECS",
         f.http_idle_timeout_secs,
         d.http_idle_timeout.as_secs() as u32,
         1..=86_400,
@@ -105,7 +97,6 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: LimitsSection) -> Limits {
     let body = pick(
         r,
         "limits.callback_body_bytes",
-        "BOOTLOADER_LIMITS_CALLBACK_BODY_BYTES",
         f.callback_body_bytes,
         d.callback_body_bytes as u32,
         0..=16 * 1024 * 1024,
@@ -113,7 +104,6 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: LimitsSection) -> Limits {
     let callbacks = pick(
         r,
         "limits.callbacks_per_deployment",
-        "BOOTLOADER_LIMITS_CALLBACKS_PER_DEPLOYMENT",
         f.callbacks_per_deployment,
         d.callbacks_per_deployment,
         1..=100_000,
@@ -121,7 +111,6 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: LimitsSection) -> Limits {
     let timeline = pick(
         r,
         "limits.timeline_max_events",
-        "BOOTLOADER_LIMITS_TIMELINE_MAX_EVENTS",
         f.timeline_max_events,
         d.timeline_max_events as u32,
         1000..=100_000_000,
@@ -129,7 +118,6 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: LimitsSection) -> Limits {
     let tftp = pick(
         r,
         "limits.tftp_transfers_per_source",
-        "BOOTLOADER_LIMITS_TFTP_TRANSFERS_PER_SOURCE",
         f.tftp_transfers_per_source,
         d.tftp_transfers_per_source as u32,
         1..=65_536,

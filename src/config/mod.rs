@@ -4,8 +4,11 @@
 
 mod boot;
 mod file;
+pub mod keys;
 mod limits;
 mod power;
+
+use keys::Secrecy;
 
 pub use limits::Limits;
 
@@ -331,25 +334,25 @@ macro_rules! env_value_from_str {
 }
 env_value_from_str!(u8, u16, u32, f64);
 
-#[derive(Clone, Copy)]
-enum Secrecy {
-    Plain,
-    Secret,
-    /// A URL whose password part is hidden.
-    Url,
-}
-
 impl Resolver<'_> {
-    #[allow(clippy::too_many_arguments)]
+    /// The value of setting `key` (see `keys.rs` for its environment
+    /// names and secrecy): the command line's, else the environment's,
+    /// else the file's, else `default`; recorded with its source.
     fn pick<T: EnvValue>(
         &mut self,
         key: &'static str,
         cli: Option<(T, &'static str)>,
-        envs: &[&'static str],
         file: Option<T>,
         default: Option<T>,
-        secrecy: Secrecy,
     ) -> Option<T> {
+        let (envs, secrecy) = match keys::lookup(key) {
+            Some(k) => (k.env, k.secrecy),
+            None => {
+                self.errors
+                    .push(format!("{key}: not in the settings table (a bug)"));
+                (&[][..], Secrecy::Secret)
+            }
+        };
         let mut chosen: Option<(T, Source)> = None;
         if let Some((v, flag)) = cli {
             chosen = Some((v, Source::Cli(flag)));
@@ -402,7 +405,6 @@ fn resolve(
     env: EnvLookup<'_>,
     cli: &CliOverrides,
 ) -> Result<Config, ConfigError> {
-    use Secrecy::*;
     let mut r = Resolver {
         env,
         file_path: file_path.clone(),
@@ -422,10 +424,8 @@ fn resolve(
             cli.data_dir
                 .as_ref()
                 .map(|p| (p.display().to_string(), "--data-dir")),
-            &["BOOTLOADER_DATA_DIR"],
             f.server.data_dir,
             Some(DEFAULT_DATA_DIR.to_string()),
-            Plain,
         )
         .unwrap_or_default();
     let data_dir = PathBuf::from(data_dir);
@@ -434,10 +434,8 @@ fn resolve(
         .pick(
             "http.listen",
             cli.http_listen.map(|a| (a.to_string(), "--http-listen")),
-            &["BOOTLOADER_HTTP_LISTEN"],
             f.http.listen,
             Some(DEFAULT_HTTP_LISTEN.to_string()),
-            Plain,
         )
         .unwrap_or_default();
     let http_listen = match listen_raw.parse::<SocketAddr>() {
@@ -450,14 +448,7 @@ fn resolve(
         }
     };
 
-    let url = r.pick(
-        "server.url",
-        None,
-        &["BOOTLOADER_URL"],
-        f.server.url,
-        None,
-        Plain,
-    );
+    let url = r.pick("server.url", None, f.server.url, None);
     let public_url = match (url, http_listen) {
         (Some(u), _) => {
             let u = u.trim_end_matches('/').to_string();
@@ -478,21 +469,12 @@ fn resolve(
         (None, None) => String::new(),
     };
 
-    let secret_key = r.pick(
-        "server.secret_key",
-        None,
-        &["SECRET_KEY", "BOOTLOADER_SECRET_KEY"],
-        f.server.secret_key,
-        None,
-        Secret,
-    );
+    let secret_key = r.pick("server.secret_key", None, f.server.secret_key, None);
     let secret_key_file = r.pick(
         "server.secret_key_file",
         None,
-        &["BOOTLOADER_SECRET_KEY_FILE"],
         f.server.secret_key_file,
         None,
-        Plain,
     );
     let secret = match (secret_key, secret_key_file) {
         (Some(_), Some(_)) => {
@@ -511,62 +493,28 @@ fn resolve(
         (None, None) => SecretSource::File(data_dir.join("secret.key")),
     };
 
-    let db_url = r.pick(
-        "database.url",
-        None,
-        &["DATABASE_URL"],
-        f.database.url,
-        None,
-        Url,
-    );
-    let db_host = r.pick(
-        "database.host",
-        None,
-        &["DB_HOST"],
-        f.database.host,
-        None,
-        Plain,
-    );
-    let db_port = r.pick(
-        "database.port",
-        None,
-        &["DB_PORT"],
-        f.database.port,
-        Some(5432),
-        Plain,
-    );
+    let db_url = r.pick("database.url", None, f.database.url, None);
+    let db_host = r.pick("database.host", None, f.database.host, None);
+    let db_port = r.pick("database.port", None, f.database.port, Some(5432));
     let db_name = r.pick(
         "database.name",
         None,
-        &["DB_NAME"],
         f.database.name,
         Some("bootloader".to_string()),
-        Plain,
     );
     let db_user = r.pick(
         "database.user",
         None,
-        &["DB_USER"],
         f.database.user,
         Some("bootloader".to_string()),
-        Plain,
     );
-    let db_password = r.pick(
-        "database.password",
-        None,
-        &["DB_PASSWORD"],
-        f.database.password,
-        None,
-        Secret,
-    );
+    let db_password = r.pick("database.password", None, f.database.password, None);
     let max_connections = r
         .pick(
             "database.max_connections",
             None,
-            &["BOOTLOADER_DB_MAX_CONNECTIONS"],
             f.database.max_connections,
             Some(10),
-            Plain,
         )
         .unwrap_or(10);
     if max_connections == 0 {
@@ -620,45 +568,17 @@ fn resolve(
 
     let tls = TlsConfig {
         enable: r
-            .pick(
-                "tls.enable",
-                None,
-                &["SSL_ENABLE"],
-                f.tls.enable,
-                Some(false),
-                Plain,
-            )
+            .pick("tls.enable", None, f.tls.enable, Some(false))
             .unwrap_or(false),
-        certificate: r.pick(
-            "tls.certificate",
-            None,
-            &["SSL_CERTIFICATE_CONTENTS"],
-            f.tls.certificate,
-            None,
-            Secret,
-        ),
+        certificate: r.pick("tls.certificate", None, f.tls.certificate, None),
         key: r
-            .pick(
-                "tls.key",
-                None,
-                &["SSL_KEY_CONTENTS"],
-                f.tls.key,
-                None,
-                Secret,
-            )
+            .pick("tls.key", None, f.tls.key, None)
             .map(bootloader_core::model::Secret::new),
         listen: {
             let host = http_listen.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip());
             let default = SocketAddr::new(host, 8443).to_string();
             let raw = r
-                .pick(
-                    "tls.listen",
-                    None,
-                    &["BOOTLOADER_TLS_LISTEN"],
-                    f.tls.listen,
-                    Some(default.clone()),
-                    Plain,
-                )
+                .pick("tls.listen", None, f.tls.listen, Some(default.clone()))
                 .unwrap_or(default);
             match raw.parse() {
                 Ok(a) => a,
@@ -670,34 +590,13 @@ fn resolve(
             }
         },
         certificate_file: r
-            .pick(
-                "tls.certificate_file",
-                None,
-                &["SSL_CERTIFICATE_FILE"],
-                f.tls.certificate_file,
-                None,
-                Plain,
-            )
+            .pick("tls.certificate_file", None, f.tls.certificate_file, None)
             .map(PathBuf::from),
         key_file: r
-            .pick(
-                "tls.key_file",
-                None,
-                &["SSL_KEY_FILE"],
-                f.tls.key_file,
-                None,
-                Plain,
-            )
+            .pick("tls.key_file", None, f.tls.key_file, None)
             .map(PathBuf::from),
         set_redirect: r
-            .pick(
-                "tls.set_redirect",
-                None,
-                &["SSL_SET_REDIRECT"],
-                f.tls.set_redirect,
-                Some(false),
-                Plain,
-            )
+            .pick("tls.set_redirect", None, f.tls.set_redirect, Some(false))
             .unwrap_or(false),
     };
 
@@ -715,25 +614,21 @@ fn resolve(
             );
         }
     }
-    let broker_url = r.pick("broker.url", None, &["BROKER_URL"], f.broker.url, None, Url);
+    let broker_url = r.pick("broker.url", None, f.broker.url, None);
     let broker_exchange = r
         .pick(
             "broker.exchange",
             None,
-            &["BOOTLOADER_BROKER_EXCHANGE"],
             f.broker.exchange,
             Some("bootloader".to_string()),
-            Plain,
         )
         .unwrap_or_default();
     let outbox_retention_days = r
         .pick(
             "broker.retention_days",
             None,
-            &["BOOTLOADER_BROKER_RETENTION_DAYS"],
             f.broker.retention_days,
             Some(7),
-            Plain,
         )
         .unwrap_or(7);
     if outbox_retention_days == 0 {
@@ -751,40 +646,12 @@ fn resolve(
             "broker.url must be an amqp:// URL (amqps is not supported by this build)".into(),
         );
     }
-    let default_theme = r.pick(
-        "ui.default_theme",
-        None,
-        &["DEFAULT_THEME"],
-        f.ui.default_theme,
-        None,
-        Plain,
-    );
+    let default_theme = r.pick("ui.default_theme", None, f.ui.default_theme, None);
     let gravatar_proxy = r
-        .pick(
-            "ui.gravatar_proxy",
-            None,
-            &["GRAVATAR_PROXY"],
-            f.ui.gravatar_proxy,
-            Some(false),
-            Plain,
-        )
+        .pick("ui.gravatar_proxy", None, f.ui.gravatar_proxy, Some(false))
         .unwrap_or(false);
-    let slack_hook_url = r.pick(
-        "slack.hook_url",
-        None,
-        &["SLACK_HOOK_URL"],
-        f.slack.hook_url,
-        None,
-        Secret,
-    );
-    let slack_channel = r.pick(
-        "slack.channel",
-        None,
-        &["SLACK_CHANNEL"],
-        f.slack.channel,
-        None,
-        Plain,
-    );
+    let slack_hook_url = r.pick("slack.hook_url", None, f.slack.hook_url, None);
+    let slack_channel = r.pick("slack.channel", None, f.slack.channel, None);
     if let Some(url) = &slack_hook_url
         && !(url.starts_with("https://") || url.starts_with("http://"))
     {
@@ -797,10 +664,8 @@ fn resolve(
         .pick(
             "log.format",
             cli.log_format.map(|l| (l.to_string(), "--log-format")),
-            &["BOOTLOADER_LOG_FORMAT"],
             f.log.format,
             Some("text".to_string()),
-            Plain,
         )
         .unwrap_or_default();
     let log_format = log_format_raw.parse().unwrap_or_else(|e: String| {
@@ -808,35 +673,19 @@ fn resolve(
         LogFormat::Text
     });
     let log_level = r
-        .pick(
-            "log.level",
-            None,
-            &["BOOTLOADER_LOG_LEVEL"],
-            f.log.level,
-            Some("info".to_string()),
-            Plain,
-        )
+        .pick("log.level", None, f.log.level, Some("info".to_string()))
         .unwrap_or_default();
 
     let default_page_size = r
         .pick(
             "api.default_page_size",
             None,
-            &["BOOTLOADER_API_DEFAULT_PAGE_SIZE"],
             f.api.default_page_size,
             Some(100),
-            Plain,
         )
         .unwrap_or(100);
     let max_page_size = r
-        .pick(
-            "api.max_page_size",
-            None,
-            &["BOOTLOADER_API_MAX_PAGE_SIZE"],
-            f.api.max_page_size,
-            Some(1000),
-            Plain,
-        )
+        .pick("api.max_page_size", None, f.api.max_page_size, Some(1000))
         .unwrap_or(1000);
     if default_page_size == 0 || default_page_size > max_page_size {
         r.errors.push(format!(
@@ -845,23 +694,14 @@ fn resolve(
     }
 
     let tftp_enable = r
-        .pick(
-            "tftp.enable",
-            None,
-            &["BOOTLOADER_TFTP_ENABLE"],
-            f.tftp.enable,
-            Some(false),
-            Plain,
-        )
+        .pick("tftp.enable", None, f.tftp.enable, Some(false))
         .unwrap_or(false);
     let tftp_listen_raw = r
         .pick(
             "tftp.listen",
             None,
-            &["BOOTLOADER_TFTP_LISTEN"],
             f.tftp.listen,
             Some("0.0.0.0:69".to_string()),
-            Plain,
         )
         .unwrap_or_default();
     let tftp_listen = tftp_listen_raw.parse::<SocketAddr>().unwrap_or_else(|_| {
@@ -874,41 +714,18 @@ fn resolve(
         .pick(
             "tftp.root",
             None,
-            &["BOOTLOADER_TFTP_ROOT"],
             f.tftp.root,
             Some("/usr/lib/ipxe".to_string()),
-            Plain,
         )
         .unwrap_or_default();
     let max_transfers = r
-        .pick(
-            "tftp.max_transfers",
-            None,
-            &["BOOTLOADER_TFTP_MAX_TRANSFERS"],
-            f.tftp.max_transfers,
-            Some(256),
-            Plain,
-        )
+        .pick("tftp.max_transfers", None, f.tftp.max_transfers, Some(256))
         .unwrap_or(256);
     let max_blksize = r
-        .pick(
-            "tftp.max_blksize",
-            None,
-            &["BOOTLOADER_TFTP_MAX_BLKSIZE"],
-            f.tftp.max_blksize,
-            Some(1468),
-            Plain,
-        )
+        .pick("tftp.max_blksize", None, f.tftp.max_blksize, Some(1468))
         .unwrap_or(1468);
     let max_windowsize = r
-        .pick(
-            "tftp.max_windowsize",
-            None,
-            &["BOOTLOADER_TFTP_MAX_WINDOWSIZE"],
-            f.tftp.max_windowsize,
-            Some(64),
-            Plain,
-        )
+        .pick("tftp.max_windowsize", None, f.tftp.max_windowsize, Some(64))
         .unwrap_or(64);
     if !(8..=65464).contains(&max_blksize) {
         r.errors.push(format!(
@@ -940,10 +757,8 @@ fn resolve(
         .pick(
             "deployments.timeout_minutes",
             None,
-            &["BOOTLOADER_DEPLOYMENTS_TIMEOUT_MINUTES"],
             f.deployments.timeout_minutes,
             Some(60),
-            Secrecy::Plain,
         )
         .unwrap_or(60);
     if !(1..=10_080).contains(&timeout_minutes) {
@@ -954,10 +769,8 @@ fn resolve(
         .pick(
             "deployments.download_max_mb",
             None,
-            &["BOOTLOADER_DEPLOYMENTS_DOWNLOAD_MAX_MB"],
             f.deployments.download_max_mb,
             Some(4096),
-            Secrecy::Plain,
         )
         .unwrap_or(4096);
     if download_max_mb == 0 {
@@ -999,31 +812,9 @@ fn resolve(
 }
 
 fn resolve_email(r: &mut Resolver<'_>, f: file::EmailSection) -> Option<EmailSettings> {
-    use Secrecy::{Plain, Secret};
-    let smtp_url = r.pick(
-        "email.smtp_url",
-        None,
-        &["BOOTLOADER_EMAIL_SMTP_URL"],
-        f.smtp_url,
-        None,
-        Secret,
-    );
-    let from = r.pick(
-        "email.from",
-        None,
-        &["BOOTLOADER_EMAIL_FROM"],
-        f.from,
-        None,
-        Plain,
-    );
-    let to = r.pick(
-        "email.to",
-        None,
-        &["BOOTLOADER_EMAIL_TO"],
-        f.to,
-        None,
-        Plain,
-    );
+    let smtp_url = r.pick("email.smtp_url", None, f.smtp_url, None);
+    let from = r.pick("email.from", None, f.from, None);
+    let to = r.pick("email.to", None, f.to, None);
     let smtp_url = smtp_url?;
     let mut ok = true;
     if !(smtp_url.starts_with("smtp://") || smtp_url.starts_with("smtps://")) {

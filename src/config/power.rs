@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Resolver;
-use super::Secrecy::Plain;
 use super::file::PowerSection;
 use crate::power::PowerSettings;
 
@@ -15,10 +14,8 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: PowerSection) -> PowerSettings {
         .pick(
             "power.driver",
             None,
-            &["BOOTLOADER_POWER_DRIVER"],
             f.driver,
             Some(d.default_driver.clone()),
-            Plain,
         )
         .unwrap_or_default();
     if !matches!(driver.as_str(), "native" | "ipmitool") {
@@ -27,75 +24,33 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: PowerSection) -> PowerSettings {
         ));
     }
     let timeout = r
-        .pick(
-            "power.timeout_seconds",
-            None,
-            &["BOOTLOADER_POWER_TIMEOUT_SECONDS"],
-            f.timeout_seconds,
-            Some(10),
-            Plain,
-        )
+        .pick("power.timeout_seconds", None, f.timeout_seconds, Some(10))
         .unwrap_or(10);
     if !(1..=300).contains(&timeout) {
         r.errors
             .push("power.timeout_seconds must be between 1 and 300".into());
     }
     let retries = r
-        .pick(
-            "power.retries",
-            None,
-            &["BOOTLOADER_POWER_RETRIES"],
-            f.retries,
-            Some(d.retries),
-            Plain,
-        )
+        .pick("power.retries", None, f.retries, Some(d.retries))
         .unwrap_or(d.retries);
     if retries > 10 {
         r.errors.push("power.retries must be at most 10".into());
     }
     let backoff_ms = r
-        .pick(
-            "power.backoff_ms",
-            None,
-            &["BOOTLOADER_POWER_BACKOFF_MS"],
-            f.backoff_ms,
-            Some(1000),
-            Plain,
-        )
+        .pick("power.backoff_ms", None, f.backoff_ms, Some(1000))
         .unwrap_or(1000);
     let max_in_flight = r
-        .pick(
-            "power.max_in_flight",
-            None,
-            &["BOOTLOADER_POWER_MAX_IN_FLIGHT"],
-            f.max_in_flight,
-            Some(32),
-            Plain,
-        )
+        .pick("power.max_in_flight", None, f.max_in_flight, Some(32))
         .unwrap_or(32);
     let storm_rate = r
-        .pick(
-            "power.storm_rate",
-            None,
-            &["BOOTLOADER_POWER_STORM_RATE"],
-            f.storm_rate,
-            Some(d.storm_rate),
-            Plain,
-        )
+        .pick("power.storm_rate", None, f.storm_rate, Some(d.storm_rate))
         .unwrap_or(d.storm_rate);
     if !(storm_rate.is_finite() && storm_rate > 0.0 && storm_rate <= 1000.0) {
         r.errors
             .push("power.storm_rate must be above 0 and at most 1000 (commands per second)".into());
     }
     let storm_in_flight = r
-        .pick(
-            "power.storm_in_flight",
-            None,
-            &["BOOTLOADER_POWER_STORM_IN_FLIGHT"],
-            f.storm_in_flight,
-            Some(8),
-            Plain,
-        )
+        .pick("power.storm_in_flight", None, f.storm_in_flight, Some(8))
         .unwrap_or(8);
     for (key, v) in [
         ("power.max_in_flight", max_in_flight),
@@ -109,20 +64,16 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: PowerSection) -> PowerSettings {
         .pick(
             "power.ipmitool",
             None,
-            &["BOOTLOADER_POWER_IPMITOOL"],
             f.ipmitool,
             Some("ipmitool".to_string()),
-            Plain,
         )
         .unwrap_or_default();
     let suite = r
         .pick(
             "power.ipmitool_cipher_suite",
             None,
-            &["BOOTLOADER_POWER_IPMITOOL_CIPHER_SUITE"],
             f.ipmitool_cipher_suite,
             Some(d.ipmitool_cipher_suite),
-            Plain,
         )
         .unwrap_or(d.ipmitool_cipher_suite);
     if suite > 17 {

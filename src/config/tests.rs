@@ -253,3 +253,137 @@ arch = 7
         Err(ConfigError::Invalid(e)) if e.iter().any(|m| m.contains("dhcp.interfaces"))
     ));
 }
+
+/// The settings table and layering agree: every key resolved is in the
+/// table and every key of the table is resolved, once.
+#[test]
+fn the_table_names_every_setting_once() {
+    let c = load_with("", &[]).unwrap();
+    let resolved: Vec<&str> = c.settings.iter().map(|s| s.key).collect();
+    let mut table: Vec<&str> = keys::KEYS.iter().map(|k| k.name).collect();
+    let mut sorted = resolved.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), resolved.len(), "a key resolved twice");
+    table.sort_unstable();
+    let before = table.len();
+    table.dedup();
+    assert_eq!(table.len(), before, "a key twice in the table");
+    assert_eq!(sorted, table);
+}
+
+/// Each environment name of the table overrides its key (the older
+/// system's names included), and secrets stay hidden in `check-config`.
+#[test]
+fn every_environment_name_of_the_table_works() {
+    for key in keys::KEYS {
+        for var in key.env {
+            let c = match load_with("", &[(var, "0")]) {
+                Ok(c) => c,
+                // "0" is not valid for every key; the error must name it.
+                Err(ConfigError::Invalid(errors)) => {
+                    assert!(
+                        errors.iter().any(|e| e.contains(key.name)),
+                        "{var}: {errors:?}"
+                    );
+                    continue;
+                }
+                Err(e) => panic!("{var}: {e}"),
+            };
+            let s = c.settings.iter().find(|s| s.key == key.name).unwrap();
+            assert_eq!(s.source, Source::Env(var), "{var} sets {}", key.name);
+            if key.secrecy == keys::Secrecy::Secret {
+                assert_eq!(s.value, "<redacted>", "{}", key.name);
+            }
+        }
+    }
+}
+
+/// The shipped file documents every setting of the table under its
+/// section, with each environment name and, where the default is fixed,
+/// that default; and it names no setting the table lacks.
+#[test]
+fn the_shipped_file_documents_every_setting() {
+    let text = include_str!("../../packaging/bootloader.toml");
+    let defaults = load_with("", &[]).unwrap();
+    let mut sections: HashMap<String, String> = HashMap::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name.to_string();
+            continue;
+        }
+        if line.starts_with("#[[") {
+            // Commented example tables (dhcp.quirk) are not settings.
+            current = "(example)".into();
+            continue;
+        }
+        let section = sections.entry(current.clone()).or_default();
+        section.push_str(line);
+        section.push('\n');
+    }
+    for key in keys::KEYS {
+        let (section, name) = key.name.split_once('.').unwrap();
+        let body = sections
+            .get(section)
+            .unwrap_or_else(|| panic!("[{section}] missing from the shipped file"));
+        if text.contains(&format!("[[{}]]", key.name)) {
+            // An array of tables, shown as a commented example.
+            continue;
+        }
+        let line = body
+            .lines()
+            .find(|l| {
+                let l = l.trim_start_matches('#');
+                l.starts_with(&format!("{name} =")) || l.starts_with(&format!("{name}="))
+            })
+            .unwrap_or_else(|| panic!("{} is not in the shipped file", key.name));
+        for var in key.env {
+            assert!(body.contains(var), "{} lacks env {var}", key.name);
+        }
+        let shown = &defaults
+            .settings
+            .iter()
+            .find(|s| s.key == key.name)
+            .unwrap()
+            .value;
+        let computed = key.doc.contains("defaults to") || key.name == "server.data_dir";
+        if line.starts_with('#') && shown != "(unset)" && !computed {
+            let value = line
+                .split_once('=')
+                .unwrap()
+                .1
+                .split('#')
+                .next()
+                .unwrap()
+                .trim()
+                .trim_matches('"');
+            let value = if value == "[]" { "" } else { value };
+            let same = value == shown
+                || matches!((value.parse::<f64>(), shown.parse::<f64>()), (Ok(a), Ok(b)) if a == b);
+            assert!(
+                same,
+                "the shipped default of {} is {value}, the daemon's {shown}",
+                key.name
+            );
+        }
+    }
+    for (section, body) in &sections {
+        if section.is_empty() || section == "(example)" {
+            continue;
+        }
+        for line in body.lines() {
+            let l = line.trim_start_matches('#');
+            let Some((name, _)) = l.split_once(" = ") else {
+                continue;
+            };
+            if name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                let key = format!("{section}.{name}");
+                assert!(
+                    keys::lookup(&key).is_some(),
+                    "{key} is in the shipped file, not in the table"
+                );
+            }
+        }
+    }
+}

@@ -437,7 +437,7 @@ fn a_timeout_names_the_step_the_action_and_what_the_machine_did_last() {
 #[test]
 fn durations_read_as_people_write_them() {
     let table = [
-        (7200_000, "2h"),
+        (7_200_000, "2h"),
         (300_000, "5m"),
         (90_000, "90s"),
         (1_000, "1s"),
