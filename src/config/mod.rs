@@ -469,151 +469,16 @@ fn resolve(
         (None, None) => String::new(),
     };
 
-    let secret_key = r.pick("server.secret_key", None, f.server.secret_key, None);
-    let secret_key_file = r.pick(
-        "server.secret_key_file",
-        None,
+    let secret = resolve_secret(
+        &mut r,
+        f.server.secret_key,
         f.server.secret_key_file,
-        None,
+        &data_dir,
     );
-    let secret = match (secret_key, secret_key_file) {
-        (Some(_), Some(_)) => {
-            r.errors.push(
-                "server.secret_key and server.secret_key_file are both set; keep one".to_string(),
-            );
-            SecretSource::File(PathBuf::new())
-        }
-        (Some(k), None) if k.len() < 16 => {
-            r.errors
-                .push("server.secret_key (SECRET_KEY) must be at least 16 characters".to_string());
-            SecretSource::Key(k)
-        }
-        (Some(k), None) => SecretSource::Key(k),
-        (None, Some(p)) => SecretSource::File(PathBuf::from(p)),
-        (None, None) => SecretSource::File(data_dir.join("secret.key")),
-    };
 
-    let db_url = r.pick("database.url", None, f.database.url, None);
-    let db_host = r.pick("database.host", None, f.database.host, None);
-    let db_port = r.pick("database.port", None, f.database.port, Some(5432));
-    let db_name = r.pick(
-        "database.name",
-        None,
-        f.database.name,
-        Some("bootloader".to_string()),
-    );
-    let db_user = r.pick(
-        "database.user",
-        None,
-        f.database.user,
-        Some("bootloader".to_string()),
-    );
-    let db_password = r.pick("database.password", None, f.database.password, None);
-    let max_connections = r
-        .pick(
-            "database.max_connections",
-            None,
-            f.database.max_connections,
-            Some(10),
-        )
-        .unwrap_or(10);
-    if max_connections == 0 {
-        r.errors
-            .push("database.max_connections must be at least 1".to_string());
-    }
-    let database = match (db_url, db_host) {
-        (Some(_), Some(_)) => {
-            r.errors.push(
-                "database.url (DATABASE_URL) and database.host (DB_HOST) are both set; keep one"
-                    .to_string(),
-            );
-            DatabaseConfig::Sqlite {
-                path: PathBuf::new(),
-            }
-        }
-        (Some(url), None) => {
-            if let Some(path) = url.strip_prefix("sqlite://") {
-                DatabaseConfig::Sqlite {
-                    path: PathBuf::from(path),
-                }
-            } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                DatabaseConfig::Postgres {
-                    target: PostgresTarget::Url(url),
-                    max_connections,
-                }
-            } else {
-                r.errors.push(format!(
-                    "database.url: {} is neither sqlite:// nor postgres://",
-                    redact_url(&url)
-                ));
-                DatabaseConfig::Sqlite {
-                    path: PathBuf::new(),
-                }
-            }
-        }
-        (None, Some(host)) => DatabaseConfig::Postgres {
-            target: PostgresTarget::Parts {
-                host,
-                port: db_port.unwrap_or(5432),
-                name: db_name.unwrap_or_default(),
-                user: db_user.unwrap_or_default(),
-                password: db_password,
-            },
-            max_connections,
-        },
-        (None, None) => DatabaseConfig::Sqlite {
-            path: data_dir.join("bootloader.sqlite3"),
-        },
-    };
+    let database = resolve_database(&mut r, std::mem::take(&mut f.database), &data_dir);
 
-    let tls = TlsConfig {
-        enable: r
-            .pick("tls.enable", None, f.tls.enable, Some(false))
-            .unwrap_or(false),
-        certificate: r.pick("tls.certificate", None, f.tls.certificate, None),
-        key: r
-            .pick("tls.key", None, f.tls.key, None)
-            .map(bootloader_core::model::Secret::new),
-        listen: {
-            let host = http_listen.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip());
-            let default = SocketAddr::new(host, 8443).to_string();
-            let raw = r
-                .pick("tls.listen", None, f.tls.listen, Some(default.clone()))
-                .unwrap_or(default);
-            match raw.parse() {
-                Ok(a) => a,
-                Err(_) => {
-                    r.errors
-                        .push(format!("tls.listen: {raw:?} is not an address:port"));
-                    SocketAddr::new(host, 8443)
-                }
-            }
-        },
-        certificate_file: r
-            .pick("tls.certificate_file", None, f.tls.certificate_file, None)
-            .map(PathBuf::from),
-        key_file: r
-            .pick("tls.key_file", None, f.tls.key_file, None)
-            .map(PathBuf::from),
-        set_redirect: r
-            .pick("tls.set_redirect", None, f.tls.set_redirect, Some(false))
-            .unwrap_or(false),
-    };
-
-    if tls.enable {
-        if tls.certificate.is_none() && tls.certificate_file.is_none() {
-            r.errors.push(
-                "tls.enable (SSL_ENABLE) needs a certificate: tls.certificate (SSL_CERTIFICATE_CONTENTS) or tls.certificate_file"
-                    .into(),
-            );
-        }
-        if tls.key.is_none() && tls.key_file.is_none() {
-            r.errors.push(
-                "tls.enable (SSL_ENABLE) needs a private key: tls.key (SSL_KEY_CONTENTS) or tls.key_file"
-                    .into(),
-            );
-        }
-    }
+    let tls = resolve_tls(&mut r, std::mem::take(&mut f.tls), http_listen);
     let broker_url = r.pick("broker.url", None, f.broker.url, None);
     let broker_exchange = r
         .pick(
@@ -693,62 +558,7 @@ fn resolve(
         ));
     }
 
-    let tftp_enable = r
-        .pick("tftp.enable", None, f.tftp.enable, Some(false))
-        .unwrap_or(false);
-    let tftp_listen_raw = r
-        .pick(
-            "tftp.listen",
-            None,
-            f.tftp.listen,
-            Some("0.0.0.0:69".to_string()),
-        )
-        .unwrap_or_default();
-    let tftp_listen = tftp_listen_raw.parse::<SocketAddr>().unwrap_or_else(|_| {
-        r.errors.push(format!(
-            "tftp.listen: {tftp_listen_raw:?} is not an address:port such as 0.0.0.0:69"
-        ));
-        SocketAddr::from(([0, 0, 0, 0], 69))
-    });
-    let tftp_root = r
-        .pick(
-            "tftp.root",
-            None,
-            f.tftp.root,
-            Some("/usr/lib/ipxe".to_string()),
-        )
-        .unwrap_or_default();
-    let max_transfers = r
-        .pick("tftp.max_transfers", None, f.tftp.max_transfers, Some(256))
-        .unwrap_or(256);
-    let max_blksize = r
-        .pick("tftp.max_blksize", None, f.tftp.max_blksize, Some(1468))
-        .unwrap_or(1468);
-    let max_windowsize = r
-        .pick("tftp.max_windowsize", None, f.tftp.max_windowsize, Some(64))
-        .unwrap_or(64);
-    if !(8..=65464).contains(&max_blksize) {
-        r.errors.push(format!(
-            "tftp.max_blksize ({max_blksize}) must be between 8 and 65464"
-        ));
-    }
-    if !(1..=32768).contains(&max_windowsize) {
-        r.errors.push(format!(
-            "tftp.max_windowsize ({max_windowsize}) must be between 1 and 32768"
-        ));
-    }
-    if max_transfers == 0 {
-        r.errors
-            .push("tftp.max_transfers must be at least 1".to_string());
-    }
-    let tftp = TftpSettings {
-        enable: tftp_enable,
-        listen: tftp_listen,
-        root: PathBuf::from(tftp_root),
-        max_transfers,
-        max_blksize: max_blksize.clamp(8, 65464) as u16,
-        max_windowsize: max_windowsize.clamp(1, 32768) as u16,
-    };
+    let tftp = resolve_tftp(&mut r, std::mem::take(&mut f.tftp));
 
     let boot = boot::resolve(&mut r, boot_file, &data_dir);
     let power = power::resolve(&mut r, std::mem::take(&mut f.power));
@@ -809,6 +619,228 @@ fn resolve(
         file: file_path,
         settings: r.settings,
     })
+}
+
+/// Where the key that seals BMC passwords comes from.
+fn resolve_secret(
+    r: &mut Resolver<'_>,
+    secret_key: Option<String>,
+    secret_key_file: Option<String>,
+    data_dir: &Path,
+) -> SecretSource {
+    let secret_key = r.pick("server.secret_key", None, secret_key, None);
+    let secret_key_file = r.pick("server.secret_key_file", None, secret_key_file, None);
+
+    match (secret_key, secret_key_file) {
+        (Some(_), Some(_)) => {
+            r.errors.push(
+                "server.secret_key and server.secret_key_file are both set; keep one".to_string(),
+            );
+            SecretSource::File(PathBuf::new())
+        }
+        (Some(k), None) if k.len() < 16 => {
+            r.errors
+                .push("server.secret_key (SECRET_KEY) must be at least 16 characters".to_string());
+            SecretSource::Key(k)
+        }
+        (Some(k), None) => SecretSource::Key(k),
+        (None, Some(p)) => SecretSource::File(PathBuf::from(p)),
+        (None, None) => SecretSource::File(data_dir.join("secret.key")),
+    }
+}
+
+/// The embedded SQLite file, or PostgreSQL by URL or by parts.
+fn resolve_database(
+    r: &mut Resolver<'_>,
+    d: file::DatabaseSection,
+    data_dir: &Path,
+) -> DatabaseConfig {
+    let db_url = r.pick("database.url", None, d.url, None);
+    let db_host = r.pick("database.host", None, d.host, None);
+    let db_port = r.pick("database.port", None, d.port, Some(5432));
+    let db_name = r.pick(
+        "database.name",
+        None,
+        d.name,
+        Some("bootloader".to_string()),
+    );
+    let db_user = r.pick(
+        "database.user",
+        None,
+        d.user,
+        Some("bootloader".to_string()),
+    );
+    let db_password = r.pick("database.password", None, d.password, None);
+    let max_connections = r
+        .pick(
+            "database.max_connections",
+            None,
+            d.max_connections,
+            Some(10),
+        )
+        .unwrap_or(10);
+    if max_connections == 0 {
+        r.errors
+            .push("database.max_connections must be at least 1".to_string());
+    }
+
+    match (db_url, db_host) {
+        (Some(_), Some(_)) => {
+            r.errors.push(
+                "database.url (DATABASE_URL) and database.host (DB_HOST) are both set; keep one"
+                    .to_string(),
+            );
+            DatabaseConfig::Sqlite {
+                path: PathBuf::new(),
+            }
+        }
+        (Some(url), None) => {
+            if let Some(path) = url.strip_prefix("sqlite://") {
+                DatabaseConfig::Sqlite {
+                    path: PathBuf::from(path),
+                }
+            } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                DatabaseConfig::Postgres {
+                    target: PostgresTarget::Url(url),
+                    max_connections,
+                }
+            } else {
+                r.errors.push(format!(
+                    "database.url: {} is neither sqlite:// nor postgres://",
+                    redact_url(&url)
+                ));
+                DatabaseConfig::Sqlite {
+                    path: PathBuf::new(),
+                }
+            }
+        }
+        (None, Some(host)) => DatabaseConfig::Postgres {
+            target: PostgresTarget::Parts {
+                host,
+                port: db_port.unwrap_or(5432),
+                name: db_name.unwrap_or_default(),
+                user: db_user.unwrap_or_default(),
+                password: db_password,
+            },
+            max_connections,
+        },
+        (None, None) => DatabaseConfig::Sqlite {
+            path: data_dir.join("bootloader.sqlite3"),
+        },
+    }
+}
+
+/// HTTPS beside the plain listener, whose address gives its default.
+fn resolve_tls(
+    r: &mut Resolver<'_>,
+    t: file::TlsSection,
+    http_listen: Option<SocketAddr>,
+) -> TlsConfig {
+    let tls = TlsConfig {
+        enable: r
+            .pick("tls.enable", None, t.enable, Some(false))
+            .unwrap_or(false),
+        certificate: r.pick("tls.certificate", None, t.certificate, None),
+        key: r
+            .pick("tls.key", None, t.key, None)
+            .map(bootloader_core::model::Secret::new),
+        listen: {
+            let host = http_listen.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+            let default = SocketAddr::new(host, 8443).to_string();
+            let raw = r
+                .pick("tls.listen", None, t.listen, Some(default.clone()))
+                .unwrap_or(default);
+            match raw.parse() {
+                Ok(a) => a,
+                Err(_) => {
+                    r.errors
+                        .push(format!("tls.listen: {raw:?} is not an address:port"));
+                    SocketAddr::new(host, 8443)
+                }
+            }
+        },
+        certificate_file: r
+            .pick("tls.certificate_file", None, t.certificate_file, None)
+            .map(PathBuf::from),
+        key_file: r
+            .pick("tls.key_file", None, t.key_file, None)
+            .map(PathBuf::from),
+        set_redirect: r
+            .pick("tls.set_redirect", None, t.set_redirect, Some(false))
+            .unwrap_or(false),
+    };
+
+    if tls.enable {
+        if tls.certificate.is_none() && tls.certificate_file.is_none() {
+            r.errors.push(
+                "tls.enable (SSL_ENABLE) needs a certificate: tls.certificate (SSL_CERTIFICATE_CONTENTS) or tls.certificate_file"
+                    .into(),
+            );
+        }
+        if tls.key.is_none() && tls.key_file.is_none() {
+            r.errors.push(
+                "tls.enable (SSL_ENABLE) needs a private key: tls.key (SSL_KEY_CONTENTS) or tls.key_file"
+                    .into(),
+            );
+        }
+    }
+    tls
+}
+
+/// The TFTP server.
+fn resolve_tftp(r: &mut Resolver<'_>, t: file::TftpSection) -> TftpSettings {
+    let tftp_enable = r
+        .pick("tftp.enable", None, t.enable, Some(false))
+        .unwrap_or(false);
+    let tftp_listen_raw = r
+        .pick(
+            "tftp.listen",
+            None,
+            t.listen,
+            Some("0.0.0.0:69".to_string()),
+        )
+        .unwrap_or_default();
+    let tftp_listen = tftp_listen_raw.parse::<SocketAddr>().unwrap_or_else(|_| {
+        r.errors.push(format!(
+            "tftp.listen: {tftp_listen_raw:?} is not an address:port such as 0.0.0.0:69"
+        ));
+        SocketAddr::from(([0, 0, 0, 0], 69))
+    });
+    let tftp_root = r
+        .pick("tftp.root", None, t.root, Some("/usr/lib/ipxe".to_string()))
+        .unwrap_or_default();
+    let max_transfers = r
+        .pick("tftp.max_transfers", None, t.max_transfers, Some(256))
+        .unwrap_or(256);
+    let max_blksize = r
+        .pick("tftp.max_blksize", None, t.max_blksize, Some(1468))
+        .unwrap_or(1468);
+    let max_windowsize = r
+        .pick("tftp.max_windowsize", None, t.max_windowsize, Some(64))
+        .unwrap_or(64);
+    if !(8..=65464).contains(&max_blksize) {
+        r.errors.push(format!(
+            "tftp.max_blksize ({max_blksize}) must be between 8 and 65464"
+        ));
+    }
+    if !(1..=32768).contains(&max_windowsize) {
+        r.errors.push(format!(
+            "tftp.max_windowsize ({max_windowsize}) must be between 1 and 32768"
+        ));
+    }
+    if max_transfers == 0 {
+        r.errors
+            .push("tftp.max_transfers must be at least 1".to_string());
+    }
+
+    TftpSettings {
+        enable: tftp_enable,
+        listen: tftp_listen,
+        root: PathBuf::from(tftp_root),
+        max_transfers,
+        max_blksize: max_blksize.clamp(8, 65464) as u16,
+        max_windowsize: max_windowsize.clamp(1, 32768) as u16,
+    }
 }
 
 fn resolve_email(r: &mut Resolver<'_>, f: file::EmailSection) -> Option<EmailSettings> {
