@@ -28,7 +28,7 @@ use bootloader_store::{LockStore, OutboxEvent, OutboxStore};
 /// The version of the message body's shape. 2: `id` is the publish
 /// number, which only grows (1 had the outbox row id, which could go back
 /// with writers side by side on PostgreSQL); `outbox_id` is the row.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = bootloader_core::published::SCHEMA_VERSION;
 
 /// Rows published per round.
 const BATCH: u32 = 200;

@@ -12,7 +12,9 @@
 //! - `profile/`: profile YAML -> validated `Profile`; templates.
 //! - `dhcp/`: classify, decide, reply, quirks, trust.
 //! - `tftp/`: the codec, one read transfer (sans-IO), path confinement.
-//! - `workflow/`: the deployment state machine.
+//! - `workflow/`: the deployment state machine and the plan built on it.
+//! - `published/`: the objects as the REST API and the events publish
+//!   them (schema 2).
 //! - `power/`: power actions, states, boot devices, BMC errors; the IPMI
 //!   messages as bytes.
 
@@ -20,5 +22,6 @@ pub mod dhcp;
 pub mod model;
 pub mod power;
 pub mod profile;
+pub mod published;
 pub mod tftp;
 pub mod workflow;

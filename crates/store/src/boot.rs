@@ -5,14 +5,12 @@
 use std::net::Ipv4Addr;
 
 use async_trait::async_trait;
-use serde::Serialize;
 use time::OffsetDateTime;
-use utoipa::ToSchema;
 
 use super::{Listing, Page, Result};
-use bootloader_core::model::{
-    DeploymentState, Fqdn, LeaseState, MacAddr, Outcome, Phase, TokenHash, Via,
-};
+use bootloader_core::model::{DeploymentState, Fqdn, LeaseState, MacAddr, TokenHash, Via};
+pub use bootloader_core::published::boot::{BootEvent, Lease, UnknownMac};
+pub use bootloader_core::published::deployment::{CallbackRecord, DeploymentRecord};
 
 /// What the inventory knows of a MAC, for the boot decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,61 +36,6 @@ pub struct ServedFile {
     pub file: Option<std::path::PathBuf>,
 }
 
-/// A deployment as the API shows it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct DeploymentRecord {
-    pub id: i64,
-    #[schema(value_type = String)]
-    pub server: Fqdn,
-    pub profile_id: i64,
-    /// `name==version`: the profile version the deployment is pinned to.
-    pub profile: String,
-    pub state: DeploymentState,
-    /// Finished actions over all actions of the six main steps; 100 once
-    /// complete.
-    pub progress: u8,
-    /// The step whose action runs next, and its index; absent once nothing
-    /// is left to run.
-    pub step: Option<String>,
-    pub action_index: u32,
-    /// Why it failed (state `error`).
-    pub error: Option<String>,
-    /// The deployment this one repeats.
-    pub repeat_of: Option<i64>,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub updated_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub finished_at: Option<OffsetDateTime>,
-    /// The daemon whose engine runs (or last ran) its steps.
-    pub runner: Option<String>,
-}
-
-/// One address of a network and who holds it. Times are Unix seconds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct Lease {
-    pub network_id: i64,
-    #[schema(value_type = String)]
-    pub ip: Ipv4Addr,
-    #[schema(value_type = String)]
-    pub mac: MacAddr,
-    pub state: LeaseState,
-    pub expires_at: i64,
-    pub hostname: String,
-    pub updated_at: i64,
-}
-
-impl Lease {
-    /// Whether the address is someone's at `now`.
-    pub fn is_held(&self, now: i64) -> bool {
-        self.expires_at > now && self.state != LeaseState::Released
-    }
-}
-
 /// A request to hold an address for a client.
 #[derive(Debug, Clone)]
 pub struct LeaseClaim {
@@ -106,40 +49,6 @@ pub struct LeaseClaim {
     pub now: i64,
 }
 
-/// One entry of the boot timeline.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct BootEvent {
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub at: OffsetDateTime,
-    #[schema(value_type = Option<String>)]
-    pub mac: Option<MacAddr>,
-    /// The client's address and port as we saw it.
-    pub peer: String,
-    pub phase: Phase,
-    /// What was asked, e.g. `DHCPDISCOVER arch=bios vendor=PXEClient`.
-    pub request: String,
-    pub outcome: Outcome,
-    /// What we answered, or why we stayed silent.
-    pub detail: String,
-}
-
-/// A MAC seen on the boot network that no interface has.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct UnknownMac {
-    #[schema(value_type = String)]
-    pub mac: MacAddr,
-    pub events: u64,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub first_seen: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub last_seen: OffsetDateTime,
-    /// The last thing it asked.
-    pub last_request: String,
-}
-
 /// What became of a callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallbackReceipt {
@@ -150,17 +59,6 @@ pub enum CallbackReceipt {
     /// The deployment holds `limits.callbacks_per_deployment` callbacks
     /// already; a new name is refused (a replay still answers Recorded).
     Full { deployment_id: i64 },
-}
-
-/// A callback as stored.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct CallbackRecord {
-    pub name: String,
-    pub method: String,
-    pub body: String,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub received_at: OffsetDateTime,
 }
 
 /// What the boot path reads of the inventory and of active deployments:

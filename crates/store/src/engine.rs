@@ -4,15 +4,13 @@
 //! the deployment log. The SQL is in `engine_sql.rs`.
 
 use async_trait::async_trait;
-use serde::Serialize;
-use time::OffsetDateTime;
-use utoipa::ToSchema;
 
 pub use bootloader_core::model::LogLevel;
 use bootloader_core::model::{CallbackToken, DeploymentState, Fqdn};
 
 use crate::boot::DeploymentRecord;
 use crate::{Listing, Page, Result};
+pub use bootloader_core::published::deployment::LogEntry;
 
 /// A deployment to start.
 pub struct NewDeployment {
@@ -35,16 +33,6 @@ pub struct EngineView {
     /// Unix seconds.
     pub action_deadline: Option<i64>,
     pub step_deadline: Option<i64>,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct LogEntry {
-    pub id: i64,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub at: OffsetDateTime,
-    pub level: LogLevel,
-    pub message: String,
 }
 
 /// One step of a deployment's life, committed at once: the new position,

@@ -7,23 +7,11 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 use time::OffsetDateTime;
-use utoipa::ToSchema;
 
 use bootloader_core::model::{Fqdn, MacAddr, Name, Secret, TokenScope};
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Location {
-    pub id: i64,
-    #[schema(value_type = String)]
-    pub name: Name,
-    pub description: String,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub updated_at: OffsetDateTime,
-}
+pub use bootloader_core::published::inventory::{
+    ApiToken, Bmc, Credential, Interface, Label, Location, Network, Pool, Server, SshKey, User,
+};
 
 #[derive(Debug, Clone)]
 pub struct NewLocation {
@@ -35,36 +23,6 @@ pub struct NewLocation {
 pub struct LocationPatch {
     pub name: Option<Name>,
     pub description: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-pub struct Pool {
-    #[schema(value_type = String)]
-    pub start: Ipv4Addr,
-    #[schema(value_type = String)]
-    pub end: Ipv4Addr,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Network {
-    pub id: i64,
-    #[schema(value_type = String)]
-    pub location: Name,
-    #[schema(value_type = String, example = "192.0.2.0/24")]
-    pub cidr: Ipv4Net,
-    #[schema(value_type = Option<String>)]
-    pub gateway: Option<Ipv4Addr>,
-    #[schema(value_type = Vec<String>)]
-    pub nameservers: Vec<Ipv4Addr>,
-    pub domain: Option<String>,
-    pub pool: Option<Pool>,
-    pub description: String,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub updated_at: OffsetDateTime,
 }
 
 /// A network as it will be written: every field, validated together.
@@ -79,29 +37,6 @@ pub struct NetworkSpec {
     pub description: String,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Label {
-    pub id: i64,
-    #[schema(value_type = String)]
-    pub name: Name,
-    pub description: String,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Credential {
-    pub id: i64,
-    #[schema(value_type = String)]
-    pub name: Name,
-    pub username: String,
-    pub description: String,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub updated_at: OffsetDateTime,
-}
-
 #[derive(Debug, Clone)]
 pub struct CredentialSpec {
     pub name: Name,
@@ -111,58 +46,11 @@ pub struct CredentialSpec {
     pub password: Option<Secret>,
 }
 
-/// How the daemon reaches a server's BMC. The password itself stays in the
-/// store, encrypted; `password_set` says whether there is one.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Bmc {
-    pub host: Option<String>,
-    pub port: u16,
-    pub username: Option<String>,
-    pub password_set: bool,
-    #[schema(value_type = Option<String>)]
-    pub credential: Option<Name>,
-    pub driver: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct Interface {
-    pub id: i64,
-    #[schema(value_type = String)]
-    pub server: Fqdn,
-    pub name: String,
-    #[schema(value_type = String, example = "52:54:00:12:34:56")]
-    pub mac: MacAddr,
-    #[schema(value_type = Option<String>)]
-    pub ipv4: Option<Ipv4Addr>,
-    pub network_id: Option<i64>,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterfaceSpec {
     pub name: String,
     pub mac: MacAddr,
     pub ipv4: Option<Ipv4Addr>,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Server {
-    pub id: i64,
-    #[schema(value_type = String)]
-    pub fqdn: Fqdn,
-    #[schema(value_type = String)]
-    pub location: Name,
-    pub serial: String,
-    pub notes: String,
-    #[schema(value_type = Vec<String>)]
-    pub labels: Vec<Name>,
-    pub bmc: Bmc,
-    pub interfaces: Vec<Interface>,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub updated_at: OffsetDateTime,
 }
 
 /// BMC settings to write. `password: None` keeps what is stored on update;
@@ -196,43 +84,11 @@ pub struct ServerFilter {
     pub label: Option<Name>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct User {
-    pub id: i64,
-    #[schema(value_type = String)]
-    pub name: Name,
-    pub email: String,
-    pub is_staff: bool,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: OffsetDateTime,
-}
-
 #[derive(Debug, Clone)]
 pub struct UserSpec {
     pub name: Name,
     pub email: String,
     pub is_staff: bool,
-}
-
-/// A token as listed: never the secret, only its first characters.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ApiToken {
-    pub id: i64,
-    #[schema(value_type = String)]
-    pub user: Name,
-    pub prefix: String,
-    pub scope: TokenScope,
-    pub description: String,
-    #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub expires_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub last_used_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone)]
@@ -253,18 +109,6 @@ pub struct Principal {
     pub is_staff: bool,
     pub token_id: i64,
     pub scope: TokenScope,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct SshKey {
-    pub id: i64,
-    #[schema(value_type = String)]
-    pub user: Name,
-    pub name: String,
-    pub key: String,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: OffsetDateTime,
 }
 
 /// A stored profile: its YAML exactly as uploaded, immutable.

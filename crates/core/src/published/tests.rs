@@ -1,0 +1,262 @@
+//! Each published object's JSON, field by field: what API clients and
+//! event consumers read. A failure here is a change to the API and to the
+//! events (a new schema version, or a field added on purpose).
+
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use super::boot::{BootEvent, Lease, UnknownMac};
+use super::deployment::{CallbackRecord, DeploymentRecord, LogEntry};
+use super::inventory::*;
+use super::power::PowerHealth;
+use crate::model::{DeploymentState, LeaseState, LogLevel, Outcome, Phase, TokenScope};
+
+const AT: &str = "2026-11-24T23:10:03Z";
+
+fn at() -> OffsetDateTime {
+    OffsetDateTime::parse(AT, &time::format_description::well_known::Rfc3339).unwrap()
+}
+
+fn check<T: serde::Serialize>(value: &T, expected: Value) {
+    assert_eq!(serde_json::to_value(value).unwrap(), expected);
+}
+
+#[test]
+fn inventory_objects() {
+    let interface = Interface {
+        id: 3,
+        server: "n1.dc1.example.com".parse().unwrap(),
+        name: "eth0".into(),
+        mac: "52:54:00:00:00:01".parse().unwrap(),
+        ipv4: Some("10.0.0.5".parse().unwrap()),
+        network_id: Some(2),
+    };
+    let server = Server {
+        id: 1,
+        fqdn: "n1.dc1.example.com".parse().unwrap(),
+        location: "dc1".parse().unwrap(),
+        serial: "S1".into(),
+        notes: String::new(),
+        labels: vec!["rack1".parse().unwrap()],
+        bmc: Bmc {
+            host: Some("10.1.0.1".into()),
+            port: 623,
+            username: Some("ADMIN".into()),
+            password_set: true,
+            credential: None,
+            driver: None,
+        },
+        interfaces: vec![interface.clone()],
+        created_at: at(),
+        updated_at: at(),
+    };
+    check(
+        &server,
+        json!({"id": 1, "fqdn": "n1.dc1.example.com", "location": "dc1", "serial": "S1",
+            "notes": "", "labels": ["rack1"],
+            "bmc": {"host": "10.1.0.1", "port": 623, "username": "ADMIN", "password_set": true,
+                    "credential": null, "driver": null},
+            "interfaces": [{"id": 3, "server": "n1.dc1.example.com", "name": "eth0",
+                            "mac": "52:54:00:00:00:01", "ipv4": "10.0.0.5", "network_id": 2}],
+            "created_at": AT, "updated_at": AT}),
+    );
+    check(
+        &Network {
+            id: 2,
+            location: "dc1".parse().unwrap(),
+            cidr: "10.0.0.0/24".parse().unwrap(),
+            gateway: Some("10.0.0.1".parse().unwrap()),
+            nameservers: vec!["10.0.0.2".parse().unwrap()],
+            domain: None,
+            pool: Some(Pool {
+                start: "10.0.0.100".parse().unwrap(),
+                end: "10.0.0.199".parse().unwrap(),
+            }),
+            description: String::new(),
+            created_at: at(),
+            updated_at: at(),
+        },
+        json!({"id": 2, "location": "dc1", "cidr": "10.0.0.0/24", "gateway": "10.0.0.1",
+            "nameservers": ["10.0.0.2"], "domain": null,
+            "pool": {"start": "10.0.0.100", "end": "10.0.0.199"}, "description": "",
+            "created_at": AT, "updated_at": AT}),
+    );
+    check(
+        &Location {
+            id: 1,
+            name: "dc1".parse().unwrap(),
+            description: "hall".into(),
+            created_at: at(),
+            updated_at: at(),
+        },
+        json!({"id": 1, "name": "dc1", "description": "hall", "created_at": AT, "updated_at": AT}),
+    );
+    check(
+        &Label {
+            id: 1,
+            name: "rack1".parse().unwrap(),
+            description: String::new(),
+        },
+        json!({"id": 1, "name": "rack1", "description": ""}),
+    );
+    check(
+        &Credential {
+            id: 1,
+            name: "ipmi".parse().unwrap(),
+            username: "ADMIN".into(),
+            description: String::new(),
+            created_at: at(),
+            updated_at: at(),
+        },
+        json!({"id": 1, "name": "ipmi", "username": "ADMIN", "description": "",
+            "created_at": AT, "updated_at": AT}),
+    );
+}
+
+#[test]
+fn people_and_their_keys() {
+    check(
+        &User {
+            id: 1,
+            name: "ops".parse().unwrap(),
+            email: "ops@example.com".into(),
+            is_staff: true,
+            created_at: at(),
+        },
+        json!({"id": 1, "name": "ops", "email": "ops@example.com", "is_staff": true, "created_at": AT}),
+    );
+    check(
+        &ApiToken {
+            id: 4,
+            user: "ops".parse().unwrap(),
+            prefix: "blt_abcd".into(),
+            scope: TokenScope::Read,
+            description: "ci".into(),
+            expires_at: None,
+            created_at: at(),
+            last_used_at: Some(at()),
+        },
+        json!({"id": 4, "user": "ops", "prefix": "blt_abcd", "scope": "read", "description": "ci",
+            "expires_at": null, "created_at": AT, "last_used_at": AT}),
+    );
+    check(
+        &SshKey {
+            id: 5,
+            user: "ops".parse().unwrap(),
+            name: "laptop".into(),
+            key: "ssh-ed25519 AAAA".into(),
+            created_at: at(),
+        },
+        json!({"id": 5, "user": "ops", "name": "laptop", "key": "ssh-ed25519 AAAA", "created_at": AT}),
+    );
+}
+
+#[test]
+fn deployments_and_the_boot_path() {
+    check(
+        &DeploymentRecord {
+            id: 7,
+            server: "n1.dc1.example.com".parse().unwrap(),
+            profile_id: 2,
+            profile: "payload==1.0".into(),
+            state: DeploymentState::Installing,
+            progress: 40,
+            step: Some("installing".into()),
+            action_index: 1,
+            error: None,
+            repeat_of: None,
+            created_at: at(),
+            updated_at: at(),
+            finished_at: None,
+            runner: Some("boot1-ab12".into()),
+        },
+        json!({"id": 7, "server": "n1.dc1.example.com", "profile_id": 2, "profile": "payload==1.0",
+            "state": "installing", "progress": 40, "step": "installing", "action_index": 1,
+            "error": null, "repeat_of": null, "created_at": AT, "updated_at": AT,
+            "finished_at": null, "runner": "boot1-ab12"}),
+    );
+    check(
+        &LogEntry {
+            id: 9,
+            at: at(),
+            level: LogLevel::Warn,
+            message: "cancelled by an operator".into(),
+        },
+        json!({"id": 9, "at": AT, "level": "warn", "message": "cancelled by an operator"}),
+    );
+    check(
+        &CallbackRecord {
+            name: "installing".into(),
+            method: "POST".into(),
+            body: "ok".into(),
+            received_at: at(),
+        },
+        json!({"name": "installing", "method": "POST", "body": "ok", "received_at": AT}),
+    );
+    check(
+        &Lease {
+            network_id: 2,
+            ip: "10.0.0.150".parse().unwrap(),
+            mac: "52:54:00:00:00:01".parse().unwrap(),
+            state: LeaseState::Bound,
+            expires_at: 1_800_000_000,
+            hostname: "n1".into(),
+            updated_at: 1_799_996_400,
+        },
+        json!({"network_id": 2, "ip": "10.0.0.150", "mac": "52:54:00:00:00:01", "state": "bound",
+            "expires_at": 1_800_000_000, "hostname": "n1", "updated_at": 1_799_996_400}),
+    );
+    check(
+        &BootEvent {
+            at: at(),
+            mac: Some("52:54:00:00:00:01".parse().unwrap()),
+            peer: "10.0.0.150:68".into(),
+            phase: Phase::Dhcp,
+            request: "DHCPDISCOVER arch=bios".into(),
+            outcome: Outcome::Answered,
+            detail: "OFFER 10.0.0.150".into(),
+        },
+        json!({"at": AT, "mac": "52:54:00:00:00:01", "peer": "10.0.0.150:68", "phase": "dhcp",
+            "request": "DHCPDISCOVER arch=bios", "outcome": "answered", "detail": "OFFER 10.0.0.150"}),
+    );
+    check(
+        &UnknownMac {
+            mac: "52:54:00:00:00:09".parse().unwrap(),
+            events: 3,
+            first_seen: at(),
+            last_seen: at(),
+            last_request: "DHCPDISCOVER".into(),
+        },
+        json!({"mac": "52:54:00:00:00:09", "events": 3, "first_seen": AT, "last_seen": AT,
+            "last_request": "DHCPDISCOVER"}),
+    );
+}
+
+#[test]
+fn bmc_health() {
+    let health = PowerHealth {
+        consecutive_failures: 2,
+        last_error_kind: Some("timeout".into()),
+        ..PowerHealth::default()
+    };
+    let v = serde_json::to_value(&health).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut expected = vec![
+        "consecutive_failures",
+        "last_bootdev",
+        "last_bootdev_at",
+        "last_command",
+        "last_error",
+        "last_error_kind",
+        "last_failure_at",
+        "last_state",
+        "last_state_at",
+        "last_success_at",
+    ];
+    expected.sort_unstable();
+    let mut keys = keys;
+    keys.sort_unstable();
+    assert_eq!(keys, expected);
+    assert_eq!(v["consecutive_failures"], 2);
+    assert_eq!(v["last_error_kind"], "timeout");
+}
