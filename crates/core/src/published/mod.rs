@@ -7,6 +7,7 @@
 
 pub mod boot;
 pub mod deployment;
+pub mod events;
 pub mod inventory;
 pub mod power;
 

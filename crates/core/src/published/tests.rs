@@ -260,3 +260,64 @@ fn bmc_health() {
     assert_eq!(v["consecutive_failures"], 2);
     assert_eq!(v["last_error_kind"], "timeout");
 }
+
+#[test]
+fn events_without_a_whole_object() {
+    use super::events::*;
+    let mac = "52:54:00:00:00:01".parse().unwrap();
+    let ip = "10.0.0.150".parse().unwrap();
+    check(
+        &LeaseLetGo {
+            network_id: 2,
+            ip,
+            mac,
+            until: None,
+        },
+        json!({"network_id": 2, "ip": "10.0.0.150", "mac": "52:54:00:00:00:01"}),
+    );
+    check(
+        &LeaseLetGo {
+            network_id: 2,
+            ip,
+            mac,
+            until: Some(1_800_000_600),
+        },
+        json!({"network_id": 2, "ip": "10.0.0.150", "mac": "52:54:00:00:00:01", "until": 1_800_000_600}),
+    );
+    check(
+        &CallbackReceived {
+            deployment_id: 7,
+            name: "installing",
+            method: "POST",
+            received_at: at(),
+        },
+        json!({"deployment_id": 7, "name": "installing", "method": "POST", "received_at": AT}),
+    );
+    let server = "n1.dc1.example.com".parse().unwrap();
+    check(
+        &PowerDone {
+            server: &server,
+            action: "cycle",
+            command: "power cycle",
+            driver: "native",
+            attempts: 2,
+            duration_ms: 850,
+            ok: false,
+            answer: None,
+            error_kind: Some("timeout"),
+            error: Some("no answer"),
+        },
+        json!({"server": "n1.dc1.example.com", "action": "cycle", "command": "power cycle",
+            "driver": "native", "attempts": 2, "duration_ms": 850, "ok": false, "answer": null,
+            "error_kind": "timeout", "error": "no answer"}),
+    );
+    check(
+        &ProfileCreated {
+            id: 3,
+            name: "payload",
+            version: "1.0",
+        },
+        json!({"id": 3, "name": "payload", "version": "1.0"}),
+    );
+    check(&ProfileDeleted { id: 3 }, json!({"id": 3}));
+}

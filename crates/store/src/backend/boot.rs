@@ -1,6 +1,7 @@
 //! `BootStore`: what a booting machine is answered (boot targets, served files, callbacks).
 
 use async_trait::async_trait;
+use bootloader_core::published::events::CallbackReceived;
 use time::OffsetDateTime;
 
 use super::Backend;
@@ -328,10 +329,13 @@ impl BootStore for Backend {
         .await?;
         let first = done.rows_affected() > 0;
         if first {
-            let payload = serde_json::json!({
-                "deployment_id": deployment_id, "name": name, "method": method,
-                "received_at": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-            });
+            let payload = serde_json::to_value(CallbackReceived {
+                deployment_id,
+                name,
+                method,
+                received_at: now,
+            })
+            .unwrap_or_default();
             emit(&mut tx, "deployment.callback", payload).await?;
         }
         tx.commit().await?;

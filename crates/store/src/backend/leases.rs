@@ -1,5 +1,6 @@
 //! `LeaseStore`: DHCP leases, claimed one holder at a time.
 
+use bootloader_core::published::events::LeaseLetGo;
 use std::net::Ipv4Addr;
 
 use async_trait::async_trait;
@@ -129,7 +130,13 @@ impl LeaseStore for Backend {
         .await?;
         let released = done.rows_affected() > 0;
         if released {
-            let payload = serde_json::json!({"network_id": network_id, "ip": ip, "mac": mac});
+            let payload = serde_json::to_value(LeaseLetGo {
+                network_id,
+                ip,
+                mac,
+                until: None,
+            })
+            .unwrap_or_default();
             emit(&mut tx, "dhcp.lease.released", payload).await?;
         }
         tx.commit().await?;
@@ -158,8 +165,13 @@ impl LeaseStore for Backend {
         .await?;
         let declined = done.rows_affected() > 0;
         if declined {
-            let payload =
-                serde_json::json!({"network_id": network_id, "ip": ip, "mac": mac, "until": until});
+            let payload = serde_json::to_value(LeaseLetGo {
+                network_id,
+                ip,
+                mac,
+                until: Some(until),
+            })
+            .unwrap_or_default();
             emit(&mut tx, "dhcp.lease.declined", payload).await?;
         }
         tx.commit().await?;

@@ -1,6 +1,7 @@
 //! `PowerStore`: BMC health and the record of power commands.
 
 use async_trait::async_trait;
+use bootloader_core::published::events::PowerDone;
 
 use super::Backend;
 use crate::power::*;
@@ -111,18 +112,19 @@ impl PowerStore for Backend {
         .bind(&detail)
         .execute(&mut *tx)
         .await?;
-        let payload = serde_json::json!({
-            "server": r.server.as_str(),
-            "action": r.action,
-            "command": r.command,
-            "driver": r.driver,
-            "attempts": r.attempts,
-            "duration_ms": r.duration_ms,
-            "ok": r.result.is_ok(),
-            "answer": r.result.as_ref().ok(),
-            "error_kind": r.result.as_ref().err().map(|e| &e.0),
-            "error": r.result.as_ref().err().map(|e| &e.1),
-        });
+        let payload = serde_json::to_value(PowerDone {
+            server: &r.server,
+            action: &r.action,
+            command: &r.command,
+            driver: &r.driver,
+            attempts: r.attempts,
+            duration_ms: r.duration_ms,
+            ok: r.result.is_ok(),
+            answer: r.result.as_ref().ok().map(String::as_str),
+            error_kind: r.result.as_ref().err().map(|e| e.0.as_str()),
+            error: r.result.as_ref().err().map(|e| e.1.as_str()),
+        })
+        .unwrap_or_default();
         sqlx::query("INSERT INTO outbox (routing_key, payload, created_at) VALUES ($1, $2, $3)")
             .bind(format!("power.{}", r.action))
             .bind(sqlx::types::Json(payload))

@@ -1,6 +1,7 @@
 //! `ProfileStore`: profile versions.
 
 use async_trait::async_trait;
+use bootloader_core::published::events::{ProfileCreated, ProfileDeleted};
 
 use super::Backend;
 use crate::sql::rows::*;
@@ -49,9 +50,12 @@ impl ProfileStore for Backend {
         emit(
             &mut tx,
             "profile.created",
-            serde_json::json!({
-                "id": profile.id, "name": profile.name, "version": profile.version,
-            }),
+            serde_json::to_value(ProfileCreated {
+                id: profile.id,
+                name: &profile.name,
+                version: &profile.version,
+            })
+            .unwrap_or_default(),
         )
         .await?;
         tx.commit().await?;
@@ -125,7 +129,12 @@ impl ProfileStore for Backend {
         if deleted == 0 {
             return Err(StoreError::not_found("profile", id));
         }
-        emit(&mut tx, "profile.deleted", serde_json::json!({ "id": id })).await?;
+        emit(
+            &mut tx,
+            "profile.deleted",
+            serde_json::to_value(ProfileDeleted { id }).unwrap_or_default(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
