@@ -11,21 +11,8 @@ use crate::boot_sql::{ACTIVE_STATES, DEPLOYMENT_SELECT, convert};
 use crate::{Result, StoreError};
 use bootloader_core::model::{DeploymentState, Fqdn, MacAddr, TokenHash, Via};
 
+use super::helpers::emit;
 use super::{Conn, FOR_UPDATE};
-
-pub(super) async fn emit(
-    conn: &mut Conn,
-    routing_key: &str,
-    payload: serde_json::Value,
-) -> Result<()> {
-    sqlx::query("INSERT INTO outbox (routing_key, payload, created_at) VALUES ($1, $2, $3)")
-        .bind(routing_key)
-        .bind(sqlx::types::Json(payload))
-        .bind(OffsetDateTime::now_utc())
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
 
 pub(super) async fn fetch_deployment(conn: &mut Conn, id: i64) -> Result<DeploymentRecord> {
     let row: Option<DeploymentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(

@@ -13,30 +13,8 @@ use crate::{Listing, Page, Result, StoreError};
 use bootloader_core::model::{DeploymentState, Fqdn};
 
 use super::Conn;
-
-pub(super) async fn fetch(conn: &mut Conn, id: i64) -> Result<DeploymentRecord> {
-    let row: Option<DeploymentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{DEPLOYMENT_SELECT} WHERE d.id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    convert::deployment(row.ok_or_else(|| StoreError::not_found("deployment", id))?)
-}
-
-pub(super) async fn emit(
-    conn: &mut Conn,
-    routing_key: &str,
-    payload: serde_json::Value,
-) -> Result<()> {
-    sqlx::query("INSERT INTO outbox (routing_key, payload, created_at) VALUES ($1, $2, $3)")
-        .bind(routing_key)
-        .bind(sqlx::types::Json(payload))
-        .bind(OffsetDateTime::now_utc())
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
+use super::boot::fetch_deployment;
+use super::helpers::emit;
 
 pub(super) async fn log(conn: &mut Conn, id: i64, level: LogLevel, message: &str) -> Result<()> {
     sqlx::query(
@@ -92,7 +70,7 @@ impl EngineStore for Backend {
             }
             other => other,
         })?;
-        let record = fetch(&mut tx, id).await?;
+        let record = fetch_deployment(&mut tx, id).await?;
         log(
             &mut tx,
             id,
@@ -115,7 +93,7 @@ impl EngineStore for Backend {
 
     async fn engine_view(&self, id: i64) -> Result<EngineView> {
         let mut conn = self.pool.acquire().await?;
-        let record = fetch(&mut conn, id).await?;
+        let record = fetch_deployment(&mut conn, id).await?;
         let row: EngineRow = sqlx::query_as(
             "SELECT p.source, d.token_sealed, CAST(d.actions_done AS BIGINT) AS actions_done, \
              d.action_deadline, d.step_deadline \
@@ -228,7 +206,7 @@ impl EngineStore for Backend {
         // state, so it is marked notified.
         let settled = t.state == t.from && t.state.is_final() && t.step.is_none();
         if t.state != t.from || settled {
-            let record = fetch(&mut tx, t.id).await?;
+            let record = fetch_deployment(&mut tx, t.id).await?;
             let key = format!("deployment.{}", t.state);
             let payload = serde_json::to_value(&record).unwrap_or_default();
             if settled {
@@ -264,7 +242,7 @@ impl EngineStore for Backend {
     ) -> Result<Vec<LogEntry>> {
         let mut conn = self.pool.acquire().await?;
         // 404 for a deployment that does not exist.
-        fetch(&mut conn, id).await?;
+        fetch_deployment(&mut conn, id).await?;
         let rows: Vec<LogRow> = sqlx::query_as(
             "SELECT id, at, level, message FROM deployment_log WHERE deployment_id = $1 AND id > $2 \
              ORDER BY id LIMIT $3",

@@ -14,6 +14,7 @@ use bootloader_core::model::{LeaseState, MacAddr};
 
 use super::FOR_UPDATE;
 use super::boot::*;
+use super::helpers::emit;
 
 #[async_trait]
 impl LeaseStore for Backend {
