@@ -242,7 +242,10 @@ fn print_config(config: &Config, explain: bool) {
         if explain && let Some(key) = config::keys::lookup(s.key) {
             let mut set_by: Vec<String> = key.env.iter().map(|e| format!("env {e}")).collect();
             set_by.extend(key.flag.map(|f| format!("flag {f}")));
-            println!("\n# {}\n# set by: {}", key.doc, set_by.join(", "));
+            let default = key
+                .default
+                .map_or(String::new(), |d| format!("; default {d:?}"));
+            println!("\n# {}\n# set by: {}{default}", key.doc, set_by.join(", "));
         }
         println!(
             "{:width$} = {:<40} # {}",

@@ -60,9 +60,7 @@ pub(super) struct BootFile {
 
 pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> BootSettings {
     let d = f.dhcp;
-    let mode_raw = r
-        .pick("dhcp.mode", None, d.mode, Some("off".to_string()))
-        .unwrap_or_default();
+    let mode_raw = r.pick("dhcp.mode", None, d.mode).unwrap_or_default();
     let mode = match mode_raw.as_str() {
         "off" => None,
         "proxy" => Some(Mode::Proxy),
@@ -75,12 +73,7 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
         }
     };
     let interfaces_raw = r
-        .pick(
-            "dhcp.interfaces",
-            None,
-            d.interfaces.map(|v| v.join(",")),
-            Some(String::new()),
-        )
+        .pick("dhcp.interfaces", None, d.interfaces.map(|v| v.join(",")))
         .unwrap_or_default();
     let interfaces: Vec<String> = interfaces_raw
         .split(',')
@@ -96,8 +89,8 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
             ));
         }
     }
-    let addr = |r: &mut Resolver<'_>, key, file: Option<String>, default: Option<&str>| {
-        let raw = r.pick(key, None, file, default.map(String::from))?;
+    let addr = |r: &mut Resolver<'_>, key, file: Option<String>| {
+        let raw = r.pick(key, None, file)?;
         match raw.parse::<Ipv4Addr>() {
             Ok(a) => Some(a),
             Err(_) => {
@@ -107,37 +100,34 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
             }
         }
     };
-    let listen = addr(r, "dhcp.listen", d.listen, Some("0.0.0.0")).unwrap_or(Ipv4Addr::UNSPECIFIED);
-    let server_address = addr(r, "dhcp.server_address", d.server_address, None);
-    let port = |r: &mut Resolver<'_>, key, file, default: u16| {
-        let p = r.pick(key, None, file, Some(default)).unwrap_or(default);
+    let listen = addr(r, "dhcp.listen", d.listen).unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let server_address = addr(r, "dhcp.server_address", d.server_address);
+    let port = |r: &mut Resolver<'_>, key, file| {
+        let p: u16 = r.pick(key, None, file).unwrap_or_default();
         if p == 0 {
             r.errors.push(format!("{key} must not be 0"));
         }
         p
     };
-    let port_main = port(r, "dhcp.port", d.port, 67);
-    let proxy_port = port(r, "dhcp.proxy_port", d.proxy_port, 4011);
-    let client_port = port(r, "dhcp.client_port", d.client_port, 68);
+    let port_main = port(r, "dhcp.port", d.port);
+    let proxy_port = port(r, "dhcp.proxy_port", d.proxy_port);
+    let client_port = port(r, "dhcp.client_port", d.client_port);
     if mode.is_some() && interfaces.is_empty() && listen.is_unspecified() {
         r.errors.push(
             "dhcp.interfaces: name the boot interface(s) (or set dhcp.listen to one address for relayed requests only)"
                 .to_string(),
         );
     }
-    let location = r
-        .pick("dhcp.location", None, d.location, None)
-        .and_then(|l| match l.parse::<Name>() {
-            Ok(n) => Some(n),
-            Err(e) => {
-                r.errors.push(format!("dhcp.location: {e}"));
-                None
-            }
-        });
-    let unknown = match r
-        .pick("dhcp.unknown", None, d.unknown, Some("ignore".to_string()))
-        .as_deref()
-    {
+    let location =
+        r.pick("dhcp.location", None, d.location)
+            .and_then(|l| match l.parse::<Name>() {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    r.errors.push(format!("dhcp.location: {e}"));
+                    None
+                }
+            });
+    let unknown = match r.pick("dhcp.unknown", None, d.unknown).as_deref() {
         Some("local") => UnknownPolicy::Local,
         Some("ignore") | None => UnknownPolicy::Ignore,
         Some(other) => {
@@ -147,15 +137,7 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
             UnknownPolicy::Ignore
         }
     };
-    let efi_x64 = match r
-        .pick(
-            "dhcp.efi_x64",
-            None,
-            d.efi_x64,
-            Some("ipxe.efi".to_string()),
-        )
-        .as_deref()
-    {
+    let efi_x64 = match r.pick("dhcp.efi_x64", None, d.efi_x64).as_deref() {
         Some("snponly.efi") => EfiBinary::SnpOnly,
         Some("ipxe.efi") | None => EfiBinary::IpxeEfi,
         Some(other) => {
@@ -165,30 +147,27 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
             EfiBinary::IpxeEfi
         }
     };
-    let arm64_binary = r.pick("dhcp.arm64_binary", None, d.arm64_binary, None);
-    let secs = |r: &mut Resolver<'_>, key, file, default: u32, min: u32| {
-        let v = r.pick(key, None, file, Some(default)).unwrap_or(default);
+    let arm64_binary = r.pick("dhcp.arm64_binary", None, d.arm64_binary);
+    let secs = |r: &mut Resolver<'_>, key, file, min: u32| {
+        let v: u32 = r.pick(key, None, file).unwrap_or_default();
         if v < min {
             r.errors
                 .push(format!("{key} ({v}) must be at least {min} seconds"));
         }
         v
     };
-    let lease_time = secs(r, "dhcp.lease_time", d.lease_time, 3600, 60);
-    let offer_hold = secs(r, "dhcp.offer_hold", d.offer_hold, 30, 1);
-    let decline_hold = secs(r, "dhcp.decline_hold", d.decline_hold, 600, 1);
+    let lease_time = secs(r, "dhcp.lease_time", d.lease_time, 60);
+    let offer_hold = secs(r, "dhcp.offer_hold", d.offer_hold, 1);
+    let decline_hold = secs(r, "dhcp.decline_hold", d.decline_hold, 1);
 
     let quirks = quirks(r, d.quirk.unwrap_or_default());
-    let unicast = r
-        .pick("dhcp.unicast", None, d.unicast, Some(false))
-        .unwrap_or(false);
+    let unicast = r.pick("dhcp.unicast", None, d.unicast).unwrap_or_default();
 
     let trusted_raw = r
         .pick(
             "dhcp.trusted_relays",
             None,
             d.trusted_relays.map(|v| v.join(",")),
-            Some(String::new()),
         )
         .unwrap_or_default();
     let mut trusted_relays = Vec::new();
@@ -205,17 +184,15 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
         }
     }
 
-    let static_dir = r
-        .pick(
-            "http.static_dir",
-            None,
-            f.static_dir,
-            Some(data_dir.join("static").display().to_string()),
-        )
-        .unwrap_or_default();
+    let static_dir = r.pick_or(
+        "http.static_dir",
+        None,
+        f.static_dir,
+        data_dir.join("static").display().to_string(),
+    );
     let retention_days = r
-        .pick("timeline.retention_days", None, f.retention_days, Some(14))
-        .unwrap_or(14);
+        .pick("timeline.retention_days", None, f.retention_days)
+        .unwrap_or_default();
     if retention_days == 0 {
         r.errors
             .push("timeline.retention_days must be at least 1".to_string());

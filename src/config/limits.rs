@@ -50,13 +50,11 @@ impl Default for Limits {
 }
 
 pub(super) fn resolve(r: &mut Resolver<'_>, f: LimitsSection) -> Limits {
-    let d = Limits::default();
     let pick = |r: &mut Resolver<'_>,
                 key: &'static str,
                 file: Option<u32>,
-                default: u32,
                 range: std::ops::RangeInclusive<u32>| {
-        let v = r.pick(key, None, file, Some(default)).unwrap_or(default);
+        let v: u32 = r.pick(key, None, file).unwrap_or_default();
         if !range.contains(&v) {
             r.errors.push(format!(
                 "{key} must be between {} and {}",
@@ -70,56 +68,48 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: LimitsSection) -> Limits {
         r,
         "limits.http_connections",
         f.http_connections,
-        d.http_connections as u32,
         16..=1_000_000,
     );
     let per_source = pick(
         r,
         "limits.http_connections_per_source",
         f.http_connections_per_source,
-        d.http_connections_per_source as u32,
         1..=1_000_000,
     );
     let header = pick(
         r,
         "limits.http_header_timeout_secs",
         f.http_header_timeout_secs,
-        d.http_header_timeout.as_secs() as u32,
         1..=3600,
     );
     let idle = pick(
         r,
         "limits.http_idle_timeout_secs",
         f.http_idle_timeout_secs,
-        d.http_idle_timeout.as_secs() as u32,
         1..=86_400,
     );
     let body = pick(
         r,
         "limits.callback_body_bytes",
         f.callback_body_bytes,
-        d.callback_body_bytes as u32,
         0..=16 * 1024 * 1024,
     );
     let callbacks = pick(
         r,
         "limits.callbacks_per_deployment",
         f.callbacks_per_deployment,
-        d.callbacks_per_deployment,
         1..=100_000,
     );
     let timeline = pick(
         r,
         "limits.timeline_max_events",
         f.timeline_max_events,
-        d.timeline_max_events as u32,
         1000..=100_000_000,
     );
     let tftp = pick(
         r,
         "limits.tftp_transfers_per_source",
         f.tftp_transfers_per_source,
-        d.tftp_transfers_per_source as u32,
         1..=65_536,
     );
     Limits {

@@ -27,8 +27,6 @@ use bootloader_store::{DatabaseConfig, PostgresTarget};
 
 /// Where the shipped packages put the config file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/bootloader/bootloader.toml";
-const DEFAULT_DATA_DIR: &str = "./bootloader-data";
-const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -336,9 +334,43 @@ env_value_from_str!(u8, u16, u32, f64);
 
 impl Resolver<'_> {
     /// The value of setting `key` (see `keys.rs` for its environment
-    /// names and secrecy): the command line's, else the environment's,
-    /// else the file's, else `default`; recorded with its source.
+    /// names, secrecy and default): the command line's, else the
+    /// environment's, else the file's, else the table's default; recorded
+    /// with its source.
     fn pick<T: EnvValue>(
+        &mut self,
+        key: &'static str,
+        cli: Option<(T, &'static str)>,
+        file: Option<T>,
+    ) -> Option<T> {
+        let default = match keys::lookup(key).and_then(|k| k.default) {
+            Some(text) => match T::from_env(text) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    self.errors.push(format!(
+                        "{key}: the default {text:?} does not parse: {e} (a bug)"
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
+        self.layer(key, cli, file, default)
+    }
+
+    /// `pick` for a setting whose default is computed from others.
+    fn pick_or<T: EnvValue>(
+        &mut self,
+        key: &'static str,
+        cli: Option<(T, &'static str)>,
+        file: Option<T>,
+        default: T,
+    ) -> T {
+        self.layer(key, cli, file, Some(default.clone()))
+            .unwrap_or(default)
+    }
+
+    fn layer<T: EnvValue>(
         &mut self,
         key: &'static str,
         cli: Option<(T, &'static str)>,
@@ -425,7 +457,6 @@ fn resolve(
                 .as_ref()
                 .map(|p| (p.display().to_string(), "--data-dir")),
             f.server.data_dir,
-            Some(DEFAULT_DATA_DIR.to_string()),
         )
         .unwrap_or_default();
     let data_dir = PathBuf::from(data_dir);
@@ -435,7 +466,6 @@ fn resolve(
             "http.listen",
             cli.http_listen.map(|a| (a.to_string(), "--http-listen")),
             f.http.listen,
-            Some(DEFAULT_HTTP_LISTEN.to_string()),
         )
         .unwrap_or_default();
     let http_listen = match listen_raw.parse::<SocketAddr>() {
@@ -448,7 +478,7 @@ fn resolve(
         }
     };
 
-    let url = r.pick("server.url", None, f.server.url, None);
+    let url = r.pick("server.url", None, f.server.url);
     let public_url = match (url, http_listen) {
         (Some(u), _) => {
             let u = u.trim_end_matches('/').to_string();
@@ -479,23 +509,13 @@ fn resolve(
     let database = resolve_database(&mut r, std::mem::take(&mut f.database), &data_dir);
 
     let tls = resolve_tls(&mut r, std::mem::take(&mut f.tls), http_listen);
-    let broker_url = r.pick("broker.url", None, f.broker.url, None);
+    let broker_url = r.pick("broker.url", None, f.broker.url);
     let broker_exchange = r
-        .pick(
-            "broker.exchange",
-            None,
-            f.broker.exchange,
-            Some("bootloader".to_string()),
-        )
+        .pick("broker.exchange", None, f.broker.exchange)
         .unwrap_or_default();
     let outbox_retention_days = r
-        .pick(
-            "broker.retention_days",
-            None,
-            f.broker.retention_days,
-            Some(7),
-        )
-        .unwrap_or(7);
+        .pick("broker.retention_days", None, f.broker.retention_days)
+        .unwrap_or_default();
     if outbox_retention_days == 0 {
         r.errors
             .push("broker.retention_days must be at least 1".to_string());
@@ -511,12 +531,12 @@ fn resolve(
             "broker.url must be an amqp:// URL (amqps is not supported by this build)".into(),
         );
     }
-    let default_theme = r.pick("ui.default_theme", None, f.ui.default_theme, None);
+    let default_theme = r.pick("ui.default_theme", None, f.ui.default_theme);
     let gravatar_proxy = r
-        .pick("ui.gravatar_proxy", None, f.ui.gravatar_proxy, Some(false))
-        .unwrap_or(false);
-    let slack_hook_url = r.pick("slack.hook_url", None, f.slack.hook_url, None);
-    let slack_channel = r.pick("slack.channel", None, f.slack.channel, None);
+        .pick("ui.gravatar_proxy", None, f.ui.gravatar_proxy)
+        .unwrap_or_default();
+    let slack_hook_url = r.pick("slack.hook_url", None, f.slack.hook_url);
+    let slack_channel = r.pick("slack.channel", None, f.slack.channel);
     if let Some(url) = &slack_hook_url
         && !(url.starts_with("https://") || url.starts_with("http://"))
     {
@@ -530,28 +550,20 @@ fn resolve(
             "log.format",
             cli.log_format.map(|l| (l.to_string(), "--log-format")),
             f.log.format,
-            Some("text".to_string()),
         )
         .unwrap_or_default();
     let log_format = log_format_raw.parse().unwrap_or_else(|e: String| {
         r.errors.push(format!("log.format: {e}"));
         LogFormat::Text
     });
-    let log_level = r
-        .pick("log.level", None, f.log.level, Some("info".to_string()))
-        .unwrap_or_default();
+    let log_level = r.pick("log.level", None, f.log.level).unwrap_or_default();
 
     let default_page_size = r
-        .pick(
-            "api.default_page_size",
-            None,
-            f.api.default_page_size,
-            Some(100),
-        )
-        .unwrap_or(100);
+        .pick("api.default_page_size", None, f.api.default_page_size)
+        .unwrap_or_default();
     let max_page_size = r
-        .pick("api.max_page_size", None, f.api.max_page_size, Some(1000))
-        .unwrap_or(1000);
+        .pick("api.max_page_size", None, f.api.max_page_size)
+        .unwrap_or_default();
     if default_page_size == 0 || default_page_size > max_page_size {
         r.errors.push(format!(
             "api.default_page_size ({default_page_size}) must be between 1 and api.max_page_size ({max_page_size})"
@@ -568,9 +580,8 @@ fn resolve(
             "deployments.timeout_minutes",
             None,
             f.deployments.timeout_minutes,
-            Some(60),
         )
-        .unwrap_or(60);
+        .unwrap_or_default();
     if !(1..=10_080).contains(&timeout_minutes) {
         r.errors
             .push("deployments.timeout_minutes must be between 1 and 10080 (a week)".into());
@@ -580,9 +591,8 @@ fn resolve(
             "deployments.download_max_mb",
             None,
             f.deployments.download_max_mb,
-            Some(4096),
         )
-        .unwrap_or(4096);
+        .unwrap_or_default();
     if download_max_mb == 0 {
         r.errors
             .push("deployments.download_max_mb must be at least 1".into());
@@ -628,8 +638,8 @@ fn resolve_secret(
     secret_key_file: Option<String>,
     data_dir: &Path,
 ) -> SecretSource {
-    let secret_key = r.pick("server.secret_key", None, secret_key, None);
-    let secret_key_file = r.pick("server.secret_key_file", None, secret_key_file, None);
+    let secret_key = r.pick("server.secret_key", None, secret_key);
+    let secret_key_file = r.pick("server.secret_key_file", None, secret_key_file);
 
     match (secret_key, secret_key_file) {
         (Some(_), Some(_)) => {
@@ -655,30 +665,15 @@ fn resolve_database(
     d: file::DatabaseSection,
     data_dir: &Path,
 ) -> DatabaseConfig {
-    let db_url = r.pick("database.url", None, d.url, None);
-    let db_host = r.pick("database.host", None, d.host, None);
-    let db_port = r.pick("database.port", None, d.port, Some(5432));
-    let db_name = r.pick(
-        "database.name",
-        None,
-        d.name,
-        Some("bootloader".to_string()),
-    );
-    let db_user = r.pick(
-        "database.user",
-        None,
-        d.user,
-        Some("bootloader".to_string()),
-    );
-    let db_password = r.pick("database.password", None, d.password, None);
+    let db_url = r.pick("database.url", None, d.url);
+    let db_host = r.pick("database.host", None, d.host);
+    let db_port = r.pick("database.port", None, d.port);
+    let db_name = r.pick("database.name", None, d.name);
+    let db_user = r.pick("database.user", None, d.user);
+    let db_password = r.pick("database.password", None, d.password);
     let max_connections = r
-        .pick(
-            "database.max_connections",
-            None,
-            d.max_connections,
-            Some(10),
-        )
-        .unwrap_or(10);
+        .pick("database.max_connections", None, d.max_connections)
+        .unwrap_or_default();
     if max_connections == 0 {
         r.errors
             .push("database.max_connections must be at least 1".to_string());
@@ -737,19 +732,15 @@ fn resolve_tls(
     http_listen: Option<SocketAddr>,
 ) -> TlsConfig {
     let tls = TlsConfig {
-        enable: r
-            .pick("tls.enable", None, t.enable, Some(false))
-            .unwrap_or(false),
-        certificate: r.pick("tls.certificate", None, t.certificate, None),
+        enable: r.pick("tls.enable", None, t.enable).unwrap_or_default(),
+        certificate: r.pick("tls.certificate", None, t.certificate),
         key: r
-            .pick("tls.key", None, t.key, None)
+            .pick("tls.key", None, t.key)
             .map(bootloader_core::model::Secret::new),
         listen: {
             let host = http_listen.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip());
             let default = SocketAddr::new(host, 8443).to_string();
-            let raw = r
-                .pick("tls.listen", None, t.listen, Some(default.clone()))
-                .unwrap_or(default);
+            let raw = r.pick_or("tls.listen", None, t.listen, default);
             match raw.parse() {
                 Ok(a) => a,
                 Err(_) => {
@@ -760,14 +751,12 @@ fn resolve_tls(
             }
         },
         certificate_file: r
-            .pick("tls.certificate_file", None, t.certificate_file, None)
+            .pick("tls.certificate_file", None, t.certificate_file)
             .map(PathBuf::from),
-        key_file: r
-            .pick("tls.key_file", None, t.key_file, None)
-            .map(PathBuf::from),
+        key_file: r.pick("tls.key_file", None, t.key_file).map(PathBuf::from),
         set_redirect: r
-            .pick("tls.set_redirect", None, t.set_redirect, Some(false))
-            .unwrap_or(false),
+            .pick("tls.set_redirect", None, t.set_redirect)
+            .unwrap_or_default(),
     };
 
     if tls.enable {
@@ -789,35 +778,24 @@ fn resolve_tls(
 
 /// The TFTP server.
 fn resolve_tftp(r: &mut Resolver<'_>, t: file::TftpSection) -> TftpSettings {
-    let tftp_enable = r
-        .pick("tftp.enable", None, t.enable, Some(false))
-        .unwrap_or(false);
-    let tftp_listen_raw = r
-        .pick(
-            "tftp.listen",
-            None,
-            t.listen,
-            Some("0.0.0.0:69".to_string()),
-        )
-        .unwrap_or_default();
+    let tftp_enable = r.pick("tftp.enable", None, t.enable).unwrap_or_default();
+    let tftp_listen_raw = r.pick("tftp.listen", None, t.listen).unwrap_or_default();
     let tftp_listen = tftp_listen_raw.parse::<SocketAddr>().unwrap_or_else(|_| {
         r.errors.push(format!(
             "tftp.listen: {tftp_listen_raw:?} is not an address:port such as 0.0.0.0:69"
         ));
         SocketAddr::from(([0, 0, 0, 0], 69))
     });
-    let tftp_root = r
-        .pick("tftp.root", None, t.root, Some("/usr/lib/ipxe".to_string()))
-        .unwrap_or_default();
+    let tftp_root = r.pick("tftp.root", None, t.root).unwrap_or_default();
     let max_transfers = r
-        .pick("tftp.max_transfers", None, t.max_transfers, Some(256))
-        .unwrap_or(256);
+        .pick("tftp.max_transfers", None, t.max_transfers)
+        .unwrap_or_default();
     let max_blksize = r
-        .pick("tftp.max_blksize", None, t.max_blksize, Some(1468))
-        .unwrap_or(1468);
+        .pick("tftp.max_blksize", None, t.max_blksize)
+        .unwrap_or_default();
     let max_windowsize = r
-        .pick("tftp.max_windowsize", None, t.max_windowsize, Some(64))
-        .unwrap_or(64);
+        .pick("tftp.max_windowsize", None, t.max_windowsize)
+        .unwrap_or_default();
     if !(8..=65464).contains(&max_blksize) {
         r.errors.push(format!(
             "tftp.max_blksize ({max_blksize}) must be between 8 and 65464"
@@ -844,9 +822,9 @@ fn resolve_tftp(r: &mut Resolver<'_>, t: file::TftpSection) -> TftpSettings {
 }
 
 fn resolve_email(r: &mut Resolver<'_>, f: file::EmailSection) -> Option<EmailSettings> {
-    let smtp_url = r.pick("email.smtp_url", None, f.smtp_url, None);
-    let from = r.pick("email.from", None, f.from, None);
-    let to = r.pick("email.to", None, f.to, None);
+    let smtp_url = r.pick("email.smtp_url", None, f.smtp_url);
+    let from = r.pick("email.from", None, f.from);
+    let to = r.pick("email.to", None, f.to);
     let smtp_url = smtp_url?;
     let mut ok = true;
     if !(smtp_url.starts_with("smtp://") || smtp_url.starts_with("smtps://")) {

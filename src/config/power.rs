@@ -9,49 +9,39 @@ use super::file::PowerSection;
 use crate::power::PowerSettings;
 
 pub(super) fn resolve(r: &mut Resolver<'_>, f: PowerSection) -> PowerSettings {
-    let d = PowerSettings::default();
-    let driver = r
-        .pick(
-            "power.driver",
-            None,
-            f.driver,
-            Some(d.default_driver.clone()),
-        )
-        .unwrap_or_default();
+    let driver = r.pick("power.driver", None, f.driver).unwrap_or_default();
     if !matches!(driver.as_str(), "native" | "ipmitool") {
         r.errors.push(format!(
             "power.driver: unknown driver {driver:?} (expected native or ipmitool)"
         ));
     }
     let timeout = r
-        .pick("power.timeout_seconds", None, f.timeout_seconds, Some(10))
-        .unwrap_or(10);
+        .pick("power.timeout_seconds", None, f.timeout_seconds)
+        .unwrap_or_default();
     if !(1..=300).contains(&timeout) {
         r.errors
             .push("power.timeout_seconds must be between 1 and 300".into());
     }
-    let retries = r
-        .pick("power.retries", None, f.retries, Some(d.retries))
-        .unwrap_or(d.retries);
+    let retries = r.pick("power.retries", None, f.retries).unwrap_or_default();
     if retries > 10 {
         r.errors.push("power.retries must be at most 10".into());
     }
     let backoff_ms = r
-        .pick("power.backoff_ms", None, f.backoff_ms, Some(1000))
-        .unwrap_or(1000);
+        .pick("power.backoff_ms", None, f.backoff_ms)
+        .unwrap_or_default();
     let max_in_flight = r
-        .pick("power.max_in_flight", None, f.max_in_flight, Some(32))
-        .unwrap_or(32);
+        .pick("power.max_in_flight", None, f.max_in_flight)
+        .unwrap_or_default();
     let storm_rate = r
-        .pick("power.storm_rate", None, f.storm_rate, Some(d.storm_rate))
-        .unwrap_or(d.storm_rate);
+        .pick("power.storm_rate", None, f.storm_rate)
+        .unwrap_or_default();
     if !(storm_rate.is_finite() && storm_rate > 0.0 && storm_rate <= 1000.0) {
         r.errors
             .push("power.storm_rate must be above 0 and at most 1000 (commands per second)".into());
     }
     let storm_in_flight = r
-        .pick("power.storm_in_flight", None, f.storm_in_flight, Some(8))
-        .unwrap_or(8);
+        .pick("power.storm_in_flight", None, f.storm_in_flight)
+        .unwrap_or_default();
     for (key, v) in [
         ("power.max_in_flight", max_in_flight),
         ("power.storm_in_flight", storm_in_flight),
@@ -61,21 +51,11 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: PowerSection) -> PowerSettings {
         }
     }
     let ipmitool = r
-        .pick(
-            "power.ipmitool",
-            None,
-            f.ipmitool,
-            Some("ipmitool".to_string()),
-        )
+        .pick("power.ipmitool", None, f.ipmitool)
         .unwrap_or_default();
     let suite = r
-        .pick(
-            "power.ipmitool_cipher_suite",
-            None,
-            f.ipmitool_cipher_suite,
-            Some(d.ipmitool_cipher_suite),
-        )
-        .unwrap_or(d.ipmitool_cipher_suite);
+        .pick("power.ipmitool_cipher_suite", None, f.ipmitool_cipher_suite)
+        .unwrap_or_default();
     if suite > 17 {
         r.errors
             .push("power.ipmitool_cipher_suite must be between 0 and 17".into());

@@ -387,3 +387,12 @@ fn the_shipped_file_documents_every_setting() {
         }
     }
 }
+
+/// The structs' own defaults (used where no configuration is read, as in
+/// tests) are the table's.
+#[test]
+fn struct_defaults_are_the_tables() {
+    let c = load_with("", &[]).unwrap();
+    assert_eq!(c.limits, Limits::default());
+    assert_eq!(c.power, crate::power::PowerSettings::default());
+}

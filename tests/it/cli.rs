@@ -283,6 +283,27 @@ fn check_config_shows_sources_and_hides_secrets() {
         "{stdout}"
     );
 
+    // --explain says what each setting does, what sets it and its
+    // default, still without a secret.
+    let out = run(bootloader(
+        dir.path(),
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "check-config",
+            "--explain",
+        ],
+    )
+    .env("DB_PASSWORD", "pg-pass-123"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("pg-pass-123"), "{stdout}");
+    assert!(
+        stdout.contains("# set by: env SECRET_KEY, env BOOTLOADER_SECRET_KEY")
+            && stdout.contains("# set by: env DB_PORT; default \"5432\""),
+        "{stdout}"
+    );
+
     std::fs::write(
         &cfg,
         "[http]\nlisten = \"127.0.0.1:9999\"\nlisten_port = 3\n",
