@@ -102,13 +102,8 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
     };
     let listen = addr(r, "dhcp.listen", d.listen).unwrap_or(Ipv4Addr::UNSPECIFIED);
     let server_address = addr(r, "dhcp.server_address", d.server_address);
-    let port = |r: &mut Resolver<'_>, key, file| {
-        let p: u16 = r.pick(key, None, file).unwrap_or_default();
-        if p == 0 {
-            r.errors.push(format!("{key} must not be 0"));
-        }
-        p
-    };
+    let port =
+        |r: &mut Resolver<'_>, key, file| -> u16 { r.pick(key, None, file).unwrap_or_default() };
     let port_main = port(r, "dhcp.port", d.port);
     let proxy_port = port(r, "dhcp.proxy_port", d.proxy_port);
     let client_port = port(r, "dhcp.client_port", d.client_port);
@@ -148,17 +143,11 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
         }
     };
     let arm64_binary = r.pick("dhcp.arm64_binary", None, d.arm64_binary);
-    let secs = |r: &mut Resolver<'_>, key, file, min: u32| {
-        let v: u32 = r.pick(key, None, file).unwrap_or_default();
-        if v < min {
-            r.errors
-                .push(format!("{key} ({v}) must be at least {min} seconds"));
-        }
-        v
-    };
-    let lease_time = secs(r, "dhcp.lease_time", d.lease_time, 60);
-    let offer_hold = secs(r, "dhcp.offer_hold", d.offer_hold, 1);
-    let decline_hold = secs(r, "dhcp.decline_hold", d.decline_hold, 1);
+    let secs =
+        |r: &mut Resolver<'_>, key, file| -> u32 { r.pick(key, None, file).unwrap_or_default() };
+    let lease_time = secs(r, "dhcp.lease_time", d.lease_time);
+    let offer_hold = secs(r, "dhcp.offer_hold", d.offer_hold);
+    let decline_hold = secs(r, "dhcp.decline_hold", d.decline_hold);
 
     let quirks = quirks(r, d.quirk.unwrap_or_default());
     let unicast = r.pick("dhcp.unicast", None, d.unicast).unwrap_or_default();
@@ -193,10 +182,6 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
     let retention_days = r
         .pick("timeline.retention_days", None, f.retention_days)
         .unwrap_or_default();
-    if retention_days == 0 {
-        r.errors
-            .push("timeline.retention_days must be at least 1".to_string());
-    }
 
     BootSettings {
         dhcp: DhcpSettings {

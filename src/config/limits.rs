@@ -50,67 +50,32 @@ impl Default for Limits {
 }
 
 pub(super) fn resolve(r: &mut Resolver<'_>, f: LimitsSection) -> Limits {
-    let pick = |r: &mut Resolver<'_>,
-                key: &'static str,
-                file: Option<u32>,
-                range: std::ops::RangeInclusive<u32>| {
-        let v: u32 = r.pick(key, None, file).unwrap_or_default();
-        if !range.contains(&v) {
-            r.errors.push(format!(
-                "{key} must be between {} and {}",
-                range.start(),
-                range.end()
-            ));
-        }
-        v
+    let pick = |r: &mut Resolver<'_>, key: &'static str, file: Option<u32>| -> u32 {
+        r.pick(key, None, file).unwrap_or_default()
     };
-    let http_connections = pick(
-        r,
-        "limits.http_connections",
-        f.http_connections,
-        16..=1_000_000,
-    );
+    let http_connections = pick(r, "limits.http_connections", f.http_connections);
     let per_source = pick(
         r,
         "limits.http_connections_per_source",
         f.http_connections_per_source,
-        1..=1_000_000,
     );
     let header = pick(
         r,
         "limits.http_header_timeout_secs",
         f.http_header_timeout_secs,
-        1..=3600,
     );
-    let idle = pick(
-        r,
-        "limits.http_idle_timeout_secs",
-        f.http_idle_timeout_secs,
-        1..=86_400,
-    );
-    let body = pick(
-        r,
-        "limits.callback_body_bytes",
-        f.callback_body_bytes,
-        0..=16 * 1024 * 1024,
-    );
+    let idle = pick(r, "limits.http_idle_timeout_secs", f.http_idle_timeout_secs);
+    let body = pick(r, "limits.callback_body_bytes", f.callback_body_bytes);
     let callbacks = pick(
         r,
         "limits.callbacks_per_deployment",
         f.callbacks_per_deployment,
-        1..=100_000,
     );
-    let timeline = pick(
-        r,
-        "limits.timeline_max_events",
-        f.timeline_max_events,
-        1000..=100_000_000,
-    );
+    let timeline = pick(r, "limits.timeline_max_events", f.timeline_max_events);
     let tftp = pick(
         r,
         "limits.tftp_transfers_per_source",
         f.tftp_transfers_per_source,
-        1..=65_536,
     );
     Limits {
         http_connections: http_connections as usize,

@@ -303,6 +303,10 @@ struct Resolver<'a> {
 /// How a value is read from an environment variable.
 trait EnvValue: Sized + Clone + fmt::Display {
     fn from_env(s: &str) -> Result<Self, String>;
+    /// The value as a whole number, for the table's ranges.
+    fn number(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl EnvValue for String {
@@ -330,7 +334,21 @@ macro_rules! env_value_from_str {
         }
     )*};
 }
-env_value_from_str!(u8, u16, u32, f64);
+env_value_from_str!(f64);
+
+macro_rules! env_value_number {
+    ($($t:ty),*) => {$(
+        impl EnvValue for $t {
+            fn from_env(s: &str) -> Result<Self, String> {
+                s.trim().parse().map_err(|e| format!("{s:?}: {e}"))
+            }
+            fn number(&self) -> Option<u64> {
+                Some(u64::from(*self))
+            }
+        }
+    )*};
+}
+env_value_number!(u8, u16, u32);
 
 impl Resolver<'_> {
     /// The value of setting `key` (see `keys.rs` for its environment
@@ -416,6 +434,16 @@ impl Resolver<'_> {
             Some((v, s)) => (Some(v), s),
             None => (None, Source::Default),
         };
+        if let (Some(n), Some((least, most))) = (
+            value.as_ref().and_then(EnvValue::number),
+            keys::lookup(key).and_then(|k| k.range),
+        ) && (n < least || most.is_some_and(|m| n > m))
+        {
+            self.errors.push(match most {
+                Some(m) => format!("{key} ({n}) must be between {least} and {m}"),
+                None => format!("{key} ({n}) must be at least {least}"),
+            });
+        }
         let shown = match (&value, secrecy) {
             (None, _) => "(unset)".to_string(),
             (Some(_), Secrecy::Secret) => "<redacted>".to_string(),
@@ -516,10 +544,6 @@ fn resolve(
     let outbox_retention_days = r
         .pick("broker.retention_days", None, f.broker.retention_days)
         .unwrap_or_default();
-    if outbox_retention_days == 0 {
-        r.errors
-            .push("broker.retention_days must be at least 1".to_string());
-    }
     if broker_exchange.is_empty() || broker_exchange.len() > 255 {
         r.errors
             .push("broker.exchange must be 1 to 255 characters".into());
@@ -582,10 +606,6 @@ fn resolve(
             f.deployments.timeout_minutes,
         )
         .unwrap_or_default();
-    if !(1..=10_080).contains(&timeout_minutes) {
-        r.errors
-            .push("deployments.timeout_minutes must be between 1 and 10080 (a week)".into());
-    }
     let download_max_mb = r
         .pick(
             "deployments.download_max_mb",
@@ -593,10 +613,6 @@ fn resolve(
             f.deployments.download_max_mb,
         )
         .unwrap_or_default();
-    if download_max_mb == 0 {
-        r.errors
-            .push("deployments.download_max_mb must be at least 1".into());
-    }
 
     if !r.errors.is_empty() {
         return Err(ConfigError::Invalid(r.errors));
@@ -674,10 +690,6 @@ fn resolve_database(
     let max_connections = r
         .pick("database.max_connections", None, d.max_connections)
         .unwrap_or_default();
-    if max_connections == 0 {
-        r.errors
-            .push("database.max_connections must be at least 1".to_string());
-    }
 
     match (db_url, db_host) {
         (Some(_), Some(_)) => {
@@ -796,20 +808,6 @@ fn resolve_tftp(r: &mut Resolver<'_>, t: file::TftpSection) -> TftpSettings {
     let max_windowsize = r
         .pick("tftp.max_windowsize", None, t.max_windowsize)
         .unwrap_or_default();
-    if !(8..=65464).contains(&max_blksize) {
-        r.errors.push(format!(
-            "tftp.max_blksize ({max_blksize}) must be between 8 and 65464"
-        ));
-    }
-    if !(1..=32768).contains(&max_windowsize) {
-        r.errors.push(format!(
-            "tftp.max_windowsize ({max_windowsize}) must be between 1 and 32768"
-        ));
-    }
-    if max_transfers == 0 {
-        r.errors
-            .push("tftp.max_transfers must be at least 1".to_string());
-    }
 
     TftpSettings {
         enable: tftp_enable,

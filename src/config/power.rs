@@ -18,14 +18,7 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: PowerSection) -> PowerSettings {
     let timeout = r
         .pick("power.timeout_seconds", None, f.timeout_seconds)
         .unwrap_or_default();
-    if !(1..=300).contains(&timeout) {
-        r.errors
-            .push("power.timeout_seconds must be between 1 and 300".into());
-    }
     let retries = r.pick("power.retries", None, f.retries).unwrap_or_default();
-    if retries > 10 {
-        r.errors.push("power.retries must be at most 10".into());
-    }
     let backoff_ms = r
         .pick("power.backoff_ms", None, f.backoff_ms)
         .unwrap_or_default();
@@ -42,24 +35,12 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: PowerSection) -> PowerSettings {
     let storm_in_flight = r
         .pick("power.storm_in_flight", None, f.storm_in_flight)
         .unwrap_or_default();
-    for (key, v) in [
-        ("power.max_in_flight", max_in_flight),
-        ("power.storm_in_flight", storm_in_flight),
-    ] {
-        if !(1..=10_000).contains(&v) {
-            r.errors.push(format!("{key} must be between 1 and 10000"));
-        }
-    }
     let ipmitool = r
         .pick("power.ipmitool", None, f.ipmitool)
         .unwrap_or_default();
     let suite = r
         .pick("power.ipmitool_cipher_suite", None, f.ipmitool_cipher_suite)
         .unwrap_or_default();
-    if suite > 17 {
-        r.errors
-            .push("power.ipmitool_cipher_suite must be between 0 and 17".into());
-    }
     PowerSettings {
         default_driver: driver,
         timeout: Duration::from_secs(u64::from(timeout)),

@@ -396,3 +396,49 @@ fn struct_defaults_are_the_tables() {
     assert_eq!(c.limits, Limits::default());
     assert_eq!(c.power, crate::power::PowerSettings::default());
 }
+
+/// Every range of the table is enforced, at both ends, whichever layer
+/// the value comes from; the bounds themselves are accepted.
+#[test]
+fn the_tables_ranges_are_enforced() {
+    let mut checked = 0;
+    for key in keys::KEYS {
+        let (Some((least, most)), Some(var)) = (key.range, key.env.first()) else {
+            continue;
+        };
+        let mut outside = vec![];
+        if least > 0 {
+            outside.push(least - 1);
+        }
+        if let Some(m) = most {
+            outside.push(m + 1);
+        }
+        for v in outside {
+            let err = load_with("", &[(var, &v.to_string())])
+                .unwrap_err()
+                .to_string();
+            // Past the type's own bound the parse already refuses it.
+            let refused = err.contains(&format!("{} ({v}) must be", key.name))
+                || err.contains(&format!("{} (from env {var}): \"{v}\"", key.name));
+            assert!(refused, "{var}={v}: {err}");
+        }
+        for v in [Some(least), most].into_iter().flatten() {
+            if let Err(e) = load_with("", &[(var, &v.to_string())]) {
+                // A bound may still break a rule between keys (page sizes).
+                assert!(
+                    !e.to_string().contains(&format!("{} (", key.name)),
+                    "{var}={v}: {e}"
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 27);
+    let err = load_with("[tftp]\nmax_blksize = 7\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tftp.max_blksize (7) must be between 8 and 65464"),
+        "{err}"
+    );
+}
