@@ -75,6 +75,15 @@ enum UserCommand {
         #[arg(long, default_value = "")]
         email: String,
     },
+    /// Set a user's console password: asked twice on a terminal, else read
+    /// as the first line of standard input.
+    Passwd {
+        name: String,
+        /// Remove the password instead (the user can no longer sign in to
+        /// the console; API tokens keep working).
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -328,6 +337,33 @@ async fn dispatch(command: Command, config: Config, source: ConfigSource) -> any
             println!("{}", secret.expose());
             Ok(())
         }
+        Command::User(UserCommand::Passwd { name, clear }) => {
+            let name: bootloader_core::model::Name = name
+                .parse()
+                .map_err(|e| anyhow::anyhow!("user name: {e}"))?;
+            let store = app::open_store(&config).await?;
+            // The user must exist before a password is asked for.
+            users::get(store.as_ref(), &Actor::Host, &name)
+                .await
+                .map_err(ops_error)?;
+            let password = if clear {
+                None
+            } else {
+                Some(read_new_password(&name)?)
+            };
+            users::set_password(store.as_ref(), &Actor::Host, &name, password.as_deref())
+                .await
+                .map_err(ops_error)?;
+            eprintln!(
+                "{} {name}.",
+                if clear {
+                    "Removed the console password of"
+                } else {
+                    "Set the console password of"
+                }
+            );
+            Ok(())
+        }
         Command::Token(cmd) => token_command(cmd, &config).await,
         Command::RotateSecret { new_secret_file } => {
             rotate_secret(&config, new_secret_file.as_deref()).await
@@ -338,6 +374,41 @@ async fn dispatch(command: Command, config: Config, source: ConfigSource) -> any
 
 /// An operation's error as the CLI says it: the message, and each bad
 /// field with what is wrong with it.
+/// A new password: asked twice without echo on a terminal, else the first
+/// line of standard input (its line break dropped).
+fn read_new_password(name: &bootloader_core::model::Name) -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        let line = line.strip_suffix('\n').unwrap_or(&line);
+        return Ok(line.strip_suffix('\r').unwrap_or(line).to_string());
+    }
+    let ask = |prompt: &str| -> anyhow::Result<String> {
+        eprint!("{prompt}");
+        std::io::stderr().flush()?;
+        let saved = nix::sys::termios::tcgetattr(&stdin)?;
+        let mut quiet = saved.clone();
+        quiet
+            .local_flags
+            .remove(nix::sys::termios::LocalFlags::ECHO);
+        nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &quiet)?;
+        let mut line = String::new();
+        let read = stdin.lock().read_line(&mut line);
+        nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &saved)?;
+        eprintln!();
+        read?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    };
+    let first = ask(&format!("New console password for {name}: "))?;
+    let second = ask("Again: ")?;
+    if first != second {
+        anyhow::bail!("the two passwords differ; nothing was changed");
+    }
+    Ok(first)
+}
+
 fn ops_error(e: bootloader::ops::Error) -> anyhow::Error {
     let body = e.into_body();
     let mut text = body.message;

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use bootloader_core::model::{ApiTokenSecret, Name, TokenScope};
+use bootloader_core::model::{ApiTokenSecret, Name, NewPassword, PasswordHash, TokenScope};
 use bootloader_store::{
     ApiToken, Listing, NewApiToken, Page, Principal, SshKey, StoreError, User, UserSpec, UserStore,
 };
@@ -157,6 +157,82 @@ pub async fn update(
         Ok(store.update_user(name, spec, &current).await)
     })
     .await
+}
+
+/// Sets `name`'s console password (`None` removes it: the user can no
+/// longer sign in to the console; API tokens are not touched). Staff and
+/// the host set anyone's; a user sets their own.
+pub async fn set_password(
+    store: &dyn UserStore,
+    actor: &Actor,
+    name: &Name,
+    password: Option<&str>,
+) -> Result<(), Error> {
+    if let Actor::User(me) = actor
+        && me.user != *name
+    {
+        actor.require_write()?;
+    }
+    let hash = match password {
+        Some(text) => {
+            let new = NewPassword::new(text)
+                .map_err(|e| Error::invalid_field("password", e.to_string()))?;
+            // argon2id takes tens of milliseconds of one core: off the
+            // runtime's threads.
+            let hashed = tokio::task::spawn_blocking(move || new.hash())
+                .await
+                .map_err(|e| Error::Internal(format!("password hashing stopped: {e}")))?;
+            Some(hashed.map_err(|e| Error::Internal(e.to_string()))?)
+        }
+        None => None,
+    };
+    Ok(store.set_password(name, hash.as_ref()).await?)
+}
+
+/// The user, if `presented` is their console password. A user without one,
+/// or one who does not exist, is refused the same way (and costs the same
+/// time), so that a sign-in form does not tell which names exist.
+pub async fn check_password(
+    store: &dyn UserStore,
+    name: &Name,
+    presented: &str,
+) -> Result<Option<User>, Error> {
+    let user = match store.user(name).await {
+        Ok(u) => Some(u),
+        Err(StoreError::NotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let stored = match &user {
+        Some(_) => store.password_hash(name).await?,
+        None => None,
+    };
+    let presented = presented.to_string();
+    let matches = tokio::task::spawn_blocking(move || match stored {
+        Some(hash) => hash.verify(&presented),
+        None => {
+            // The same work as a real check, against nothing.
+            if let Some(decoy) = decoy() {
+                let _ = decoy.verify(&presented);
+            }
+            false
+        }
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("password check stopped: {e}")))?;
+    Ok(user.filter(|_| matches))
+}
+
+/// A hash no password matches, for timing a check of a user without one
+/// (made once; `None` if no randomness was to be had).
+fn decoy() -> Option<PasswordHash> {
+    static DECOY: std::sync::OnceLock<Option<PasswordHash>> = std::sync::OnceLock::new();
+    DECOY
+        .get_or_init(|| {
+            let mut secret = [0u8; 16];
+            getrandom::fill(&mut secret).ok()?;
+            NewPassword::new(&hex::encode(secret)).ok()?.hash().ok()
+        })
+        .clone()
 }
 
 /// Deletes a user (and their tokens and keys); nobody deletes themselves.

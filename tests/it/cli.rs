@@ -401,6 +401,92 @@ fn users_tokens_and_migrate() {
     served.stop();
 }
 
+/// Runs `bootloader user passwd` with `input` on its standard input.
+fn passwd(dir: &Path, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = bootloader(dir, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run bootloader");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Whether `password` is `name`'s console password, asked of the store
+/// the CLI wrote (as the console's sign-in will ask it).
+fn password_is(dir: &Path, name: &str, password: &str) -> bool {
+    let config = bootloader::config::load(
+        None,
+        &|_| None,
+        &bootloader::config::CliOverrides {
+            data_dir: Some(dir.join("bootloader-data")),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = bootloader::app::open_store(&config).await.unwrap();
+        let name = name.parse().unwrap();
+        bootloader::ops::users::check_password(store.as_ref(), &name, password)
+            .await
+            .unwrap()
+            .is_some()
+    })
+}
+
+#[test]
+fn user_passwd_sets_checks_and_clears() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&mut bootloader(dir.path(), &["user", "add", "ops"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Piped: the first line, its line break dropped.
+    let out = passwd(
+        dir.path(),
+        &["user", "passwd", "ops"],
+        "correct horse battery\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("Set the console password of ops"));
+    assert!(text(&out.stdout).is_empty(), "nothing on stdout");
+    assert!(password_is(dir.path(), "ops", "correct horse battery"));
+    assert!(!password_is(dir.path(), "ops", "correct horse"));
+    assert!(!password_is(dir.path(), "nobody", "correct horse battery"));
+
+    // Refused as the API would refuse it, naming the field; nothing changes.
+    let out = passwd(dir.path(), &["user", "passwd", "ops"], "short\n");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("password") && err.contains("at least 10"),
+        "{err}"
+    );
+    assert!(password_is(dir.path(), "ops", "correct horse battery"));
+    let out = passwd(
+        dir.path(),
+        &["user", "passwd", "nobody"],
+        "correct horse battery\n",
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not found"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = passwd(dir.path(), &["user", "passwd", "ops", "--clear"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!password_is(dir.path(), "ops", "correct horse battery"));
+}
+
 #[test]
 fn profile_validate_offline() {
     let dir = tempfile::tempdir().unwrap();

@@ -78,6 +78,7 @@ async fn readonly_role_reads_everything_but_secrets() {
         "SELECT token_hash FROM deployments",
         "SELECT token_sealed FROM deployments",
         "SELECT token_hash FROM api_tokens",
+        "SELECT hash FROM user_passwords",
         "SELECT value FROM settings",
         "INSERT INTO labels (name, created_at) VALUES ('x', now())",
         "DELETE FROM servers",

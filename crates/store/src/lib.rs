@@ -34,7 +34,7 @@ pub use settings::{DatabaseConfig, PostgresTarget};
 pub use sqlite::SqliteStore;
 pub use types::*;
 
-use bootloader_core::model::{Fqdn, Name, TokenHash};
+use bootloader_core::model::{Fqdn, Name, PasswordHash, TokenHash};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -233,6 +233,11 @@ pub trait UserStore: Send + Sync + 'static {
     async fn update_user(&self, name: &Name, spec: UserSpec, read: &User) -> Result<User>;
     async fn delete_user(&self, name: &Name) -> Result<()>;
     async fn count_users(&self) -> Result<u64>;
+    /// Sets (or with `None` removes) the user's console password, with a
+    /// `user.password` event (which says whether one is set, never more).
+    async fn set_password(&self, name: &Name, hash: Option<&PasswordHash>) -> Result<()>;
+    /// The user's password hash, if they have one.
+    async fn password_hash(&self, name: &Name) -> Result<Option<PasswordHash>>;
 
     async fn create_token(&self, new: NewApiToken) -> Result<ApiToken>;
     /// The principal for a presented token, if it exists and has not

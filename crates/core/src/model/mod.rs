@@ -5,6 +5,7 @@ mod boot;
 mod deployment;
 mod mac;
 mod names;
+mod password;
 mod secret;
 mod token;
 
@@ -12,5 +13,6 @@ pub use boot::{LeaseState, Outcome, Phase, Via};
 pub use deployment::{DeploymentState, LogLevel};
 pub use mac::{MacAddr, MacParseError};
 pub use names::{Fqdn, Name, NameError};
+pub use password::{NewPassword, PasswordError, PasswordHash};
 pub use secret::{Secret, redact_url};
 pub use token::{ApiTokenSecret, CallbackToken, TokenHash, TokenScope};

@@ -1,13 +1,13 @@
 //! The `data` of events that carry no whole object: a lease let go, a
 //! callback received, a power command's outcome, a profile created or
-//! deleted. The other events carry the object as the API returns it.
+//! deleted, a password set or removed. The other events carry the object as the API returns it.
 
 use std::net::Ipv4Addr;
 
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::model::{Fqdn, MacAddr};
+use crate::model::{Fqdn, MacAddr, Name};
 
 /// `dhcp.lease.released`; `dhcp.lease.declined` with `until`, the time
 /// (unix seconds) the address stays out of the pool.
@@ -60,4 +60,13 @@ pub struct ProfileCreated<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ProfileDeleted {
     pub id: i64,
+}
+
+/// `user.password`: a user's console password was set or removed (never
+/// the password or its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PasswordChanged<'a> {
+    pub id: i64,
+    pub name: &'a Name,
+    pub set: bool,
 }

@@ -320,4 +320,13 @@ fn events_without_a_whole_object() {
         json!({"id": 3, "name": "payload", "version": "1.0"}),
     );
     check(&ProfileDeleted { id: 3 }, json!({"id": 3}));
+    let name = "ops".parse().unwrap();
+    check(
+        &PasswordChanged {
+            id: 1,
+            name: &name,
+            set: true,
+        },
+        json!({"id": 1, "name": "ops", "set": true}),
+    );
 }

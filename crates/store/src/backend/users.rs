@@ -8,7 +8,8 @@ use crate::sql::rows::*;
 use crate::sql::*;
 use crate::types::*;
 use crate::{Result, StoreError, UserStore};
-use bootloader_core::model::{Name, TokenHash};
+use bootloader_core::model::{Name, PasswordHash, TokenHash};
+use bootloader_core::published::events::PasswordChanged;
 
 use super::helpers::*;
 
@@ -100,6 +101,54 @@ impl UserStore for Backend {
         emit(&mut tx, "user.deleted", event(&user)).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn set_password(&self, name: &Name, hash: Option<&PasswordHash>) -> Result<()> {
+        let (_writer, mut tx) = self.begin_write().await?;
+        let user = fetch_user(&mut tx, name).await?;
+        match hash {
+            Some(hash) => {
+                sqlx::query(
+                    "INSERT INTO user_passwords (user_id, hash, updated_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (user_id) DO UPDATE SET hash = $2, updated_at = $3",
+                )
+                .bind(user.id)
+                .bind(hash.as_str())
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM user_passwords WHERE user_id = $1")
+                    .bind(user.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        let payload = PasswordChanged {
+            id: user.id,
+            name: &user.name,
+            set: hash.is_some(),
+        };
+        emit(&mut tx, "user.password", event(&payload)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn password_hash(&self, name: &Name) -> Result<Option<PasswordHash>> {
+        let mut conn = self.pool.acquire().await?;
+        let user = fetch_user(&mut conn, name).await?;
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT hash FROM user_passwords WHERE user_id = $1")
+                .bind(user.id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        stored
+            .map(|text| {
+                PasswordHash::from_stored(&text)
+                    .map_err(|e| StoreError::Corrupt(format!("user {name}: {e}")))
+            })
+            .transpose()
     }
 
     async fn count_users(&self) -> Result<u64> {
