@@ -318,7 +318,8 @@ impl EnvValue for String {
 impl EnvValue for bool {
     fn from_env(s: &str) -> Result<Self, String> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => Ok(true),
+            // "yep" and "yup" are the older system's (GRAVATAR_PROXY).
+            "1" | "true" | "yes" | "yep" | "yup" | "on" => Ok(true),
             "0" | "false" | "no" | "off" | "" => Ok(false),
             _ => Err(format!("{s:?} is not a boolean (true/false, yes/no, 1/0)")),
         }

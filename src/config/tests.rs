@@ -442,3 +442,24 @@ fn the_tables_ranges_are_enforced() {
         "{err}"
     );
 }
+
+/// The older system's spellings of true (its GRAVATAR_PROXY took yep and
+/// yup) are true here too; anything unclear is refused, not taken as false.
+#[test]
+fn booleans_take_the_older_systems_spellings() {
+    for (raw, expected) in [
+        ("yep", true),
+        ("YUP", true),
+        ("Yes", true),
+        ("1", true),
+        ("no", false),
+        ("0", false),
+    ] {
+        let c = load_with("", &[("GRAVATAR_PROXY", raw)]).unwrap();
+        assert_eq!(c.gravatar_proxy, expected, "{raw}");
+    }
+    let err = load_with("", &[("GRAVATAR_PROXY", "maybe")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ui.gravatar_proxy"), "{err}");
+}
