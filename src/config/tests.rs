@@ -1,6 +1,7 @@
 //! Layering, sources, redaction and validation of the configuration.
 
 use super::*;
+use bootloader_store::PostgresTarget;
 use std::collections::HashMap;
 
 fn load_with(toml_text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
