@@ -95,6 +95,13 @@ impl Ledger {
     }
 
     fn apply(&self, t: &Transition) -> bool {
+        // A driver that commits without end (arming the same action again
+        // and again, say) fails here instead of spinning the test forever.
+        assert!(
+            self.log.lock().unwrap().len() < 1000,
+            "the driver keeps committing: {:?}",
+            self.log.lock().unwrap().last()
+        );
         let mut view = self.view.lock().unwrap();
         if view.record.state != t.from
             || t.runner
