@@ -81,6 +81,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 
 /// `?limit=&offset=` on list endpoints.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// Items per page (default from config, capped by api.max_page_size).
     pub limit: Option<u32>,

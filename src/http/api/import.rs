@@ -31,6 +31,7 @@ pub struct ImportDone {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct ImportQuery {
     /// Location for lines that do not name one.
     pub location: Option<String>,

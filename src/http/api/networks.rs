@@ -15,6 +15,7 @@ use bootloader_core::model::Name;
 use bootloader_store::Network;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct NetworkQuery {
     /// Only networks of this location.
     pub location: Option<String>,

@@ -69,6 +69,7 @@ fn detail(stored: StoredProfile) -> Result<ProfileDetail, ApiError> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct ProfileQuery {
     pub name: Option<String>,
     pub version: Option<String>,

@@ -14,6 +14,7 @@ use bootloader_core::model::Fqdn;
 use bootloader_store::{Interface, Server};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct ServerQuery {
     /// Only servers of this location.
     pub location: Option<String>,
@@ -91,6 +92,7 @@ pub async fn delete_server(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct InterfaceQuery {
     /// Only interfaces of this server (FQDN).
     pub server: Option<String>,

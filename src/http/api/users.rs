@@ -105,6 +105,7 @@ pub async fn create_token(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct UserFilterQuery {
     /// Only items of this user.
     pub user: Option<String>,
