@@ -124,7 +124,19 @@ impl Leases {
         requested: Option<Ipv4Addr>,
         now: i64,
     ) -> Result<Option<Ipv4Addr>, StoreError> {
+        let current = self.store.lease_of(net.id, mac).await?;
+        // A client that holds its address (bound, not expired) is offered
+        // it as it stands: rewriting its lease to `offered` with the short
+        // hold would let it lapse long before its time when no REQUEST
+        // follows (firmware that only looks, a client that crashed).
+        let held = current
+            .as_ref()
+            .filter(|l| l.state == LeaseState::Bound && l.is_held(now))
+            .map(|l| l.ip);
         if let Some(ip) = reserved {
+            if held == Some(ip) {
+                return Ok(Some(ip));
+            }
             // Reserved addresses lie outside the pool, so only this client
             // can hold them; the row records the lease.
             return Ok(self
@@ -136,11 +148,11 @@ impl Leases {
             return Ok(None);
         };
         let ok = |ip: Ipv4Addr| in_pool(&pool, ip) && usable(&net.cidr, net.gateway, server_ip, ip);
+        if let Some(ip) = held.filter(|ip| ok(*ip)) {
+            return Ok(Some(ip));
+        }
         // The client's previous address, then the one it asks for.
-        let previous = self
-            .store
-            .lease_of(net.id, mac)
-            .await?
+        let previous = current
             .filter(|l| l.state != LeaseState::Declined)
             .map(|l| l.ip);
         for ip in previous.into_iter().chain(requested).filter(|ip| ok(*ip)) {

@@ -656,6 +656,20 @@ async fn leases_survive_a_restart_and_inform(backend: Backend) {
         }
     }
     assert_eq!(again.expect("an offer after restart").yiaddr(), ip);
+    // That DISCOVER left the lease as it was: bound, for its whole time
+    // (not rewritten to a 30 s offer that would lapse without a REQUEST).
+    let (_, leases) = env.d.get("/leases").await;
+    let lease = leases["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["mac"] == mac)
+        .cloned()
+        .unwrap();
+    assert_eq!(lease["state"], "bound", "{lease}");
+    // This daemon's lease time is 600 s, its offer hold 30 s.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!(lease["expires_at"].as_i64().unwrap() > now + 300, "{lease}");
     let mut steal = base(MessageType::Request, "52:54:00:00:08:02", 4);
     steal.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
     assert_eq!(
