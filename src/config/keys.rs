@@ -123,8 +123,10 @@ pub const KEYS: &[Key] = &[
     key("broker.exchange", &["BOOTLOADER_BROKER_EXCHANGE"], "The topic exchange events are published to.").or("bootloader"),
     key("broker.retention_days", &["BOOTLOADER_BROKER_RETENTION_DAYS"], "Days outbox rows are kept once published and notified.").or("7").at_least(1),
     // [ui]
-    key("ui.default_theme", &["DEFAULT_THEME"], "The web console's theme for users who did not pick one."),
-    key("ui.gravatar_proxy", &["GRAVATAR_PROXY"], "Fetch avatars from Gravatar through the daemon.").or("false"),
+    key("ui.default_theme", &["DEFAULT_THEME"], "The web console's theme for users who did not pick one: light, dark or high-contrast.").or("light"),
+    key("ui.gravatar_proxy", &["GRAVATAR_PROXY"], "Show avatars from Gravatar, fetched through the daemon (browsers never reach the internet); off: initials.").or("false"),
+    key("ui.session_idle_minutes", &["BOOTLOADER_UI_SESSION_IDLE_MINUTES"], "A console session unused for this long ends.").or("720").within(5, 10080),
+    key("ui.session_days", &["BOOTLOADER_UI_SESSION_DAYS"], "A console session ends this many days after sign-in, however used.").or("7").within(1, 90),
     // [slack]
     secret("slack.hook_url", &["SLACK_HOOK_URL"], "Slack incoming webhook for deployment notifications."),
     key("slack.channel", &["SLACK_CHANNEL"], "Slack channel of those notifications."),

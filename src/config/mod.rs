@@ -11,7 +11,10 @@ mod resolver;
 mod sections;
 
 use resolver::Resolver;
-use sections::{resolve_database, resolve_email, resolve_secret, resolve_tftp, resolve_tls};
+pub use sections::UiSettings;
+use sections::{
+    resolve_database, resolve_email, resolve_secret, resolve_tftp, resolve_tls, resolve_ui,
+};
 
 pub use limits::Limits;
 
@@ -168,8 +171,8 @@ pub struct Config {
     pub broker_exchange: String,
     /// How long outbox rows are kept once they are done with.
     pub outbox_retention: Duration,
-    pub default_theme: Option<String>,
-    pub gravatar_proxy: bool,
+    /// The web console's sign-in sessions and looks.
+    pub ui: UiSettings,
     /// Holds a token: Debug is redacted.
     pub slack_hook_url: Option<Secret>,
     pub slack_channel: Option<String>,
@@ -205,9 +208,6 @@ impl Config {
         let mut inert = Vec::new();
         if self.slack_hook_url.is_none() && self.slack_channel.is_some() {
             inert.push("slack.channel (without slack.hook_url nothing is sent)");
-        }
-        if self.default_theme.is_some() || self.gravatar_proxy {
-            inert.push("ui.* (the web UI is not built yet)");
         }
         inert
     }
@@ -391,10 +391,7 @@ fn resolve(
             "broker.url must be an amqp:// URL (amqps is not supported by this build)".into(),
         );
     }
-    let default_theme = r.pick("ui.default_theme", None, f.ui.default_theme);
-    let gravatar_proxy = r
-        .pick("ui.gravatar_proxy", None, f.ui.gravatar_proxy)
-        .unwrap_or_default();
+    let ui = resolve_ui(&mut r, std::mem::take(&mut f.ui));
     let slack_hook_url = r.pick("slack.hook_url", None, f.slack.hook_url);
     let slack_channel = r.pick("slack.channel", None, f.slack.channel);
     if let Some(url) = &slack_hook_url
@@ -463,8 +460,7 @@ fn resolve(
         broker_url: broker_url.map(bootloader_core::model::Secret::new),
         broker_exchange,
         outbox_retention: Duration::from_secs(u64::from(outbox_retention_days.max(1)) * 86_400),
-        default_theme,
-        gravatar_proxy,
+        ui,
         slack_hook_url: slack_hook_url.map(bootloader_core::model::Secret::new),
         slack_channel,
         email,

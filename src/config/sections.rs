@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bootloader_core::model::redact_url;
 use bootloader_store::{DatabaseConfig, PostgresTarget};
@@ -223,4 +224,42 @@ pub(super) fn resolve_email(r: &mut Resolver<'_>, f: file::EmailSection) -> Opti
         from: from.trim().to_string(),
         to,
     })
+}
+
+/// The web console's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UiSettings {
+    /// The theme of users who did not choose one.
+    pub default_theme: bootloader_core::model::Theme,
+    /// Avatars from Gravatar, fetched by the daemon; off: initials.
+    pub gravatar_proxy: bool,
+    /// A session unused for this long ends.
+    pub session_idle: Duration,
+    /// A session ends this long after sign-in, however used.
+    pub session_lifetime: Duration,
+}
+
+pub(super) fn resolve_ui(r: &mut Resolver<'_>, f: file::UiSection) -> UiSettings {
+    let theme_text = r
+        .pick("ui.default_theme", None, f.default_theme)
+        .unwrap_or_default();
+    let default_theme = theme_text.parse().unwrap_or_else(|e: String| {
+        r.errors.push(format!("ui.default_theme: {e}"));
+        bootloader_core::model::Theme::Light
+    });
+    let gravatar_proxy = r
+        .pick("ui.gravatar_proxy", None, f.gravatar_proxy)
+        .unwrap_or_default();
+    let idle_minutes: u32 = r
+        .pick("ui.session_idle_minutes", None, f.session_idle_minutes)
+        .unwrap_or_default();
+    let days: u32 = r
+        .pick("ui.session_days", None, f.session_days)
+        .unwrap_or_default();
+    UiSettings {
+        default_theme,
+        gravatar_proxy,
+        session_idle: Duration::from_secs(u64::from(idle_minutes) * 60),
+        session_lifetime: Duration::from_secs(u64::from(days) * 86_400),
+    }
 }

@@ -457,7 +457,7 @@ fn booleans_take_the_older_systems_spellings() {
         ("0", false),
     ] {
         let c = load_with("", &[("GRAVATAR_PROXY", raw)]).unwrap();
-        assert_eq!(c.gravatar_proxy, expected, "{raw}");
+        assert_eq!(c.ui.gravatar_proxy, expected, "{raw}");
     }
     let err = load_with("", &[("GRAVATAR_PROXY", "maybe")])
         .unwrap_err()

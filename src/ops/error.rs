@@ -34,6 +34,9 @@ pub enum Error {
     BadRequest(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Refused for now; allowed again in `retry_after` seconds.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: u64 },
     #[error("internal error")]
     Internal(String),
 }
@@ -77,6 +80,7 @@ impl Error {
             Self::Invalid { .. } => 422,
             Self::BadRequest(_) => 400,
             Self::Unavailable(_) => 503,
+            Self::TooManyRequests { .. } => 429,
             Self::Internal(_) => 500,
         }
     }
@@ -91,6 +95,7 @@ impl Error {
             Self::Invalid { .. } => "validation_failed",
             Self::BadRequest(_) => "bad_request",
             Self::Unavailable(_) => "unavailable",
+            Self::TooManyRequests { .. } => "too_many_requests",
             Self::Internal(_) => "internal",
         }
     }

@@ -19,6 +19,8 @@
 //! - `profiles.rs`: upload (validated, refused for what no driver can
 //!   do), list, read and delete profiles by id or `name==version`.
 //! - `servers.rs`: servers and their interfaces.
+//! - `sessions.rs`: signing in to the web console (rate-limited per user
+//!   and per source), its sessions, signing out, a user's theme.
 //! - `timeline.rs`: the boot timeline of a server, a MAC or a deployment,
 //!   unknown MACs, DHCP leases.
 //! - `users.rs`: users, API tokens (issued here for the API, the CLI and
@@ -38,6 +40,7 @@ pub mod networks;
 pub mod power;
 pub mod profiles;
 pub mod servers;
+pub mod sessions;
 pub mod timeline;
 pub mod users;
 
@@ -46,8 +49,8 @@ use std::sync::Arc;
 use bootloader_core::model::TokenScope;
 use bootloader_store::engine::EngineStore;
 use bootloader_store::{
-    BootStore, InventoryStore, LeaseStore, OutboxStore, Principal, ProfileStore, Store,
-    TimelineStore, UserStore,
+    BootStore, InventoryStore, LeaseStore, OutboxStore, Principal, ProfileStore, SessionStore,
+    Store, TimelineStore, UserStore,
 };
 
 pub use error::{Error, Validator};
@@ -132,6 +135,8 @@ pub fn require_write(p: &Principal) -> Result<(), Error> {
 pub struct Ops {
     pub inventory: Arc<dyn InventoryStore>,
     pub users: Arc<dyn UserStore>,
+    /// Console sessions and users' console choices.
+    pub sessions: Arc<dyn SessionStore>,
     pub profiles: Arc<dyn ProfileStore>,
     /// Deployments as the engine keeps them: lists and logs.
     pub deployments: Arc<dyn EngineStore>,
@@ -150,6 +155,7 @@ impl Ops {
         Self {
             inventory: store.clone(),
             users: store.clone(),
+            sessions: store.clone(),
             profiles: store.clone(),
             deployments: store.clone(),
             boot: store.clone(),

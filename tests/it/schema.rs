@@ -79,6 +79,7 @@ async fn readonly_role_reads_everything_but_secrets() {
         "SELECT token_sealed FROM deployments",
         "SELECT token_hash FROM api_tokens",
         "SELECT hash FROM user_passwords",
+        "SELECT secret_hash FROM console_sessions",
         "SELECT value FROM settings",
         "INSERT INTO labels (name, created_at) VALUES ('x', now())",
         "DELETE FROM servers",

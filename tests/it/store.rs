@@ -395,7 +395,138 @@ async fn an_update_from_a_stale_read_is_refused(backend: Backend) {
     ts.drop_database().await;
 }
 
+/// A console session is found by its secret while it is open, and not
+/// after it expires, idles out, is ended, or its user goes; a theme sticks
+/// to its user.
+async fn sessions_end_as_they_should(backend: Backend) {
+    use bootloader_core::model::{SessionSecret, Theme, TokenScope};
+    use bootloader_store::{NewSession, SignedInBy};
+    use time::{Duration, OffsetDateTime};
+
+    let ts = TestStore::new(backend).await;
+    let store = open(&ts).await;
+    let name: Name = "ops2".parse().unwrap();
+    store
+        .create_user(UserSpec {
+            name: name.clone(),
+            email: "ops2@example.com".into(),
+            is_staff: false,
+        })
+        .await
+        .unwrap();
+    let t0 = OffsetDateTime::now_utc();
+    let idle = Duration::hours(1);
+    let open_one = |secret: &SessionSecret, expires_at| NewSession {
+        user: name.clone(),
+        hash: secret.hash(),
+        source: "192.0.2.7".into(),
+        expires_at,
+    };
+    let a = SessionSecret::generate().unwrap();
+    let id = store
+        .create_session(open_one(&a, t0 + Duration::days(1)))
+        .await
+        .unwrap();
+    let found = store.session(&a.hash(), t0, idle).await.unwrap().unwrap();
+    assert_eq!(found.id, id);
+    assert_eq!(found.principal.user, name);
+    assert_eq!(found.principal.by, SignedInBy::Session(id));
+    assert_eq!(found.principal.scope, TokenScope::Read, "not staff: reads");
+    assert_eq!(found.source, "192.0.2.7");
+    assert_eq!(found.theme, None);
+    let stranger = SessionSecret::generate().unwrap();
+    assert!(
+        store
+            .session(&stranger.hash(), t0, idle)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Seen within the idle time, it stays open, and the visit is recorded.
+    let later = t0 + Duration::minutes(50);
+    assert!(
+        store
+            .session(&a.hash(), later, idle)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let still = store
+        .session(&a.hash(), later + Duration::minutes(50), idle)
+        .await
+        .unwrap();
+    assert!(still.is_some(), "the visit at 50 min moved the idle clock");
+    // Idle for longer than allowed, it is gone.
+    assert!(
+        store
+            .session(&a.hash(), later + Duration::hours(3), idle)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Past its end, whatever its visits.
+    let b = SessionSecret::generate().unwrap();
+    store
+        .create_session(open_one(&b, t0 + Duration::minutes(5)))
+        .await
+        .unwrap();
+    assert!(store.session(&b.hash(), t0, idle).await.unwrap().is_some());
+    assert!(
+        store
+            .session(&b.hash(), t0 + Duration::minutes(6), idle)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .purge_sessions(t0 + Duration::minutes(6), idle)
+            .await
+            .unwrap(),
+        1,
+        "the expired one is purged, the open one kept"
+    );
+
+    // Signing out ends one; ending it twice is fine.
+    store.end_session(&a.hash()).await.unwrap();
+    store.end_session(&a.hash()).await.unwrap();
+    assert!(store.session(&a.hash(), t0, idle).await.unwrap().is_none());
+
+    // A theme sticks to its user and comes with their sessions.
+    store
+        .set_theme(&name, Some(Theme::HighContrast))
+        .await
+        .unwrap();
+    let c = SessionSecret::generate().unwrap();
+    let d = SessionSecret::generate().unwrap();
+    for s in [&c, &d] {
+        store
+            .create_session(open_one(s, t0 + Duration::days(1)))
+            .await
+            .unwrap();
+    }
+    let found = store.session(&c.hash(), t0, idle).await.unwrap().unwrap();
+    assert_eq!(found.theme, Some(Theme::HighContrast));
+    assert!(matches!(
+        store.set_theme(&"nobody".parse().unwrap(), None).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // Every session of a user ends together, and with the user.
+    assert_eq!(store.end_sessions_of(&name).await.unwrap(), 2);
+    assert!(store.session(&d.hash(), t0, idle).await.unwrap().is_none());
+    let e = SessionSecret::generate().unwrap();
+    store
+        .create_session(open_one(&e, t0 + Duration::days(1)))
+        .await
+        .unwrap();
+    store.delete_user(&name).await.unwrap();
+    assert!(store.session(&e.hash(), t0, idle).await.unwrap().is_none());
+    ts.drop_database().await;
+}
+
 on_both_backends!(
+    sessions_end_as_they_should,
     leases_have_one_holder,
     a_stale_transition_is_refused,
     an_update_from_a_stale_read_is_refused,

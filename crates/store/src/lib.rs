@@ -34,7 +34,7 @@ pub use settings::{DatabaseConfig, PostgresTarget};
 pub use sqlite::SqliteStore;
 pub use types::*;
 
-use bootloader_core::model::{Fqdn, Name, PasswordHash, TokenHash};
+use bootloader_core::model::{Fqdn, Name, PasswordHash, Theme, TokenHash};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -116,6 +116,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub trait Store:
     InventoryStore
     + UserStore
+    + SessionStore
     + ProfileStore
     + OutboxStore
     + BootStore
@@ -255,6 +256,32 @@ pub trait UserStore: Send + Sync + 'static {
     async fn ssh_key(&self, id: i64) -> Result<SshKey>;
     async fn list_ssh_keys(&self, user: Option<&Name>, page: Page) -> Result<Listing<SshKey>>;
     async fn delete_ssh_key(&self, id: i64) -> Result<()>;
+}
+
+/// Web console sessions and what a user chose for the console.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Opens a session for an existing user; returns its id.
+    async fn create_session(&self, new: NewSession) -> Result<i64>;
+    /// The session whose secret hashes to `hash`, if it is open at `now`:
+    /// not past `expires_at` and seen within `idle`. Records that it was
+    /// seen (at most once a minute).
+    async fn session(
+        &self,
+        hash: &TokenHash,
+        now: time::OffsetDateTime,
+        idle: time::Duration,
+    ) -> Result<Option<ConsoleSession>>;
+    /// Ends one session (signing out). Ending one already gone is not an
+    /// error.
+    async fn end_session(&self, hash: &TokenHash) -> Result<()>;
+    /// Ends every session of a user (a new password, "sign out
+    /// everywhere"); returns how many ended.
+    async fn end_sessions_of(&self, user: &Name) -> Result<u64>;
+    /// Removes sessions that ended by time before `now`; returns how many.
+    async fn purge_sessions(&self, now: time::OffsetDateTime, idle: time::Duration) -> Result<u64>;
+    /// Sets (or with `None` clears) the user's console theme.
+    async fn set_theme(&self, user: &Name, theme: Option<Theme>) -> Result<()>;
 }
 
 /// Uploaded profiles, immutable once stored.

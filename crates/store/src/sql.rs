@@ -131,6 +131,20 @@ pub(super) mod rows {
     }
 
     #[derive(sqlx::FromRow)]
+    pub struct SessionRow {
+        pub id: i64,
+        pub source: String,
+        pub created_at: OffsetDateTime,
+        pub seen_at: OffsetDateTime,
+        pub expires_at: OffsetDateTime,
+        pub user_id: i64,
+        pub user_name: String,
+        pub email: String,
+        pub is_staff: bool,
+        pub theme: Option<String>,
+    }
+
+    #[derive(sqlx::FromRow)]
     pub struct PrincipalRow {
         pub token_id: i64,
         pub scope: String,

@@ -101,14 +101,49 @@ pub struct NewApiToken {
     pub expires_at: Option<OffsetDateTime>,
 }
 
-/// Who a valid token belongs to, and what it may do.
+/// Who a valid token or console session belongs to, and what it may do.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub user_id: i64,
     pub user: Name,
     pub is_staff: bool,
-    pub token_id: i64,
+    pub by: SignedInBy,
     pub scope: TokenScope,
+}
+
+/// How a principal proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignedInBy {
+    /// An API token, by its id.
+    Token(i64),
+    /// A web console session, by its id.
+    Session(i64),
+}
+
+/// A console session to open.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub user: Name,
+    /// The SHA-256 of the secret in the browser's cookie.
+    pub hash: bootloader_core::model::TokenHash,
+    /// Where the sign-in came from (the peer's address).
+    pub source: String,
+    pub expires_at: OffsetDateTime,
+}
+
+/// An open console session, as a request finds it.
+#[derive(Debug, Clone)]
+pub struct ConsoleSession {
+    pub id: i64,
+    /// Its user, with a scope of `write` for staff and `read` for others.
+    pub principal: Principal,
+    pub email: String,
+    /// The user's own theme, if they chose one.
+    pub theme: Option<bootloader_core::model::Theme>,
+    pub source: String,
+    pub created_at: OffsetDateTime,
+    pub seen_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
 }
 
 /// A stored profile: its YAML exactly as uploaded, immutable.

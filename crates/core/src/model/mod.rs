@@ -7,6 +7,7 @@ mod mac;
 mod names;
 mod password;
 mod secret;
+mod theme;
 mod token;
 
 pub use boot::{LeaseState, Outcome, Phase, Via};
@@ -15,4 +16,5 @@ pub use mac::{MacAddr, MacParseError};
 pub use names::{Fqdn, Name, NameError};
 pub use password::{NewPassword, PasswordError, PasswordHash};
 pub use secret::{Secret, redact_url};
-pub use token::{ApiTokenSecret, CallbackToken, TokenHash, TokenScope};
+pub use theme::Theme;
+pub use token::{ApiTokenSecret, CallbackToken, SessionSecret, TokenHash, TokenScope};

@@ -74,6 +74,48 @@ impl fmt::Debug for CallbackToken {
     }
 }
 
+/// A web console session's secret, held only by the browser in its
+/// cookie: 32 random bytes, hex. The daemon stores its hash; the form
+/// token that guards the session's changes (CSRF) is derived from it, so
+/// only the browser holding the cookie can know it.
+pub struct SessionSecret(String);
+
+impl SessionSecret {
+    pub fn generate() -> Result<Self, getrandom::Error> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)?;
+        Ok(Self(hex::encode(bytes)))
+    }
+
+    /// Wraps a secret as presented in a cookie.
+    pub fn from_presented(s: &str) -> Self {
+        Self(s.trim().to_string())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn hash(&self) -> TokenHash {
+        TokenHash(hex::encode(Sha256::digest(self.0.as_bytes())))
+    }
+
+    /// The form token of this session: what every state-changing form and
+    /// request of the console must carry back.
+    pub fn form_token(&self) -> String {
+        let mut digest = Sha256::new();
+        digest.update(b"bootloader console form token\0");
+        digest.update(self.0.as_bytes());
+        hex::encode(digest.finalize())
+    }
+}
+
+impl fmt::Debug for SessionSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionSecret(<redacted>)")
+    }
+}
+
 /// The stored form of a token: hex SHA-256. Tokens carry 256 bits of
 /// entropy, so a fast hash is enough; lookups go by this value.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,6 +22,7 @@ mod locks;
 mod outbox;
 mod power;
 mod profiles;
+mod sessions;
 mod store;
 mod timeline;
 mod users;

@@ -220,7 +220,7 @@ impl UserStore for Backend {
             user_id: row.user_id,
             user: stored(&row.user_name, "user name")?,
             is_staff: row.is_staff,
-            token_id: row.token_id,
+            by: SignedInBy::Token(row.token_id),
             scope: row.scope.parse().map_err(StoreError::Corrupt)?,
         }))
     }
