@@ -467,7 +467,13 @@ pub async fn run_with_reloads(
         metrics,
     };
     let http_address = listeners.http.local_addr()?;
-    let router = http::router(state, boot_state, health);
+    let console = http::console::ConsoleState::new(
+        state.clone(),
+        config.ui.clone(),
+        health.listeners.clone(),
+        health.services.clone(),
+    );
+    let router = http::router(state, boot_state, health, console);
     start_http(
         &mut sup,
         config,
@@ -662,7 +668,9 @@ fn start_http(
         let serve = http::tls::serve(
             listener,
             acceptor,
-            router.clone(),
+            router
+                .clone()
+                .layer(axum::middleware::from_fn(http::tls::mark_https)),
             http_limits(config, open_files),
             sup.shutdown(Stage::Serve).wait(),
         );

@@ -560,9 +560,14 @@ async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
                 path.display()
             );
         }
+        say!(
+            "To sign in to the web console, give {0:?} a password: bootloader user passwd {0} (with this daemon's config or --data-dir).",
+            app::FIRST_USER
+        );
     }
     let addr = listeners.http.local_addr()?;
     say!("bootloader is serving on http://{addr}");
+    say!("  console:  http://{addr}/ui/  (passwords: bootloader user passwd <name>)");
     say!("  API:      http://{addr}/api/v1alpha2/  (Authorization: Token <key>)");
     say!("  OpenAPI:  http://{addr}/api/v1alpha2/openapi.json");
     if let Some((listener, _)) = &listeners.https {

@@ -15,3 +15,6 @@ CREATE INDEX console_sessions_user ON console_sessions (user_id);
 
 -- A user's console theme; NULL follows the site's default.
 ALTER TABLE users ADD COLUMN theme TEXT;
+
+-- The console's live pages ask which deployments changed since a moment.
+CREATE INDEX deployments_updated ON deployments (updated_at);

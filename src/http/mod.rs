@@ -1,10 +1,12 @@
-//! The HTTP side: the REST API (`api/`), what booting machines fetch and
-//! call back (`boot.rs`: scripts, files, callbacks, exports), health and
-//! metrics (`health.rs`), the accept loop (`conn.rs`) and HTTPS (`tls.rs`).
+//! The HTTP side: the REST API (`api/`), the web console (`console/`),
+//! what booting machines fetch and call back (`boot.rs`: scripts, files,
+//! callbacks, exports), health and metrics (`health.rs`), the accept loop
+//! (`conn.rs`) and HTTPS (`tls.rs`).
 
 pub mod api;
 pub mod boot;
 pub mod conn;
+pub mod console;
 pub mod health;
 pub mod tls;
 
@@ -31,7 +33,12 @@ pub struct AppState {
 }
 
 /// The whole HTTP application.
-pub fn router(state: AppState, boot_state: boot::BootState, health: health::HealthState) -> Router {
+pub fn router(
+    state: AppState,
+    boot_state: boot::BootState,
+    health: health::HealthState,
+    console: console::ConsoleState,
+) -> Router {
     let (api, _) = api::routes(state.clone());
     Router::new()
         .nest("/api/v1alpha2", api.clone())
@@ -40,6 +47,7 @@ pub fn router(state: AppState, boot_state: boot::BootState, health: health::Heal
         .route("/api/v1alpha2/", axum::routing::get(api::index))
         .route("/api/", axum::routing::get(api::index))
         .merge(health::routes(health))
+        .merge(console::routes(console))
         .merge(boot::routes(boot_state.clone()))
         .route_layer(axum::middleware::from_fn(health::track))
         .fallback(move |req: axum::extract::Request| fallback(boot_state.clone(), req))

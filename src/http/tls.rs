@@ -87,6 +87,13 @@ pub async fn serve(
     super::conn::serve(listener, router, limits, handshake, shutdown).await;
 }
 
+/// Marks each request of the HTTPS listener, so that what it sets (the
+/// console's session cookie) is `Secure`.
+pub async fn mark_https(mut req: Request, next: Next) -> Response {
+    req.extensions_mut().insert(super::console::OverHttps);
+    next.run(req).await
+}
+
 /// SSL_SET_REDIRECT on the plain listener: the API and anything an
 /// operator opens go to HTTPS (308 keeps the method and body); what
 /// machines fetch stays on plain HTTP.
@@ -103,7 +110,8 @@ pub async fn redirect(https_port: u16, req: Request, next: Next) -> Response {
     .iter()
     .any(|p| path == p.trim_end_matches('/') || path.starts_with(p))
         || matches!(path, "/healthz" | "/readyz" | "/metrics");
-    if machine_facing || !(path.starts_with("/api") || path == "/") {
+    let operator_facing = path.starts_with("/api") || path == "/" || path.starts_with("/ui");
+    if machine_facing || !operator_facing {
         return next.run(req).await;
     }
     let host = req

@@ -3,7 +3,7 @@
 use super::{Actor, Error, Ops};
 
 /// Events written but not yet confirmed by the broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Backlog {
     pub events: u64,
     /// Age of the oldest of them, in seconds.

@@ -331,17 +331,33 @@ fn merged_server(input: ServerInput, current: &Server) -> Result<ServerSpec, Err
     Ok(spec)
 }
 
+/// What a list of servers is narrowed to; each part given must match.
+#[derive(Debug, Default, Clone)]
+pub struct ServerSearch {
+    /// Servers of this location.
+    pub location: Option<String>,
+    /// Servers carrying this label.
+    pub label: Option<String>,
+    /// Part of the FQDN, the serial or a MAC, any case.
+    pub search: Option<String>,
+}
+
 pub async fn list(
     ops: &Ops,
     _: &Actor,
-    location: Option<String>,
-    label: Option<String>,
+    search: ServerSearch,
     page: Page,
 ) -> Result<Listing<Server>, Error> {
     let mut v = Validator::default();
+    let nonempty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+    let term = nonempty(search.search);
+    if let Some(t) = &term {
+        check_text(&mut v, "search", t, 255);
+    }
     let filter = ServerFilter {
-        location: location.and_then(|l| v.parse("location", l.parse::<Name>())),
-        label: label.and_then(|l| v.parse("label", l.parse::<Name>())),
+        location: nonempty(search.location).and_then(|l| v.parse("location", l.parse::<Name>())),
+        label: nonempty(search.label).and_then(|l| v.parse("label", l.parse::<Name>())),
+        search: term,
     };
     v.finish()?;
     Ok(ops.inventory.list_servers(&filter, page).await?)

@@ -169,6 +169,12 @@ impl PowerService {
         self.store.power_health(fqdn).await
     }
 
+    /// Servers whose BMC failed its last command, the longest failing
+    /// first.
+    pub async fn failing(&self, limit: u32) -> Result<Vec<(Fqdn, PowerHealth)>, StoreError> {
+        self.store.failing_bmcs(limit).await
+    }
+
     /// Runs `command` against the server's BMC. A store error (the server
     /// does not exist, the store is down) is returned as such; everything
     /// that goes wrong with the BMC is in the report.

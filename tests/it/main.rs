@@ -28,6 +28,7 @@ mod api;
 mod boot_e2e;
 mod boot_http;
 mod cli;
+mod console;
 mod deploy_e2e;
 mod deployments;
 mod dhcp;

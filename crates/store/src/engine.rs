@@ -91,6 +91,14 @@ pub trait EngineStore: Send + Sync + 'static {
         after: Option<i64>,
         limit: u32,
     ) -> Result<Vec<LogEntry>>;
+    /// Deployments changed after `since` (their id and when), oldest
+    /// change first, at most `limit`: what the console's live pages wait
+    /// on, one query for every open page.
+    async fn changed_deployments(
+        &self,
+        since: time::OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(i64, time::OffsetDateTime)>>;
     async fn list_deployments(
         &self,
         server: Option<&Fqdn>,

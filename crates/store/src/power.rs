@@ -41,4 +41,6 @@ pub trait PowerStore: Send + Sync + 'static {
     async fn record_power(&self, record: &PowerRecord) -> Result<PowerHealth>;
     /// The server's health (all empty if no command was ever sent).
     async fn power_health(&self, server: &Fqdn) -> Result<PowerHealth>;
+    /// Servers whose last BMC command failed, the longest failing first.
+    async fn failing_bmcs(&self, limit: u32) -> Result<Vec<(Fqdn, PowerHealth)>>;
 }

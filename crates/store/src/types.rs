@@ -82,6 +82,8 @@ pub struct ServerSpec {
 pub struct ServerFilter {
     pub location: Option<Name>,
     pub label: Option<Name>,
+    /// Part of the FQDN, the serial or an interface's MAC, any case.
+    pub search: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -20,6 +20,8 @@ pub struct ServerQuery {
     pub location: Option<String>,
     /// Only servers carrying this label.
     pub label: Option<String>,
+    /// Only servers whose FQDN, serial or a MAC contains this, any case.
+    pub search: Option<String>,
     pub limit: Option<u32>,
     pub offset: Option<u64>,
 }
@@ -38,7 +40,12 @@ pub async fn list_servers(
     }
     .page(&state)?;
     let actor = Actor::User(principal);
-    let listing = ops::list(&state.ops, &actor, q.location, q.label, page).await?;
+    let search = ops::ServerSearch {
+        location: q.location,
+        label: q.label,
+        search: q.search,
+    };
+    let listing = ops::list(&state.ops, &actor, search, page).await?;
     Ok(Json(Paginated::new(listing, page, &uri, |s| s)))
 }
 

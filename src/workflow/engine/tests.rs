@@ -179,6 +179,13 @@ impl EngineStore for Ledger {
     ) -> Result<Listing<DeploymentRecord>, StoreError> {
         unused()
     }
+    async fn changed_deployments(
+        &self,
+        _: time::OffsetDateTime,
+        _: u32,
+    ) -> Result<Vec<(i64, time::OffsetDateTime)>, StoreError> {
+        unused()
+    }
 }
 
 /// Carries out work as scripted: each kind of work takes `slow` and then

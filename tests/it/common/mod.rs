@@ -7,6 +7,7 @@ pub mod binary;
 pub mod netns;
 pub mod peers;
 pub mod vmbmc;
+pub mod webdriver;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

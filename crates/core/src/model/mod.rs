@@ -14,7 +14,7 @@ pub use boot::{LeaseState, Outcome, Phase, Via};
 pub use deployment::{DeploymentState, LogLevel};
 pub use mac::{MacAddr, MacParseError};
 pub use names::{Fqdn, Name, NameError};
-pub use password::{NewPassword, PasswordError, PasswordHash};
+pub use password::{MIN_PASSWORD_CHARS, NewPassword, PasswordError, PasswordHash};
 pub use secret::{Secret, redact_url};
 pub use theme::Theme;
 pub use token::{ApiTokenSecret, CallbackToken, SessionSecret, TokenHash, TokenScope};

@@ -9,6 +9,7 @@
 mod actions;
 mod duration;
 mod error;
+mod lines;
 mod parse;
 mod template;
 mod wire;
@@ -23,6 +24,7 @@ use std::str::FromStr;
 pub use actions::MAX_RETRIES;
 pub use duration::{Duration, MAX_DURATION_SECS};
 pub use error::{DOCUMENT_PATH, ProfileError, ProfileErrors, RenderError};
+pub use lines::line_of;
 pub use template::{CONTEXT_VARIABLES, RENDER_FUEL, render_str, render_template};
 pub use wire::MAX_INPUT_BYTES;
 

@@ -270,6 +270,21 @@ impl EngineStore for Backend {
             .collect()
     }
 
+    async fn changed_deployments(
+        &self,
+        since: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(i64, OffsetDateTime)>> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(sqlx::query_as(
+            "SELECT id, updated_at FROM deployments WHERE updated_at > $1 ORDER BY updated_at LIMIT $2",
+        )
+        .bind(since)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?)
+    }
+
     async fn list_deployments(
         &self,
         server: Option<&Fqdn>,

@@ -141,4 +141,23 @@ impl PowerStore for Backend {
         let id = server_id(&mut conn, server).await?;
         health(&mut conn, id).await
     }
+
+    async fn failing_bmcs(&self, limit: u32) -> Result<Vec<(Fqdn, PowerHealth)>> {
+        let mut conn = self.pool.acquire().await?;
+        let ids: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT s.id, s.fqdn FROM power_health h JOIN servers s ON s.id = h.server_id \
+             WHERE h.consecutive_failures > 0 ORDER BY h.consecutive_failures DESC, s.fqdn LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, fqdn) in ids {
+            let fqdn = fqdn
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("stored FQDN {fqdn:?} does not parse")))?;
+            out.push((fqdn, health(&mut conn, id).await?));
+        }
+        Ok(out)
+    }
 }

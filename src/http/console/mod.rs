@@ -1,0 +1,172 @@
+//! The web console at `/ui/`: pages rendered on the server from embedded
+//! templates (minijinja, escaped as HTML), a small embedded stylesheet and
+//! script, and nothing fetched from elsewhere. Every page and form calls
+//! the same operations as the REST API, as the signed-in user, so what is
+//! allowed and what an error says are the API's.
+//!
+//! - `session.rs`: signing in and out, the session cookie, the form token
+//!   every change must carry back (CSRF), who is looking (`Viewer`).
+//! - `render.rs`: the templates, their filters, pages and error pages,
+//!   forms read into the API's inputs with errors by field.
+//! - `pages.rs`: the dashboard, servers, deployments, profiles, locations,
+//!   networks and the user's own page.
+//! - `live.rs`: one watcher of changed deployments for every open page
+//!   following one (server-sent events).
+
+mod live;
+mod pages;
+mod render;
+mod session;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+
+use crate::config::UiSettings;
+use crate::http::AppState;
+use crate::http::health::Listener;
+use crate::ops::sessions::SignInLimiter;
+use crate::supervisor::Services;
+
+pub use live::Live;
+pub use session::OverHttps;
+
+/// What the console's handlers use.
+#[derive(Clone)]
+pub struct ConsoleState {
+    pub app: AppState,
+    pub ui: UiSettings,
+    pub limiter: Arc<SignInLimiter>,
+    /// The sockets the daemon serves on, for the dashboard.
+    pub listeners: Vec<Listener>,
+    pub services: Services,
+    pub live: Live,
+    templates: Arc<render::Templates>,
+}
+
+impl ConsoleState {
+    pub fn new(
+        app: AppState,
+        ui: UiSettings,
+        listeners: Vec<Listener>,
+        services: Services,
+    ) -> Self {
+        let live = Live::new(app.ops.deployments.clone());
+        Self {
+            app,
+            ui,
+            limiter: Arc::new(SignInLimiter::new(Default::default())),
+            listeners,
+            services,
+            live,
+            templates: Arc::new(render::Templates::new()),
+        }
+    }
+}
+
+/// The console's routes, `/` sending a browser to it.
+pub fn routes(state: ConsoleState) -> Router {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/ui/") }))
+        .route("/ui", get(|| async { Redirect::to("/ui/") }))
+        .route("/ui/assets/{name}", get(asset))
+        .route(
+            "/ui/sign-in",
+            get(session::sign_in_page).post(session::sign_in),
+        )
+        .route("/ui/sign-out", post(session::sign_out))
+        .route("/ui/", get(pages::dashboard))
+        .route("/ui/servers", get(pages::servers))
+        .route(
+            "/ui/servers/new",
+            get(pages::new_server).post(pages::create_server),
+        )
+        .route("/ui/servers/bulk/{what}", post(pages::bulk))
+        .route("/ui/servers/{fqdn}", get(pages::server))
+        .route("/ui/servers/{fqdn}/power", post(pages::server_power))
+        .route("/ui/servers/{fqdn}/deploy", post(pages::deploy_server))
+        .route("/ui/servers/{fqdn}/delete", post(pages::delete_server))
+        .route("/ui/deployments", get(pages::deployments))
+        .route("/ui/deployments/{id}", get(pages::deployment))
+        .route("/ui/deployments/{id}/live", get(live::follow))
+        .route(
+            "/ui/deployments/{id}/cancel",
+            post(pages::cancel_deployment),
+        )
+        .route(
+            "/ui/deployments/{id}/repeat",
+            post(pages::repeat_deployment),
+        )
+        .route("/ui/profiles", get(pages::profiles))
+        .route(
+            "/ui/profiles/new",
+            get(pages::new_profile).post(pages::upload_profile),
+        )
+        .route("/ui/profiles/{id}", get(pages::profile))
+        .route(
+            "/ui/locations",
+            get(pages::locations).post(pages::create_location),
+        )
+        .route(
+            "/ui/networks",
+            get(pages::networks).post(pages::create_network),
+        )
+        .route("/ui/me", get(pages::me))
+        .route("/ui/me/theme", post(pages::set_theme))
+        .route("/ui/me/password", post(pages::change_password))
+        .route("/ui/{*rest}", get(pages::not_found))
+        .with_state(state)
+}
+
+/// The stylesheet and script, embedded in the binary.
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "console.css",
+        "text/css; charset=utf-8",
+        include_str!("assets/console.css"),
+    ),
+    (
+        "console.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/console.js"),
+    ),
+];
+
+/// A string that changes with the assets, for their URLs: a browser may
+/// keep them for a day and still never use an old one after an upgrade.
+fn asset_version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        use sha2::{Digest, Sha256};
+        let mut digest = Sha256::new();
+        for (name, _, body) in ASSETS {
+            digest.update(name.as_bytes());
+            digest.update(body.as_bytes());
+        }
+        hex::encode(&digest.finalize()[..6])
+    })
+}
+
+async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
+    match ASSETS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, kind, body)) => (
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static(kind)),
+                (
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("private, max-age=86400"),
+                ),
+                (
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no such asset\n").into_response(),
+    }
+}

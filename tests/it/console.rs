@@ -1,0 +1,920 @@
+//! The web console, against the real daemon: over plain HTTP as a browser
+//! would speak it (cookies, forms, redirects, server-sent events), and in
+//! Debian's headless Chromium through chromedriver for the whole day of an
+//! operator: sign in, create, upload, deploy, watch it move, read errors by
+//! their fields, switch the theme, sign out.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::common::webdriver::Browser;
+use crate::common::{self, Backend, Daemon, TestStore};
+use bootloader::ops::Actor;
+use bootloader_store::UserSpec;
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A browser's side of HTTP: a cookie jar, forms, no redirects followed.
+struct Visitor {
+    base: String,
+    http: reqwest::Client,
+    cookies: BTreeMap<String, String>,
+}
+
+struct Answer {
+    status: StatusCode,
+    location: String,
+    set_cookies: Vec<String>,
+    retry_after: Option<String>,
+    body: String,
+}
+
+impl Visitor {
+    fn new(d: &Daemon) -> Self {
+        Self {
+            base: d.base.clone(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            cookies: BTreeMap::new(),
+        }
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Answer {
+        let jar: Vec<String> = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let req = if jar.is_empty() {
+            req
+        } else {
+            req.header("Cookie", jar.join("; "))
+        };
+        let r = req.send().await.expect("request");
+        let header = |name: &str| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        let location = header("location").unwrap_or_default();
+        let retry_after = header("retry-after");
+        let set_cookies: Vec<String> = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(String::from))
+            .collect();
+        for c in &set_cookies {
+            let pair = c.split(';').next().unwrap_or_default();
+            if let Some((k, v)) = pair.split_once('=') {
+                if v.is_empty() || c.contains("Max-Age=0") {
+                    self.cookies.remove(k);
+                } else {
+                    self.cookies.insert(k.to_string(), v.to_string());
+                }
+            }
+        }
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        Answer {
+            status,
+            location,
+            set_cookies,
+            retry_after,
+            body,
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Answer {
+        let req = self.http.get(format!("{}{path}", self.base));
+        self.send(req).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Answer {
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string(form).expect("form"));
+        self.send(req).await
+    }
+
+    async fn sign_in(&mut self, name: &str, password: &str, next: &str) -> Answer {
+        self.post(
+            "/ui/sign-in",
+            &[("name", name), ("password", password), ("next", next)],
+        )
+        .await
+    }
+
+    /// The form token on a page of the console.
+    async fn form_token(&mut self, page: &str) -> String {
+        let a = self.get(page).await;
+        assert_eq!(a.status, StatusCode::OK, "{page}: {}", a.body);
+        token_in(&a.body)
+    }
+}
+
+fn token_in(html: &str) -> String {
+    let at = html
+        .find("name=\"_csrf\" value=\"")
+        .expect("a form token on the page");
+    html[at + 20..at + 84].to_string()
+}
+
+/// The message shown next to the field `name`, if any.
+fn field_error(html: &str, name: &str) -> Option<String> {
+    let marker = format!("data-field=\"{name}\">");
+    let at = html.find(&marker)? + marker.len();
+    let end = html[at..].find('<')? + at;
+    Some(html[at..end].to_string())
+}
+
+async fn with_password(d: &Daemon, name: &str, staff: bool) {
+    let user: bootloader_core::model::Name = name.parse().unwrap();
+    if d.store.user(&user).await.is_err() {
+        d.store
+            .create_user(UserSpec {
+                name: user.clone(),
+                email: format!("{name}@example.com"),
+                is_staff: staff,
+            })
+            .await
+            .expect("user");
+    }
+    bootloader::ops::users::set_password(&*d.store, &Actor::Host, &user, Some(PASSWORD))
+        .await
+        .expect("password");
+}
+
+/// Signing in takes the browser back where it was going; the cookie is
+/// HttpOnly and SameSite, scoped to the console, not Secure on plain
+/// HTTP; signing out needs the form token and ends the session for good.
+async fn sign_in_and_out(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let d = Daemon::start(&ts, None).await;
+    with_password(&d, "admin", true).await;
+    let mut v = Visitor::new(&d);
+
+    let a = v.get("/").await;
+    assert_eq!(a.location, "/ui/");
+    let a = v.get("/ui/servers?q=node").await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    assert_eq!(a.location, "/ui/sign-in?next=%2Fui%2Fservers%3Fq%3Dnode");
+    let a = v.get(&a.location).await;
+    assert!(a.body.contains("name=\"password\""), "{}", a.body);
+
+    let a = v
+        .sign_in("admin", "not the password", "/ui/servers?q=node")
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(a.body.contains("The user name or the password is wrong."));
+    let a = v.sign_in("nobody", PASSWORD, "/ui/").await;
+    assert_eq!(
+        a.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a stranger alike"
+    );
+    assert!(v.cookies.is_empty());
+
+    let a = v.sign_in("admin", PASSWORD, "/ui/servers?q=node").await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert_eq!(a.location, "/ui/servers?q=node");
+    let cookie = a
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("bl_session="))
+        .expect("a session cookie");
+    for part in ["HttpOnly", "SameSite=Lax", "Path=/ui"] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    let session = v.cookies["bl_session"].clone();
+    let a = v.get("/ui/servers?q=node").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.body.contains("<title>Servers · bootloader</title>"));
+
+    // Somewhere else is not where a sign-in sends anyone.
+    let mut other = Visitor::new(&d);
+    let a = other
+        .sign_in("admin", PASSWORD, "https://evil.example/")
+        .await;
+    assert_eq!(a.location, "/ui/");
+    let a = other.sign_in("admin", PASSWORD, "//evil.example/ui/").await;
+    assert_eq!(a.location, "/ui/");
+
+    let a = v.post("/ui/sign-out", &[]).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "no form token");
+    let token = v.form_token("/ui/").await;
+    let a = v.post("/ui/sign-out", &[("_csrf", &token)]).await;
+    assert_eq!(a.location, "/ui/sign-in");
+    assert!(!v.cookies.contains_key("bl_session"));
+    // The old cookie, presented again, opens nothing.
+    v.cookies.insert("bl_session".into(), session);
+    let a = v.get("/ui/deployments").await;
+    assert_eq!(a.location, "/ui/sign-in?next=%2Fui%2Fdeployments");
+    // A form posted after the session ended goes to sign in, and back to
+    // the page it came from.
+    let a = v
+        .send(
+            v.http
+                .post(format!("{}/ui/locations", d.base))
+                .header("Referer", format!("{}/ui/locations", d.base))
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body("name=dc9"),
+        )
+        .await;
+    assert_eq!(a.location, "/ui/sign-in?next=%2Fui%2Flocations");
+    d.stop().await;
+    ts.drop_database().await;
+}
+
+/// Five wrong passwords hold the name (from anywhere, even with the right
+/// password) with a Retry-After; other names are not held.
+async fn sign_in_attempts_are_limited(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let d = Daemon::start(&ts, None).await;
+    with_password(&d, "admin", true).await;
+    with_password(&d, "ops", false).await;
+    let mut v = Visitor::new(&d);
+    for _ in 0..5 {
+        let a = v.sign_in("admin", "guess", "/ui/").await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let a = v.sign_in("admin", PASSWORD, "/ui/").await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.body);
+    assert!(
+        a.body.contains("too many failed sign-ins for this user"),
+        "{}",
+        a.body
+    );
+    let wait: u64 = a.retry_after.expect("Retry-After").parse().unwrap();
+    assert!((800..=900).contains(&wait), "{wait}");
+    assert!(v.cookies.is_empty());
+    let a = v.sign_in("ops", PASSWORD, "/ui/").await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "another user still may");
+    d.stop().await;
+    ts.drop_database().await;
+}
+
+/// A form without the session's token changes nothing; bad input comes
+/// back with each error next to its field and the values kept (but never
+/// a password); a reader sees no write buttons and is refused if it posts.
+async fn forms_and_permissions(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let d = Daemon::start(&ts, None).await;
+    with_password(&d, "admin", true).await;
+    with_password(&d, "reader", false).await;
+    let mut v = Visitor::new(&d);
+    v.sign_in("admin", PASSWORD, "/ui/").await;
+
+    let a = v.post("/ui/locations", &[("name", "dc1")]).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    let a = v
+        .post(
+            "/ui/locations",
+            &[("name", "dc1"), ("_csrf", &"0".repeat(64))],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "another token");
+    let (_, locations) = d.get("/locations").await;
+    assert_eq!(locations["count"], 0, "nothing was created");
+
+    let token = v.form_token("/ui/locations").await;
+    let a = v
+        .post(
+            "/ui/locations",
+            &[
+                ("_csrf", &token),
+                ("name", "dc1"),
+                ("description", "hall A"),
+            ],
+        )
+        .await;
+    assert_eq!(a.location, "/ui/locations");
+    let a = v.get("/ui/locations").await;
+    assert!(
+        a.body.contains("Location dc1 created."),
+        "the message is shown"
+    );
+    assert!(
+        a.set_cookies.iter().any(|c| c.starts_with("bl_flash=;")),
+        "once"
+    );
+    let a = v
+        .post("/ui/locations", &[("_csrf", &token), ("name", "dc1")])
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    assert!(
+        field_error(&a.body, "name").is_some_and(|e| e.contains("already exists")),
+        "{}",
+        a.body
+    );
+
+    let a = v
+        .post(
+            "/ui/networks",
+            &[
+                ("_csrf", &token),
+                ("location", "dc1"),
+                ("cidr", "10.0.0.1/24"),
+                ("nameservers", "10.0.0.2, nope"),
+                ("gateway", ""),
+                ("domain", ""),
+                ("pool.start", "10.0.0.100"),
+                ("pool.end", "10.0.0.150"),
+                ("description", ""),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let cidr = field_error(&a.body, "cidr").expect("the CIDR's error at the CIDR");
+    assert!(cidr.contains("did you mean 10.0.0.0/24?"), "{cidr}");
+    let dns = field_error(&a.body, "nameservers").expect("the DNS error at its field");
+    assert!(dns.contains("nameservers[1]"), "{dns}");
+    assert!(a.body.contains("value=\"10.0.0.100\""), "values are kept");
+
+    let a = v
+        .post(
+            "/ui/servers/new",
+            &[
+                ("_csrf", &token),
+                ("fqdn", "node1.dc1.example.com"),
+                ("location", "dc1"),
+                ("interfaces[0].name", "eth0"),
+                ("interfaces[0].mac", "52:54:00:00:00:01"),
+                ("interfaces[1].name", ""),
+                ("interfaces[1].mac", ""),
+                ("interfaces[2].name", "eth2"),
+                ("interfaces[2].mac", "not-a-mac"),
+                ("bmc.port", "six"),
+                ("bmc.password", "s3cret-bmc"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(field_error(&a.body, "bmc.port").is_some_and(|e| e.contains("whole number")));
+    let a = v
+        .post(
+            "/ui/servers/new",
+            &[
+                ("_csrf", &token),
+                ("fqdn", "node1.dc1.example.com"),
+                ("location", "dc1"),
+                ("interfaces[0].name", "eth0"),
+                ("interfaces[0].mac", "52:54:00:00:00:01"),
+                ("interfaces[1].name", ""),
+                ("interfaces[1].mac", ""),
+                ("interfaces[2].name", "eth2"),
+                ("interfaces[2].mac", "not-a-mac"),
+                ("bmc.password", "s3cret-bmc"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let mac = field_error(&a.body, "interfaces[2].mac")
+        .expect("at the third row, as the form numbered it");
+    assert!(!mac.is_empty(), "{mac}");
+    assert!(
+        !a.body.contains("s3cret-bmc"),
+        "a password is never sent back"
+    );
+    let a = v
+        .post(
+            "/ui/servers/new",
+            &[
+                ("_csrf", &token),
+                ("fqdn", "node1.dc1.example.com"),
+                ("location", "dc1"),
+                ("labels", "rack1, gpu"),
+                ("interfaces[0].name", "eth0"),
+                ("interfaces[0].mac", "52:54:00:00:00:01"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        a.location, "/ui/servers/node1.dc1.example.com",
+        "{}",
+        a.body
+    );
+    let a = v.get("/ui/servers?q=00:00:01").await;
+    assert!(a.body.contains("node1.dc1.example.com"), "found by MAC");
+    let a = v.get("/ui/servers?q=nothing-like-it").await;
+    assert!(a.body.contains("No server matches."));
+    let a = v.get("/ui/servers?frobnicate=1").await;
+    assert_eq!(
+        a.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown filters are refused"
+    );
+
+    // Bulk: a confirmation page first; only its form acts.
+    let a = v
+        .post(
+            "/ui/servers/bulk/labels",
+            &[
+                ("_csrf", &token),
+                ("server", "node1.dc1.example.com"),
+                ("labels", "rack2"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(
+        a.body
+            .contains("Set the labels to &quot;rack2&quot; on 1 servers?"),
+        "{}",
+        a.body
+    );
+    let (_, s) = d.get("/servers/node1.dc1.example.com").await;
+    assert_eq!(s["labels"], json!(["gpu", "rack1"]), "not yet");
+    let a = v
+        .post(
+            "/ui/servers/bulk/labels",
+            &[
+                ("_csrf", &token),
+                ("_confirmed", "yes"),
+                ("server", "node1.dc1.example.com"),
+                ("labels", "rack2"),
+            ],
+        )
+        .await;
+    assert!(a.body.contains("labels: rack2"), "{}", a.body);
+
+    // A reader: no buttons, and refused when posting anyway.
+    let mut r = Visitor::new(&d);
+    r.sign_in("reader", PASSWORD, "/ui/").await;
+    let a = r.get("/ui/servers").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(!a.body.contains("Add a server"));
+    assert!(!a.body.contains("formaction"), "no bulk actions");
+    let page = r.get("/ui/servers/node1.dc1.example.com").await;
+    assert!(!page.body.contains("Deploy</button>") && !page.body.contains(">Delete<"));
+    let a = r.get("/ui/locations").await;
+    assert!(!a.body.contains("Add the location"));
+    let reader_token = token_in(&page.body);
+    let a = r
+        .post(
+            "/ui/locations",
+            &[("_csrf", &reader_token), ("name", "dc2")],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+    let a = r.get("/ui/servers/new").await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    let a = r
+        .post(
+            "/ui/servers/node1.dc1.example.com/delete",
+            &[("_csrf", &reader_token)],
+        )
+        .await;
+    assert!(a.location.contains("/ui/servers/") || a.status == StatusCode::FORBIDDEN);
+    let (s, _) = d.get("/servers/node1.dc1.example.com").await;
+    assert_eq!(s, StatusCode::OK, "still there");
+    // A reader's own theme is theirs to choose.
+    let a = r
+        .post(
+            "/ui/me/theme",
+            &[
+                ("_csrf", &reader_token),
+                ("theme", "high-contrast"),
+                ("next", "/ui/me"),
+            ],
+        )
+        .await;
+    assert_eq!(a.location, "/ui/me");
+    assert!(
+        r.get("/ui/me")
+            .await
+            .body
+            .contains("data-theme=\"high-contrast\"")
+    );
+    assert!(
+        v.get("/ui/me").await.body.contains("data-theme=\"light\""),
+        "others keep theirs"
+    );
+    d.stop().await;
+    ts.drop_database().await;
+}
+
+/// Reads server-sent events from `resp` until `until` says stop; returns
+/// them as (event, data).
+async fn events_until(
+    resp: &mut reqwest::Response,
+    secs: u64,
+    until: impl Fn(&[(String, serde_json::Value)]) -> bool,
+) -> Vec<(String, serde_json::Value)> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    while !until(&events) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "events so far: {events:?}");
+        match tokio::time::timeout(left, resp.chunk()).await {
+            Ok(Ok(Some(bytes))) => buffer.push_str(&String::from_utf8_lossy(&bytes)),
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => panic!("stream: {e}"),
+            Err(_) => panic!("no more events in {secs} s: {events:?}"),
+        }
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(n) = line.strip_prefix("event:") {
+                    name = n.trim().to_string();
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push_str(d.trim_start());
+                }
+            }
+            if !name.is_empty() {
+                events.push((name, serde_json::from_str(&data).unwrap_or_default()));
+            }
+        }
+    }
+    events
+}
+
+/// A deployment started from the server's page is followed live: its page
+/// gets the state as each callback moves it, the log as it grows, and the
+/// stream ends at `complete`.
+async fn a_deployment_page_follows_its_deployment(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let d = Daemon::start(&ts, None).await;
+    with_password(&d, "admin", true).await;
+    d.seed_location().await;
+    let mac = "52:54:00:c0:00:01";
+    let (s, b) = d
+        .post("/servers", json!({"fqdn": "live1.dc1.example.com", "location": "dc1", "interfaces": [{"mac": mac}]}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, p) = d
+        .post_text(
+            "/profiles",
+            &common::callback_profile("live"),
+            "application/yaml",
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let mut v = Visitor::new(&d);
+    v.sign_in("admin", PASSWORD, "/ui/").await;
+    let token = v.form_token("/ui/servers/live1.dc1.example.com").await;
+    let profile = p["id"].to_string();
+    let a = v
+        .post(
+            "/ui/servers/live1.dc1.example.com/deploy",
+            &[("_csrf", &token), ("profile", &profile)],
+        )
+        .await;
+    assert!(
+        a.location.starts_with("/ui/deployments/"),
+        "{} {}",
+        a.location,
+        a.body
+    );
+    let id: i64 = a.location.rsplit('/').next().unwrap().parse().unwrap();
+    let page = v.get(&a.location).await;
+    assert!(
+        page.body
+            .contains(&format!("data-follow=\"/ui/deployments/{id}/live\""))
+    );
+
+    let jar: Vec<String> = v.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut stream = v
+        .http
+        .get(format!("{}/ui/deployments/{id}/live", d.base))
+        .header("Cookie", jar.join("; "))
+        .send()
+        .await
+        .expect("live");
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let first = events_until(&mut stream, 30, |e| e.iter().any(|(n, _)| n == "state")).await;
+    let (_, state) = first.iter().find(|(n, _)| n == "state").unwrap();
+    assert_eq!(state["id"], id);
+
+    let base = common::callback_base(&d.base, mac).await;
+    for name in ["preparing", "installing"] {
+        let r = reqwest::Client::new()
+            .post(format!("{base}/{name}"))
+            .body("{}")
+            .send()
+            .await
+            .expect("callback");
+        assert!(r.status().is_success(), "{name}: {}", r.status());
+    }
+    let seen = events_until(&mut stream, 60, |e| {
+        e.iter()
+            .any(|(n, d)| n == "state" && d["state"] == "complete")
+    })
+    .await;
+    let progress: Vec<i64> = first
+        .iter()
+        .chain(seen.iter())
+        .filter(|(n, _)| n == "state")
+        .map(|(_, d)| d["progress"].as_i64().unwrap())
+        .collect();
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    assert_eq!(progress.last(), Some(&100), "{progress:?}");
+    assert!(progress.len() >= 2, "it moved while watched: {progress:?}");
+    assert!(
+        seen.iter().any(|(n, d)| n == "log"
+            && d["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("live1.dc1.example.com is done")),
+        "the log streamed: {seen:?}"
+    );
+    // The stream ends with the deployment.
+    let rest = tokio::time::timeout(Duration::from_secs(10), stream.chunk()).await;
+    assert!(matches!(rest, Ok(Ok(None))), "{rest:?}");
+    d.stop().await;
+    ts.drop_database().await;
+}
+
+on_both_backends!(
+    sign_in_and_out,
+    sign_in_attempts_are_limited,
+    forms_and_permissions,
+    a_deployment_page_follows_its_deployment,
+);
+
+/// Where screenshots go when asked (`BOOTLOADER_SCREENSHOTS=docs/ui`).
+async fn snap(b: &Browser, name: &str) {
+    if let Ok(dir) = std::env::var("BOOTLOADER_SCREENSHOTS") {
+        let png = b.screenshot().await;
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        std::fs::write(format!("{dir}/{name}.png"), png).expect("screenshot");
+    }
+}
+
+const SILENT: &str = "kind: Profile\napiVersion: v1alpha1\nname: silent\nversion: 1.0\nworkflow:\n  new: {}\n  preparing:\n    - action: expect_callback\n      name: never\n      timeout: 2s\n  installing: {}\n  configuring: {}\n  postconfiguring: {}\n  complete: {}\n";
+
+/// The operator's day in Debian's Chromium: sign in, create a location, a
+/// network and a server, upload a profile (checked first), deploy it and
+/// watch the progress bar move as the machine calls back; a deployment
+/// that times out shows why on its page and the dashboard, and Repeat
+/// starts it again; bad input is shown at its field; the theme changes;
+/// signing out, and an ended session returning to the page after sign-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_day_in_chromium() {
+    let ts = TestStore::new(Backend::Sqlite).await;
+    let d = Daemon::start(&ts, None).await;
+    with_password(&d, "admin", true).await;
+    let b = Browser::start().await;
+    let ui = |path: &str| format!("{}{path}", d.base);
+
+    // Sign in, and land where we were going.
+    b.goto(&ui("/ui/locations")).await;
+    assert!(b.url().await.contains("/ui/sign-in?next="));
+    snap(&b, "sign-in").await;
+    b.fill("#f-name", "admin").await;
+    b.fill("#f-password", PASSWORD).await;
+    b.click("button[type=submit]").await;
+    b.find("h1").await;
+    assert!(
+        b.url().await.ends_with("/ui/locations"),
+        "{}",
+        b.url().await
+    );
+
+    // A location, then a network with a mistake shown at its field.
+    b.fill("#f-name", "dc1").await;
+    b.fill("#f-description", "hall A").await;
+    b.click("form.form button[type=submit]").await;
+    b.wait_for_text(".flash", 10, |t| t.contains("Location dc1 created."))
+        .await;
+    b.goto(&ui("/ui/networks")).await;
+    b.choose("#f-location", "dc1").await;
+    b.fill("#f-cidr", "10.0.0.1/24").await;
+    b.fill("#f-pool\\.start", "10.0.0.100").await;
+    b.fill("#f-pool\\.end", "10.0.0.200").await;
+    b.click("form.form button[type=submit]").await;
+    let error = b.text("#e-cidr").await;
+    assert!(error.contains("did you mean 10.0.0.0/24?"), "{error}");
+    assert_eq!(b.property("#f-cidr", "ariaInvalid").await, json!("true"));
+    snap(&b, "form-errors").await;
+    b.fill("#f-cidr", "10.0.0.0/24").await;
+    b.click("form.form button[type=submit]").await;
+    b.wait_for_text(".flash", 10, |t| t.contains("Network 10.0.0.0/24 created."))
+        .await;
+    snap(&b, "networks").await;
+
+    // A server.
+    let mac = "52:54:00:c1:00:01";
+    b.goto(&ui("/ui/servers/new")).await;
+    b.fill("#f-fqdn", "node1.dc1.example.com").await;
+    b.choose("#f-location", "dc1").await;
+    b.fill("#f-interfaces\\[0\\]\\.mac", mac).await;
+    b.fill("#f-labels", "rack1, gpu").await;
+    b.click("form.form button[type=submit]").await;
+    b.wait_for_text(".flash", 10, |t| {
+        t.contains("Server node1.dc1.example.com created.")
+    })
+    .await;
+
+    // A profile: checked without saving, then uploaded.
+    b.goto(&ui("/ui/profiles/new")).await;
+    b.script(
+        "document.getElementById('source').value = arguments[0];",
+        json!([common::callback_profile("demo")]),
+    )
+    .await;
+    b.click("button[value=validate]").await;
+    b.wait_for_text("#valid", 10, |t| t.contains("The profile is valid"))
+        .await;
+    let (_, listed) = d.get("/profiles").await;
+    assert_eq!(listed["count"], 0, "validating saves nothing");
+    b.click("button[value=upload]").await;
+    b.wait_for_text(".flash", 10, |t| t.contains("Profile demo 1.0 uploaded."))
+        .await;
+    snap(&b, "profile").await;
+    // A broken one shows its errors at their lines.
+    b.goto(&ui("/ui/profiles/new")).await;
+    b.script(
+        "document.getElementById('source').value = arguments[0];",
+        json!([common::callback_profile("broken")
+            .replace("action: expect_callback", "action: expect_calback")]),
+    )
+    .await;
+    b.click("button[value=validate]").await;
+    let problems = b.wait_for_text("#problems", 10, |t| !t.is_empty()).await;
+    assert!(problems.contains("line 15"), "{problems}");
+    assert!(b.count("tr.bad").await >= 1);
+
+    // Deploy from the server's page and watch it move.
+    b.goto(&ui("/ui/servers/node1.dc1.example.com")).await;
+    snap(&b, "server").await;
+    b.choose("#deploy-profile", "demo 1.0").await;
+    b.click("form.filters button.primary").await;
+    b.wait_for_text(".flash", 10, |t| t.contains("started"))
+        .await;
+    let before = b
+        .property("#progress", "value")
+        .await
+        .as_f64()
+        .unwrap_or(0.0);
+    let base = common::callback_base(&d.base, mac).await;
+    let send = |name: &'static str| {
+        let url = format!("{base}/{name}");
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .body("{}")
+                .send()
+                .await
+                .expect("callback");
+            assert!(r.status().is_success());
+        }
+    };
+    send("preparing").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = b
+            .property("#progress", "value")
+            .await
+            .as_f64()
+            .unwrap_or(0.0);
+        if now > before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bar never moved from {before}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    send("installing").await;
+    b.wait_for_text("#state", 60, |t| t == "complete").await;
+    assert_eq!(b.property("#progress", "value").await.as_f64(), Some(100.0));
+    b.wait_for_text("#log", 10, |t| t.contains("node1.dc1.example.com is done"))
+        .await;
+    snap(&b, "deployment").await;
+
+    // A deployment that times out: its reason on its page and on the
+    // dashboard; Repeat starts it again.
+    let (s, silent) = d.post_text("/profiles", SILENT, "application/yaml").await;
+    assert_eq!(s, StatusCode::CREATED, "{silent}");
+    b.goto(&ui("/ui/servers/node1.dc1.example.com")).await;
+    b.choose("#deploy-profile", "silent 1.0").await;
+    b.click("form.filters button.primary").await;
+    b.wait_for_text("#state", 60, |t| t == "error").await;
+    let reason = b.wait_for_text("#error", 10, |t| !t.is_empty()).await;
+    assert!(
+        reason.contains("never"),
+        "the reason names what did not come: {reason}"
+    );
+    let failed_url = b.url().await;
+    b.goto(&ui("/ui/")).await;
+    let failures = b.text("ul.failures").await;
+    assert!(failures.contains(&reason), "{failures}");
+    snap(&b, "dashboard").await;
+    b.goto(&failed_url).await;
+    b.click("#repeat").await;
+    b.wait_for_text(".flash", 10, |t| t.contains("repeats"))
+        .await;
+    assert_ne!(b.url().await, failed_url, "a new deployment's page");
+
+    // Lists.
+    b.goto(&ui("/ui/servers?q=c1:00")).await;
+    assert_eq!(b.count("table.servers tbody tr").await, 1);
+    snap(&b, "servers").await;
+    b.goto(&ui("/ui/deployments?state=complete")).await;
+    assert_eq!(b.count("main table tbody tr").await, 1);
+    snap(&b, "deployments").await;
+
+    // The theme, per user, and at 400 px wide.
+    b.goto(&ui("/ui/me")).await;
+    b.click("input[value=dark]").await;
+    b.click("#save-theme").await;
+    b.wait_for_text(".flash", 10, |t| t.contains("Theme changed."))
+        .await;
+    let theme = b
+        .script("return document.documentElement.dataset.theme;", json!([]))
+        .await;
+    assert_eq!(theme, json!("dark"));
+    let background = b
+        .script(
+            "return getComputedStyle(document.body).backgroundColor;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        background,
+        json!("rgb(20, 23, 27)"),
+        "the dark colours apply"
+    );
+    b.goto(&ui("/ui/")).await;
+    snap(&b, "dashboard-dark").await;
+    b.resize(400, 900).await;
+    b.goto(&ui("/ui/servers/node1.dc1.example.com")).await;
+    let wide = b
+        .script(
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        wide,
+        json!(true),
+        "no sideways scrolling of the page at 400 px"
+    );
+    snap(&b, "server-narrow").await;
+    b.resize(1280, 900).await;
+
+    // Deleting asks first, and says so after.
+    let (s, _) = d
+        .post(
+            "/servers",
+            json!({"fqdn": "spare.dc1.example.com", "location": "dc1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    b.goto(&ui("/ui/servers/spare.dc1.example.com")).await;
+    b.click("button.danger").await;
+    b.accept().await;
+    b.wait_for_text(".flash", 10, |t| {
+        t.contains("Server spare.dc1.example.com deleted.")
+    })
+    .await;
+    let (s, _) = d.get("/servers/spare.dc1.example.com").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Sign out; the next page asks to sign in and comes back after.
+    b.click("button.link").await;
+    b.find("#f-password").await;
+    b.goto(&ui("/ui/deployments?state=error")).await;
+    assert!(b.url().await.contains("/ui/sign-in?next="));
+    b.fill("#f-name", "admin").await;
+    b.fill("#f-password", PASSWORD).await;
+    b.click("button[type=submit]").await;
+    b.find("h1").await;
+    assert!(
+        b.url().await.ends_with("/ui/deployments?state=error"),
+        "{}",
+        b.url().await
+    );
+    // The console fetched nothing from elsewhere.
+    let foreign = b
+        .script(
+            "return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith(location.origin));",
+            json!([]),
+        )
+        .await;
+    assert_eq!(foreign, json!([]));
+    drop(b);
+    d.stop().await;
+    ts.drop_database().await;
+}
