@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const ELEMENT: &str = "element-6066-11e4-a52f-4a3c4a3c4a3c";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A headless Chromium driven through its own chromedriver, both stopped
 /// when dropped.
@@ -113,6 +113,19 @@ impl Browser {
             .as_str()
             .unwrap_or_default()
             .to_string()
+    }
+
+    /// Waits up to 10 s for the page's address to satisfy `check`.
+    pub async fn wait_url(&self, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let url = self.url().await;
+            if check(&url) {
+                return url;
+            }
+            assert!(Instant::now() < deadline, "the page stayed at {url}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The first element matching the CSS selector, waiting up to 10 s for

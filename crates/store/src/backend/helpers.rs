@@ -44,7 +44,7 @@ pub(super) async fn location_id(conn: &mut Conn, name: &Name, field: &str) -> Re
         .bind(name.as_str())
         .fetch_optional(&mut *conn)
         .await?
-        .ok_or_else(|| StoreError::invalid(field, format!("location {name:?} does not exist")))
+        .ok_or_else(|| StoreError::invalid(field, format!("location \"{name}\" does not exist")))
 }
 
 pub(super) async fn user_id(conn: &mut Conn, name: &Name) -> Result<i64> {
@@ -186,7 +186,7 @@ pub(super) async fn check_network(
         .ok_or_else(|| {
             StoreError::invalid(
                 "location",
-                format!("location {:?} does not exist", spec.location),
+                format!("location \"{}\" does not exist", spec.location),
             )
         })?;
     let others: Vec<(i64, String)> =
@@ -223,7 +223,7 @@ pub(super) async fn label_ids(conn: &mut Conn, labels: &[Name]) -> Result<Vec<i6
         ids.push(id.ok_or_else(|| {
             StoreError::invalid(
                 format!("labels[{i}]"),
-                format!("label {name:?} does not exist"),
+                format!("label \"{name}\" does not exist"),
             )
         })?);
     }
@@ -427,7 +427,7 @@ pub(super) async fn put_server(
                 .ok_or_else(|| {
                     StoreError::invalid(
                         "bmc.credential",
-                        format!("credential {name:?} does not exist"),
+                        format!("credential \"{name}\" does not exist"),
                     )
                 })?,
         ),
