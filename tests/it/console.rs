@@ -769,7 +769,7 @@ async fn an_operators_day_in_chromium() {
 
     // Deploy from the server's page and watch it move.
     b.goto(&ui("/ui/servers/node1.dc1.example.com")).await;
-    snap(&b, "server").await;
+    assert_eq!(b.text("#h-boot + p").await, "No boot events recorded.");
     b.choose("#deploy-profile", "demo 1.0").await;
     b.click("form.filters button.primary").await;
     b.wait_for_text(".flash", 10, |t| t.contains("started"))
@@ -839,6 +839,18 @@ async fn an_operators_day_in_chromium() {
     b.wait_for_text(".flash", 10, |t| t.contains("repeats"))
         .await;
     assert_ne!(b.url().await, failed_url, "a new deployment's page");
+
+    // The server's boot timeline: what the machine fetched and called,
+    // drawn and listed, with the time each took.
+    b.goto(&ui("/ui/servers/node1.dc1.example.com")).await;
+    b.find("figure.timeline svg rect.ph-http").await;
+    // (The callbacks came from 127.0.0.1, an address no lease ties to
+    // this machine, so they are not its events here; the QEMU suites see
+    // them with the machine's own address.)
+    let events = b.text("table.events").await;
+    assert!(events.contains("GET /ipxe/52:54:00:c1:00:01"), "{events}");
+    assert!(events.contains("answered"), "{events}");
+    snap(&b, "server").await;
 
     // Lists.
     b.goto(&ui("/ui/servers?q=c1:00")).await;

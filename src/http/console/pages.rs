@@ -66,11 +66,11 @@ fn pager(path: &str, filters: &[(&str, &str)], offset: u64, shown: usize, total:
 
 /// A refusal for a page without rights to change things, before any
 /// form is read.
-fn require_write(state: &ConsoleState, viewer: &Viewer) -> Result<(), Response> {
+fn require_write(state: &ConsoleState, viewer: &Viewer) -> Result<(), Box<Response>> {
     viewer
         .actor()
         .require_write()
-        .map_err(|e| error_page(state, e))
+        .map_err(|e| Box::new(error_page(state, e)))
 }
 
 // ---------------------------------------------------------------- dashboard
@@ -263,7 +263,7 @@ async fn latest_profiles(state: &ConsoleState) -> Vec<(i64, String)> {
 
 pub async fn new_server(State(state): State<ConsoleState>, viewer: Viewer) -> Response {
     if let Err(r) = require_write(&state, &viewer) {
-        return r;
+        return *r;
     }
     server_form(&state, &viewer).await.render()
 }
@@ -292,7 +292,7 @@ pub async fn create_server(
 ) -> Response {
     let posted = match Posted::check(&viewer, &body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let input = form_input::<ops::servers::ServerInput>(&posted, &["bmc.port"], &["labels"]);
     let result = match input {
@@ -363,7 +363,15 @@ fn marks(mut events: Vec<bootloader_core::published::boot::BootEvent>) -> (Vec<M
             } else {
                 0
             },
-            phase: e.phase.as_str().to_string(),
+            // A callback is an HTTP request, drawn apart: it is the
+            // installer speaking, not the firmware fetching.
+            phase: if e.phase == bootloader_core::model::Phase::Http
+                && e.request.contains("/_callback/")
+            {
+                "callback".to_string()
+            } else {
+                e.phase.as_str().to_string()
+            },
             outcome: e.outcome.as_str().to_string(),
             request: e.request,
             detail: e.detail,
@@ -453,7 +461,7 @@ pub async fn server_power(
 ) -> Response {
     let posted = match Posted::check(&viewer, &body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let fqdn: Fqdn = match ops::input::path_key("server", &fqdn) {
         Ok(f) => f,
@@ -498,7 +506,7 @@ pub async fn deploy_server(
 ) -> Response {
     let posted = match Posted::check(&viewer, &body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let input = ops::deployments::DeploymentInput {
         server: fqdn.clone(),
@@ -533,7 +541,7 @@ pub async fn delete_server(
     body: Bytes,
 ) -> Response {
     if let Err(r) = Posted::check(&viewer, &body) {
-        return r;
+        return *r;
     }
     let key: Fqdn = match ops::input::path_key("server", &fqdn) {
         Ok(f) => f,
@@ -580,10 +588,10 @@ pub async fn bulk(
 ) -> Response {
     let posted = match Posted::check(&viewer, &body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(r) = require_write(&state, &viewer) {
-        return r;
+        return *r;
     }
     let Some(kind) = Bulk::parse(&what) else {
         return error_page(&state, Error::NotFound(format!("no bulk action {what:?}")));
@@ -805,7 +813,7 @@ pub async fn cancel_deployment(
     body: Bytes,
 ) -> Response {
     if let Err(r) = Posted::check(&viewer, &body) {
-        return r;
+        return *r;
     }
     let to = format!("/ui/deployments/{id}");
     match ops::deployments::cancel(&state.app.ops, &viewer.actor(), id).await {
@@ -822,7 +830,7 @@ pub async fn repeat_deployment(
     body: Bytes,
 ) -> Response {
     if let Err(r) = Posted::check(&viewer, &body) {
-        return r;
+        return *r;
     }
     match ops::deployments::repeat(&state.app.ops, &viewer.actor(), id).await {
         Ok(d) => done(
@@ -1038,7 +1046,7 @@ pub async fn profile(
 
 pub async fn new_profile(State(state): State<ConsoleState>, viewer: Viewer) -> Response {
     if let Err(r) = require_write(&state, &viewer) {
-        return r;
+        return *r;
     }
     Page::new(&state, &viewer, "profile_form.html")
         .with("section", "profiles")
@@ -1076,7 +1084,7 @@ pub async fn upload_profile(
 ) -> Response {
     let posted = match Posted::check(&viewer, &body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let text = posted
         .get("source")
@@ -1144,7 +1152,7 @@ pub async fn create_location(
 ) -> Response {
     let posted = match Posted::check(&viewer, &body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let result = match form_input::<ops::locations::LocationInput>(&posted, &[], &[]) {
         Ok(input) => ops::locations::create_location(&state.app.ops, &viewer.actor(), input).await,
@@ -1220,7 +1228,7 @@ pub async fn create_network(
 ) -> Response {
     let posted = match Posted::check(&viewer, &body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let result = match form_input::<ops::networks::NetworkInput>(&posted, &[], &["nameservers"]) {
         Ok(input) => ops::networks::create(&state.app.ops, &viewer.actor(), input).await,
@@ -1250,7 +1258,7 @@ pub async fn me(State(state): State<ConsoleState>, viewer: Viewer) -> Response {
 pub async fn set_theme(State(state): State<ConsoleState>, viewer: Viewer, body: Bytes) -> Response {
     let posted = match Posted::check(&viewer, &body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let theme = match posted.get("theme").unwrap_or_default() {
         "" => None,
@@ -1273,7 +1281,7 @@ pub async fn change_password(
 ) -> Response {
     let posted = match Posted::check(&viewer, &body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (current, new, again) = (
         posted.get("current").unwrap_or_default(),

@@ -337,27 +337,7 @@ pub fn form_input<T: DeserializeOwned>(
 ) -> Result<T, ops::Error> {
     let mut root = serde_json::Map::new();
     let mut bad = FieldErrors::new();
-    // Dense positions for the rows the form numbered: (list, form row) ->
-    // position in the JSON array.
-    let mut rows: BTreeMap<(String, usize), usize> = BTreeMap::new();
-    let mut present: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (key, value) in &posted.0 {
-        if key.starts_with('_') || value.trim().is_empty() {
-            continue;
-        }
-        if let Some((list, row)) = row_of(key) {
-            let seen = present.entry(list.to_string()).or_default();
-            if !seen.contains(&row) {
-                seen.push(row);
-            }
-        }
-    }
-    for (list, seen) in &mut present {
-        seen.sort_unstable();
-        for (pos, row) in seen.iter().enumerate() {
-            rows.insert((list.clone(), *row), pos);
-        }
-    }
+    let rows = form_rows(posted);
     for (key, value) in &posted.0 {
         let value = value.trim();
         if key.starts_with('_') || value.is_empty() {
@@ -457,11 +437,11 @@ fn put(
 /// An error naming `interfaces[0].mac` renamed to the form's row.
 fn renumber(e: ops::Error, rows: &BTreeMap<(String, usize), usize>) -> ops::Error {
     let rename = |field: String| -> String {
-        if let Some((list, pos)) = row_of(&field) {
-            if let Some(((_, row), _)) = rows.iter().find(|((l, _), p)| l == list && **p == pos) {
-                let close = field.find(']').unwrap_or(field.len() - 1);
-                return format!("{list}[{row}]{}", &field[close + 1..]);
-            }
+        if let Some((list, pos)) = row_of(&field)
+            && let Some(((_, row), _)) = rows.iter().find(|((l, _), p)| l == list && **p == pos)
+        {
+            let close = field.find(']').unwrap_or(field.len() - 1);
+            return format!("{list}[{row}]{}", &field[close + 1..]);
         }
         field
     };
@@ -480,10 +460,15 @@ fn renumber(e: ops::Error, rows: &BTreeMap<(String, usize), usize>) -> ops::Erro
 
 /// Renames the fields of an error from an operation the same way.
 pub fn form_error(e: ops::Error, posted: &Posted) -> ops::Error {
-    let mut rows = BTreeMap::new();
+    renumber(e, &form_rows(posted))
+}
+
+/// Dense positions of the rows the form numbered and filled: (list, form
+/// row) -> position in the JSON array.
+fn form_rows(posted: &Posted) -> BTreeMap<(String, usize), usize> {
     let mut present: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (key, value) in &posted.0 {
-        if value.trim().is_empty() {
+        if key.starts_with('_') || value.trim().is_empty() {
             continue;
         }
         if let Some((list, row)) = row_of(key) {
@@ -493,13 +478,14 @@ pub fn form_error(e: ops::Error, posted: &Posted) -> ops::Error {
             }
         }
     }
+    let mut rows = BTreeMap::new();
     for (list, mut seen) in present {
         seen.sort_unstable();
         for (pos, row) in seen.into_iter().enumerate() {
             rows.insert((list.clone(), row), pos);
         }
     }
-    renumber(e, &rows)
+    rows
 }
 
 #[cfg(test)]
@@ -513,6 +499,16 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn every_template_parses() {
+        let mut env = Environment::new();
+        for (name, source) in TEMPLATES {
+            if let Err(e) = env.add_template(name, source) {
+                panic!("{name}: {e:#}");
+            }
+        }
     }
 
     #[test]

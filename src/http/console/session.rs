@@ -150,9 +150,9 @@ impl Posted {
     }
 
     /// Reads a form body and refuses it without this session's token.
-    pub fn check(viewer: &Viewer, body: &[u8]) -> Result<Self, Response> {
+    pub fn check(viewer: &Viewer, body: &[u8]) -> Result<Self, Box<Response>> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|e| {
-            (StatusCode::BAD_REQUEST, format!("unreadable form: {e}\n")).into_response()
+            Box::new((StatusCode::BAD_REQUEST, format!("unreadable form: {e}\n")).into_response())
         })?;
         let given = pairs
             .iter()
@@ -165,14 +165,16 @@ impl Posted {
                 user = viewer.name(),
                 "console form refused: no valid form token"
             );
-            return Err((
-                StatusCode::FORBIDDEN,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                "Refused: this form did not carry this session's form token (it may come from \
+            return Err(Box::new(
+                (
+                    StatusCode::FORBIDDEN,
+                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                    "Refused: this form did not carry this session's form token (it may come from \
                  another site, or from a page older than your session). Reload the page and \
                  try again.\n",
-            )
-                .into_response());
+                )
+                    .into_response(),
+            ));
         }
         Ok(Self(pairs))
     }
@@ -307,7 +309,7 @@ pub async fn sign_out(
     body: axum::body::Bytes,
 ) -> Response {
     if let Err(r) = Posted::check(&viewer, &body) {
-        return r;
+        return *r;
     }
     if let Err(e) =
         ops::sessions::sign_out(&state.app.ops, &viewer.secret, state.ui.session_idle).await
