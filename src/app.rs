@@ -472,6 +472,7 @@ pub async fn run_with_reloads(
         config.ui.clone(),
         health.listeners.clone(),
         health.services.clone(),
+        config.settings.clone(),
     );
     let router = http::router(state, boot_state, health, console);
     start_http(

@@ -36,7 +36,7 @@ pub async fn issue_token(
     description: &str,
     expires_in: Option<u64>,
 ) -> Result<(ApiTokenSecret, ApiToken), Error> {
-    actor.require_write()?;
+    require_own_or_write(actor, user, "create tokens for others")?;
     let owner = store.user(user).await.map_err(|e| match e {
         bootloader_store::StoreError::NotFound { .. } => {
             Error::invalid_field("user", format!("user {user} does not exist"))
@@ -50,6 +50,13 @@ pub async fn issue_token(
     });
     if scope == TokenScope::Write && !owner.is_staff {
         return Err(Error::invalid_field("scope", "write needs a staff user"));
+    }
+    // A token may not do more than the one (or the session) that made it.
+    if scope == TokenScope::Write && !actor.may_write() {
+        return Err(Error::invalid_field(
+            "scope",
+            "a read-only token cannot make a write token",
+        ));
     }
     let expires_at = match expires_in {
         Some(0) => {
@@ -317,13 +324,47 @@ pub async fn list_tokens(
     Ok(store.list_tokens(user.as_ref(), page).await?)
 }
 
+/// Revokes a token by id or prefix: staff any, others their own (a token
+/// of someone else is not found for them).
 pub async fn revoke_token(
     store: &dyn UserStore,
     actor: &Actor,
     id_or_prefix: &str,
 ) -> Result<ApiToken, Error> {
+    if let Actor::User(me) = actor
+        && !actor.may_write()
+    {
+        let all = Page {
+            limit: 10_000,
+            offset: 0,
+        };
+        let own = store.list_tokens(Some(&me.user), all).await?;
+        let mine = own
+            .items
+            .iter()
+            .find(|t| t.id.to_string() == id_or_prefix || t.prefix == id_or_prefix);
+        let Some(token) = mine else {
+            return Err(Error::NotFound(format!(
+                "no token {id_or_prefix:?} of yours"
+            )));
+        };
+        return Ok(store.revoke_token(&token.id.to_string()).await?);
+    }
     actor.require_write()?;
     Ok(store.revoke_token(id_or_prefix).await?)
+}
+
+/// Lets a user act on what is their own (tokens, SSH keys); anything of
+/// someone else needs the right to change things.
+fn require_own_or_write(actor: &Actor, owner: &Name, what: &str) -> Result<(), Error> {
+    match actor {
+        Actor::User(me) if me.user == *owner => Ok(()),
+        Actor::User(me) if !actor.may_write() => Err(Error::Forbidden(format!(
+            "user {} may manage only their own: not {what}",
+            me.user
+        ))),
+        _ => actor.require_write(),
+    }
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -398,7 +439,6 @@ pub async fn add_ssh_key(
     actor: &Actor,
     input: SshKeyInput,
 ) -> Result<SshKey, Error> {
-    actor.require_write()?;
     let mut v = Validator::default();
     let user = match &input.user {
         Some(u) => v.parse("user", u.parse::<Name>()),
@@ -421,6 +461,7 @@ pub async fn add_ssh_key(
     let (Some(user), Some((key, comment))) = (user, key) else {
         return Err(Error::invalid_field("key", "is required"));
     };
+    require_own_or_write(actor, &user, "add keys for others")?;
     let name = input.name.unwrap_or(comment);
     store
         .add_ssh_key(&user, &name, &key)
@@ -437,8 +478,12 @@ pub async fn ssh_key(store: &dyn UserStore, _: &Actor, id: i64) -> Result<SshKey
     Ok(store.ssh_key(id).await?)
 }
 
+/// Deletes an SSH key: staff any, others their own.
 pub async fn delete_ssh_key(store: &dyn UserStore, actor: &Actor, id: i64) -> Result<(), Error> {
-    actor.require_write()?;
+    if !actor.may_write() {
+        let key = store.ssh_key(id).await?;
+        require_own_or_write(actor, &key.user, "delete keys of others")?;
+    }
     Ok(store.delete_ssh_key(id).await?)
 }
 

@@ -150,6 +150,93 @@ async fn authentication_and_scopes(backend: Backend) {
     assert_eq!(toks["count"], 1);
     assert!(!toks.to_string().contains(&viewer_token));
 
+    // A user who may only read manages their own tokens and SSH keys (as
+    // the older system allowed), nobody else's, and makes no write token.
+    let as_viewer = |method: Method, path: &'static str, body: Option<Value>| {
+        let token = viewer_token.clone();
+        let d = &d;
+        async move {
+            d.call_as(
+                Some(&token),
+                method,
+                path,
+                body.map(common::RequestBody::Json),
+            )
+            .await
+        }
+    };
+    let (s, own) = as_viewer(
+        Method::POST,
+        "/tokens",
+        Some(json!({"user": "viewer", "description": "laptop"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{own}");
+    assert_eq!(own["scope"], "read");
+    let (s, _) = as_viewer(Method::POST, "/tokens", Some(json!({"user": "admin"}))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "not for someone else");
+    let (s, b) = as_viewer(
+        Method::POST,
+        "/tokens",
+        Some(json!({"user": "viewer", "scope": "write"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let revoke_own = format!("/tokens/{}", own["id"]);
+    let (s, _) = d
+        .call_as(Some(&viewer_token), Method::DELETE, &revoke_own, None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "their own token");
+    let (_, admins) = d.get("/tokens?user=admin").await;
+    let admin_token = format!("/tokens/{}", admins["results"][0]["id"]);
+    let (s, _) = d
+        .call_as(Some(&viewer_token), Method::DELETE, &admin_token, None)
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "another's token is not theirs to see"
+    );
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMqy0rTqL0y7kZ3mN4o5p6q7r8s9t0u1v2w3x4y5z6A7 viewer@laptop";
+    let (s, k) = as_viewer(
+        Method::POST,
+        "/ssh_authorized_keys",
+        Some(json!({"user": "viewer", "key": key})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{k}");
+    let (s, _) = as_viewer(
+        Method::POST,
+        "/ssh_authorized_keys",
+        Some(json!({"user": "admin", "key": key})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, a) = d
+        .post("/ssh_authorized_keys", json!({"user": "admin", "key": key}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let (s, _) = d
+        .call_as(
+            Some(&viewer_token),
+            Method::DELETE,
+            &format!("/ssh_authorized_keys/{}", a["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "not another's key");
+    let (s, _) = d
+        .call_as(
+            Some(&viewer_token),
+            Method::DELETE,
+            &format!("/ssh_authorized_keys/{}", k["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "their own key");
+    let (s, _) = d.delete(&format!("/ssh_authorized_keys/{}", a["id"])).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+
     // Revoked and expired tokens stop working.
     let (s, _) = d.delete(&format!("/tokens/{}", viewer["id"])).await;
     assert_eq!(s, StatusCode::NO_CONTENT);

@@ -657,13 +657,6 @@ async fn a_deployment_page_follows_its_deployment(backend: Backend) {
     ts.drop_database().await;
 }
 
-on_both_backends!(
-    sign_in_and_out,
-    sign_in_attempts_are_limited,
-    forms_and_permissions,
-    a_deployment_page_follows_its_deployment,
-);
-
 /// Where screenshots go when asked (`BOOTLOADER_SCREENSHOTS=docs/ui`).
 async fn snap(b: &Browser, name: &str) {
     if let Ok(dir) = std::env::var("BOOTLOADER_SCREENSHOTS") {
@@ -941,3 +934,241 @@ async fn an_operators_day_in_chromium() {
     d.stop().await;
     ts.drop_database().await;
 }
+
+/// Labels, credentials, users, settings for staff; a reader makes and
+/// revokes their own API token (shown once, and it works) and SSH key, and
+/// is refused the staff pages.
+async fn people_and_settings(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let d = Daemon::start(&ts, None).await;
+    with_password(&d, "admin", true).await;
+    let mut v = Visitor::new(&d);
+    v.sign_in("admin", PASSWORD, "/ui/").await;
+    let token = v.form_token("/ui/labels").await;
+
+    let a = v
+        .post(
+            "/ui/labels",
+            &[
+                ("_csrf", &token),
+                ("name", "gpu"),
+                ("description", "has GPUs"),
+            ],
+        )
+        .await;
+    assert_eq!(a.location, "/ui/labels");
+    assert!(v.get("/ui/labels").await.body.contains("has GPUs"));
+    let a = v
+        .post(
+            "/ui/credentials",
+            &[
+                ("_csrf", &token),
+                ("name", "smc"),
+                ("username", "ADMIN"),
+                ("password", "bmc-Secret-42"),
+                ("description", ""),
+            ],
+        )
+        .await;
+    assert_eq!(a.location, "/ui/credentials", "{}", a.body);
+    let page = v.get("/ui/credentials").await.body;
+    assert!(
+        page.contains("smc") && !page.contains("bmc-Secret-42"),
+        "write-only"
+    );
+    let a = v
+        .post(
+            "/ui/users",
+            &[
+                ("_csrf", &token),
+                ("name", "ops1"),
+                ("email", "ops1@example.com"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(a.location, "/ui/users", "{}", a.body);
+    let settings = v.get("/ui/settings").await;
+    assert_eq!(settings.status, StatusCode::OK);
+    assert!(settings.body.contains("http.listen"), "{}", settings.body);
+    let events = v.get("/ui/events").await;
+    assert_eq!(events.status, StatusCode::OK);
+    assert!(events.body.contains("Waiting</dt>"), "{}", events.body);
+
+    // ops1, a reader, signs in with the password staff gave.
+    let mut r = Visitor::new(&d);
+    let a = r.sign_in("ops1", PASSWORD, "/ui/keys").await;
+    assert_eq!(a.location, "/ui/keys");
+    for page in ["/ui/users", "/ui/settings", "/ui/credentials"] {
+        assert_eq!(r.get(page).await.status, StatusCode::FORBIDDEN, "{page}");
+    }
+    let nav = r.get("/ui/").await.body;
+    assert!(
+        !nav.contains("href=\"/ui/users\""),
+        "staff pages are not offered"
+    );
+    let rt = r.form_token("/ui/keys").await;
+    let a = r
+        .post(
+            "/ui/keys/tokens",
+            &[
+                ("_csrf", &rt),
+                ("description", "laptop"),
+                ("scope", "read"),
+                ("expires", "30d"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let at = a
+        .body
+        .find("id=\"token-secret\">")
+        .expect("the token, shown once")
+        + 18;
+    let secret = a.body[at..at + 67].to_string();
+    assert!(secret.starts_with("bl_"), "{secret}");
+    let (s, _) = d
+        .call_as(Some(&secret), reqwest::Method::GET, "/servers", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "the new token works");
+    let again = r.get("/ui/keys").await.body;
+    assert!(!again.contains(&secret), "never shown again");
+    let a = r
+        .post(
+            "/ui/keys/tokens",
+            &[
+                ("_csrf", &rt),
+                ("description", "x"),
+                ("scope", "write"),
+                ("expires", "30d"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a reader makes no write token"
+    );
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMqy0rTqL0y7kZ3mN4o5p6q7r8s9t0u1v2w3x4y5z6A7 ops1@laptop";
+    let a = r
+        .post(
+            "/ui/keys/ssh",
+            &[("_csrf", &rt), ("name", ""), ("key", key)],
+        )
+        .await;
+    assert_eq!(a.location, "/ui/keys", "{}", a.body);
+    let a = r
+        .post(
+            "/ui/keys/ssh",
+            &[("_csrf", &rt), ("name", ""), ("key", "ssh-rsa nonsense")],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(field_error(&a.body, "key").is_some(), "{}", a.body);
+    let (_, keys) = d.get("/ssh_authorized_keys?user=ops1").await;
+    assert_eq!(keys["count"], 1);
+    let (_, tokens) = d.get("/tokens?user=ops1").await;
+    let id = tokens["results"][0]["id"].to_string();
+    let a = r
+        .post(&format!("/ui/keys/tokens/{id}/revoke"), &[("_csrf", &rt)])
+        .await;
+    assert_eq!(a.location, "/ui/keys");
+    let (s, _) = d
+        .call_as(Some(&secret), reqwest::Method::GET, "/servers", None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "revoked");
+
+    // Deleting a user ends their console sessions too.
+    let a = v.post("/ui/users/ops1/delete", &[("_csrf", &token)]).await;
+    assert_eq!(a.location, "/ui/users");
+    assert_eq!(r.get("/ui/keys").await.status, StatusCode::SEE_OTHER);
+    d.stop().await;
+    ts.drop_database().await;
+}
+
+/// A profile's page numbers its lines; two versions compare line by line;
+/// an upload with a mistake shows it at its line, and a duplicate is a
+/// conflict said at the top.
+async fn profile_pages(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let d = Daemon::start(&ts, None).await;
+    with_password(&d, "admin", true).await;
+    let one = common::callback_profile("cmp");
+    let two = one
+        .replace("version: 1.0", "version: 1.1")
+        .replace("timeout: 2m", "timeout: 5m");
+    let (_, p1) = d.post_text("/profiles", &one, "application/yaml").await;
+    let (_, p2) = d.post_text("/profiles", &two, "application/yaml").await;
+    let mut v = Visitor::new(&d);
+    v.sign_in("admin", PASSWORD, "/ui/").await;
+    let page = v.get(&format!("/ui/profiles/{}", p2["id"])).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body
+            .contains("<tr id=\"L5\"><td class=\"ln\">5</td><td><pre>timeout: 5m</pre>"),
+        "{}",
+        page.body
+    );
+    let diff = v
+        .get(&format!("/ui/profiles/{}?diff={}", p2["id"], p1["id"]))
+        .await;
+    assert_eq!(diff.status, StatusCode::OK);
+    let body = unescape(&diff.body);
+    assert!(
+        body.contains("<td class=\"mk\">-</td><td><pre>timeout: 2m</pre>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<td class=\"mk\">+</td><td><pre>timeout: 5m</pre>"),
+        "{body}"
+    );
+    assert!(body.contains("<td class=\"mk\">+</td><td><pre>version: 1.1</pre>"));
+    assert_eq!(
+        v.get("/ui/profiles/999?diff=1").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let token = v.form_token("/ui/profiles/new").await;
+    let broken = one.replace("name: script", "name: nosuch");
+    let a = v
+        .post(
+            "/ui/profiles/new",
+            &[
+                ("_csrf", &token),
+                ("_action", "upload"),
+                ("source", &broken),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let line = broken
+        .lines()
+        .position(|l| l.contains("name: nosuch"))
+        .unwrap()
+        + 1;
+    assert!(
+        a.body
+            .contains(&format!("<tr id=\"L{line}\" class=\"bad\">")),
+        "the error at line {line}: {}",
+        a.body
+    );
+    let a = v
+        .post(
+            "/ui/profiles/new",
+            &[("_csrf", &token), ("_action", "upload"), ("source", &one)],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "{}", a.body);
+    assert!(a.body.contains("already"), "{}", a.body);
+    d.stop().await;
+    ts.drop_database().await;
+}
+
+on_both_backends!(
+    sign_in_and_out,
+    sign_in_attempts_are_limited,
+    forms_and_permissions,
+    a_deployment_page_follows_its_deployment,
+    people_and_settings,
+    profile_pages,
+);

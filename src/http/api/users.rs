@@ -90,7 +90,7 @@ pub struct CreatedToken {
     responses((status = 201, body = CreatedToken), (status = 422, body = ErrorBody)))]
 pub async fn create_token(
     State(state): State<AppState>,
-    Staff(principal): Staff,
+    Reader(principal): Reader,
     JsonBody(input): JsonBody<TokenInput>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     let (secret, info) =
@@ -141,7 +141,7 @@ pub async fn list_tokens(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn revoke_token(
     State(state): State<AppState>,
-    Staff(principal): Staff,
+    Reader(principal): Reader,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
     ops::revoke_token(&*state.ops.users, &Actor::User(principal), &id.to_string()).await?;
@@ -166,7 +166,7 @@ pub async fn list_ssh_keys(
     responses((status = 201, body = SshKey), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_ssh_key(
     State(state): State<AppState>,
-    Staff(principal): Staff,
+    Reader(principal): Reader,
     JsonBody(input): JsonBody<SshKeyInput>,
 ) -> Result<(StatusCode, Json<SshKey>), ApiError> {
     let created = ops::add_ssh_key(&*state.ops.users, &Actor::User(principal), input).await?;
@@ -189,7 +189,7 @@ pub async fn get_ssh_key(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete_ssh_key(
     State(state): State<AppState>,
-    Staff(principal): Staff,
+    Reader(principal): Reader,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
     ops::delete_ssh_key(&*state.ops.users, &Actor::User(principal), id).await?;

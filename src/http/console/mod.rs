@@ -10,11 +10,14 @@
 //!   forms read into the API's inputs with errors by field.
 //! - `pages.rs`: the dashboard, servers, deployments, profiles, locations,
 //!   networks and the user's own page.
+//! - `people.rs`: labels, credentials, users, the user's API tokens and
+//!   SSH keys, the broker and its backlog, the effective configuration.
 //! - `live.rs`: one watcher of changed deployments for every open page
 //!   following one (server-sent events).
 
 mod live;
 mod pages;
+mod people;
 mod render;
 mod session;
 
@@ -43,6 +46,8 @@ pub struct ConsoleState {
     /// The sockets the daemon serves on, for the dashboard.
     pub listeners: Vec<Listener>,
     pub services: Services,
+    /// The effective configuration, secrets redacted (staff only).
+    pub settings: Arc<Vec<crate::config::Setting>>,
     pub live: Live,
     templates: Arc<render::Templates>,
 }
@@ -53,6 +58,7 @@ impl ConsoleState {
         ui: UiSettings,
         listeners: Vec<Listener>,
         services: Services,
+        settings: Vec<crate::config::Setting>,
     ) -> Self {
         let live = Live::new(app.ops.deployments.clone());
         Self {
@@ -61,6 +67,7 @@ impl ConsoleState {
             limiter: Arc::new(SignInLimiter::new(Default::default())),
             listeners,
             services,
+            settings: Arc::new(settings),
             live,
             templates: Arc::new(render::Templates::new()),
         }
@@ -114,6 +121,25 @@ pub fn routes(state: ConsoleState) -> Router {
             "/ui/networks",
             get(pages::networks).post(pages::create_network),
         )
+        .route("/ui/labels", get(people::labels).post(people::create_label))
+        .route("/ui/labels/{name}/delete", post(people::delete_label))
+        .route(
+            "/ui/credentials",
+            get(people::credentials).post(people::create_credential),
+        )
+        .route(
+            "/ui/credentials/{name}/delete",
+            post(people::delete_credential),
+        )
+        .route("/ui/users", get(people::users).post(people::create_user))
+        .route("/ui/users/{name}/delete", post(people::delete_user))
+        .route("/ui/keys", get(people::keys))
+        .route("/ui/keys/tokens", post(people::create_token))
+        .route("/ui/keys/tokens/{id}/revoke", post(people::revoke_token))
+        .route("/ui/keys/ssh", post(people::add_key))
+        .route("/ui/keys/ssh/{id}/delete", post(people::delete_key))
+        .route("/ui/events", get(people::events))
+        .route("/ui/settings", get(people::settings))
         .route("/ui/me", get(pages::me))
         .route("/ui/me/theme", post(pages::set_theme))
         .route("/ui/me/password", post(pages::change_password))

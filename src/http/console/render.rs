@@ -43,6 +43,15 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("networks.html", include_str!("templates/networks.html")),
     ("me.html", include_str!("templates/me.html")),
     ("bulk.html", include_str!("templates/bulk.html")),
+    ("labels.html", include_str!("templates/labels.html")),
+    (
+        "credentials.html",
+        include_str!("templates/credentials.html"),
+    ),
+    ("users.html", include_str!("templates/users.html")),
+    ("keys.html", include_str!("templates/keys.html")),
+    ("events.html", include_str!("templates/events.html")),
+    ("settings.html", include_str!("templates/settings.html")),
 ];
 
 pub struct Templates {

@@ -1,0 +1,416 @@
+//! The console's pages of people and settings: labels and credentials
+//! (inventory that servers refer to), users (staff), the signed-in user's
+//! API tokens and SSH keys, the broker and its backlog, and the effective
+//! configuration.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Serialize;
+
+use super::ConsoleState;
+use super::render::{Page, error_page, form_input};
+use super::session::{Posted, Viewer, done};
+use crate::http::api::extract::Path;
+use crate::ops::{self, Error};
+use bootloader_core::model::Name;
+use bootloader_store::Page as Window;
+
+const ALL: Window = Window {
+    limit: 1000,
+    offset: 0,
+};
+
+/// The form's changes failed at their fields: the page again, with them.
+fn at_fields(e: &Error) -> bool {
+    matches!(e, Error::Invalid { .. } | Error::Conflict { .. })
+}
+
+fn name_of(raw: &str) -> Result<Name, Error> {
+    ops::input::path_key("object", raw)
+}
+
+// ------------------------------------------------------------------ labels
+
+async fn labels_page<'a>(state: &'a ConsoleState, viewer: &'a Viewer) -> Page<'a> {
+    let labels = ops::locations::list_labels(&state.app.ops, &viewer.actor(), ALL)
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    Page::new(state, viewer, "labels.html")
+        .with("section", "labels")
+        .with("labels", labels)
+}
+
+pub async fn labels(State(state): State<ConsoleState>, viewer: Viewer) -> Response {
+    labels_page(&state, &viewer).await.render()
+}
+
+pub async fn create_label(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    body: Bytes,
+) -> Response {
+    let posted = match Posted::check(&viewer, &body) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let result = match form_input::<ops::locations::LabelInput>(&posted, &[], &[]) {
+        Ok(input) => ops::locations::create_label(&state.app.ops, &viewer.actor(), input).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(l) => done("/ui/labels", &format!("Label {} created.", l.name)),
+        Err(e) if at_fields(&e) => labels_page(&state, &viewer)
+            .await
+            .failed(&posted, e)
+            .render(),
+        Err(e) => error_page(&state, e),
+    }
+}
+
+pub async fn delete_label(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = Posted::check(&viewer, &body) {
+        return *r;
+    }
+    let result = match name_of(&name) {
+        Ok(n) => ops::locations::delete_label(&state.app.ops, &viewer.actor(), &n).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => done(
+            "/ui/labels",
+            &format!("Label {name} deleted; servers no longer carry it."),
+        ),
+        Err(e @ Error::Forbidden(_)) => error_page(&state, e),
+        Err(e) => done("/ui/labels", &format!("Label {name} not deleted: {e}")),
+    }
+}
+
+// ------------------------------------------------------------- credentials
+
+async fn credentials_page<'a>(
+    state: &'a ConsoleState,
+    viewer: &'a Viewer,
+) -> Result<Page<'a>, Error> {
+    let credentials = ops::credentials::list(&state.app.ops, &viewer.actor(), ALL).await?;
+    Ok(Page::new(state, viewer, "credentials.html")
+        .with("section", "credentials")
+        .with("credentials", credentials.items))
+}
+
+pub async fn credentials(State(state): State<ConsoleState>, viewer: Viewer) -> Response {
+    match credentials_page(&state, &viewer).await {
+        Ok(p) => p.render(),
+        Err(e) => error_page(&state, e),
+    }
+}
+
+pub async fn create_credential(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    body: Bytes,
+) -> Response {
+    let posted = match Posted::check(&viewer, &body) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let result = match form_input::<ops::credentials::CredentialInput>(&posted, &[], &[]) {
+        Ok(input) => ops::credentials::create(&state.app.ops, &viewer.actor(), input).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(c) => done("/ui/credentials", &format!("Credential {} stored.", c.name)),
+        Err(e) if at_fields(&e) => match credentials_page(&state, &viewer).await {
+            Ok(p) => p.failed(&posted, e).render(),
+            Err(e) => error_page(&state, e),
+        },
+        Err(e) => error_page(&state, e),
+    }
+}
+
+pub async fn delete_credential(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = Posted::check(&viewer, &body) {
+        return *r;
+    }
+    let result = match name_of(&name) {
+        Ok(n) => ops::credentials::delete(&state.app.ops, &viewer.actor(), &n).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => done("/ui/credentials", &format!("Credential {name} deleted.")),
+        Err(e @ Error::Forbidden(_)) => error_page(&state, e),
+        Err(e) => done(
+            "/ui/credentials",
+            &format!("Credential {name} not deleted: {e}"),
+        ),
+    }
+}
+
+// ------------------------------------------------------------------- users
+
+async fn users_page<'a>(state: &'a ConsoleState, viewer: &'a Viewer) -> Result<Page<'a>, Error> {
+    viewer.actor().require_staff("see every user")?;
+    let users = ops::users::list(&*state.app.ops.users, &viewer.actor(), ALL).await?;
+    Ok(Page::new(state, viewer, "users.html")
+        .with("section", "users")
+        .with("users", users.items))
+}
+
+pub async fn users(State(state): State<ConsoleState>, viewer: Viewer) -> Response {
+    match users_page(&state, &viewer).await {
+        Ok(p) => p.render(),
+        Err(e) => error_page(&state, e),
+    }
+}
+
+pub async fn create_user(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    body: Bytes,
+) -> Response {
+    let posted = match Posted::check(&viewer, &body) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let input = ops::users::UserInput {
+        name: posted.get("name").map(String::from),
+        email: posted.get("email").map(String::from),
+        is_staff: Some(posted.get("is_staff") == Some("on")),
+    };
+    let ops = &state.app.ops;
+    let actor = viewer.actor();
+    let created = ops::users::create(&*ops.users, &actor, input).await;
+    let result = match (created, posted.get("password").filter(|p| !p.is_empty())) {
+        (Ok(user), Some(password)) => {
+            match ops::users::set_password(&*ops.users, &actor, &user.name, Some(password)).await {
+                Ok(()) => Ok(user),
+                // The user exists; say what was wrong with the password.
+                Err(e) => {
+                    return done(
+                        "/ui/users",
+                        &format!("User {} created without a password: {e}", user.name),
+                    );
+                }
+            }
+        }
+        (other, _) => other,
+    };
+    match result {
+        Ok(u) => done("/ui/users", &format!("User {} created.", u.name)),
+        Err(e) if at_fields(&e) => match users_page(&state, &viewer).await {
+            Ok(p) => p.failed(&posted, e).render(),
+            Err(e) => error_page(&state, e),
+        },
+        Err(e) => error_page(&state, e),
+    }
+}
+
+pub async fn delete_user(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = Posted::check(&viewer, &body) {
+        return *r;
+    }
+    let result = match name_of(&name) {
+        Ok(n) => ops::users::delete(&*state.app.ops.users, &viewer.actor(), &n).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => done(
+            "/ui/users",
+            &format!("User {name} deleted, with their tokens, keys and sessions."),
+        ),
+        Err(e @ Error::Forbidden(_)) => error_page(&state, e),
+        Err(e) => done("/ui/users", &format!("User {name} not deleted: {e}")),
+    }
+}
+
+// ------------------------------------------------- my tokens and SSH keys
+
+async fn keys_page<'a>(state: &'a ConsoleState, viewer: &'a Viewer) -> Result<Page<'a>, Error> {
+    let ops = &state.app.ops;
+    let actor = viewer.actor();
+    let me = viewer.name();
+    let tokens = ops::users::list_tokens(&*ops.users, &actor, Some(me), ALL).await?;
+    let keys = ops::users::list_ssh_keys(&*ops.users, &actor, Some(me), ALL).await?;
+    Ok(Page::new(state, viewer, "keys.html")
+        .with("section", "keys")
+        .with("tokens", tokens.items)
+        .with("keys", keys.items))
+}
+
+pub async fn keys(State(state): State<ConsoleState>, viewer: Viewer) -> Response {
+    match keys_page(&state, &viewer).await {
+        Ok(p) => p.render(),
+        Err(e) => error_page(&state, e),
+    }
+}
+
+/// How long a new token lives, as the form offers it.
+fn lifetime(choice: &str) -> Result<Option<u64>, Error> {
+    Ok(match choice {
+        "" | "never" => None,
+        "1d" => Some(86_400),
+        "30d" => Some(30 * 86_400),
+        "90d" => Some(90 * 86_400),
+        "365d" => Some(365 * 86_400),
+        other => {
+            return Err(Error::invalid_field(
+                "expires",
+                format!("unknown lifetime {other:?}"),
+            ));
+        }
+    })
+}
+
+pub async fn create_token(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    body: Bytes,
+) -> Response {
+    let posted = match Posted::check(&viewer, &body) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let result = match lifetime(posted.get("expires").unwrap_or_default()) {
+        Ok(expires_in) => {
+            let input = ops::users::TokenInput {
+                user: Some(viewer.name().to_string()),
+                scope: posted
+                    .get("scope")
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+                description: posted.get("description").map(String::from),
+                expires_in,
+            };
+            ops::users::create_token(&*state.app.ops.users, &viewer.actor(), input).await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        // Shown once, on this answer only; never stored in clear.
+        Ok((secret, token)) => match keys_page(&state, &viewer).await {
+            Ok(p) => p
+                .with("new_token", secret.expose())
+                .with("new_token_id", token.id)
+                .status(StatusCode::CREATED)
+                .render(),
+            Err(e) => error_page(&state, e),
+        },
+        Err(e) if at_fields(&e) => match keys_page(&state, &viewer).await {
+            Ok(p) => p.failed(&posted, e).render(),
+            Err(e) => error_page(&state, e),
+        },
+        Err(e) => error_page(&state, e),
+    }
+}
+
+pub async fn revoke_token(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = Posted::check(&viewer, &body) {
+        return *r;
+    }
+    match ops::users::revoke_token(&*state.app.ops.users, &viewer.actor(), &id.to_string()).await {
+        Ok(t) => done("/ui/keys", &format!("Token {} revoked.", t.prefix)),
+        Err(e) => error_page(&state, e),
+    }
+}
+
+pub async fn add_key(State(state): State<ConsoleState>, viewer: Viewer, body: Bytes) -> Response {
+    let posted = match Posted::check(&viewer, &body) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let input = ops::users::SshKeyInput {
+        user: Some(viewer.name().to_string()),
+        name: posted
+            .get("name")
+            .filter(|n| !n.trim().is_empty())
+            .map(String::from),
+        key: posted.get("key").map(|k| k.trim().to_string()),
+    };
+    match ops::users::add_ssh_key(&*state.app.ops.users, &viewer.actor(), input).await {
+        Ok(k) => done("/ui/keys", &format!("SSH key {} added.", k.name)),
+        Err(e) if at_fields(&e) => match keys_page(&state, &viewer).await {
+            Ok(p) => p.failed(&posted, e).render(),
+            Err(e) => error_page(&state, e),
+        },
+        Err(e) => error_page(&state, e),
+    }
+}
+
+pub async fn delete_key(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = Posted::check(&viewer, &body) {
+        return *r;
+    }
+    match ops::users::delete_ssh_key(&*state.app.ops.users, &viewer.actor(), id).await {
+        Ok(()) => done("/ui/keys", "SSH key removed."),
+        Err(e) => error_page(&state, e),
+    }
+}
+
+// --------------------------------------------------- events and settings
+
+pub async fn events(State(state): State<ConsoleState>, viewer: Viewer) -> Response {
+    let backlog = match ops::events::backlog(&state.app.ops, &viewer.actor()).await {
+        Ok(b) => b,
+        Err(e) => return error_page(&state, e),
+    };
+    Page::new(&state, &viewer, "events.html")
+        .with("section", "events")
+        .with("backlog", backlog)
+        .with("relay", state.app.relay.status())
+        .with("commands", state.app.commands.get())
+        .with("notifications", state.app.notify.get())
+        .render()
+}
+
+#[derive(Serialize)]
+struct SettingRow {
+    key: &'static str,
+    value: String,
+    source: String,
+}
+
+pub async fn settings(State(state): State<ConsoleState>, viewer: Viewer) -> Response {
+    if let Err(e) = viewer.actor().require_staff("see the configuration") {
+        return error_page(&state, e);
+    }
+    let rows: Vec<SettingRow> = state
+        .settings
+        .iter()
+        .map(|s| SettingRow {
+            key: s.key,
+            value: s.value.clone(),
+            source: s.source.to_string(),
+        })
+        .collect();
+    Page::new(&state, &viewer, "settings.html")
+        .with("section", "settings")
+        .with("settings", rows)
+        .render()
+}
