@@ -143,3 +143,21 @@ pub async fn leases(
 ) -> Result<Listing<Lease>, Error> {
     Ok(ops.leases.list_leases(network, page).await?)
 }
+
+/// The leases a server's interfaces hold, one per interface that is on a
+/// network and has one.
+pub async fn leases_of(
+    ops: &Ops,
+    _: &Actor,
+    server: &bootloader_core::published::inventory::Server,
+) -> Result<Vec<Lease>, Error> {
+    let mut out = Vec::new();
+    for i in &server.interfaces {
+        if let Some(network) = i.network_id
+            && let Some(lease) = ops.leases.lease_of(network, i.mac).await?
+        {
+            out.push(lease);
+        }
+    }
+    Ok(out)
+}

@@ -417,6 +417,96 @@ async fn forms_and_permissions(backend: Backend) {
         "{}",
         a.body
     );
+    // Edit: the form holds what the server has; emptied fields clear,
+    // an empty password keeps the stored one, a new row adds an interface.
+    let form = v.get("/ui/servers/node1.dc1.example.com/edit").await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(
+        form.body.contains("value=\"52:54:00:00:00:01\""),
+        "{}",
+        form.body
+    );
+    assert!(form.body.contains("value=\"gpu, rack1\""));
+    let a = v
+        .post(
+            "/ui/servers/node1.dc1.example.com/edit",
+            &[
+                ("_csrf", &token),
+                ("fqdn", "node1.dc1.example.com"),
+                ("location", "dc1"),
+                ("serial", "SN-9"),
+                ("labels", ""),
+                ("notes", ""),
+                ("interfaces[0].name", "eth0"),
+                ("interfaces[0].mac", "52:54:00:00:00:01"),
+                ("interfaces[0].ipv4", ""),
+                ("interfaces[1].name", "eth1"),
+                ("interfaces[1].mac", "52:54:00:00:00:02"),
+                ("interfaces[1].ipv4", ""),
+                ("interfaces[2].name", ""),
+                ("interfaces[2].mac", ""),
+                ("interfaces[2].ipv4", ""),
+                ("bmc.host", "10.1.0.9"),
+                ("bmc.port", "623"),
+                ("bmc.username", "ADMIN"),
+                ("bmc.password", "bmc-Pass-1"),
+                ("bmc.credential", ""),
+            ],
+        )
+        .await;
+    assert_eq!(
+        a.location, "/ui/servers/node1.dc1.example.com",
+        "{}",
+        a.body
+    );
+    let (_, s) = d.get("/servers/node1.dc1.example.com").await;
+    assert_eq!(s["serial"], "SN-9");
+    assert_eq!(s["labels"], json!([]), "emptied labels are cleared");
+    assert_eq!(s["interfaces"].as_array().unwrap().len(), 2);
+    assert_eq!(s["bmc"]["password_set"], true);
+    let a = v
+        .post(
+            "/ui/servers/node1.dc1.example.com/edit",
+            &[
+                ("_csrf", &token),
+                ("serial", "SN-10"),
+                ("bmc.host", "10.1.0.9"),
+                ("bmc.password", ""),
+                ("interfaces[0].mac", "52:54:00:00:00:01"),
+                ("interfaces[1].mac", "52:54:00:00:00:01"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        field_error(&a.body, "interfaces[1].mac").is_some_and(|e| e.contains("same MAC")),
+        "{}",
+        a.body
+    );
+    let a = v
+        .post(
+            "/ui/servers/node1.dc1.example.com/edit",
+            &[
+                ("_csrf", &token),
+                ("serial", "SN-10"),
+                ("bmc.password", ""),
+                ("labels", "rack1"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        a.location, "/ui/servers/node1.dc1.example.com",
+        "{}",
+        a.body
+    );
+    let (_, s) = d.get("/servers/node1.dc1.example.com").await;
+    assert_eq!(s["bmc"]["password_set"], true, "an empty password keeps it");
+    assert_eq!(s["labels"], json!(["rack1"]));
+    assert_eq!(
+        s["interfaces"].as_array().unwrap().len(),
+        2,
+        "no rows: kept"
+    );
     let a = v.get("/ui/servers?q=00:00:01").await;
     assert!(a.body.contains("node1.dc1.example.com"), "found by MAC");
     let a = v.get("/ui/servers?q=nothing-like-it").await;
@@ -447,7 +537,7 @@ async fn forms_and_permissions(backend: Backend) {
         a.body
     );
     let (_, s) = d.get("/servers/node1.dc1.example.com").await;
-    assert_eq!(s["labels"], json!(["gpu", "rack1"]), "not yet");
+    assert_eq!(s["labels"], json!(["rack1"]), "not yet");
     let a = v
         .post(
             "/ui/servers/bulk/labels",
@@ -653,6 +743,18 @@ async fn a_deployment_page_follows_its_deployment(backend: Backend) {
     // The stream ends with the deployment.
     let rest = tokio::time::timeout(Duration::from_secs(10), stream.chunk()).await;
     assert!(matches!(rest, Ok(Ok(None))), "{rest:?}");
+    // A deployed server keeps its history: deleting it is refused, saying
+    // why, and it stays.
+    let a = v
+        .post(
+            "/ui/servers/live1.dc1.example.com/delete",
+            &[("_csrf", &token)],
+        )
+        .await;
+    assert_eq!(a.location, "/ui/servers/live1.dc1.example.com");
+    let page = unescape(&v.get(&a.location).await.body);
+    assert!(page.contains("Server not deleted: "), "{page}");
+    assert!(page.contains("deployment"), "{page}");
     d.stop().await;
     ts.drop_database().await;
 }

@@ -93,6 +93,10 @@ pub fn routes(state: ConsoleState) -> Router {
         )
         .route("/ui/servers/bulk/{what}", post(pages::bulk))
         .route("/ui/servers/{fqdn}", get(pages::server))
+        .route(
+            "/ui/servers/{fqdn}/edit",
+            get(pages::edit_server).post(pages::update_server),
+        )
         .route("/ui/servers/{fqdn}/power", post(pages::server_power))
         .route("/ui/servers/{fqdn}/deploy", post(pages::deploy_server))
         .route("/ui/servers/{fqdn}/delete", post(pages::delete_server))

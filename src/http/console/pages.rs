@@ -10,7 +10,7 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 use super::ConsoleState;
-use super::render::{Page, error_page, form_error, form_input, human_seconds};
+use super::render::{Empty, Page, error_page, form_error, form_input, human_seconds};
 use super::session::{Posted, Viewer, done, url_encode};
 use crate::http::api::extract::Path;
 use crate::ops::{self, Error};
@@ -294,7 +294,12 @@ pub async fn create_server(
         Ok(p) => p,
         Err(r) => return *r,
     };
-    let input = form_input::<ops::servers::ServerInput>(&posted, &["bmc.port"], &["labels"]);
+    let input = form_input::<ops::servers::ServerInput>(
+        &posted,
+        &["bmc.port"],
+        &["labels"],
+        Empty::Omitted,
+    );
     let result = match input {
         Ok(input) => ops::servers::create(&state.app.ops, &viewer.actor(), input)
             .await
@@ -310,6 +315,112 @@ pub async fn create_server(
             .await
             .failed(&posted, e)
             .render(),
+        Err(e) => error_page(&state, e),
+    }
+}
+
+/// A server's fields as the form names them, to edit it.
+fn server_values(s: &bootloader_core::published::inventory::Server) -> BTreeMap<String, String> {
+    let mut v = BTreeMap::new();
+    v.insert("fqdn".into(), s.fqdn.to_string());
+    v.insert("location".into(), s.location.to_string());
+    v.insert("serial".into(), s.serial.clone());
+    v.insert("notes".into(), s.notes.clone());
+    let labels: Vec<&str> = s.labels.iter().map(|l| l.as_str()).collect();
+    v.insert("labels".into(), labels.join(", "));
+    for (i, iface) in s.interfaces.iter().enumerate() {
+        v.insert(format!("interfaces[{i}].name"), iface.name.clone());
+        v.insert(format!("interfaces[{i}].mac"), iface.mac.to_string());
+        if let Some(ip) = iface.ipv4 {
+            v.insert(format!("interfaces[{i}].ipv4"), ip.to_string());
+        }
+    }
+    let b = &s.bmc;
+    v.insert("bmc.host".into(), b.host.clone().unwrap_or_default());
+    v.insert("bmc.port".into(), b.port.to_string());
+    v.insert(
+        "bmc.username".into(),
+        b.username.clone().unwrap_or_default(),
+    );
+    v.insert(
+        "bmc.credential".into(),
+        b.credential
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+    );
+    v
+}
+
+/// Rows for a server's interfaces: each it has and two empty ones.
+fn interface_rows(count: usize) -> Vec<usize> {
+    (0..count.max(1) + 2).collect()
+}
+
+pub async fn edit_server(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    Path(fqdn): Path<String>,
+) -> Response {
+    if let Err(r) = require_write(&state, &viewer) {
+        return *r;
+    }
+    let key: Fqdn = match ops::input::path_key("server", &fqdn) {
+        Ok(f) => f,
+        Err(e) => return error_page(&state, e),
+    };
+    let server = match ops::servers::get(&state.app.ops, &viewer.actor(), &key).await {
+        Ok(s) => s,
+        Err(e) => return error_page(&state, e),
+    };
+    server_form(&state, &viewer)
+        .await
+        .with("editing", server.fqdn.as_str())
+        .with("values", server_values(&server))
+        .with("rows", interface_rows(server.interfaces.len()))
+        .render()
+}
+
+pub async fn update_server(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    Path(fqdn): Path<String>,
+    body: Bytes,
+) -> Response {
+    let posted = match Posted::check(&viewer, &body) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let key: Fqdn = match ops::input::path_key("server", &fqdn) {
+        Ok(f) => f,
+        Err(e) => return error_page(&state, e),
+    };
+    let input =
+        form_input::<ops::servers::ServerInput>(&posted, &["bmc.port"], &["labels"], Empty::Clears);
+    let result = match input {
+        Ok(input) => ops::servers::update(&state.app.ops, &viewer.actor(), &key, input)
+            .await
+            .map_err(|e| form_error(e, &posted)),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(server) => done(
+            &format!("/ui/servers/{}", server.fqdn),
+            &format!("Server {} saved.", server.fqdn),
+        ),
+        Err(e @ (Error::Invalid { .. } | Error::Conflict { .. })) => {
+            let rows = posted
+                .0
+                .iter()
+                .filter(|(k, _)| k.ends_with("].mac"))
+                .count();
+            server_form(&state, &viewer)
+                .await
+                .with("editing", key.as_str())
+                .with("rows", (0..rows.max(1)).collect::<Vec<_>>())
+                .failed(&posted, e)
+                .render()
+        }
         Err(e) => error_page(&state, e),
     }
 }
@@ -419,26 +530,9 @@ pub async fn server(
         .map(|t| t.events.into_iter().map(|e| e.event).collect())
         .unwrap_or_default();
     let (marks, span) = marks(timeline);
-    let leases: Vec<_> = {
-        let macs: Vec<_> = server.interfaces.iter().map(|i| i.mac).collect();
-        ops::timeline::leases(
-            ops,
-            &actor,
-            None,
-            Window {
-                limit: 1000,
-                offset: 0,
-            },
-        )
+    let leases = ops::timeline::leases_of(ops, &actor, &server)
         .await
-        .map(|l| {
-            l.items
-                .into_iter()
-                .filter(|l| macs.contains(&l.mac))
-                .collect()
-        })
-        .unwrap_or_default()
-    };
+        .unwrap_or_default();
     let power = ops.power.health(&fqdn).await.ok();
     let profiles = latest_profiles(&state).await;
     Page::new(&state, &viewer, "server.html")
@@ -1154,10 +1248,13 @@ pub async fn create_location(
         Ok(p) => p,
         Err(r) => return *r,
     };
-    let result = match form_input::<ops::locations::LocationInput>(&posted, &[], &[]) {
-        Ok(input) => ops::locations::create_location(&state.app.ops, &viewer.actor(), input).await,
-        Err(e) => Err(e),
-    };
+    let result =
+        match form_input::<ops::locations::LocationInput>(&posted, &[], &[], Empty::Omitted) {
+            Ok(input) => {
+                ops::locations::create_location(&state.app.ops, &viewer.actor(), input).await
+            }
+            Err(e) => Err(e),
+        };
     match result {
         Ok(l) => done("/ui/locations", &format!("Location {} created.", l.name)),
         Err(e @ (Error::Invalid { .. } | Error::Conflict { .. })) => {
@@ -1230,7 +1327,12 @@ pub async fn create_network(
         Ok(p) => p,
         Err(r) => return *r,
     };
-    let result = match form_input::<ops::networks::NetworkInput>(&posted, &[], &["nameservers"]) {
+    let result = match form_input::<ops::networks::NetworkInput>(
+        &posted,
+        &[],
+        &["nameservers"],
+        Empty::Omitted,
+    ) {
         Ok(input) => ops::networks::create(&state.app.ops, &viewer.actor(), input).await,
         Err(e) => Err(e),
     };

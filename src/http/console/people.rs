@@ -10,7 +10,7 @@ use axum::response::Response;
 use serde::Serialize;
 
 use super::ConsoleState;
-use super::render::{Page, error_page, form_input};
+use super::render::{Empty, Page, error_page, form_input};
 use super::session::{Posted, Viewer, done};
 use crate::http::api::extract::Path;
 use crate::ops::{self, Error};
@@ -56,7 +56,7 @@ pub async fn create_label(
         Ok(p) => p,
         Err(r) => return *r,
     };
-    let result = match form_input::<ops::locations::LabelInput>(&posted, &[], &[]) {
+    let result = match form_input::<ops::locations::LabelInput>(&posted, &[], &[], Empty::Omitted) {
         Ok(input) => ops::locations::create_label(&state.app.ops, &viewer.actor(), input).await,
         Err(e) => Err(e),
     };
@@ -121,10 +121,11 @@ pub async fn create_credential(
         Ok(p) => p,
         Err(r) => return *r,
     };
-    let result = match form_input::<ops::credentials::CredentialInput>(&posted, &[], &[]) {
-        Ok(input) => ops::credentials::create(&state.app.ops, &viewer.actor(), input).await,
-        Err(e) => Err(e),
-    };
+    let result =
+        match form_input::<ops::credentials::CredentialInput>(&posted, &[], &[], Empty::Omitted) {
+            Ok(input) => ops::credentials::create(&state.app.ops, &viewer.actor(), input).await,
+            Err(e) => Err(e),
+        };
     match result {
         Ok(c) => done("/ui/credentials", &format!("Credential {} stored.", c.name)),
         Err(e) if at_fields(&e) => match credentials_page(&state, &viewer).await {

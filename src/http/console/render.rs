@@ -334,6 +334,16 @@ pub fn error_page(state: &ConsoleState, e: ops::Error) -> Response {
         .render()
 }
 
+/// What an empty field of a form means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Empty {
+    /// Left out (a new object: the default applies).
+    Omitted,
+    /// Cleared (an edit), except numbers and passwords, which keep their
+    /// value.
+    Clears,
+}
+
 /// Reads a posted form as the API's JSON input `T`: `bmc.port` and
 /// `interfaces[1].mac` name nested fields as they do in the API's errors;
 /// fields in `numbers` are numbers, fields in `lists` are comma-separated;
@@ -343,13 +353,39 @@ pub fn form_input<T: DeserializeOwned>(
     posted: &Posted,
     numbers: &[&str],
     lists: &[&str],
+    empty: Empty,
 ) -> Result<T, ops::Error> {
     let mut root = serde_json::Map::new();
     let mut bad = FieldErrors::new();
     let rows = form_rows(posted);
     for (key, value) in &posted.0 {
         let value = value.trim();
-        if key.starts_with('_') || value.is_empty() {
+        if key.starts_with('_') {
+            continue;
+        }
+        if value.is_empty() {
+            // An edit clears what was emptied: a text to "", a list to [],
+            // every row left empty out of its list. A number or a password
+            // left empty keeps what it was.
+            let generic = generic_key(key);
+            let clears = empty == Empty::Clears
+                && row_of(key).is_none()
+                && !numbers.contains(&generic.as_str())
+                && !key.ends_with("password");
+            if clears {
+                let cleared = if lists.contains(&generic.as_str()) {
+                    serde_json::Value::Array(Vec::new())
+                } else {
+                    serde_json::Value::from("")
+                };
+                put(&mut root, key, cleared, &rows);
+            } else if empty == Empty::Clears
+                && let Some((list, _)) = row_of(key)
+                && !root.contains_key(list)
+            {
+                // A list whose rows are all empty is an empty list.
+                root.insert(list.to_string(), serde_json::Value::Array(Vec::new()));
+            }
             continue;
         }
         let generic = generic_key(key);
@@ -533,7 +569,8 @@ mod tests {
             ("interfaces[2].mac", "52:54:00:00:00:01"),
             ("interfaces[2].name", "eth1"),
         ]);
-        let v: serde_json::Value = form_input(&p, &["bmc.port"], &["labels"]).expect("reads");
+        let v: serde_json::Value =
+            form_input(&p, &["bmc.port"], &["labels"], Empty::Omitted).expect("reads");
         assert_eq!(
             v,
             serde_json::json!({
@@ -558,8 +595,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let bad_number =
-            form_input::<serde_json::Value>(&posted(&[("bmc.port", "six")]), &["bmc.port"], &[]);
+        let bad_number = form_input::<serde_json::Value>(
+            &posted(&[("bmc.port", "six")]),
+            &["bmc.port"],
+            &[],
+            Empty::Omitted,
+        );
         assert!(
             matches!(bad_number, Err(ops::Error::Invalid { ref fields, .. }) if fields.contains_key("bmc.port"))
         );

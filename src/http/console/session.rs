@@ -94,8 +94,17 @@ fn to_sign_in(parts: &Parts) -> Response {
     Redirect::to(&format!("/ui/sign-in?next={next}")).into_response()
 }
 
+/// What a path segment or a query value leaves as it is: letters,
+/// digits and `-._~` (RFC 3986's unreserved characters).
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `s` as one path segment or query value.
 pub fn url_encode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
 /// A place in the console to return to; anything else (another site,
