@@ -180,6 +180,7 @@ pub struct BrokerSection {
 pub struct UiSection {
     pub default_theme: Option<String>,
     pub gravatar_proxy: Option<bool>,
+    pub gravatar_url: Option<String>,
     pub session_idle_minutes: Option<u32>,
     pub session_days: Option<u32>,
 }

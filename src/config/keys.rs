@@ -125,6 +125,7 @@ pub const KEYS: &[Key] = &[
     // [ui]
     key("ui.default_theme", &["DEFAULT_THEME"], "The web console's theme for users who did not pick one: light, dark or high-contrast.").or("light"),
     key("ui.gravatar_proxy", &["GRAVATAR_PROXY"], "Show avatars from Gravatar, fetched through the daemon (browsers never reach the internet); off: initials.").or("false"),
+    key("ui.gravatar_url", &["BOOTLOADER_UI_GRAVATAR_URL"], "Where the daemon fetches avatars from (a mirror, for sites that run one).").or("https://www.gravatar.com/avatar"),
     key("ui.session_idle_minutes", &["BOOTLOADER_UI_SESSION_IDLE_MINUTES"], "A console session unused for this long ends.").or("720").within(5, 10080),
     key("ui.session_days", &["BOOTLOADER_UI_SESSION_DAYS"], "A console session ends this many days after sign-in, however used.").or("7").within(1, 90),
     // [slack]

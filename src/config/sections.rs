@@ -233,6 +233,8 @@ pub struct UiSettings {
     pub default_theme: bootloader_core::model::Theme,
     /// Avatars from Gravatar, fetched by the daemon; off: initials.
     pub gravatar_proxy: bool,
+    /// Where avatars are fetched from (`<url>/<sha256 of the e-mail>`).
+    pub gravatar_url: String,
     /// A session unused for this long ends.
     pub session_idle: Duration,
     /// A session ends this long after sign-in, however used.
@@ -250,6 +252,14 @@ pub(super) fn resolve_ui(r: &mut Resolver<'_>, f: file::UiSection) -> UiSettings
     let gravatar_proxy = r
         .pick("ui.gravatar_proxy", None, f.gravatar_proxy)
         .unwrap_or_default();
+    let gravatar_url: String = r
+        .pick("ui.gravatar_url", None, f.gravatar_url)
+        .unwrap_or_default();
+    if !(gravatar_url.starts_with("https://") || gravatar_url.starts_with("http://")) {
+        r.errors.push(format!(
+            "ui.gravatar_url must be an http(s) URL, not {gravatar_url:?}"
+        ));
+    }
     let idle_minutes: u32 = r
         .pick("ui.session_idle_minutes", None, f.session_idle_minutes)
         .unwrap_or_default();
@@ -259,6 +269,7 @@ pub(super) fn resolve_ui(r: &mut Resolver<'_>, f: file::UiSection) -> UiSettings
     UiSettings {
         default_theme,
         gravatar_proxy,
+        gravatar_url: gravatar_url.trim_end_matches('/').to_string(),
         session_idle: Duration::from_secs(u64::from(idle_minutes) * 60),
         session_lifetime: Duration::from_secs(u64::from(days) * 86_400),
     }

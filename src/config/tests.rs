@@ -434,7 +434,7 @@ fn the_tables_ranges_are_enforced() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 27);
+    assert_eq!(checked, 29);
     let err = load_with("[tftp]\nmax_blksize = 7\n", &[])
         .unwrap_err()
         .to_string();

@@ -1266,6 +1266,111 @@ async fn profile_pages(backend: Backend) {
     ts.drop_database().await;
 }
 
+/// With GRAVATAR_PROXY on (in the older system's spelling), a user's
+/// avatar comes through the daemon from the configured avatar service, by
+/// the SHA-256 of their e-mail; someone without one gets their initials;
+/// with it off, no page asks for an avatar at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avatars_come_through_the_daemon() {
+    use sha2::{Digest, Sha256};
+    // A local HTTP server in place of gravatar.com: one image, by hash.
+    let root = tempfile::tempdir().expect("dir");
+    let avatars = root.path().join("avatar");
+    std::fs::create_dir(&avatars).unwrap();
+    let png = b"\x89PNG\r\n\x1a\n0000IHDR-a-tiny-test-image".to_vec();
+    let hash = hex::encode(Sha256::digest(b"admin@example.com"));
+    std::fs::write(avatars.join(&hash), &png).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(root.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the avatar server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut ts = TestStore::new(Backend::Sqlite).await;
+    ts.env.insert("GRAVATAR_PROXY".into(), "yup".into());
+    ts.env.insert(
+        "BOOTLOADER_UI_GRAVATAR_URL".into(),
+        format!("http://127.0.0.1:{port}/avatar"),
+    );
+    let d = Daemon::start(&ts, None).await;
+    with_password(&d, "admin", true).await;
+    let admin: bootloader_core::model::Name = "admin".parse().unwrap();
+    let user = d.store.user(&admin).await.unwrap();
+    d.store
+        .update_user(
+            &admin,
+            UserSpec {
+                name: admin.clone(),
+                email: "Admin@Example.com ".into(),
+                is_staff: true,
+            },
+            &user,
+        )
+        .await
+        .unwrap();
+    with_password(&d, "ops", false).await;
+    let mut v = Visitor::new(&d);
+    v.sign_in("admin", PASSWORD, "/ui/").await;
+    let page = v.get("/ui/").await;
+    assert!(
+        page.body.contains("src=\"/ui/avatars/admin\""),
+        "{}",
+        page.body
+    );
+    let jar: Vec<String> = v.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let r = v
+        .http
+        .get(format!("{}/ui/avatars/admin", d.base))
+        .header("Cookie", jar.join("; "))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "image/png");
+    assert_eq!(
+        r.bytes().await.unwrap().as_ref(),
+        png.as_slice(),
+        "the image, through the daemon"
+    );
+    let other = v.get("/ui/avatars/ops").await;
+    assert!(
+        other.body.starts_with("<svg") && other.body.contains(">O</text>"),
+        "{}",
+        other.body
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    d.stop().await;
+
+    // Off (the default): initials, and no request for an image.
+    let ts = TestStore::new(Backend::Sqlite).await;
+    let d = Daemon::start(&ts, None).await;
+    with_password(&d, "admin", true).await;
+    let mut v = Visitor::new(&d);
+    v.sign_in("admin", PASSWORD, "/ui/").await;
+    let page = v.get("/ui/").await.body;
+    assert!(!page.contains("/ui/avatars/"), "{page}");
+    assert!(page.contains(">A</span>"));
+    d.stop().await;
+}
+
 on_both_backends!(
     sign_in_and_out,
     sign_in_attempts_are_limited,

@@ -12,9 +12,12 @@
 //!   networks and the user's own page.
 //! - `people.rs`: labels, credentials, users, the user's API tokens and
 //!   SSH keys, the broker and its backlog, the effective configuration.
+//! - `avatars.rs`: Gravatar through the daemon (`GRAVATAR_PROXY`), or
+//!   the user's initials.
 //! - `live.rs`: one watcher of changed deployments for every open page
 //!   following one (server-sent events).
 
+mod avatars;
 mod live;
 mod pages;
 mod people;
@@ -49,6 +52,7 @@ pub struct ConsoleState {
     /// The effective configuration, secrets redacted (staff only).
     pub settings: Arc<Vec<crate::config::Setting>>,
     pub live: Live,
+    pub avatars: avatars::Avatars,
     templates: Arc<render::Templates>,
 }
 
@@ -61,6 +65,7 @@ impl ConsoleState {
         settings: Vec<crate::config::Setting>,
     ) -> Self {
         let live = Live::new(app.ops.deployments.clone());
+        let avatars = avatars::Avatars::new(ui.gravatar_proxy.then(|| ui.gravatar_url.clone()));
         Self {
             app,
             ui,
@@ -69,6 +74,7 @@ impl ConsoleState {
             services,
             settings: Arc::new(settings),
             live,
+            avatars,
             templates: Arc::new(render::Templates::new()),
         }
     }
@@ -144,6 +150,7 @@ pub fn routes(state: ConsoleState) -> Router {
         .route("/ui/keys/ssh/{id}/delete", post(people::delete_key))
         .route("/ui/events", get(people::events))
         .route("/ui/settings", get(people::settings))
+        .route("/ui/avatars/{user}", get(avatars::avatar))
         .route("/ui/me", get(pages::me))
         .route("/ui/me/theme", post(pages::set_theme))
         .route("/ui/me/password", post(pages::change_password))

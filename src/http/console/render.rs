@@ -240,6 +240,7 @@ impl<'a> Page<'a> {
                     "staff": p.is_staff,
                     "may_write": v.may_write(),
                     "initials": initials(p.user.as_str()),
+                    "avatar": self.state.avatars.enabled(),
                 }))),
             );
             ctx.insert("csrf", Value::from(v.form_token.clone()));
@@ -306,7 +307,7 @@ pub fn secure_headers(h: &mut axum::http::HeaderMap) {
     );
 }
 
-fn initials(name: &str) -> String {
+pub fn initials(name: &str) -> String {
     name.split(['.', '-', '_'])
         .filter_map(|p| p.chars().next())
         .take(2)
