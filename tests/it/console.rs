@@ -1097,6 +1097,89 @@ async fn people_and_settings(backend: Backend) {
     assert_eq!(events.status, StatusCode::OK);
     assert!(events.body.contains("Waiting</dt>"), "{}", events.body);
 
+    // Edits: the form holds the object; a change shows at once; a bad
+    // value is said at its field; an empty password keeps the stored one.
+    let form = v.get("/ui/labels?edit=gpu").await;
+    assert!(
+        form.body.contains("Edit label gpu") && form.body.contains("value=\"has GPUs\""),
+        "{}",
+        form.body
+    );
+    let a = v
+        .post(
+            "/ui/labels/gpu/edit",
+            &[("_csrf", &token), ("name", "gpu"), ("description", "")],
+        )
+        .await;
+    assert_eq!(a.location, "/ui/labels", "{}", a.body);
+    let (_, l) = d.get("/labels/gpu").await;
+    assert_eq!(l["description"], "", "emptied, cleared");
+    let a = v
+        .post(
+            "/ui/labels/gpu/edit",
+            &[
+                ("_csrf", &token),
+                ("name", "Not A Name"),
+                ("description", ""),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(field_error(&a.body, "name").is_some(), "{}", a.body);
+    let a = v
+        .post(
+            "/ui/credentials/smc/edit",
+            &[
+                ("_csrf", &token),
+                ("name", "smc"),
+                ("username", "root"),
+                ("password", ""),
+                ("description", "shared"),
+            ],
+        )
+        .await;
+    assert_eq!(a.location, "/ui/credentials", "{}", a.body);
+    let (_, c) = d.get("/credentials/smc").await;
+    assert_eq!(c["username"], "root");
+    let form = v.get("/ui/users?edit=ops1").await;
+    assert!(
+        form.body.contains("value=\"ops1@example.com\""),
+        "{}",
+        form.body
+    );
+    let a = v
+        .post(
+            "/ui/users/ops1/edit",
+            &[
+                ("_csrf", &token),
+                ("name", "ops1"),
+                ("email", "not-an-email"),
+                ("password", ""),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(field_error(&a.body, "email").is_some(), "{}", a.body);
+    let a = v
+        .post("/ui/locations", &[("_csrf", &token), ("name", "dc7")])
+        .await;
+    assert_eq!(a.location, "/ui/locations");
+    let a = v
+        .post(
+            "/ui/locations/dc7/edit",
+            &[
+                ("_csrf", &token),
+                ("name", "dc7"),
+                ("description", "hall 7"),
+            ],
+        )
+        .await;
+    assert_eq!(a.location, "/ui/locations", "{}", a.body);
+    let a = v
+        .post("/ui/locations/dc7/delete", &[("_csrf", &token)])
+        .await;
+    assert!(unescape(&v.get(&a.location).await.body).contains("Location dc7 deleted."));
+
     // ops1, a reader, signs in with the password staff gave.
     let mut r = Visitor::new(&d);
     let a = r.sign_in("ops1", PASSWORD, "/ui/keys").await;

@@ -131,6 +131,8 @@ pub fn routes(state: ConsoleState) -> Router {
             "/ui/networks",
             get(pages::networks).post(pages::create_network),
         )
+        .route("/ui/locations/{name}/delete", post(pages::delete_location))
+        .route("/ui/networks/{id}/delete", post(pages::delete_network))
         .route("/ui/labels", get(people::labels).post(people::create_label))
         .route("/ui/labels/{name}/delete", post(people::delete_label))
         .route(
@@ -148,6 +150,13 @@ pub fn routes(state: ConsoleState) -> Router {
         .route("/ui/keys/tokens/{id}/revoke", post(people::revoke_token))
         .route("/ui/keys/ssh", post(people::add_key))
         .route("/ui/keys/ssh/{id}/delete", post(people::delete_key))
+        .route("/ui/labels/{name}/edit", post(people::update_label))
+        .route("/ui/locations/{name}/edit", post(people::update_location))
+        .route(
+            "/ui/credentials/{name}/edit",
+            post(people::update_credential),
+        )
+        .route("/ui/users/{name}/edit", post(people::update_user))
         .route("/ui/events", get(people::events))
         .route("/ui/settings", get(people::settings))
         .route("/ui/avatars/{user}", get(avatars::avatar))

@@ -1225,11 +1225,16 @@ pub async fn upload_profile(
 
 // -------------------------------------------------- locations and networks
 
-pub async fn locations(State(state): State<ConsoleState>, viewer: Viewer) -> Response {
-    locations_page(&state, &viewer).await.render()
+pub async fn locations(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    crate::http::api::extract::Query(q): crate::http::api::extract::Query<super::people::EditQuery>,
+) -> Response {
+    let page = Ok(locations_page(&state, &viewer).await);
+    super::people::list_or_edit(&state, &viewer, "locations", q, page).await
 }
 
-async fn locations_page<'a>(state: &'a ConsoleState, viewer: &'a Viewer) -> Page<'a> {
+pub(super) async fn locations_page<'a>(state: &'a ConsoleState, viewer: &'a Viewer) -> Page<'a> {
     let items = ops::locations::list_locations(&state.app.ops, &viewer.actor(), window(None))
         .await
         .map(|l| l.items)
@@ -1454,5 +1459,47 @@ mod tests {
         assert_eq!(marks, " - +", "{d:?}");
         assert_eq!(d[3].new, Some(3));
         assert_eq!(d[1].old, Some(2));
+    }
+}
+
+pub async fn delete_location(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = Posted::check(&viewer, &body) {
+        return *r;
+    }
+    let result = match ops::input::path_key("location", &name) {
+        Ok(n) => ops::locations::delete_location(&state.app.ops, &viewer.actor(), &n).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => done("/ui/locations", &format!("Location {name} deleted.")),
+        Err(e @ Error::Forbidden(_)) => error_page(&state, e),
+        Err(e) => done(
+            "/ui/locations",
+            &format!("Location {name} not deleted: {}", describe(e)),
+        ),
+    }
+}
+
+pub async fn delete_network(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = Posted::check(&viewer, &body) {
+        return *r;
+    }
+    match ops::networks::delete(&state.app.ops, &viewer.actor(), id).await {
+        Ok(()) => done("/ui/networks", "Network deleted."),
+        Err(e @ Error::Forbidden(_)) => error_page(&state, e),
+        Err(e) => done(
+            "/ui/networks",
+            &format!("Network not deleted: {}", describe(e)),
+        ),
     }
 }

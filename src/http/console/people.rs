@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::ConsoleState;
 use super::render::{Empty, Page, error_page, form_input};
 use super::session::{Posted, Viewer, done};
-use crate::http::api::extract::Path;
+use crate::http::api::extract::{Path, Query};
 use crate::ops::{self, Error};
 use bootloader_core::model::Name;
 use bootloader_store::Page as Window;
@@ -43,8 +43,13 @@ async fn labels_page<'a>(state: &'a ConsoleState, viewer: &'a Viewer) -> Page<'a
         .with("labels", labels)
 }
 
-pub async fn labels(State(state): State<ConsoleState>, viewer: Viewer) -> Response {
-    labels_page(&state, &viewer).await.render()
+pub async fn labels(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    Query(q): Query<EditQuery>,
+) -> Response {
+    let page = Ok(labels_page(&state, &viewer).await);
+    list_or_edit(&state, &viewer, "labels", q, page).await
 }
 
 pub async fn create_label(
@@ -105,11 +110,13 @@ async fn credentials_page<'a>(
         .with("credentials", credentials.items))
 }
 
-pub async fn credentials(State(state): State<ConsoleState>, viewer: Viewer) -> Response {
-    match credentials_page(&state, &viewer).await {
-        Ok(p) => p.render(),
-        Err(e) => error_page(&state, e),
-    }
+pub async fn credentials(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    Query(q): Query<EditQuery>,
+) -> Response {
+    let page = credentials_page(&state, &viewer).await;
+    list_or_edit(&state, &viewer, "credentials", q, page).await
 }
 
 pub async fn create_credential(
@@ -169,11 +176,13 @@ async fn users_page<'a>(state: &'a ConsoleState, viewer: &'a Viewer) -> Result<P
         .with("users", users.items))
 }
 
-pub async fn users(State(state): State<ConsoleState>, viewer: Viewer) -> Response {
-    match users_page(&state, &viewer).await {
-        Ok(p) => p.render(),
-        Err(e) => error_page(&state, e),
-    }
+pub async fn users(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    Query(q): Query<EditQuery>,
+) -> Response {
+    let page = users_page(&state, &viewer).await;
+    list_or_edit(&state, &viewer, "users", q, page).await
 }
 
 pub async fn create_user(
@@ -415,3 +424,185 @@ pub async fn settings(State(state): State<ConsoleState>, viewer: Viewer) -> Resp
         .with("settings", rows)
         .render()
 }
+
+// ----------------------------------------------------------------- editing
+
+/// `?edit=<key>` on a list page: its form holds that object, to change it.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EditQuery {
+    edit: Option<String>,
+}
+
+/// The form's values for an object being edited.
+fn values(pairs: &[(&str, String)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// What a list page with an object to edit shows.
+async fn editing<'a>(
+    state: &'a ConsoleState,
+    viewer: &'a Viewer,
+    kind: &str,
+    key: &str,
+    page: Page<'a>,
+) -> Result<Page<'a>, Error> {
+    viewer.actor().require_write()?;
+    let ops = &state.app.ops;
+    let actor = viewer.actor();
+    let name = name_of(key)?;
+    let pairs = match kind {
+        "labels" => {
+            let l = ops::locations::label(ops, &actor, &name).await?;
+            vec![("name", l.name.to_string()), ("description", l.description)]
+        }
+        "locations" => {
+            let l = ops::locations::location(ops, &actor, &name).await?;
+            vec![("name", l.name.to_string()), ("description", l.description)]
+        }
+        "credentials" => {
+            let c = ops::credentials::get(ops, &actor, &name).await?;
+            vec![
+                ("name", c.name.to_string()),
+                ("username", c.username),
+                ("description", c.description),
+            ]
+        }
+        _ => {
+            let u = ops::users::get(&*ops.users, &actor, &name).await?;
+            let staff = if u.is_staff { "on" } else { "" };
+            vec![
+                ("name", u.name.to_string()),
+                ("email", u.email),
+                ("is_staff", staff.to_string()),
+            ]
+        }
+    };
+    Ok(page.with("editing", key).with("values", values(&pairs)))
+}
+
+/// A list page, with the object of `?edit=` in its form.
+pub async fn list_or_edit(
+    state: &ConsoleState,
+    viewer: &Viewer,
+    kind: &'static str,
+    query: EditQuery,
+    page: Result<Page<'_>, Error>,
+) -> Response {
+    let page = match page {
+        Ok(p) => p,
+        Err(e) => return error_page(state, e),
+    };
+    match query.edit {
+        Some(key) => match editing(state, viewer, kind, &key, page).await {
+            Ok(p) => p.render(),
+            Err(e) => error_page(state, e),
+        },
+        None => page.render(),
+    }
+}
+
+/// `POST /ui/{kind}/{key}/edit`: the changed object, through the same
+/// update as the API's PATCH; emptied fields clear, an empty password
+/// keeps the stored one.
+async fn update(
+    state: ConsoleState,
+    viewer: Viewer,
+    kind: &str,
+    key: String,
+    body: Bytes,
+) -> Response {
+    let posted = match Posted::check(&viewer, &body) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let name = match name_of(&key) {
+        Ok(n) => n,
+        Err(e) => return error_page(&state, e),
+    };
+    let ops = &state.app.ops;
+    let actor = viewer.actor();
+    let result: Result<String, Error> = match kind {
+        "labels" => {
+            match form_input::<ops::locations::LabelInput>(&posted, &[], &[], Empty::Clears) {
+                Ok(i) => ops::locations::update_label(ops, &actor, &name, i)
+                    .await
+                    .map(|l| l.name.to_string()),
+                Err(e) => Err(e),
+            }
+        }
+        "locations" => {
+            match form_input::<ops::locations::LocationInput>(&posted, &[], &[], Empty::Clears) {
+                Ok(i) => ops::locations::update_location(ops, &actor, &name, i)
+                    .await
+                    .map(|l| l.name.to_string()),
+                Err(e) => Err(e),
+            }
+        }
+        "credentials" => {
+            match form_input::<ops::credentials::CredentialInput>(&posted, &[], &[], Empty::Clears)
+            {
+                Ok(i) => ops::credentials::update(ops, &actor, &name, i)
+                    .await
+                    .map(|c| c.name.to_string()),
+                Err(e) => Err(e),
+            }
+        }
+        "users" => {
+            let input = ops::users::UserInput {
+                name: posted.get("name").map(String::from),
+                email: posted.get("email").map(String::from),
+                is_staff: Some(posted.get("is_staff") == Some("on")),
+            };
+            match ops::users::update(&*ops.users, &actor, &name, input).await {
+                Ok(u) => match posted.get("password").filter(|p| !p.is_empty()) {
+                    Some(p) => ops::users::set_password(&*ops.users, &actor, &u.name, Some(p))
+                        .await
+                        .map(|()| u.name.to_string()),
+                    None => Ok(u.name.to_string()),
+                },
+                Err(e) => Err(e),
+            }
+        }
+        other => Err(Error::NotFound(format!("nothing to edit at {other:?}"))),
+    };
+    let list = format!("/ui/{kind}");
+    match result {
+        Ok(saved) => done(&list, &format!("{saved} saved.")),
+        Err(e) if at_fields(&e) => {
+            let page = match kind {
+                "labels" => Ok(labels_page(&state, &viewer).await),
+                "locations" => Ok(super::pages::locations_page(&state, &viewer).await),
+                "credentials" => credentials_page(&state, &viewer).await,
+                _ => users_page(&state, &viewer).await,
+            };
+            match page {
+                Ok(p) => p.with("editing", &key).failed(&posted, e).render(),
+                Err(e) => error_page(&state, e),
+            }
+        }
+        Err(e) => error_page(&state, e),
+    }
+}
+
+/// `POST /ui/labels/{name}/edit` and its kin.
+macro_rules! edit_handler {
+    ($name:ident, $kind:literal) => {
+        pub async fn $name(
+            State(state): State<ConsoleState>,
+            viewer: Viewer,
+            Path(key): Path<String>,
+            body: Bytes,
+        ) -> Response {
+            update(state, viewer, $kind, key, body).await
+        }
+    };
+}
+
+edit_handler!(update_label, "labels");
+edit_handler!(update_location, "locations");
+edit_handler!(update_credential, "credentials");
+edit_handler!(update_user, "users");
