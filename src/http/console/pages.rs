@@ -1448,20 +1448,6 @@ pub async fn not_found(State(state): State<ConsoleState>, viewer: Viewer) -> Res
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_diff_keeps_removes_and_adds_lines() {
-        let d = diff("a\nb\nc\n", "a\nc\nd\n");
-        let marks: String = d.iter().map(|l| l.mark).collect();
-        assert_eq!(marks, " - +", "{d:?}");
-        assert_eq!(d[3].new, Some(3));
-        assert_eq!(d[1].old, Some(2));
-    }
-}
-
 pub async fn delete_location(
     State(state): State<ConsoleState>,
     viewer: Viewer,
@@ -1501,5 +1487,19 @@ pub async fn delete_network(
             "/ui/networks",
             &format!("Network not deleted: {}", describe(e)),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_diff_keeps_removes_and_adds_lines() {
+        let d = diff("a\nb\nc\n", "a\nc\nd\n");
+        let marks: String = d.iter().map(|l| l.mark).collect();
+        assert_eq!(marks, " - +", "{d:?}");
+        assert_eq!(d[3].new, Some(3));
+        assert_eq!(d[1].old, Some(2));
     }
 }
