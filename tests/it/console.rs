@@ -1024,6 +1024,34 @@ async fn an_operators_day_in_chromium() {
     b.click("button[type=submit]").await;
     b.wait_url(|u| u.ends_with("/ui/deployments?state=error"))
         .await;
+    // A form without its token is refused, whatever the cookie.
+    b.goto(&ui("/ui/locations")).await;
+    b.fill("#f-name", "dc9").await;
+    b.script(
+        "document.querySelector('form.form input[name=_csrf]').remove();",
+        json!([]),
+    )
+    .await;
+    b.click("form.form button[type=submit]").await;
+    b.wait_for_text("body", 10, |t| {
+        t.contains("did not carry this session's form token")
+    })
+    .await;
+    let (_, locations) = d.get("/locations").await;
+    assert_eq!(locations["count"], 1, "dc9 was not created");
+    // A session that ran out (purged as the daemon does at its end) sends
+    // the browser to sign in, and back to the page after.
+    let later = time::OffsetDateTime::now_utc() + time::Duration::days(8);
+    d.store
+        .purge_sessions(later, time::Duration::hours(12))
+        .await
+        .unwrap();
+    b.goto(&ui("/ui/servers?q=node1")).await;
+    b.wait_url(|u| u.contains("/ui/sign-in?next=")).await;
+    b.fill("#f-name", "admin").await;
+    b.fill("#f-password", PASSWORD).await;
+    b.click("button[type=submit]").await;
+    b.wait_url(|u| u.ends_with("/ui/servers?q=node1")).await;
     // The console fetched nothing from elsewhere.
     let foreign = b
         .script(
