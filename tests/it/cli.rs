@@ -1029,6 +1029,44 @@ fn tls_serves_the_api_and_keeps_boot_plain() {
             .any(|l| l["name"] == "https" && l["up"] == true),
         "{ready}"
     );
+    // The console over HTTPS: its session cookie is Secure; on plain HTTP
+    // it is sent to HTTPS like the API.
+    let out = passwd(
+        dir.path(),
+        &["user", "passwd", "admin", "--data-dir", &data],
+        "correct horse battery\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (ok, head) = curl(&[
+        "--cacert",
+        &cert_file,
+        "-s",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "--data",
+        "name=admin&password=correct+horse+battery&next=/ui/",
+        &format!("https://{tls_listen}/ui/sign-in"),
+    ]);
+    assert!(ok, "{head}");
+    let cookie = head
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie: bl_session=")
+        })
+        .unwrap_or_else(|| panic!("a session cookie: {head}"));
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    let (_, head) = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        &format!("{}/ui/servers", served.base),
+    ]);
+    assert_eq!(head, format!("308 https://{tls_listen}/ui/servers"));
     served.stop();
 
     // Another key: the start fails and says why.
