@@ -340,6 +340,8 @@ pub struct ServerSearch {
     pub label: Option<String>,
     /// Part of the FQDN, the serial or a MAC, any case.
     pub search: Option<String>,
+    /// The state of the server's latest deployment.
+    pub state: Option<String>,
 }
 
 pub async fn list(
@@ -358,6 +360,12 @@ pub async fn list(
         location: nonempty(search.location).and_then(|l| v.parse("location", l.parse::<Name>())),
         label: nonempty(search.label).and_then(|l| v.parse("label", l.parse::<Name>())),
         search: term,
+        deployment_state: nonempty(search.state).and_then(|s| {
+            v.parse(
+                "state",
+                s.parse::<bootloader_core::model::DeploymentState>(),
+            )
+        }),
     };
     v.finish()?;
     Ok(ops.inventory.list_servers(&filter, page).await?)

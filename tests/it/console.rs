@@ -743,6 +743,20 @@ async fn a_deployment_page_follows_its_deployment(backend: Backend) {
     // The stream ends with the deployment.
     let rest = tokio::time::timeout(Duration::from_secs(10), stream.chunk()).await;
     assert!(matches!(rest, Ok(Ok(None))), "{rest:?}");
+    // Servers by the state of their latest deployment, and by search, in
+    // the console and the API alike.
+    let page = v.get("/ui/servers?state=complete").await.body;
+    assert!(page.contains("live1.dc1.example.com"), "{page}");
+    let page = v.get("/ui/servers?state=error").await.body;
+    assert!(page.contains("No server matches."), "{page}");
+    let (_, listed) = d.get("/servers?state=complete&search=LIVE1").await;
+    assert_eq!(listed["count"], 1, "{listed}");
+    let (_, listed) = d.get("/servers?search=c0:00:01").await;
+    assert_eq!(listed["count"], 1, "by MAC: {listed}");
+    let (_, listed) = d.get("/servers?search=100%25").await;
+    assert_eq!(listed["count"], 0, "a % is a percent sign: {listed}");
+    let (s, b) = d.get("/servers?state=sleeping").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
     // A deployed server keeps its history: deleting it is refused, saying
     // why, and it stays.
     let a = v

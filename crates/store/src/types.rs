@@ -84,6 +84,8 @@ pub struct ServerFilter {
     pub label: Option<Name>,
     /// Part of the FQDN, the serial or an interface's MAC, any case.
     pub search: Option<String>,
+    /// The state of the server's latest deployment.
+    pub deployment_state: Option<bootloader_core::model::DeploymentState>,
 }
 
 #[derive(Debug, Clone)]

@@ -22,6 +22,8 @@ pub struct ServerQuery {
     pub label: Option<String>,
     /// Only servers whose FQDN, serial or a MAC contains this, any case.
     pub search: Option<String>,
+    /// Only servers whose latest deployment is in this state.
+    pub state: Option<String>,
     pub limit: Option<u32>,
     pub offset: Option<u64>,
 }
@@ -44,6 +46,7 @@ pub async fn list_servers(
         location: q.location,
         label: q.label,
         search: q.search,
+        state: q.state,
     };
     let listing = ops::list(&state.ops, &actor, search, page).await?;
     Ok(Json(Paginated::new(listing, page, &uri, |s| s)))

@@ -184,6 +184,8 @@ pub struct ServerListQuery {
     location: String,
     #[serde(default)]
     label: String,
+    #[serde(default)]
+    state: String,
     offset: Option<u64>,
 }
 
@@ -202,6 +204,7 @@ pub async fn servers(
         location: Some(q.location.clone()),
         label: Some(q.label.clone()),
         search: Some(q.q.clone()),
+        state: Some(q.state.clone()),
     };
     let offset = q.offset.unwrap_or(0);
     let listing = match ops::servers::list(ops, &actor, search, window(Some(offset))).await {
@@ -219,7 +222,12 @@ pub async fn servers(
     let profiles = latest_profiles(&state).await;
     let pages = pager(
         "/ui/servers",
-        &[("q", &q.q), ("location", &q.location), ("label", &q.label)],
+        &[
+            ("q", &q.q),
+            ("location", &q.location),
+            ("label", &q.label),
+            ("state", &q.state),
+        ],
         offset,
         listing.items.len(),
         listing.total,
@@ -231,6 +239,14 @@ pub async fn servers(
         .with("q", &q.q)
         .with("location", &q.location)
         .with("label", &q.label)
+        .with("state", &q.state)
+        .with(
+            "states",
+            DeploymentState::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>(),
+        )
         .with("locations", locations)
         .with("labels", labels)
         .with("profiles", profiles)

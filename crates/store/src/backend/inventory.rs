@@ -548,6 +548,7 @@ impl InventoryStore for Backend {
         let mut conn = self.pool.acquire().await?;
         let loc = filter.location.as_ref().map(|l| l.as_str().to_string());
         let label = filter.label.as_ref().map(|l| l.as_str().to_string());
+        let state = filter.deployment_state.map(|s| s.as_str().to_string());
         // LIKE's wildcards in the term are matched as themselves.
         let search = filter.search.as_ref().map(|t| {
             let escaped = t
@@ -562,22 +563,26 @@ impl InventoryStore for Backend {
             (SELECT 1 FROM server_labels sl JOIN labels lb ON lb.id = sl.label_id \
              WHERE sl.server_id = s.id AND lb.name = $2)) \
             AND ($3 IS NULL OR lower(s.fqdn) LIKE $3 ESCAPE '\\' OR lower(s.serial) LIKE $3 ESCAPE '\\' \
-             OR EXISTS (SELECT 1 FROM interfaces i WHERE i.server_id = s.id AND lower(i.mac) LIKE $3 ESCAPE '\\'))";
+             OR EXISTS (SELECT 1 FROM interfaces i WHERE i.server_id = s.id AND lower(i.mac) LIKE $3 ESCAPE '\\')) \
+            AND ($4 IS NULL OR (SELECT d.state FROM deployments d WHERE d.server_id = s.id \
+             ORDER BY d.id DESC LIMIT 1) = $4)";
         let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT COUNT(*) FROM servers s JOIN locations l ON l.id = s.location_id {cond}"
         )))
         .bind(&loc)
         .bind(&label)
         .bind(&search)
+        .bind(&state)
         .fetch_one(&mut *conn)
         .await?;
         let (limit, offset) = limit(page);
         let rows: Vec<ServerRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{SERVER_SELECT} {cond} ORDER BY s.id LIMIT $4 OFFSET $5"
+            "{SERVER_SELECT} {cond} ORDER BY s.id LIMIT $5 OFFSET $6"
         )))
         .bind(&loc)
         .bind(&label)
         .bind(&search)
+        .bind(&state)
         .bind(limit)
         .bind(offset)
         .fetch_all(&mut *conn)
