@@ -1202,6 +1202,53 @@ async fn people_and_settings(backend: Backend) {
         .await;
     assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(field_error(&a.body, "email").is_some(), "{}", a.body);
+    d.seed_location().await;
+    let (_, nets) = d.get("/networks").await;
+    let net = nets["results"][0]["id"].to_string();
+    let form = v.get(&format!("/ui/networks?edit={net}")).await;
+    assert!(form.body.contains("value=\"10.0.0.100\""), "{}", form.body);
+    let edit = format!("/ui/networks/{net}/edit");
+    let a = v
+        .post(
+            &edit,
+            &[
+                ("_csrf", &token),
+                ("location", "dc1"),
+                ("cidr", "10.0.0.0/24"),
+                ("gateway", "10.0.0.254"),
+                ("nameservers", "10.0.0.2"),
+                ("domain", "dc1.example.com"),
+                ("pool.start", ""),
+                ("pool.end", ""),
+                ("description", ""),
+            ],
+        )
+        .await;
+    assert_eq!(a.location, "/ui/networks", "{}", a.body);
+    let (_, n) = d.get(&format!("/networks/{net}")).await;
+    assert_eq!(n["gateway"], "10.0.0.254");
+    assert_eq!(
+        n["pool"],
+        serde_json::Value::Null,
+        "both ends emptied: no pool"
+    );
+    assert_eq!(n["nameservers"], json!(["10.0.0.2"]));
+    let a = v
+        .post(
+            &edit,
+            &[
+                ("_csrf", &token),
+                ("location", "dc1"),
+                ("cidr", "10.0.0.0/24"),
+                ("gateway", "10.0.1.1"),
+                ("pool.start", "10.0.0.10"),
+                ("pool.end", ""),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(field_error(&a.body, "gateway").is_some(), "{}", a.body);
+    assert!(field_error(&a.body, "pool.end").is_some(), "{}", a.body);
     let a = v
         .post("/ui/locations", &[("_csrf", &token), ("name", "dc7")])
         .await;

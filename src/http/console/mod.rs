@@ -157,6 +157,7 @@ pub fn routes(state: ConsoleState) -> Router {
             post(people::update_credential),
         )
         .route("/ui/users/{name}/edit", post(people::update_user))
+        .route("/ui/networks/{name}/edit", post(people::update_network))
         .route("/ui/events", get(people::events))
         .route("/ui/settings", get(people::settings))
         .route("/ui/avatars/{user}", get(avatars::avatar))

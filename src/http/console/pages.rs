@@ -1288,8 +1288,13 @@ pub async fn create_location(
     }
 }
 
-pub async fn networks(State(state): State<ConsoleState>, viewer: Viewer) -> Response {
-    networks_page(&state, &viewer).await.render()
+pub async fn networks(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    crate::http::api::extract::Query(q): crate::http::api::extract::Query<super::people::EditQuery>,
+) -> Response {
+    let page = Ok(networks_page(&state, &viewer).await);
+    super::people::list_or_edit(&state, &viewer, "networks", q, page).await
 }
 
 #[derive(Serialize)]
@@ -1300,7 +1305,7 @@ struct NetworkRow {
     size: u64,
 }
 
-async fn networks_page<'a>(state: &'a ConsoleState, viewer: &'a Viewer) -> Page<'a> {
+pub(super) async fn networks_page<'a>(state: &'a ConsoleState, viewer: &'a Viewer) -> Page<'a> {
     let ops = &state.app.ops;
     let actor = viewer.actor();
     let items = ops::networks::list(ops, &actor, None, window(None))

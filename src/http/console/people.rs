@@ -453,6 +453,27 @@ async fn editing<'a>(
     viewer.actor().require_write()?;
     let ops = &state.app.ops;
     let actor = viewer.actor();
+    if kind == "networks" {
+        let id: i64 = ops::input::path_key("network", key)?;
+        let n = ops::networks::get(ops, &actor, id).await?;
+        let addrs: Vec<String> = n.nameservers.iter().map(|a| a.to_string()).collect();
+        let mut pairs = vec![
+            ("location", n.location.to_string()),
+            ("cidr", n.cidr.to_string()),
+            (
+                "gateway",
+                n.gateway.map(|g| g.to_string()).unwrap_or_default(),
+            ),
+            ("nameservers", addrs.join(", ")),
+            ("domain", n.domain.unwrap_or_default()),
+            ("description", n.description),
+        ];
+        if let Some(p) = n.pool {
+            pairs.push(("pool.start", p.start.to_string()));
+            pairs.push(("pool.end", p.end.to_string()));
+        }
+        return Ok(page.with("editing", key).with("values", values(&pairs)));
+    }
     let name = name_of(key)?;
     let pairs = match kind {
         "labels" => {
@@ -519,12 +540,15 @@ async fn update(
         Ok(p) => p,
         Err(r) => return *r,
     };
+    let ops = &state.app.ops;
+    let actor = viewer.actor();
+    if kind == "networks" {
+        return save_network(&state, &viewer, &key, &posted).await;
+    }
     let name = match name_of(&key) {
         Ok(n) => n,
         Err(e) => return error_page(&state, e),
     };
-    let ops = &state.app.ops;
-    let actor = viewer.actor();
     let result: Result<String, Error> = match kind {
         "labels" => {
             match form_input::<ops::locations::LabelInput>(&posted, &[], &[], Empty::Clears) {
@@ -606,3 +630,36 @@ edit_handler!(update_label, "labels");
 edit_handler!(update_location, "locations");
 edit_handler!(update_credential, "credentials");
 edit_handler!(update_user, "users");
+edit_handler!(update_network, "networks");
+
+/// A network's form as its update: a pool whose two ends are emptied is
+/// removed.
+async fn save_network(
+    state: &ConsoleState,
+    viewer: &Viewer,
+    key: &str,
+    posted: &Posted,
+) -> Response {
+    let ops = &state.app.ops;
+    let result = async {
+        let id: i64 = ops::input::path_key("network", key)?;
+        let mut input: serde_json::Value =
+            form_input(posted, &[], &["nameservers"], Empty::Clears)?;
+        if input["pool"] == serde_json::json!({"start": "", "end": ""}) {
+            input["pool"] = serde_json::Value::Null;
+        }
+        let bytes = serde_json::to_vec(&input).unwrap_or_default();
+        let input: ops::networks::NetworkInput = ops::input::parse_json(&bytes)?;
+        ops::networks::update(ops, &viewer.actor(), id, input).await
+    }
+    .await;
+    match result {
+        Ok(n) => done("/ui/networks", &format!("Network {} saved.", n.cidr)),
+        Err(e) if at_fields(&e) => super::pages::networks_page(state, viewer)
+            .await
+            .with("editing", key)
+            .failed(posted, e)
+            .render(),
+        Err(e) => error_page(state, e),
+    }
+}
