@@ -129,7 +129,16 @@ async fn each_deployment_runs_in_one_daemon_of_its_location() {
         "one runner throughout: {done}"
     );
     // Each action ran once, though three daemons renewed their claims.
-    let lines = log(runner_d, first).await;
+    // (`complete` is the state on entering the last step; its echo is
+    // logged a moment later.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let lines = loop {
+        let lines = log(runner_d, first).await;
+        if lines.iter().any(|l| l.contains("is done")) || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     let started = lines.iter().filter(|l| l.contains("started")).count();
     assert_eq!(
         started, 4,

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -11,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ConsoleState;
 use super::render::{Empty, Page, error_page, form_error, form_input, human_seconds};
-use super::session::{Posted, Viewer, done, url_encode};
+use super::session::{Change, Viewer, done, url_encode};
 use crate::http::api::extract::Path;
 use crate::ops::{self, Error};
 use bootloader_core::model::{DeploymentState, Fqdn, Theme};
@@ -303,13 +302,8 @@ async fn server_form<'a>(state: &'a ConsoleState, viewer: &'a Viewer) -> Page<'a
 
 pub async fn create_server(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
-    body: Bytes,
+    Change { viewer, posted }: Change,
 ) -> Response {
-    let posted = match Posted::check(&viewer, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     let input = form_input::<ops::servers::ServerInput>(
         &posted,
         &["bmc.port"],
@@ -399,14 +393,9 @@ pub async fn edit_server(
 
 pub async fn update_server(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
     Path(fqdn): Path<String>,
-    body: Bytes,
+    Change { viewer, posted }: Change,
 ) -> Response {
-    let posted = match Posted::check(&viewer, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     let key: Fqdn = match ops::input::path_key("server", &fqdn) {
         Ok(f) => f,
         Err(e) => return error_page(&state, e),
@@ -565,14 +554,9 @@ pub async fn server(
 
 pub async fn server_power(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
     Path(fqdn): Path<String>,
-    body: Bytes,
+    Change { viewer, posted }: Change,
 ) -> Response {
-    let posted = match Posted::check(&viewer, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     let fqdn: Fqdn = match ops::input::path_key("server", &fqdn) {
         Ok(f) => f,
         Err(e) => return error_page(&state, e),
@@ -610,14 +594,9 @@ pub async fn server_power(
 
 pub async fn deploy_server(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
     Path(fqdn): Path<String>,
-    body: Bytes,
+    Change { viewer, posted }: Change,
 ) -> Response {
-    let posted = match Posted::check(&viewer, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     let input = ops::deployments::DeploymentInput {
         server: fqdn.clone(),
         profile: posted.get("profile").unwrap_or_default().to_string(),
@@ -646,13 +625,9 @@ fn describe(e: Error) -> String {
 
 pub async fn delete_server(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
     Path(fqdn): Path<String>,
-    body: Bytes,
+    Change { viewer, .. }: Change,
 ) -> Response {
-    if let Err(r) = Posted::check(&viewer, &body) {
-        return *r;
-    }
     let key: Fqdn = match ops::input::path_key("server", &fqdn) {
         Ok(f) => f,
         Err(e) => return error_page(&state, e),
@@ -692,14 +667,9 @@ impl Bulk {
 /// page says what happened to each.
 pub async fn bulk(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
     Path(what): Path<String>,
-    body: Bytes,
+    Change { viewer, posted }: Change,
 ) -> Response {
-    let posted = match Posted::check(&viewer, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     if let Err(r) = require_write(&state, &viewer) {
         return *r;
     }
@@ -918,13 +888,9 @@ pub async fn deployment(
 
 pub async fn cancel_deployment(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
     Path(id): Path<i64>,
-    body: Bytes,
+    Change { viewer, .. }: Change,
 ) -> Response {
-    if let Err(r) = Posted::check(&viewer, &body) {
-        return *r;
-    }
     let to = format!("/ui/deployments/{id}");
     match ops::deployments::cancel(&state.app.ops, &viewer.actor(), id).await {
         Ok(_) => done(&to, "Cancelled; the profile's cleanup runs."),
@@ -935,13 +901,9 @@ pub async fn cancel_deployment(
 
 pub async fn repeat_deployment(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
     Path(id): Path<i64>,
-    body: Bytes,
+    Change { viewer, .. }: Change,
 ) -> Response {
-    if let Err(r) = Posted::check(&viewer, &body) {
-        return *r;
-    }
     match ops::deployments::repeat(&state.app.ops, &viewer.actor(), id).await {
         Ok(d) => done(
             &format!("/ui/deployments/{}", d.id),
@@ -1189,13 +1151,8 @@ fn errors_by_line(text: &str, fields: &BTreeMap<String, Vec<String>>) -> Vec<Lin
 
 pub async fn upload_profile(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
-    body: Bytes,
+    Change { viewer, posted }: Change,
 ) -> Response {
-    let posted = match Posted::check(&viewer, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     let text = posted
         .get("source")
         .unwrap_or_default()
@@ -1262,13 +1219,8 @@ pub(super) async fn locations_page<'a>(state: &'a ConsoleState, viewer: &'a View
 
 pub async fn create_location(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
-    body: Bytes,
+    Change { viewer, posted }: Change,
 ) -> Response {
-    let posted = match Posted::check(&viewer, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     let result =
         match form_input::<ops::locations::LocationInput>(&posted, &[], &[], Empty::Omitted) {
             Ok(input) => {
@@ -1346,13 +1298,8 @@ pub(super) async fn networks_page<'a>(state: &'a ConsoleState, viewer: &'a Viewe
 
 pub async fn create_network(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
-    body: Bytes,
+    Change { viewer, posted }: Change,
 ) -> Response {
-    let posted = match Posted::check(&viewer, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     let result = match form_input::<ops::networks::NetworkInput>(
         &posted,
         &[],
@@ -1383,11 +1330,10 @@ pub async fn me(State(state): State<ConsoleState>, viewer: Viewer) -> Response {
         .render()
 }
 
-pub async fn set_theme(State(state): State<ConsoleState>, viewer: Viewer, body: Bytes) -> Response {
-    let posted = match Posted::check(&viewer, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
+pub async fn set_theme(
+    State(state): State<ConsoleState>,
+    Change { viewer, posted }: Change,
+) -> Response {
     let theme = match posted.get("theme").unwrap_or_default() {
         "" => None,
         t => match t.parse::<Theme>() {
@@ -1404,13 +1350,8 @@ pub async fn set_theme(State(state): State<ConsoleState>, viewer: Viewer, body: 
 
 pub async fn change_password(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
-    body: Bytes,
+    Change { viewer, posted }: Change,
 ) -> Response {
-    let posted = match Posted::check(&viewer, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     let (current, new, again) = (
         posted.get("current").unwrap_or_default(),
         posted.get("new").unwrap_or_default(),
@@ -1471,13 +1412,9 @@ pub async fn not_found(State(state): State<ConsoleState>, viewer: Viewer) -> Res
 
 pub async fn delete_location(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
     Path(name): Path<String>,
-    body: Bytes,
+    Change { viewer, .. }: Change,
 ) -> Response {
-    if let Err(r) = Posted::check(&viewer, &body) {
-        return *r;
-    }
     let result = match ops::input::path_key("location", &name) {
         Ok(n) => ops::locations::delete_location(&state.app.ops, &viewer.actor(), &n).await,
         Err(e) => Err(e),
@@ -1494,13 +1431,9 @@ pub async fn delete_location(
 
 pub async fn delete_network(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
     Path(id): Path<i64>,
-    body: Bytes,
+    Change { viewer, .. }: Change,
 ) -> Response {
-    if let Err(r) = Posted::check(&viewer, &body) {
-        return *r;
-    }
     match ops::networks::delete(&state.app.ops, &viewer.actor(), id).await {
         Ok(()) => done("/ui/networks", "Network deleted."),
         Err(e @ Error::Forbidden(_)) => error_page(&state, e),

@@ -3,7 +3,6 @@
 //! API tokens and SSH keys, the broker and its backlog, and the effective
 //! configuration.
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -11,7 +10,7 @@ use serde::Serialize;
 
 use super::ConsoleState;
 use super::render::{Empty, Page, error_page, form_input};
-use super::session::{Posted, Viewer, done};
+use super::session::{Change, Posted, Viewer, done};
 use crate::http::api::extract::{Path, Query};
 use crate::ops::{self, Error};
 use bootloader_core::model::Name;
@@ -54,13 +53,8 @@ pub async fn labels(
 
 pub async fn create_label(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
-    body: Bytes,
+    Change { viewer, posted }: Change,
 ) -> Response {
-    let posted = match Posted::check(&viewer, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     let result = match form_input::<ops::locations::LabelInput>(&posted, &[], &[], Empty::Omitted) {
         Ok(input) => ops::locations::create_label(&state.app.ops, &viewer.actor(), input).await,
         Err(e) => Err(e),
@@ -77,13 +71,9 @@ pub async fn create_label(
 
 pub async fn delete_label(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
     Path(name): Path<String>,
-    body: Bytes,
+    Change { viewer, .. }: Change,
 ) -> Response {
-    if let Err(r) = Posted::check(&viewer, &body) {
-        return *r;
-    }
     let result = match name_of(&name) {
         Ok(n) => ops::locations::delete_label(&state.app.ops, &viewer.actor(), &n).await,
         Err(e) => Err(e),
@@ -121,13 +111,8 @@ pub async fn credentials(
 
 pub async fn create_credential(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
-    body: Bytes,
+    Change { viewer, posted }: Change,
 ) -> Response {
-    let posted = match Posted::check(&viewer, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     let result =
         match form_input::<ops::credentials::CredentialInput>(&posted, &[], &[], Empty::Omitted) {
             Ok(input) => ops::credentials::create(&state.app.ops, &viewer.actor(), input).await,
@@ -145,13 +130,9 @@ pub async fn create_credential(
 
 pub async fn delete_credential(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
     Path(name): Path<String>,
-    body: Bytes,
+    Change { viewer, .. }: Change,
 ) -> Response {
-    if let Err(r) = Posted::check(&viewer, &body) {
-        return *r;
-    }
     let result = match name_of(&name) {
         Ok(n) => ops::credentials::delete(&state.app.ops, &viewer.actor(), &n).await,
         Err(e) => Err(e),
@@ -187,13 +168,8 @@ pub async fn users(
 
 pub async fn create_user(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
-    body: Bytes,
+    Change { viewer, posted }: Change,
 ) -> Response {
-    let posted = match Posted::check(&viewer, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     let input = ops::users::UserInput {
         name: posted.get("name").map(String::from),
         email: posted.get("email").map(String::from),
@@ -229,13 +205,9 @@ pub async fn create_user(
 
 pub async fn delete_user(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
     Path(name): Path<String>,
-    body: Bytes,
+    Change { viewer, .. }: Change,
 ) -> Response {
-    if let Err(r) = Posted::check(&viewer, &body) {
-        return *r;
-    }
     let result = match name_of(&name) {
         Ok(n) => ops::users::delete(&*state.app.ops.users, &viewer.actor(), &n).await,
         Err(e) => Err(e),
@@ -290,13 +262,8 @@ fn lifetime(choice: &str) -> Result<Option<u64>, Error> {
 
 pub async fn create_token(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
-    body: Bytes,
+    Change { viewer, posted }: Change,
 ) -> Response {
-    let posted = match Posted::check(&viewer, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     let result = match lifetime(posted.get("expires").unwrap_or_default()) {
         Ok(expires_in) => {
             let input = ops::users::TokenInput {
@@ -332,24 +299,19 @@ pub async fn create_token(
 
 pub async fn revoke_token(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
     Path(id): Path<i64>,
-    body: Bytes,
+    Change { viewer, .. }: Change,
 ) -> Response {
-    if let Err(r) = Posted::check(&viewer, &body) {
-        return *r;
-    }
     match ops::users::revoke_token(&*state.app.ops.users, &viewer.actor(), &id.to_string()).await {
         Ok(t) => done("/ui/keys", &format!("Token {} revoked.", t.prefix)),
         Err(e) => error_page(&state, e),
     }
 }
 
-pub async fn add_key(State(state): State<ConsoleState>, viewer: Viewer, body: Bytes) -> Response {
-    let posted = match Posted::check(&viewer, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
+pub async fn add_key(
+    State(state): State<ConsoleState>,
+    Change { viewer, posted }: Change,
+) -> Response {
     let input = ops::users::SshKeyInput {
         user: Some(viewer.name().to_string()),
         name: posted
@@ -370,13 +332,9 @@ pub async fn add_key(State(state): State<ConsoleState>, viewer: Viewer, body: By
 
 pub async fn delete_key(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
     Path(id): Path<i64>,
-    body: Bytes,
+    Change { viewer, .. }: Change,
 ) -> Response {
-    if let Err(r) = Posted::check(&viewer, &body) {
-        return *r;
-    }
     match ops::users::delete_ssh_key(&*state.app.ops.users, &viewer.actor(), id).await {
         Ok(()) => done("/ui/keys", "SSH key removed."),
         Err(e) => error_page(&state, e),
@@ -534,12 +492,8 @@ async fn update(
     viewer: Viewer,
     kind: &str,
     key: String,
-    body: Bytes,
+    posted: Posted,
 ) -> Response {
-    let posted = match Posted::check(&viewer, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     let ops = &state.app.ops;
     let actor = viewer.actor();
     if kind == "networks" {
@@ -617,11 +571,10 @@ macro_rules! edit_handler {
     ($name:ident, $kind:literal) => {
         pub async fn $name(
             State(state): State<ConsoleState>,
-            viewer: Viewer,
             Path(key): Path<String>,
-            body: Bytes,
+            Change { viewer, posted }: Change,
         ) -> Response {
-            update(state, viewer, $kind, key, body).await
+            update(state, viewer, $kind, key, posted).await
         }
     };
 }

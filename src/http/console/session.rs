@@ -10,7 +10,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -189,6 +189,36 @@ impl Posted {
     }
 }
 
+/// A state-changing request of the console: who sends it, and its form,
+/// refused (before the handler runs) without the session's form token.
+pub struct Change {
+    pub viewer: Viewer,
+    pub posted: Posted,
+}
+
+impl FromRequest<ConsoleState> for Change {
+    type Rejection = Response;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &ConsoleState,
+    ) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let viewer = Viewer::from_request_parts(&mut parts, state).await?;
+        let bytes = axum::body::to_bytes(body, 16 * 1024 * 1024)
+            .await
+            .map_err(|e| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the form: {e}\n"),
+                )
+                    .into_response()
+            })?;
+        let posted = Posted::check(&viewer, &bytes).map_err(|r| *r)?;
+        Ok(Self { viewer, posted })
+    }
+}
+
 /// A redirect after a change, with a message for the next page.
 pub fn done(to: &str, message: &str) -> Response {
     let mut r = Redirect::to(to).into_response();
@@ -314,12 +344,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Scheme {
 
 pub async fn sign_out(
     State(state): State<ConsoleState>,
-    viewer: Viewer,
-    body: axum::body::Bytes,
+    Change { viewer, .. }: Change,
 ) -> Response {
-    if let Err(r) = Posted::check(&viewer, &body) {
-        return *r;
-    }
     if let Err(e) =
         ops::sessions::sign_out(&state.app.ops, &viewer.secret, state.ui.session_idle).await
     {
