@@ -354,12 +354,19 @@ async fn dispatch(command: Command, config: Config, source: ConfigSource) -> any
             users::set_password(store.as_ref(), &Actor::Host, &name, password.as_deref())
                 .await
                 .map_err(ops_error)?;
+            // Whoever was signed in with the old password is signed out.
+            let ended = store.end_sessions_of(&name, None).await?;
             eprintln!(
-                "{} {name}.",
+                "{} {name}{}.",
                 if clear {
                     "Removed the console password of"
                 } else {
                     "Set the console password of"
+                },
+                match ended {
+                    0 => String::new(),
+                    1 => "; its console session ended".to_string(),
+                    n => format!("; its {n} console sessions ended"),
                 }
             );
             Ok(())

@@ -219,6 +219,65 @@ async fn sign_in_and_out(backend: Backend) {
     let a = other.sign_in("admin", PASSWORD, "//evil.example/ui/").await;
     assert_eq!(a.location, "/ui/");
 
+    // A new password: the current session stays, the others end.
+    let mut elsewhere = Visitor::new(&d);
+    elsewhere.sign_in("admin", PASSWORD, "/ui/").await;
+    assert_eq!(elsewhere.get("/ui/").await.status, StatusCode::OK);
+    let token = v.form_token("/ui/me").await;
+    let new = "another horse battery";
+    let a = v
+        .post(
+            "/ui/me/password",
+            &[
+                ("_csrf", &token),
+                ("current", "wrong one!"),
+                ("new", new),
+                ("again", new),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(field_error(&a.body, "current").is_some(), "{}", a.body);
+    let a = v
+        .post(
+            "/ui/me/password",
+            &[
+                ("_csrf", &token),
+                ("current", PASSWORD),
+                ("new", new),
+                ("again", "typo"),
+            ],
+        )
+        .await;
+    assert!(field_error(&a.body, "again").is_some(), "{}", a.body);
+    let a = v
+        .post(
+            "/ui/me/password",
+            &[
+                ("_csrf", &token),
+                ("current", PASSWORD),
+                ("new", new),
+                ("again", new),
+            ],
+        )
+        .await;
+    assert_eq!(a.location, "/ui/me", "{}", a.body);
+    assert!(unescape(&v.get("/ui/me").await.body).contains("your 3 other session(s) ended"));
+    assert_eq!(
+        elsewhere.get("/ui/").await.status,
+        StatusCode::SEE_OTHER,
+        "signed out"
+    );
+    assert_eq!(
+        elsewhere.sign_in("admin", PASSWORD, "/ui/").await.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the old password is gone"
+    );
+    assert_eq!(
+        elsewhere.sign_in("admin", new, "/ui/").await.status,
+        StatusCode::SEE_OTHER
+    );
+
     let a = v.post("/ui/sign-out", &[]).await;
     assert_eq!(a.status, StatusCode::FORBIDDEN, "no form token");
     let token = v.form_token("/ui/").await;

@@ -512,9 +512,19 @@ async fn sessions_end_as_they_should(backend: Backend) {
         store.set_theme(&"nobody".parse().unwrap(), None).await,
         Err(StoreError::NotFound { .. })
     ));
-    // Every session of a user ends together, and with the user.
-    assert_eq!(store.end_sessions_of(&name).await.unwrap(), 2);
+    // A new password ends the user's other sessions; then every one ends
+    // together, and with the user.
+    let kept = store
+        .session(&c.hash(), t0, idle)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    assert_eq!(store.end_sessions_of(&name, Some(kept)).await.unwrap(), 1);
     assert!(store.session(&d.hash(), t0, idle).await.unwrap().is_none());
+    assert!(store.session(&c.hash(), t0, idle).await.unwrap().is_some());
+    assert_eq!(store.end_sessions_of(&name, None).await.unwrap(), 1);
+    assert!(store.session(&c.hash(), t0, idle).await.unwrap().is_none());
     let e = SessionSecret::generate().unwrap();
     store
         .create_session(open_one(&e, t0 + Duration::days(1)))

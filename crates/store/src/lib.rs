@@ -275,9 +275,9 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Ends one session (signing out). Ending one already gone is not an
     /// error.
     async fn end_session(&self, hash: &TokenHash) -> Result<()>;
-    /// Ends every session of a user (a new password, "sign out
-    /// everywhere"); returns how many ended.
-    async fn end_sessions_of(&self, user: &Name) -> Result<u64>;
+    /// Ends every session of a user but `keep` (a new password ends the
+    /// others); returns how many ended.
+    async fn end_sessions_of(&self, user: &Name, keep: Option<i64>) -> Result<u64>;
     /// Removes sessions that ended by time before `now`; returns how many.
     async fn purge_sessions(&self, now: time::OffsetDateTime, idle: time::Duration) -> Result<u64>;
     /// Sets (or with `None` clears) the user's console theme.

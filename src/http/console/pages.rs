@@ -1386,7 +1386,22 @@ pub async fn change_password(
     )
     .await
     {
-        Ok(()) => done("/ui/me", "Password changed."),
+        Ok(()) => {
+            // Every other browser signed in as this user signs in again.
+            let me = &viewer.session.principal.user;
+            match ops
+                .sessions
+                .end_sessions_of(me, Some(viewer.session.id))
+                .await
+            {
+                Ok(0) => done("/ui/me", "Password changed."),
+                Ok(n) => done(
+                    "/ui/me",
+                    &format!("Password changed; your {n} other session(s) ended."),
+                ),
+                Err(e) => error_page(&state, e.into()),
+            }
+        }
         Err(e @ Error::Invalid { .. }) => {
             // The rule's message names `password`; the form's field is `new`.
             let body = e.into_body();

@@ -537,9 +537,19 @@ async fn update(
             };
             match ops::users::update(&*ops.users, &actor, &name, input).await {
                 Ok(u) => match posted.get("password").filter(|p| !p.is_empty()) {
-                    Some(p) => ops::users::set_password(&*ops.users, &actor, &u.name, Some(p))
-                        .await
-                        .map(|()| u.name.to_string()),
+                    Some(p) => {
+                        match ops::users::set_password(&*ops.users, &actor, &u.name, Some(p)).await
+                        {
+                            // Signed in with the old password: sign in again.
+                            Ok(()) => ops
+                                .sessions
+                                .end_sessions_of(&u.name, Some(viewer.session.id))
+                                .await
+                                .map(|_| u.name.to_string())
+                                .map_err(Error::from),
+                            Err(e) => Err(e),
+                        }
+                    }
                     None => Ok(u.name.to_string()),
                 },
                 Err(e) => Err(e),

@@ -101,13 +101,16 @@ impl SessionStore for Backend {
         Ok(())
     }
 
-    async fn end_sessions_of(&self, user: &Name) -> Result<u64> {
+    async fn end_sessions_of(&self, user: &Name, keep: Option<i64>) -> Result<u64> {
         let (_writer, mut tx) = self.begin_write().await?;
         let user = user_id(&mut tx, user).await?;
-        let done = sqlx::query("DELETE FROM console_sessions WHERE user_id = $1")
-            .bind(user)
-            .execute(&mut *tx)
-            .await?;
+        let done = sqlx::query(
+            "DELETE FROM console_sessions WHERE user_id = $1 AND ($2 IS NULL OR id <> $2)",
+        )
+        .bind(user)
+        .bind(keep)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(done.rows_affected())
     }
