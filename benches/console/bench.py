@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -87,6 +88,15 @@ class Client:
         self.token, self.cookie = token, cookie
 
     def call(self, method, path, body=None, ctype="application/json"):
+        """One request; a keep-alive connection the daemon closed while
+        idle is opened again once."""
+        try:
+            return self._call(method, path, body, ctype)
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            self.conn.close()
+            return self._call(method, path, body, ctype)
+
+    def _call(self, method, path, body, ctype):
         headers = {}
         if self.token:
             headers["Authorization"] = "Token " + self.token
@@ -100,6 +110,19 @@ class Client:
         r = self.conn.getresponse()
         data = r.read()
         return r.status, data, r
+
+
+def close_all(streams):
+    """Ends every following page: shut the sockets first, so that the
+    readers blocked on them return at once."""
+    for conn in streams:
+        try:
+            if conn.sock:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            conn.close()
+        except OSError:
+            pass
+    streams.clear()
 
 
 def cpu_ticks(pid):
@@ -139,7 +162,10 @@ def main():
     data = tempfile.mkdtemp(prefix="blconsole.")
     port = 18000 + os.getpid() % 1000
     log = open(os.path.join(data, "daemon.log"), "w")
-    env = dict(os.environ, BOOTLOADER_LOG_LEVEL="warn")
+    # All the followers come from 127.0.0.1 here, where a site's would
+    # come from many operators' machines: lift the per-address cap (64).
+    env = dict(os.environ, BOOTLOADER_LOG_LEVEL="warn",
+               BOOTLOADER_LIMITS_HTTP_CONNECTIONS_PER_SOURCE="1000")
     daemon = subprocess.Popen(
         [args.bin, "serve", "--data-dir", data, "--http-listen", f"127.0.0.1:{port}"],
         stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -147,11 +173,7 @@ def main():
     try:
         run(args, data, port, daemon, streams)
     finally:
-        for s in streams:
-            try:
-                s.close()
-            except Exception:
-                pass
+        close_all(streams)
         daemon.send_signal(signal.SIGTERM)
         try:
             daemon.wait(20)
@@ -318,9 +340,7 @@ def run(args, data, port, daemon, streams):
     streams.extend(follow(watched))
     time.sleep(3)
     print(f"| {FOLLOWERS} deployment pages following, nothing moving | {cpu_percent(pid, WINDOW):.2f} |")
-    for s in streams:
-        s.close()
-    streams.clear()
+    close_all(streams)
     time.sleep(3)
     print(f"| {FOLLOWERS} deployments moving ({2 * FOLLOWERS} callbacks), no page open | {cpu_percent(pid, WINDOW, move(unwatched)):.2f} |")
     streams.extend(follow(watched))
