@@ -1,7 +1,8 @@
-//! The SQL of every store operation, written once and expanded for each
-//! backend by `sql_store!`. The text uses `$n` placeholders, which SQLite
-//! and PostgreSQL both accept; types that differ (timestamps, JSON, bytes)
-//! go through sqlx's encoders, so the statements are the same.
+//! What the SQL in `backend/` (compiled once per backend) shares and is
+//! compiled only once: the row types it reads into and their conversions
+//! to the store's types. The statements use `$n` placeholders, which
+//! SQLite and PostgreSQL both accept; types that differ (timestamps, JSON,
+//! bytes) go through sqlx's encoders, so the statements are the same.
 
 use std::net::Ipv4Addr;
 use std::str::FromStr;
