@@ -8,8 +8,10 @@
 //!   every change must carry back (CSRF), who is looking (`Viewer`).
 //! - `render.rs`: the templates, their filters, pages and error pages,
 //!   forms read into the API's inputs with errors by field.
-//! - `pages.rs`: the dashboard, servers, deployments, profiles, locations,
-//!   networks and the user's own page.
+//! - `pages.rs`: the dashboard, and what the other pages share (paging, the
+//!   right to change things); `servers.rs`, `deployments.rs`,
+//!   `profiles.rs`, `places.rs` (locations and networks), `me.rs` (the
+//!   user's theme and password).
 //! - `people.rs`: labels, credentials, users, the user's API tokens and
 //!   SSH keys, the broker and its backlog, the effective configuration.
 //! - `avatars.rs`: Gravatar through the daemon (`GRAVATAR_PROXY`), or
@@ -18,10 +20,15 @@
 //!   following one (server-sent events).
 
 mod avatars;
+mod deployments;
 mod live;
+mod me;
 mod pages;
 mod people;
+mod places;
+mod profiles;
 mod render;
+mod servers;
 mod session;
 
 use std::sync::Arc;
@@ -92,47 +99,47 @@ pub fn routes(state: ConsoleState) -> Router {
         )
         .route("/ui/sign-out", post(session::sign_out))
         .route("/ui/", get(pages::dashboard))
-        .route("/ui/servers", get(pages::servers))
+        .route("/ui/servers", get(servers::servers))
         .route(
             "/ui/servers/new",
-            get(pages::new_server).post(pages::create_server),
+            get(servers::new_server).post(servers::create_server),
         )
-        .route("/ui/servers/bulk/{what}", post(pages::bulk))
-        .route("/ui/servers/{fqdn}", get(pages::server))
+        .route("/ui/servers/bulk/{what}", post(servers::bulk))
+        .route("/ui/servers/{fqdn}", get(servers::server))
         .route(
             "/ui/servers/{fqdn}/edit",
-            get(pages::edit_server).post(pages::update_server),
+            get(servers::edit_server).post(servers::update_server),
         )
-        .route("/ui/servers/{fqdn}/power", post(pages::server_power))
-        .route("/ui/servers/{fqdn}/deploy", post(pages::deploy_server))
-        .route("/ui/servers/{fqdn}/delete", post(pages::delete_server))
-        .route("/ui/deployments", get(pages::deployments))
-        .route("/ui/deployments/{id}", get(pages::deployment))
+        .route("/ui/servers/{fqdn}/power", post(servers::server_power))
+        .route("/ui/servers/{fqdn}/deploy", post(servers::deploy_server))
+        .route("/ui/servers/{fqdn}/delete", post(servers::delete_server))
+        .route("/ui/deployments", get(deployments::deployments))
+        .route("/ui/deployments/{id}", get(deployments::deployment))
         .route("/ui/deployments/{id}/live", get(live::follow))
         .route(
             "/ui/deployments/{id}/cancel",
-            post(pages::cancel_deployment),
+            post(deployments::cancel_deployment),
         )
         .route(
             "/ui/deployments/{id}/repeat",
-            post(pages::repeat_deployment),
+            post(deployments::repeat_deployment),
         )
-        .route("/ui/profiles", get(pages::profiles))
+        .route("/ui/profiles", get(profiles::profiles))
         .route(
             "/ui/profiles/new",
-            get(pages::new_profile).post(pages::upload_profile),
+            get(profiles::new_profile).post(profiles::upload_profile),
         )
-        .route("/ui/profiles/{id}", get(pages::profile))
+        .route("/ui/profiles/{id}", get(profiles::profile))
         .route(
             "/ui/locations",
-            get(pages::locations).post(pages::create_location),
+            get(places::locations).post(places::create_location),
         )
         .route(
             "/ui/networks",
-            get(pages::networks).post(pages::create_network),
+            get(places::networks).post(places::create_network),
         )
-        .route("/ui/locations/{name}/delete", post(pages::delete_location))
-        .route("/ui/networks/{id}/delete", post(pages::delete_network))
+        .route("/ui/locations/{name}/delete", post(places::delete_location))
+        .route("/ui/networks/{id}/delete", post(places::delete_network))
         .route("/ui/labels", get(people::labels).post(people::create_label))
         .route("/ui/labels/{name}/delete", post(people::delete_label))
         .route(
@@ -161,9 +168,9 @@ pub fn routes(state: ConsoleState) -> Router {
         .route("/ui/events", get(people::events))
         .route("/ui/settings", get(people::settings))
         .route("/ui/avatars/{user}", get(avatars::avatar))
-        .route("/ui/me", get(pages::me))
-        .route("/ui/me/theme", post(pages::set_theme))
-        .route("/ui/me/password", post(pages::change_password))
+        .route("/ui/me", get(me::me))
+        .route("/ui/me/theme", post(me::set_theme))
+        .route("/ui/me/password", post(me::change_password))
         .route("/ui/{*rest}", get(pages::not_found))
         .with_state(state)
 }

@@ -563,7 +563,7 @@ async fn update(
         Err(e) if at_fields(&e) => {
             let page = match kind {
                 "labels" => Ok(labels_page(&state, &viewer).await),
-                "locations" => Ok(super::pages::locations_page(&state, &viewer).await),
+                "locations" => Ok(super::places::locations_page(&state, &viewer).await),
                 "credentials" => credentials_page(&state, &viewer).await,
                 _ => users_page(&state, &viewer).await,
             };
@@ -618,7 +618,7 @@ async fn save_network(
     .await;
     match result {
         Ok(n) => done("/ui/networks", &format!("Network {} saved.", n.cidr)),
-        Err(e) if at_fields(&e) => super::pages::networks_page(state, viewer)
+        Err(e) if at_fields(&e) => super::places::networks_page(state, viewer)
             .await
             .with("editing", key)
             .failed(posted, e)

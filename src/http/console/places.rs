@@ -1,0 +1,169 @@
+//! Locations and networks (with pool use): lists, create, edit (through
+//! `people::list_or_edit`), delete.
+
+use axum::extract::State;
+use axum::response::Response;
+use serde::Serialize;
+
+use super::ConsoleState;
+use super::pages::{describe, window};
+use super::render::{Empty, Page, error_page, form_input};
+use super::session::{Change, Viewer, done};
+use crate::http::api::extract::Path;
+use crate::ops::{self, Error};
+use bootloader_store::Page as Window;
+
+pub async fn locations(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    crate::http::api::extract::Query(q): crate::http::api::extract::Query<super::people::EditQuery>,
+) -> Response {
+    let page = Ok(locations_page(&state, &viewer).await);
+    super::people::list_or_edit(&state, &viewer, "locations", q, page).await
+}
+
+pub(super) async fn locations_page<'a>(state: &'a ConsoleState, viewer: &'a Viewer) -> Page<'a> {
+    let items = ops::locations::list_locations(&state.app.ops, &viewer.actor(), window(None))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    Page::new(state, viewer, "locations.html")
+        .with("section", "locations")
+        .with("locations", items)
+}
+
+pub async fn create_location(
+    State(state): State<ConsoleState>,
+    Change { viewer, posted }: Change,
+) -> Response {
+    let result =
+        match form_input::<ops::locations::LocationInput>(&posted, &[], &[], Empty::Omitted) {
+            Ok(input) => {
+                ops::locations::create_location(&state.app.ops, &viewer.actor(), input).await
+            }
+            Err(e) => Err(e),
+        };
+    match result {
+        Ok(l) => done("/ui/locations", &format!("Location {} created.", l.name)),
+        Err(e @ (Error::Invalid { .. } | Error::Conflict { .. })) => {
+            locations_page(&state, &viewer)
+                .await
+                .failed(&posted, e)
+                .render()
+        }
+        Err(e) => error_page(&state, e),
+    }
+}
+
+pub async fn networks(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    crate::http::api::extract::Query(q): crate::http::api::extract::Query<super::people::EditQuery>,
+) -> Response {
+    let page = Ok(networks_page(&state, &viewer).await);
+    super::people::list_or_edit(&state, &viewer, "networks", q, page).await
+}
+
+#[derive(Serialize)]
+struct NetworkRow {
+    #[serde(flatten)]
+    network: bootloader_core::published::inventory::Network,
+    held: u64,
+    size: u64,
+}
+
+pub(super) async fn networks_page<'a>(state: &'a ConsoleState, viewer: &'a Viewer) -> Page<'a> {
+    let ops = &state.app.ops;
+    let actor = viewer.actor();
+    let items = ops::networks::list(ops, &actor, None, window(None))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let mut rows = Vec::new();
+    for n in items {
+        let size = n.pool.as_ref().map_or(0, |p| {
+            u64::from(u32::from(p.end)).saturating_sub(u64::from(u32::from(p.start))) + 1
+        });
+        let held = ops::timeline::leases(
+            ops,
+            &actor,
+            Some(n.id),
+            Window {
+                limit: 1,
+                offset: 0,
+            },
+        )
+        .await
+        .map_or(0, |l| l.total);
+        rows.push(NetworkRow {
+            network: n,
+            held,
+            size,
+        });
+    }
+    let locations = ops::locations::list_locations(ops, &actor, window(None))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    Page::new(state, viewer, "networks.html")
+        .with("section", "networks")
+        .with("networks", rows)
+        .with("locations", locations)
+}
+
+pub async fn create_network(
+    State(state): State<ConsoleState>,
+    Change { viewer, posted }: Change,
+) -> Response {
+    let result = match form_input::<ops::networks::NetworkInput>(
+        &posted,
+        &[],
+        &["nameservers"],
+        Empty::Omitted,
+    ) {
+        Ok(input) => ops::networks::create(&state.app.ops, &viewer.actor(), input).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(n) => done("/ui/networks", &format!("Network {} created.", n.cidr)),
+        Err(e @ (Error::Invalid { .. } | Error::Conflict { .. })) => networks_page(&state, &viewer)
+            .await
+            .failed(&posted, e)
+            .render(),
+        Err(e) => error_page(&state, e),
+    }
+}
+
+pub async fn delete_location(
+    State(state): State<ConsoleState>,
+    Path(name): Path<String>,
+    Change { viewer, .. }: Change,
+) -> Response {
+    let result = match ops::input::path_key("location", &name) {
+        Ok(n) => ops::locations::delete_location(&state.app.ops, &viewer.actor(), &n).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => done("/ui/locations", &format!("Location {name} deleted.")),
+        Err(e @ Error::Forbidden(_)) => error_page(&state, e),
+        Err(e) => done(
+            "/ui/locations",
+            &format!("Location {name} not deleted: {}", describe(e)),
+        ),
+    }
+}
+
+pub async fn delete_network(
+    State(state): State<ConsoleState>,
+    Path(id): Path<i64>,
+    Change { viewer, .. }: Change,
+) -> Response {
+    match ops::networks::delete(&state.app.ops, &viewer.actor(), id).await {
+        Ok(()) => done("/ui/networks", "Network deleted."),
+        Err(e @ Error::Forbidden(_)) => error_page(&state, e),
+        Err(e) => done(
+            "/ui/networks",
+            &format!("Network not deleted: {}", describe(e)),
+        ),
+    }
+}
