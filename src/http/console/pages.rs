@@ -83,6 +83,27 @@ pub(super) fn describe(e: Error) -> String {
     text
 }
 
+/// A network's pool: addresses leased (the lease rows it holds) and its
+/// size (0 without a pool).
+pub(super) async fn pool_use(
+    state: &ConsoleState,
+    actor: &ops::Actor,
+    network: i64,
+    pool: Option<&bootloader_core::published::inventory::Pool>,
+) -> (u64, u64) {
+    let size = pool.map_or(0, |p| {
+        u64::from(u32::from(p.end)).saturating_sub(u64::from(u32::from(p.start))) + 1
+    });
+    let one = Window {
+        limit: 1,
+        offset: 0,
+    };
+    let held = ops::timeline::leases(&state.app.ops, actor, Some(network), one)
+        .await
+        .map_or(0, |l| l.total);
+    (held, size)
+}
+
 // ---------------------------------------------------------------- dashboard
 
 #[derive(Serialize)]
@@ -135,19 +156,7 @@ pub async fn dashboard(State(state): State<ConsoleState>, viewer: Viewer) -> Res
     if let Ok(networks) = ops::networks::list(ops, &actor, None, window(None)).await {
         for n in networks.items {
             let Some(pool) = n.pool else { continue };
-            let size =
-                u64::from(u32::from(pool.end)).saturating_sub(u64::from(u32::from(pool.start))) + 1;
-            let held = ops::timeline::leases(
-                ops,
-                &actor,
-                Some(n.id),
-                Window {
-                    limit: 1,
-                    offset: 0,
-                },
-            )
-            .await
-            .map_or(0, |l| l.total);
+            let (held, size) = pool_use(&state, &actor, n.id, Some(&pool)).await;
             pools.push(PoolUse {
                 network: n.cidr.to_string(),
                 id: n.id,

@@ -6,12 +6,11 @@ use axum::response::Response;
 use serde::Serialize;
 
 use super::ConsoleState;
-use super::pages::{describe, window};
+use super::pages::{describe, pool_use, window};
 use super::render::{Empty, Page, error_page, form_input};
 use super::session::{Change, Viewer, done};
 use crate::http::api::extract::Path;
 use crate::ops::{self, Error};
-use bootloader_store::Page as Window;
 
 pub async fn locations(
     State(state): State<ConsoleState>,
@@ -81,20 +80,7 @@ pub(super) async fn networks_page<'a>(state: &'a ConsoleState, viewer: &'a Viewe
         .unwrap_or_default();
     let mut rows = Vec::new();
     for n in items {
-        let size = n.pool.as_ref().map_or(0, |p| {
-            u64::from(u32::from(p.end)).saturating_sub(u64::from(u32::from(p.start))) + 1
-        });
-        let held = ops::timeline::leases(
-            ops,
-            &actor,
-            Some(n.id),
-            Window {
-                limit: 1,
-                offset: 0,
-            },
-        )
-        .await
-        .map_or(0, |l| l.total);
+        let (held, size) = pool_use(state, &actor, n.id, n.pool.as_ref()).await;
         rows.push(NetworkRow {
             network: n,
             held,
