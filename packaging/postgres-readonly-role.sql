@@ -19,7 +19,7 @@ GRANT USAGE ON SCHEMA public TO :"reader";
 GRANT SELECT ON
     locations, networks, labels, server_labels, interfaces, users,
     ssh_authorized_keys, profiles, served_files, leases, boot_events,
-    callbacks, deployment_log, outbox, power_health, daemon_locks
+    callbacks, deployment_log, outbox, power_health, daemon_locks, agents
 TO :"reader";
 
 GRANT SELECT (id, fqdn, location_id, serial, notes, bmc_host, bmc_port,

@@ -474,6 +474,7 @@ pub async fn run_with_reloads(
         health.services.clone(),
         config.settings.clone(),
     );
+    let listening = health.listeners.clone();
     let router = http::router(state, boot_state, health, console);
     start_http(
         &mut sup,
@@ -483,6 +484,25 @@ pub async fn run_with_reloads(
         listeners.https,
         open_files,
     );
+    // This daemon as its location's agent, once its listeners serve.
+    {
+        let presence = crate::presence::Presence {
+            store: store.clone(),
+            name: instance.clone(),
+            location: location.clone(),
+            url: config.public_url.clone(),
+            started_at: time::OffsetDateTime::now_utc(),
+            listeners: listening,
+            services: sup.services(),
+        };
+        sup.spawn_restarting("agent", Stage::Work, move |stop| {
+            let run = presence.clone().run(stop);
+            async move {
+                run.await;
+                Ok(())
+            }
+        });
+    }
     crate::systemd::notify(&format!("READY=1\nSTATUS=serving on {http_address}"));
 
     let failed = sup.failed();

@@ -17,6 +17,7 @@
 //!   cache.
 //! - `events/`: the outbox relay, the broker's command queue,
 //!   notifications.
+//! - `presence.rs`: this daemon reporting itself as its location's agent.
 //! - `timeline.rs`, `files.rs`, `telemetry.rs`, `systemd.rs`.
 
 pub mod app;
@@ -27,6 +28,7 @@ pub mod files;
 pub mod http;
 pub mod ops;
 pub mod power;
+pub mod presence;
 pub mod supervisor;
 pub mod systemd;
 pub mod telemetry;

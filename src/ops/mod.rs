@@ -6,6 +6,7 @@
 //! - `error.rs`: the one error type, with its status and JSON body.
 //! - `input.rs`: JSON input and object keys read the same way for every
 //!   adapter.
+//! - `agents.rs`: the daemons sharing the database (staff only).
 //! - `credentials.rs`: shared BMC logins (staff only).
 //! - `locations.rs`: locations and labels.
 //! - `networks.rs`: networks and their DHCP pools.
@@ -29,6 +30,7 @@
 //! Authentication (a token to a `Principal`) is the adapter's; whether the
 //! actor may do the operation is decided here.
 
+pub mod agents;
 pub mod credentials;
 pub mod deployments;
 pub mod error;
@@ -49,8 +51,8 @@ use std::sync::Arc;
 use bootloader_core::model::TokenScope;
 use bootloader_store::engine::EngineStore;
 use bootloader_store::{
-    BootStore, InventoryStore, LeaseStore, OutboxStore, Principal, ProfileStore, SessionStore,
-    Store, TimelineStore, UserStore,
+    AgentStore, BootStore, InventoryStore, LeaseStore, OutboxStore, Principal, ProfileStore,
+    SessionStore, Store, TimelineStore, UserStore,
 };
 
 pub use error::{Error, Validator};
@@ -145,6 +147,8 @@ pub struct Ops {
     pub timeline: Arc<dyn TimelineStore>,
     pub leases: Arc<dyn LeaseStore>,
     pub outbox: Arc<dyn OutboxStore>,
+    /// The daemons sharing the database.
+    pub agents: Arc<dyn AgentStore>,
     pub engine: Arc<Engine>,
     pub power: Arc<PowerService>,
 }
@@ -162,6 +166,7 @@ impl Ops {
             timeline: store.clone(),
             leases: store.clone(),
             outbox: store.clone(),
+            agents: store.clone(),
             engine,
             power,
         }

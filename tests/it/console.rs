@@ -376,6 +376,14 @@ async fn forms_and_permissions(backend: Backend) {
         a.body.contains("Location dc1 created."),
         "the message is shown"
     );
+    // This daemon, as the agent of every location (none is configured).
+    let (_, agents) = d.get("/agents").await;
+    let me = agents["results"][0]["name"].as_str().expect("registered");
+    assert!(
+        a.body.contains(me) && a.body.contains("s-up") && a.body.contains("every location"),
+        "{}",
+        a.body
+    );
     assert!(
         a.set_cookies.iter().any(|c| c.starts_with("bl_flash=;")),
         "once"
@@ -621,6 +629,10 @@ async fn forms_and_permissions(backend: Backend) {
     assert!(!page.body.contains("Deploy</button>") && !page.body.contains(">Delete<"));
     let a = r.get("/ui/locations").await;
     assert!(!a.body.contains("Add the location"));
+    assert!(
+        !a.body.contains("Daemons serving them"),
+        "agents are for staff"
+    );
     let reader_token = token_in(&page.body);
     let a = r
         .post(

@@ -99,6 +99,48 @@ async fn each_deployment_runs_in_one_daemon_of_its_location() {
         "{name_a} {name_b} {name_c}"
     );
 
+    // Each daemon registered itself as its location's agent.
+    let (s, agents) = c.get("/agents").await;
+    assert_eq!(s, StatusCode::OK, "{agents}");
+    let mut seen: Vec<(String, String, String)> = agents["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap().to_string(),
+                a["location"].as_str().unwrap_or("").to_string(),
+                a["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut want = vec![
+        (name_a.clone(), "dc1".to_string(), "up".to_string()),
+        (name_b.clone(), "dc1".to_string(), "up".to_string()),
+        (name_c.clone(), "dc2".to_string(), "up".to_string()),
+    ];
+    want.sort();
+    assert_eq!(seen, want, "{agents}");
+    let (s, body) = a.delete(&format!("/agents/{name_c}")).await;
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "a running daemon is not forgotten: {body}"
+    );
+    // Agents are for staff: a user who only reads is refused.
+    let (s, body) = a
+        .post("/users", json!({"name": "viewer", "is_staff": false}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let (s, body) = a.post("/tokens", json!({"user": "viewer"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let viewer = body["token"].as_str().unwrap().to_string();
+    let (s, body) = a
+        .call_as(Some(&viewer), reqwest::Method::GET, "/agents", None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+
     a.seed_location().await;
     let (s, body) = a.post("/locations", json!({"name": "dc2"})).await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
@@ -162,7 +204,19 @@ async fn each_deployment_runs_in_one_daemon_of_its_location() {
     let base = common::callback_base(&staying.base, "52:54:00:5d:00:02").await;
     let r = reqwest::get(format!("{base}preparing")).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    let stopping_name = if staying_name == name_a {
+        name_b.clone()
+    } else {
+        name_a.clone()
+    };
     stopping.stop().await;
+    // It said it stopped, and may now be forgotten.
+    let (s, agent) = staying.get(&format!("/agents/{stopping_name}")).await;
+    assert_eq!(
+        (s, agent["state"].as_str()),
+        (StatusCode::OK, Some("stopped")),
+        "{agent}"
+    );
     let moved = wait_for(&staying, second, "handed over", |d| {
         d["runner"] == staying_name.as_str()
     })
@@ -176,6 +230,10 @@ async fn each_deployment_runs_in_one_daemon_of_its_location() {
         let (_, d) = c.get(&format!("/deployments/{id}")).await;
         assert_ne!(d["runner"], name_c.as_str(), "{d}");
     }
+    let (s, body) = staying.delete(&format!("/agents/{stopping_name}")).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    let (_, agents) = staying.get("/agents").await;
+    assert_eq!(agents["count"], 2, "{agents}");
     staying.stop().await;
     c.stop().await;
     store_a.drop_database().await;

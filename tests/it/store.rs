@@ -535,7 +535,113 @@ async fn sessions_end_as_they_should(backend: Backend) {
     ts.drop_database().await;
 }
 
+/// A daemon's reports: the first creates its agent and publishes its
+/// start, later ones only refresh it; its state follows its last report
+/// (gone after 90 s of silence, stopped when it said so); a new start is
+/// published again; a forgotten agent is gone from the list.
+async fn agents_follow_their_reports(backend: Backend) {
+    use bootloader_store::{AgentListener, AgentReport, AgentState};
+    use time::{Duration, OffsetDateTime};
+
+    let ts = TestStore::new(backend).await;
+    let store = open(&ts).await;
+    let t0 = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let report = |at: OffsetDateTime, started_at: OffsetDateTime, http_up: bool| AgentReport {
+        name: "boot1-0a0b0c0d".into(),
+        location: Some("dc1".into()),
+        url: "http://10.0.0.1:8080".into(),
+        version: "9.9.9".into(),
+        started_at,
+        listeners: vec![
+            AgentListener {
+                name: "http".into(),
+                address: "10.0.0.1:8080".into(),
+                interface: None,
+                up: http_up,
+            },
+            AgentListener {
+                name: "dhcp".into(),
+                address: "0.0.0.0:67".into(),
+                interface: Some("eth1".into()),
+                up: true,
+            },
+        ],
+        services_down: vec![],
+        at,
+    };
+    let started = || async {
+        store
+            .pending_events(1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.routing_key.starts_with("agent."))
+            .map(|e| e.routing_key)
+            .collect::<Vec<_>>()
+    };
+
+    let a = store.report_agent(&report(t0, t0, true)).await.unwrap();
+    assert_eq!(a.state, AgentState::Up);
+    assert_eq!(a.location.as_deref(), Some("dc1"));
+    assert_eq!(a.listeners[1].interface.as_deref(), Some("eth1"));
+    store
+        .report_agent(&report(t0 + Duration::seconds(30), t0, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        started().await,
+        ["agent.started"],
+        "a refresh publishes nothing"
+    );
+    let now = t0 + Duration::seconds(60);
+    let listed = store.list_agents(now).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].state,
+        AgentState::Degraded,
+        "its http listener is down"
+    );
+    assert_eq!(listed[0].last_seen, t0 + Duration::seconds(30));
+    let later = t0 + Duration::seconds(30 + 91);
+    assert_eq!(
+        store.agent("boot1-0a0b0c0d", later).await.unwrap().state,
+        AgentState::Gone
+    );
+
+    // Restarted: a new start; then stopped.
+    let t1 = t0 + Duration::minutes(10);
+    let again = store.report_agent(&report(t1, t1, true)).await.unwrap();
+    assert_eq!((again.state, again.started_at), (AgentState::Up, t1));
+    store.agent_stopped("boot1-0a0b0c0d", t1).await.unwrap();
+    let stopped = store.agent("boot1-0a0b0c0d", t1).await.unwrap();
+    assert_eq!(stopped.state, AgentState::Stopped);
+    assert_eq!(stopped.stopped_at, Some(t1));
+    assert_eq!(
+        started().await,
+        ["agent.started", "agent.started", "agent.stopped"]
+    );
+    // A report after a stop is a running daemon again.
+    let back = store
+        .report_agent(&report(t1 + Duration::seconds(1), t1, true))
+        .await
+        .unwrap();
+    assert_eq!((back.state, back.stopped_at), (AgentState::Up, None));
+
+    store.delete_agent("boot1-0a0b0c0d", t1).await.unwrap();
+    assert!(store.list_agents(t1).await.unwrap().is_empty());
+    assert!(matches!(
+        store.agent("boot1-0a0b0c0d", t1).await,
+        Err(bootloader_store::StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.agent_stopped("nobody", t1).await,
+        Err(bootloader_store::StoreError::NotFound { .. })
+    ));
+    ts.drop_database().await;
+}
+
 on_both_backends!(
+    agents_follow_their_reports,
     sessions_end_as_they_should,
     leases_have_one_holder,
     a_stale_transition_is_refused,

@@ -6,6 +6,7 @@
 //! transaction. BMC passwords are sealed by `cipher.rs` before they reach
 //! SQL and are opened only by `bmc_password`.
 
+pub mod agents;
 pub mod boot;
 mod boot_sql;
 pub mod cipher;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+pub use agents::{Agent, AgentListener, AgentReport, AgentState, AgentStore};
 pub use boot::{BootStore, LeaseStore, TimelineStore};
 pub use cipher::{CipherError, SecretCipher};
 pub use engine::{EngineStore, LockStore};
@@ -125,6 +127,7 @@ pub trait Store:
     + EngineStore
     + LockStore
     + PowerStore
+    + AgentStore
     + Send
     + Sync
     + 'static

@@ -4,6 +4,7 @@
 //! JSON body with the right status. The OpenAPI document is generated from
 //! the handlers' annotations.
 
+pub mod agents;
 pub mod boot;
 pub mod credentials;
 pub mod deployments;
@@ -59,7 +60,7 @@ pub async fn index() -> Json<serde_json::Value> {
         "openapi": "/api/v1alpha2/openapi.json",
         "authentication": "Authorization: Token <key>",
         "resources": [
-            "credentials", "interfaces", "labels", "leases", "locations", "networks", "profiles",
+            "agents", "credentials", "interfaces", "labels", "leases", "locations", "networks", "profiles",
             "servers", "ssh_authorized_keys", "timeline", "tokens", "users"
         ],
     }))
@@ -89,6 +90,8 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             networks::update_network,
             networks::delete_network
         ))
+        .routes(routes!(agents::list_agents))
+        .routes(routes!(agents::get_agent, agents::delete_agent))
         .routes(routes!(
             credentials::list_credentials,
             credentials::create_credential

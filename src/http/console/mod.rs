@@ -140,6 +140,7 @@ pub fn routes(state: ConsoleState) -> Router {
         )
         .route("/ui/locations/{name}/delete", post(places::delete_location))
         .route("/ui/networks/{id}/delete", post(places::delete_network))
+        .route("/ui/agents/{name}/delete", post(places::delete_agent))
         .route("/ui/labels", get(people::labels).post(people::create_label))
         .route("/ui/labels/{name}/delete", post(people::delete_label))
         .route(

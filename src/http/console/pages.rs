@@ -178,6 +178,12 @@ pub async fn dashboard(State(state): State<ConsoleState>, viewer: Viewer) -> Res
         .collect();
     let failing_bmcs = ops.power.failing(10).await.unwrap_or_default();
     let backlog = ops::events::backlog(ops, &actor).await.ok();
+    // Every daemon on this database, for staff (as the API allows).
+    let agents = if viewer.session.principal.is_staff {
+        ops::agents::list(ops, &actor).await.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     Page::new(&state, &viewer, "dashboard.html")
         .with("section", "dashboard")
         .with("active", active)
@@ -189,6 +195,7 @@ pub async fn dashboard(State(state): State<ConsoleState>, viewer: Viewer) -> Res
         .with("relay", state.app.relay.status())
         .with("backlog", backlog)
         .with("failing_bmcs", failing_bmcs)
+        .with("agents", agents)
         .render()
 }
 

@@ -26,9 +26,20 @@ pub(super) async fn locations_page<'a>(state: &'a ConsoleState, viewer: &'a View
         .await
         .map(|l| l.items)
         .unwrap_or_default();
+    // The daemons serving each location are for staff, as in the API.
+    let agents = if viewer.session.principal.is_staff {
+        ops::agents::list(&state.app.ops, &viewer.actor())
+            .await
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let location_names: Vec<String> = items.iter().map(|l| l.name.to_string()).collect();
     Page::new(state, viewer, "locations.html")
         .with("section", "locations")
         .with("locations", items)
+        .with("location_names", location_names)
+        .with("agents", agents)
 }
 
 pub async fn create_location(
@@ -150,6 +161,22 @@ pub async fn delete_network(
         Err(e) => done(
             "/ui/networks",
             &format!("Network not deleted: {}", describe(e)),
+        ),
+    }
+}
+
+/// Forgets a daemon that no longer reports (the API's `DELETE /agents/{name}`).
+pub async fn delete_agent(
+    State(state): State<ConsoleState>,
+    Path(name): Path<String>,
+    Change { viewer, .. }: Change,
+) -> Response {
+    match ops::agents::delete(&state.app.ops, &viewer.actor(), &name).await {
+        Ok(_) => done("/ui/locations", &format!("Daemon {name} forgotten.")),
+        Err(e @ Error::Forbidden(_)) => error_page(&state, e),
+        Err(e) => done(
+            "/ui/locations",
+            &format!("Daemon {name} not forgotten: {}", describe(e)),
         ),
     }
 }

@@ -5,6 +5,7 @@
 //! knows a table. A change to a field here is a change to the API and to
 //! the events: `tests.rs` holds each one's JSON to its published shape.
 
+pub mod agents;
 pub mod boot;
 pub mod deployment;
 pub mod events;

@@ -330,3 +330,33 @@ fn events_without_a_whole_object() {
         json!({"id": 1, "name": "ops", "set": true}),
     );
 }
+
+#[test]
+fn agents() {
+    use super::agents::{Agent, AgentListener, AgentState};
+    check(
+        &Agent {
+            id: 2,
+            name: "boot1-0a0b0c0d".into(),
+            location: Some("dc1".into()),
+            url: "http://10.0.0.1:8080".into(),
+            version: "0.1.0".into(),
+            started_at: at(),
+            last_seen: at(),
+            stopped_at: None,
+            state: AgentState::Degraded,
+            listeners: vec![AgentListener {
+                name: "dhcp".into(),
+                address: "0.0.0.0:67".into(),
+                interface: Some("eth1".into()),
+                up: false,
+            }],
+            services_down: vec!["tftp".into()],
+        },
+        json!({"id": 2, "name": "boot1-0a0b0c0d", "location": "dc1",
+            "url": "http://10.0.0.1:8080", "version": "0.1.0", "started_at": AT,
+            "last_seen": AT, "stopped_at": null, "state": "degraded",
+            "listeners": [{"name": "dhcp", "address": "0.0.0.0:67", "interface": "eth1", "up": false}],
+            "services_down": ["tftp"]}),
+    );
+}

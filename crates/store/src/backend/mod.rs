@@ -13,6 +13,7 @@ use super::{Backend, Db, FOR_UPDATE};
 
 type Conn = <Db as sqlx::Database>::Connection;
 
+mod agents;
 mod boot;
 mod engine;
 mod helpers;

@@ -1,0 +1,38 @@
+//! The daemons sharing the database, each its location's agent: staff
+//! read them and forget one that is gone for good (a host retired or
+//! reinstalled under a new instance name).
+
+use time::OffsetDateTime;
+
+use bootloader_store::{Agent, AgentState};
+
+use super::{Actor, Error, Ops};
+
+pub async fn list(ops: &Ops, actor: &Actor) -> Result<Vec<Agent>, Error> {
+    actor.require_staff("see agents")?;
+    Ok(ops.agents.list_agents(OffsetDateTime::now_utc()).await?)
+}
+
+pub async fn get(ops: &Ops, actor: &Actor, name: &str) -> Result<Agent, Error> {
+    actor.require_staff("see agents")?;
+    Ok(ops.agents.agent(name, OffsetDateTime::now_utc()).await?)
+}
+
+/// Forgets an agent that no longer reports (gone or stopped); a running
+/// one is refused, since it would register again at its next report.
+pub async fn delete(ops: &Ops, actor: &Actor, name: &str) -> Result<Agent, Error> {
+    actor.require_write()?;
+    let now = OffsetDateTime::now_utc();
+    let agent = ops.agents.agent(name, now).await?;
+    if matches!(agent.state, AgentState::Up | AgentState::Degraded) {
+        let ago = (now - agent.last_seen).whole_seconds().max(0);
+        return Err(Error::Conflict {
+            message: format!(
+                "agent {name} is running (it reported {ago} s ago) and would register again; \
+                 stop that daemon first"
+            ),
+            fields: Default::default(),
+        });
+    }
+    Ok(ops.agents.delete_agent(name, now).await?)
+}
