@@ -144,6 +144,12 @@ pub async fn leases(
     Ok(ops.leases.list_leases(network, page).await?)
 }
 
+/// Addresses held now (offered or bound, not expired) per network id.
+pub async fn held_leases(ops: &Ops, _: &Actor) -> Result<Vec<(i64, u64)>, Error> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    Ok(ops.leases.held_leases(now).await?)
+}
+
 /// The leases a server's interfaces hold, one per interface that is on a
 /// network and has one.
 pub async fn leases_of(

@@ -126,6 +126,9 @@ async fn leases_have_one_holder(backend: Backend) {
             .unwrap()
             .is_held(now + 31)
     );
+    // Held, it counts toward its network's use; expired, it does not.
+    assert_eq!(store.held_leases(now + 31).await.unwrap(), [(net, 1)]);
+    assert!(store.held_leases(now + 61).await.unwrap().is_empty());
     // Once it has expired, the other client may have it.
     assert!(
         store
@@ -137,6 +140,14 @@ async fn leases_have_one_holder(backend: Backend) {
         store.lease_of(net, other).await.unwrap().unwrap().ip,
         Ipv4Addr::new(10, 9, 0, 150)
     );
+    // Released, it is no longer held.
+    assert!(
+        store
+            .release_lease(net, Ipv4Addr::new(10, 9, 0, 150), other, now + 121)
+            .await
+            .unwrap()
+    );
+    assert!(store.held_leases(now + 122).await.unwrap().is_empty());
     ts.drop_database().await;
 }
 

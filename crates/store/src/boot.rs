@@ -146,6 +146,9 @@ pub trait LeaseStore: Send + Sync + 'static {
     ) -> Result<bool>;
     /// Leases, optionally of one network, by address.
     async fn list_leases(&self, network_id: Option<i64>, page: Page) -> Result<Listing<Lease>>;
+    /// Addresses held at `now` (unix seconds: offered or bound, not
+    /// expired) per network id, for networks holding any.
+    async fn held_leases(&self, now: i64) -> Result<Vec<(i64, u64)>>;
 }
 
 /// The boot timeline: what each machine asked and what it was answered.

@@ -83,25 +83,23 @@ pub(super) fn describe(e: Error) -> String {
     text
 }
 
-/// A network's pool: addresses leased (the lease rows it holds) and its
-/// size (0 without a pool).
-pub(super) async fn pool_use(
+/// Addresses held now (offered or bound, not expired) per network id, as
+/// the `/metrics` gauge counts them; one read for every network on a page.
+pub(super) async fn held_leases(
     state: &ConsoleState,
     actor: &ops::Actor,
-    network: i64,
-    pool: Option<&bootloader_core::published::inventory::Pool>,
-) -> (u64, u64) {
-    let size = pool.map_or(0, |p| {
-        u64::from(u32::from(p.end)).saturating_sub(u64::from(u32::from(p.start))) + 1
-    });
-    let one = Window {
-        limit: 1,
-        offset: 0,
-    };
-    let held = ops::timeline::leases(&state.app.ops, actor, Some(network), one)
+) -> std::collections::HashMap<i64, u64> {
+    ops::timeline::held_leases(&state.app.ops, actor)
         .await
-        .map_or(0, |l| l.total);
-    (held, size)
+        .map(|held| held.into_iter().collect())
+        .unwrap_or_default()
+}
+
+/// A pool's size in addresses.
+pub(super) fn pool_size(pool: Option<&bootloader_core::published::inventory::Pool>) -> u64 {
+    pool.map_or(0, |p| {
+        u64::from(u32::from(p.end)).saturating_sub(u64::from(u32::from(p.start))) + 1
+    })
 }
 
 // ---------------------------------------------------------------- dashboard
@@ -153,10 +151,14 @@ pub async fn dashboard(State(state): State<ConsoleState>, viewer: Viewer) -> Res
         .await
         .unwrap_or_default();
     let mut pools = Vec::new();
+    let held_by_network = held_leases(&state, &actor).await;
     if let Ok(networks) = ops::networks::list(ops, &actor, None, window(None)).await {
         for n in networks.items {
             let Some(pool) = n.pool else { continue };
-            let (held, size) = pool_use(&state, &actor, n.id, Some(&pool)).await;
+            let (held, size) = (
+                held_by_network.get(&n.id).copied().unwrap_or(0),
+                pool_size(Some(&pool)),
+            );
             pools.push(PoolUse {
                 network: n.cidr.to_string(),
                 id: n.id,

@@ -6,7 +6,7 @@ use axum::response::Response;
 use serde::Serialize;
 
 use super::ConsoleState;
-use super::pages::{describe, pool_use, window};
+use super::pages::{describe, held_leases, pool_size, window};
 use super::render::{Empty, Page, error_page, form_input};
 use super::session::{Change, Viewer, done};
 use crate::http::api::extract::Path;
@@ -89,15 +89,15 @@ pub(super) async fn networks_page<'a>(state: &'a ConsoleState, viewer: &'a Viewe
         .await
         .map(|l| l.items)
         .unwrap_or_default();
-    let mut rows = Vec::new();
-    for n in items {
-        let (held, size) = pool_use(state, &actor, n.id, n.pool.as_ref()).await;
-        rows.push(NetworkRow {
+    let held = held_leases(state, &actor).await;
+    let rows: Vec<NetworkRow> = items
+        .into_iter()
+        .map(|n| NetworkRow {
+            held: held.get(&n.id).copied().unwrap_or(0),
+            size: pool_size(n.pool.as_ref()),
             network: n,
-            held,
-            size,
-        });
-    }
+        })
+        .collect();
     let locations = ops::locations::list_locations(ops, &actor, window(None))
         .await
         .map(|l| l.items)

@@ -179,6 +179,21 @@ impl LeaseStore for Backend {
         Ok(declined)
     }
 
+    async fn held_leases(&self, now: i64) -> Result<Vec<(i64, u64)>> {
+        let mut conn = self.pool.acquire().await?;
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT network_id, COUNT(*) FROM leases \
+             WHERE state IN ('offered', 'bound') AND expires_at > $1 GROUP BY network_id",
+        )
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(network, n)| (network, n.max(0) as u64))
+            .collect())
+    }
+
     async fn list_leases(&self, network_id: Option<i64>, page: Page) -> Result<Listing<Lease>> {
         let mut conn = self.pool.acquire().await?;
         // Addresses sort as text here; the API sorts each page.
