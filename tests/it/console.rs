@@ -822,8 +822,18 @@ async fn a_deployment_page_follows_its_deployment(backend: Backend) {
     assert!(page.contains("No server matches."), "{page}");
     let (_, listed) = d.get("/servers?state=complete&search=LIVE1").await;
     assert_eq!(listed["count"], 1, "{listed}");
-    let (_, listed) = d.get("/servers?search=c0:00:01").await;
-    assert_eq!(listed["count"], 1, "by MAC: {listed}");
+    for term in [
+        "c0:00:01",
+        "C0-00-01",
+        "52-54-00-C0-00-01",
+        "52:54:00:c0:00:01",
+        "525400c00001",
+    ] {
+        let (_, listed) = d.get(&format!("/servers?search={term}")).await;
+        assert_eq!(listed["count"], 1, "by MAC as {term}: {listed}");
+    }
+    let (_, listed) = d.get("/servers?search=52:54:00:c0:00:02").await;
+    assert_eq!(listed["count"], 0, "another MAC: {listed}");
     let (_, listed) = d.get("/servers?search=100%25").await;
     assert_eq!(listed["count"], 0, "a % is a percent sign: {listed}");
     let (s, b) = d.get("/servers?state=sleeping").await;

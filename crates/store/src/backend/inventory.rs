@@ -549,23 +549,41 @@ impl InventoryStore for Backend {
         let loc = filter.location.as_ref().map(|l| l.as_str().to_string());
         let label = filter.label.as_ref().map(|l| l.as_str().to_string());
         let state = filter.deployment_state.map(|s| s.as_str().to_string());
-        // LIKE's wildcards in the term are matched as themselves.
-        let search = filter.search.as_ref().map(|t| {
+        // FQDNs and MACs are stored lower-case, so a lower-cased term
+        // matches them without `lower()` on the column (which would keep
+        // PostgreSQL from using anything but a scan); serials keep their
+        // case. LIKE's wildcards in the term are matched as themselves.
+        let term = filter.search.as_ref().map(|t| t.trim().to_lowercase());
+        let like = |t: &str| {
             let escaped = t
-                .trim()
-                .to_lowercase()
                 .replace('\\', "\\\\")
                 .replace('%', "\\%")
                 .replace('_', "\\_");
             format!("%{escaped}%")
-        });
-        let cond = "WHERE ($1 IS NULL OR l.name = $1) AND ($2 IS NULL OR EXISTS \
+        };
+        let search = term.as_deref().map(like);
+        // A whole MAC (any of its spellings) is looked up by the unique
+        // index on interfaces; part of one is matched with either
+        // separator.
+        let (mac_match, mac_term) = match term.as_deref() {
+            Some(t) => match t.parse::<bootloader_core::model::MacAddr>() {
+                Ok(mac) => ("i.mac = $5", Some(mac.to_string())),
+                Err(_) => (
+                    "i.mac LIKE $5 ESCAPE '\\'",
+                    Some(like(&t.replace('-', ":"))),
+                ),
+            },
+            None => ("$5 IS NULL", None),
+        };
+        let cond = format!(
+            "WHERE ($1 IS NULL OR l.name = $1) AND ($2 IS NULL OR EXISTS \
             (SELECT 1 FROM server_labels sl JOIN labels lb ON lb.id = sl.label_id \
              WHERE sl.server_id = s.id AND lb.name = $2)) \
-            AND ($3 IS NULL OR lower(s.fqdn) LIKE $3 ESCAPE '\\' OR lower(s.serial) LIKE $3 ESCAPE '\\' \
-             OR EXISTS (SELECT 1 FROM interfaces i WHERE i.server_id = s.id AND lower(i.mac) LIKE $3 ESCAPE '\\')) \
+            AND ($3 IS NULL OR s.fqdn LIKE $3 ESCAPE '\\' OR lower(s.serial) LIKE $3 ESCAPE '\\' \
+             OR s.id IN (SELECT i.server_id FROM interfaces i WHERE {mac_match})) \
             AND ($4 IS NULL OR (SELECT d.state FROM deployments d WHERE d.server_id = s.id \
-             ORDER BY d.id DESC LIMIT 1) = $4)";
+             ORDER BY d.id DESC LIMIT 1) = $4)"
+        );
         let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT COUNT(*) FROM servers s JOIN locations l ON l.id = s.location_id {cond}"
         )))
@@ -573,16 +591,18 @@ impl InventoryStore for Backend {
         .bind(&label)
         .bind(&search)
         .bind(&state)
+        .bind(&mac_term)
         .fetch_one(&mut *conn)
         .await?;
         let (limit, offset) = limit(page);
         let rows: Vec<ServerRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{SERVER_SELECT} {cond} ORDER BY s.id LIMIT $5 OFFSET $6"
+            "{SERVER_SELECT} {cond} ORDER BY s.id LIMIT $6 OFFSET $7"
         )))
         .bind(&loc)
         .bind(&label)
         .bind(&search)
         .bind(&state)
+        .bind(&mac_term)
         .bind(limit)
         .bind(offset)
         .fetch_all(&mut *conn)
