@@ -376,6 +376,30 @@ async fn forms_and_permissions(backend: Backend) {
         a.body.contains("Location dc1 created."),
         "the message is shown"
     );
+    // A parameter a page does not take, or a path naming nothing, is
+    // answered with a page, not the API's JSON.
+    for (path, status, says) in [
+        ("/ui/labels?foo=1", StatusCode::UNPROCESSABLE_ENTITY, "foo"),
+        (
+            "/ui/servers?offset=many",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "offset",
+        ),
+        ("/ui/profiles/abc", StatusCode::NOT_FOUND, "no such page"),
+        (
+            "/ui/deployments/x/live",
+            StatusCode::NOT_FOUND,
+            "no such page",
+        ),
+    ] {
+        let a = v.get(path).await;
+        assert_eq!(a.status, status, "{path}: {}", a.body);
+        assert!(
+            a.body.starts_with("<!doctype html>") && a.body.contains(says),
+            "{path}: {}",
+            a.body
+        );
+    }
     // This daemon, as the agent of every location (none is configured).
     let (_, agents) = d.get("/agents").await;
     let me = agents["results"][0]["name"].as_str().expect("registered");

@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use super::ConsoleState;
+use super::extract::Path;
 use super::session::Viewer;
-use crate::http::api::extract::Path;
 use crate::ops;
 
 /// How long a fetched avatar (or a miss) is kept.

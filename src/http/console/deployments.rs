@@ -1,16 +1,18 @@
 //! Deployments: the list by state and server, a deployment's page (its
 //! live updates are `live.rs`), cancel and repeat.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use super::extract::Query;
 use axum::response::Response;
 use serde::Deserialize;
 
 use super::ConsoleState;
+use super::extract::Path;
 use super::pages::{describe, pager, window};
 use super::render::{Page, error_page, human_seconds};
 use super::servers::marks;
 use super::session::{Change, Viewer, done};
-use crate::http::api::extract::Path;
 use crate::ops::{self, Error};
 use bootloader_core::model::{DeploymentState, Fqdn};
 
@@ -27,12 +29,8 @@ pub struct DeploymentListQuery {
 pub async fn deployments(
     State(state): State<ConsoleState>,
     viewer: Viewer,
-    query: Result<Query<DeploymentListQuery>, axum::extract::rejection::QueryRejection>,
+    Query(q): Query<DeploymentListQuery>,
 ) -> Response {
-    let Query(q) = match query {
-        Ok(q) => q,
-        Err(e) => return error_page(&state, Error::invalid_field("(query)", e.body_text())),
-    };
     let filter_state = match q.state.as_str() {
         "" => None,
         s => match s.parse::<DeploymentState>() {

@@ -15,9 +15,9 @@ use time::OffsetDateTime;
 use tokio::sync::{broadcast, mpsc};
 
 use super::ConsoleState;
+use super::extract::Path;
 use super::render::error_page;
 use super::session::Viewer;
-use crate::http::api::extract::Path;
 use crate::ops;
 use bootloader_store::engine::EngineStore;
 

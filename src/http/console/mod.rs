@@ -21,6 +21,7 @@
 
 mod avatars;
 mod deployments;
+mod extract;
 mod live;
 mod me;
 mod pages;

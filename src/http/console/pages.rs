@@ -73,15 +73,7 @@ pub(super) fn require_write(state: &ConsoleState, viewer: &Viewer) -> Result<(),
         .map_err(|e| Box::new(error_page(state, e)))
 }
 
-/// An error in one sentence, with its fields.
-pub(super) fn describe(e: Error) -> String {
-    let body = e.into_body();
-    let mut text = body.message;
-    for (field, messages) in body.fields {
-        text.push_str(&format!("; {field}: {}", messages.join(", ")));
-    }
-    text
-}
+pub(super) use super::render::describe;
 
 /// Addresses held now (offered or bound, not expired) per network id, as
 /// the `/metrics` gauge counts them; one read for every network on a page.

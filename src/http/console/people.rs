@@ -9,9 +9,9 @@ use axum::response::Response;
 use serde::Serialize;
 
 use super::ConsoleState;
+use super::extract::{Path, Query};
 use super::render::{Empty, Page, error_page, form_input};
 use super::session::{Change, Posted, Viewer, done};
-use crate::http::api::extract::{Path, Query};
 use crate::ops::{self, Error};
 use bootloader_core::model::Name;
 use bootloader_store::Page as Window;

@@ -6,16 +6,16 @@ use axum::response::Response;
 use serde::Serialize;
 
 use super::ConsoleState;
+use super::extract::{Path, Query};
 use super::pages::{describe, held_leases, pool_size, window};
 use super::render::{Empty, Page, error_page, form_input};
 use super::session::{Change, Viewer, done};
-use crate::http::api::extract::Path;
 use crate::ops::{self, Error};
 
 pub async fn locations(
     State(state): State<ConsoleState>,
     viewer: Viewer,
-    crate::http::api::extract::Query(q): crate::http::api::extract::Query<super::people::EditQuery>,
+    Query(q): Query<super::people::EditQuery>,
 ) -> Response {
     let page = Ok(locations_page(&state, &viewer).await);
     super::people::list_or_edit(&state, &viewer, "locations", q, page).await
@@ -68,7 +68,7 @@ pub async fn create_location(
 pub async fn networks(
     State(state): State<ConsoleState>,
     viewer: Viewer,
-    crate::http::api::extract::Query(q): crate::http::api::extract::Query<super::people::EditQuery>,
+    Query(q): Query<super::people::EditQuery>,
 ) -> Response {
     let page = Ok(networks_page(&state, &viewer).await);
     super::people::list_or_edit(&state, &viewer, "networks", q, page).await

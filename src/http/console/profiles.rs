@@ -4,16 +4,18 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use super::extract::Query;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 use super::ConsoleState;
+use super::extract::Path;
 use super::pages::{pager, require_write, window};
 use super::render::{Page, error_page};
 use super::session::{Change, Viewer, done};
-use crate::http::api::extract::Path;
 use crate::ops::{self, Error};
 use bootloader_store::ProfileFilter;
 
@@ -50,12 +52,8 @@ pub struct ProfileListQuery {
 pub async fn profiles(
     State(state): State<ConsoleState>,
     viewer: Viewer,
-    query: Result<Query<ProfileListQuery>, axum::extract::rejection::QueryRejection>,
+    Query(q): Query<ProfileListQuery>,
 ) -> Response {
-    let Query(q) = match query {
-        Ok(q) => q,
-        Err(e) => return error_page(&state, Error::invalid_field("(query)", e.body_text())),
-    };
     let filter = ProfileFilter {
         name: (!q.name.is_empty()).then(|| q.name.clone()),
         ..Default::default()
@@ -177,12 +175,8 @@ pub async fn profile(
     State(state): State<ConsoleState>,
     viewer: Viewer,
     Path(id): Path<i64>,
-    query: Result<Query<ProfileQuery>, axum::extract::rejection::QueryRejection>,
+    Query(q): Query<ProfileQuery>,
 ) -> Response {
-    let Query(q) = match query {
-        Ok(q) => q,
-        Err(e) => return error_page(&state, Error::invalid_field("(query)", e.body_text())),
-    };
     let ops = &state.app.ops;
     let actor = viewer.actor();
     let p = match ops::profiles::get(ops, &actor, &id.to_string()).await {

@@ -315,19 +315,26 @@ pub fn initials(name: &str) -> String {
         .to_uppercase()
 }
 
+/// An error in one sentence, each bad field named.
+pub fn describe(e: ops::Error) -> String {
+    let body = e.into_body();
+    let mut text = body.message;
+    for (field, messages) in body.fields {
+        text.push_str(&format!("; {field}: {}", messages.join(", ")));
+    }
+    text
+}
+
 /// An operation's failure as a page of its own (a page that cannot be
 /// shown at all: not found, forbidden, the store down).
 pub fn error_page(state: &ConsoleState, e: ops::Error) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let message = match &e {
-        ops::Error::Internal(_) => {
-            "Something went wrong inside the daemon; its log says what.".to_string()
-        }
-        other => other.to_string(),
-    };
-    if let ops::Error::Internal(detail) = &e {
+    let message = if let ops::Error::Internal(detail) = &e {
         tracing::error!(%detail, "console request failed");
-    }
+        "Something went wrong inside the daemon; its log says what.".to_string()
+    } else {
+        describe(e)
+    };
     Page::bare(state, "error.html")
         .with("status", status.as_u16())
         .with("message", message)

@@ -4,15 +4,17 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use super::extract::Query;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 use super::ConsoleState;
+use super::extract::Path;
 use super::pages::{describe, pager, require_write, window};
 use super::render::{Empty, Page, error_page, form_error, form_input, human_seconds};
 use super::session::{Change, Viewer, done, url_encode};
-use crate::http::api::extract::Path;
 use crate::ops::{self, Error};
 use bootloader_core::model::{DeploymentState, Fqdn};
 use bootloader_core::power::{PowerAction, PowerCommand};
@@ -35,12 +37,8 @@ pub struct ServerListQuery {
 pub async fn servers(
     State(state): State<ConsoleState>,
     viewer: Viewer,
-    query: Result<Query<ServerListQuery>, axum::extract::rejection::QueryRejection>,
+    Query(q): Query<ServerListQuery>,
 ) -> Response {
-    let Query(q) = match query {
-        Ok(q) => q,
-        Err(e) => return error_page(&state, Error::invalid_field("(query)", e.body_text())),
-    };
     let ops = &state.app.ops;
     let actor = viewer.actor();
     let search = ops::servers::ServerSearch {
