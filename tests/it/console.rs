@@ -1539,6 +1539,57 @@ async fn profile_pages(backend: Backend) {
         .await;
     assert_eq!(a.status, StatusCode::CONFLICT, "{}", a.body);
     assert!(a.body.contains("already"), "{}", a.body);
+
+    // A version a deployment used is kept, saying why; another goes.
+    d.seed_location().await;
+    let (s, b) = d
+        .post(
+            "/servers",
+            json!({"fqdn": "cmp1.dc1.example.com", "location": "dc1",
+                "interfaces": [{"name": "eth0", "mac": "52:54:00:c3:00:01"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = d
+        .post(
+            "/deployments",
+            json!({"server": "cmp1.dc1.example.com", "profile": "cmp==1.0"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert!(
+        page.body.contains("Delete this version"),
+        "staff may delete"
+    );
+    let a = v
+        .post(
+            &format!("/ui/profiles/{}/delete", p1["id"]),
+            &[("_csrf", &token)],
+        )
+        .await;
+    assert_eq!(a.location, format!("/ui/profiles/{}", p1["id"]));
+    let back = v.get(&a.location).await;
+    assert!(
+        back.body.contains("Profile cmp==1.0 not deleted")
+            && back.body.contains("used by 1 deployment"),
+        "{}",
+        back.body
+    );
+    let a = v
+        .post(
+            &format!("/ui/profiles/{}/delete", p2["id"]),
+            &[("_csrf", &token)],
+        )
+        .await;
+    assert_eq!(a.location, "/ui/profiles");
+    assert!(
+        v.get("/ui/profiles")
+            .await
+            .body
+            .contains("Profile cmp==1.1 deleted.")
+    );
+    let (s, _) = d.get(&format!("/profiles/{}", p2["id"])).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     d.stop().await;
     ts.drop_database().await;
 }

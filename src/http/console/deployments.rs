@@ -2,13 +2,11 @@
 //! live updates are `live.rs`), cancel and repeat.
 
 use axum::extract::State;
-
-use super::extract::Query;
 use axum::response::Response;
 use serde::Deserialize;
 
 use super::ConsoleState;
-use super::extract::Path;
+use super::extract::{Path, Query};
 use super::pages::{describe, pager, window};
 use super::render::{Page, error_page, human_seconds};
 use super::servers::marks;

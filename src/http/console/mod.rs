@@ -131,6 +131,7 @@ pub fn routes(state: ConsoleState) -> Router {
             get(profiles::new_profile).post(profiles::upload_profile),
         )
         .route("/ui/profiles/{id}", get(profiles::profile))
+        .route("/ui/profiles/{id}/delete", post(profiles::delete_profile))
         .route(
             "/ui/locations",
             get(places::locations).post(places::create_location),

@@ -5,16 +5,14 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-
-use super::extract::Query;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 use super::ConsoleState;
-use super::extract::Path;
+use super::extract::{Path, Query};
 use super::pages::{pager, require_write, window};
-use super::render::{Page, error_page};
+use super::render::{Page, describe, error_page};
 use super::session::{Change, Viewer, done};
 use crate::ops::{self, Error};
 use bootloader_store::ProfileFilter;
@@ -299,5 +297,28 @@ mod tests {
         assert_eq!(marks, " - +", "{d:?}");
         assert_eq!(d[3].new, Some(3));
         assert_eq!(d[1].old, Some(2));
+    }
+}
+
+/// Deletes one version (the API's `DELETE /profiles/{id}`); one that a
+/// deployment used is kept, and the message says why.
+pub async fn delete_profile(
+    State(state): State<ConsoleState>,
+    Path(id): Path<i64>,
+    Change { viewer, .. }: Change,
+) -> Response {
+    let ops = &state.app.ops;
+    let actor = viewer.actor();
+    let named = match ops::profiles::get(ops, &actor, &id.to_string()).await {
+        Ok(p) => format!("{}=={}", p.name, p.version),
+        Err(e) => return error_page(&state, e),
+    };
+    match ops::profiles::delete(ops, &actor, &id.to_string()).await {
+        Ok(()) => done("/ui/profiles", &format!("Profile {named} deleted.")),
+        Err(e @ Error::Forbidden(_)) => error_page(&state, e),
+        Err(e) => done(
+            &format!("/ui/profiles/{id}"),
+            &format!("Profile {named} not deleted: {}", describe(e)),
+        ),
     }
 }

@@ -5,13 +5,11 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-
-use super::extract::Query;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 use super::ConsoleState;
-use super::extract::Path;
+use super::extract::{Path, Query};
 use super::pages::{describe, pager, require_write, window};
 use super::render::{Empty, Page, error_page, form_error, form_input, human_seconds};
 use super::session::{Change, Viewer, done, url_encode};

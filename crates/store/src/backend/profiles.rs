@@ -121,6 +121,16 @@ impl ProfileStore for Backend {
 
     async fn delete_profile(&self, id: i64) -> Result<()> {
         let (_writer, mut tx) = self.begin_write().await?;
+        let used: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM deployments WHERE profile_id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if used > 0 {
+            return Err(StoreError::InUse(format!(
+                "profile {id} was used by {used} deployment(s), which keep it as their record of what ran"
+            )));
+        }
         let deleted = sqlx::query("DELETE FROM profiles WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
