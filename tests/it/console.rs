@@ -919,6 +919,10 @@ async fn an_operators_day_in_chromium() {
     b.click("form.form button[type=submit]").await;
     b.wait_for_text(".flash", 10, |t| t.contains("Location dc1 created."))
         .await;
+    // This daemon is listed among those serving the locations.
+    b.wait_for_text("#daemons + p + div table", 10, |t| t.contains("up"))
+        .await;
+    snap(&b, "locations").await;
     b.goto(&ui("/ui/networks")).await;
     b.choose("#f-location", "dc1").await;
     b.fill("#f-cidr", "10.0.0.1/24").await;
