@@ -161,11 +161,6 @@ impl StepName {
             StepName::Cleanup => "cleanup",
         }
     }
-
-    /// Whether the step must be present in every profile.
-    pub fn is_required(self) -> bool {
-        !matches!(self, StepName::Error | StepName::Cleanup)
-    }
 }
 
 impl fmt::Display for StepName {

@@ -203,7 +203,15 @@ impl Walker {
 
     fn profile(&mut self, root: &Map<String, Value>, version_text: Option<String>) -> Profile {
         self.check_keys(root, "", TOP_KEYS);
-        self.constant(root, "", "kind", "Profile");
+        // The older system compared the kind without regard to case.
+        if let Some(kind) = self.req_str(root, "", "kind")
+            && !kind.eq_ignore_ascii_case("Profile")
+        {
+            self.err(
+                "kind",
+                format!("must be \"Profile\" (in any case), found {kind:?}"),
+            );
+        }
         self.constant(root, "", "apiVersion", "v1alpha1");
 
         let name = self
@@ -360,10 +368,9 @@ impl Walker {
         }
         for step in StepName::ALL {
             let path = format!("workflow.{step}");
-            match map.get(step.as_str()) {
-                None if step.is_required() => self.err(path, "missing step"),
-                None => {}
-                Some(v) => *wf.step_mut(step) = self.step(v, &path, templates, checker),
+            // A step left out is an empty one: the older system skipped it.
+            if let Some(v) = map.get(step.as_str()) {
+                *wf.step_mut(step) = self.step(v, &path, templates, checker);
             }
         }
         wf
