@@ -18,9 +18,7 @@ use super::lease::{LeaseTimes, Leases, RequestAnswer};
 use super::sockets::{DhcpSocket, Port, destination, neighbour};
 use crate::config::DhcpSettings;
 use crate::timeline::Timeline;
-use bootloader_core::dhcp::classify::{
-    ClientInfo, Firmware, MessageKind, VendorClass, classify, decode,
-};
+use bootloader_core::dhcp::classify::{ClientInfo, MessageKind, VendorClass, classify, decode};
 use bootloader_core::dhcp::decide::{
     BootAnswer, DhcpDecision, Known, Mode, Policy, Purpose, decide,
 };
@@ -296,15 +294,8 @@ pub fn describe(client: &ClientInfo) -> String {
         MessageKind::Inform => "DHCPINFORM",
     };
     let mut s = kind.to_string();
-    match client.firmware {
-        Some(Firmware::Bios) => s.push_str(" arch=bios"),
-        Some(Firmware::EfiIa32) => s.push_str(" arch=efi-ia32"),
-        Some(Firmware::EfiX64) => s.push_str(" arch=efi-x64"),
-        Some(Firmware::EfiArm64) => s.push_str(" arch=efi-arm64"),
-        Some(Firmware::EfiHttpX64) => s.push_str(" arch=efi-http-x64"),
-        Some(Firmware::EfiHttpArm64) => s.push_str(" arch=efi-http-arm64"),
-        Some(Firmware::Other(c)) => s.push_str(&format!(" arch={c}")),
-        None => {}
+    if let Some(firmware) = client.firmware {
+        s.push_str(&format!(" arch={}", firmware.label()));
     }
     match &client.vendor_class {
         VendorClass::PxeClient => s.push_str(" vendor=PXEClient"),

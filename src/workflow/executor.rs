@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use super::download::DownloadCache;
 use super::templates::{Subject, Templates};
 use crate::power::service::{PowerCommand, PowerService};
-use bootloader_core::model::Via;
+use bootloader_core::dhcp::classify::Firmware;
+use bootloader_core::model::{Phase, Via};
+use bootloader_core::power::BootRequest;
 use bootloader_core::profile::{self, FileSource};
 use bootloader_core::workflow::plan::Work;
 use bootloader_store::{BootStore, InventoryStore, StoreError, TimelineStore};
@@ -89,6 +91,31 @@ impl Executor for StoreExecutor {
                 .await
                 .map_err(Failure::Final),
             Work::Power(command) => self.power(subject, command).await,
+            Work::Bootdev {
+                device,
+                persistent,
+                efi,
+            } => {
+                // Not said by the profile: as the machine last PXE-booted,
+                // so a UEFI machine is not sent to a legacy boot.
+                let (efi, how) = match efi {
+                    Some(efi) => (efi, ""),
+                    None => match self.last_firmware(subject).await {
+                        Some(true) => (true, " (EFI: the machine last PXE-booted so)"),
+                        Some(false) => (false, " (legacy: the machine last PXE-booted so)"),
+                        None => (false, " (legacy: the machine was not seen PXE-booting)"),
+                    },
+                };
+                let request = BootRequest {
+                    device,
+                    persistent,
+                    efi,
+                };
+                let said = self
+                    .power(subject, PowerCommand::SetBootDevice(request))
+                    .await?;
+                Ok(format!("{said}{how}"))
+            }
         }
     }
 
@@ -130,6 +157,27 @@ impl Executor for StoreExecutor {
 }
 
 impl StoreExecutor {
+    /// Whether the server's interfaces last PXE-booted in UEFI mode, by the
+    /// firmware the latest DHCP request in their timeline named (`None`:
+    /// no such request among their last 200 events).
+    async fn last_firmware(&self, subject: Subject<'_>) -> Option<bool> {
+        let server = self
+            .inventory
+            .server(&subject.deployment.server)
+            .await
+            .ok()?;
+        let macs: Vec<_> = server.interfaces.iter().map(|i| i.mac).collect();
+        if macs.is_empty() {
+            return None;
+        }
+        let events = self.timeline.boot_events(&macs, None, 200).await.ok()?;
+        events
+            .iter()
+            .filter(|(_, e)| e.phase == Phase::Dhcp)
+            .find_map(|(_, e)| Firmware::in_request(&e.request))
+            .and_then(Firmware::is_efi)
+    }
+
     async fn serve_template(
         &self,
         subject: Subject<'_>,

@@ -127,6 +127,24 @@ esac
         bytes[2] & 0x3f
     }
 
+    /// ipmitool through a wrapper that records its command line (the
+    /// bytes it sends) and whether the password came through the
+    /// environment, in the `argv` file; returns the wrapper's path.
+    fn ipmitool_wrapper(&self) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let wrapper = self.dir.path().join("ipmitool-wrapper");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\necho \"$* env=${{IPMI_PASSWORD:+set}}\" >> {}\nexec ipmitool \"$@\"\n",
+                self.dir.path().join("argv").display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        wrapper.display().to_string()
+    }
+
     fn file(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(name))
             .unwrap_or_default()
@@ -181,20 +199,7 @@ async fn power(d: &Daemon, fqdn: &str, action: &str) -> (StatusCode, Value) {
 /// driver.
 async fn commands_reach_the_bmc(driver: &str, backend: Backend) {
     let bmc = Bmc::start().await;
-    // ipmitool through a wrapper that records its command line and whether
-    // the password came through the environment.
-    let wrapper = bmc.dir.path().join("ipmitool-wrapper");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\necho \"$* env=${{IPMI_PASSWORD:+set}}\" >> {}\nexec ipmitool \"$@\"\n",
-            bmc.dir.path().join("argv").display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let wrapper = wrapper.display().to_string();
+    let wrapper = bmc.ipmitool_wrapper();
     // ipmi_sim answers cipher suite 3 only.
     let (store, d) = daemon(
         backend,
@@ -373,6 +378,110 @@ async fn commands_reach_the_bmc(driver: &str, backend: Backend) {
     ] {
         assert!(outbox.iter().any(|k| k == key), "{key} in {outbox:?}");
     }
+    d.stop().await;
+    store.drop_database().await;
+}
+
+/// A profile's boot device request reaches the BMC with the flags it
+/// asks for; without `efi` it follows how the machine last PXE-booted (its
+/// DHCP requests in the timeline), so a UEFI machine is not sent to a
+/// legacy boot. The older agent's spellings (`net`) are taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_boot_devices_follow_the_firmware() {
+    use bootloader_core::model::{Outcome, Phase};
+    use bootloader_core::published::boot::BootEvent;
+
+    let bmc = Bmc::start().await;
+    // Through ipmitool, whose command line shows the bytes the BMC gets
+    // (ipmi_sim hands only the device to its chassis program).
+    let wrapper = bmc.ipmitool_wrapper();
+    let (store, d) = daemon(
+        Backend::Sqlite,
+        &[
+            ("BOOTLOADER_POWER_IPMITOOL_CIPHER_SUITE", "3"),
+            ("BOOTLOADER_POWER_IPMITOOL", &wrapper),
+        ],
+    )
+    .await;
+    let fqdn = "uefi1.dc1.example.com";
+    add_server(&d, fqdn, bmc.port, "admin", "secret", "ipmitool").await;
+    // The boot flags each `set boot options` carried (parameter 5's first
+    // byte: 0x80 valid, 0x40 persistent, 0x20 EFI) and the device.
+    let sent_flags = || -> Vec<String> {
+        bmc.file("argv")
+            .lines()
+            .filter_map(|l| l.split(" raw 0x00 0x08 0x05 ").nth(1))
+            .map(|rest| rest.split(' ').take(2).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    let (_, server) = d.get(&format!("/servers/{fqdn}")).await;
+    let mac = server["interfaces"][0]["mac"].as_str().unwrap().to_string();
+    let profile = |name: &str, flags: &str| {
+        format!(
+            "kind: profile\napiVersion: v1alpha1\nname: {name}\nversion: '1'\nworkflow:\n  new: []\n  preparing:\n    - action: ipmi_command\n      command: bootdev\n      parameters: net\n{flags}templates: {{}}\n"
+        )
+    };
+    let run = async |name: &str| -> Value {
+        let (s, b) = d
+            .post(
+                "/deployments",
+                json!({"server": fqdn, "profile": format!("{name}==1")}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let id = b["id"].as_i64().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let (_, dep) = d.get(&format!("/deployments/{id}")).await;
+            if dep["state"] == "complete" || dep["state"] == "error" {
+                assert_eq!(dep["state"], "complete", "{dep}");
+                let (_, log) = d.get(&format!("/deployments/{id}/log")).await;
+                return log;
+            }
+            assert!(std::time::Instant::now() < deadline, "{dep}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    for (name, extra) in [
+        ("auto", ""),
+        ("pinned", "      persistent: true\n      efi: false\n"),
+    ] {
+        let (s, b) = d
+            .post_text("/profiles", &profile(name, extra), "application/yaml")
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+
+    // Never seen booting: legacy, as before.
+    let log = run("auto").await;
+    assert!(log.to_string().contains("not seen PXE-booting"), "{log}");
+    assert_eq!(sent_flags(), ["0x80 0x04"], "legacy, next boot, PXE");
+    assert_eq!(bmc.file("boot"), "pxe");
+
+    // Its firmware asked for an address as UEFI: the flags say EFI.
+    d.store
+        .record_boot_events(&[BootEvent {
+            at: time::OffsetDateTime::now_utc(),
+            mac: Some(mac.parse().unwrap()),
+            peer: "10.0.0.50:68".into(),
+            phase: Phase::Dhcp,
+            request: "DHCPDISCOVER arch=efi-x64 vendor=PXEClient".into(),
+            outcome: Outcome::Answered,
+            detail: "DHCPOFFER 10.0.0.50".into(),
+        }])
+        .await
+        .unwrap();
+    let log = run("auto").await;
+    assert!(
+        log.to_string()
+            .contains("EFI: the machine last PXE-booted so"),
+        "{log}"
+    );
+    assert_eq!(sent_flags()[1], "0xa0 0x04", "EFI, next boot, PXE");
+
+    // What the profile says wins.
+    run("pinned").await;
+    assert_eq!(sent_flags()[2], "0xc0 0x04", "legacy, persistent, PXE");
     d.stop().await;
     store.drop_database().await;
 }

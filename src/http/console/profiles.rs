@@ -286,20 +286,6 @@ pub async fn upload_profile(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_diff_keeps_removes_and_adds_lines() {
-        let d = diff("a\nb\nc\n", "a\nc\nd\n");
-        let marks: String = d.iter().map(|l| l.mark).collect();
-        assert_eq!(marks, " - +", "{d:?}");
-        assert_eq!(d[3].new, Some(3));
-        assert_eq!(d[1].old, Some(2));
-    }
-}
-
 /// Deletes one version (the API's `DELETE /profiles/{id}`); one that a
 /// deployment used is kept, and the message says why.
 pub async fn delete_profile(
@@ -320,5 +306,19 @@ pub async fn delete_profile(
             &format!("/ui/profiles/{id}"),
             &format!("Profile {named} not deleted: {}", describe(e)),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_diff_keeps_removes_and_adds_lines() {
+        let d = diff("a\nb\nc\n", "a\nc\nd\n");
+        let marks: String = d.iter().map(|l| l.mark).collect();
+        assert_eq!(marks, " - +", "{d:?}");
+        assert_eq!(d[3].new, Some(3));
+        assert_eq!(d[1].old, Some(2));
     }
 }

@@ -231,7 +231,7 @@ fn kind(work: Work<'_>) -> &'static str {
         Work::Echo { .. } => "echo",
         Work::Serve { .. } => "serve",
         Work::Unserve { .. } => "unserve",
-        Work::Power(_) => "power",
+        Work::Power(_) | Work::Bootdev { .. } => "power",
     }
 }
 
@@ -699,8 +699,7 @@ async fn a_deployment_another_daemon_took_over_is_left_alone() {
 async fn what_no_driver_can_do_fails_without_reaching_the_executor() {
     let steps = "  preparing:
     - action: ipmi_command
-      command: bootdev
-      parameters: safe
+      command: health
 ";
     let bench = Bench::new(&profile(steps), Script::default());
     let view = bench.finish().await;
@@ -708,7 +707,7 @@ async fn what_no_driver_can_do_fails_without_reaching_the_executor() {
     assert_eq!(
         view.record.error.as_deref(),
         Some(
-            "preparing #1 ipmi_command bootdev safe: bootdev safe is not supported by the power drivers"
+            "preparing #1 ipmi_command health: this ipmi_command is a query the power drivers do not run as a step"
         )
     );
     assert!(bench.script.started().is_empty());

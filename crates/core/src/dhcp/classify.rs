@@ -54,6 +54,48 @@ impl Firmware {
     pub fn is_http_boot(self) -> bool {
         matches!(self, Self::EfiHttpX64 | Self::EfiHttpArm64)
     }
+
+    /// Whether the firmware boots the machine in UEFI mode (`None`: a code
+    /// we do not know).
+    pub fn is_efi(self) -> Option<bool> {
+        match self {
+            Self::Bios => Some(false),
+            Self::Other(_) => None,
+            _ => Some(true),
+        }
+    }
+
+    /// How the timeline writes it, after `arch=`.
+    pub fn label(self) -> String {
+        match self {
+            Self::Bios => "bios".into(),
+            Self::EfiIa32 => "efi-ia32".into(),
+            Self::EfiX64 => "efi-x64".into(),
+            Self::EfiArm64 => "efi-arm64".into(),
+            Self::EfiHttpX64 => "efi-http-x64".into(),
+            Self::EfiHttpArm64 => "efi-http-arm64".into(),
+            Self::Other(code) => code.to_string(),
+        }
+    }
+
+    /// The firmware a timeline request names with `arch=` (as
+    /// [`Firmware::label`] wrote it), if it names one.
+    pub fn in_request(request: &str) -> Option<Self> {
+        let label = request
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("arch="))?;
+        [
+            Self::Bios,
+            Self::EfiIa32,
+            Self::EfiX64,
+            Self::EfiArm64,
+            Self::EfiHttpX64,
+            Self::EfiHttpArm64,
+        ]
+        .into_iter()
+        .find(|f| f.label() == label)
+        .or_else(|| label.parse().ok().map(Self::Other))
+    }
 }
 
 /// Option 60 as far as booting is concerned.
@@ -436,5 +478,18 @@ pub(crate) mod tests {
         let mut ib = discover(mac);
         ib.set_htype(v4::HType::IEEE802);
         assert_eq!(classify(&ib), Err(ClassifyError::NotEthernet));
+    }
+
+    #[test]
+    fn firmware_reads_back_from_the_timeline() {
+        for code in [0u16, 6, 7, 9, 11, 16, 19, 42] {
+            let f = Firmware::from_arch(code);
+            let request = format!("DHCPDISCOVER arch={} vendor=PXEClient", f.label());
+            assert_eq!(Firmware::in_request(&request), Some(f), "{request}");
+        }
+        assert_eq!(Firmware::in_request("DHCPREQUEST vendor=PXEClient"), None);
+        assert_eq!(Firmware::from_arch(0).is_efi(), Some(false));
+        assert_eq!(Firmware::from_arch(7).is_efi(), Some(true));
+        assert_eq!(Firmware::from_arch(42).is_efi(), None);
     }
 }

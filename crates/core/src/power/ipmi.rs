@@ -71,6 +71,7 @@ pub fn chassis_control(action: PowerAction) -> RawRequest {
         PowerAction::On => 0x01,
         PowerAction::Cycle => 0x02,
         PowerAction::Reset => 0x03,
+        PowerAction::Diag => 0x04,
         PowerAction::Soft => 0x05,
     };
     RawRequest {
@@ -92,10 +93,13 @@ pub fn set_boot_flags(req: BootRequest) -> RawRequest {
         flags |= 0x20;
     }
     let device = match req.device {
+        BootDevice::Default => 0x00,
         BootDevice::Pxe => 0x01,
         BootDevice::Disk => 0x02,
+        BootDevice::Safe => 0x03,
         BootDevice::Cdrom => 0x05,
         BootDevice::Bios => 0x06,
+        BootDevice::Floppy => 0x0F,
     };
     RawRequest {
         netfn: NETFN_CHASSIS,
@@ -146,9 +150,11 @@ pub fn parse_boot_flags(data: &[u8]) -> Result<BootFlags, PowerError> {
     let device = match (dev >> 2) & 0x0F {
         0x00 => None,
         0x01 => Some(BootDevice::Pxe),
-        0x02 | 0x03 => Some(BootDevice::Disk),
+        0x02 => Some(BootDevice::Disk),
+        0x03 => Some(BootDevice::Safe),
         0x05 => Some(BootDevice::Cdrom),
         0x06 => Some(BootDevice::Bios),
+        0x0F => Some(BootDevice::Floppy),
         other => {
             return Err(PowerError::Protocol(format!(
                 "boot device selector {other:#x} is not one we set"
@@ -222,6 +228,7 @@ mod tests {
             (PowerAction::On, 1),
             (PowerAction::Cycle, 2),
             (PowerAction::Reset, 3),
+            (PowerAction::Diag, 4),
             (PowerAction::Soft, 5),
         ] {
             let r = chassis_control(action);
@@ -238,8 +245,10 @@ mod tests {
         for device in [
             BootDevice::Pxe,
             BootDevice::Disk,
+            BootDevice::Safe,
             BootDevice::Cdrom,
             BootDevice::Bios,
+            BootDevice::Floppy,
         ] {
             for persistent in [false, true] {
                 for efi in [false, true] {
@@ -293,7 +302,14 @@ mod tests {
         );
         assert!(parse_boot_flags(&[1, 5]).is_err());
         assert!(parse_boot_flags(&[1, 4, 0x80, 0x04, 0, 0, 0]).is_err());
-        assert!(parse_boot_flags(&[1, 5, 0x80, 0x3C, 0, 0, 0]).is_err());
+        assert_eq!(
+            parse_boot_flags(&[1, 5, 0x80, 0x3C, 0, 0, 0])
+                .unwrap()
+                .device,
+            Some(BootDevice::Floppy)
+        );
+        // Selectors we never set (remote media, primary remote) are not read.
+        assert!(parse_boot_flags(&[1, 5, 0x80, 0x1C, 0, 0, 0]).is_err());
         // Bit 7 of the parameter byte (locked) is not part of the number.
         assert_eq!(
             parse_boot_flags(&[1, 0x85, 0x80, 0x04, 0, 0, 0])

@@ -31,15 +31,18 @@ pub enum PowerAction {
     Reset,
     /// ACPI soft shutdown: the OS is asked to shut down.
     Soft,
+    /// A diagnostic interrupt (NMI): the OS dumps or panics as it is set.
+    Diag,
 }
 
 impl PowerAction {
-    pub const ALL: [PowerAction; 5] = [
+    pub const ALL: [PowerAction; 6] = [
         PowerAction::On,
         PowerAction::Off,
         PowerAction::Cycle,
         PowerAction::Reset,
         PowerAction::Soft,
+        PowerAction::Diag,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -49,6 +52,7 @@ impl PowerAction {
             Self::Cycle => "cycle",
             Self::Reset => "reset",
             Self::Soft => "soft",
+            Self::Diag => "diag",
         }
     }
 
@@ -66,7 +70,7 @@ impl FromStr for PowerAction {
             .into_iter()
             .find(|a| a.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown power action {s:?} (expected on, off, cycle, reset or soft)")
+                format!("unknown power action {s:?} (expected on, off, cycle, reset, soft or diag)")
             })
     }
 }
@@ -92,8 +96,15 @@ pub enum PowerState {
 pub enum BootDevice {
     Pxe,
     Disk,
+    /// The default disk, in the firmware's safe mode.
+    Safe,
+    /// Firmware setup.
     Bios,
     Cdrom,
+    /// Floppy or the primary removable medium.
+    Floppy,
+    /// No override: the firmware's own boot order.
+    Default,
 }
 
 impl BootDevice {
@@ -101,8 +112,11 @@ impl BootDevice {
         match self {
             Self::Pxe => "pxe",
             Self::Disk => "disk",
+            Self::Safe => "safe",
             Self::Bios => "bios",
             Self::Cdrom => "cdrom",
+            Self::Floppy => "floppy",
+            Self::Default => "default",
         }
     }
 }
@@ -165,7 +179,9 @@ impl PowerCommand {
     pub fn is_idempotent(self) -> bool {
         !matches!(
             self,
-            Self::Power(PowerAction::Cycle | PowerAction::Reset | PowerAction::Soft)
+            Self::Power(
+                PowerAction::Cycle | PowerAction::Reset | PowerAction::Soft | PowerAction::Diag
+            )
         )
     }
 }

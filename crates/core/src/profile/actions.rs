@@ -40,7 +40,7 @@ impl Walker {
             "serve_file" => &["via", "filename", "source"],
             "delete_file" => &["on", "filename"],
             "expect_callback" => &["name"],
-            "ipmi_command" => &["command", "parameters"],
+            "ipmi_command" => &["command", "parameters", "persistent", "efi"],
             "echo" => &["message"],
             other => {
                 self.err(
@@ -296,46 +296,100 @@ impl Walker {
     }
 
     fn ipmi(&mut self, map: &Map<String, Value>, path: &str) -> Option<ActionKind> {
-        #[derive(Clone, Copy)]
-        enum Cmd {
-            Power,
-            Bootdev,
-        }
-        let cmd = self.choice(
-            map,
-            path,
-            "command",
-            "ipmi command",
-            &[("power", Cmd::Power), ("bootdev", Cmd::Bootdev)],
-        );
-        let command = match cmd {
-            Some(Cmd::Power) => self.choice(
-                map,
-                path,
-                "parameters",
-                "power parameter",
-                &IpmiCommand::POWER,
-            )?,
-            Some(Cmd::Bootdev) => self.choice(
-                map,
-                path,
-                "parameters",
-                "bootdev parameter",
-                &IpmiCommand::BOOTDEV,
-            )?,
-            None => {
-                if !map.contains_key("parameters") {
-                    self.err(join(path, "parameters"), "missing field");
+        let command = self.req_str(map, path, "command")?;
+        let parameters = match map.get("parameters") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                self.as_str(v, &join(path, "parameters"))?
+                    .to_ascii_lowercase(),
+            ),
+        };
+        let persistent = self.opt_bool(map, path, "persistent");
+        let efi = self.opt_bool(map, path, "efi");
+        let names = |choices: &[&str]| choices.join(", ");
+        let command = match (command, parameters.as_deref()) {
+            ("power", None) => IpmiCommand::PowerStatus,
+            ("power", Some(p)) => {
+                let Some((_, c)) = IpmiCommand::POWER.iter().find(|(n, _)| *n == p) else {
+                    let known: Vec<&str> = IpmiCommand::POWER.iter().map(|(n, _)| *n).collect();
+                    self.err(
+                        join(path, "parameters"),
+                        format!(
+                            "unknown power parameter {p:?} (expected one of: {})",
+                            names(&known)
+                        ),
+                    );
+                    return None;
+                };
+                *c
+            }
+            ("bootdev", None) => IpmiCommand::BootdevStatus,
+            ("bootdev", Some(p)) => {
+                let Some((_, device)) = IpmiCommand::BOOTDEV.iter().find(|(n, _)| *n == p) else {
+                    let known: Vec<&str> = IpmiCommand::BOOTDEV.iter().map(|(n, _)| *n).collect();
+                    self.err(
+                        join(path, "parameters"),
+                        format!(
+                            "unknown bootdev parameter {p:?} (expected one of: {})",
+                            names(&known)
+                        ),
+                    );
+                    return None;
+                };
+                IpmiCommand::Bootdev {
+                    device: *device,
+                    persistent: persistent.unwrap_or(false),
+                    efi,
                 }
-                return None;
+            }
+            (other, _) => {
+                let Some((name, reason)) =
+                    IpmiCommand::UNSUPPORTED.iter().find(|(n, _)| *n == other)
+                else {
+                    let known: Vec<&str> = ["power", "bootdev"]
+                        .into_iter()
+                        .chain(IpmiCommand::UNSUPPORTED.iter().map(|(n, _)| *n))
+                        .collect();
+                    self.err(
+                        join(path, "command"),
+                        format!(
+                            "unknown ipmi command {other:?} (expected one of: {})",
+                            names(&known)
+                        ),
+                    );
+                    return None;
+                };
+                self.unsupported.push(super::ProfileError::new(
+                    join(path, "command"),
+                    format!("ipmi_command {name} is not run as a step: {reason}"),
+                ));
+                IpmiCommand::Unsupported(name)
             }
         };
-        if command == IpmiCommand::BootdevSafe {
-            self.unsupported.push(super::ProfileError::new(
-                join(path, "parameters"),
-                "no power driver can set the boot device to safe mode (expected pxe, hd, disk, bios or cdrom)",
-            ));
+        if !matches!(command, IpmiCommand::Bootdev { .. }) {
+            for (key, given) in [("persistent", persistent), ("efi", efi)] {
+                if given.is_some() {
+                    self.err(
+                        join(path, key),
+                        "only a bootdev command with a device takes it",
+                    );
+                }
+            }
         }
         Some(ActionKind::IpmiCommand(command))
+    }
+
+    /// An optional `true` or `false`.
+    fn opt_bool(&mut self, map: &Map<String, Value>, path: &str, key: &str) -> Option<bool> {
+        match map.get(key)? {
+            Value::Bool(b) => Some(*b),
+            other => {
+                self.err(
+                    join(path, key),
+                    format!("expected true or false, found {}", type_name(other)),
+                );
+                None
+            }
+        }
     }
 }

@@ -39,7 +39,7 @@ pub fn parse(yaml: &str) -> Result<Profile, ProfileErrors> {
 }
 
 /// As [`parse`], and also refuses what no power driver can carry out
-/// (`bootdev safe`), naming the action's path: what an upload and
+/// (queries such as `ipmi_command health`), naming the action's path: what an upload and
 /// `profile validate` check.
 pub fn parse_upload(yaml: &str) -> Result<Profile, ProfileErrors> {
     parse::parse_profile(yaml, true)
@@ -324,51 +324,98 @@ pub enum FileSource {
 
 /// An IPMI command with its parameter, in the power vocabulary the drivers
 /// speak. Shown as the YAML says it: `{"command": "power", "parameters":
-/// "cycle"}`.
+/// "cycle"}` (with `persistent` and `efi` when a boot device request sets
+/// them). Every spelling the older agent accepted reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IpmiCommand {
-    /// `power on|off|cycle|reset|soft`.
+    /// `power on|off|cycle|reset|soft|diag` (`softoff` and `shutdown` are
+    /// `soft`).
     Power(PowerAction),
-    /// `power status`: the BMC is asked, nothing changes.
+    /// `power status`, or `power` alone: the BMC is asked, nothing changes.
     PowerStatus,
-    /// `bootdev pxe|hd|disk|bios|cdrom`, for the next boot (legacy BIOS).
-    Bootdev(BootDevice),
-    /// `bootdev safe`: no driver can carry it out, so an upload that asks
-    /// for it is refused ([`parse_upload`]); a profile stored before that
-    /// still reads, and the action fails when it runs.
-    BootdevSafe,
+    /// `bootdev DEVICE`: for the next boot only unless `persistent`; EFI or
+    /// legacy as `efi` says, or (not given) as the machine last PXE-booted.
+    Bootdev {
+        device: BootDevice,
+        persistent: bool,
+        efi: Option<bool>,
+    },
+    /// `bootdev` alone: the BMC's boot flags are read.
+    BootdevStatus,
+    /// A query the older agent only printed to its own log (`health`,
+    /// `sensors`, ...): refused at upload ([`parse_upload`]); one stored
+    /// before that still reads, and the action fails when it runs.
+    Unsupported(&'static str),
 }
 
 impl IpmiCommand {
-    /// The YAML's `command` and `parameters`.
+    /// The YAML's `command` and `parameters` (empty for a query).
     pub fn parts(self) -> (&'static str, &'static str) {
         match self {
             Self::Power(a) => ("power", a.as_str()),
             Self::PowerStatus => ("power", "status"),
-            Self::Bootdev(d) => ("bootdev", d.as_str()),
-            Self::BootdevSafe => ("bootdev", "safe"),
+            Self::Bootdev { device, .. } => ("bootdev", device.as_str()),
+            Self::BootdevStatus => ("bootdev", ""),
+            Self::Unsupported(command) => (command, ""),
         }
     }
 
-    /// `power` parameters as the YAML spells them.
-    pub const POWER: [(&'static str, IpmiCommand); 6] = [
+    /// `power` parameters, every spelling the older agent took.
+    pub const POWER: [(&'static str, IpmiCommand); 9] = [
         ("on", Self::Power(PowerAction::On)),
         ("off", Self::Power(PowerAction::Off)),
         ("cycle", Self::Power(PowerAction::Cycle)),
         ("reset", Self::Power(PowerAction::Reset)),
         ("soft", Self::Power(PowerAction::Soft)),
+        ("softoff", Self::Power(PowerAction::Soft)),
+        ("shutdown", Self::Power(PowerAction::Soft)),
+        ("diag", Self::Power(PowerAction::Diag)),
         ("status", Self::PowerStatus),
     ];
 
-    /// `bootdev` parameters as the YAML spells them (`hd` and `disk` are
-    /// the same device).
-    pub const BOOTDEV: [(&'static str, IpmiCommand); 6] = [
-        ("pxe", Self::Bootdev(BootDevice::Pxe)),
-        ("hd", Self::Bootdev(BootDevice::Disk)),
-        ("disk", Self::Bootdev(BootDevice::Disk)),
-        ("bios", Self::Bootdev(BootDevice::Bios)),
-        ("cdrom", Self::Bootdev(BootDevice::Cdrom)),
-        ("safe", Self::BootdevSafe),
+    /// `bootdev` parameters, every spelling the older agent took, and the
+    /// device each names.
+    pub const BOOTDEV: [(&'static str, BootDevice); 15] = [
+        ("pxe", BootDevice::Pxe),
+        ("net", BootDevice::Pxe),
+        ("network", BootDevice::Pxe),
+        ("hd", BootDevice::Disk),
+        ("disk", BootDevice::Disk),
+        ("safe", BootDevice::Safe),
+        ("cd", BootDevice::Cdrom),
+        ("cdrom", BootDevice::Cdrom),
+        ("optical", BootDevice::Cdrom),
+        ("dvd", BootDevice::Cdrom),
+        ("floppy", BootDevice::Floppy),
+        ("default", BootDevice::Default),
+        ("setup", BootDevice::Bios),
+        ("bios", BootDevice::Bios),
+        ("f1", BootDevice::Bios),
+    ];
+
+    /// Commands the older agent knew but only printed the answer of, and
+    /// why a step does not run them.
+    pub const UNSUPPORTED: [(&'static str, &'static str); 5] = [
+        (
+            "health",
+            "the BMC's health is kept on the server's page and at GET /servers/{fqdn}/power/health",
+        ),
+        (
+            "sensors",
+            "sensor readings are not part of a deployment; read them with ipmitool sdr",
+        ),
+        (
+            "inventory",
+            "hardware inventory comes from the agent the machine runs, not from a step",
+        ),
+        (
+            "leds",
+            "LED states are not part of a deployment; read them with ipmitool",
+        ),
+        (
+            "net",
+            "the BMC's own network settings are not part of a deployment",
+        ),
     ];
 }
 
@@ -376,9 +423,20 @@ impl serde::Serialize for IpmiCommand {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let (command, parameters) = self.parts();
-        let mut map = s.serialize_map(Some(2))?;
+        let mut map = s.serialize_map(None)?;
         map.serialize_entry("command", command)?;
-        map.serialize_entry("parameters", parameters)?;
+        map.serialize_entry("parameters", &Some(parameters).filter(|p| !p.is_empty()))?;
+        if let Self::Bootdev {
+            persistent, efi, ..
+        } = self
+        {
+            if *persistent {
+                map.serialize_entry("persistent", &true)?;
+            }
+            if let Some(efi) = efi {
+                map.serialize_entry("efi", efi)?;
+            }
+        }
         map.end()
     }
 }

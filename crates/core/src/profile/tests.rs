@@ -457,7 +457,11 @@ fn actions_are_typed() {
             assert_eq!(a[0].retries, 3);
             assert_eq!(
                 a[1].kind,
-                ActionKind::IpmiCommand(IpmiCommand::Bootdev(BootDevice::Disk))
+                ActionKind::IpmiCommand(IpmiCommand::Bootdev {
+                    device: BootDevice::Disk,
+                    persistent: false,
+                    efi: None
+                })
             );
             assert_eq!(a[1].retries, 2);
             assert_eq!(
@@ -647,7 +651,7 @@ fn hostile_inputs_do_not_crash() {
 #[test]
 fn what_no_driver_can_do_is_refused_at_upload_only() {
     let text = doc(
-        "    - action: ipmi_command\n      command: bootdev\n      parameters: safe\n    - action: ipmi_command\n      command: power\n      parameters: status",
+        "    - action: ipmi_command\n      command: sensors\n    - action: ipmi_command\n      command: power\n      parameters: status",
         "",
     );
     let errors = parse_upload(&text).unwrap_err();
@@ -657,14 +661,14 @@ fn what_no_driver_can_do_is_refused_at_upload_only() {
         .map(|e| (e.path.as_str(), e.message.as_str()))
         .collect();
     assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0].0, "workflow.preparing[0].parameters");
-    assert!(found[0].1.contains("safe mode"), "{}", found[0].1);
+    assert_eq!(found[0].0, "workflow.preparing[0].command");
+    assert!(found[0].1.contains("not run as a step"), "{}", found[0].1);
     // A profile stored before the check still reads, as the YAML said it.
     let stored = parse(&text).unwrap();
     let actions = &stored.workflow.step(StepName::Preparing).actions;
     assert_eq!(
         actions[0].kind,
-        ActionKind::IpmiCommand(IpmiCommand::BootdevSafe)
+        ActionKind::IpmiCommand(IpmiCommand::Unsupported("sensors"))
     );
     assert_eq!(
         actions[1].kind,
@@ -674,10 +678,162 @@ fn what_no_driver_can_do_is_refused_at_upload_only() {
     let shown = &js["workflow"]["preparing"]["actions"];
     assert_eq!(
         (&shown[0]["command"], &shown[0]["parameters"]),
-        (&json!("bootdev"), &json!("safe"))
+        (&json!("sensors"), &json!(null))
     );
     assert_eq!(
         (&shown[1]["command"], &shown[1]["parameters"]),
         (&json!("power"), &json!("status"))
     );
+}
+
+/// Every form of ipmi_command the older agent took reads, to what the
+/// drivers do; the boot flags are ours, and only on a boot device.
+#[test]
+fn ipmi_commands_in_every_older_spelling() {
+    let power = |p: &str| IpmiCommand::Power(p.parse().unwrap());
+    let device = |d: BootDevice| IpmiCommand::Bootdev {
+        device: d,
+        persistent: false,
+        efi: None,
+    };
+    let table: &[(&str, IpmiCommand)] = &[
+        ("command: power\n      parameters: on", power("on")),
+        ("command: power\n      parameters: 'off'", power("off")),
+        ("command: power\n      parameters: reset", power("reset")),
+        ("command: power\n      parameters: cycle", power("cycle")),
+        ("command: power\n      parameters: diag", power("diag")),
+        ("command: power\n      parameters: softoff", power("soft")),
+        ("command: power\n      parameters: shutdown", power("soft")),
+        ("command: power\n      parameters: SOFT", power("soft")),
+        ("command: power", IpmiCommand::PowerStatus),
+        (
+            "command: power\n      parameters: null",
+            IpmiCommand::PowerStatus,
+        ),
+        ("command: bootdev", IpmiCommand::BootdevStatus),
+        (
+            "command: bootdev\n      parameters: net",
+            device(BootDevice::Pxe),
+        ),
+        (
+            "command: bootdev\n      parameters: network",
+            device(BootDevice::Pxe),
+        ),
+        (
+            "command: bootdev\n      parameters: pxe",
+            device(BootDevice::Pxe),
+        ),
+        (
+            "command: bootdev\n      parameters: hd",
+            device(BootDevice::Disk),
+        ),
+        (
+            "command: bootdev\n      parameters: disk",
+            device(BootDevice::Disk),
+        ),
+        (
+            "command: bootdev\n      parameters: safe",
+            device(BootDevice::Safe),
+        ),
+        (
+            "command: bootdev\n      parameters: cd",
+            device(BootDevice::Cdrom),
+        ),
+        (
+            "command: bootdev\n      parameters: cdrom",
+            device(BootDevice::Cdrom),
+        ),
+        (
+            "command: bootdev\n      parameters: optical",
+            device(BootDevice::Cdrom),
+        ),
+        (
+            "command: bootdev\n      parameters: dvd",
+            device(BootDevice::Cdrom),
+        ),
+        (
+            "command: bootdev\n      parameters: floppy",
+            device(BootDevice::Floppy),
+        ),
+        (
+            "command: bootdev\n      parameters: default",
+            device(BootDevice::Default),
+        ),
+        (
+            "command: bootdev\n      parameters: setup",
+            device(BootDevice::Bios),
+        ),
+        (
+            "command: bootdev\n      parameters: bios",
+            device(BootDevice::Bios),
+        ),
+        (
+            "command: bootdev\n      parameters: f1",
+            device(BootDevice::Bios),
+        ),
+        (
+            "command: bootdev\n      parameters: pxe\n      persistent: true\n      efi: true",
+            IpmiCommand::Bootdev {
+                device: BootDevice::Pxe,
+                persistent: true,
+                efi: Some(true),
+            },
+        ),
+        (
+            "command: bootdev\n      parameters: hd\n      efi: false",
+            IpmiCommand::Bootdev {
+                device: BootDevice::Disk,
+                persistent: false,
+                efi: Some(false),
+            },
+        ),
+    ];
+    for (yaml, want) in table {
+        let text = doc(&format!("    - action: ipmi_command\n      {yaml}"), "");
+        let p = parse_upload(&text).unwrap_or_else(|e| panic!("{yaml}: {e}"));
+        assert_eq!(
+            p.workflow.preparing.actions[0].kind,
+            ActionKind::IpmiCommand(*want),
+            "{yaml}"
+        );
+    }
+    for (yaml, path, says) in [
+        (
+            "command: power\n      parameters: boom",
+            "parameters",
+            "unknown power parameter",
+        ),
+        (
+            "command: bootdev\n      parameters: tape",
+            "parameters",
+            "unknown bootdev parameter",
+        ),
+        ("command: reboot", "command", "unknown ipmi command"),
+        (
+            "command: power\n      parameters: on\n      efi: true",
+            "efi",
+            "only a bootdev",
+        ),
+        (
+            "command: bootdev\n      persistent: true",
+            "persistent",
+            "only a bootdev",
+        ),
+        (
+            "command: bootdev\n      parameters: pxe\n      efi: yes please",
+            "efi",
+            "true or false",
+        ),
+    ] {
+        let text = doc(&format!("    - action: ipmi_command\n      {yaml}"), "");
+        let errors = parse_upload(&text).unwrap_err();
+        assert!(
+            errors
+                .0
+                .iter()
+                .any(|e| e.path == format!("workflow.preparing[0].{path}")
+                    && e.message.contains(says)),
+            "{yaml}: {errors}"
+        );
+    }
 }

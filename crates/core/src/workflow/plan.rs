@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::machine::{self, Cursor, Event, Position, WorkflowError};
 use crate::model::{LogLevel, Via};
-use crate::power::{BootRequest, PowerCommand};
+use crate::power::{BootDevice, PowerCommand};
 use crate::profile::{Action, ActionKind, FileSource, IpmiCommand, Profile};
 
 /// The deadlines of the action under way and of its step, in unix seconds.
@@ -79,6 +79,13 @@ pub enum Work<'p> {
     Unserve { on: Via, filename: &'p str },
     /// A command for the server's BMC.
     Power(PowerCommand),
+    /// The boot device for the next boot (or every boot); EFI or legacy as
+    /// `efi` says, or (`None`) as the machine was last seen booting.
+    Bootdev {
+        device: BootDevice,
+        persistent: bool,
+        efi: Option<bool>,
+    },
 }
 
 /// What became of an action.
@@ -110,16 +117,19 @@ pub fn effect(action: &Action) -> Effect<'_> {
         ActionKind::IpmiCommand(command) => match *command {
             IpmiCommand::Power(action) => Effect::Perform(Work::Power(PowerCommand::Power(action))),
             IpmiCommand::PowerStatus => Effect::Perform(Work::Power(PowerCommand::Status)),
-            IpmiCommand::Bootdev(device) => {
-                Effect::Perform(Work::Power(PowerCommand::SetBootDevice(BootRequest {
-                    device,
-                    persistent: false,
-                    efi: false,
-                })))
-            }
-            IpmiCommand::BootdevSafe => {
-                Effect::Refuse("bootdev safe is not supported by the power drivers")
-            }
+            IpmiCommand::Bootdev {
+                device,
+                persistent,
+                efi,
+            } => Effect::Perform(Work::Bootdev {
+                device,
+                persistent,
+                efi,
+            }),
+            IpmiCommand::BootdevStatus => Effect::Perform(Work::Power(PowerCommand::GetBootDevice)),
+            IpmiCommand::Unsupported(_) => Effect::Refuse(
+                "this ipmi_command is a query the power drivers do not run as a step",
+            ),
         },
     }
 }
@@ -294,8 +304,25 @@ pub fn describe(action: &Action) -> String {
         }
         ActionKind::ExpectCallback { name } => format!("expect_callback {name}"),
         ActionKind::IpmiCommand(command) => {
-            let (command, parameters) = command.parts();
-            format!("ipmi_command {command} {parameters}")
+            let (name, parameters) = command.parts();
+            let mut text = format!("ipmi_command {name}");
+            if !parameters.is_empty() {
+                text.push_str(&format!(" {parameters}"));
+            }
+            if let IpmiCommand::Bootdev {
+                persistent, efi, ..
+            } = command
+            {
+                if *persistent {
+                    text.push_str(" persistent");
+                }
+                match efi {
+                    Some(true) => text.push_str(" efi"),
+                    Some(false) => text.push_str(" legacy"),
+                    None => {}
+                }
+            }
+            text
         }
         ActionKind::Echo { .. } => "echo".into(),
     }

@@ -56,8 +56,7 @@ version: 1.0
 workflow:
   new:
     - action: ipmi_command
-      command: bootdev
-      parameters: safe
+      command: sensors
     - action: ipmi_command
       command: power
       parameters: cycle
@@ -359,11 +358,11 @@ fn each_action_kind_has_its_effect() {
     );
     assert_eq!(
         effect_at(&p, StepName::Installing, 0),
-        Effect::Perform(Work::Power(PowerCommand::SetBootDevice(BootRequest {
+        Effect::Perform(Work::Bootdev {
             device: BootDevice::Pxe,
             persistent: false,
-            efi: false,
-        })))
+            efi: None,
+        })
     );
     assert_eq!(
         effect_at(&p, StepName::Cleanup, 0),
