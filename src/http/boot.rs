@@ -47,7 +47,10 @@ pub fn routes(state: BootState) -> Router {
         .route("/boot.ipxe", get(boot_script))
         .route("/ipxe/{mac}", get(machine_script))
         .route(
-            "/_callback/{token}/{name}",
+            // `{*name}`: the older system's templates write
+            // `{{ callback_base }}/name`, and its web server merged the
+            // doubled slash; so does this route.
+            "/_callback/{token}/{*name}",
             get(callback)
                 .post(callback)
                 .layer(DefaultBodyLimit::max(state.callback_body_bytes)),
@@ -239,6 +242,7 @@ async fn callback(
     method: axum::http::Method,
     body: axum::body::Bytes,
 ) -> Response {
+    let name = name.trim_start_matches('/').to_string();
     if !valid_callback_name(&name) {
         crate::telemetry::callback_refused("bad_name");
         return (StatusCode::BAD_REQUEST, "bad callback name\n").into_response();

@@ -756,6 +756,27 @@ async fn updates_pagination_and_deletes(backend: Backend) {
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (_, ifs) = d.get("/interfaces?server=q0.dc1.example.com").await;
     assert_eq!(ifs["count"], 0);
+    // A query parameter an endpoint does not take is refused, naming it
+    // and what it takes, whether or not the handler reads a query.
+    for (path, key, says) in [
+        (
+            "/servers?serach=q0",
+            "serach",
+            "takes: label, limit, location, offset, search, state",
+        ),
+        (
+            "/locations/dc1?verbose=1",
+            "verbose",
+            "takes no query parameters",
+        ),
+        ("/events/status?x=1", "x", "takes no query parameters"),
+        ("/api/servers?fqdn=q0.dc1.example.com", "fqdn", "search"),
+    ] {
+        let (s, b) = d.get(path).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {b}");
+        let message = b["fields"][key][0].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{path}: {b}");
+    }
     // Unknown paths are JSON 404s.
     let (s, b) = d.get("/nothing-here").await;
     assert_eq!(s, StatusCode::NOT_FOUND);

@@ -16,6 +16,7 @@ pub mod locations;
 pub mod networks;
 pub mod power;
 pub mod profiles;
+pub mod query;
 pub mod servers;
 pub mod users;
 
@@ -147,7 +148,12 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .split_for_parts();
     doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1alpha2")]);
     let served = doc.clone();
+    let documented = query::Documented::of(&doc);
     let router = router
+        .route_layer(axum::middleware::from_fn_with_state(
+            documented,
+            query::refuse_unknown,
+        ))
         // PUT is accepted as PATCH: absent fields keep their values.
         .route(
             "/servers/{fqdn}",
