@@ -400,17 +400,19 @@ async fn forms_and_permissions(backend: Backend) {
             a.body
         );
     }
-    // This daemon, as the agent of every location (none is configured).
-    let (_, agents) = d.get("/agents").await;
-    let me = agents["results"][0]["name"].as_str().expect("registered");
-    assert!(
-        a.body.contains(me) && a.body.contains("s-up") && a.body.contains("every location"),
-        "{}",
-        a.body
-    );
     assert!(
         a.set_cookies.iter().any(|c| c.starts_with("bl_flash=;")),
         "once"
+    );
+    // This daemon, as the agent of every location (none is configured).
+    let me = d.registered().await;
+    let page = v.get("/ui/locations").await;
+    assert!(
+        page.body.contains(&me)
+            && page.body.contains("s-up")
+            && page.body.contains("every location"),
+        "{}",
+        page.body
     );
     let a = v
         .post("/ui/locations", &[("_csrf", &token), ("name", "dc1")])

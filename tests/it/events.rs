@@ -52,10 +52,20 @@ async fn changes_arrive_in_order_with_their_ids(backend: Backend) {
             .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
     }
-    // The first start's user and token, the location, the network, five
+    // The first start's user and token, the daemon's start as an agent
+    // (when its first report lands), the location, the network, five
     // servers.
-    let got = take(&mut consumer, 9).await;
+    let got = take(&mut consumer, 10).await;
     let keys: Vec<&str> = got.iter().map(|(_, k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys.iter().filter(|k| **k == "agent.started").count(),
+        1,
+        "{keys:?}"
+    );
+    let keys: Vec<&str> = keys
+        .into_iter()
+        .filter(|k| !k.starts_with("agent."))
+        .collect();
     assert_eq!(
         keys[keys.len() - 7..],
         [
@@ -225,10 +235,11 @@ async fn a_broker_outage_loses_nothing() {
     let exchange = exchange_name();
     let (conn, mut consumer) = listen(&exchange).await;
     let (proxy, _store, d) = behind_proxy(&exchange).await;
-    // The first user and token, the location, the network; and their
-    // confirms in (marked sent), or the cut could lose a confirm and they
-    // would rightly come again.
-    take(&mut consumer, 4).await;
+    // The first user and token, this daemon's start as its location's
+    // agent, the location, the network; and their confirms in (marked
+    // sent), or the cut could lose a confirm and they would rightly come
+    // again.
+    take(&mut consumer, 5).await;
     wait_backlog_empty(&d).await;
 
     proxy.down();
@@ -288,7 +299,7 @@ async fn parallel_writers_publish_growing_ids_postgres() {
         .insert("BOOTLOADER_BROKER_EXCHANGE".into(), exchange.clone());
     let d = Arc::new(Daemon::start(&store, None).await);
     d.seed_location().await;
-    take(&mut consumer, 4).await;
+    take(&mut consumer, 5).await;
     let mut writers = tokio::task::JoinSet::new();
     for w in 0..4 {
         let d = d.clone();
@@ -330,7 +341,7 @@ async fn a_silent_partition_is_noticed_and_loses_nothing() {
     let exchange = exchange_name();
     let (conn, mut consumer) = listen(&exchange).await;
     let (proxy, _store, d) = behind_proxy(&exchange).await;
-    take(&mut consumer, 4).await;
+    take(&mut consumer, 5).await;
     wait_backlog_empty(&d).await;
 
     proxy.go_silent();

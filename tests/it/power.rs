@@ -750,7 +750,7 @@ async fn bad_requests() {
     let (s, b) = d
         .post(
             "/servers/n1.dc1.example.com/bootdev",
-            json!({"device": "floppy"}),
+            json!({"device": "tape"}),
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");

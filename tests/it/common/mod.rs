@@ -294,6 +294,24 @@ impl Daemon {
             .await
     }
 
+    /// The name under which this daemon reported itself as an agent,
+    /// once its first report (a moment after it starts) has landed; the
+    /// only one on its database.
+    pub async fn registered(&self) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let (_, agents) = self.get("/agents").await;
+            if let Some(name) = agents["results"][0]["name"].as_str() {
+                return name.to_string();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never registered: {agents}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Creates location `dc1` with network 10.0.0.0/24.
     pub async fn seed_location(&self) {
         let (s, b) = self
