@@ -16,6 +16,7 @@ use bootloader_core::dhcp::classify::Firmware;
 use bootloader_core::model::{Phase, Via};
 use bootloader_core::power::BootRequest;
 use bootloader_core::profile::{self, FileSource};
+use bootloader_core::published::boot::BootEvent;
 use bootloader_core::workflow::plan::Work;
 use bootloader_store::{BootStore, InventoryStore, StoreError, TimelineStore};
 
@@ -131,16 +132,7 @@ impl Executor for StoreExecutor {
     }
 
     async fn last_seen(&self, subject: Subject<'_>) -> Option<String> {
-        let server = self
-            .inventory
-            .server(&subject.deployment.server)
-            .await
-            .ok()?;
-        let macs: Vec<_> = server.interfaces.iter().map(|i| i.mac).collect();
-        if macs.is_empty() {
-            return None;
-        }
-        let events = self.timeline.boot_events(&macs, None, 1).await.ok()?;
+        let events = self.recent_events(subject, 1).await?;
         Some(match events.first() {
             Some((_, e)) => format!(
                 "the machine's last boot event: {} {} {} -> {} {}",
@@ -157,10 +149,13 @@ impl Executor for StoreExecutor {
 }
 
 impl StoreExecutor {
-    /// Whether the server's interfaces last PXE-booted in UEFI mode, by the
-    /// firmware the latest DHCP request in their timeline named (`None`:
-    /// no such request among their last 200 events).
-    async fn last_firmware(&self, subject: Subject<'_>) -> Option<bool> {
+    /// The newest `limit` timeline events of the deployment's server's
+    /// MACs (`None`: the server cannot be read or has no interface).
+    async fn recent_events(
+        &self,
+        subject: Subject<'_>,
+        limit: u32,
+    ) -> Option<Vec<(i64, BootEvent)>> {
         let server = self
             .inventory
             .server(&subject.deployment.server)
@@ -170,8 +165,15 @@ impl StoreExecutor {
         if macs.is_empty() {
             return None;
         }
-        let events = self.timeline.boot_events(&macs, None, 200).await.ok()?;
-        events
+        self.timeline.boot_events(&macs, None, limit).await.ok()
+    }
+
+    /// Whether the server's interfaces last PXE-booted in UEFI mode, by the
+    /// firmware the latest DHCP request in their timeline named (`None`:
+    /// no such request among their last 200 events).
+    async fn last_firmware(&self, subject: Subject<'_>) -> Option<bool> {
+        self.recent_events(subject, 200)
+            .await?
             .iter()
             .filter(|(_, e)| e.phase == Phase::Dhcp)
             .find_map(|(_, e)| Firmware::in_request(&e.request))

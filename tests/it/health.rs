@@ -110,7 +110,7 @@ async fn ready_and_counted() {
         sample(
             &text,
             "bootloader_http_request_duration_seconds_bucket",
-            &["route=\"/_callback/{token}/{name}\""]
+            &["route=\"/_callback/{token}/{*name}\""]
         )
         .is_some(),
         "{text}"

@@ -306,42 +306,25 @@ impl Walker {
         };
         let persistent = self.opt_bool(map, path, "persistent");
         let efi = self.opt_bool(map, path, "efi");
-        let names = |choices: &[&str]| choices.join(", ");
         let command = match (command, parameters.as_deref()) {
             ("power", None) => IpmiCommand::PowerStatus,
-            ("power", Some(p)) => {
-                let Some((_, c)) = IpmiCommand::POWER.iter().find(|(n, _)| *n == p) else {
-                    let known: Vec<&str> = IpmiCommand::POWER.iter().map(|(n, _)| *n).collect();
-                    self.err(
-                        join(path, "parameters"),
-                        format!(
-                            "unknown power parameter {p:?} (expected one of: {})",
-                            names(&known)
-                        ),
-                    );
-                    return None;
-                };
-                *c
-            }
+            ("power", Some(p)) => self.pick(
+                join(path, "parameters"),
+                "power parameter",
+                p,
+                &IpmiCommand::POWER,
+            )?,
             ("bootdev", None) => IpmiCommand::BootdevStatus,
-            ("bootdev", Some(p)) => {
-                let Some((_, device)) = IpmiCommand::BOOTDEV.iter().find(|(n, _)| *n == p) else {
-                    let known: Vec<&str> = IpmiCommand::BOOTDEV.iter().map(|(n, _)| *n).collect();
-                    self.err(
-                        join(path, "parameters"),
-                        format!(
-                            "unknown bootdev parameter {p:?} (expected one of: {})",
-                            names(&known)
-                        ),
-                    );
-                    return None;
-                };
-                IpmiCommand::Bootdev {
-                    device: *device,
-                    persistent: persistent.unwrap_or(false),
-                    efi,
-                }
-            }
+            ("bootdev", Some(p)) => IpmiCommand::Bootdev {
+                device: self.pick(
+                    join(path, "parameters"),
+                    "bootdev parameter",
+                    p,
+                    &IpmiCommand::BOOTDEV,
+                )?,
+                persistent: persistent.unwrap_or(false),
+                efi,
+            },
             (other, _) => {
                 let Some((name, reason)) =
                     IpmiCommand::UNSUPPORTED.iter().find(|(n, _)| *n == other)
@@ -354,7 +337,7 @@ impl Walker {
                         join(path, "command"),
                         format!(
                             "unknown ipmi command {other:?} (expected one of: {})",
-                            names(&known)
+                            known.join(", ")
                         ),
                     );
                     return None;

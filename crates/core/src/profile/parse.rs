@@ -162,14 +162,26 @@ impl Walker {
         choices: &[(&str, T)],
     ) -> Option<T> {
         let s = self.req_str(map, path, key)?;
-        if let Some((_, v)) = choices.iter().find(|(name, _)| *name == s) {
+        self.pick(join(path, key), what, s, choices)
+    }
+
+    /// The value `given` names among `choices`, or an error at `path`
+    /// listing them.
+    pub(super) fn pick<T: Copy>(
+        &mut self,
+        path: String,
+        what: &str,
+        given: &str,
+        choices: &[(&str, T)],
+    ) -> Option<T> {
+        if let Some((_, v)) = choices.iter().find(|(name, _)| *name == given) {
             return Some(*v);
         }
         let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
         self.err(
-            join(path, key),
+            path,
             format!(
-                "unknown {what} {s:?} (expected one of: {})",
+                "unknown {what} {given:?} (expected one of: {})",
                 names.join(", ")
             ),
         );
