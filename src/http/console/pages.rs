@@ -87,6 +87,20 @@ pub(super) async fn held_leases(
         .unwrap_or_default()
 }
 
+/// Every daemon on this database for staff, nothing for others: agents
+/// are staff's to see, as in the API.
+pub(super) async fn agents_for(
+    state: &ConsoleState,
+    viewer: &Viewer,
+) -> Vec<bootloader_store::Agent> {
+    if !viewer.session.principal.is_staff {
+        return Vec::new();
+    }
+    ops::agents::list(&state.app.ops, &viewer.actor())
+        .await
+        .unwrap_or_default()
+}
+
 /// A pool's size in addresses.
 pub(super) fn pool_size(pool: Option<&bootloader_core::published::inventory::Pool>) -> u64 {
     pool.map_or(0, |p| {
@@ -172,12 +186,7 @@ pub async fn dashboard(State(state): State<ConsoleState>, viewer: Viewer) -> Res
         .collect();
     let failing_bmcs = ops.power.failing(10).await.unwrap_or_default();
     let backlog = ops::events::backlog(ops, &actor).await.ok();
-    // Every daemon on this database, for staff (as the API allows).
-    let agents = if viewer.session.principal.is_staff {
-        ops::agents::list(ops, &actor).await.unwrap_or_default()
-    } else {
-        Vec::new()
-    };
+    let agents = agents_for(&state, &viewer).await;
     Page::new(&state, &viewer, "dashboard.html")
         .with("section", "dashboard")
         .with("active", active)

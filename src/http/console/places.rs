@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::ConsoleState;
 use super::extract::{Path, Query};
-use super::pages::{describe, held_leases, pool_size, window};
+use super::pages::{agents_for, describe, held_leases, pool_size, window};
 use super::render::{Empty, Page, error_page, form_input};
 use super::session::{Change, Viewer, done};
 use crate::ops::{self, Error};
@@ -26,14 +26,7 @@ pub(super) async fn locations_page<'a>(state: &'a ConsoleState, viewer: &'a View
         .await
         .map(|l| l.items)
         .unwrap_or_default();
-    // The daemons serving each location are for staff, as in the API.
-    let agents = if viewer.session.principal.is_staff {
-        ops::agents::list(&state.app.ops, &viewer.actor())
-            .await
-            .unwrap_or_default()
-    } else {
-        Vec::new()
-    };
+    let agents = agents_for(state, viewer).await;
     let location_names: Vec<String> = items.iter().map(|l| l.name.to_string()).collect();
     Page::new(state, viewer, "locations.html")
         .with("section", "locations")

@@ -28,42 +28,25 @@ impl AgentStore for Backend {
         let (_writer, mut tx) = self.begin_write().await?;
         let before = fetch(&mut tx, &r.name, FOR_UPDATE).await?;
         let started = before.as_ref().is_none_or(|b| b.started_at != r.started_at);
-        match before {
-            None => {
-                sqlx::query(
-                    "INSERT INTO agents (name, location, url, version, started_at, seen_at, \
-                     stopped_at, listeners, services_down) \
-                     VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8)",
-                )
-                .bind(&r.name)
-                .bind(&r.location)
-                .bind(&r.url)
-                .bind(&r.version)
-                .bind(r.started_at)
-                .bind(r.at)
-                .bind(json(&r.listeners))
-                .bind(json(&r.services_down))
-                .execute(&mut *tx)
-                .await?;
-            }
-            Some(b) => {
-                sqlx::query(
-                    "UPDATE agents SET location = $1, url = $2, version = $3, started_at = $4, \
-                     seen_at = $5, stopped_at = NULL, listeners = $6, services_down = $7 \
-                     WHERE id = $8",
-                )
-                .bind(&r.location)
-                .bind(&r.url)
-                .bind(&r.version)
-                .bind(r.started_at)
-                .bind(r.at)
-                .bind(json(&r.listeners))
-                .bind(json(&r.services_down))
-                .bind(b.id)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
+        sqlx::query(
+            "INSERT INTO agents (name, location, url, version, started_at, seen_at, \
+             stopped_at, listeners, services_down) \
+             VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8) \
+             ON CONFLICT (name) DO UPDATE SET location = excluded.location, url = excluded.url, \
+             version = excluded.version, started_at = excluded.started_at, \
+             seen_at = excluded.seen_at, stopped_at = NULL, listeners = excluded.listeners, \
+             services_down = excluded.services_down",
+        )
+        .bind(&r.name)
+        .bind(&r.location)
+        .bind(&r.url)
+        .bind(&r.version)
+        .bind(r.started_at)
+        .bind(r.at)
+        .bind(json(&r.listeners))
+        .bind(json(&r.services_down))
+        .execute(&mut *tx)
+        .await?;
         let agent = fetch(&mut tx, &r.name, "")
             .await?
             .ok_or_else(|| StoreError::not_found("agent", &r.name))?
