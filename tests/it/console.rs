@@ -931,8 +931,9 @@ async fn an_operators_day_in_chromium() {
     b.fill("#f-pool\\.start", "10.0.0.100").await;
     b.fill("#f-pool\\.end", "10.0.0.200").await;
     b.click("form.form button[type=submit]").await;
-    let error = b.text("#e-cidr").await;
-    assert!(error.contains("did you mean 10.0.0.0/24?"), "{error}");
+    // (The click returns before the answer is drawn: wait for it.)
+    b.wait_for_text("#e-cidr", 10, |t| t.contains("did you mean 10.0.0.0/24?"))
+        .await;
     assert_eq!(b.property("#f-cidr", "ariaInvalid").await, json!("true"));
     snap(&b, "form-errors").await;
     b.fill("#f-cidr", "10.0.0.0/24").await;
