@@ -34,3 +34,4 @@ GRANT SELECT (id, server_id, profile_id, state, created_at, updated_at, step,
 GRANT SELECT (id, user_id, prefix, scope, description, expires_at, created_at,
               last_used_at)
     ON api_tokens TO :"reader";
+GRANT SELECT (id, server_id, name, created_at) ON server_secrets TO :"reader";

@@ -229,6 +229,9 @@ pub async fn bootstrap_first_user(store: &dyn Store) -> anyhow::Result<Option<St
         .create_user(UserSpec {
             name: name.clone(),
             email: String::new(),
+            first_name: String::new(),
+            last_name: String::new(),
+            is_active: true,
             is_staff: true,
         })
         .await;

@@ -320,6 +320,7 @@ async fn dispatch(command: Command, config: Config, source: ConfigSource) -> any
                     name: Some(name),
                     email: Some(email),
                     is_staff: Some(staff),
+                    ..Default::default()
                 },
             )
             .await
@@ -575,12 +576,12 @@ async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     let addr = listeners.http.local_addr()?;
     say!("bootloader is serving on http://{addr}");
     say!("  console:  http://{addr}/ui/  (passwords: bootloader user passwd <name>)");
-    say!("  API:      http://{addr}/api/v1alpha2/  (Authorization: Token <key>)");
-    say!("  OpenAPI:  http://{addr}/api/v1alpha2/openapi.json");
+    say!("  API:      http://{addr}/api/v1/  (Authorization: Token <key>)");
+    say!("  OpenAPI:  http://{addr}/api/v1/openapi.json");
     if let Some((listener, _)) = &listeners.https {
         let tls_addr = listener.local_addr()?;
         say!(
-            "  HTTPS:    https://{tls_addr}/api/v1alpha2/{}",
+            "  HTTPS:    https://{tls_addr}/api/v1/{}",
             if config.tls.set_redirect {
                 "  (plain HTTP redirects the API here)"
             } else {
@@ -625,10 +626,10 @@ async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
         config.public_url,
         config.boot.static_dir.display()
     );
-    say!("  timeline: http://{addr}/api/v1alpha2/servers/<fqdn>/timeline");
+    say!("  timeline: http://{addr}/api/v1/servers/<fqdn>/timeline");
     match &config.broker_url {
         Some(url) => say!(
-            "  events:   to exchange {:?} at {} (status: /api/v1alpha2/events/status)",
+            "  events:   to exchange {:?} at {} (status: /api/v1/events/status)",
             config.broker_exchange,
             bootloader_core::model::redact_url(url.expose())
         ),

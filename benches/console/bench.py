@@ -197,15 +197,15 @@ def run(args, data, port, daemon, streams):
     print(f"# {SERVERS} servers, {EVENTS} timeline events, {FOLLOWERS} followers, {REQUESTS} requests per page")
 
     t = time.monotonic()
-    assert api.call("POST", "/api/v1alpha2/locations", json.dumps({"name": "dc1"}))[0] == 201
-    assert api.call("POST", "/api/v1alpha2/networks", json.dumps({
+    assert api.call("POST", "/api/v1/locations", json.dumps({"name": "dc1"}))[0] == 201
+    assert api.call("POST", "/api/v1/networks", json.dumps({
         "location": "dc1", "cidr": "10.0.0.0/16",
         "pool": {"start": "10.0.1.1", "end": "10.0.250.254"}}))[0] == 201
     for start in range(0, SERVERS, 5000):
         lines = ["fqdn;location;serial;interface;mac"]
         for i in range(start, min(SERVERS, start + 5000)):
             lines.append(f"node{i:05d}.dc1.example.com;dc1;SN{i:06d};eth0;{mac(i)}")
-        s, body, _ = api.call("POST", "/api/v1alpha2/servers/import?location=dc1",
+        s, body, _ = api.call("POST", "/api/v1/servers/import?location=dc1",
                               "\n".join(lines) + "\n", "text/csv")
         assert s in (200, 201), body[:500]
     print(f"# seeded {SERVERS} servers in {time.monotonic() - t:.1f} s")
@@ -224,13 +224,13 @@ def run(args, data, port, daemon, streams):
     time.sleep(3)  # the timeline writes in batches
     print(f"# {EVENTS} boot requests in {time.monotonic() - t:.1f} s")
 
-    s, body, _ = api.call("POST", "/api/v1alpha2/profiles", PROFILE, "application/yaml")
+    s, body, _ = api.call("POST", "/api/v1/profiles", PROFILE, "application/yaml")
     assert s == 201, body
     profile = json.loads(body)["id"]
     t = time.monotonic()
     deployments = []
     for i in range(2 * FOLLOWERS):
-        s, body, _ = api.call("POST", "/api/v1alpha2/deployments", json.dumps(
+        s, body, _ = api.call("POST", "/api/v1/deployments", json.dumps(
             {"server": f"node{i:05d}.dc1.example.com", "profile": str(profile)}))
         assert s == 201, body
         deployments.append(json.loads(body)["id"])
@@ -347,7 +347,7 @@ def run(args, data, port, daemon, streams):
     time.sleep(3)
     print(f"| {FOLLOWERS} deployments moving ({2 * FOLLOWERS} callbacks), each followed by its page | {cpu_percent(pid, WINDOW, move(watched)):.2f} |")
     time.sleep(3)
-    s, body, _ = Client(port, token).call("GET", f"/api/v1alpha2/deployments?state=complete&limit=1")
+    s, body, _ = Client(port, token).call("GET", f"/api/v1/deployments?state=complete&limit=1")
     print(f"\n# deployments complete: {json.loads(body)['count']} of {2 * FOLLOWERS}; "
           f"pages that saw theirs complete: {len(completed)} of {FOLLOWERS}")
 

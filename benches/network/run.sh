@@ -325,7 +325,7 @@ EOF
         | grep -q '10.88.0.0/16' || die "network"
 }
 bl_api() { # METHOD PATH [JSON]
-    local args=(-sS -X "$1" -H "Authorization: Token $BL_TOKEN" "http://$SRV:8080/api/v1alpha2$2")
+    local args=(-sS -X "$1" -H "Authorization: Token $BL_TOKEN" "http://$SRV:8080/api/v1$2")
     [ $# -ge 3 ] && args+=(-H 'Content-Type: application/json' --data-binary "$3")
     timeout 30 ip netns exec "$SNS" curl "${args[@]}"
 }

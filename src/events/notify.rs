@@ -63,7 +63,7 @@ pub fn note(event: &OutboxEvent, public_url: &str, location: Option<&str>) -> Op
         }
     }
     let api = format!(
-        "{}/api/v1alpha2/deployments/{id}",
+        "{}/api/v1/deployments/{id}",
         public_url.trim_end_matches('/')
     );
     text.push_str(&format!("\nLog: {api}/log\nTimeline: {api}/timeline"));
@@ -405,7 +405,7 @@ mod tests {
         );
         assert!(
             n.text
-                .contains("http://10.0.0.1:8080/api/v1alpha2/deployments/12/log")
+                .contains("http://10.0.0.1:8080/api/v1/deployments/12/log")
         );
         let n = note(&event("deployment.complete", d.clone()), "http://x", None).unwrap();
         assert!(n.subject.ends_with("completed") && !n.text.contains("Why"));

@@ -1,4 +1,5 @@
-//! The HTTP side: the REST API (`api/`), the web console (`console/`),
+//! The HTTP side: the REST API (`api/`, at `/api/v1/`), the older
+//! system's API at its old paths (`legacy/`), the web console (`console/`),
 //! what booting machines fetch and call back (`boot.rs`: scripts, files,
 //! callbacks, exports), health and metrics (`health.rs`), the accept loop
 //! (`conn.rs`) and HTTPS (`tls.rs`).
@@ -8,6 +9,7 @@ pub mod boot;
 pub mod conn;
 pub mod console;
 pub mod health;
+pub mod legacy;
 pub mod tls;
 
 use std::future::Future;
@@ -40,12 +42,16 @@ pub fn router(
     console: console::ConsoleState,
 ) -> Router {
     let (api, _) = api::routes(state.clone());
+    let older = legacy::routes(legacy::LegacyState {
+        app: state.clone(),
+        limiter: console.limiter.clone(),
+    });
     Router::new()
-        .nest("/api/v1alpha2", api.clone())
-        .nest("/api", api)
+        .nest("/api/v1", api)
         // With a trailing slash, which nesting does not match.
-        .route("/api/v1alpha2/", axum::routing::get(api::index))
-        .route("/api/", axum::routing::get(api::index))
+        .route("/api/v1/", axum::routing::get(api::index))
+        // The older system's API at its old paths (legacy/mod.rs).
+        .merge(older)
         .merge(health::routes(health))
         .merge(console::routes(console))
         .merge(boot::routes(boot_state.clone()))

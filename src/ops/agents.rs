@@ -36,3 +36,39 @@ pub async fn delete(ops: &Ops, actor: &Actor, name: &str) -> Result<Agent, Error
     }
     Ok(ops.agents.delete_agent(name, now).await?)
 }
+
+/// Registers an agent of the older system (`POST agents/` with its queue
+/// and URL): kept under its queue name, shown like the daemons, and gone
+/// once it stops registering, since an older agent reports only at start.
+pub async fn register(ops: &Ops, actor: &Actor, queue: &str, url: &str) -> Result<Agent, Error> {
+    actor.require_write()?;
+    let mut v = super::Validator::default();
+    for (field, value) in [("queue", queue), ("agent_url", url)] {
+        if value.trim().is_empty() {
+            v.error(field, "This field may not be blank.");
+        }
+        super::input::check_text(&mut v, field, value, 255);
+    }
+    v.finish()?;
+    let now = OffsetDateTime::now_utc();
+    let known = match ops.agents.agent(queue, now).await {
+        Ok(a) => Some(a),
+        Err(bootloader_store::StoreError::NotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(ops
+        .agents
+        .report_agent(&bootloader_store::AgentReport {
+            name: queue.to_string(),
+            location: known.as_ref().and_then(|a| a.location.clone()),
+            url: url.to_string(),
+            version: known
+                .map(|a| a.version)
+                .unwrap_or_else(|| "older agent".to_string()),
+            started_at: now,
+            listeners: Vec::new(),
+            services_down: Vec::new(),
+            at: now,
+        })
+        .await?)
+}

@@ -61,6 +61,45 @@ pub async fn repeat(ops: &Ops, actor: &Actor, id: i64) -> Result<DeploymentRecor
     Ok(ops.engine.repeat(id).await?)
 }
 
+/// Deletes a deployment with its log. An active one is cancelled first
+/// (its cleanup step runs) and deleted once it has ended, if that takes
+/// no more than a few seconds; otherwise it stays cancelled and the
+/// answer says to delete it again when its cleanup is done.
+pub async fn delete(ops: &Ops, actor: &Actor, id: i64) -> Result<(), Error> {
+    actor.require_write()?;
+    let record = ops.boot.deployment(id).await?;
+    if !record.state.is_final() {
+        ops.engine.cancel(id).await?;
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let record = ops.boot.deployment(id).await?;
+        if record.state.is_final() && record.step.is_none() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Conflict {
+                message: format!(
+                    "deployment {id} is cancelled and still runs its {} step; delete it again once that has ended",
+                    record.step.as_deref().unwrap_or("cleanup")
+                ),
+                fields: Default::default(),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    ops.deployments.delete_deployment(id).await?;
+    Ok(())
+}
+
+/// The deployment's callback token (staff only: it lets a caller act
+/// as the machine), for clients of the older API that build callback
+/// URLs themselves. `None` once the deployment no longer keeps it.
+pub async fn token(ops: &Ops, actor: &Actor, id: i64) -> Result<Option<String>, Error> {
+    actor.require_staff("see callback tokens")?;
+    Ok(ops.deployments.engine_view(id).await?.token)
+}
+
 /// Deployments, newest first, of one server and in one state if asked.
 pub async fn list(
     ops: &Ops,

@@ -19,6 +19,8 @@
 //!   what a reader may see of them instead.
 //! - `profiles.rs`: upload (validated, refused for what no driver can
 //!   do), list, read and delete profiles by id or `name==version`.
+//! - `secrets.rs`: secrets attached to servers by name (the older
+//!   system's credentials; staff only).
 //! - `servers.rs`: servers and their interfaces.
 //! - `sessions.rs`: signing in to the web console (rate-limited per user
 //!   and per source), its sessions, signing out, a user's theme.
@@ -41,6 +43,7 @@ pub mod locations;
 pub mod networks;
 pub mod power;
 pub mod profiles;
+pub mod secrets;
 pub mod servers;
 pub mod sessions;
 pub mod timeline;
@@ -106,6 +109,12 @@ impl Actor {
             Self::Broker | Self::Host => Ok(()),
         }
     }
+}
+
+/// The name (a server's FQDN) of the `kind` object numbered `id`: how
+/// the older API's numeric URLs reach objects addressed by name.
+pub async fn key_of(ops: &Ops, kind: bootloader_store::Keyed, id: i64) -> Result<String, Error> {
+    Ok(ops.inventory.key_of(kind, id).await?)
 }
 
 /// Refuses a user who is not staff what only staff may `what`.

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use bootloader_core::model::{Name, SessionSecret, Theme};
-use bootloader_store::{ConsoleSession, NewSession, User};
+use bootloader_core::model::{Name, SessionSecret, Theme, TokenScope};
+use bootloader_store::{ConsoleSession, NewSession, Principal, SignedInBy, User};
 
 use super::{Actor, Error, Ops};
 
@@ -205,6 +205,40 @@ pub async fn sign_in(
         .await?;
     tracing::info!(user = %user.name, %source, "signed in to the console");
     Ok(SignedIn { secret, user })
+}
+
+/// Who `name` is, if `password` is theirs: HTTP Basic on the older API,
+/// checked on every request, counted by the same limiter as the
+/// console's sign-in. `None` for a wrong name or password.
+pub async fn basic(
+    ops: &Ops,
+    limiter: &SignInLimiter,
+    name: &str,
+    password: &str,
+    source: IpAddr,
+) -> Result<Option<Principal>, Error> {
+    limiter.check(name, source, Instant::now())?;
+    let user = match name.trim().parse::<Name>() {
+        Ok(parsed) => super::users::check_password(&*ops.users, &parsed, password).await?,
+        Err(_) => None,
+    };
+    let Some(user) = user else {
+        limiter.failed(name, source, Instant::now());
+        tracing::info!(user = %name.trim(), %source, "basic authentication refused");
+        return Ok(None);
+    };
+    limiter.succeeded(name);
+    Ok(Some(Principal {
+        user_id: user.id,
+        user: user.name,
+        is_staff: user.is_staff,
+        by: SignedInBy::Password,
+        scope: if user.is_staff {
+            TokenScope::Write
+        } else {
+            TokenScope::Read
+        },
+    }))
 }
 
 /// The open session whose secret the browser presented, if any.

@@ -92,6 +92,11 @@ pub async fn issue_token(
 pub struct UserInput {
     pub name: Option<String>,
     pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    /// `false`: the user's tokens, sessions and password stop working
+    /// (nothing is deleted). Default `true`.
+    pub is_active: Option<bool>,
     pub is_staff: Option<bool>,
 }
 
@@ -116,10 +121,26 @@ pub fn user_spec(input: UserInput, current: Option<&User>) -> Result<UserSpec, E
     {
         v.error("email", format!("{email:?} is not an e-mail address"));
     }
+    let first_name = input
+        .first_name
+        .or_else(|| current.map(|c| c.first_name.clone()))
+        .unwrap_or_default();
+    check_text(&mut v, "first_name", &first_name, 150);
+    let last_name = input
+        .last_name
+        .or_else(|| current.map(|c| c.last_name.clone()))
+        .unwrap_or_default();
+    check_text(&mut v, "last_name", &last_name, 150);
     v.finish()?;
     Ok(UserSpec {
         name: name.ok_or_else(|| Error::invalid_field("name", "is required"))?,
         email,
+        first_name,
+        last_name,
+        is_active: input
+            .is_active
+            .or(current.map(|c| c.is_active))
+            .unwrap_or(true),
         is_staff: input
             .is_staff
             .or(current.map(|c| c.is_staff))
@@ -159,6 +180,15 @@ pub async fn update(
             return Err(Error::invalid_field(
                 "is_staff",
                 "you cannot take staff away from yourself",
+            ));
+        }
+        if let Actor::User(me) = actor
+            && current.id == me.user_id
+            && !spec.is_active
+        {
+            return Err(Error::invalid_field(
+                "is_active",
+                "you cannot deactivate yourself",
             ));
         }
         Ok(store.update_user(name, spec, &current).await)
@@ -205,7 +235,9 @@ pub async fn check_password(
     presented: &str,
 ) -> Result<Option<User>, Error> {
     let user = match store.user(name).await {
-        Ok(u) => Some(u),
+        // An inactive user is refused like one who does not exist.
+        Ok(u) if u.is_active => Some(u),
+        Ok(_) => None,
         Err(StoreError::NotFound { .. }) => None,
         Err(e) => return Err(e.into()),
     };

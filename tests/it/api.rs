@@ -89,7 +89,7 @@ async fn authentication_and_scopes(backend: Backend) {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     // Bearer works as well as Token.
     let resp = reqwest::Client::new()
-        .get(format!("{}/api/v1alpha2/locations", d.base))
+        .get(format!("{}/api/v1/locations", d.base))
         .header("Authorization", format!("Bearer {}", d.token))
         .send()
         .await
@@ -463,11 +463,11 @@ async fn profiles_lookups_and_errors(backend: Backend) {
         let (s, b) = d.post_text("/profiles", &text, "text/yaml").await;
         assert_eq!(s, StatusCode::CREATED, "{seed}: {b}");
     }
-    // By id, by name==version, by filters, through the /api alias.
+    // By id, by name==version, by filters.
     let (s, by_id) = d.get(&format!("/profiles/{id}")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(by_id["name"], "echo");
-    let (s, by_key) = d.get("/api/profiles/echo==1.0").await;
+    let (s, by_key) = d.get("/profiles/echo==1.0").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(by_key["id"], id);
     assert_eq!(
@@ -683,13 +683,13 @@ async fn updates_pagination_and_deletes(backend: Backend) {
     assert_eq!(page["count"], 5);
     assert_eq!(page["results"].as_array().unwrap().len(), 2);
     assert_eq!(page["results"][0]["fqdn"], "p2.dc1.example.com");
-    assert_eq!(page["next"], "/api/v1alpha2/servers?limit=2&offset=4");
-    assert_eq!(page["previous"], "/api/v1alpha2/servers?limit=2&offset=0");
+    assert_eq!(page["next"], "/api/v1/servers?limit=2&offset=4");
+    assert_eq!(page["previous"], "/api/v1/servers?limit=2&offset=0");
     // Following `next` keeps the filters.
     let (_, filtered) = d.get("/servers?location=dc1&limit=3").await;
     assert_eq!(
         filtered["next"],
-        "/api/v1alpha2/servers?location=dc1&limit=3&offset=3"
+        "/api/v1/servers?location=dc1&limit=3&offset=3"
     );
     let next = filtered["next"].as_str().unwrap().to_string();
     let (_, second) = d.get(&next).await;
@@ -770,7 +770,7 @@ async fn updates_pagination_and_deletes(backend: Backend) {
             "takes no query parameters",
         ),
         ("/events/status?x=1", "x", "takes no query parameters"),
-        ("/api/servers?fqdn=q0.dc1.example.com", "fqdn", "search"),
+        ("/servers?fqdn=q0.dc1.example.com", "fqdn", "search"),
     ] {
         let (s, b) = d.get(path).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {b}");
@@ -883,7 +883,7 @@ async fn openapi_document(backend: Backend) {
         );
     }
     assert!(doc["components"]["schemas"]["Server"].is_object());
-    let (s, index) = d.call_as(None, Method::GET, "/api/v1alpha2/", None).await;
+    let (s, index) = d.call_as(None, Method::GET, "/api/v1/", None).await;
     assert_eq!(s, StatusCode::OK, "{index}");
     for r in index["resources"].as_array().unwrap() {
         let path = format!("/{}", r.as_str().unwrap());

@@ -389,9 +389,7 @@ async fn connection_floods_do_not_stop_booting() {
     {
         use tokio::io::AsyncWriteExt;
         for c in slow.iter_mut() {
-            let _ = c
-                .write_all(b"GET /api/v1alpha2/ HTTP/1.1\r\nHost: x\r\n")
-                .await;
+            let _ = c.write_all(b"GET /api/v1/ HTTP/1.1\r\nHost: x\r\n").await;
         }
     }
     // A slowloris keeps adding a header byte a second.
@@ -427,7 +425,7 @@ async fn connection_floods_do_not_stop_booting() {
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.bytes().await.unwrap().len(), kernel.len());
         let r = m
-            .get(format!("{}/api/v1alpha2/servers", d.base))
+            .get(format!("{}/api/v1/servers", d.base))
             .header("Authorization", format!("Token {}", d.token))
             .send()
             .await

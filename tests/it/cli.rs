@@ -161,11 +161,14 @@ fn api(
         .expect("rt");
     rt.block_on(async {
         let client = reqwest::Client::new();
+        // The project's API unless the path names another (the older one).
+        let url = if path.starts_with("/api/") {
+            format!("{base}{path}")
+        } else {
+            format!("{base}/api/v1{path}")
+        };
         let mut req = client
-            .request(
-                method.parse().expect("method"),
-                format!("{base}/api/v1alpha2{path}"),
-            )
+            .request(method.parse().expect("method"), url)
             .header("Authorization", format!("Token {token}"));
         if let Some(b) = body {
             req = req.json(&b);
@@ -220,7 +223,7 @@ fn zero_config_serve_restart_and_secrecy() {
     let log = served.stop();
     assert!(!log.contains(PASSWORD), "the BMC password reached the log");
     assert!(
-        log.contains("z.example.com") || log.contains("/api/v1alpha2/servers"),
+        log.contains("z.example.com") || log.contains("/api/v1/servers"),
         "trace logging was on"
     );
 
@@ -543,6 +546,26 @@ fn rotate_secret_reencrypts_and_wrong_key_is_refused() {
         "fqdn": "r.example.com", "location": "dc1", "bmc": {"username": "ADMIN", "password": PASSWORD}})),
     );
     assert_eq!(s, 201);
+    // A server whose BMC login the older API attached to it as credentials.
+    let (s, b) = api(
+        &served.base,
+        &token,
+        "POST",
+        "/api/v1alpha2/servers/",
+        Some(serde_json::json!({"fqdn": "s.example.com", "location": "dc1"})),
+    );
+    assert_eq!(s, 201, "{b}");
+    for (name, data) in [("ipmi_username", "root"), ("ipmi_password", PASSWORD)] {
+        let object = format!("/api/v1alpha2/servers/{}/", b["id"]);
+        let (s, c) = api(
+            &served.base,
+            &token,
+            "POST",
+            "/api/v1alpha2/credentials/",
+            Some(serde_json::json!({"name": name, "data": data, "content_object": object})),
+        );
+        assert_eq!(s, 201, "{c}");
+    }
     // A deployment, whose callback token is sealed too.
     let profile = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/echo-1.0.yaml"),
@@ -557,7 +580,7 @@ fn rotate_secret_reencrypts_and_wrong_key_is_refused() {
             "--data-binary",
             &profile,
         ])
-        .arg(format!("{}/api/v1alpha2/profiles", served.base))
+        .arg(format!("{}/api/v1/profiles", served.base))
         .output()
         .unwrap();
     assert_eq!(text(&out.stdout), "201");
@@ -576,7 +599,7 @@ fn rotate_secret_reencrypts_and_wrong_key_is_refused() {
     let out = run(&mut bootloader(dir.path(), &["rotate-secret"]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains("re-encrypted 2 secret"),
+        text(&out.stderr).contains("re-encrypted 4 secret"),
         "{}",
         text(&out.stderr)
     );
@@ -600,6 +623,11 @@ fn rotate_secret_reencrypts_and_wrong_key_is_refused() {
             .await
             .unwrap();
         assert_eq!(login, Some(("ADMIN".to_string(), PASSWORD.to_string())));
+        let login = store
+            .bmc_login(&"s.example.com".parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(login, Some(("root".to_string(), PASSWORD.to_string())));
         // And the deployment's token.
         let view = store.engine_view(1).await.unwrap();
         assert_eq!(view.token.map(|t| t.len()), Some(64));
@@ -995,7 +1023,7 @@ fn tls_serves_the_api_and_keeps_boot_plain() {
             .contains(&format!("HTTPS:    https://{tls_listen}"))
     );
 
-    let https = format!("https://{tls_listen}/api/v1alpha2/servers");
+    let https = format!("https://{tls_listen}/api/v1/servers");
     let (ok, body) = curl(&["--cacert", &cert_file, "-H", &auth, &https]);
     assert!(ok && body.contains("\"results\""), "{body}");
     // Without our CA, curl refuses the certificate: it is really TLS.
@@ -1008,7 +1036,7 @@ fn tls_serves_the_api_and_keeps_boot_plain() {
         "/dev/null",
         "-w",
         "%{http_code} %{redirect_url}",
-        &format!("{}/api/v1alpha2/servers?limit=5", served.base),
+        &format!("{}/api/v1/servers?limit=5", served.base),
     ]);
     assert_eq!(head, format!("308 {https}?limit=5"));
     let (_, boot) = curl(&[

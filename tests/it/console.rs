@@ -153,6 +153,9 @@ async fn with_password(d: &Daemon, name: &str, staff: bool) {
             .create_user(UserSpec {
                 name: user.clone(),
                 email: format!("{name}@example.com"),
+                first_name: String::new(),
+                last_name: String::new(),
+                is_active: true,
                 is_staff: staff,
             })
             .await
@@ -1655,6 +1658,9 @@ async fn avatars_come_through_the_daemon() {
             UserSpec {
                 name: admin.clone(),
                 email: "Admin@Example.com ".into(),
+                first_name: String::new(),
+                last_name: String::new(),
+                is_active: true,
                 is_staff: true,
             },
             &user,

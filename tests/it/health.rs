@@ -80,7 +80,7 @@ async fn ready_and_counted() {
             &text,
             "bootloader_http_requests_total",
             &[
-                "route=\"/api/v1alpha2/servers\"",
+                "route=\"/api/v1/servers\"",
                 "method=\"POST\"",
                 "status=\"201\""
             ]

@@ -37,6 +37,7 @@ mod dhcp_golden;
 mod events;
 mod fuzz_corpus;
 mod health;
+mod legacy;
 mod notify;
 mod outages;
 mod packages;

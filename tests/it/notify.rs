@@ -238,10 +238,7 @@ async fn deployments_are_announced_on_slack_and_by_email() {
         failed.contains("Why: ") && failed.contains("timed out"),
         "{failed}"
     );
-    assert!(
-        failed.contains("/api/v1alpha2/deployments/2/log"),
-        "{failed}"
-    );
+    assert!(failed.contains("/api/v1/deployments/2/log"), "{failed}");
     assert_eq!(hook.got.lock().unwrap()[0]["channel"], "#deploys");
 
     let mails = smtp.messages();

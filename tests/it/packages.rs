@@ -370,9 +370,9 @@ say "user=$(stat -c %U "/proc/$(systemctl show -p MainPID --value bootloader)")"
 ss -lunp | grep -E ':(67|69) ' | sed 's/^/udp /'
 token=$(cat /var/lib/bootloader/admin-token)
 say "readyz=$(http GET /readyz | tr -d '\n')"
-http POST /api/v1alpha2/locations '{"name": "dc1"}' >/dev/null
-http POST /api/v1alpha2/servers '{"fqdn": "n1.dc1.example.com", "location": "dc1", "bmc": {"host": "127.0.0.1", "port": 6230, "username": "ADMIN", "password": "pw", "driver": "ipmitool"}}' >/dev/null
-say "power=$(http GET /api/v1alpha2/servers/n1.dc1.example.com/power | tr -d '\n')"
+http POST /api/v1/locations '{"name": "dc1"}' >/dev/null
+http POST /api/v1/servers '{"fqdn": "n1.dc1.example.com", "location": "dc1", "bmc": {"host": "127.0.0.1", "port": 6230, "username": "ADMIN", "password": "pw", "driver": "ipmitool"}}' >/dev/null
+say "power=$(http GET /api/v1/servers/n1.dc1.example.com/power | tr -d '\n')"
 systemctl reload bootloader
 sleep 2
 say "after-reload=$(systemctl is-active bootloader)"

@@ -69,6 +69,8 @@ async fn readonly_role_reads_everything_but_secrets() {
         "SELECT id, state, step FROM deployments",
         "SELECT routing_key FROM outbox",
         "SELECT phase FROM boot_events",
+        "SELECT server_id, name FROM server_secrets",
+        "SELECT first_name, is_active FROM users",
     ] {
         let (ok, out) = as_reader(sql);
         assert!(ok, "{sql}: {out}");
@@ -79,6 +81,7 @@ async fn readonly_role_reads_everything_but_secrets() {
         "SELECT token_sealed FROM deployments",
         "SELECT token_hash FROM api_tokens",
         "SELECT hash FROM user_passwords",
+        "SELECT data_sealed FROM server_secrets",
         "SELECT secret_hash FROM console_sessions",
         "SELECT value FROM settings",
         "INSERT INTO labels (name, created_at) VALUES ('x', now())",

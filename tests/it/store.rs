@@ -390,6 +390,9 @@ async fn an_update_from_a_stale_read_is_refused(backend: Backend) {
     let user = |email: &str| UserSpec {
         name: name.clone(),
         email: email.into(),
+        first_name: String::new(),
+        last_name: String::new(),
+        is_active: true,
         is_staff: false,
     };
     let read = store.create_user(user("a@example.com")).await.unwrap();
@@ -421,6 +424,9 @@ async fn sessions_end_as_they_should(backend: Backend) {
         .create_user(UserSpec {
             name: name.clone(),
             email: "ops2@example.com".into(),
+            first_name: String::new(),
+            last_name: String::new(),
+            is_active: true,
             is_staff: false,
         })
         .await

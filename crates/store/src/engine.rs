@@ -105,6 +105,10 @@ pub trait EngineStore: Send + Sync + 'static {
         state: Option<DeploymentState>,
         page: Page,
     ) -> Result<Listing<DeploymentRecord>>;
+    /// Deletes a deployment that has ended and has nothing left to run,
+    /// with its log, callbacks and served files; an active one is a
+    /// conflict.
+    async fn delete_deployment(&self, id: i64) -> Result<DeploymentRecord>;
 }
 
 /// Named leases on a job across the daemons sharing one database (the

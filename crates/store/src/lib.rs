@@ -36,7 +36,7 @@ pub use settings::{DatabaseConfig, PostgresTarget};
 pub use sqlite::SqliteStore;
 pub use types::*;
 
-use bootloader_core::model::{Fqdn, Name, PasswordHash, Theme, TokenHash};
+use bootloader_core::model::{Fqdn, Name, PasswordHash, Secret, Theme, TokenHash};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -224,6 +224,28 @@ pub trait InventoryStore: Send + Sync + 'static {
         read: &Interface,
     ) -> Result<Interface>;
     async fn delete_interface(&self, id: i64) -> Result<()>;
+
+    /// The name (a server's FQDN) of the `kind` object with this id: how
+    /// the older API's numeric URLs reach objects addressed by name.
+    async fn key_of(&self, kind: Keyed, id: i64) -> Result<String>;
+    /// Attaches a named secret to a server (the older system's
+    /// credentials; `ipmi_username` and `ipmi_password` are the BMC login
+    /// of a server that names none of its own).
+    async fn add_server_secret(
+        &self,
+        server: &Fqdn,
+        name: &str,
+        data: &Secret,
+    ) -> Result<ServerSecret>;
+    async fn server_secret(&self, id: i64) -> Result<ServerSecret>;
+    /// Secrets of one server (by id) or all, of one name or all, in id
+    /// order.
+    async fn server_secrets(
+        &self,
+        server_id: Option<i64>,
+        name: Option<&str>,
+    ) -> Result<Vec<ServerSecret>>;
+    async fn delete_server_secret(&self, id: i64) -> Result<()>;
 }
 
 /// Users, their API tokens and SSH keys.

@@ -115,6 +115,9 @@ pub(super) mod rows {
         pub id: i64,
         pub name: String,
         pub email: String,
+        pub first_name: String,
+        pub last_name: String,
+        pub is_active: bool,
         pub is_staff: bool,
         pub created_at: OffsetDateTime,
     }
@@ -320,6 +323,9 @@ pub(super) mod convert {
             id: r.id,
             name: stored(&r.name, "user name")?,
             email: r.email,
+            first_name: r.first_name,
+            last_name: r.last_name,
+            is_active: r.is_active,
             is_staff: r.is_staff,
             created_at: r.created_at,
         })

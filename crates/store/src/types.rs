@@ -88,10 +88,34 @@ pub struct ServerFilter {
     pub deployment_state: Option<bootloader_core::model::DeploymentState>,
 }
 
+/// What `InventoryStore::key_of` looks up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keyed {
+    Location,
+    Label,
+    Server,
+    User,
+}
+
+/// A secret attached to a server by name, opened: for staff only.
+#[derive(Debug, Clone)]
+pub struct ServerSecret {
+    pub id: i64,
+    pub server_id: i64,
+    pub server: Fqdn,
+    pub name: String,
+    pub data: Secret,
+    pub created_at: OffsetDateTime,
+}
+
 #[derive(Debug, Clone)]
 pub struct UserSpec {
     pub name: Name,
     pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    /// An inactive user's tokens, sessions and password do not work.
+    pub is_active: bool,
     pub is_staff: bool,
 }
 
@@ -122,6 +146,9 @@ pub enum SignedInBy {
     Token(i64),
     /// A web console session, by its id.
     Session(i64),
+    /// The user's password, with each request (HTTP Basic on the older
+    /// API).
+    Password,
 }
 
 /// A console session to open.

@@ -1,5 +1,5 @@
-//! The REST API, mounted at `/api/v1alpha2/` and at `/api/` as its alias.
-//! Handlers parse and validate input into store types, call one store
+//! The REST API, mounted at `/api/v1/` (the older system's contract is at its
+//! old paths, `../legacy/`). Handlers parse and validate input into store types, call one store
 //! operation and render the result; `error.rs` turns every failure into a
 //! JSON body with the right status. The OpenAPI document is generated from
 //! the handlers' annotations.
@@ -54,11 +54,11 @@ impl utoipa::Modify for TokenAuth {
     }
 }
 
-/// `GET /api/v1alpha2/`: where things are, for a person with curl.
+/// `GET /api/v1/`: where things are, for a person with curl.
 pub async fn index() -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "openapi": "/api/v1alpha2/openapi.json",
+        "openapi": "/api/v1/openapi.json",
         "authentication": "Authorization: Token <key>",
         "resources": [
             "agents", "credentials", "interfaces", "labels", "leases", "locations", "networks", "profiles",
@@ -146,7 +146,7 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(deployments::deployment_timeline))
         .routes(routes!(events::events_status))
         .split_for_parts();
-    doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1alpha2")]);
+    doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
     let served = doc.clone();
     let documented = query::Documented::of(&doc);
     let router = router

@@ -75,10 +75,7 @@ pub async fn refuse_unknown(
 ) -> Response {
     if let (Some(query), Some(matched)) = (req.uri().query(), matched.as_ref()) {
         let full = matched.as_str();
-        let path = full
-            .strip_prefix("/api/v1alpha2")
-            .or_else(|| full.strip_prefix("/api"))
-            .unwrap_or(full);
+        let path = full.strip_prefix("/api/v1").unwrap_or(full);
         if let Some((unknown, takes)) = documented.unknown(req.method().as_str(), path, query)
             && !unknown.is_empty()
         {

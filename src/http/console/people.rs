@@ -173,6 +173,9 @@ pub async fn create_user(
     let input = ops::users::UserInput {
         name: posted.get("name").map(String::from),
         email: posted.get("email").map(String::from),
+        first_name: posted.get("first_name").map(String::from),
+        last_name: posted.get("last_name").map(String::from),
+        is_active: Some(posted.get("inactive") != Some("on")),
         is_staff: Some(posted.get("is_staff") == Some("on")),
     };
     let ops = &state.app.ops;
@@ -452,11 +455,14 @@ async fn editing<'a>(
         }
         _ => {
             let u = ops::users::get(&*ops.users, &actor, &name).await?;
-            let staff = if u.is_staff { "on" } else { "" };
+            let on = |b: bool| if b { "on" } else { "" }.to_string();
             vec![
                 ("name", u.name.to_string()),
                 ("email", u.email),
-                ("is_staff", staff.to_string()),
+                ("first_name", u.first_name),
+                ("last_name", u.last_name),
+                ("inactive", on(!u.is_active)),
+                ("is_staff", on(u.is_staff)),
             ]
         }
     };
@@ -533,6 +539,9 @@ async fn update(
             let input = ops::users::UserInput {
                 name: posted.get("name").map(String::from),
                 email: posted.get("email").map(String::from),
+                first_name: posted.get("first_name").map(String::from),
+                last_name: posted.get("last_name").map(String::from),
+                is_active: Some(posted.get("inactive") != Some("on")),
                 is_staff: Some(posted.get("is_staff") == Some("on")),
             };
             match ops::users::update(&*ops.users, &actor, &name, input).await {

@@ -179,6 +179,9 @@ impl EngineStore for Ledger {
     ) -> Result<Listing<DeploymentRecord>, StoreError> {
         unused()
     }
+    async fn delete_deployment(&self, _: i64) -> Result<DeploymentRecord, StoreError> {
+        unused()
+    }
     async fn changed_deployments(
         &self,
         _: time::OffsetDateTime,

@@ -125,7 +125,7 @@ impl Binary {
     /// A request to the API with the staff token.
     pub fn api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client
-            .request(method, format!("{}/api/v1alpha2{path}", self.base))
+            .request(method, format!("{}/api/v1{path}", self.base))
             .header("Authorization", format!("Token {}", self.token))
     }
 

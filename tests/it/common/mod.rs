@@ -227,7 +227,7 @@ impl Daemon {
         let url = if path.starts_with("/api") {
             format!("{}{path}", self.base)
         } else {
-            format!("{}/api/v1alpha2{path}", self.base)
+            format!("{}/api/v1{path}", self.base)
         };
         let mut req = self.client.request(method, url);
         if let Some(t) = token {

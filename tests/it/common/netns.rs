@@ -375,7 +375,7 @@ lease_time = 600
             method.into(),
             "-H".into(),
             format!("Authorization: Token {}", self.token),
-            format!("{BASE}/api/v1alpha2{path}"),
+            format!("{BASE}/api/v1{path}"),
         ];
         if let Some(b) = body {
             args.extend([

@@ -139,6 +139,10 @@ pub struct User {
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub name: Name,
     pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    /// An inactive user's tokens, sessions and password do not work.
+    pub is_active: bool,
     pub is_staff: bool,
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]

@@ -120,10 +120,14 @@ fn people_and_their_keys() {
             id: 1,
             name: "ops".parse().unwrap(),
             email: "ops@example.com".into(),
+            first_name: "Ada".into(),
+            last_name: String::new(),
+            is_active: true,
             is_staff: true,
             created_at: at(),
         },
-        json!({"id": 1, "name": "ops", "email": "ops@example.com", "is_staff": true, "created_at": AT}),
+        json!({"id": 1, "name": "ops", "email": "ops@example.com", "first_name": "Ada",
+            "last_name": "", "is_active": true, "is_staff": true, "created_at": AT}),
     );
     check(
         &ApiToken {

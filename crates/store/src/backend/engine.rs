@@ -320,4 +320,35 @@ impl EngineStore for Backend {
             items,
         })
     }
+
+    async fn delete_deployment(&self, id: i64) -> Result<DeploymentRecord> {
+        let (_writer, mut tx) = self.begin_write().await?;
+        let record = fetch_deployment(&mut tx, id).await?;
+        if !record.state.is_final() || record.step.is_some() {
+            return Err(StoreError::conflict(
+                "state",
+                format!(
+                    "deployment {id} is {}{}: only one that has ended can be deleted (cancel it first)",
+                    record.state,
+                    record
+                        .step
+                        .as_deref()
+                        .map(|s| format!(", running its {s} step"))
+                        .unwrap_or_default()
+                ),
+            ));
+        }
+        sqlx::query("DELETE FROM deployments WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        emit(
+            &mut tx,
+            "deployment.deleted",
+            serde_json::to_value(&record).unwrap_or_default(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
 }

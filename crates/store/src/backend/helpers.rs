@@ -146,11 +146,13 @@ pub(super) async fn fetch_server(conn: &mut Conn, fqdn: &Fqdn) -> Result<Server>
 }
 
 pub(super) async fn fetch_user(conn: &mut Conn, name: &Name) -> Result<User> {
-    let row: Option<UserRow> =
-        sqlx::query_as("SELECT id, name, email, is_staff, created_at FROM users WHERE name = $1")
-            .bind(name.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
+    let row: Option<UserRow> = sqlx::query_as(
+        "SELECT id, name, email, first_name, last_name, is_active, is_staff, created_at \
+             FROM users WHERE name = $1",
+    )
+    .bind(name.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
     convert::user(row.ok_or_else(|| StoreError::not_found("user", name))?)
 }
 

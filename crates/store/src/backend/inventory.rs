@@ -654,22 +654,44 @@ impl InventoryStore for Backend {
 
     async fn bmc_login(&self, fqdn: &Fqdn) -> Result<Option<(String, String)>> {
         let mut conn = self.pool.acquire().await?;
-        let row: Option<(Option<String>, Option<Vec<u8>>, Option<String>, Option<Vec<u8>>)> = sqlx::query_as(
-            "SELECT s.bmc_username, s.bmc_password_encrypted, c.username, c.password_encrypted \
-             FROM servers s LEFT JOIN credentials c ON c.id = s.bmc_credential_id WHERE s.fqdn = $1",
-        )
-        .bind(fqdn.as_str())
-        .fetch_optional(&mut *conn)
-        .await?;
-        let (user, sealed, cred_user, cred_sealed) =
+        let row: Option<(i64, Option<String>, Option<Vec<u8>>, Option<String>, Option<Vec<u8>>)> =
+            sqlx::query_as(
+                "SELECT s.id, s.bmc_username, s.bmc_password_encrypted, c.username, c.password_encrypted \
+                 FROM servers s LEFT JOIN credentials c ON c.id = s.bmc_credential_id WHERE s.fqdn = $1",
+            )
+            .bind(fqdn.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+        let (id, user, sealed, cred_user, cred_sealed) =
             row.ok_or_else(|| StoreError::not_found("server", fqdn))?;
-        // The server's own values win; the named credential fills gaps.
-        let password = match (sealed, cred_sealed) {
-            (Some(p), _) | (None, Some(p)) => Some(self.cipher.open(&p)?),
-            (None, None) => None,
+        // The server's own values win; the named credential fills gaps;
+        // then the secrets the older system kept on the server (the
+        // latest of each name).
+        let attached: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT name, data_sealed FROM server_secrets \
+             WHERE server_id = $1 AND name IN ('ipmi_username', 'ipmi_password') ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let latest = |wanted: &str| {
+            attached
+                .iter()
+                .rev()
+                .find(|(name, _)| name == wanted)
+                .map(|(_, sealed)| sealed.clone())
         };
-        let login = user.or(cred_user).zip(password);
-        Ok(login)
+        let password = match sealed.or(cred_sealed).or_else(|| latest("ipmi_password")) {
+            Some(p) => Some(self.cipher.open(&p)?),
+            None => None,
+        };
+        let user = match user.or(cred_user) {
+            Some(u) => Some(u),
+            None => latest("ipmi_username")
+                .map(|u| self.cipher.open(&u))
+                .transpose()?,
+        };
+        Ok(user.zip(password))
     }
 
     async fn create_interface(&self, server: &Fqdn, spec: InterfaceSpec) -> Result<Interface> {
@@ -768,5 +790,34 @@ impl InventoryStore for Backend {
         emit(&mut tx, "interface.deleted", event(&interface)).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn key_of(&self, kind: Keyed, id: i64) -> Result<String> {
+        super::secrets::key_of(self, kind, id).await
+    }
+
+    async fn add_server_secret(
+        &self,
+        server: &Fqdn,
+        name: &str,
+        data: &Secret,
+    ) -> Result<ServerSecret> {
+        super::secrets::add(self, server, name, data).await
+    }
+
+    async fn server_secret(&self, id: i64) -> Result<ServerSecret> {
+        super::secrets::get(self, id).await
+    }
+
+    async fn server_secrets(
+        &self,
+        server_id: Option<i64>,
+        name: Option<&str>,
+    ) -> Result<Vec<ServerSecret>> {
+        super::secrets::list(self, server_id, name).await
+    }
+
+    async fn delete_server_secret(&self, id: i64) -> Result<()> {
+        super::secrets::delete(self, id).await
     }
 }

@@ -23,6 +23,7 @@ mod locks;
 mod outbox;
 mod power;
 mod profiles;
+mod secrets;
 mod sessions;
 mod store;
 mod timeline;

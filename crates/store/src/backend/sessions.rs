@@ -42,7 +42,8 @@ impl SessionStore for Backend {
         let row: Option<SessionRow> = sqlx::query_as(
             "SELECT s.id, s.source, s.created_at, s.seen_at, s.expires_at, \
                     u.id AS user_id, u.name AS user_name, u.email, u.is_staff, u.theme \
-             FROM console_sessions s JOIN users u ON u.id = s.user_id WHERE s.secret_hash = $1",
+             FROM console_sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.secret_hash = $1 AND u.is_active",
         )
         .bind(&hash.0)
         .fetch_optional(&mut *conn)

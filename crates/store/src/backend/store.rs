@@ -105,6 +105,19 @@ impl Store for Backend {
                 .await?;
             n += 1;
         }
+        let attached: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT id, data_sealed FROM server_secrets")
+                .fetch_all(&mut *tx)
+                .await?;
+        for (id, sealed) in attached {
+            let clear = self.cipher.open(&sealed)?;
+            sqlx::query("UPDATE server_secrets SET data_sealed = $1 WHERE id = $2")
+                .bind(new.seal(&clear)?)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            n += 1;
+        }
         // Deployments' callback tokens (templates render them again
         // after a restart).
         let tokens: Vec<(i64, Vec<u8>)> = sqlx::query_as(

@@ -24,10 +24,14 @@ impl UserStore for Backend {
             ));
         }
         sqlx::query(
-            "INSERT INTO users (name, email, is_staff, created_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO users (name, email, first_name, last_name, is_active, is_staff, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(spec.name.as_str())
         .bind(&spec.email)
+        .bind(&spec.first_name)
+        .bind(&spec.last_name)
+        .bind(spec.is_active)
         .bind(spec.is_staff)
         .bind(now())
         .execute(&mut *tx)
@@ -48,7 +52,7 @@ impl UserStore for Backend {
         let total = count(&mut conn, "SELECT COUNT(*) FROM users").await?;
         let (limit, offset) = limit(page);
         let rows: Vec<UserRow> = sqlx::query_as(
-            "SELECT id, name, email, is_staff, created_at FROM users ORDER BY name LIMIT $1 OFFSET $2",
+            "SELECT id, name, email, first_name, last_name, is_active, is_staff, created_at FROM users ORDER BY name LIMIT $1 OFFSET $2",
         )
         .bind(limit)
         .bind(offset)
@@ -78,13 +82,19 @@ impl UserStore for Backend {
                 format!("user {} already exists", spec.name),
             ));
         }
-        sqlx::query("UPDATE users SET name = $1, email = $2, is_staff = $3 WHERE id = $4")
-            .bind(spec.name.as_str())
-            .bind(&spec.email)
-            .bind(spec.is_staff)
-            .bind(current.id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE users SET name = $1, email = $2, first_name = $3, last_name = $4, \
+             is_active = $5, is_staff = $6 WHERE id = $7",
+        )
+        .bind(spec.name.as_str())
+        .bind(&spec.email)
+        .bind(&spec.first_name)
+        .bind(&spec.last_name)
+        .bind(spec.is_active)
+        .bind(spec.is_staff)
+        .bind(current.id)
+        .execute(&mut *tx)
+        .await?;
         let user = fetch_user(&mut tx, &spec.name).await?;
         emit(&mut tx, "user.updated", event(&user)).await?;
         tx.commit().await?;
@@ -192,7 +202,8 @@ impl UserStore for Backend {
         let mut conn = self.pool.acquire().await?;
         let row: Option<PrincipalRow> = sqlx::query_as(
             "SELECT t.id AS token_id, t.scope, t.expires_at, t.last_used_at, u.id AS user_id, u.name AS user_name, u.is_staff \
-             FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+             FROM api_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.token_hash = $1 AND u.is_active",
         )
         .bind(&hash.0)
         .fetch_optional(&mut *conn)

@@ -1,0 +1,145 @@
+//! Named secrets attached to servers (the older system's credentials),
+//! sealed like BMC passwords, and the names behind numeric ids. Called
+//! from the `InventoryStore` implementation in `inventory.rs`.
+
+use time::OffsetDateTime;
+
+use super::Backend;
+use crate::sql::stored;
+use crate::types::{Keyed, ServerSecret};
+use crate::{Result, StoreError};
+use bootloader_core::model::{Fqdn, Secret};
+
+use super::helpers::*;
+
+type SecretRow = (i64, i64, String, String, Vec<u8>, OffsetDateTime);
+
+const SECRET_SELECT: &str = "SELECT x.id, x.server_id, s.fqdn, x.name, x.data_sealed, x.created_at \
+     FROM server_secrets x JOIN servers s ON s.id = x.server_id";
+
+/// The most bytes a secret holds.
+pub const MAX_SECRET: usize = 4096;
+
+fn open(b: &Backend, row: SecretRow) -> Result<ServerSecret> {
+    let (id, server_id, fqdn, name, sealed, created_at) = row;
+    Ok(ServerSecret {
+        id,
+        server_id,
+        server: stored(&fqdn, "server FQDN")?,
+        name,
+        data: Secret::new(b.cipher.open(&sealed)?),
+        created_at,
+    })
+}
+
+pub(super) async fn key_of(b: &Backend, kind: Keyed, id: i64) -> Result<String> {
+    let (sql, what) = match kind {
+        Keyed::Location => ("SELECT name FROM locations WHERE id = $1", "location"),
+        Keyed::Label => ("SELECT name FROM labels WHERE id = $1", "label"),
+        Keyed::Server => ("SELECT fqdn FROM servers WHERE id = $1", "server"),
+        Keyed::User => ("SELECT name FROM users WHERE id = $1", "user"),
+    };
+    let mut conn = b.pool.acquire().await?;
+    let name: Option<String> = sqlx::query_scalar(sql)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    name.ok_or_else(|| StoreError::not_found(what, id))
+}
+
+pub(super) async fn add(
+    b: &Backend,
+    server: &Fqdn,
+    name: &str,
+    data: &Secret,
+) -> Result<ServerSecret> {
+    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+        return Err(StoreError::invalid(
+            "name",
+            "1 to 255 characters, no control characters",
+        ));
+    }
+    if data.len() > MAX_SECRET {
+        return Err(StoreError::invalid(
+            "data",
+            format!("at most {MAX_SECRET} bytes"),
+        ));
+    }
+    let (_writer, mut tx) = b.begin_write().await?;
+    check_current_key(&mut tx, &b.cipher).await?;
+    let owner = fetch_server(&mut tx, server).await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO server_secrets (server_id, name, data_sealed, created_at) \
+         VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(owner.id)
+    .bind(name)
+    .bind(b.cipher.seal(data.expose())?)
+    .bind(now())
+    .fetch_one(&mut *tx)
+    .await?;
+    // The event names the secret, never its value.
+    emit(
+        &mut tx,
+        "server_secret.created",
+        serde_json::json!({"id": id, "server": owner.fqdn, "name": name}),
+    )
+    .await?;
+    tx.commit().await?;
+    get(b, id).await
+}
+
+pub(super) async fn get(b: &Backend, id: i64) -> Result<ServerSecret> {
+    let mut conn = b.pool.acquire().await?;
+    let row: Option<SecretRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SECRET_SELECT} WHERE x.id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    open(
+        b,
+        row.ok_or_else(|| StoreError::not_found("credential", id))?,
+    )
+}
+
+pub(super) async fn list(
+    b: &Backend,
+    server_id: Option<i64>,
+    name: Option<&str>,
+) -> Result<Vec<ServerSecret>> {
+    let mut conn = b.pool.acquire().await?;
+    let rows: Vec<SecretRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SECRET_SELECT} WHERE ($1 IS NULL OR x.server_id = $1) AND ($2 IS NULL OR x.name = $2) \
+         ORDER BY x.id"
+    )))
+    .bind(server_id)
+    .bind(name)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter().map(|r| open(b, r)).collect()
+}
+
+pub(super) async fn delete(b: &Backend, id: i64) -> Result<()> {
+    let (_writer, mut tx) = b.begin_write().await?;
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT s.fqdn, x.name FROM server_secrets x JOIN servers s ON s.id = x.server_id \
+         WHERE x.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (server, name) = row.ok_or_else(|| StoreError::not_found("credential", id))?;
+    sqlx::query("DELETE FROM server_secrets WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    emit(
+        &mut tx,
+        "server_secret.deleted",
+        serde_json::json!({"id": id, "server": server, "name": name}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
