@@ -101,6 +101,7 @@ fn lease(server_ip: Ipv4Addr) -> LeaseOffer {
         dns: vec![server_ip],
         domain: Some("example.com".into()),
         lease_secs: 3600,
+        options: vec![(42, vec![10, 0, 0, 5])],
     }
 }
 

@@ -656,6 +656,7 @@ fn start_boot_services(
         let settings = &config.tftp;
         let tftp_config = tftp::server::TftpConfig {
             root: settings.root.clone(),
+            extra_roots: settings.syslinux_dirs.clone(),
             limits: bootloader_core::tftp::transfer::Limits {
                 max_blksize: settings.max_blksize,
                 max_windowsize: settings.max_windowsize,

@@ -17,3 +17,8 @@ CREATE TABLE server_secrets (
     created_at  TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX server_secrets_server ON server_secrets (server_id, name);
+
+-- Options an operator adds to a network's replies (what the older agent's
+-- DNSMASQ_OPTS gave): [{"code": 42, "value": "10.0.0.5"}], checked when
+-- written.
+ALTER TABLE networks ADD COLUMN dhcp_options TEXT NOT NULL DEFAULT '[]';

@@ -122,6 +122,7 @@ pub struct TftpSection {
     pub enable: Option<bool>,
     pub listen: Option<String>,
     pub root: Option<String>,
+    pub syslinux_dirs: Option<Vec<String>>,
     pub max_transfers: Option<u32>,
     pub max_blksize: Option<u32>,
     pub max_windowsize: Option<u32>,

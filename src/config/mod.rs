@@ -150,6 +150,8 @@ pub struct TftpSettings {
     pub enable: bool,
     pub listen: SocketAddr,
     pub root: PathBuf,
+    /// Searched after `root`: pxelinux and its modules.
+    pub syslinux_dirs: Vec<PathBuf>,
     pub max_transfers: u32,
     pub max_blksize: u16,
     pub max_windowsize: u16,

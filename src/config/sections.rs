@@ -164,6 +164,13 @@ pub(super) fn resolve_tftp(r: &mut Resolver<'_>, t: file::TftpSection) -> TftpSe
         SocketAddr::from(([0, 0, 0, 0], 69))
     });
     let tftp_root = r.pick("tftp.root", None, t.root).unwrap_or_default();
+    let syslinux_dirs: String = r
+        .pick(
+            "tftp.syslinux_dirs",
+            None,
+            t.syslinux_dirs.map(|v| v.join(",")),
+        )
+        .unwrap_or_default();
     let max_transfers = r
         .pick("tftp.max_transfers", None, t.max_transfers)
         .unwrap_or_default();
@@ -178,6 +185,12 @@ pub(super) fn resolve_tftp(r: &mut Resolver<'_>, t: file::TftpSection) -> TftpSe
         enable: tftp_enable,
         listen: tftp_listen,
         root: PathBuf::from(tftp_root),
+        syslinux_dirs: syslinux_dirs
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .collect(),
         max_transfers,
         max_blksize: max_blksize.clamp(8, 65464) as u16,
         max_windowsize: max_windowsize.clamp(1, 32768) as u16,

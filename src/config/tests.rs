@@ -359,7 +359,19 @@ fn the_shipped_file_documents_every_setting() {
                 .unwrap()
                 .trim()
                 .trim_matches('"');
-            let value = if value == "[]" { "" } else { value };
+            // A list is shown as the environment spells it: comma-separated.
+            let joined: String = value
+                .trim_matches(['[', ']'])
+                .split(',')
+                .map(|v| v.trim().trim_matches('"'))
+                .filter(|v| !v.is_empty())
+                .collect::<Vec<_>>()
+                .join(",");
+            let value = if value.starts_with('[') {
+                joined.as_str()
+            } else {
+                value
+            };
             let same = value == shown
                 || matches!((value.parse::<f64>(), shown.parse::<f64>()), (Ok(a), Ok(b)) if a == b);
             assert!(

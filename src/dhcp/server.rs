@@ -550,6 +550,7 @@ impl DhcpService {
         }
         let known = match &target {
             None => Known::Unknown,
+            Some(t) if t.deployment.is_some() && t.pxelinux => Known::DeployingPxelinux,
             Some(t) if t.deployment.is_some() => Known::Deploying,
             Some(_) => Known::Idle,
         };
@@ -656,6 +657,19 @@ impl DhcpService {
             Some(Ok(d)) => Some(d),
             None => None,
         };
+        // Checked when the network was written; one that no longer
+        // encodes is left out rather than sent wrong.
+        let options: Vec<(u8, Vec<u8>)> = net
+            .dhcp_options
+            .iter()
+            .filter_map(|o| match o.encode() {
+                Ok(bytes) => Some((o.code, bytes)),
+                Err(e) => {
+                    tracing::warn!(network = %net.cidr, option = o.code, error = %e, "a DHCP option of the network is left out");
+                    None
+                }
+            })
+            .collect();
         let offer = |ip: Ipv4Addr| LeaseOffer {
             ip,
             prefix_len: net.cidr.prefix_len(),
@@ -663,6 +677,7 @@ impl DhcpService {
             dns: net.nameservers.clone(),
             domain: net.domain.clone(),
             lease_secs: leases.times().lease,
+            options: options.clone(),
         };
         let boot_text = boot_detail
             .map(|d| format!(", {d}"))

@@ -6,6 +6,7 @@ use ipnet::Ipv4Net;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use bootloader_core::dhcp::options::DhcpOptionSetting;
 use bootloader_core::model::{Fqdn, Name};
 use bootloader_store::{Listing, Network, NetworkSpec, Page, Pool};
 
@@ -32,7 +33,20 @@ pub struct NetworkInput {
     /// The dynamic DHCP range; `null` removes it.
     #[serde(default, deserialize_with = "super::input::double_option")]
     pub pool: Option<Option<PoolInput>>,
+    /// Options added to the network's replies; a list replaces them all.
+    pub dhcp_options: Option<Vec<DhcpOptionInput>>,
     pub description: Option<String>,
+}
+
+/// One option added to a network's replies: its name or code, and its
+/// value as text (`{"option": "ntp-servers", "value": "10.0.0.5, 10.0.0.6"}`,
+/// `{"option": 26, "value": "9000"}`, `{"option": 224, "value": "01:02"}`).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpOptionInput {
+    #[schema(value_type = String)]
+    pub option: serde_json::Value,
+    pub value: String,
 }
 
 /// Validates a whole network; `current` supplies fields absent on update.
@@ -150,6 +164,42 @@ pub fn network_spec(input: NetworkInput, current: Option<&Network>) -> Result<Ne
             }
         }
     }
+    let dhcp_options = match (input.dhcp_options, current) {
+        (Some(list), _) => {
+            let mut seen = std::collections::HashSet::new();
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, o)| {
+                    let option = match &o.option {
+                        serde_json::Value::String(s) => s.clone(),
+                        serde_json::Value::Number(n) => n.to_string(),
+                        _ => String::new(),
+                    };
+                    let parsed = DhcpOptionSetting::parse(&option, &o.value)
+                        .map_err(|e| {
+                            let field =
+                                if e.starts_with("unknown option") || e.contains("sets itself") {
+                                    "option"
+                                } else {
+                                    "value"
+                                };
+                            v.error(format!("dhcp_options[{i}].{field}"), e);
+                        })
+                        .ok()?;
+                    if !seen.insert(parsed.code) {
+                        v.error(
+                            format!("dhcp_options[{i}].option"),
+                            format!("option {} is given twice", parsed.code),
+                        );
+                        return None;
+                    }
+                    Some(parsed)
+                })
+                .collect()
+        }
+        (None, Some(c)) => c.dhcp_options.clone(),
+        (None, None) => Vec::new(),
+    };
     let description = input
         .description
         .or_else(|| current.map(|c| c.description.clone()))
@@ -164,6 +214,7 @@ pub fn network_spec(input: NetworkInput, current: Option<&Network>) -> Result<Ne
             nameservers,
             domain,
             pool,
+            dhcp_options,
             description,
         }),
         _ => Err(Error::invalid_field("cidr", "is required")),

@@ -25,6 +25,9 @@ use bootloader_store::BootStore;
 #[derive(Clone)]
 pub struct TftpConfig {
     pub root: PathBuf,
+    /// Searched after `root` for what is not there: pxelinux and its
+    /// modules, for deployments that boot through pxelinux.
+    pub extra_roots: Vec<PathBuf>,
     pub limits: Limits,
     /// Transfers in flight at most; more are refused with an error.
     pub max_transfers: usize,
@@ -391,7 +394,15 @@ async fn open_source(
             }
         }
     }
-    let (file, size) = open(&config.root, filename, config.private_dir.as_deref()).await?;
+    let private = config.private_dir.as_deref();
+    let mut opened = open(&config.root, filename, private).await;
+    for extra in &config.extra_roots {
+        match &opened {
+            Err((ErrorCode::FileNotFound, _)) => opened = open(extra, filename, private).await,
+            _ => break,
+        }
+    }
+    let (file, size) = opened?;
     let reader = Reader {
         file: Arc::new(file),
         size,

@@ -1335,12 +1335,56 @@ async fn people_and_settings(backend: Backend) {
                 ("domain", "dc1.example.com"),
                 ("pool.start", ""),
                 ("pool.end", ""),
+                ("dhcp_options[0].option", "ntp-servers"),
+                ("dhcp_options[0].value", "10.0.0.5"),
+                ("dhcp_options[1].option", "router"),
+                ("dhcp_options[1].value", "10.0.0.9"),
+                ("dhcp_options[2].option", "interface-mtu"),
+                ("dhcp_options[2].value", "9000"),
+                ("description", ""),
+            ],
+        )
+        .await;
+    // A bad option is shown at its row, and every row comes back.
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
+    let said = field_error(&a.body, "dhcp_options[1].option").unwrap_or_default();
+    assert!(said.contains("unknown option"), "{said}");
+    assert!(a.body.contains(r#"value="9000""#), "{}", a.body);
+    let a = v
+        .post(
+            &edit,
+            &[
+                ("_csrf", &token),
+                ("location", "dc1"),
+                ("cidr", "10.0.0.0/24"),
+                ("gateway", "10.0.0.254"),
+                ("nameservers", "10.0.0.2"),
+                ("domain", "dc1.example.com"),
+                ("pool.start", ""),
+                ("pool.end", ""),
+                ("dhcp_options[0].option", "ntp-servers"),
+                ("dhcp_options[0].value", "10.0.0.5"),
+                ("dhcp_options[1].option", ""),
+                ("dhcp_options[1].value", ""),
+                ("dhcp_options[2].option", "interface-mtu"),
+                ("dhcp_options[2].value", "9000"),
                 ("description", ""),
             ],
         )
         .await;
     assert_eq!(a.location, "/ui/networks", "{}", a.body);
     let (_, n) = d.get(&format!("/networks/{net}")).await;
+    assert_eq!(
+        n["dhcp_options"],
+        json!([{"code": 42, "name": "ntp-servers", "value": "10.0.0.5"},
+            {"code": 26, "name": "interface-mtu", "value": "9000"}])
+    );
+    let form = v.get(&format!("/ui/networks?edit={net}")).await;
+    assert!(
+        form.body.contains(r#"value="interface-mtu""#),
+        "{}",
+        form.body
+    );
     assert_eq!(n["gateway"], "10.0.0.254");
     assert_eq!(
         n["pool"],

@@ -183,3 +183,135 @@ async fn machine_that_never_calls_back_times_out() {
         "{error}"
     );
 }
+
+/// The older system's Ubuntu profile, its shape kept (a pxelinux config
+/// served over TFTP for the MAC, kernel and initrd served over HTTP from
+/// downloads, `delete_file on: tftp`, `power reset`, callbacks written
+/// `{{ callback_base }}/name`), with local stand-ins for the vanished
+/// mirror's kernel and initrd and the payload in place of the installer.
+fn older_ubuntu_profile() -> String {
+    let base = common::netns::BASE;
+    format!(
+        r#"---
+kind: profile
+apiVersion: v1alpha1
+name: ubuntu-16.04
+version: 0.1-a
+workflow:
+  new: {{}}
+  preparing:
+    - action: serve_file
+      via: http
+      filename: 'images/ubuntu/16.04/kernel'
+      source:
+        type: url
+        url: '{base}/static/payload/vmlinuz'
+    - action: serve_file
+      via: http
+      filename: 'images/ubuntu/16.04/initrd.gz'
+      source:
+        type: url
+        url: '{base}/static/payload/initrd.img'
+    - action: serve_file
+      via: tftp
+      filename: 'pxelinux.cfg/01-{{{{ mac_address_dashed }}}}'
+      source:
+        type: template
+        name: pxelinux.cfg
+    - action: ipmi_command
+      command: bootdev
+      parameters: pxe
+    - action: ipmi_command
+      command: power
+      parameters: reset
+    - action: expect_callback
+      name: preparing-callback
+  installing:
+    - action: delete_file
+      on: tftp
+      filename: 'pxelinux.cfg/01-{{{{ mac_address_dashed }}}}'
+    - action: expect_callback
+      name: installing-callback
+    - action: ipmi_command
+      command: bootdev
+      parameters: hd
+  configuring:
+    - action: expect_callback
+      name: configuring-callback
+  postconfiguring:
+    - action: expect_callback
+      name: postconfiguring_callback
+  cleanup: {{}}
+  complete: {{}}
+  error: {{}}
+templates:
+  pxelinux.cfg:
+    type: template
+    contents: |
+      DEFAULT ubuntu1604
+      LABEL ubuntu1604
+        KERNEL {{{{ agent_url }}}}/images/ubuntu/16.04/kernel
+        INITRD {{{{ agent_url }}}}/images/ubuntu/16.04/initrd.gz
+        APPEND console=ttyS0 quiet hostname={{{{ hostname }}}} bootloader.callback={{{{ callback_base }}}}/ bootloader.steps=preparing-callback,installing-callback,configuring-callback,postconfiguring_callback
+"#
+    )
+}
+
+/// The older profile installs a machine the way the older system booted
+/// it: the BIOS firmware (QEMU's iPXE ROM) gets `lpxelinux.0` over TFTP
+/// because the deployment serves a `pxelinux.cfg/` file, pxelinux fetches
+/// its module and the config for its MAC over TFTP, then the kernel and
+/// initrd over HTTP; the payload's callbacks (`callback_base` with the
+/// older doubled slash) walk the deployment to `complete`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_ubuntu_profile_boots_through_pxelinux() {
+    if skip() {
+        return;
+    }
+    preflight();
+    let name = "dep3";
+    let (lab, _vm, fqdn) = lab_with_vm(name, 2, &[older_ubuntu_profile()]).await;
+    let d = lab.post(
+        "/deployments",
+        json!({"server": fqdn, "profile": "ubuntu-16.04==0.1-a"}),
+    );
+    let id = d["id"].as_i64().unwrap_or_else(|| panic!("{d}"));
+    let done = wait_for(&lab, id, name, "complete");
+    assert_eq!(done["progress"], 100, "{done}");
+    let calls = vmbmc::chassis_calls(&lab);
+    assert!(calls.contains("set boot pxe"), "{calls}");
+
+    // What the machine fetched, in order: pxelinux, its module and its
+    // config over TFTP, then the kernel and initrd over HTTP.
+    std::thread::sleep(Duration::from_millis(600));
+    let mut events = lab.timeline(&fqdn);
+    events.reverse();
+    let at = |phase: &str, needle: &str| {
+        events
+            .iter()
+            .position(|e| {
+                e["phase"] == phase && e["request"].as_str().is_some_and(|r| r.contains(needle))
+            })
+            .unwrap_or_else(|| panic!("no {phase} {needle} in {events:#?}"))
+    };
+    let dashed = common::netns::mac(62).replace(':', "-");
+    let order = [
+        at("tftp", "RRQ lpxelinux.0"),
+        at("tftp", "RRQ ldlinux.c32"),
+        at("tftp", &format!("RRQ pxelinux.cfg/01-{dashed}")),
+        at("http", "/images/ubuntu/16.04/kernel"),
+        at("http", "/images/ubuntu/16.04/initrd.gz"),
+    ];
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "{order:?} {events:#?}"
+    );
+    let text = log_text(&lab, id);
+    for needle in [
+        "preparing #3 serve_file tftp pxelinux.cfg/01-{{ mac_address_dashed }}: done",
+        "installing #1 delete_file tftp pxelinux.cfg/01-{{ mac_address_dashed }}: done",
+        "postconfiguring #1 expect_callback postconfiguring_callback: done",
+    ] {
+        assert!(text.contains(needle), "log lacks {needle:?}:\n{text}");
+    }
+}

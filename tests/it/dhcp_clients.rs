@@ -14,7 +14,7 @@ use serde_json::Value;
 
 /// udhcpc's event script: log each event, configure the address.
 const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
-echo "$1 ip=$ip router=$router dns=$dns lease=$lease" >> "$EVENTS"
+echo "$1 ip=$ip router=$router dns=$dns lease=$lease ntp=$ntpsrv search=$search mtu=$mtu" >> "$EVENTS"
 case "$1" in
   deconfig) ip addr flush dev "$interface" ;;
   bound|renew) ip addr replace "$ip/$mask" dev "$interface" ;;
@@ -121,6 +121,32 @@ fn udhcpc_exchange(unicast: bool) {
             "interfaces": [{"name": "eth0", "mac": mac, "ipv4": "10.77.0.21"}]}),
     );
     assert_eq!(r["fqdn"], "c1.lab.example.com", "{r}");
+    // Options the network adds (what the older agent's DNSMASQ_OPTS
+    // gave); one the server sets itself is refused at its field.
+    let nets = lab.api("GET", "/networks", None, "");
+    let net = nets["results"][0]["id"].as_i64().unwrap();
+    let patch = |options: serde_json::Value| {
+        let body = serde_json::json!({ "dhcp_options": options }).to_string();
+        lab.api(
+            "PATCH",
+            &format!("/networks/{net}"),
+            Some(&body),
+            "application/json",
+        )
+    };
+    let refused = patch(serde_json::json!([{"option": "3", "value": "10.77.0.9"}]));
+    assert!(
+        refused["fields"]["dhcp_options[0].option"][0]
+            .as_str()
+            .is_some_and(|m| m.contains("sets itself")),
+        "{refused}"
+    );
+    let set = patch(serde_json::json!([
+        {"option": "ntp-servers", "value": "10.77.0.5, 10.77.0.6"},
+        {"option": "domain-search", "value": "lab.example.com example.com"},
+        {"option": 26, "value": "1400"},
+    ]));
+    assert_eq!(set["dhcp_options"][0]["code"], 42, "{set}");
     let ns = lab.client_ns("c1", mac);
     let script = write_script(&lab, "udhcpc.sh", UDHCPC_SCRIPT);
     let events = lab.dir.path().join("udhcpc.events");
@@ -129,6 +155,7 @@ fn udhcpc_exchange(unicast: bool) {
         "netns", "exec", &ns, "udhcpc", "-f", "-i", "eth0", "-s", &script,
     ])
     .args(["-t", "10", "-T", "2"])
+    .args(["-O", "ntpsrv", "-O", "search", "-O", "mtu"])
     .env("EVENTS", &events);
     lab.spawn("udhcpc", cmd);
 
@@ -136,6 +163,12 @@ fn udhcpc_exchange(unicast: bool) {
     assert!(bound.contains("ip=10.77.0.21"), "the reservation: {bound}");
     assert!(bound.contains("router=10.77.0.1"), "{bound}");
     assert!(bound.contains("lease=600"), "{bound}");
+    assert!(bound.contains("ntp=10.77.0.5 10.77.0.6"), "{bound}");
+    assert!(
+        bound.contains("search=lab.example.com example.com"),
+        "{bound}"
+    );
+    assert!(bound.contains("mtu=1400"), "{bound}");
     let lease = wait_lease(&lab, mac, "bound");
     assert_eq!(lease["ip"], "10.77.0.21");
     let t = lab.api("GET", "/servers/c1.lab.example.com/timeline", None, "");

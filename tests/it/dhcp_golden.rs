@@ -198,6 +198,7 @@ fn golden_decisions_and_replies() {
             dns: vec![SERVER],
             domain: Some("lab.example.com".into()),
             lease_secs: 600,
+            options: Vec::new(),
         });
         let ctx = ReplyContext {
             server_ip: SERVER,

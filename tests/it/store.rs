@@ -45,6 +45,7 @@ async fn network(store: &dyn Store) -> i64 {
             gateway: Some(Ipv4Addr::new(10, 9, 0, 1)),
             nameservers: vec![],
             domain: None,
+            dhcp_options: Vec::new(),
             pool: Some(Pool {
                 start: Ipv4Addr::new(10, 9, 0, 100),
                 end: Ipv4Addr::new(10, 9, 0, 199),

@@ -70,6 +70,7 @@ async fn start_with(root: &Path, per_source: usize) -> SocketAddr {
     let addr = socket.local_addr().unwrap();
     let config = TftpConfig {
         root: root.to_path_buf(),
+        extra_roots: Vec::new(),
         limits: Limits {
             max_blksize: 1468,
             ..Limits::default()
@@ -439,6 +440,7 @@ async fn deployment_files_and_quirk_blksize(backend: common::Backend) {
     timeline.learn(std::net::Ipv4Addr::LOCALHOST, mac.parse().unwrap());
     let config = TftpConfig {
         root: root.dir.path().to_path_buf(),
+        extra_roots: Vec::new(),
         limits: Limits {
             max_blksize: 1468,
             ..Limits::default()

@@ -23,6 +23,9 @@ pub struct BootTarget {
     pub reservation: Option<(i64, Ipv4Addr)>,
     /// The server's active deployment, if any.
     pub deployment: Option<(i64, DeploymentState)>,
+    /// The active deployment serves a `pxelinux.cfg/` file over TFTP (as
+    /// the older system's profiles do): BIOS firmware gets pxelinux.
+    pub pxelinux: bool,
 }
 
 /// A file an active deployment serves.

@@ -15,6 +15,7 @@ pub(super) mod rows {
         pub network_id: Option<i64>,
         pub deployment_id: Option<i64>,
         pub state: Option<String>,
+        pub pxelinux: bool,
     }
 
     #[derive(sqlx::FromRow)]
@@ -99,6 +100,7 @@ pub(super) mod convert {
             interface: r.name,
             mac: stored(&r.mac, "mac")?,
             reservation,
+            pxelinux: r.pxelinux,
             deployment,
         })
     }

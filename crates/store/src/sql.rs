@@ -54,6 +54,7 @@ pub(super) mod rows {
         pub domain: Option<String>,
         pub pool_start: Option<String>,
         pub pool_end: Option<String>,
+        pub dhcp_options: String,
         pub description: String,
         pub created_at: OffsetDateTime,
         pub updated_at: OffsetDateTime,
@@ -201,8 +202,9 @@ pub(super) mod rows {
 
 pub(super) mod convert {
     use super::rows::*;
-    use super::{Result, split_addrs, stored};
+    use super::{Result, StoreError, split_addrs, stored};
     use crate::types::*;
+    use bootloader_core::dhcp::options::DhcpOptionSetting;
 
     pub fn location(r: LocationRow) -> Result<Location> {
         Ok(Location {
@@ -234,10 +236,31 @@ pub(super) mod convert {
             nameservers: split_addrs(&r.nameservers)?,
             domain: r.domain,
             pool,
+            dhcp_options: dhcp_options(&r.dhcp_options)?,
             description: r.description,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
+    }
+
+    /// A network's options as stored (`[{"code": 42, "value": "..."}]`),
+    /// checked again as they were when written.
+    fn dhcp_options(text: &str) -> Result<Vec<DhcpOptionSetting>> {
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            code: u8,
+            value: String,
+        }
+        let stored: Vec<Stored> = serde_json::from_str(text)
+            .map_err(|e| StoreError::Corrupt(format!("network DHCP options: {e}")))?;
+        stored
+            .into_iter()
+            .map(|o| {
+                DhcpOptionSetting::parse(&o.code.to_string(), &o.value).map_err(|e| {
+                    StoreError::Corrupt(format!("network DHCP option {}: {e}", o.code))
+                })
+            })
+            .collect()
     }
 
     pub fn label(r: LabelRow) -> Result<Label> {
@@ -377,7 +400,7 @@ pub(super) const INTERFACE_SELECT: &str = "SELECT i.id, i.server_id, s.fqdn AS s
      FROM interfaces i JOIN servers s ON s.id = i.server_id";
 
 pub(super) const NETWORK_SELECT: &str = "SELECT n.id, l.name AS location, n.cidr, n.gateway, n.nameservers, n.domain, \
-     n.pool_start, n.pool_end, n.description, n.created_at, n.updated_at \
+     n.pool_start, n.pool_end, n.dhcp_options, n.description, n.created_at, n.updated_at \
      FROM networks n JOIN locations l ON l.id = n.location_id";
 
 pub(super) const TOKEN_SELECT: &str = "SELECT t.id, u.name AS user_name, t.prefix, t.scope, t.description, \

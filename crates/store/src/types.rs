@@ -34,6 +34,7 @@ pub struct NetworkSpec {
     pub nameservers: Vec<Ipv4Addr>,
     pub domain: Option<String>,
     pub pool: Option<Pool>,
+    pub dhcp_options: Vec<bootloader_core::dhcp::options::DhcpOptionSetting>,
     pub description: String,
 }
 

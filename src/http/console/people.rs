@@ -433,7 +433,20 @@ async fn editing<'a>(
             pairs.push(("pool.start", p.start.to_string()));
             pairs.push(("pool.end", p.end.to_string()));
         }
-        return Ok(page.with("editing", key).with("values", values(&pairs)));
+        let mut v = values(&pairs);
+        for (i, o) in n.dhcp_options.iter().enumerate() {
+            let option = if o.name.is_empty() {
+                o.code.to_string()
+            } else {
+                o.name.clone()
+            };
+            v.insert(format!("dhcp_options[{i}].option"), option);
+            v.insert(format!("dhcp_options[{i}].value"), o.value.clone());
+        }
+        return Ok(page
+            .with("editing", key)
+            .with("option_rows", n.dhcp_options.len() + 2)
+            .with("values", v));
     }
     let name = name_of(key)?;
     let pairs = match kind {
@@ -630,6 +643,7 @@ async fn save_network(
         Err(e) if at_fields(&e) => super::places::networks_page(state, viewer)
             .await
             .with("editing", key)
+            .with("option_rows", super::places::option_rows(posted, 0))
             .failed(posted, e)
             .render(),
         Err(e) => error_page(state, e),

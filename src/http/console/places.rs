@@ -9,7 +9,7 @@ use super::ConsoleState;
 use super::extract::{Path, Query};
 use super::pages::{agents_for, describe, held_leases, pool_size, window};
 use super::render::{Empty, Page, error_page, form_input};
-use super::session::{Change, Viewer, done};
+use super::session::{Change, Posted, Viewer, done};
 use crate::ops::{self, Error};
 
 pub async fn locations(
@@ -99,6 +99,24 @@ pub(super) async fn networks_page<'a>(state: &'a ConsoleState, viewer: &'a Viewe
         .with("section", "networks")
         .with("networks", rows)
         .with("locations", locations)
+        .with("option_rows", option_rows(&Posted(Vec::new()), 0))
+}
+
+/// Rows of DHCP option inputs a network form shows: one more than those
+/// posted or kept (`existing`), at least two.
+pub fn option_rows(posted: &Posted, existing: usize) -> usize {
+    let posted_rows = posted
+        .0
+        .iter()
+        .filter_map(|(k, _)| {
+            k.strip_prefix("dhcp_options[")
+                .and_then(|rest| rest.split_once(']'))
+                .and_then(|(i, _)| i.parse::<usize>().ok())
+        })
+        .map(|i| i + 1)
+        .max()
+        .unwrap_or(0);
+    posted_rows.max(existing).max(1) + 1
 }
 
 pub async fn create_network(
@@ -118,6 +136,7 @@ pub async fn create_network(
         Ok(n) => done("/ui/networks", &format!("Network {} created.", n.cidr)),
         Err(e @ (Error::Invalid { .. } | Error::Conflict { .. })) => networks_page(&state, &viewer)
             .await
+            .with("option_rows", option_rows(&posted, 0))
             .failed(&posted, e)
             .render(),
         Err(e) => error_page(&state, e),

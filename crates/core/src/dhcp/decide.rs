@@ -59,6 +59,10 @@ pub enum Known {
     Idle,
     /// A known server with an active deployment.
     Deploying,
+    /// A known server whose active deployment serves a `pxelinux.cfg/`
+    /// file over TFTP, as the older system's profiles do: BIOS firmware
+    /// boots pxelinux (`lpxelinux.0`) instead of iPXE.
+    DeployingPxelinux,
 }
 
 /// Why the machine boots.
@@ -93,6 +97,10 @@ pub enum DhcpDecision {
     },
 }
 
+/// The pxelinux that fetches its files by TFTP or HTTP (Debian's
+/// `pxelinux` package), as the older system's agent handed out.
+pub const PXELINUX: &str = "lpxelinux.0";
+
 fn silent(reason: impl Into<String>) -> DhcpDecision {
     DhcpDecision::Silent {
         reason: reason.into(),
@@ -102,7 +110,7 @@ fn silent(reason: impl Into<String>) -> DhcpDecision {
 /// Decides the answer to one request.
 pub fn decide(policy: &Policy, client: &ClientInfo, known: Known) -> DhcpDecision {
     let purpose = match (known, policy.unknown) {
-        (Known::Deploying, _) => Purpose::Deploy,
+        (Known::Deploying | Known::DeployingPxelinux, _) => Purpose::Deploy,
         (Known::Idle, _) => Purpose::LocalBoot,
         (Known::Unknown, UnknownPolicy::Local) => Purpose::LocalBoot,
         (Known::Unknown, UnknownPolicy::Ignore) => {
@@ -120,6 +128,21 @@ pub fn decide(policy: &Policy, client: &ClientInfo, known: Known) -> DhcpDecisio
             Mode::Proxy => silent("not a PXE client (no PXEClient or HTTPClient vendor class)"),
         };
     }
+    let http_boot = client.vendor_class == VendorClass::HttpClient
+        || client.firmware.is_some_and(Firmware::is_http_boot);
+    // pxelinux runs on BIOS firmware's PXE stack, iPXE's included (an
+    // iPXE ROM loads it like any NBP); UEFI machines keep iPXE.
+    if known == Known::DeployingPxelinux
+        && !http_boot
+        && matches!(client.firmware, None | Some(Firmware::Bios))
+    {
+        return DhcpDecision::Boot {
+            answer: BootAnswer::Tftp {
+                filename: PXELINUX.to_string(),
+            },
+            purpose,
+        };
+    }
     if client.is_ipxe {
         return DhcpDecision::Boot {
             answer: BootAnswer::Script {
@@ -132,8 +155,6 @@ pub fn decide(policy: &Policy, client: &ClientInfo, known: Known) -> DhcpDecisio
         EfiBinary::IpxeEfi => "ipxe.efi",
         EfiBinary::SnpOnly => "snponly.efi",
     };
-    let http_boot = client.vendor_class == VendorClass::HttpClient
-        || client.firmware.is_some_and(Firmware::is_http_boot);
     let binary = match client.firmware {
         None | Some(Firmware::Bios) if !http_boot => "undionly.kpxe".to_string(),
         None | Some(Firmware::Bios) => {
@@ -248,6 +269,26 @@ mod tests {
                 },
                 purpose: Purpose::Deploy,
             },
+        );
+        // A deployment serving a pxelinux config: BIOS firmware, an iPXE
+        // ROM's included, gets pxelinux; UEFI keeps iPXE.
+        check(
+            &auth,
+            bios(),
+            Known::DeployingPxelinux,
+            tftp("lpxelinux.0", Purpose::Deploy),
+        );
+        check(
+            &proxy,
+            ipxe(),
+            Known::DeployingPxelinux,
+            tftp("lpxelinux.0", Purpose::Deploy),
+        );
+        check(
+            &auth,
+            uefi(),
+            Known::DeployingPxelinux,
+            tftp("ipxe.efi", Purpose::Deploy),
         );
         // UEFI HTTP boot gets a URL to the EFI binary.
         check(

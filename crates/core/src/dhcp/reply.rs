@@ -17,6 +17,9 @@ pub struct LeaseOffer {
     pub dns: Vec<Ipv4Addr>,
     pub domain: Option<String>,
     pub lease_secs: u32,
+    /// The network's own options (`options.rs`), encoded: sent when the
+    /// client asks for them (option 55), or to a client that lists none.
+    pub options: Vec<(u8, Vec<u8>)>,
 }
 
 /// What the reply needs besides the request and the decision.
@@ -93,6 +96,19 @@ pub fn reply(
         }
         if let Some(domain) = &lease.domain {
             opts.insert(DhcpOption::DomainName(domain.clone()));
+        }
+        let asked = match request.opts().get(OptionCode::ParameterRequestList) {
+            Some(DhcpOption::ParameterRequestList(codes)) => Some(codes),
+            _ => None,
+        };
+        for (code, bytes) in &lease.options {
+            let code = OptionCode::from(*code);
+            if asked.is_none_or(|codes| codes.contains(&code)) {
+                opts.insert(DhcpOption::Unknown(v4::UnknownOption::new(
+                    code,
+                    bytes.clone(),
+                )));
+            }
         }
         if client.kind != MessageKind::Inform {
             opts.insert(DhcpOption::AddressLeaseTime(lease.lease_secs));
@@ -195,7 +211,7 @@ pub fn nak(request: &Message, server_ip: Ipv4Addr, message: &str) -> Message {
 
 #[cfg(test)]
 mod tests {
-    use super::super::classify::tests::pxe;
+    use super::super::classify::tests::{discover, pxe};
     use super::super::classify::{classify, decode, file_field};
     use super::super::decide::Purpose;
     use super::*;
@@ -219,6 +235,7 @@ mod tests {
             dns: vec![Ipv4Addr::new(10, 0, 0, 2)],
             domain: Some("dc1.example.com".into()),
             lease_secs: 3600,
+            options: vec![(42, vec![10, 0, 0, 5]), (26, vec![0x23, 0x28])],
         }
     }
 
@@ -321,6 +338,38 @@ mod tests {
             o.get(OptionCode::DomainName),
             Some(&DhcpOption::DomainName("dc1.example.com".into()))
         );
+        // The network's own options, to a client that lists none it wants.
+        assert_eq!(
+            o.get(OptionCode::NtpServers),
+            Some(&DhcpOption::NtpServers(vec![Ipv4Addr::new(10, 0, 0, 5)]))
+        );
+        assert_eq!(
+            o.get(OptionCode::InterfaceMtu),
+            Some(&DhcpOption::InterfaceMtu(9000))
+        );
+    }
+
+    #[test]
+    fn network_options_go_to_clients_that_ask_for_them() {
+        let mut req = discover(MAC);
+        req.opts_mut().insert(DhcpOption::ParameterRequestList(vec![
+            OptionCode::SubnetMask,
+            OptionCode::Router,
+            OptionCode::NtpServers,
+        ]));
+        let client = classify(&req).unwrap();
+        let ctx = ReplyContext {
+            server_ip: SERVER,
+            lease: Some(lease()),
+        };
+        let out = wire(
+            reply(&req, &client, &DhcpDecision::AddressOnly, &ctx)
+                .unwrap()
+                .unwrap(),
+        );
+        let o = out.opts();
+        assert!(o.get(OptionCode::NtpServers).is_some(), "asked for");
+        assert!(o.get(OptionCode::InterfaceMtu).is_none(), "not asked for");
     }
 
     #[test]

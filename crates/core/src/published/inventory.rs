@@ -48,6 +48,8 @@ pub struct Network {
     pub nameservers: Vec<Ipv4Addr>,
     pub domain: Option<String>,
     pub pool: Option<Pool>,
+    /// Options added to the network's replies (NTP, domain search, MTU...).
+    pub dhcp_options: Vec<crate::dhcp::options::DhcpOptionSetting>,
     pub description: String,
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]

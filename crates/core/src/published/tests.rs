@@ -72,13 +72,18 @@ fn inventory_objects() {
                 start: "10.0.0.100".parse().unwrap(),
                 end: "10.0.0.199".parse().unwrap(),
             }),
+            dhcp_options: vec![
+                crate::dhcp::options::DhcpOptionSetting::parse("ntp-servers", "10.0.0.5").unwrap(),
+            ],
             description: String::new(),
             created_at: at(),
             updated_at: at(),
         },
         json!({"id": 2, "location": "dc1", "cidr": "10.0.0.0/24", "gateway": "10.0.0.1",
             "nameservers": ["10.0.0.2"], "domain": null,
-            "pool": {"start": "10.0.0.100", "end": "10.0.0.199"}, "description": "",
+            "pool": {"start": "10.0.0.100", "end": "10.0.0.199"},
+            "dhcp_options": [{"code": 42, "name": "ntp-servers", "value": "10.0.0.5"}],
+            "description": "",
             "created_at": AT, "updated_at": AT}),
     );
     check(

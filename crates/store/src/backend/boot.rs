@@ -84,7 +84,9 @@ impl BootStore for Backend {
     async fn boot_target(&self, mac: MacAddr) -> Result<Option<BootTarget>> {
         let row: Option<BootTargetRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT s.id AS server_id, s.fqdn, i.name, i.mac, i.ipv4, i.network_id, \
-             d.id AS deployment_id, d.state \
+             d.id AS deployment_id, d.state, \
+             EXISTS (SELECT 1 FROM served_files f WHERE f.deployment_id = d.id \
+                     AND f.via = 'tftp' AND f.path LIKE 'pxelinux.cfg/%') AS pxelinux \
              FROM interfaces i JOIN servers s ON s.id = i.server_id \
              LEFT JOIN deployments d ON d.server_id = s.id AND d.state IN {ACTIVE_STATES} \
              WHERE i.mac = $1"

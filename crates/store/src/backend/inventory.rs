@@ -134,7 +134,8 @@ impl InventoryStore for Backend {
         let ts = now();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO networks (location_id, cidr, gateway, nameservers, domain, pool_start, pool_end, \
-             description, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
+             description, created_at, updated_at, dhcp_options) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10) RETURNING id",
         )
         .bind(location)
         .bind(spec.cidr.to_string())
@@ -145,6 +146,7 @@ impl InventoryStore for Backend {
         .bind(spec.pool.map(|p| p.end.to_string()))
         .bind(&spec.description)
         .bind(ts)
+        .bind(options_text(&spec.dhcp_options))
         .fetch_one(&mut *tx)
         .await?;
         let network = fetch_network(&mut tx, id).await?;
@@ -236,7 +238,8 @@ impl InventoryStore for Backend {
         }
         sqlx::query(
             "UPDATE networks SET location_id = $1, cidr = $2, gateway = $3, nameservers = $4, domain = $5, \
-             pool_start = $6, pool_end = $7, description = $8, updated_at = $9 WHERE id = $10",
+             pool_start = $6, pool_end = $7, description = $8, updated_at = $9, dhcp_options = $11 \
+             WHERE id = $10",
         )
         .bind(location)
         .bind(spec.cidr.to_string())
@@ -248,6 +251,7 @@ impl InventoryStore for Backend {
         .bind(&spec.description)
         .bind(now())
         .bind(id)
+        .bind(options_text(&spec.dhcp_options))
         .execute(&mut *tx)
         .await?;
         let network = fetch_network(&mut tx, id).await?;
@@ -820,4 +824,13 @@ impl InventoryStore for Backend {
     async fn delete_server_secret(&self, id: i64) -> Result<()> {
         super::secrets::delete(self, id).await
     }
+}
+
+/// A network's options as stored: code and value, as JSON text.
+fn options_text(options: &[bootloader_core::dhcp::options::DhcpOptionSetting]) -> String {
+    let stored: Vec<serde_json::Value> = options
+        .iter()
+        .map(|o| serde_json::json!({"code": o.code, "value": o.value}))
+        .collect();
+    serde_json::Value::Array(stored).to_string()
 }
