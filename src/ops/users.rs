@@ -246,18 +246,37 @@ pub async fn check_password(
         None => None,
     };
     let presented = presented.to_string();
-    let matches = tokio::task::spawn_blocking(move || match stored {
-        Some(hash) => hash.verify(&presented),
+    // A hash brought over from the older system is replaced by argon2id
+    // once the password is known to match it.
+    let (matches, rehashed) = tokio::task::spawn_blocking(move || match stored {
+        Some(hash) if hash.verify(&presented) => {
+            let rehashed = hash
+                .is_older()
+                .then(|| PasswordHash::rehash(&presented).ok())
+                .flatten();
+            (true, rehashed)
+        }
+        Some(_) => (false, None),
         None => {
             // The same work as a real check, against nothing.
             if let Some(decoy) = decoy() {
                 let _ = decoy.verify(&presented);
             }
-            false
+            (false, None)
         }
     })
     .await
     .map_err(|e| Error::Internal(format!("password check stopped: {e}")))?;
+    if let Some(new) = rehashed {
+        match store.set_password(name, Some(&new)).await {
+            Ok(()) => {
+                tracing::info!(user = %name, "the older system's password hash was replaced by argon2id")
+            }
+            Err(e) => {
+                tracing::warn!(user = %name, error = %e, "could not replace an older password hash; it is tried again at the next sign-in")
+            }
+        }
+    }
     Ok(user.filter(|_| matches))
 }
 

@@ -645,3 +645,52 @@ async fn refusals_and_errors_read_as_before() {
     assert!(b["error"].is_string(), "the project's error shape: {b}");
     d.stop().await;
 }
+
+/// A password hash brought over from the older system (Django's
+/// `pbkdf2_sha256`) signs its user in, and is replaced by argon2id then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_password_hash_signs_in_and_is_replaced() {
+    use bootloader_core::model::{Name, PasswordHash};
+    let ts = TestStore::new(Backend::Sqlite).await;
+    let d = Daemon::start(&ts, None).await;
+    let older = Older::new(&d, &d.token);
+    let (s, b) = older
+        .form(
+            Method::POST,
+            "/api/v1alpha2/users/",
+            &[("username", "olduser")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let name: Name = "olduser".parse().unwrap();
+    // Python: hashlib.pbkdf2_hmac('sha256', b'short', b'abc', 1000), as
+    // Django stores it.
+    let django = "pbkdf2_sha256$1000$abc$zj+XeKwrfBF81lpExtmxN3WeVuK9IKqGlJUpGKz7iNA=";
+    d.store
+        .set_password(&name, Some(&PasswordHash::from_stored(django).unwrap()))
+        .await
+        .unwrap();
+    let basic = |password: &str| {
+        reqwest::Client::new()
+            .get(format!("{}/api/v1alpha2/servers/", d.base))
+            .basic_auth("olduser", Some(password))
+    };
+    assert_eq!(
+        basic("wrong").send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let stored = d.store.password_hash(&name).await.unwrap().unwrap();
+    assert_eq!(stored.as_str(), django, "a wrong password changes nothing");
+    assert_eq!(
+        basic("short").send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    let stored = d.store.password_hash(&name).await.unwrap().unwrap();
+    assert!(stored.as_str().starts_with("$argon2id$"), "replaced");
+    assert!(stored.verify("short"));
+    assert_eq!(
+        basic("short").send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    d.stop().await;
+}

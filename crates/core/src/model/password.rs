@@ -1,5 +1,8 @@
 //! Users' passwords: what a new one must be, and its argon2id hash (a PHC
-//! string with its own salt and cost), the only form that is stored.
+//! string with its own salt and cost), the form this daemon stores. Hashes
+//! brought over from the older system are Django's
+//! (`pbkdf2_sha256$<iterations>$<salt>$<base64>`): they are checked as
+//! Django checked them and replaced by argon2id at the first sign-in.
 
 use std::fmt;
 
@@ -63,14 +66,101 @@ impl fmt::Debug for NewPassword {
 }
 
 /// A stored password: an argon2id PHC string
-/// (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`).
+/// (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`), or a Django hash
+/// brought over from the older system.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PasswordHash(String);
 
+/// The most PBKDF2 iterations an older hash may ask for: Django used
+/// 36,000 (1.11) to 1,000,000 (5.x); more is a hostile row, not a user.
+const MAX_DJANGO_ITERATIONS: u32 = 2_000_000;
+
+/// A Django `pbkdf2_sha256` hash, read.
+struct Django<'a> {
+    iterations: u32,
+    salt: &'a str,
+    hash: Vec<u8>,
+}
+
+impl<'a> Django<'a> {
+    fn parse(text: &'a str) -> Result<Self, String> {
+        let mut parts = text.split('$');
+        let (Some("pbkdf2_sha256"), Some(iterations), Some(salt), Some(hash), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err("not a Django pbkdf2_sha256 hash".into());
+        };
+        let iterations: u32 = iterations
+            .parse()
+            .map_err(|_| format!("iterations {iterations:?} is not a number"))?;
+        if iterations == 0 || iterations > MAX_DJANGO_ITERATIONS {
+            return Err(format!(
+                "{iterations} iterations (expected 1 to {MAX_DJANGO_ITERATIONS})"
+            ));
+        }
+        use base64::Engine as _;
+        let hash = base64::engine::general_purpose::STANDARD
+            .decode(hash)
+            .map_err(|_| "the hash is not base64".to_string())?;
+        if hash.len() != 32 || salt.is_empty() {
+            return Err("a 32-byte hash and a salt are expected".into());
+        }
+        Ok(Self {
+            iterations,
+            salt,
+            hash,
+        })
+    }
+
+    fn verify(&self, presented: &str) -> bool {
+        let derived = pbkdf2_sha256(presented.as_bytes(), self.salt.as_bytes(), self.iterations);
+        // Constant time: every byte is compared whatever the first differing one.
+        derived
+            .iter()
+            .zip(&self.hash)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+/// PBKDF2 (RFC 8018) with HMAC-SHA256, one 32-byte block: what Django's
+/// `pbkdf2_sha256` hasher stores.
+fn pbkdf2_sha256(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    type HmacSha256 = Hmac<sha2::Sha256>;
+    let Ok(key) = HmacSha256::new_from_slice(password) else {
+        // HMAC takes a key of any length; unreachable.
+        return [0; 32];
+    };
+    let mut first = key.clone();
+    first.update(salt);
+    first.update(&1u32.to_be_bytes());
+    let mut u: [u8; 32] = first.finalize().into_bytes().into();
+    let mut out = u;
+    for _ in 1..iterations {
+        let mut next = key.clone();
+        next.update(&u);
+        u = next.finalize().into_bytes().into();
+        for (o, x) in out.iter_mut().zip(u) {
+            *o ^= x;
+        }
+    }
+    out
+}
+
 impl PasswordHash {
-    /// A hash read back from the store.
+    /// A hash read back from the store (argon2id, or a Django hash
+    /// brought over from the older system).
     pub fn from_stored(text: &str) -> Result<Self, PasswordError> {
-        Phc::new(text).map_err(|e| PasswordError::Stored(e.to_string()))?;
+        if text.starts_with("pbkdf2_") {
+            Django::parse(text).map_err(PasswordError::Stored)?;
+        } else {
+            Phc::new(text).map_err(|e| PasswordError::Stored(e.to_string()))?;
+        }
         Ok(Self(text.to_string()))
     }
 
@@ -78,16 +168,33 @@ impl PasswordHash {
         &self.0
     }
 
-    /// Whether `presented` is the password (in constant time, as argon2
-    /// compares).
+    /// Whether this is the older system's hash, to be replaced by
+    /// argon2id once the password is known.
+    pub fn is_older(&self) -> bool {
+        self.0.starts_with("pbkdf2_")
+    }
+
+    /// The argon2id hash of a password that was just verified against an
+    /// older hash: the new password rules do not apply to it (the user
+    /// chose it under the older system's).
+    pub fn rehash(presented: &str) -> Result<Self, PasswordError> {
+        NewPassword(presented.to_string()).hash()
+    }
+
+    /// Whether `presented` is the password (in constant time).
     pub fn verify(&self, presented: &str) -> bool {
+        if presented.len() > MAX_PASSWORD_BYTES {
+            return false;
+        }
+        if self.is_older() {
+            return Django::parse(&self.0).is_ok_and(|d| d.verify(presented));
+        }
         let Ok(phc) = Phc::new(&self.0) else {
             return false;
         };
-        presented.len() <= MAX_PASSWORD_BYTES
-            && Argon2::default()
-                .verify_password(presented.as_bytes(), &phc)
-                .is_ok()
+        Argon2::default()
+            .verify_password(presented.as_bytes(), &phc)
+            .is_ok()
     }
 }
 
@@ -146,5 +253,42 @@ mod tests {
         assert!(stored.verify("correct horse battery"));
         assert!(PasswordHash::from_stored("plaintext").is_err());
         assert_eq!(format!("{hash:?}"), "PasswordHash(<redacted>)");
+        assert!(!hash.is_older());
+    }
+
+    /// Django's hashes, as Python's hashlib.pbkdf2_hmac (which Django
+    /// calls) computes them.
+    #[test]
+    fn the_older_systems_hashes_verify() {
+        let table = [
+            (
+                "pbkdf2_sha256$36000$Ki8y3sOqLQzV$51JrSW1suMqiuhfuJbaoIqk1sykZ1WxPCSzG1RyESLs=",
+                "old-password",
+            ),
+            (
+                "pbkdf2_sha256$1000$abc$zj+XeKwrfBF81lpExtmxN3WeVuK9IKqGlJUpGKz7iNA=",
+                "short",
+            ),
+        ];
+        for (stored, password) in table {
+            let hash = PasswordHash::from_stored(stored).unwrap();
+            assert!(hash.is_older());
+            assert!(hash.verify(password), "{stored}");
+            assert!(!hash.verify("wrong"), "{stored}");
+            // Replaced by argon2id, even when shorter than the rules ask.
+            let new = PasswordHash::rehash(password).unwrap();
+            assert!(!new.is_older() && new.verify(password));
+        }
+        for hostile in [
+            "pbkdf2_sha256$999999999$salt$51JrSW1suMqiuhfuJbaoIqk1sykZ1WxPCSzG1RyESLs=",
+            "pbkdf2_sha256$0$salt$51JrSW1suMqiuhfuJbaoIqk1sykZ1WxPCSzG1RyESLs=",
+            "pbkdf2_sha256$36000$salt$not-base64!",
+            "pbkdf2_sha256$36000$salt$c2hvcnQ=",
+            "pbkdf2_sha256$36000$$51JrSW1suMqiuhfuJbaoIqk1sykZ1WxPCSzG1RyESLs=",
+            "pbkdf2_sha1$36000$salt$51JrSW1suMqiuhfuJbaoIqk1sykZ1WxPCSzG1RyESLs=",
+            "pbkdf2_sha256$36000$salt",
+        ] {
+            assert!(PasswordHash::from_stored(hostile).is_err(), "{hostile}");
+        }
     }
 }
