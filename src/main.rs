@@ -100,6 +100,13 @@ enum TokenCommand {
         #[arg(long, default_value = "")]
         description: String,
     },
+    /// Keep a token of the older system valid for a user: its key (40 hex
+    /// digits) is read from standard input, never from the command line.
+    Import {
+        user: String,
+        #[arg(long, default_value = "imported from the older system")]
+        description: String,
+    },
     /// Revoke a token by id or by its prefix (the first 10 characters).
     Revoke { id_or_prefix: String },
     /// List tokens (never the secrets).
@@ -453,6 +460,28 @@ async fn token_command(cmd: TokenCommand, config: &Config) -> anyhow::Result<()>
             .await
             .map_err(ops_error)?;
             println!("{}", secret.expose());
+        }
+        TokenCommand::Import { user, description } => {
+            let user: Name = user
+                .parse()
+                .map_err(|e| anyhow::anyhow!("user name: {e}"))?;
+            let mut key = String::new();
+            std::io::stdin()
+                .read_line(&mut key)
+                .map_err(|e| anyhow::anyhow!("reading the key from standard input: {e}"))?;
+            let token = users::import_token(
+                store.as_ref(),
+                &Actor::Host,
+                &user,
+                key.trim(),
+                &description,
+            )
+            .await
+            .map_err(ops_error)?;
+            println!(
+                "token {} ({}) of {} is valid",
+                token.id, token.prefix, token.user
+            );
         }
         TokenCommand::Revoke { id_or_prefix } => {
             let token = users::revoke_token(store.as_ref(), &Actor::Host, &id_or_prefix)

@@ -87,6 +87,77 @@ pub async fn issue_token(
     Ok((secret, info))
 }
 
+/// Keeps a token issued by the older system (its 40-hex DRF keys) valid
+/// for `user`: stored by its SHA-256 like every token, with the scope a
+/// new token of that user would have. Importing it again changes nothing;
+/// a key that is already another user's is refused.
+pub async fn import_token(
+    store: &dyn UserStore,
+    actor: &Actor,
+    user: &Name,
+    key: &str,
+    description: &str,
+) -> Result<ApiToken, Error> {
+    actor.require_write()?;
+    let key = key.trim();
+    if !(16..=200).contains(&key.len()) || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::invalid_field(
+            "key",
+            "16 to 200 printable characters without spaces (the older keys are 40 hex digits)",
+        ));
+    }
+    let owner = store.user(user).await.map_err(|e| match e {
+        bootloader_store::StoreError::NotFound { .. } => {
+            Error::invalid_field("user", format!("user {user} does not exist"))
+        }
+        other => other.into(),
+    })?;
+    let secret = ApiTokenSecret::from_presented(key);
+    let created = store
+        .create_token(NewApiToken {
+            user: user.clone(),
+            hash: secret.hash(),
+            prefix: secret.prefix(),
+            scope: if owner.is_staff {
+                TokenScope::Write
+            } else {
+                TokenScope::Read
+            },
+            description: description.to_string(),
+            expires_at: None,
+        })
+        .await;
+    match created {
+        Ok(token) => Ok(token),
+        Err(bootloader_store::StoreError::Conflict { .. }) => {
+            // Already here: this user's (imported before) or another's.
+            let mine = store
+                .list_tokens(
+                    Some(user),
+                    Page {
+                        limit: u32::MAX,
+                        offset: 0,
+                    },
+                )
+                .await?
+                .items
+                .into_iter()
+                .find(|t| t.prefix == secret.prefix());
+            let held = store
+                .authenticate(&secret.hash(), OffsetDateTime::now_utc())
+                .await?;
+            match (mine, held) {
+                (Some(t), Some(p)) if p.user == *user => Ok(t),
+                _ => Err(Error::invalid_field(
+                    "key",
+                    "this key is already another user's token",
+                )),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[derive(Debug, Default, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserInput {

@@ -694,3 +694,54 @@ async fn an_older_password_hash_signs_in_and_is_replaced() {
     );
     d.stop().await;
 }
+
+/// A token of the older system (a 40-hex DRF key), imported for its
+/// user, works on the older API as it did; importing it again changes
+/// nothing, and another user cannot take it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_token_keeps_working_once_imported() {
+    use bootloader::ops::{Actor, users};
+    let ts = TestStore::new(Backend::Sqlite).await;
+    let d = Daemon::start(&ts, None).await;
+    let older = Older::new(&d, &d.token);
+    for name in ["ops", "other"] {
+        let (s, b) = older
+            .form(
+                Method::POST,
+                "/api/v1alpha2/users/",
+                &[("username", name), ("is_staff", "true")],
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    let key = "9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b";
+    let ops: bootloader_core::model::Name = "ops".parse().unwrap();
+    let first = users::import_token(&*d.store, &Actor::Host, &ops, key, "older")
+        .await
+        .unwrap();
+    let again = users::import_token(&*d.store, &Actor::Host, &ops, key, "older")
+        .await
+        .unwrap();
+    assert_eq!(first.id, again.id, "a second import changes nothing");
+    let other: bootloader_core::model::Name = "other".parse().unwrap();
+    assert!(
+        users::import_token(&*d.store, &Actor::Host, &other, key, "older")
+            .await
+            .is_err()
+    );
+    assert!(
+        users::import_token(&*d.store, &Actor::Host, &ops, "short", "older")
+            .await
+            .is_err()
+    );
+    let imported = Older::new(&d, key);
+    let (s, b) = imported
+        .json(
+            Method::POST,
+            "/api/v1alpha2/labels/",
+            r#"{"name": "rack9"}"#,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "a staff user's key writes: {b}");
+    d.stop().await;
+}
