@@ -170,6 +170,31 @@ pub struct SignedIn {
     pub user: User,
 }
 
+/// The user, if `password` is `name`'s: refused before any check while
+/// the name or the source has used up its failures, and counted.
+async fn counted_check(
+    ops: &Ops,
+    limiter: &SignInLimiter,
+    name: &str,
+    password: &str,
+    source: IpAddr,
+    what: &str,
+) -> Result<Option<User>, Error> {
+    limiter.check(name, source, Instant::now())?;
+    let user = match name.trim().parse::<Name>() {
+        Ok(parsed) => super::users::check_password(&*ops.users, &parsed, password).await?,
+        Err(_) => None,
+    };
+    match &user {
+        Some(_) => limiter.succeeded(name),
+        None => {
+            limiter.failed(name, source, Instant::now());
+            tracing::info!(user = %name.trim(), %source, "{what} refused");
+        }
+    }
+    Ok(user)
+}
+
 /// Signs `name` in with `password` from `source`, for `lifetime`. A wrong
 /// name and a wrong password are refused alike.
 pub async fn sign_in(
@@ -180,18 +205,13 @@ pub async fn sign_in(
     source: IpAddr,
     lifetime: Duration,
 ) -> Result<SignedIn, Error> {
-    limiter.check(name, source, Instant::now())?;
-    let wrong = || Error::invalid_field("password", "the user name or the password is wrong");
-    let user = match name.trim().parse::<Name>() {
-        Ok(parsed) => super::users::check_password(&*ops.users, &parsed, password).await?,
-        Err(_) => None,
+    let Some(user) = counted_check(ops, limiter, name, password, source, "console sign-in").await?
+    else {
+        return Err(Error::invalid_field(
+            "password",
+            "the user name or the password is wrong",
+        ));
     };
-    let Some(user) = user else {
-        limiter.failed(name, source, Instant::now());
-        tracing::info!(user = %name.trim(), %source, "console sign-in refused");
-        return Err(wrong());
-    };
-    limiter.succeeded(name);
     let secret = SessionSecret::generate()
         .map_err(|e| Error::Internal(format!("no randomness for a session: {e}")))?;
     let now = OffsetDateTime::now_utc();
@@ -217,17 +237,11 @@ pub async fn basic(
     password: &str,
     source: IpAddr,
 ) -> Result<Option<Principal>, Error> {
-    limiter.check(name, source, Instant::now())?;
-    let user = match name.trim().parse::<Name>() {
-        Ok(parsed) => super::users::check_password(&*ops.users, &parsed, password).await?,
-        Err(_) => None,
-    };
-    let Some(user) = user else {
-        limiter.failed(name, source, Instant::now());
-        tracing::info!(user = %name.trim(), %source, "basic authentication refused");
+    let Some(user) =
+        counted_check(ops, limiter, name, password, source, "basic authentication").await?
+    else {
         return Ok(None);
     };
-    limiter.succeeded(name);
     Ok(Some(Principal {
         user_id: user.id,
         user: user.name,

@@ -246,21 +246,17 @@ pub async fn update(
         let spec = user_spec(input.clone(), Some(&current))?;
         if let Actor::User(me) = actor
             && current.id == me.user_id
-            && !spec.is_staff
         {
-            return Err(Error::invalid_field(
-                "is_staff",
-                "you cannot take staff away from yourself",
-            ));
-        }
-        if let Actor::User(me) = actor
-            && current.id == me.user_id
-            && !spec.is_active
-        {
-            return Err(Error::invalid_field(
-                "is_active",
-                "you cannot deactivate yourself",
-            ));
+            let refused = if !spec.is_staff {
+                Some(("is_staff", "you cannot take staff away from yourself"))
+            } else if !spec.is_active {
+                Some(("is_active", "you cannot deactivate yourself"))
+            } else {
+                None
+            };
+            if let Some((field, why)) = refused {
+                return Err(Error::invalid_field(field, why));
+            }
         }
         Ok(store.update_user(name, spec, &current).await)
     })

@@ -68,6 +68,22 @@ impl Older {
         Self::send(self.request(method, path).form(fields)).await
     }
 
+    /// A network of location dc1, posted as a form (its gateway .1 and
+    /// name server .2 of `cidr`).
+    async fn network(&self, name: &str, cidr: &str) -> (StatusCode, Value) {
+        let base = cidr.rsplit_once('.').map_or(cidr, |(b, _)| b);
+        let (gateway, nameserver) = (format!("{base}.1"), format!("{base}.2"));
+        let fields = [
+            ("name", name),
+            ("network", cidr),
+            ("gateway", &gateway),
+            ("nameserver", &nameserver),
+            ("location", "dc1"),
+        ];
+        self.form(Method::POST, "/api/v1alpha2/networks/", &fields)
+            .await
+    }
+
     async fn get(&self, path: &str) -> (StatusCode, Value) {
         Self::send(self.request(Method::GET, path)).await
     }
@@ -89,19 +105,7 @@ async fn seed(older: &Older) {
     assert_eq!(s, StatusCode::CREATED, "{b}");
     assert_eq!(b["name"], "dc1");
     assert_eq!(b["servers"], json!([]));
-    let (s, b) = older
-        .form(
-            Method::POST,
-            "/api/v1alpha2/networks/",
-            &[
-                ("name", "dc1 boot"),
-                ("network", "10.0.0.0/24"),
-                ("gateway", "10.0.0.1"),
-                ("nameserver", "10.0.0.2"),
-                ("location", "dc1"),
-            ],
-        )
-        .await;
+    let (s, b) = older.network("dc1 boot", "10.0.0.0/24").await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     assert_eq!(
         b,
@@ -556,19 +560,7 @@ async fn refusals_and_errors_read_as_before() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "a duplicate: {b}");
     assert!(b["fqdn"].is_array(), "{b}");
-    let (s, b) = older
-        .form(
-            Method::POST,
-            "/api/v1alpha2/networks/",
-            &[
-                ("name", "bad"),
-                ("network", "10.9.0.5/24"),
-                ("gateway", "10.9.0.1"),
-                ("nameserver", "10.9.0.2"),
-                ("location", "dc1"),
-            ],
-        )
-        .await;
+    let (s, b) = older.network("bad", "10.0.0.5/24").await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert!(b["network"].is_array(), "{b}");
     let (s, b) = older
