@@ -5,6 +5,7 @@ mod boot;
 mod deployment;
 mod mac;
 mod names;
+pub mod older;
 mod password;
 mod secret;
 mod theme;
