@@ -570,3 +570,14 @@ pub(super) fn strip_interface_prefix(e: StoreError) -> StoreError {
         other => other,
     }
 }
+
+/// A network's options as stored: code and value, as JSON text.
+pub(super) fn options_text(
+    options: &[bootloader_core::dhcp::options::DhcpOptionSetting],
+) -> String {
+    let stored: Vec<serde_json::Value> = options
+        .iter()
+        .map(|o| serde_json::json!({"code": o.code, "value": o.value}))
+        .collect();
+    serde_json::Value::Array(stored).to_string()
+}

@@ -657,45 +657,7 @@ impl InventoryStore for Backend {
     }
 
     async fn bmc_login(&self, fqdn: &Fqdn) -> Result<Option<(String, String)>> {
-        let mut conn = self.pool.acquire().await?;
-        let row: Option<(i64, Option<String>, Option<Vec<u8>>, Option<String>, Option<Vec<u8>>)> =
-            sqlx::query_as(
-                "SELECT s.id, s.bmc_username, s.bmc_password_encrypted, c.username, c.password_encrypted \
-                 FROM servers s LEFT JOIN credentials c ON c.id = s.bmc_credential_id WHERE s.fqdn = $1",
-            )
-            .bind(fqdn.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
-        let (id, user, sealed, cred_user, cred_sealed) =
-            row.ok_or_else(|| StoreError::not_found("server", fqdn))?;
-        // The server's own values win; the named credential fills gaps;
-        // then the secrets the older system kept on the server (the
-        // latest of each name).
-        let attached: Vec<(String, Vec<u8>)> = sqlx::query_as(
-            "SELECT name, data_sealed FROM server_secrets \
-             WHERE server_id = $1 AND name IN ('ipmi_username', 'ipmi_password') ORDER BY id",
-        )
-        .bind(id)
-        .fetch_all(&mut *conn)
-        .await?;
-        let latest = |wanted: &str| {
-            attached
-                .iter()
-                .rev()
-                .find(|(name, _)| name == wanted)
-                .map(|(_, sealed)| sealed.clone())
-        };
-        let password = match sealed.or(cred_sealed).or_else(|| latest("ipmi_password")) {
-            Some(p) => Some(self.cipher.open(&p)?),
-            None => None,
-        };
-        let user = match user.or(cred_user) {
-            Some(u) => Some(u),
-            None => latest("ipmi_username")
-                .map(|u| self.cipher.open(&u))
-                .transpose()?,
-        };
-        Ok(user.zip(password))
+        super::secrets::bmc_login(self, fqdn).await
     }
 
     async fn create_interface(&self, server: &Fqdn, spec: InterfaceSpec) -> Result<Interface> {
@@ -824,13 +786,4 @@ impl InventoryStore for Backend {
     async fn delete_server_secret(&self, id: i64) -> Result<()> {
         super::secrets::delete(self, id).await
     }
-}
-
-/// A network's options as stored: code and value, as JSON text.
-fn options_text(options: &[bootloader_core::dhcp::options::DhcpOptionSetting]) -> String {
-    let stored: Vec<serde_json::Value> = options
-        .iter()
-        .map(|o| serde_json::json!({"code": o.code, "value": o.value}))
-        .collect();
-    serde_json::Value::Array(stored).to_string()
 }

@@ -1,6 +1,7 @@
 //! Named secrets attached to servers (the older system's credentials),
-//! sealed like BMC passwords, and the names behind numeric ids. Called
-//! from the `InventoryStore` implementation in `inventory.rs`.
+//! sealed like BMC passwords; a server's BMC login, which may come from
+//! them; and the names behind numeric ids. Called from the
+//! `InventoryStore` implementation in `inventory.rs`.
 
 use time::OffsetDateTime;
 
@@ -13,6 +14,16 @@ use bootloader_core::model::{Fqdn, Secret};
 use super::helpers::*;
 
 type SecretRow = (i64, i64, String, String, Vec<u8>, OffsetDateTime);
+
+/// A server's id, its own BMC username and sealed password, and its named
+/// credential's.
+type LoginRow = (
+    i64,
+    Option<String>,
+    Option<Vec<u8>>,
+    Option<String>,
+    Option<Vec<u8>>,
+);
 
 const SECRET_SELECT: &str = "SELECT x.id, x.server_id, s.fqdn, x.name, x.data_sealed, x.created_at \
      FROM server_secrets x JOIN servers s ON s.id = x.server_id";
@@ -45,6 +56,51 @@ pub(super) async fn key_of(b: &Backend, kind: Keyed, id: i64) -> Result<String> 
         .fetch_optional(&mut *conn)
         .await?;
     name.ok_or_else(|| StoreError::not_found(what, id))
+}
+
+/// The BMC login of a server: its own username and password, else its
+/// named credential's, else the older system's `ipmi_username` and
+/// `ipmi_password` secrets attached to it (the latest of each name).
+pub(super) async fn bmc_login(b: &Backend, fqdn: &Fqdn) -> Result<Option<(String, String)>> {
+    let mut conn = b.pool.acquire().await?;
+    let row: Option<LoginRow> =
+        sqlx::query_as(
+            "SELECT s.id, s.bmc_username, s.bmc_password_encrypted, c.username, c.password_encrypted \
+             FROM servers s LEFT JOIN credentials c ON c.id = s.bmc_credential_id WHERE s.fqdn = $1",
+        )
+        .bind(fqdn.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    let (id, user, sealed, cred_user, cred_sealed) =
+        row.ok_or_else(|| StoreError::not_found("server", fqdn))?;
+    // The server's own values win; the named credential fills gaps;
+    // then the secrets the older system kept on the server (the
+    // latest of each name).
+    let attached: Vec<(String, Vec<u8>)> = sqlx::query_as(
+        "SELECT name, data_sealed FROM server_secrets \
+         WHERE server_id = $1 AND name IN ('ipmi_username', 'ipmi_password') ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let latest = |wanted: &str| {
+        attached
+            .iter()
+            .rev()
+            .find(|(name, _)| name == wanted)
+            .map(|(_, sealed)| sealed.clone())
+    };
+    let password = match sealed.or(cred_sealed).or_else(|| latest("ipmi_password")) {
+        Some(p) => Some(b.cipher.open(&p)?),
+        None => None,
+    };
+    let user = match user.or(cred_user) {
+        Some(u) => Some(u),
+        None => latest("ipmi_username")
+            .map(|u| b.cipher.open(&u))
+            .transpose()?,
+    };
+    Ok(user.zip(password))
 }
 
 pub(super) async fn add(
