@@ -19,7 +19,8 @@ GRANT USAGE ON SCHEMA public TO :"reader";
 GRANT SELECT ON
     locations, networks, labels, server_labels, interfaces, users,
     ssh_authorized_keys, profiles, served_files, leases, boot_events,
-    callbacks, deployment_log, outbox, power_health, daemon_locks, agents
+    callbacks, deployment_log, outbox, power_health, daemon_locks, agents,
+    older_imports
 TO :"reader";
 
 GRANT SELECT (id, fqdn, location_id, serial, notes, bmc_host, bmc_port,

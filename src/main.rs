@@ -15,6 +15,7 @@ use bootloader::config::{self, CliOverrides, Config, LogFormat, SecretSource};
 use bootloader::ops::{Actor, users};
 use bootloader_core::model::{Name, TokenScope};
 use bootloader_store::SecretCipher;
+use bootloader_store::older::ImportMode;
 
 #[derive(Parser)]
 #[command(name = "bootloader", version, about = "Bare-metal provisioning daemon")]
@@ -57,6 +58,31 @@ enum Command {
     /// Work with profiles.
     #[command(subcommand)]
     Profile(ProfileCommand),
+    /// Bring an older system's (bootloader-web's) data over from its
+    /// PostgreSQL database: locations, networks, labels, servers with
+    /// their interfaces and credentials, profiles, users with their
+    /// passwords, tokens and SSH keys, and past deployments as history.
+    /// All or nothing; a second run changes nothing.
+    ImportLegacy {
+        /// The older database, `postgres://user@host:port/name`; its
+        /// password from $DB_PASSWORD or $PGPASSWORD, never this line.
+        /// Default: the older settings' $DB_HOST (postgresql), $DB_NAME
+        /// and $DB_USER (postgres).
+        #[arg(long, value_name = "URL")]
+        from: Option<String>,
+        /// A file holding the older system's SECRET_KEY, which opens its
+        /// credentials. Default: $OLDER_SECRET_KEY ($SECRET_KEY is this
+        /// daemon's own key), else the older default `secret`.
+        #[arg(long, value_name = "PATH")]
+        secret_key_file: Option<PathBuf>,
+        /// Say what would be written and every conflict; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Write what can be written and leave the conflicting rows out
+        /// (they are listed); without it one conflict writes nothing.
+        #[arg(long, conflicts_with = "dry_run")]
+        skip_conflicts: bool,
+    },
     /// Re-encrypt stored BMC passwords under a new secret key.
     RotateSecret {
         /// Read the new passphrase from this file instead of generating one.
@@ -383,6 +409,19 @@ async fn dispatch(command: Command, config: Config, source: ConfigSource) -> any
         Command::RotateSecret { new_secret_file } => {
             rotate_secret(&config, new_secret_file.as_deref()).await
         }
+        Command::ImportLegacy {
+            from,
+            secret_key_file,
+            dry_run,
+            skip_conflicts,
+        } => {
+            let mode = match (dry_run, skip_conflicts) {
+                (true, _) => ImportMode::DryRun,
+                (false, true) => ImportMode::SkipConflicts,
+                (false, false) => ImportMode::AllOrNothing,
+            };
+            import_legacy(&config, from, secret_key_file.as_deref(), mode).await
+        }
         Command::CheckConfig { .. } | Command::Profile(_) => Ok(()),
     }
 }
@@ -511,6 +550,51 @@ async fn token_command(cmd: TokenCommand, config: &Config) -> anyhow::Result<()>
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// `import-legacy`: where the older database and its key come from, the
+/// run, and the report; exits 1 when conflicts kept (or would keep) the
+/// import from being written.
+async fn import_legacy(
+    config: &Config,
+    from: Option<String>,
+    secret_key_file: Option<&Path>,
+    mode: ImportMode,
+) -> anyhow::Result<()> {
+    use bootloader::older;
+    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    let url = from.unwrap_or_else(|| {
+        format!(
+            "postgres://{}@{}/{}",
+            env("DB_USER", "postgres"),
+            env("DB_HOST", "postgresql"),
+            env("DB_NAME", "postgres")
+        )
+    });
+    let password = std::env::var("DB_PASSWORD").ok();
+    let secret_key = match secret_key_file {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read {}", p.display()))?
+            .trim_end_matches(['\n', '\r'])
+            .to_string(),
+        // Not $SECRET_KEY: that is this daemon's own key.
+        None => std::env::var("OLDER_SECRET_KEY").unwrap_or_else(|_| {
+            eprintln!(
+                "No --secret-key-file and no $OLDER_SECRET_KEY: opening the older credentials with the older default key `{}`.",
+                older::OLDER_DEFAULT_SECRET_KEY
+            );
+            older::OLDER_DEFAULT_SECRET_KEY.to_string()
+        }),
+    };
+    let rows = older::read::read(&url, password.as_deref()).await?;
+    println!("Older database: {}", rows.source);
+    let store = app::open_store(config).await?;
+    let report = older::run(store.as_ref(), &rows, &secret_key, mode).await?;
+    print!("{}", older::describe(&report, mode));
+    if report.conflicts().next().is_some() && (!report.written || mode == ImportMode::DryRun) {
+        std::process::exit(1);
     }
     Ok(())
 }

@@ -506,7 +506,7 @@ const SSH_KEY_TYPES: &[&str] = &[
 ];
 
 /// Checks an authorized_keys line; returns it normalised and its comment.
-fn check_ssh_key(line: &str) -> Result<(String, String), String> {
+pub fn check_ssh_key(line: &str) -> Result<(String, String), String> {
     let line = line.trim();
     if line.contains(['\n', '\r']) {
         return Err("must be a single line".into());

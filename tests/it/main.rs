@@ -39,6 +39,7 @@ mod fuzz_corpus;
 mod health;
 mod legacy;
 mod notify;
+mod older_import;
 mod outages;
 mod packages;
 mod power;

@@ -12,6 +12,7 @@ mod boot_sql;
 pub mod cipher;
 pub mod engine;
 mod engine_sql;
+pub mod older;
 mod postgres;
 pub mod power;
 mod power_sql;
@@ -30,6 +31,7 @@ pub use agents::{Agent, AgentListener, AgentReport, AgentState, AgentStore};
 pub use boot::{BootStore, LeaseStore, TimelineStore};
 pub use cipher::{CipherError, SecretCipher};
 pub use engine::{EngineStore, LockStore};
+pub use older::OlderImportStore;
 pub use postgres::PostgresStore;
 pub use power::PowerStore;
 pub use settings::{DatabaseConfig, PostgresTarget};
@@ -128,6 +130,7 @@ pub trait Store:
     + LockStore
     + PowerStore
     + AgentStore
+    + OlderImportStore
     + Send
     + Sync
     + 'static

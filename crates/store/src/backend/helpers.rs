@@ -581,3 +581,72 @@ pub(super) fn options_text(
         .collect();
     serde_json::Value::Array(stored).to_string()
 }
+
+/// Writes a new location and its event (the caller's transaction).
+pub(super) async fn insert_location(conn: &mut Conn, new: &NewLocation) -> Result<Location> {
+    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM locations WHERE name = $1")
+        .bind(new.name.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    if exists.is_some() {
+        return Err(StoreError::conflict(
+            "name",
+            format!("location {} already exists", new.name),
+        ));
+    }
+    sqlx::query(
+        "INSERT INTO locations (name, description, created_at, updated_at) VALUES ($1, $2, $3, $3)",
+    )
+    .bind(new.name.as_str())
+    .bind(&new.description)
+    .bind(now())
+    .execute(&mut *conn)
+    .await?;
+    let location = fetch_location(conn, &new.name).await?;
+    emit(conn, "location.created", event(&location)).await?;
+    Ok(location)
+}
+
+/// Writes a new label and its event.
+pub(super) async fn insert_label(conn: &mut Conn, name: &Name, description: &str) -> Result<Label> {
+    if fetch_label(conn, name).await.is_ok() {
+        return Err(StoreError::conflict(
+            "name",
+            format!("label {name} already exists"),
+        ));
+    }
+    sqlx::query("INSERT INTO labels (name, description, created_at) VALUES ($1, $2, $3)")
+        .bind(name.as_str())
+        .bind(description)
+        .bind(now())
+        .execute(&mut *conn)
+        .await?;
+    let label = fetch_label(conn, name).await?;
+    emit(conn, "label.created", event(&label)).await?;
+    Ok(label)
+}
+
+/// Checks and writes a new network and its event.
+pub(super) async fn insert_network(conn: &mut Conn, spec: &NetworkSpec) -> Result<Network> {
+    let location = check_network(conn, spec, None).await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO networks (location_id, cidr, gateway, nameservers, domain, pool_start, pool_end, \
+         description, created_at, updated_at, dhcp_options) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10) RETURNING id",
+    )
+    .bind(location)
+    .bind(spec.cidr.to_string())
+    .bind(spec.gateway.map(|g| g.to_string()))
+    .bind(join_addrs(&spec.nameservers))
+    .bind(&spec.domain)
+    .bind(spec.pool.map(|p| p.start.to_string()))
+    .bind(spec.pool.map(|p| p.end.to_string()))
+    .bind(&spec.description)
+    .bind(now())
+    .bind(options_text(&spec.dhcp_options))
+    .fetch_one(&mut *conn)
+    .await?;
+    let network = fetch_network(conn, id).await?;
+    emit(conn, "network.created", event(&network)).await?;
+    Ok(network)
+}

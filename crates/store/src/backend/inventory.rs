@@ -19,27 +19,7 @@ use super::helpers::*;
 impl InventoryStore for Backend {
     async fn create_location(&self, new: NewLocation) -> Result<Location> {
         let (_writer, mut tx) = self.begin_write().await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM locations WHERE name = $1")
-            .bind(new.name.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_some() {
-            return Err(StoreError::conflict(
-                "name",
-                format!("location {} already exists", new.name),
-            ));
-        }
-        let ts = now();
-        sqlx::query(
-            "INSERT INTO locations (name, description, created_at, updated_at) VALUES ($1, $2, $3, $3)",
-        )
-        .bind(new.name.as_str())
-        .bind(&new.description)
-        .bind(ts)
-        .execute(&mut *tx)
-        .await?;
-        let location = fetch_location(&mut tx, &new.name).await?;
-        emit(&mut tx, "location.created", event(&location)).await?;
+        let location = insert_location(&mut tx, &new).await?;
         tx.commit().await?;
         Ok(location)
     }
@@ -130,27 +110,7 @@ impl InventoryStore for Backend {
 
     async fn create_network(&self, spec: NetworkSpec) -> Result<Network> {
         let (_writer, mut tx) = self.begin_write().await?;
-        let location = check_network(&mut tx, &spec, None).await?;
-        let ts = now();
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO networks (location_id, cidr, gateway, nameservers, domain, pool_start, pool_end, \
-             description, created_at, updated_at, dhcp_options) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10) RETURNING id",
-        )
-        .bind(location)
-        .bind(spec.cidr.to_string())
-        .bind(spec.gateway.map(|g| g.to_string()))
-        .bind(join_addrs(&spec.nameservers))
-        .bind(&spec.domain)
-        .bind(spec.pool.map(|p| p.start.to_string()))
-        .bind(spec.pool.map(|p| p.end.to_string()))
-        .bind(&spec.description)
-        .bind(ts)
-        .bind(options_text(&spec.dhcp_options))
-        .fetch_one(&mut *tx)
-        .await?;
-        let network = fetch_network(&mut tx, id).await?;
-        emit(&mut tx, "network.created", event(&network)).await?;
+        let network = insert_network(&mut tx, &spec).await?;
         tx.commit().await?;
         Ok(network)
     }
@@ -286,20 +246,7 @@ impl InventoryStore for Backend {
 
     async fn create_label(&self, name: &Name, description: &str) -> Result<Label> {
         let (_writer, mut tx) = self.begin_write().await?;
-        if fetch_label(&mut tx, name).await.is_ok() {
-            return Err(StoreError::conflict(
-                "name",
-                format!("label {name} already exists"),
-            ));
-        }
-        sqlx::query("INSERT INTO labels (name, description, created_at) VALUES ($1, $2, $3)")
-            .bind(name.as_str())
-            .bind(description)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
-        let label = fetch_label(&mut tx, name).await?;
-        emit(&mut tx, "label.created", event(&label)).await?;
+        let label = insert_label(&mut tx, name, description).await?;
         tx.commit().await?;
         Ok(label)
     }

@@ -20,6 +20,7 @@ mod helpers;
 mod inventory;
 mod leases;
 mod locks;
+mod older;
 mod outbox;
 mod power;
 mod profiles;

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use bootloader_core::published::events::{ProfileCreated, ProfileDeleted};
 
-use super::Backend;
+use super::{Backend, Conn};
 use crate::sql::rows::*;
 use crate::sql::*;
 use crate::types::*;
@@ -21,43 +21,7 @@ impl ProfileStore for Backend {
         action_count: u64,
     ) -> Result<StoredProfile> {
         let (_writer, mut tx) = self.begin_write().await?;
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM profiles WHERE name = $1 AND version = $2")
-                .bind(name)
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(id) = exists {
-            return Err(StoreError::conflict(
-                "version",
-                format!(
-                    "profile {name}=={version} already exists (id {id}); profiles are immutable, upload a new version"
-                ),
-            ));
-        }
-        let row: ProfileRow = sqlx::query_as(
-            "INSERT INTO profiles (name, version, source, action_count, created_at) VALUES ($1, $2, $3, $4, $5) \
-             RETURNING id, name, version, source, action_count, created_at",
-        )
-        .bind(name)
-        .bind(version)
-        .bind(source)
-        .bind(i64::try_from(action_count).unwrap_or(i64::MAX))
-        .bind(now())
-        .fetch_one(&mut *tx)
-        .await?;
-        let profile = convert::profile(row);
-        emit(
-            &mut tx,
-            "profile.created",
-            serde_json::to_value(ProfileCreated {
-                id: profile.id,
-                name: &profile.name,
-                version: &profile.version,
-            })
-            .unwrap_or_default(),
-        )
-        .await?;
+        let profile = insert_profile(&mut tx, name, version, source, action_count).await?;
         tx.commit().await?;
         Ok(profile)
     }
@@ -148,4 +112,52 @@ impl ProfileStore for Backend {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Writes a new profile version and its event (the caller's transaction).
+pub(super) async fn insert_profile(
+    conn: &mut Conn,
+    name: &str,
+    version: &str,
+    source: &str,
+    action_count: u64,
+) -> Result<StoredProfile> {
+    let exists: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM profiles WHERE name = $1 AND version = $2")
+            .bind(name)
+            .bind(version)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let Some(id) = exists {
+        return Err(StoreError::conflict(
+            "version",
+            format!(
+                "profile {name}=={version} already exists (id {id}); profiles are immutable, upload a new version"
+            ),
+        ));
+    }
+    let row: ProfileRow = sqlx::query_as(
+        "INSERT INTO profiles (name, version, source, action_count, created_at) VALUES ($1, $2, $3, $4, $5) \
+         RETURNING id, name, version, source, action_count, created_at",
+    )
+    .bind(name)
+    .bind(version)
+    .bind(source)
+    .bind(i64::try_from(action_count).unwrap_or(i64::MAX))
+    .bind(now())
+    .fetch_one(&mut *conn)
+    .await?;
+    let profile = convert::profile(row);
+    emit(
+        conn,
+        "profile.created",
+        serde_json::to_value(ProfileCreated {
+            id: profile.id,
+            name: &profile.name,
+            version: &profile.version,
+        })
+        .unwrap_or_default(),
+    )
+    .await?;
+    Ok(profile)
 }

@@ -5,10 +5,10 @@
 
 use time::OffsetDateTime;
 
-use super::Backend;
+use super::{Backend, Conn};
 use crate::sql::stored;
 use crate::types::{Keyed, ServerSecret};
-use crate::{Result, StoreError};
+use crate::{Result, SecretCipher, StoreError};
 use bootloader_core::model::{Fqdn, Secret};
 
 use super::helpers::*;
@@ -109,6 +109,25 @@ pub(super) async fn add(
     name: &str,
     data: &Secret,
 ) -> Result<ServerSecret> {
+    let (_writer, mut tx) = b.begin_write().await?;
+    check_current_key(&mut tx, &b.cipher).await?;
+    let owner = fetch_server(&mut tx, server).await?;
+    let id = insert(&mut tx, &b.cipher, owner.id, &owner.fqdn, name, data).await?;
+    tx.commit().await?;
+    get(b, id).await
+}
+
+/// Checks, seals and writes a secret of server `server_id` (named `fqdn`)
+/// and its event in the caller's transaction; the caller has checked the
+/// key (`check_current_key`). Returns its id.
+pub(super) async fn insert(
+    conn: &mut Conn,
+    cipher: &SecretCipher,
+    server_id: i64,
+    fqdn: &Fqdn,
+    name: &str,
+    data: &Secret,
+) -> Result<i64> {
     if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
         return Err(StoreError::invalid(
             "name",
@@ -121,28 +140,24 @@ pub(super) async fn add(
             format!("at most {MAX_SECRET} bytes"),
         ));
     }
-    let (_writer, mut tx) = b.begin_write().await?;
-    check_current_key(&mut tx, &b.cipher).await?;
-    let owner = fetch_server(&mut tx, server).await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO server_secrets (server_id, name, data_sealed, created_at) \
          VALUES ($1, $2, $3, $4) RETURNING id",
     )
-    .bind(owner.id)
+    .bind(server_id)
     .bind(name)
-    .bind(b.cipher.seal(data.expose())?)
+    .bind(cipher.seal(data.expose())?)
     .bind(now())
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
     // The event names the secret, never its value.
     emit(
-        &mut tx,
+        conn,
         "server_secret.created",
-        serde_json::json!({"id": id, "server": owner.fqdn, "name": name}),
+        serde_json::json!({"id": id, "server": fqdn, "name": name}),
     )
     .await?;
-    tx.commit().await?;
-    get(b, id).await
+    Ok(id)
 }
 
 pub(super) async fn get(b: &Backend, id: i64) -> Result<ServerSecret> {

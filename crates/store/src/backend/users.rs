@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::Backend;
+use super::{Backend, Conn};
 use crate::sql::rows::*;
 use crate::sql::*;
 use crate::types::*;
@@ -17,27 +17,7 @@ use super::helpers::*;
 impl UserStore for Backend {
     async fn create_user(&self, spec: UserSpec) -> Result<User> {
         let (_writer, mut tx) = self.begin_write().await?;
-        if fetch_user(&mut tx, &spec.name).await.is_ok() {
-            return Err(StoreError::conflict(
-                "name",
-                format!("user {} already exists", spec.name),
-            ));
-        }
-        sqlx::query(
-            "INSERT INTO users (name, email, first_name, last_name, is_active, is_staff, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(spec.name.as_str())
-        .bind(&spec.email)
-        .bind(&spec.first_name)
-        .bind(&spec.last_name)
-        .bind(spec.is_active)
-        .bind(spec.is_staff)
-        .bind(now())
-        .execute(&mut *tx)
-        .await?;
-        let user = fetch_user(&mut tx, &spec.name).await?;
-        emit(&mut tx, "user.created", event(&user)).await?;
+        let user = insert_user(&mut tx, &spec).await?;
         tx.commit().await?;
         Ok(user)
     }
@@ -168,28 +148,7 @@ impl UserStore for Backend {
 
     async fn create_token(&self, new: NewApiToken) -> Result<ApiToken> {
         let (_writer, mut tx) = self.begin_write().await?;
-        let user = user_id(&mut tx, &new.user).await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO api_tokens (user_id, token_hash, prefix, scope, description, expires_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-        )
-        .bind(user)
-        .bind(&new.hash.0)
-        .bind(&new.prefix)
-        .bind(new.scope.as_str())
-        .bind(&new.description)
-        .bind(new.expires_at)
-        .bind(now())
-        .fetch_one(&mut *tx)
-        .await?;
-        let row: TokenRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{TOKEN_SELECT} WHERE t.id = $1"
-        )))
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let token = convert::token(row)?;
-        emit(&mut tx, "token.created", event(&token)).await?;
+        let token = insert_token(&mut tx, &new).await?;
         tx.commit().await?;
         Ok(token)
     }
@@ -310,30 +269,7 @@ impl UserStore for Backend {
     async fn add_ssh_key(&self, user: &Name, name: &str, key: &str) -> Result<SshKey> {
         let (_writer, mut tx) = self.begin_write().await?;
         let uid = user_id(&mut tx, user).await?;
-        let exists: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM ssh_authorized_keys WHERE user_id = $1 AND key = $2",
-        )
-        .bind(uid)
-        .bind(key)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if exists.is_some() {
-            return Err(StoreError::conflict(
-                "key",
-                format!("user {user} already has this key"),
-            ));
-        }
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO ssh_authorized_keys (user_id, name, key, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
-        )
-        .bind(uid)
-        .bind(name)
-        .bind(key)
-        .bind(now())
-        .fetch_one(&mut *tx)
-        .await?;
-        let ssh_key = fetch_ssh_key(&mut tx, id).await?;
-        emit(&mut tx, "ssh_key.created", event(&ssh_key)).await?;
+        let ssh_key = insert_ssh_key(&mut tx, uid, user, name, key).await?;
         tx.commit().await?;
         Ok(ssh_key)
     }
@@ -382,4 +318,91 @@ impl UserStore for Backend {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Writes a new user and its event (the caller's transaction).
+pub(super) async fn insert_user(conn: &mut Conn, spec: &UserSpec) -> Result<User> {
+    if fetch_user(conn, &spec.name).await.is_ok() {
+        return Err(StoreError::conflict(
+            "name",
+            format!("user {} already exists", spec.name),
+        ));
+    }
+    sqlx::query(
+        "INSERT INTO users (name, email, first_name, last_name, is_active, is_staff, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(spec.name.as_str())
+    .bind(&spec.email)
+    .bind(&spec.first_name)
+    .bind(&spec.last_name)
+    .bind(spec.is_active)
+    .bind(spec.is_staff)
+    .bind(now())
+    .execute(&mut *conn)
+    .await?;
+    let user = fetch_user(conn, &spec.name).await?;
+    emit(conn, "user.created", event(&user)).await?;
+    Ok(user)
+}
+
+/// Writes a new API token and its event.
+pub(super) async fn insert_token(conn: &mut Conn, new: &NewApiToken) -> Result<ApiToken> {
+    let user = user_id(conn, &new.user).await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO api_tokens (user_id, token_hash, prefix, scope, description, expires_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(user)
+    .bind(&new.hash.0)
+    .bind(&new.prefix)
+    .bind(new.scope.as_str())
+    .bind(&new.description)
+    .bind(new.expires_at)
+    .bind(now())
+    .fetch_one(&mut *conn)
+    .await?;
+    let row: TokenRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{TOKEN_SELECT} WHERE t.id = $1"
+    )))
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let token = convert::token(row)?;
+    emit(conn, "token.created", event(&token)).await?;
+    Ok(token)
+}
+
+/// Writes a new SSH key of user `uid` (named `user`) and its event.
+pub(super) async fn insert_ssh_key(
+    conn: &mut Conn,
+    uid: i64,
+    user: &Name,
+    name: &str,
+    key: &str,
+) -> Result<SshKey> {
+    let exists: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM ssh_authorized_keys WHERE user_id = $1 AND key = $2")
+            .bind(uid)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if exists.is_some() {
+        return Err(StoreError::conflict(
+            "key",
+            format!("user {user} already has this key"),
+        ));
+    }
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO ssh_authorized_keys (user_id, name, key, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(uid)
+    .bind(name)
+    .bind(key)
+    .bind(now())
+    .fetch_one(&mut *conn)
+    .await?;
+    let ssh_key = fetch_ssh_key(conn, id).await?;
+    emit(conn, "ssh_key.created", event(&ssh_key)).await?;
+    Ok(ssh_key)
 }
