@@ -241,13 +241,23 @@ pub fn plan(rows: &OlderRows, secret_key: &str) -> (OlderData, Vec<Unusable>) {
         }
     }
 
-    let mut profiles: HashSet<i64> = HashSet::new();
+    // Each brought-over profile's count of actions, for progress.
+    let mut profiles: HashMap<i64, u64> = HashMap::new();
     for row in &rows.profiles {
         let key = format!("{}=={}", row.name, row.version);
         // Stored as jsonb: key order is PostgreSQL's. The daemon keeps
-        // it as indented JSON, which its YAML reader takes as it is.
+        // it as indented JSON, which its YAML reader takes as it is, its
+        // templates marked as the Django templates they are.
         let source = match serde_json::from_str::<serde_json::Value>(&row.profile) {
-            Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_else(|_| row.profile.clone()),
+            Ok(serde_json::Value::Object(mut map)) => {
+                map.entry("templating")
+                    .or_insert_with(|| serde_json::Value::from("django"));
+                serde_json::to_string_pretty(&map).unwrap_or_else(|_| row.profile.clone())
+            }
+            Ok(_) => {
+                p.refuse("profile", row.id, &key, "not a JSON object".into());
+                continue;
+            }
             Err(e) => {
                 p.refuse("profile", row.id, &key, format!("not JSON: {e}"));
                 continue;
@@ -255,7 +265,7 @@ pub fn plan(rows: &OlderRows, secret_key: &str) -> (OlderData, Vec<Unusable>) {
         };
         match bootloader_core::profile::parse_upload(&source) {
             Ok(profile) => {
-                profiles.insert(row.id);
+                profiles.insert(row.id, profile.action_count() as u64);
                 p.data.profiles.push(Older {
                     older_id: row.id.to_string(),
                     item: OlderProfile {
@@ -365,7 +375,7 @@ pub fn plan(rows: &OlderRows, secret_key: &str) -> (OlderData, Vec<Unusable>) {
             );
             continue;
         }
-        if !profiles.contains(&d.profile_id) {
+        let Some(&action_count) = profiles.get(&d.profile_id) else {
             p.refuse(
                 "deployment",
                 d.id,
@@ -373,7 +383,7 @@ pub fn plan(rows: &OlderRows, secret_key: &str) -> (OlderData, Vec<Unusable>) {
                 "its profile is not brought over".into(),
             );
             continue;
-        }
+        };
         let mut log = logs.remove(&d.id).unwrap_or_default();
         let (state, error) = match d.status.as_str() {
             "complete" => (DeploymentState::Complete, None),
@@ -409,6 +419,10 @@ pub fn plan(rows: &OlderRows, secret_key: &str) -> (OlderData, Vec<Unusable>) {
                 profile: d.profile_id.to_string(),
                 state,
                 error,
+                // The older progress went up 16.6 a step; here it is the
+                // share of the profile's actions done.
+                actions_done: ((d.progress.clamp(0.0, 100.0) / 100.0) * action_count as f64).round()
+                    as u32,
                 token: CallbackToken::from_presented(&d.token),
                 created: d.created,
                 modified: d.modified,

@@ -15,7 +15,7 @@ use crate::power::service::{PowerCommand, PowerService};
 use bootloader_core::dhcp::classify::Firmware;
 use bootloader_core::model::{Phase, Via};
 use bootloader_core::power::BootRequest;
-use bootloader_core::profile::{self, FileSource};
+use bootloader_core::profile::FileSource;
 use bootloader_core::published::boot::BootEvent;
 use bootloader_core::workflow::plan::Work;
 use bootloader_store::{BootStore, InventoryStore, StoreError, TimelineStore};
@@ -68,7 +68,9 @@ impl Executor for StoreExecutor {
                     .await
                     .map_err(Failure::Final)?;
                 let ctx = self.templates.context(subject, &facts, 0);
-                profile::render_str(message, &ctx)
+                subject
+                    .profile
+                    .render_inline(message, &ctx, time::OffsetDateTime::now_utc())
                     .map_err(|e| Failure::Final(format!("message: {e}")))
             }
             Work::Serve {
@@ -189,7 +191,9 @@ impl StoreExecutor {
     ) -> Result<String, String> {
         let mut served = Vec::new();
         for (ctx, path) in self.templates.per_interface(subject, filename).await? {
-            let content = profile::render_template(subject.profile, name, &ctx)
+            let content = subject
+                .profile
+                .render(name, &ctx, time::OffsetDateTime::now_utc())
                 .map_err(|e| format!("template {name}: {e}"))?;
             self.boot
                 .serve_file(subject.deployment.id, via, &path, content.as_bytes())

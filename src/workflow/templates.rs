@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::context::{self, ContextInput};
-use bootloader_core::profile::{self, Profile};
+use bootloader_core::profile::Profile;
 use bootloader_store::boot::DeploymentRecord;
 use bootloader_store::{InventoryStore, Network, Page, Server};
 
@@ -123,8 +123,10 @@ impl Templates {
         (0..facts.server.interfaces.len().max(1))
             .map(|i| {
                 let ctx = self.context(subject, &facts, i);
-                let path =
-                    profile::render_str(filename, &ctx).map_err(|e| format!("filename: {e}"))?;
+                let path = subject
+                    .profile
+                    .render_inline(filename, &ctx, time::OffsetDateTime::now_utc())
+                    .map_err(|e| format!("filename: {e}"))?;
                 Ok((ctx, path))
             })
             .collect()

@@ -34,6 +34,7 @@ mod deployments;
 mod dhcp;
 mod dhcp_clients;
 mod dhcp_golden;
+mod django_golden;
 mod events;
 mod fuzz_corpus;
 mod health;

@@ -252,6 +252,11 @@ async fn an_older_database_comes_over(backend: Backend) {
     states.sort();
     assert_eq!(states, ["cancelled", "complete", "error"]);
     let failed = list.iter().find(|x| x["status"] == "error").unwrap();
+    let progress = failed["progress"].as_f64().unwrap_or(0.0);
+    assert!(
+        (20.0..50.0).contains(&progress),
+        "the older 33.2% kept as actions done: {failed}"
+    );
     let (_, log) = d.get(&format!("/deployments/{}/log", failed["id"])).await;
     let text = log.to_string();
     assert!(text.contains("IPMI: session timed out"), "{text}");

@@ -23,5 +23,6 @@ pub mod model;
 pub mod power;
 pub mod profile;
 pub mod published;
+pub mod pxelinux;
 pub mod tftp;
 pub mod workflow;

@@ -86,6 +86,8 @@ pub struct OlderDeployment {
     pub profile: String,
     pub state: DeploymentState,
     pub error: Option<String>,
+    /// The actions it had done, from the older progress (16.6 per step).
+    pub actions_done: u32,
     pub token: CallbackToken,
     pub created: OffsetDateTime,
     pub modified: OffsetDateTime,

@@ -70,17 +70,17 @@ pub async fn profiles(call: &Call<'_>, id: Option<i64>) -> Result<Response, Lega
             }
             Method::POST => {
                 let mut f = call.fields()?;
-                let text = match f.raw("profile") {
+                let document = match f.raw("profile") {
                     // JSON text, as the older clients send it.
                     Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
-                        Ok(Value::Object(_)) => Some(s.clone()),
+                        Ok(Value::Object(map)) => Some(map),
                         _ => {
                             f.error("profile", "Value must be valid JSON.");
                             None
                         }
                     },
                     // The document itself, which it also is.
-                    Some(v @ Value::Object(_)) => Some(v.to_string()),
+                    Some(Value::Object(map)) => Some(map.clone()),
                     Some(_) => {
                         f.error("profile", "Value must be valid JSON.");
                         None
@@ -91,7 +91,15 @@ pub async fn profiles(call: &Call<'_>, id: Option<i64>) -> Result<Response, Lega
                     }
                 };
                 f.finish()?;
-                let text = text.unwrap_or_default();
+                // Its templates are the older system's: Django's language,
+                // unless the document says otherwise.
+                let text = document
+                    .map(|mut map| {
+                        map.entry("templating")
+                            .or_insert_with(|| Value::from("django"));
+                        Value::Object(map).to_string()
+                    })
+                    .unwrap_or_default();
                 let p = ops::profiles::upload(o, actor, &text)
                     .await
                     .map_err(upload_error)?;

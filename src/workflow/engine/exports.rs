@@ -7,7 +7,6 @@ use subtle::ConstantTimeEq;
 use super::{Engine, drive};
 use crate::workflow::templates::Subject;
 use bootloader_core::model::{LogLevel, Name};
-use bootloader_core::profile;
 use bootloader_store::engine::EngineView;
 use bootloader_store::{Page, StoreError};
 
@@ -59,7 +58,7 @@ impl Engine {
             .await
             .map_err(StoreError::Corrupt)?;
         let ctx = self.templates.context(subject, &facts, 0);
-        match profile::render_template(&profile, file, &ctx) {
+        match profile.render(file, &ctx, time::OffsetDateTime::now_utc()) {
             Ok(text) => Ok(Some(text)),
             Err(e) => {
                 self.ledger

@@ -7,6 +7,7 @@
 //! templates (and templated filenames/messages) against a deployment context.
 
 mod actions;
+pub mod django;
 mod duration;
 mod error;
 mod lines;
@@ -58,6 +59,55 @@ pub struct Profile {
     pub workflow: Workflow,
     /// Template name -> template source.
     pub templates: BTreeMap<String, String>,
+    /// The language of its templates, filenames and messages.
+    pub templating: Templating,
+}
+
+/// The template language of a profile (`templating:`): the daemon's own
+/// (minijinja: strict, nothing escaped), or the older system's Django
+/// templates rendered as Django rendered them (`django/`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Templating {
+    #[default]
+    Jinja,
+    Django,
+}
+
+impl Profile {
+    /// Renders the template `name` in the profile's language, `now` being
+    /// the moment a Django `{% now %}` shows.
+    pub fn render(
+        &self,
+        name: &str,
+        ctx: &serde_json::Value,
+        now: time::OffsetDateTime,
+    ) -> Result<String, RenderError> {
+        match self.templating {
+            Templating::Jinja => render_template(self, name, ctx),
+            Templating::Django => {
+                let source = self
+                    .templates
+                    .get(name)
+                    .ok_or_else(|| RenderError::UnknownTemplate(name.to_string()))?;
+                template::render_django(source, ctx, now)
+            }
+        }
+    }
+
+    /// Renders one of the profile's inline templates (a `filename`, an
+    /// echo `message`) in its language.
+    pub fn render_inline(
+        &self,
+        source: &str,
+        ctx: &serde_json::Value,
+        now: time::OffsetDateTime,
+    ) -> Result<String, RenderError> {
+        match self.templating {
+            Templating::Jinja => render_str(source, ctx),
+            Templating::Django => template::render_django(source, ctx, now),
+        }
+    }
 }
 
 impl Profile {

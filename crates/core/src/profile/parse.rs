@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::{Map, Value};
 
 use super::template::Checker;
-use super::{Duration, Profile, ProfileError, ProfileErrors, Step, StepName, Workflow};
+use super::{Duration, Profile, ProfileError, ProfileErrors, Step, StepName, Templating, Workflow};
 
 const TOP_KEYS: &[&str] = &[
     "kind",
@@ -16,6 +16,7 @@ const TOP_KEYS: &[&str] = &[
     "timeout",
     "workflow",
     "templates",
+    "templating",
 ];
 const STEP_KEYS: &[&str] = &["timeout", "actions"];
 const TEMPLATE_KEYS: &[&str] = &["type", "contents"];
@@ -236,10 +237,28 @@ impl Walker {
         let version = self.version(root, version_text);
         let timeout = self.opt_duration(root, "", "timeout");
 
+        let templating = match root.get("templating") {
+            None => Templating::Jinja,
+            Some(Value::String(s)) if s == "jinja" => Templating::Jinja,
+            Some(Value::String(s)) if s == "django" => Templating::Django,
+            Some(other) => {
+                self.err(
+                    "templating",
+                    format!(
+                        "must be \"jinja\" (the default) or \"django\" (the older system's templates), found {}",
+                        match other {
+                            Value::String(s) => format!("{s:?}"),
+                            v => type_name(v).to_string(),
+                        }
+                    ),
+                );
+                Templating::Jinja
+            }
+        };
         let templates = self.templates(root.get("templates"));
         // Template compile errors are reported after the workflow's, in document order.
         let before = self.errors.len();
-        let (checker, failures) = Checker::new(&templates);
+        let (checker, failures) = Checker::new(&templates, templating);
         for (tname, msg) in failures {
             self.err(format!("templates.{tname}.contents"), msg);
         }
@@ -272,6 +291,7 @@ impl Walker {
             timeout,
             workflow,
             templates,
+            templating,
         }
     }
 

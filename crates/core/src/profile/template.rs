@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use minijinja::syntax::SyntaxConfig;
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 
-use super::{Profile, RenderError};
+use super::{Profile, RenderError, Templating};
 
 /// Variables the deployment engine puts in every render context. Templates may
 /// only use these (plus things they define themselves and minijinja's globals).
@@ -92,6 +92,19 @@ pub fn render_str(source: &str, ctx: &serde_json::Value) -> Result<String, Rende
         .map_err(render_error)
 }
 
+/// Renders Django template `source` (a profile with `templating: django`).
+pub(crate) fn render_django(
+    source: &str,
+    ctx: &serde_json::Value,
+    now: time::OffsetDateTime,
+) -> Result<String, RenderError> {
+    let template = super::django::Template::compile(source).map_err(RenderError::Syntax)?;
+    template.render(ctx, now).map_err(|e| match e {
+        super::django::DjangoRenderError::OutOfFuel => RenderError::OutOfFuel,
+        super::django::DjangoRenderError::Failed(why) => RenderError::Failed(why),
+    })
+}
+
 /// `detail (line N)` for a minijinja error, without its kind prefix.
 pub(crate) fn describe(err: &minijinja::Error) -> String {
     let detail = err
@@ -116,25 +129,45 @@ fn render_error(err: minijinja::Error) -> RenderError {
 pub(crate) struct Checker<'s> {
     env: Environment<'s>,
     globals: BTreeSet<String>,
+    templating: Templating,
 }
 
 impl<'s> Checker<'s> {
     /// Compiles all named templates; returns the checker and `(name, message)`
     /// for each template that failed to compile.
-    pub(crate) fn new(templates: &'s BTreeMap<String, String>) -> (Self, Vec<(&'s str, String)>) {
+    pub(crate) fn new(
+        templates: &'s BTreeMap<String, String>,
+        templating: Templating,
+    ) -> (Self, Vec<(&'s str, String)>) {
         let mut env = environment();
         let mut failures = Vec::new();
         for (name, source) in templates {
-            if let Err(e) = env.add_template(name, source) {
-                failures.push((name.as_str(), format!("syntax error: {}", describe(&e))));
+            let compiled = match templating {
+                Templating::Jinja => env.add_template(name, source).map_err(|e| describe(&e)),
+                Templating::Django => super::django::Template::compile(source).map(|_| ()),
+            };
+            if let Err(e) = compiled {
+                failures.push((name.as_str(), format!("syntax error: {e}")));
             }
         }
         let globals = env.globals().map(|(n, _)| n.to_string()).collect();
-        (Self { env, globals }, failures)
+        (
+            Self {
+                env,
+                globals,
+                templating,
+            },
+            failures,
+        )
     }
 
     /// Unknown-variable messages for the (successfully compiled) named template.
+    /// (Django templates print nothing for a variable they lack, as Django
+    /// did: none is refused.)
     pub(crate) fn check_named(&self, name: &str) -> Vec<String> {
+        if self.templating == Templating::Django {
+            return Vec::new();
+        }
         match self.env.get_template(name) {
             Ok(t) => self.unknown_variables(t.undeclared_variables(false)),
             Err(_) => Vec::new(),
@@ -143,6 +176,12 @@ impl<'s> Checker<'s> {
 
     /// Compiles an inline template; returns error messages (syntax or unknown variables).
     pub(crate) fn check_inline(&self, source: &str) -> Vec<String> {
+        if self.templating == Templating::Django {
+            return match super::django::Template::compile(source) {
+                Ok(_) => Vec::new(),
+                Err(e) => vec![format!("syntax error: {e}")],
+            };
+        }
         match self.env.template_from_str(source) {
             Ok(t) => self.unknown_variables(t.undeclared_variables(false)),
             Err(e) => vec![format!("syntax error: {}", describe(&e))],

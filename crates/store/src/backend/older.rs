@@ -502,7 +502,7 @@ async fn insert_history(
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO deployments (server_id, profile_id, state, token_hash, token_sealed, step, \
          action_index, actions_done, error, created_at, updated_at, finished_at) \
-         VALUES ($1, $2, $3, $4, $5, NULL, 0, 0, $6, $7, $8, $8) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, NULL, 0, $9, $6, $7, $8, $8) RETURNING id",
     )
     .bind(server)
     .bind(profile)
@@ -512,6 +512,7 @@ async fn insert_history(
     .bind(&d.error)
     .bind(d.created)
     .bind(d.modified)
+    .bind(i64::from(d.actions_done))
     .fetch_one(&mut *conn)
     .await?;
     for line in &d.log {
