@@ -166,6 +166,23 @@ async fn machine_script(State(state): State<BootState>, Path(raw): Path<String>)
         Ok(Some(f)) => text(String::from_utf8_lossy(&f.content).into_owned()),
         Ok(None) => {
             let why = match state.store.boot_target(mac).await {
+                Ok(Some(t)) if t.deployment.is_some() && t.pxelinux => {
+                    match pxelinux_script(&state, &mac).await {
+                        Ok(Some(script)) => {
+                            let mut r = text(script);
+                            r.headers_mut().insert(
+                                "x-bootloader-decision",
+                                HeaderValue::from_static("pxelinux-through-ipxe"),
+                            );
+                            return r;
+                        }
+                        Ok(None) => format!(
+                            "its deployment serves pxelinux.cfg files, none for {}",
+                            mac.dashed()
+                        ),
+                        Err(why) => why,
+                    }
+                }
                 Ok(Some(t)) if t.deployment.is_some() => {
                     "its deployment serves no iPXE script yet".to_string()
                 }
@@ -182,6 +199,34 @@ async fn machine_script(State(state): State<BootState>, Path(raw): Path<String>)
         }
         Err(e) => store_down(e),
     }
+}
+
+/// For a machine that came to iPXE (UEFI firmware: BIOS firmware of a
+/// pxelinux deployment gets pxelinux itself) while its deployment serves
+/// pxelinux configs: the entry its `pxelinux.cfg/01-<mac>` boots, as an
+/// iPXE script. Relative paths are fetched over TFTP from this host.
+async fn pxelinux_script(state: &BootState, mac: &MacAddr) -> Result<Option<String>, String> {
+    let path = format!("pxelinux.cfg/01-{}", mac.dashed());
+    let file = match state.store.served_file(Via::Tftp, &path).await {
+        Ok(Some(f)) => f,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(format!("the store is unavailable ({e})")),
+    };
+    let config = String::from_utf8_lossy(&file.content);
+    let entry = bootloader_core::pxelinux::default_entry(&config)
+        .map_err(|e| format!("{path} cannot be booted through iPXE: {e}"))?;
+    let host = state
+        .public_url
+        .split_once("://")
+        .map_or(state.public_url.as_str(), |(_, rest)| rest)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default();
+    Ok(Some(bootloader_core::pxelinux::ipxe_script(
+        &entry,
+        &path,
+        &format!("tftp://{host}"),
+    )))
 }
 
 /// A profile template rendered for an active deployment (a preseed's

@@ -607,3 +607,75 @@ async fn one_rendered_file_is_shared_by_its_readers() {
     );
     d.stop().await;
 }
+
+/// A deployment written for pxelinux (it serves `pxelinux.cfg/01-<mac>`
+/// over TFTP and no iPXE script): a machine that reaches iPXE (UEFI
+/// firmware; BIOS firmware gets pxelinux itself) is given the config's
+/// default entry as an iPXE script; one without a config for its MAC, or
+/// with one iPXE cannot boot, is sent to its disk with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pxelinux_deployment_boots_uefi_through_ipxe() {
+    let ts = TestStore::new(Backend::Sqlite).await;
+    let d = Daemon::start(&ts, None).await;
+    add_node(&d).await;
+    let yaml = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/payload-1.0.yaml"),
+    )
+    .unwrap();
+    let (s, p) = d.post_text("/profiles", &yaml, "application/yaml").await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let token = CallbackToken::generate().unwrap();
+    let dep = d
+        .store
+        .create_deployment(
+            &"n1.dc1.example.com".parse().unwrap(),
+            p["id"].as_i64().unwrap(),
+            &token.hash(),
+        )
+        .await
+        .unwrap();
+    let path = format!("pxelinux.cfg/01-{}", MAC.replace(':', "-"));
+    let serve = |content: &'static str| {
+        let (store, path) = (d.store.clone(), path.clone());
+        async move {
+            store
+                .serve_file(dep.id, Via::Tftp, &path, content.as_bytes())
+                .await
+                .unwrap();
+        }
+    };
+    serve(
+        "DEFAULT ubuntu1604\nLABEL ubuntu1604\n  MENU LABEL ^Ubuntu 16.04\n  \
+         KERNEL http://10.0.0.5:8080/images/ubuntu/16.04/kernel\n  \
+         INITRD http://10.0.0.5:8080/images/ubuntu/16.04/initrd.gz\n  \
+         APPEND auto=true hostname=n1\n",
+    )
+    .await;
+    let (s, h, body) = fetch(&d, &format!("/ipxe/{MAC}"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["x-bootloader-decision"], "pxelinux-through-ipxe");
+    assert_eq!(
+        text(&body),
+        format!(
+            "#!ipxe\necho bootloader: {path} label ubuntu1604, booted through iPXE\n\
+             kernel http://10.0.0.5:8080/images/ubuntu/16.04/kernel initrd=initrd0 auto=true hostname=n1\n\
+             initrd --name initrd0 http://10.0.0.5:8080/images/ubuntu/16.04/initrd.gz\n\
+             boot\n"
+        )
+    );
+    // Relative paths come over TFTP from this host.
+    serve("DEFAULT x\nLABEL x\nKERNEL images/vmlinuz\nAPPEND initrd=images/initrd.img quiet\n")
+        .await;
+    let (_, _, body) = fetch(&d, &format!("/ipxe/{MAC}"), None).await;
+    assert!(
+        text(&body).contains("kernel tftp://127.0.0.1/images/vmlinuz initrd=initrd0 quiet\n"),
+        "{}",
+        text(&body)
+    );
+    // A config iPXE cannot boot: the disk, and why.
+    serve("DEFAULT missing\nLABEL x\nKERNEL k\n").await;
+    let (_, h, body) = fetch(&d, &format!("/ipxe/{MAC}"), None).await;
+    assert_eq!(h["x-bootloader-decision"], "local-boot");
+    assert!(text(&body).contains("names no LABEL"), "{}", text(&body));
+    d.stop().await;
+}

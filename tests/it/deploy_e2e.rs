@@ -38,6 +38,16 @@ fn wait_for(lab: &Lab, id: i64, name: &str, want: &str) -> Value {
 /// A lab with a VM behind a BMC, registered as server `name`, and the
 /// payload profile (and `extra` profiles) uploaded.
 async fn lab_with_vm(name: &str, n: u32, extra: &[String]) -> (Lab, vmbmc::VmPid, String) {
+    lab_with_firmware(name, n, extra, false).await
+}
+
+/// As `lab_with_vm`, the VM with OVMF when `uefi`.
+async fn lab_with_firmware(
+    name: &str,
+    n: u32,
+    extra: &[String],
+    uefi: bool,
+) -> (Lab, vmbmc::VmPid, String) {
     let mut lab = Lab::start_with(
         "authoritative",
         false,
@@ -46,7 +56,7 @@ async fn lab_with_vm(name: &str, n: u32, extra: &[String]) -> (Lab, vmbmc::VmPid
     lab.seed_network(true);
     let m = mac(60 + n);
     let fqdn = format!("{name}.lab.example.com");
-    let (port, vm) = vmbmc::start(&mut lab, name, &m);
+    let (port, vm) = vmbmc::start_firmware(&mut lab, name, &m, uefi);
     let r = lab.post(
         "/servers",
         json!({"fqdn": fqdn, "location": "lab", "interfaces": [{"name": "eth0", "mac": m}],
@@ -314,4 +324,55 @@ async fn older_ubuntu_profile_boots_through_pxelinux() {
     ] {
         assert!(text.contains(needle), "log lacks {needle:?}:\n{text}");
     }
+}
+
+/// The same older profile on a UEFI machine: OVMF's PXE gets iPXE (no
+/// pxelinux for UEFI here), iPXE asks for its script, and the daemon
+/// answers with the entry of the `pxelinux.cfg` file the deployment
+/// serves for its MAC, so the kernel and initrd it names boot through
+/// iPXE and the payload's callbacks walk the deployment to `complete`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_ubuntu_profile_boots_uefi_through_ipxe() {
+    if skip() {
+        return;
+    }
+    preflight();
+    let name = "dep4";
+    let (lab, _vm, fqdn) = lab_with_firmware(name, 3, &[older_ubuntu_profile()], true).await;
+    let d = lab.post(
+        "/deployments",
+        json!({"server": fqdn, "profile": "ubuntu-16.04==0.1-a"}),
+    );
+    let id = d["id"].as_i64().unwrap_or_else(|| panic!("{d}"));
+    let done = wait_for(&lab, id, name, "complete");
+    assert_eq!(done["progress"], 100, "{done}");
+
+    std::thread::sleep(Duration::from_millis(600));
+    let mut events = lab.timeline(&fqdn);
+    events.reverse();
+    let at = |phase: &str, needle: &str| {
+        events
+            .iter()
+            .position(|e| {
+                e["phase"] == phase && e["request"].as_str().is_some_and(|r| r.contains(needle))
+            })
+            .unwrap_or_else(|| panic!("no {phase} {needle} in {events:#?}"))
+    };
+    let m = mac(63);
+    let order = [
+        at("tftp", "RRQ ipxe.efi"),
+        at("http", &format!("GET /ipxe/{m}")),
+        at("http", "/images/ubuntu/16.04/kernel"),
+        at("http", "/images/ubuntu/16.04/initrd.gz"),
+    ];
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "{order:?} {events:#?}"
+    );
+    assert!(
+        !events.iter().any(|e| e["request"]
+            .as_str()
+            .is_some_and(|r| r.contains("lpxelinux"))),
+        "UEFI firmware is not given pxelinux: {events:#?}"
+    );
 }

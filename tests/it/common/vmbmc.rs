@@ -117,8 +117,14 @@ user 3 true  "viewer" "secret" user  10 none md2 md5 straight
 /// Starts `ipmi_sim` for VM `name` (a BIOS machine with `mac`) in the lab's
 /// namespace; returns its port and the guard that kills the VM.
 pub fn start(lab: &mut Lab, name: &str, mac: &str) -> (u16, VmPid) {
+    start_firmware(lab, name, mac, false)
+}
+
+/// As `start`, the machine with OVMF (UEFI, the firmware's own PXE) when
+/// `uefi`.
+pub fn start_firmware(lab: &mut Lab, name: &str, mac: &str, uefi: bool) -> (u16, VmPid) {
     // (The chassis program runs in the lab's namespace, as ipmi_sim does.)
-    let qemu = lab.vm_args(name, mac, false, false);
+    let qemu = lab.vm_args(name, mac, uefi, false);
     let port = bmc_files(lab, &qemu);
     let guard = VmPid(lab.dir.path().join("qemu.pid"));
     let dir = lab.dir.path().to_path_buf();
