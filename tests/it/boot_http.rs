@@ -32,10 +32,10 @@ async fn add_node(d: &Daemon) {
     assert_eq!(s, StatusCode::CREATED, "{b}");
 }
 
-async fn setup(backend: Backend) -> (TestStore, Daemon, i64, CallbackToken) {
-    let ts = TestStore::new(backend).await;
-    let d = Daemon::start(&ts, None).await;
-    add_node(&d).await;
+/// The node, the payload profile, and a deployment of it made through the
+/// store (no engine walks it): its id and callback token.
+async fn node_deployment(d: &Daemon) -> (i64, CallbackToken) {
+    add_node(d).await;
     let yaml = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/payload-1.0.yaml"),
     )
@@ -52,9 +52,16 @@ async fn setup(backend: Backend) -> (TestStore, Daemon, i64, CallbackToken) {
         )
         .await
         .unwrap();
+    (dep.id, token)
+}
+
+async fn setup(backend: Backend) -> (TestStore, Daemon, i64, CallbackToken) {
+    let ts = TestStore::new(backend).await;
+    let d = Daemon::start(&ts, None).await;
+    let (id, token) = node_deployment(&d).await;
     d.store
         .serve_file(
-            dep.id,
+            id,
             Via::Http,
             &format!("ipxe/{MAC}"),
             b"#!ipxe\necho deploying\n",
@@ -62,10 +69,10 @@ async fn setup(backend: Backend) -> (TestStore, Daemon, i64, CallbackToken) {
         .await
         .unwrap();
     d.store
-        .serve_file(dep.id, Via::Http, "preseed/n1.cfg", b"d-i preseed\n")
+        .serve_file(id, Via::Http, "preseed/n1.cfg", b"d-i preseed\n")
         .await
         .unwrap();
-    (ts, d, dep.id, token)
+    (ts, d, id, token)
 }
 
 async fn fetch(
@@ -617,29 +624,13 @@ async fn one_rendered_file_is_shared_by_its_readers() {
 async fn a_pxelinux_deployment_boots_uefi_through_ipxe() {
     let ts = TestStore::new(Backend::Sqlite).await;
     let d = Daemon::start(&ts, None).await;
-    add_node(&d).await;
-    let yaml = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/payload-1.0.yaml"),
-    )
-    .unwrap();
-    let (s, p) = d.post_text("/profiles", &yaml, "application/yaml").await;
-    assert_eq!(s, StatusCode::CREATED, "{p}");
-    let token = CallbackToken::generate().unwrap();
-    let dep = d
-        .store
-        .create_deployment(
-            &"n1.dc1.example.com".parse().unwrap(),
-            p["id"].as_i64().unwrap(),
-            &token.hash(),
-        )
-        .await
-        .unwrap();
+    let (id, _) = node_deployment(&d).await;
     let path = format!("pxelinux.cfg/01-{}", MAC.replace(':', "-"));
     let serve = |content: &'static str| {
         let (store, path) = (d.store.clone(), path.clone());
         async move {
             store
-                .serve_file(dep.id, Via::Tftp, &path, content.as_bytes())
+                .serve_file(id, Via::Tftp, &path, content.as_bytes())
                 .await
                 .unwrap();
         }

@@ -76,6 +76,16 @@ async fn lab_with_firmware(
     (lab, vm, fqdn)
 }
 
+/// Where in `events` the first of `phase` whose request holds `needle` is.
+fn position(events: &[Value], phase: &str, needle: &str) -> usize {
+    events
+        .iter()
+        .position(|e| {
+            e["phase"] == phase && e["request"].as_str().is_some_and(|r| r.contains(needle))
+        })
+        .unwrap_or_else(|| panic!("no {phase} {needle} in {events:#?}"))
+}
+
 fn log_text(lab: &Lab, id: i64) -> String {
     let log = lab.api("GET", &format!("/deployments/{id}/log"), None, "");
     let lines: Vec<String> = log
@@ -296,14 +306,7 @@ async fn older_ubuntu_profile_boots_through_pxelinux() {
     std::thread::sleep(Duration::from_millis(600));
     let mut events = lab.timeline(&fqdn);
     events.reverse();
-    let at = |phase: &str, needle: &str| {
-        events
-            .iter()
-            .position(|e| {
-                e["phase"] == phase && e["request"].as_str().is_some_and(|r| r.contains(needle))
-            })
-            .unwrap_or_else(|| panic!("no {phase} {needle} in {events:#?}"))
-    };
+    let at = |phase: &str, needle: &str| position(&events, phase, needle);
     let dashed = common::netns::mac(62).replace(':', "-");
     let order = [
         at("tftp", "RRQ lpxelinux.0"),
@@ -350,14 +353,7 @@ async fn older_ubuntu_profile_boots_uefi_through_ipxe() {
     std::thread::sleep(Duration::from_millis(600));
     let mut events = lab.timeline(&fqdn);
     events.reverse();
-    let at = |phase: &str, needle: &str| {
-        events
-            .iter()
-            .position(|e| {
-                e["phase"] == phase && e["request"].as_str().is_some_and(|r| r.contains(needle))
-            })
-            .unwrap_or_else(|| panic!("no {phase} {needle} in {events:#?}"))
-    };
+    let at = |phase: &str, needle: &str| position(&events, phase, needle);
     let m = mac(63);
     let order = [
         at("tftp", "RRQ ipxe.efi"),

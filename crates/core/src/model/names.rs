@@ -20,7 +20,7 @@ pub enum NameError {
     #[error("is an IP address, not a name (the last label is all digits)")]
     NumericTld,
     #[error(
-        "may contain only letters, digits, '.', '_' and '-', and must start with a letter or digit"
+        "may contain only letters, digits, '.', '_', '-', '@' and '+', and must start with a letter or digit"
     )]
     BadCharacters,
 }
@@ -86,7 +86,9 @@ impl FromStr for Fqdn {
 }
 
 /// A short identifier for locations, labels and users: 1 to 64 characters of
-/// letters, digits, `.`, `_` and `-`, starting with a letter or digit.
+/// letters, digits, `.`, `_`, `-`, `@` and `+` (the older system's user
+/// names are Django's, often an e-mail address), starting with a letter or
+/// digit.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Name(String);
 
@@ -110,7 +112,7 @@ impl FromStr for Name {
         let first_ok = s.as_bytes()[0].is_ascii_alphanumeric();
         let rest_ok = s
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b'+'));
         if !(first_ok && rest_ok) {
             return Err(NameError::BadCharacters);
         }
@@ -181,6 +183,10 @@ mod tests {
         assert_eq!("".parse::<Name>(), Err(NameError::Empty));
         assert_eq!("-x".parse::<Name>(), Err(NameError::BadCharacters));
         assert_eq!("a b".parse::<Name>(), Err(NameError::BadCharacters));
+        assert_eq!("@x".parse::<Name>(), Err(NameError::BadCharacters));
+        for django_user in ["j.doe@example.com", "ops+oncall", "a_b-c.d"] {
+            assert!(django_user.parse::<Name>().is_ok(), "{django_user}");
+        }
         assert_eq!("x".repeat(65).parse::<Name>(), Err(NameError::TooLong(64)));
     }
 }

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use sqlx::Connection as _;
 
-use super::Backend;
+use super::{Backend, Conn};
 use crate::sql::*;
 use crate::types::*;
 use crate::{Result, SecretCipher, Store, StoreError};
@@ -78,61 +78,16 @@ impl Store for Backend {
                 .fetch_optional(&mut *tx)
                 .await?;
         let mut n = 0u64;
-        let servers: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, bmc_password_encrypted FROM servers WHERE bmc_password_encrypted IS NOT NULL",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        for (id, sealed) in servers {
-            let clear = self.cipher.open(&sealed)?;
-            sqlx::query("UPDATE servers SET bmc_password_encrypted = $1 WHERE id = $2")
-                .bind(new.seal(&clear)?)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            n += 1;
-        }
-        let credentials: Vec<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT id, password_encrypted FROM credentials")
-                .fetch_all(&mut *tx)
-                .await?;
-        for (id, sealed) in credentials {
-            let clear = self.cipher.open(&sealed)?;
-            sqlx::query("UPDATE credentials SET password_encrypted = $1 WHERE id = $2")
-                .bind(new.seal(&clear)?)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            n += 1;
-        }
-        let attached: Vec<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT id, data_sealed FROM server_secrets")
-                .fetch_all(&mut *tx)
-                .await?;
-        for (id, sealed) in attached {
-            let clear = self.cipher.open(&sealed)?;
-            sqlx::query("UPDATE server_secrets SET data_sealed = $1 WHERE id = $2")
-                .bind(new.seal(&clear)?)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            n += 1;
-        }
-        // Deployments' callback tokens (templates render them again
-        // after a restart).
-        let tokens: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, token_sealed FROM deployments WHERE token_sealed IS NOT NULL",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        for (id, sealed) in tokens {
-            let clear = self.cipher.open(&sealed)?;
-            sqlx::query("UPDATE deployments SET token_sealed = $1 WHERE id = $2")
-                .bind(new.seal(&clear)?)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            n += 1;
+        // Every sealed column: BMC passwords, shared credentials, secrets
+        // attached to servers, deployments' callback tokens (templates
+        // render them again after a restart).
+        for (table, column) in [
+            ("servers", "bmc_password_encrypted"),
+            ("credentials", "password_encrypted"),
+            ("server_secrets", "data_sealed"),
+            ("deployments", "token_sealed"),
+        ] {
+            n += reseal(&mut tx, &self.cipher, new, table, column).await?;
         }
         sqlx::query(
             "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -144,4 +99,32 @@ impl Store for Backend {
         tx.commit().await?;
         Ok(n)
     }
+}
+
+/// Opens every value of `table.column` with `old` and seals it under
+/// `new`, in the caller's transaction; returns how many.
+async fn reseal(
+    conn: &mut Conn,
+    old: &SecretCipher,
+    new: &SecretCipher,
+    table: &str,
+    column: &str,
+) -> Result<u64> {
+    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT id, {column} FROM {table} WHERE {column} IS NOT NULL"
+    )))
+    .fetch_all(&mut *conn)
+    .await?;
+    let n = rows.len() as u64;
+    for (id, sealed) in rows {
+        let clear = old.open(&sealed)?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET {column} = $1 WHERE id = $2"
+        )))
+        .bind(new.seal(&clear)?)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(n)
 }
