@@ -261,6 +261,9 @@ pub struct Listeners {
     /// Port 67 (and 4011 in proxy mode) per boot interface; empty when
     /// DHCP is off.
     pub dhcp: Vec<DhcpSocket>,
+    /// IPv6 router solicitations per boot interface (`src/ndp.rs`); empty
+    /// when DHCP is off or they are not answered.
+    pub ndp: Vec<crate::ndp::RaSocket>,
     /// HTTPS (`tls.enable`): its socket and the certificate it presents.
     pub https: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
 }
@@ -269,6 +272,14 @@ pub struct Listeners {
 /// the setting and the likely cause.
 pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
     let dhcp = dhcp::sockets::bind(&config.boot.dhcp)?;
+    let ndp = if config.boot.dhcp.mode.is_some() {
+        crate::ndp::bind(
+            &config.boot.dhcp.interfaces,
+            config.boot.dhcp.router_advertisements,
+        )
+    } else {
+        Vec::new()
+    };
     let http = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("cannot listen on {} (http.listen)", config.http_listen))?;
@@ -309,6 +320,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
         http,
         tftp,
         dhcp,
+        ndp,
         https,
     })
 }
@@ -381,6 +393,7 @@ pub async fn run_with_reloads(
         &store,
         BootSockets {
             dhcp: listeners.dhcp,
+            ndp: listeners.ndp,
             tftp: listeners.tftp,
         },
         &timeline,
@@ -622,6 +635,7 @@ fn listed(listeners: &Listeners) -> anyhow::Result<Vec<http::health::Listener>> 
 /// The boot path's sockets, handed to their services.
 struct BootSockets {
     dhcp: Vec<DhcpSocket>,
+    ndp: Vec<crate::ndp::RaSocket>,
     tftp: Option<UdpSocket>,
 }
 
@@ -648,6 +662,17 @@ fn start_boot_services(
         ));
         let serve = dhcp::server::serve(sockets.dhcp, service, sup.shutdown(Stage::Serve).wait());
         sup.spawn("dhcp", Stage::Serve, async move {
+            serve.await;
+            Ok(())
+        });
+    }
+    if !sockets.ndp.is_empty() {
+        let serve = crate::ndp::serve(
+            sockets.ndp,
+            config.boot.dhcp.router_advertisements,
+            sup.shutdown(Stage::Serve).wait(),
+        );
+        sup.spawn("ndp", Stage::Serve, async move {
             serve.await;
             Ok(())
         });

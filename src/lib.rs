@@ -26,6 +26,7 @@ pub mod dhcp;
 pub mod events;
 pub mod files;
 pub mod http;
+pub mod ndp;
 pub mod older;
 pub mod ops;
 pub mod power;

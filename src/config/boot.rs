@@ -41,6 +41,9 @@ pub struct DhcpSettings {
     /// Relays (giaddr) whose requests are served; empty: any relay. Only a
     /// relayed request may select a subnet with option 118.
     pub trusted_relays: Vec<Ipv4Addr>,
+    /// Whether IPv6 router solicitations on the boot interfaces are
+    /// answered, ending iPXE's wait for IPv6 (`src/ndp.rs`).
+    pub router_advertisements: bootloader_core::ndp::RaMode,
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +176,17 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
         }
     }
 
+    let router_advertisements = match r
+        .pick("dhcp.router_advertisements", None, d.router_advertisements)
+        .as_deref()
+    {
+        None => bootloader_core::ndp::RaMode::Auto,
+        Some(raw) => raw.parse().unwrap_or_else(|e| {
+            r.errors.push(format!("dhcp.router_advertisements: {e}"));
+            bootloader_core::ndp::RaMode::Auto
+        }),
+    };
+
     let static_dir = r.pick_or(
         "http.static_dir",
         None,
@@ -202,6 +216,7 @@ pub(super) fn resolve(r: &mut Resolver<'_>, f: BootFile, data_dir: &Path) -> Boo
             quirks,
             unicast,
             trusted_relays,
+            router_advertisements,
         },
         static_dir: PathBuf::from(static_dir),
         timeline_retention: Duration::from_secs(u64::from(retention_days) * 86400),

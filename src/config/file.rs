@@ -94,6 +94,7 @@ pub struct DhcpSection {
     pub decline_hold: Option<u32>,
     pub unicast: Option<bool>,
     pub trusted_relays: Option<Vec<String>>,
+    pub router_advertisements: Option<String>,
     /// `[[dhcp.quirk]]` rules, in order.
     pub quirk: Option<Vec<QuirkSection>>,
 }

@@ -166,6 +166,7 @@ pub const KEYS: &[Key] = &[
     key("dhcp.decline_hold", &["BOOTLOADER_DHCP_DECLINE_HOLD"], "Seconds a declined address stays out of the pool.").or("600").at_least(1),
     key("dhcp.unicast", &["BOOTLOADER_DHCP_UNICAST"], "Unicast replies to clients without an address (adds an ARP entry).").or("false"),
     key("dhcp.trusted_relays", &["BOOTLOADER_DHCP_TRUSTED_RELAYS"], "Relays whose requests are answered, comma-separated in the environment; empty: any.").or(""),
+    key("dhcp.router_advertisements", &["BOOTLOADER_DHCP_ROUTER_ADVERTISEMENTS"], "Answer IPv6 router solicitations on the boot interfaces with an empty advertisement, which ends iPXE's wait for IPv6: auto (unless another router advertises there), on, off.").or("auto"),
     key("dhcp.quirk", &[], "Firmware quirk rules, [[dhcp.quirk]] tables in the file; the first that matches applies."),
     // [timeline]
     key("timeline.retention_days", &["BOOTLOADER_TIMELINE_RETENTION_DAYS"], "Days the boot timeline is kept.").or("14").at_least(1),

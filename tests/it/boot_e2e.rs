@@ -18,6 +18,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::netns::{Lab, PAYLOAD_STEPS, mac, preflight, skip};
+use serde_json::Value;
 
 /// The payload's four callbacks reached the deployment, in order.
 async fn assert_called_back(lab: &mut Lab, deployment: i64, vm: &str) {
@@ -77,6 +78,9 @@ async fn bios_ipxe_rom_authoritative() {
     lab.vm("bios1", &m, false);
     lab.wait_vm("bios1");
     assert_called_back(&mut lab, dep, "bios1").await;
+    // iPXE asked for an IPv6 router and was told there is none.
+    let log = lab.log("daemon");
+    assert!(log.contains("answered a router solicitation"), "{log}");
     assert_timeline(
         &lab,
         fqdn,
@@ -179,4 +183,81 @@ async fn bios_and_uefi_proxy_beside_dnsmasq() {
     let leases = std::fs::read_to_string(lab.dir.path().join("dnsmasq.leases")).unwrap();
     assert!(leases.contains(&mb) && leases.contains(&mu), "{leases}");
     assert_eq!(lab.api("GET", "/leases", None, "")["count"], 0);
+}
+
+/// Seconds between two timeline events' `at`.
+fn seconds_between(a: &Value, b: &Value) -> f64 {
+    let at = |e: &Value| {
+        time::OffsetDateTime::parse(
+            e["at"].as_str().unwrap_or_default(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap_or_else(|_| panic!("no time in {e}"))
+    };
+    (at(b) - at(a)).as_seconds_f64()
+}
+
+/// A measurement, run by hand (BENCHMARKS.md, "iPXE's wait for IPv6"):
+/// a BIOS and a UEFI VM boot with router solicitations answered and not;
+/// prints, from the timeline, the time from iPXE's DHCP answer to its
+/// first HTTP request and from the first DHCP request to the last
+/// callback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand: BENCHMARKS.md"]
+async fn measure_ipxe_ipv6_wait() {
+    preflight();
+    for (uefi, mode, n) in [
+        (false, "off", 20),
+        (false, "auto", 21),
+        (true, "off", 22),
+        (true, "auto", 23),
+    ] {
+        let mut lab = Lab::start_with(
+            "authoritative",
+            false,
+            &format!("router_advertisements = \"{mode}\""),
+        );
+        lab.seed_network(true);
+        let m = mac(n);
+        let name = format!("m{n}");
+        let fqdn = format!("{name}.lab.example.com");
+        let dep = lab.deploy(&fqdn, &m).await;
+        lab.vm(&name, &m, uefi);
+        lab.wait_vm(&name);
+        assert_called_back(&mut lab, dep, &name).await;
+        let mut events = lab.timeline(&fqdn);
+        events.reverse();
+        let request = |e: &Value, phase: &str, needles: &[&str]| {
+            e["phase"] == phase
+                && e["request"]
+                    .as_str()
+                    .is_some_and(|r| needles.iter().all(|n| r.contains(n)))
+        };
+        let chain_at = events
+            .iter()
+            .position(|e| request(e, "http", &["GET /boot.ipxe"]))
+            .unwrap_or_else(|| panic!("no GET /boot.ipxe: {events:#?}"));
+        let chain = &events[chain_at];
+        // iPXE's own DHCPREQUEST, the last before it fetches its script.
+        let script = events[..chain_at]
+            .iter()
+            .rev()
+            .find(|e| request(e, "dhcp", &["DHCPREQUEST", "ipxe"]))
+            .unwrap_or_else(|| panic!("no iPXE DHCPREQUEST: {events:#?}"));
+        let last = events
+            .iter()
+            .rev()
+            .find(|e| {
+                e["request"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("/_callback/"))
+            })
+            .unwrap();
+        println!(
+            "{} router_advertisements={mode}: iPXE DHCPREQUEST -> GET /boot.ipxe {:.2} s; first DHCP -> last callback {:.2} s",
+            if uefi { "UEFI" } else { "BIOS" },
+            seconds_between(script, chain),
+            seconds_between(&events[0], last),
+        );
+    }
 }

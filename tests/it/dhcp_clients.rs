@@ -8,7 +8,7 @@ use crate::common;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::netns::{Lab, preflight, run, skip};
+use common::netns::{Lab, mac, preflight, run, skip};
 use common::peers::Postgres;
 use serde_json::Value;
 
@@ -448,4 +448,45 @@ fn two_daemons_one_database_never_give_one_address_twice() {
         );
     }
     drop(pg);
+}
+
+/// IPv6 router solicitations on the boot link (`src/ndp.rs`): a machine
+/// that asks is answered with an advertisement that says nothing (not a
+/// router, no flags, no prefix), sent to it alone; once a real router has
+/// advertised on the link, the daemon (`auto`) stays silent. The peer is
+/// `tests/ndp/peer.py`, raw ICMPv6 from a namespace of its own.
+#[test]
+fn router_solicitations_are_answered_until_a_router_speaks() {
+    if skip() {
+        return;
+    }
+    preflight();
+    let mut lab = Lab::start("authoritative", false);
+    let ns = lab.client_ns("ra", &mac(90));
+    let peer = format!("{}/tests/ndp/peer.py", env!("CARGO_MANIFEST_DIR"));
+    // The peer's link-local address needs a moment (duplicate address
+    // detection) before it can send from it.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let solicit = || {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &ns, "python3", &peer, "solicit", "eth0"]);
+        run(&mut c)
+    };
+    let heard = solicit();
+    assert!(
+        heard.contains("advertisement fe80::") && heard.contains("lifetime=0 flags=00 length=16"),
+        "{heard}\n{}",
+        lab.logs()
+    );
+    let mut c = std::process::Command::new("ip");
+    c.args(["netns", "exec", &ns, "python3", &peer, "advertise", "eth0"]);
+    run(&mut c);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let heard = solicit();
+    assert!(
+        !heard.contains("lifetime=0"),
+        "the daemon answered after a router spoke: {heard}"
+    );
+    let log = lab.log("daemon");
+    assert!(log.contains("an IPv6 router advertises here"), "{log}");
 }

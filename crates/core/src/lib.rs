@@ -20,6 +20,7 @@
 
 pub mod dhcp;
 pub mod model;
+pub mod ndp;
 pub mod power;
 pub mod profile;
 pub mod published;

@@ -177,6 +177,7 @@ impl Daemon {
             http: listener,
             tftp: None,
             dhcp: bootloader::dhcp::sockets::bind(&config.boot.dhcp).expect("bind DHCP"),
+            ndp: Vec::new(),
             https: None,
         };
         let (tx, rx) = oneshot::channel();
