@@ -77,6 +77,16 @@ pub trait EngineStore: Send + Sync + 'static {
         now: i64,
         until: i64,
     ) -> Result<Vec<i64>>;
+    /// As `claim_deployments`, for deployment `id` alone (one just
+    /// started): `true` if `runner` holds it now.
+    async fn claim_deployment(
+        &self,
+        id: i64,
+        runner: &str,
+        location: Option<&str>,
+        now: i64,
+        until: i64,
+    ) -> Result<bool>;
     /// Lets go of `runner`'s deployments (the daemon stops): another daemon
     /// may take them at once.
     async fn release_deployments(&self, runner: &str) -> Result<()>;

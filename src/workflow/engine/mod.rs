@@ -256,9 +256,26 @@ impl Engine {
             })
             .await?;
         // Taken up here if the server is in this daemon's location; by its
-        // location's daemon otherwise.
-        if let Err(e) = self.claim().await {
-            warn!(error = %e, "the new deployment starts at the next claim");
+        // location's daemon otherwise. Only this one is claimed: claiming
+        // every active deployment on each create made starting N of them
+        // cost N² rows.
+        let now = (self.driver.clock)();
+        match self
+            .ledger
+            .claim_deployment(
+                record.id,
+                &self.settings.runner,
+                self.settings.location.as_deref(),
+                now,
+                now + HOLD.as_secs() as i64,
+            )
+            .await
+        {
+            Ok(true) => {
+                self.spawn(record.id);
+            }
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "the new deployment starts at the next claim"),
         }
         self.boot.deployment(record.id).await
     }

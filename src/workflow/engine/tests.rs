@@ -153,6 +153,16 @@ impl EngineStore for Ledger {
     ) -> Result<Vec<i64>, StoreError> {
         unused()
     }
+    async fn claim_deployment(
+        &self,
+        _: i64,
+        _: &str,
+        _: Option<&str>,
+        _: i64,
+        _: i64,
+    ) -> Result<bool, StoreError> {
+        unused()
+    }
     async fn release_deployments(&self, _: &str) -> Result<(), StoreError> {
         unused()
     }

@@ -143,6 +143,34 @@ impl EngineStore for Backend {
         Ok(ids)
     }
 
+    async fn claim_deployment(
+        &self,
+        id: i64,
+        runner: &str,
+        location: Option<&str>,
+        now: i64,
+        until: i64,
+    ) -> Result<bool> {
+        let (_writer, mut tx) = self.begin_write().await?;
+        let held: Option<i64> = sqlx::query_scalar(
+            "UPDATE deployments SET runner = $1, runner_until = $4 \
+             WHERE id = $5 AND step IS NOT NULL AND token_sealed IS NOT NULL \
+             AND (runner IS NULL OR runner = $1 OR runner_until IS NULL OR runner_until < $3) \
+             AND ($2 IS NULL OR server_id IN \
+                  (SELECT s.id FROM servers s JOIN locations l ON l.id = s.location_id WHERE l.name = $2)) \
+             RETURNING id",
+        )
+        .bind(runner)
+        .bind(location)
+        .bind(now)
+        .bind(until)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(held.is_some())
+    }
+
     async fn release_deployments(&self, runner: &str) -> Result<()> {
         let (_writer, mut tx) = self.begin_write().await?;
         sqlx::query(
