@@ -410,6 +410,13 @@ pub async fn run_with_reloads(
             download_max_bytes: config.download_max_bytes,
             runner: instance.clone(),
             location: location.clone(),
+            // On SQLite this daemon is the only one: every callback comes
+            // through its handler, which wakes the waiting task.
+            callback_poll: if store.backend() == "sqlite" {
+                crate::workflow::engine::OWN_CALLBACK_POLL
+            } else {
+                crate::workflow::engine::SHARED_CALLBACK_POLL
+            },
         },
     );
     // Deployments that were under way when the daemon stopped go on where

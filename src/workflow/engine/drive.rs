@@ -22,8 +22,13 @@ use bootloader_store::StoreError;
 use bootloader_store::engine::{EngineStore, EngineView, Transition};
 
 /// How often a waiting `expect_callback` looks for its callback when no
-/// nudge came (another daemon may have stored it).
-const CALLBACK_POLL: Duration = Duration::from_secs(2);
+/// nudge came, where another daemon may have stored it (a shared
+/// PostgreSQL database).
+pub const SHARED_CALLBACK_POLL: Duration = Duration::from_secs(2);
+/// The same where every callback comes through this daemon (SQLite), whose
+/// handler wakes the task itself: a safety net only, so that thousands of
+/// waiting deployments do not keep the store busy.
+pub const OWN_CALLBACK_POLL: Duration = Duration::from_secs(60);
 /// The pause between two attempts of an action.
 const RETRY_PAUSE: Duration = Duration::from_secs(2);
 /// The pause after the store failed, before reading the deployment again.
@@ -86,6 +91,8 @@ pub struct Driver {
     /// How long an action may take when neither it, its step nor its
     /// profile says.
     pub default_timeout: Duration,
+    /// How often a waiting callback is looked for without a nudge.
+    pub callback_poll: Duration,
 }
 
 impl Driver {
@@ -218,7 +225,7 @@ impl Driver {
                 }
                 // Woken by the callback handler; polled too, for callbacks
                 // another daemon stored.
-                let _ = tokio::time::timeout(CALLBACK_POLL, runner.nudge.notified()).await;
+                let _ = tokio::time::timeout(self.callback_poll, runner.nudge.notified()).await;
             },
             Effect::Perform(work) => {
                 let mut attempt = 0;

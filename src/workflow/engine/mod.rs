@@ -5,6 +5,7 @@
 //! `drive.rs`; the machine-facing exports are `exports.rs`.
 
 mod drive;
+pub use drive::{OWN_CALLBACK_POLL, SHARED_CALLBACK_POLL};
 mod exports;
 #[cfg(test)]
 mod tests;
@@ -44,6 +45,11 @@ pub struct EngineSettings {
     pub runner: String,
     /// Run only the deployments of this location's servers (all for `None`).
     pub location: Option<String>,
+    /// How often a task waiting for a callback reads the store for one
+    /// without being woken: `drive::SHARED_CALLBACK_POLL` where other
+    /// daemons may store callbacks, `drive::OWN_CALLBACK_POLL` where only
+    /// this one does.
+    pub callback_poll: Duration,
 }
 
 /// How long a daemon holds the deployments it runs without renewing; it
@@ -116,6 +122,7 @@ impl Engine {
             clock: drive::system_clock(),
             runner: settings.runner.clone(),
             default_timeout: settings.default_timeout,
+            callback_poll: settings.callback_poll,
         };
         Arc::new(Self {
             ledger: stores.engine,

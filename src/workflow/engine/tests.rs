@@ -305,6 +305,7 @@ impl Bench {
             clock,
             runner: RUNNER.into(),
             default_timeout: DEFAULT_TIMEOUT,
+            callback_poll: super::SHARED_CALLBACK_POLL,
         });
         Self {
             ledger,
