@@ -554,46 +554,15 @@ async fn token_command(cmd: TokenCommand, config: &Config) -> anyhow::Result<()>
     Ok(())
 }
 
-/// `import-legacy`: where the older database and its key come from, the
-/// run, and the report; exits 1 when conflicts kept (or would keep) the
-/// import from being written.
+/// `import-legacy`: exits 1 when conflicts kept (or would keep) the import
+/// from being written.
 async fn import_legacy(
     config: &Config,
     from: Option<String>,
     secret_key_file: Option<&Path>,
     mode: ImportMode,
 ) -> anyhow::Result<()> {
-    use bootloader::older;
-    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
-    let url = from.unwrap_or_else(|| {
-        format!(
-            "postgres://{}@{}/{}",
-            env("DB_USER", "postgres"),
-            env("DB_HOST", "postgresql"),
-            env("DB_NAME", "postgres")
-        )
-    });
-    let password = std::env::var("DB_PASSWORD").ok();
-    let secret_key = match secret_key_file {
-        Some(p) => std::fs::read_to_string(p)
-            .with_context(|| format!("cannot read {}", p.display()))?
-            .trim_end_matches(['\n', '\r'])
-            .to_string(),
-        // Not $SECRET_KEY: that is this daemon's own key.
-        None => std::env::var("OLDER_SECRET_KEY").unwrap_or_else(|_| {
-            eprintln!(
-                "No --secret-key-file and no $OLDER_SECRET_KEY: opening the older credentials with the older default key `{}`.",
-                older::OLDER_DEFAULT_SECRET_KEY
-            );
-            older::OLDER_DEFAULT_SECRET_KEY.to_string()
-        }),
-    };
-    let rows = older::read::read(&url, password.as_deref()).await?;
-    println!("Older database: {}", rows.source);
-    let store = app::open_store(config).await?;
-    let report = older::run(store.as_ref(), &rows, &secret_key, mode).await?;
-    print!("{}", older::describe(&report, mode));
-    if report.conflicts().next().is_some() && (!report.written || mode == ImportMode::DryRun) {
+    if !bootloader::older::command(config, from, secret_key_file, mode).await? {
         std::process::exit(1);
     }
     Ok(())

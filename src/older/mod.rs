@@ -10,9 +10,13 @@ pub mod plan;
 pub mod read;
 
 use std::fmt::Write as _;
+use std::path::Path;
 
+use anyhow::Context as _;
 use bootloader_store::Store;
 use bootloader_store::older::{ImportMode, ImportReport, RowOutcome};
+
+use crate::config::Config;
 
 /// The older system's default `SECRET_KEY`, accepted for this import
 /// only (its settings fell back to it when none was set).
@@ -27,6 +31,48 @@ pub async fn run(
 ) -> anyhow::Result<ImportReport> {
     let (data, unusable) = plan::plan(rows, secret_key);
     Ok(store.import_older(&data, &unusable, mode).await?)
+}
+
+/// The command: where the older database and its key come from (`--from`,
+/// else the older settings' `DB_*`; `--secret-key-file`, else
+/// `$OLDER_SECRET_KEY`, else the older default), the run, and the report
+/// on stdout. `false` when conflicts kept (or, in a dry run, would keep)
+/// the import from being written.
+pub async fn command(
+    config: &Config,
+    from: Option<String>,
+    secret_key_file: Option<&Path>,
+    mode: ImportMode,
+) -> anyhow::Result<bool> {
+    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    let url = from.unwrap_or_else(|| {
+        format!(
+            "postgres://{}@{}/{}",
+            env("DB_USER", "postgres"),
+            env("DB_HOST", "postgresql"),
+            env("DB_NAME", "postgres")
+        )
+    });
+    let password = std::env::var("DB_PASSWORD").ok();
+    let secret_key = match secret_key_file {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read {}", p.display()))?
+            .trim_end_matches(['\n', '\r'])
+            .to_string(),
+        // Not $SECRET_KEY: that is this daemon's own key.
+        None => std::env::var("OLDER_SECRET_KEY").unwrap_or_else(|_| {
+            eprintln!(
+                "No --secret-key-file and no $OLDER_SECRET_KEY: opening the older credentials with the older default key `{OLDER_DEFAULT_SECRET_KEY}`."
+            );
+            OLDER_DEFAULT_SECRET_KEY.to_string()
+        }),
+    };
+    let rows = read::read(&url, password.as_deref()).await?;
+    println!("Older database: {}", rows.source);
+    let store = crate::app::open_store(config).await?;
+    let report = run(store.as_ref(), &rows, &secret_key, mode).await?;
+    print!("{}", describe(&report, mode));
+    Ok(report.conflicts().next().is_none() || (report.written && mode != ImportMode::DryRun))
 }
 
 /// The kinds in the order they are written, with their plural for tables.

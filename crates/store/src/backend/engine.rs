@@ -29,6 +29,32 @@ pub(super) async fn log(conn: &mut Conn, id: i64, level: LogLevel, message: &str
     Ok(())
 }
 
+/// Which deployments a daemon may take up: runnable ones that no live
+/// daemon runs, of the servers in location `$2` (all for NULL), for runner
+/// `$1`; `$3` is now. One text for both claims below.
+macro_rules! claimable {
+    () => {
+        "step IS NOT NULL AND token_sealed IS NOT NULL \
+         AND (runner IS NULL OR runner = $1 OR runner_until IS NULL OR runner_until < $3) \
+         AND ($2 IS NULL OR server_id IN \
+              (SELECT s.id FROM servers s JOIN locations l ON l.id = s.location_id WHERE l.name = $2))"
+    };
+}
+
+/// Takes them all, held until `$4`.
+const CLAIM: &str = concat!(
+    "UPDATE deployments SET runner = $1, runner_until = $4 WHERE ",
+    claimable!(),
+    " RETURNING id"
+);
+
+/// Takes deployment `$5` alone, if it is one of them.
+const CLAIM_ONE: &str = concat!(
+    "UPDATE deployments SET runner = $1, runner_until = $4 WHERE id = $5 AND ",
+    claimable!(),
+    " RETURNING id"
+);
+
 #[async_trait]
 impl EngineStore for Backend {
     async fn start_deployment(&self, new: &NewDeployment) -> Result<DeploymentRecord> {
@@ -124,20 +150,13 @@ impl EngineStore for Backend {
         until: i64,
     ) -> Result<Vec<i64>> {
         let (_writer, mut tx) = self.begin_write().await?;
-        let mut ids: Vec<i64> = sqlx::query_scalar(
-            "UPDATE deployments SET runner = $1, runner_until = $4 \
-             WHERE step IS NOT NULL AND token_sealed IS NOT NULL \
-             AND (runner IS NULL OR runner = $1 OR runner_until IS NULL OR runner_until < $3) \
-             AND ($2 IS NULL OR server_id IN \
-                  (SELECT s.id FROM servers s JOIN locations l ON l.id = s.location_id WHERE l.name = $2)) \
-             RETURNING id",
-        )
-        .bind(runner)
-        .bind(location)
-        .bind(now)
-        .bind(until)
-        .fetch_all(&mut *tx)
-        .await?;
+        let mut ids: Vec<i64> = sqlx::query_scalar(CLAIM)
+            .bind(runner)
+            .bind(location)
+            .bind(now)
+            .bind(until)
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
         ids.sort_unstable();
         Ok(ids)
@@ -152,21 +171,14 @@ impl EngineStore for Backend {
         until: i64,
     ) -> Result<bool> {
         let (_writer, mut tx) = self.begin_write().await?;
-        let held: Option<i64> = sqlx::query_scalar(
-            "UPDATE deployments SET runner = $1, runner_until = $4 \
-             WHERE id = $5 AND step IS NOT NULL AND token_sealed IS NOT NULL \
-             AND (runner IS NULL OR runner = $1 OR runner_until IS NULL OR runner_until < $3) \
-             AND ($2 IS NULL OR server_id IN \
-                  (SELECT s.id FROM servers s JOIN locations l ON l.id = s.location_id WHERE l.name = $2)) \
-             RETURNING id",
-        )
-        .bind(runner)
-        .bind(location)
-        .bind(now)
-        .bind(until)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let held: Option<i64> = sqlx::query_scalar(CLAIM_ONE)
+            .bind(runner)
+            .bind(location)
+            .bind(now)
+            .bind(until)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(held.is_some())
     }
