@@ -663,6 +663,7 @@ fn start_boot_services(
                 boot: store.clone(),
                 inventory: store.clone(),
                 leases: store.clone(),
+                shared: store.backend() != "sqlite",
             },
             timeline.clone(),
             quirks,

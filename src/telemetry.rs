@@ -104,6 +104,10 @@ fn describe() {
         "deployment step time, from when this daemon first ran it"
     );
     describe_histogram!(
+        "bootloader_dhcp_lease_group_size",
+        "lease changes committed together in one transaction"
+    );
+    describe_histogram!(
         "bootloader_store_operation_duration_seconds",
         "store latency of hot-path operations"
     );
@@ -200,6 +204,11 @@ pub fn boot_event(phase: Phase, request: &str, result: Outcome) {
 /// A DHCP request dropped unanswered because the server was behind.
 pub fn dhcp_overloaded() {
     counter!("bootloader_dhcp_dropped_total").increment(1);
+}
+
+/// A group of lease changes committed in one transaction.
+pub fn lease_group(changes: usize) {
+    histogram!("bootloader_dhcp_lease_group_size").record(changes as f64);
 }
 
 /// A boot timeline event dropped because the writer's queue was full.

@@ -1,18 +1,25 @@
-//! Address allocation for the authoritative server. The rules of which
-//! address may be given are pure (`usable`, `advance`); `Leases` asks
-//! the store, whose conditional claim is the only arbiter: two DISCOVERs,
-//! or two daemons on one database, never get the same address.
+//! Address allocation for the authoritative server. Each network's
+//! `LeaseBook` (core) picks addresses from memory; every change is then
+//! committed by the lease writer, which puts the changes of all the
+//! requests waiting at that moment into one transaction, and only then is
+//! the reply sent: a lease is in the store before the client hears of it.
+//! The store's conditional claim stays the arbiter the book cannot be when
+//! other daemons share the database: a claim it refuses is read back into
+//! the book and another address is tried.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use ipnet::Ipv4Net;
+use anyhow::{Context, anyhow};
+use tokio::sync::{mpsc, oneshot};
 
+use bootloader_core::dhcp::leases::{Choice, Entry, LeaseBook, Range};
 use bootloader_core::model::LeaseState;
 use bootloader_core::model::MacAddr;
-use bootloader_store::boot::LeaseClaim;
-use bootloader_store::{LeaseStore, Network, Pool, StoreError};
+use bootloader_store::boot::{LeaseChange, LeaseClaim};
+use bootloader_store::{LeaseStore, Network};
 
 /// Timers of the authoritative server, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,55 +31,54 @@ pub struct LeaseTimes {
     pub decline_hold: u32,
 }
 
-/// Whether `ip` may be handed out in `net` at all: inside the network, not
-/// its network or broadcast address, not the gateway, not ours.
-pub fn usable(net: &Ipv4Net, gateway: Option<Ipv4Addr>, server_ip: Ipv4Addr, ip: Ipv4Addr) -> bool {
-    net.contains(&ip)
-        && (net.prefix_len() >= 31 || (ip != net.network() && ip != net.broadcast()))
-        && Some(ip) != gateway
-        && ip != server_ip
-}
-
-pub fn in_pool(pool: &Pool, ip: Ipv4Addr) -> bool {
-    (pool.start..=pool.end).contains(&ip)
-}
-
-/// The pool address after `cursor`, wrapping at the end; the pool's first
-/// address when there is no cursor or it lies outside the pool (the pool
-/// was changed).
-pub fn advance(pool: &Pool, cursor: Option<Ipv4Addr>) -> Ipv4Addr {
-    match cursor {
-        Some(c) if in_pool(pool, c) && c != pool.end => Ipv4Addr::from(u32::from(c) + 1),
-        _ => pool.start,
-    }
-}
-
-pub fn pool_len(pool: &Pool) -> u64 {
-    u64::from(u32::from(pool.end).saturating_sub(u32::from(pool.start))) + 1
-}
-
 /// How the server answers a DHCPREQUEST.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestAnswer {
     Ack(Ipv4Addr),
     Nak(String),
-    Silent(String),
 }
 
-/// The authoritative server's view of leases: the store, plus a cursor per
-/// network so that allocation walks the pool instead of rescanning it.
+/// Changes committed in one transaction, at most.
+const GROUP: usize = 512;
+/// Addresses another daemon turned out to hold, tried in one offer at most
+/// before the offer gives up (the client asks again).
+const REFUSALS: usize = 16;
+
+/// A change waiting for the lease writer, and who waits for it.
+struct Pending {
+    change: LeaseChange,
+    done: oneshot::Sender<Result<bool, String>>,
+}
+
+/// The authoritative server's leases: a book per network and the writer's
+/// queue.
 pub struct Leases {
     store: Arc<dyn LeaseStore>,
     times: LeaseTimes,
-    cursors: Mutex<HashMap<i64, Ipv4Addr>>,
+    /// Other daemons may write leases (a shared PostgreSQL database): an
+    /// address the book says is the client's is confirmed in the store
+    /// before it is offered again, and the book is read again before the
+    /// pool is called exhausted.
+    shared: bool,
+    books: Mutex<HashMap<i64, LeaseBook>>,
+    /// One network's rows are read once, however many requests arrive
+    /// before they are.
+    loading: tokio::sync::Mutex<()>,
+    queue: mpsc::Sender<Pending>,
+    writer: Mutex<Option<mpsc::Receiver<Pending>>>,
 }
 
 impl Leases {
-    pub fn new(store: Arc<dyn LeaseStore>, times: LeaseTimes) -> Self {
+    pub fn new(store: Arc<dyn LeaseStore>, times: LeaseTimes, shared: bool) -> Self {
+        let (queue, writer) = mpsc::channel(4 * GROUP);
         Self {
             store,
             times,
-            cursors: Mutex::new(HashMap::new()),
+            shared,
+            books: Mutex::new(HashMap::new()),
+            loading: tokio::sync::Mutex::new(()),
+            queue,
+            writer: Mutex::new(Some(writer)),
         }
     }
 
@@ -80,36 +86,145 @@ impl Leases {
         self.times
     }
 
-    fn next_candidate(&self, network_id: i64, pool: &Pool) -> Ipv4Addr {
-        let mut cursors = self.cursors.lock().unwrap_or_else(|e| e.into_inner());
-        let ip = advance(pool, cursors.get(&network_id).copied());
-        cursors.insert(network_id, ip);
-        ip
+    /// The lease writer, to be run once while the server serves: it takes
+    /// every change waiting, commits them in one transaction and tells each
+    /// request whether its change held. `None` once taken.
+    pub fn writer(&self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let mut rx = self
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        let store = self.store.clone();
+        Some(async move {
+            let mut group: Vec<Pending> = Vec::with_capacity(GROUP);
+            while rx.recv_many(&mut group, GROUP).await > 0 {
+                let changes: Vec<LeaseChange> = group.iter().map(|p| p.change.clone()).collect();
+                let started = Instant::now();
+                let mut result = store.apply_lease_changes(&changes).await;
+                if result.is_err() {
+                    // Once more: two daemons' groups can still meet in a
+                    // deadlock the database breaks by failing one.
+                    result = store.apply_lease_changes(&changes).await;
+                }
+                crate::telemetry::store_op("lease_group", started.elapsed());
+                crate::telemetry::lease_group(changes.len());
+                match result {
+                    Ok(held) => {
+                        for (p, h) in group.drain(..).zip(held) {
+                            let _ = p.done.send(Ok(h));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, changes = changes.len(), "cannot store leases; their requests go unanswered");
+                        let why = e.to_string();
+                        for p in group.drain(..) {
+                            let _ = p.done.send(Err(why.clone()));
+                        }
+                    }
+                }
+            }
+        })
     }
 
+    /// Commits one change through the writer.
+    async fn commit(&self, change: LeaseChange) -> anyhow::Result<bool> {
+        let (done, held) = oneshot::channel();
+        self.queue
+            .send(Pending { change, done })
+            .await
+            .map_err(|_| anyhow!("the lease writer has stopped"))?;
+        held.await
+            .map_err(|_| anyhow!("the lease writer has stopped"))?
+            .map_err(|e| anyhow!("cannot store the lease: {e}"))
+    }
+
+    fn with_book<T>(&self, network: i64, f: impl FnOnce(&mut LeaseBook) -> T) -> T {
+        let mut books = self.books.lock().unwrap_or_else(|e| e.into_inner());
+        f(books.entry(network).or_default())
+    }
+
+    /// Reads the network's rows into its book, the first time it is used.
+    async fn load(&self, network: i64) -> anyhow::Result<()> {
+        let known = |s: &Self| {
+            s.books
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&network)
+        };
+        if known(self) {
+            return Ok(());
+        }
+        let _one = self.loading.lock().await;
+        if !known(self) {
+            self.reload(network).await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the network's book by what the store holds.
+    async fn reload(&self, network: i64) -> anyhow::Result<()> {
+        let rows = self
+            .store
+            .network_leases(network)
+            .await
+            .context("cannot read the network's leases")?;
+        let count = rows.len();
+        let book = LeaseBook::from_rows(rows);
+        self.books
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(network)
+            .or_default()
+            .replace(book);
+        tracing::debug!(network, leases = count, "leases read from the store");
+        Ok(())
+    }
+
+    /// Writes `entry` at `ip` in the book and commits it as a claim. A
+    /// claim the store refuses (another daemon holds the address) leaves
+    /// what the store holds in the book; a failed commit puts back what
+    /// was there.
     async fn claim(
         &self,
-        net: &Network,
+        network: i64,
         ip: Ipv4Addr,
-        mac: MacAddr,
-        state: LeaseState,
+        entry: Entry,
         now: i64,
-    ) -> Result<bool, StoreError> {
-        let secs = match state {
-            LeaseState::Bound => self.times.lease,
-            _ => self.times.offer_hold,
-        };
-        self.store
-            .claim_lease(&LeaseClaim {
-                network_id: net.id,
-                ip,
-                mac,
-                state,
-                expires_at: now + i64::from(secs),
-                hostname: String::new(),
-                now,
-            })
-            .await
+    ) -> anyhow::Result<bool> {
+        let before = self.with_book(network, |b| {
+            let before = b.at(ip);
+            b.set(ip, entry);
+            before
+        });
+        let change = LeaseChange::Claim(LeaseClaim {
+            network_id: network,
+            ip,
+            mac: entry.mac,
+            state: entry.state,
+            expires_at: entry.expires_at,
+            hostname: String::new(),
+            now,
+        });
+        match self.commit(change).await {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                let row = self.store.lease_at(network, ip).await;
+                self.with_book(network, |b| {
+                    b.undo(ip, entry, before);
+                    match row {
+                        Ok(Some(l)) => b.set(ip, entry_of(&l)),
+                        Ok(None) => b.forget(ip),
+                        Err(_) => {}
+                    }
+                });
+                Ok(false)
+            }
+            Err(e) => {
+                self.with_book(network, |b| b.undo(ip, entry, before));
+                Err(e)
+            }
+        }
     }
 
     /// Picks and holds an address for a DISCOVER. `reserved` is the MAC's
@@ -123,59 +238,62 @@ impl Leases {
         reserved: Option<Ipv4Addr>,
         requested: Option<Ipv4Addr>,
         now: i64,
-    ) -> Result<Option<Ipv4Addr>, StoreError> {
-        let current = self.store.lease_of(net.id, mac).await?;
-        // A client that holds its address (bound, not expired) is offered
-        // it as it stands: rewriting its lease to `offered` with the short
-        // hold would let it lapse long before its time when no REQUEST
-        // follows (firmware that only looks, a client that crashed).
-        let held = current
-            .as_ref()
-            .filter(|l| l.state == LeaseState::Bound && l.is_held(now))
-            .map(|l| l.ip);
-        if let Some(ip) = reserved {
-            if held == Some(ip) {
-                return Ok(Some(ip));
-            }
-            // Reserved addresses lie outside the pool, so only this client
-            // can hold them; the row records the lease.
-            return Ok(self
-                .claim(net, ip, mac, LeaseState::Offered, now)
-                .await?
-                .then_some(ip));
-        }
-        let Some(pool) = net.pool else {
-            return Ok(None);
+    ) -> anyhow::Result<Option<Ipv4Addr>> {
+        self.load(net.id).await?;
+        let range = Range {
+            cidr: net.cidr,
+            gateway: net.gateway,
+            server_ip,
+            pool: net.pool,
         };
-        let ok = |ip: Ipv4Addr| in_pool(&pool, ip) && usable(&net.cidr, net.gateway, server_ip, ip);
-        if let Some(ip) = held.filter(|ip| ok(*ip)) {
-            return Ok(Some(ip));
-        }
-        // The client's previous address, then the one it asks for.
-        let previous = current
-            .filter(|l| l.state != LeaseState::Declined)
-            .map(|l| l.ip);
-        for ip in previous.into_iter().chain(requested).filter(|ip| ok(*ip)) {
-            if self.claim(net, ip, mac, LeaseState::Offered, now).await? {
-                return Ok(Some(ip));
-            }
-        }
-        // Each attempt takes its own next candidate from the shared cursor,
-        // so that concurrent DISCOVERs (a boot storm) try different
-        // addresses instead of all racing for the same one, each losing
-        // a write transaction per address the others took.
-        for _ in 0..pool_len(&pool) {
-            let ip = self.next_candidate(net.id, &pool);
-            if !ok(ip) {
-                continue;
-            }
-            let free = match self.store.lease_at(net.id, ip).await? {
-                None => true,
-                Some(l) => !l.is_held(now),
+        let mut refused = Vec::new();
+        let mut reread = false;
+        while refused.len() < REFUSALS {
+            let choice = self.with_book(net.id, |b| {
+                let choice = b.choose(&range, mac, reserved, requested, &refused, now);
+                (choice, b.at(choice.address().unwrap_or(Ipv4Addr::UNSPECIFIED)))
+            });
+            let (ip, entry) = match choice {
+                (Choice::Nothing, _) => {
+                    if self.shared && !reread {
+                        // Other daemons may have let addresses go.
+                        reread = true;
+                        self.reload(net.id).await?;
+                        continue;
+                    }
+                    return Ok(None);
+                }
+                // A client that holds its address (bound, not expired) is
+                // offered it as it stands: rewriting its lease to `offered`
+                // with the short hold would let it lapse long before its
+                // time when no REQUEST follows. Alone on the database, the
+                // book is the truth; shared, the store confirms it.
+                (Choice::Keep(ip), _) if !self.shared => return Ok(Some(ip)),
+                (Choice::Keep(ip), held) => (
+                    ip,
+                    Entry {
+                        mac,
+                        state: LeaseState::Bound,
+                        expires_at: held.map_or(now, |e| e.expires_at),
+                    },
+                ),
+                (Choice::Hold(ip), _) => (
+                    ip,
+                    Entry {
+                        mac,
+                        state: LeaseState::Offered,
+                        expires_at: now + i64::from(self.times.offer_hold),
+                    },
+                ),
             };
-            if free && self.claim(net, ip, mac, LeaseState::Offered, now).await? {
+            if self.claim(net.id, ip, entry, now).await? {
                 return Ok(Some(ip));
             }
+            if reserved == Some(ip) {
+                // Another client's row holds the reservation: wait for it.
+                return Ok(None);
+            }
+            refused.push(ip);
         }
         Ok(None)
     }
@@ -190,7 +308,7 @@ impl Leases {
         reserved: Option<Ipv4Addr>,
         ip: Ipv4Addr,
         now: i64,
-    ) -> Result<RequestAnswer, StoreError> {
+    ) -> anyhow::Result<RequestAnswer> {
         if !net.cidr.contains(&ip) {
             return Ok(RequestAnswer::Nak(format!(
                 "{ip} is not on network {}",
@@ -203,14 +321,27 @@ impl Leases {
             }
             Some(_) => {}
             None => {
-                let in_range = net.pool.is_some_and(|p| in_pool(&p, ip))
-                    && usable(&net.cidr, net.gateway, server_ip, ip);
-                if !in_range {
+                let range = Range {
+                    cidr: net.cidr,
+                    gateway: net.gateway,
+                    server_ip,
+                    pool: net.pool,
+                };
+                if !range.offers(ip) {
                     return Ok(RequestAnswer::Nak(format!("{ip} is not in the pool")));
                 }
             }
         }
-        if self.claim(net, ip, mac, LeaseState::Bound, now).await? {
+        self.load(net.id).await?;
+        let taken = self.with_book(net.id, |b| b.at(ip).is_some_and(|e| !e.open_to(mac, now)));
+        // Shared, the book may not know the address was let go: the store
+        // says.
+        let entry = Entry {
+            mac,
+            state: LeaseState::Bound,
+            expires_at: now + i64::from(self.times.lease),
+        };
+        if (!taken || self.shared) && self.claim(net.id, ip, entry, now).await? {
             Ok(RequestAnswer::Ack(ip))
         } else {
             Ok(RequestAnswer::Nak(format!(
@@ -219,77 +350,98 @@ impl Leases {
         }
     }
 
-    /// The client's newest lease row in the network.
-    pub async fn store_lease_of(
+    /// The address offered to the client and not yet bound, if any.
+    pub async fn offered_to(
         &self,
         net: &Network,
         mac: MacAddr,
-    ) -> Result<Option<bootloader_store::boot::Lease>, StoreError> {
-        self.store.lease_of(net.id, mac).await
+    ) -> anyhow::Result<Option<Ipv4Addr>> {
+        self.load(net.id).await?;
+        Ok(self.with_book(net.id, |b| {
+            b.of(mac)
+                .filter(|(_, e)| e.state == LeaseState::Offered)
+                .map(|(ip, _)| ip)
+        }))
     }
 
+    /// Frees the client's address (DHCPRELEASE, or an offer it passed
+    /// over). Returns whether it held it.
     pub async fn release(
         &self,
         net: &Network,
         ip: Ipv4Addr,
         mac: MacAddr,
         now: i64,
-    ) -> Result<bool, StoreError> {
-        self.store.release_lease(net.id, ip, mac, now).await
+    ) -> anyhow::Result<bool> {
+        let change = LeaseChange::Release {
+            network_id: net.id,
+            ip,
+            mac,
+            now,
+        };
+        self.let_go(net, ip, mac, (LeaseState::Released, now), change)
+            .await
     }
 
+    /// Keeps a declined address out of the pool for the decline hold.
     pub async fn decline(
         &self,
         net: &Network,
         ip: Ipv4Addr,
         mac: MacAddr,
         now: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> anyhow::Result<bool> {
         let until = now + i64::from(self.times.decline_hold);
-        self.store.decline_lease(net.id, ip, mac, until, now).await
+        let change = LeaseChange::Decline {
+            network_id: net.id,
+            ip,
+            mac,
+            until,
+            now,
+        };
+        self.let_go(net, ip, mac, (LeaseState::Declined, until), change)
+            .await
+    }
+
+    async fn let_go(
+        &self,
+        net: &Network,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        (state, expires_at): (LeaseState, i64),
+        change: LeaseChange,
+    ) -> anyhow::Result<bool> {
+        self.load(net.id).await?;
+        let entry = Entry {
+            mac,
+            state,
+            expires_at,
+        };
+        let before = self.with_book(net.id, |b| {
+            let before = b.at(ip);
+            let holds = before.is_some_and(|e| {
+                e.mac == mac && matches!(e.state, LeaseState::Offered | LeaseState::Bound)
+            });
+            if holds {
+                b.set(ip, entry);
+            }
+            (holds, before)
+        });
+        if !before.0 && !self.shared {
+            return Ok(false);
+        }
+        let held = self.commit(change).await;
+        if !matches!(held, Ok(true)) {
+            self.with_book(net.id, |b| b.undo(ip, entry, before.1));
+        }
+        held
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pool(a: [u8; 4], b: [u8; 4]) -> Pool {
-        Pool {
-            start: a.into(),
-            end: b.into(),
-        }
-    }
-
-    #[test]
-    fn the_cursor_advances_and_wraps() {
-        let p = pool([10, 0, 0, 10], [10, 0, 0, 13]);
-        let ip = |o| Ipv4Addr::new(10, 0, 0, o);
-        assert_eq!(advance(&p, None), ip(10));
-        assert_eq!(advance(&p, Some(ip(11))), ip(12));
-        assert_eq!(advance(&p, Some(ip(13))), ip(10));
-        // A cursor outside the pool (the pool was changed) starts over.
-        assert_eq!(advance(&p, Some(ip(200))), ip(10));
-        assert_eq!(pool_len(&p), 4);
-        let one = pool([10, 0, 0, 10], [10, 0, 0, 10]);
-        assert_eq!(advance(&one, Some(ip(10))), ip(10));
-        assert_eq!(pool_len(&one), 1);
-    }
-
-    #[test]
-    fn usable_excludes_network_broadcast_gateway_and_us() {
-        let net: Ipv4Net = "10.0.0.0/24".parse().unwrap();
-        let gw = Some(Ipv4Addr::new(10, 0, 0, 1));
-        let us = Ipv4Addr::new(10, 0, 0, 5);
-        for (ip, ok) in [
-            ([10, 0, 0, 0], false),
-            ([10, 0, 0, 255], false),
-            ([10, 0, 0, 1], false),
-            ([10, 0, 0, 5], false),
-            ([10, 0, 1, 7], false),
-            ([10, 0, 0, 7], true),
-        ] {
-            assert_eq!(usable(&net, gw, us, Ipv4Addr::from(ip)), ok, "{ip:?}");
-        }
+fn entry_of(l: &bootloader_store::boot::Lease) -> Entry {
+    Entry {
+        mac: l.mac,
+        state: l.state,
+        expires_at: l.expires_at,
     }
 }

@@ -70,6 +70,8 @@ pub struct DhcpStores {
     pub boot: Arc<dyn BootStore>,
     pub inventory: Arc<dyn InventoryStore>,
     pub leases: Arc<dyn LeaseStore>,
+    /// Other daemons may write to the same database (PostgreSQL).
+    pub shared: bool,
 }
 
 /// Everything a packet's handling needs.
@@ -109,6 +111,7 @@ impl DhcpService {
                     offer_hold: settings.offer_hold,
                     decline_hold: settings.decline_hold,
                 },
+                stores.shared,
             )
         });
         Self {
@@ -162,6 +165,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let lease_writer = service
+        .leases
+        .as_ref()
+        .and_then(|l| l.writer())
+        .map(tokio::spawn);
     let (job_tx, job_rx) = tokio::sync::mpsc::channel::<Job>(QUEUE);
     let job_rx = Arc::new(tokio::sync::Mutex::new(job_rx));
     let mut workers = Vec::new();
@@ -255,6 +263,10 @@ pub async fn serve(
         for t in &workers {
             t.abort();
         }
+    }
+    // Every request has its answer: nothing waits on the writer now.
+    if let Some(w) = lease_writer {
+        w.abort();
     }
 }
 
@@ -709,10 +721,8 @@ impl DhcpService {
                     && chosen != server_ip
                 {
                     // The client took another server's offer: free ours.
-                    if let Some(l) = leases.store_lease_of(&net, client.mac).await?
-                        && l.state == bootloader_core::model::LeaseState::Offered
-                    {
-                        leases.release(&net, l.ip, client.mac, now).await?;
+                    if let Some(ip) = leases.offered_to(&net, client.mac).await? {
+                        leases.release(&net, ip, client.mac, now).await?;
                     }
                     return Ok(silent(format!("the client chose server {chosen}")));
                 }
@@ -731,7 +741,6 @@ impl DhcpService {
                             refused: true,
                         });
                     }
-                    RequestAnswer::Silent(why) => return Ok(silent(why)),
                 }
             }
             MessageKind::Release => {

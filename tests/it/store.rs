@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bootloader_core::model::Name;
 use bootloader_core::model::{CallbackToken, DeploymentState, LeaseState, MacAddr};
-use bootloader_store::boot::LeaseClaim;
+use bootloader_store::boot::{LeaseChange, LeaseClaim};
 use bootloader_store::engine::{LogLevel, NewDeployment, Transition};
 use bootloader_store::{
     BmcSpec, InterfaceSpec, NetworkSpec, NewLocation, Page, Pool, ServerSpec, Store, StoreError,
@@ -149,6 +149,73 @@ async fn leases_have_one_holder(backend: Backend) {
             .unwrap()
     );
     assert!(store.held_leases(now + 122).await.unwrap().is_empty());
+    ts.drop_database().await;
+}
+
+/// The DHCP server's group commit: many changes in one transaction, each
+/// judged as if alone and in the order given, its answer in its place.
+async fn lease_changes_commit_in_groups(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let store = open(&ts).await;
+    let net = network(&*store).await;
+    let now = 1_800_000_000;
+    let at = |o: u8| Ipv4Addr::new(10, 9, 0, o);
+    let claim_at = |o: u8, m: u8, state: LeaseState| {
+        LeaseChange::Claim(LeaseClaim {
+            ip: at(o),
+            ..claim(net, mac(m), state, now)
+        })
+    };
+    let held = store
+        .apply_lease_changes(&[
+            // Two clients for one address: the first in the group wins.
+            claim_at(160, 1, LeaseState::Offered),
+            claim_at(160, 2, LeaseState::Offered),
+            // Lower addresses after higher ones keep their answers' places.
+            claim_at(120, 2, LeaseState::Offered),
+            claim_at(120, 2, LeaseState::Bound),
+            // A release of an address the client never had.
+            LeaseChange::Release {
+                network_id: net,
+                ip: at(170),
+                mac: mac(3),
+                now,
+            },
+            claim_at(110, 3, LeaseState::Offered),
+            LeaseChange::Decline {
+                network_id: net,
+                ip: at(110),
+                mac: mac(3),
+                until: now + 600,
+                now,
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(held, [true, false, true, true, false, true, true]);
+    let lease = |o| {
+        let store = store.clone();
+        async move { store.lease_at(net, at(o)).await.unwrap().unwrap() }
+    };
+    assert_eq!(lease(160).await.mac, mac(1));
+    assert_eq!(lease(120).await.state, LeaseState::Bound);
+    let declined = lease(110).await;
+    assert_eq!((declined.state, declined.expires_at), (LeaseState::Declined, now + 600));
+    assert_eq!(
+        store.network_leases(net).await.unwrap().len(),
+        3,
+        "no row for the refused claim or the release"
+    );
+    // One bind published (a renewal publishes nothing), one decline.
+    let keys: Vec<String> = store
+        .pending_events(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.routing_key)
+        .filter(|k| k.starts_with("dhcp."))
+        .collect();
+    assert_eq!(keys, ["dhcp.lease.bound", "dhcp.lease.declined"]);
     ts.drop_database().await;
 }
 
@@ -662,6 +729,7 @@ on_both_backends!(
     agents_follow_their_reports,
     sessions_end_as_they_should,
     leases_have_one_holder,
+    lease_changes_commit_in_groups,
     a_stale_transition_is_refused,
     an_update_from_a_stale_read_is_refused,
     a_hold_has_one_holder,

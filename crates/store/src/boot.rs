@@ -52,6 +52,41 @@ pub struct LeaseClaim {
     pub now: i64,
 }
 
+/// One change to a lease, as the DHCP server commits them in groups.
+#[derive(Debug, Clone)]
+pub enum LeaseChange {
+    /// Take or extend an address (`claim_lease`).
+    Claim(LeaseClaim),
+    /// Free the client's address (DHCPRELEASE, or an offer the client
+    /// passed over).
+    Release {
+        network_id: i64,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        now: i64,
+    },
+    /// Keep a declined address out of the pool until `until`.
+    Decline {
+        network_id: i64,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        until: i64,
+        now: i64,
+    },
+}
+
+impl LeaseChange {
+    /// The network and address the change is about.
+    pub fn address(&self) -> (i64, Ipv4Addr) {
+        match self {
+            Self::Claim(c) => (c.network_id, c.ip),
+            Self::Release { network_id, ip, .. } | Self::Decline { network_id, ip, .. } => {
+                (*network_id, *ip)
+            }
+        }
+    }
+}
+
 /// What became of a callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallbackReceipt {
@@ -125,11 +160,21 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// The newest lease row of `mac` in the network, in any state.
     async fn lease_of(&self, network_id: i64, mac: MacAddr) -> Result<Option<Lease>>;
     async fn lease_at(&self, network_id: i64, ip: Ipv4Addr) -> Result<Option<Lease>>;
-    /// Takes or extends the address for the client, atomically: it succeeds
-    /// only when the address is free at `now` or already the client's (and
-    /// not declined). Binding releases the client's other addresses in the
-    /// network. Returns whether the claim held.
-    async fn claim_lease(&self, claim: &LeaseClaim) -> Result<bool>;
+    /// Every lease row of a network, in any state.
+    async fn network_leases(&self, network_id: i64) -> Result<Vec<Lease>>;
+    /// Applies the changes in order, in one transaction, and says of each
+    /// whether it held. A claim takes or extends the address for the
+    /// client atomically: it holds only when the address is free at `now`
+    /// or already the client's (and not declined); binding releases the
+    /// client's other addresses in the network and publishes
+    /// `dhcp.lease.bound` (not for a renewal). A release or decline holds
+    /// when the client had the address (offered or bound).
+    async fn apply_lease_changes(&self, changes: &[LeaseChange]) -> Result<Vec<bool>>;
+    /// One claim, as `apply_lease_changes` applies it.
+    async fn claim_lease(&self, claim: &LeaseClaim) -> Result<bool> {
+        let change = LeaseChange::Claim(claim.clone());
+        Ok(self.apply_lease_changes(&[change]).await?.first() == Some(&true))
+    }
     /// Frees the client's address (DHCPRELEASE). Returns whether it held it.
     async fn release_lease(
         &self,
@@ -137,7 +182,15 @@ pub trait LeaseStore: Send + Sync + 'static {
         ip: Ipv4Addr,
         mac: MacAddr,
         now: i64,
-    ) -> Result<bool>;
+    ) -> Result<bool> {
+        let change = LeaseChange::Release {
+            network_id,
+            ip,
+            mac,
+            now,
+        };
+        Ok(self.apply_lease_changes(&[change]).await?.first() == Some(&true))
+    }
     /// Keeps a declined address out of the pool until `until`.
     async fn decline_lease(
         &self,
@@ -146,7 +199,16 @@ pub trait LeaseStore: Send + Sync + 'static {
         mac: MacAddr,
         until: i64,
         now: i64,
-    ) -> Result<bool>;
+    ) -> Result<bool> {
+        let change = LeaseChange::Decline {
+            network_id,
+            ip,
+            mac,
+            until,
+            now,
+        };
+        Ok(self.apply_lease_changes(&[change]).await?.first() == Some(&true))
+    }
     /// Leases, optionally of one network, by address.
     async fn list_leases(&self, network_id: Option<i64>, page: Page) -> Result<Listing<Lease>>;
     /// Addresses held at `now` (unix seconds: offered or bound, not

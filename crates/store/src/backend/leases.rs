@@ -12,7 +12,7 @@ use crate::boot_sql::rows::*;
 use crate::{Listing, Page, Result};
 use bootloader_core::model::{LeaseState, MacAddr};
 
-use super::FOR_UPDATE;
+use super::{Conn, FOR_UPDATE};
 use super::boot::*;
 use super::helpers::emit;
 
@@ -40,143 +40,43 @@ impl LeaseStore for Backend {
         row.map(convert::lease).transpose()
     }
 
-    async fn claim_lease(&self, c: &LeaseClaim) -> Result<bool> {
-        let (_writer, mut tx) = self.begin_write().await?;
-        let before: Option<LeaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{LEASE_SELECT} WHERE network_id = $1 AND ip = $2 {for_update}",
-            for_update = FOR_UPDATE
+    async fn network_leases(&self, network_id: i64) -> Result<Vec<Lease>> {
+        let rows: Vec<LeaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{LEASE_SELECT} WHERE network_id = $1"
         )))
-        .bind(c.network_id)
-        .bind(c.ip.to_string())
-        .fetch_optional(&mut *tx)
+        .bind(network_id)
+        .fetch_all(&self.pool)
         .await?;
-        let mac = c.mac.to_string();
-        // The condition is evaluated under the row's lock, so of
-        // two daemons claiming one free address only one wins.
-        let done = sqlx::query(
-            "INSERT INTO leases (network_id, ip, mac, state, expires_at, hostname, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (network_id, ip) DO UPDATE SET mac = excluded.mac, state = excluded.state, \
-             expires_at = excluded.expires_at, hostname = excluded.hostname, updated_at = excluded.updated_at \
-             WHERE (leases.mac = excluded.mac AND leases.state <> 'declined') \
-                OR leases.expires_at <= excluded.updated_at OR leases.state = 'released'",
-        )
-        .bind(c.network_id)
-        .bind(c.ip.to_string())
-        .bind(&mac)
-        .bind(c.state.as_str())
-        .bind(c.expires_at)
-        .bind(&c.hostname)
-        .bind(c.now)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        if c.state == LeaseState::Bound {
-            // A client holds one address per network.
-            sqlx::query(
-                "UPDATE leases SET state = 'released', expires_at = $1, updated_at = $1 \
-                 WHERE network_id = $2 AND mac = $3 AND ip <> $4 AND state IN ('offered', 'bound')",
-            )
-            .bind(c.now)
-            .bind(c.network_id)
-            .bind(&mac)
-            .bind(c.ip.to_string())
-            .execute(&mut *tx)
-            .await?;
-            let renewal = before
-                .as_ref()
-                .is_some_and(|b| b.mac == mac && b.state == "bound" && b.expires_at > c.now);
-            if !renewal {
-                let lease = Lease {
-                    network_id: c.network_id,
-                    ip: c.ip,
-                    mac: c.mac,
-                    state: LeaseState::Bound,
-                    expires_at: c.expires_at,
-                    hostname: c.hostname.clone(),
-                    updated_at: c.now,
-                };
-                emit(
-                    &mut tx,
-                    "dhcp.lease.bound",
-                    serde_json::to_value(&lease).unwrap_or_default(),
-                )
-                .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(true)
+        rows.into_iter().map(convert::lease).collect()
     }
 
-    async fn release_lease(
-        &self,
-        network_id: i64,
-        ip: Ipv4Addr,
-        mac: MacAddr,
-        now: i64,
-    ) -> Result<bool> {
+    async fn apply_lease_changes(&self, changes: &[LeaseChange]) -> Result<Vec<bool>> {
+        // Rows are locked in address order (changes to one address keep
+        // theirs), so that two daemons' groups never wait on each other.
+        let mut order: Vec<usize> = (0..changes.len()).collect();
+        order.sort_by_key(|&i| changes[i].address());
         let (_writer, mut tx) = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE leases SET state = 'released', expires_at = $1, updated_at = $1 \
-             WHERE network_id = $2 AND ip = $3 AND mac = $4 AND state IN ('offered', 'bound')",
-        )
-        .bind(now)
-        .bind(network_id)
-        .bind(ip.to_string())
-        .bind(mac.to_string())
-        .execute(&mut *tx)
-        .await?;
-        let released = done.rows_affected() > 0;
-        if released {
-            let payload = serde_json::to_value(LeaseLetGo {
-                network_id,
-                ip,
-                mac,
-                until: None,
-            })
-            .unwrap_or_default();
-            emit(&mut tx, "dhcp.lease.released", payload).await?;
+        let mut held = vec![false; changes.len()];
+        for i in order {
+            held[i] = match &changes[i] {
+                LeaseChange::Claim(c) => claim(&mut tx, c).await?,
+                LeaseChange::Release {
+                    network_id,
+                    ip,
+                    mac,
+                    now,
+                } => let_go(&mut tx, (*network_id, *ip, *mac), None, *now).await?,
+                LeaseChange::Decline {
+                    network_id,
+                    ip,
+                    mac,
+                    until,
+                    now,
+                } => let_go(&mut tx, (*network_id, *ip, *mac), Some(*until), *now).await?,
+            };
         }
         tx.commit().await?;
-        Ok(released)
-    }
-
-    async fn decline_lease(
-        &self,
-        network_id: i64,
-        ip: Ipv4Addr,
-        mac: MacAddr,
-        until: i64,
-        now: i64,
-    ) -> Result<bool> {
-        let (_writer, mut tx) = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE leases SET state = 'declined', expires_at = $1, updated_at = $2 \
-             WHERE network_id = $3 AND ip = $4 AND mac = $5 AND state IN ('offered', 'bound')",
-        )
-        .bind(until)
-        .bind(now)
-        .bind(network_id)
-        .bind(ip.to_string())
-        .bind(mac.to_string())
-        .execute(&mut *tx)
-        .await?;
-        let declined = done.rows_affected() > 0;
-        if declined {
-            let payload = serde_json::to_value(LeaseLetGo {
-                network_id,
-                ip,
-                mac,
-                until: Some(until),
-            })
-            .unwrap_or_default();
-            emit(&mut tx, "dhcp.lease.declined", payload).await?;
-        }
-        tx.commit().await?;
-        Ok(declined)
+        Ok(held)
     }
 
     async fn held_leases(&self, now: i64) -> Result<Vec<(i64, u64)>> {
@@ -233,4 +133,115 @@ impl LeaseStore for Backend {
                 .collect::<Result<_>>()?,
         })
     }
+}
+
+/// One claim inside the group's transaction.
+async fn claim(conn: &mut Conn, c: &LeaseClaim) -> Result<bool> {
+    let mac = c.mac.to_string();
+    // Only a bind asks whether it renews (a renewal publishes nothing).
+    let before: Option<LeaseRow> = if c.state == LeaseState::Bound {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{LEASE_SELECT} WHERE network_id = $1 AND ip = $2 {FOR_UPDATE}"
+        )))
+        .bind(c.network_id)
+        .bind(c.ip.to_string())
+        .fetch_optional(&mut *conn)
+        .await?
+    } else {
+        None
+    };
+    // The condition is evaluated under the row's lock, so of two daemons
+    // claiming one free address only one wins.
+    let done = sqlx::query(
+        "INSERT INTO leases (network_id, ip, mac, state, expires_at, hostname, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (network_id, ip) DO UPDATE SET mac = excluded.mac, state = excluded.state, \
+         expires_at = excluded.expires_at, hostname = excluded.hostname, updated_at = excluded.updated_at \
+         WHERE (leases.mac = excluded.mac AND leases.state <> 'declined') \
+            OR leases.expires_at <= excluded.updated_at OR leases.state = 'released'",
+    )
+    .bind(c.network_id)
+    .bind(c.ip.to_string())
+    .bind(&mac)
+    .bind(c.state.as_str())
+    .bind(c.expires_at)
+    .bind(&c.hostname)
+    .bind(c.now)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    if c.state == LeaseState::Bound {
+        // A client holds one address per network.
+        sqlx::query(
+            "UPDATE leases SET state = 'released', expires_at = $1, updated_at = $1 \
+             WHERE network_id = $2 AND mac = $3 AND ip <> $4 AND state IN ('offered', 'bound')",
+        )
+        .bind(c.now)
+        .bind(c.network_id)
+        .bind(&mac)
+        .bind(c.ip.to_string())
+        .execute(&mut *conn)
+        .await?;
+        let renewal = before
+            .as_ref()
+            .is_some_and(|b| b.mac == mac && b.state == "bound" && b.expires_at > c.now);
+        if !renewal {
+            let lease = Lease {
+                network_id: c.network_id,
+                ip: c.ip,
+                mac: c.mac,
+                state: LeaseState::Bound,
+                expires_at: c.expires_at,
+                hostname: c.hostname.clone(),
+                updated_at: c.now,
+            };
+            emit(
+                conn,
+                "dhcp.lease.bound",
+                serde_json::to_value(&lease).unwrap_or_default(),
+            )
+            .await?;
+        }
+    }
+    Ok(true)
+}
+
+/// A release (`until` None) or a decline (kept out until `until`) of the
+/// client's address, inside the group's transaction.
+async fn let_go(
+    conn: &mut Conn,
+    (network_id, ip, mac): (i64, Ipv4Addr, MacAddr),
+    until: Option<i64>,
+    now: i64,
+) -> Result<bool> {
+    let (state, expires_at, routing_key) = match until {
+        None => ("released", now, "dhcp.lease.released"),
+        Some(t) => ("declined", t, "dhcp.lease.declined"),
+    };
+    let done = sqlx::query(
+        "UPDATE leases SET state = $1, expires_at = $2, updated_at = $3 \
+         WHERE network_id = $4 AND ip = $5 AND mac = $6 AND state IN ('offered', 'bound')",
+    )
+    .bind(state)
+    .bind(expires_at)
+    .bind(now)
+    .bind(network_id)
+    .bind(ip.to_string())
+    .bind(mac.to_string())
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    let payload = serde_json::to_value(LeaseLetGo {
+        network_id,
+        ip,
+        mac,
+        until,
+    })
+    .unwrap_or_default();
+    emit(conn, routing_key, payload).await?;
+    Ok(true)
 }
