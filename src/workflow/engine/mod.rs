@@ -57,6 +57,14 @@ pub struct EngineSettings {
 /// of the location after at most `HOLD`.
 const HOLD: Duration = Duration::from_secs(30);
 const RENEW: Duration = Duration::from_secs(10);
+/// Deployments taken up at once; the rest of a large claim (a restart with
+/// thousands under way) start `RESUME_PACE` apart per group of this many,
+/// so that reading them back (a store query and a profile parse each)
+/// does not take the store and the cores from machines booting meanwhile.
+/// A callback that arrives first is stored and read when its deployment
+/// starts.
+const RESUME_BURST: usize = 64;
+const RESUME_PACE: Duration = Duration::from_millis(25);
 
 /// The store areas the engine reads and writes.
 pub struct EngineStores {
@@ -168,7 +176,8 @@ impl Engine {
         }
         let mut started = 0;
         for id in held {
-            if self.spawn(id) {
+            let turn = (started / RESUME_BURST) as u32;
+            if self.spawn(id, RESUME_PACE * turn) {
                 started += 1;
             }
         }
@@ -197,8 +206,9 @@ impl Engine {
     }
 
     /// Starts the task of deployment `id`, which this daemon holds, unless
-    /// it runs already; `true` if it started one.
-    fn spawn(self: &Arc<Self>, id: i64) -> bool {
+    /// it runs already; `true` if it started one. The task begins its work
+    /// after `delay`.
+    fn spawn(self: &Arc<Self>, id: i64, delay: Duration) -> bool {
         if *self.stopping.borrow() {
             return false;
         }
@@ -214,6 +224,13 @@ impl Engine {
         let engine = Arc::clone(self);
         tokio::spawn(
             async move {
+                if !delay.is_zero() {
+                    let mut stopping = engine.stopping.subscribe();
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        _ = stopping.wait_for(|s| *s) => {}
+                    }
+                }
                 engine.run(id, &runner).await;
                 engine
                     .running
@@ -279,7 +296,7 @@ impl Engine {
             .await
         {
             Ok(true) => {
-                self.spawn(record.id);
+                self.spawn(record.id, Duration::ZERO);
             }
             Ok(false) => {}
             Err(e) => warn!(error = %e, "the new deployment starts at the next claim"),
