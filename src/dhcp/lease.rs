@@ -251,7 +251,10 @@ impl Leases {
         while refused.len() < REFUSALS {
             let choice = self.with_book(net.id, |b| {
                 let choice = b.choose(&range, mac, reserved, requested, &refused, now);
-                (choice, b.at(choice.address().unwrap_or(Ipv4Addr::UNSPECIFIED)))
+                (
+                    choice,
+                    b.at(choice.address().unwrap_or(Ipv4Addr::UNSPECIFIED)),
+                )
             });
             let (ip, entry) = match choice {
                 (Choice::Nothing, _) => {

@@ -200,7 +200,10 @@ async fn lease_changes_commit_in_groups(backend: Backend) {
     assert_eq!(lease(160).await.mac, mac(1));
     assert_eq!(lease(120).await.state, LeaseState::Bound);
     let declined = lease(110).await;
-    assert_eq!((declined.state, declined.expires_at), (LeaseState::Declined, now + 600));
+    assert_eq!(
+        (declined.state, declined.expires_at),
+        (LeaseState::Declined, now + 600)
+    );
     assert_eq!(
         store.network_leases(net).await.unwrap().len(),
         3,

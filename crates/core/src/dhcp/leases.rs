@@ -251,7 +251,11 @@ impl LeaseBook {
         let previous = current
             .filter(|(_, e)| e.state != LeaseState::Declined)
             .map(|(ip, _)| ip);
-        if let Some(ip) = previous.into_iter().chain(requested).find(|ip| fits(self, *ip)) {
+        if let Some(ip) = previous
+            .into_iter()
+            .chain(requested)
+            .find(|ip| fits(self, *ip))
+        {
             return Choice::Hold(ip);
         }
         for _ in 0..pool_len(&pool) {
@@ -358,8 +362,14 @@ mod tests {
         }
         assert_eq!(given, [ip(10), ip(11), ip(12)]);
         // The pool is full until the holds lapse.
-        assert_eq!(book.choose(&r, mac(4), None, None, &[], 100), Choice::Nothing);
-        assert_eq!(book.choose(&r, mac(4), None, None, &[], 130), Choice::Hold(ip(10)));
+        assert_eq!(
+            book.choose(&r, mac(4), None, None, &[], 100),
+            Choice::Nothing
+        );
+        assert_eq!(
+            book.choose(&r, mac(4), None, None, &[], 130),
+            Choice::Hold(ip(10))
+        );
     }
 
     #[test]
@@ -370,7 +380,10 @@ mod tests {
             row(16, 2, LeaseState::Released, 50, 20),
             row(17, 3, LeaseState::Declined, 1000, 30),
         ]);
-        assert_eq!(book.choose(&r, mac(1), None, None, &[], 100), Choice::Keep(ip(15)));
+        assert_eq!(
+            book.choose(&r, mac(1), None, None, &[], 100),
+            Choice::Keep(ip(15))
+        );
         // Its previous address, though released, before the one it asks for.
         assert_eq!(
             book.choose(&r, mac(2), None, Some(ip(18)), &[], 100),

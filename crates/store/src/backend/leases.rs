@@ -12,9 +12,9 @@ use crate::boot_sql::rows::*;
 use crate::{Listing, Page, Result};
 use bootloader_core::model::{LeaseState, MacAddr};
 
-use super::{Conn, FOR_UPDATE};
 use super::boot::*;
 use super::helpers::emit;
+use super::{Conn, FOR_UPDATE};
 
 #[async_trait]
 impl LeaseStore for Backend {
