@@ -557,7 +557,7 @@ impl DhcpService {
         let target = self.boot.boot_target(client.mac).await;
         crate::telemetry::store_op("boot_target", started.elapsed());
         let target = target?;
-        if let Some((deployment, _)) = target.as_ref().and_then(|t| t.deployment) {
+        if let Some(deployment) = target.as_ref().and_then(|t| t.deployment) {
             tracing::Span::current().record("deployment", deployment);
         }
         let known = match &target {

@@ -291,7 +291,111 @@ async fn callbacks_are_recorded_once(backend: Backend) {
     ts.drop_database().await;
 }
 
-on_both_backends!(scripts_files_and_static, callbacks_are_recorded_once);
+/// The boot path answers from memory on SQLite (`boot_index.rs`): every
+/// write that changes an answer is seen by the very next request, with no
+/// wait, and so are the answers that were "unknown" or "nothing" before.
+async fn boot_answers_follow_every_write(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let d = Daemon::start(&ts, None).await;
+    add_node(&d).await;
+    let other = "52:54:00:00:00:77";
+    let decision = |why: &'static str| {
+        let d = &d;
+        async move {
+            let (s, h, body) = fetch(d, &format!("/ipxe/{other}"), None).await;
+            assert_eq!(s, StatusCode::OK);
+            let body = text(&body);
+            assert!(body.contains(why), "expected {why:?}: {body}");
+            h.get("x-bootloader-decision")
+                .map(|v| v.to_str().unwrap().to_string())
+        }
+    };
+    // Asked twice, so that the second answer comes from memory.
+    for _ in 0..2 {
+        decision("unknown MAC").await;
+    }
+    // The MAC becomes an interface of n1.
+    let (s, b) = d
+        .post(
+            "/interfaces",
+            json!({"server": "n1.dc1.example.com", "name": "eth1", "mac": other}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let interface = b["id"].as_i64().unwrap();
+    for _ in 0..2 {
+        decision("n1.dc1.example.com has no active deployment").await;
+    }
+    // A deployment starts: it serves nothing yet, then a script.
+    let yaml = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/payload-1.0.yaml"),
+    )
+    .unwrap();
+    let (s, p) = d.post_text("/profiles", &yaml, "application/yaml").await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let dep = d
+        .store
+        .create_deployment(
+            &"n1.dc1.example.com".parse().unwrap(),
+            p["id"].as_i64().unwrap(),
+            &CallbackToken::generate().unwrap().hash(),
+        )
+        .await
+        .unwrap()
+        .id;
+    for _ in 0..2 {
+        decision("its deployment serves no iPXE script yet").await;
+    }
+    d.store
+        .serve_file(
+            dep,
+            Via::Http,
+            &format!("ipxe/{other}"),
+            b"#!ipxe
+echo one
+",
+        )
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(decision("echo one").await, None);
+    }
+    // Served again with other bytes, then taken away.
+    d.store
+        .serve_file(
+            dep,
+            Via::Http,
+            &format!("ipxe/{other}"),
+            b"#!ipxe
+echo two
+",
+        )
+        .await
+        .unwrap();
+    decision("echo two").await;
+    d.store
+        .unserve_file(dep, Via::Http, &format!("ipxe/{other}"))
+        .await
+        .unwrap();
+    decision("its deployment serves no iPXE script yet").await;
+    // The deployment ends; then the interface goes.
+    d.store
+        .set_deployment_state(dep, DeploymentState::Complete)
+        .await
+        .unwrap();
+    decision("n1.dc1.example.com has no active deployment").await;
+    let (s, b) = d.delete(&format!("/interfaces/{interface}")).await;
+    assert!(s.is_success(), "{s} {b}");
+    decision("unknown MAC").await;
+    d.stop().await;
+    ts.drop_database().await;
+}
+
+on_both_backends!(
+    scripts_files_and_static,
+    callbacks_are_recorded_once,
+    boot_answers_follow_every_write
+);
 
 /// Opens `n` TCP connections to `addr`, `per_source` from each of the
 /// loopback addresses 127.0.`net`.1, .2, ... (so that each source stays

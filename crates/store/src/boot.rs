@@ -21,8 +21,10 @@ pub struct BootTarget {
     pub mac: MacAddr,
     /// The interface's reserved address and its network.
     pub reservation: Option<(i64, Ipv4Addr)>,
-    /// The server's active deployment, if any.
-    pub deployment: Option<(i64, DeploymentState)>,
+    /// The server's active deployment, if any (its state is not here: it
+    /// changes at every step, and the boot path asks only whether there
+    /// is one).
+    pub deployment: Option<i64>,
     /// The active deployment serves a `pxelinux.cfg/` file over TFTP (as
     /// the older system's profiles do): BIOS firmware gets pxelinux.
     pub pxelinux: bool,

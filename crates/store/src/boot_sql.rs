@@ -14,7 +14,6 @@ pub(super) mod rows {
         pub ipv4: Option<String>,
         pub network_id: Option<i64>,
         pub deployment_id: Option<i64>,
-        pub state: Option<String>,
         pub pxelinux: bool,
     }
 
@@ -90,10 +89,7 @@ pub(super) mod convert {
             (Some(n), Some(ip)) => Some((n, stored(&ip, "interface address")?)),
             _ => None,
         };
-        let deployment = match (r.deployment_id, r.state) {
-            (Some(id), Some(state)) => Some((id, stored(&state, "deployment state")?)),
-            _ => None,
-        };
+        let deployment = r.deployment_id;
         Ok(BootTarget {
             server_id: r.server_id,
             fqdn: stored(&r.fqdn, "fqdn")?,

@@ -8,6 +8,7 @@
 
 pub mod agents;
 pub mod boot;
+mod boot_index;
 mod boot_sql;
 pub mod cipher;
 pub mod engine;

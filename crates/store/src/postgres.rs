@@ -17,6 +17,7 @@ pub struct PostgresStore {
     pool: PgPool,
     cipher: SecretCipher,
     served: super::served_cache::ServedCache,
+    boot_index: super::boot_index::BootIndex,
 }
 
 impl PostgresStore {
@@ -72,6 +73,7 @@ impl PostgresStore {
             pool,
             cipher,
             served: Default::default(),
+            boot_index: super::boot_index::BootIndex::new(false),
         })
     }
 

@@ -22,6 +22,7 @@ pub struct SqliteStore {
     /// throughput collapses to a few transactions a second.
     writer: tokio::sync::Mutex<()>,
     served: super::served_cache::ServedCache,
+    boot_index: super::boot_index::BootIndex,
 }
 
 impl SqliteStore {
@@ -64,6 +65,7 @@ impl SqliteStore {
             cipher,
             writer: tokio::sync::Mutex::new(()),
             served: Default::default(),
+            boot_index: super::boot_index::BootIndex::new(true),
         })
     }
 

@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 
 use super::Backend;
 use crate::boot::*;
+use crate::boot_index::ServedRow;
 use crate::boot_sql::rows::*;
 use crate::boot_sql::{ACTIVE_STATES, DEPLOYMENT_SELECT, convert};
 use crate::{Result, StoreError};
@@ -82,9 +83,13 @@ pub(super) const LEASE_SELECT: &str =
 #[async_trait]
 impl BootStore for Backend {
     async fn boot_target(&self, mac: MacAddr) -> Result<Option<BootTarget>> {
+        if let Some(known) = self.boot_index.target(mac) {
+            return Ok(known);
+        }
+        let seen = self.boot_index.begin();
         let row: Option<BootTargetRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT s.id AS server_id, s.fqdn, i.name, i.mac, i.ipv4, i.network_id, \
-             d.id AS deployment_id, d.state, \
+             d.id AS deployment_id, \
              EXISTS (SELECT 1 FROM served_files f WHERE f.deployment_id = d.id \
                      AND f.via = 'tftp' AND f.path LIKE 'pxelinux.cfg/%') AS pxelinux \
              FROM interfaces i JOIN servers s ON s.id = i.server_id \
@@ -94,7 +99,9 @@ impl BootStore for Backend {
         .bind(mac.to_string())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(convert::boot_target).transpose()
+        let target = row.map(convert::boot_target).transpose()?;
+        self.boot_index.keep_target(mac, target.clone(), seen);
+        Ok(target)
     }
 
     async fn create_deployment(
@@ -138,6 +145,7 @@ impl BootStore for Backend {
         )
         .await?;
         tx.commit().await?;
+        self.boot_index.changed_server(server_id);
         Ok(record)
     }
 
@@ -165,6 +173,7 @@ impl BootStore for Backend {
         )
         .await?;
         tx.commit().await?;
+        self.mark_deployment(id).await;
         Ok(())
     }
 
@@ -178,6 +187,7 @@ impl BootStore for Backend {
         let (_writer, mut tx) = self.begin_write().await?;
         put_served(&mut tx, deployment_id, via, path, content, None).await?;
         tx.commit().await?;
+        self.mark_served(deployment_id, via, path).await;
         Ok(())
     }
 
@@ -191,6 +201,7 @@ impl BootStore for Backend {
         let (_writer, mut tx) = self.begin_write().await?;
         put_served(&mut tx, deployment_id, via, path, &[], Some(file)).await?;
         tx.commit().await?;
+        self.mark_served(deployment_id, via, path).await;
         Ok(())
     }
 
@@ -203,21 +214,42 @@ impl BootStore for Backend {
         .bind(path)
         .execute(&self.pool)
         .await?;
+        self.mark_served(deployment_id, via, path).await;
         Ok(done.rows_affected() > 0)
     }
 
     async fn served_file(&self, via: Via, path: &str) -> Result<Option<ServedFile>> {
-        let row: Option<(i64, i64, OffsetDateTime, Option<String>)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT f.id, f.deployment_id, f.created_at, f.file_path FROM served_files f \
-             JOIN deployments d ON d.id = f.deployment_id \
-             WHERE f.via = $1 AND f.path = $2 AND d.state IN {ACTIVE_STATES} ORDER BY f.id LIMIT 1"
-            )))
-            .bind(via.as_str())
-            .bind(path)
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some((id, deployment_id, version, file)) = row else {
+        let row = match self.boot_index.served(via, path) {
+            Some(known) => known,
+            None => {
+                let seen = self.boot_index.begin();
+                let row: Option<(i64, i64, OffsetDateTime, Option<String>)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                        "SELECT f.id, f.deployment_id, f.created_at, f.file_path FROM served_files f \
+                         JOIN deployments d ON d.id = f.deployment_id \
+                         WHERE f.via = $1 AND f.path = $2 AND d.state IN {ACTIVE_STATES} ORDER BY f.id LIMIT 1"
+                    )))
+                    .bind(via.as_str())
+                    .bind(path)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let row = row.map(|(id, deployment_id, version, file)| ServedRow {
+                    id,
+                    deployment_id,
+                    version,
+                    file,
+                });
+                self.boot_index.keep_served(via, path, row.clone(), seen);
+                row
+            }
+        };
+        let Some(ServedRow {
+            id,
+            deployment_id,
+            version,
+            file,
+        }) = row
+        else {
             return Ok(None);
         };
         if let Some(file) = file {
@@ -350,5 +382,33 @@ impl BootStore for Backend {
                 received_at: r.received_at,
             })
             .collect())
+    }
+}
+
+impl Backend {
+    /// Tells the boot index a served file changed: the files served, and
+    /// the server's target too when it is a pxelinux config (BIOS machines
+    /// of such a deployment get pxelinux).
+    async fn mark_served(&self, deployment_id: i64, via: Via, path: &str) {
+        if via == Via::Tftp && path.starts_with("pxelinux.cfg/") {
+            self.mark_deployment(deployment_id).await;
+        } else {
+            self.boot_index.changed_files();
+        }
+    }
+
+    /// Tells the boot index a deployment started, ended or changed what it
+    /// serves: its server's target is read again (everything, if the
+    /// server cannot be read).
+    pub(super) async fn mark_deployment(&self, deployment_id: i64) {
+        let server: std::result::Result<Option<i64>, _> =
+            sqlx::query_scalar("SELECT server_id FROM deployments WHERE id = $1")
+                .bind(deployment_id)
+                .fetch_optional(&self.pool)
+                .await;
+        match server {
+            Ok(Some(id)) => self.boot_index.changed_server(id),
+            _ => self.boot_index.changed_all(),
+        }
     }
 }

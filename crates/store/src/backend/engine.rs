@@ -114,6 +114,7 @@ impl EngineStore for Backend {
         )
         .await?;
         tx.commit().await?;
+        self.boot_index.changed_server(server_id);
         Ok(record)
     }
 
@@ -264,6 +265,11 @@ impl EngineStore for Backend {
             }
         }
         tx.commit().await?;
+        if finished.is_some() {
+            // No longer active: its server boots locally now, and its
+            // files are no longer served.
+            self.mark_deployment(t.id).await;
+        }
         Ok(true)
     }
 

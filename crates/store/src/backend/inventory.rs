@@ -105,6 +105,7 @@ impl InventoryStore for Backend {
             .await?;
         emit(&mut tx, "location.deleted", event(&location)).await?;
         tx.commit().await?;
+        self.boot_index.changed_all();
         Ok(())
     }
 
@@ -217,6 +218,7 @@ impl InventoryStore for Backend {
         let network = fetch_network(&mut tx, id).await?;
         emit(&mut tx, "network.updated", event(&network)).await?;
         tx.commit().await?;
+        self.boot_index.changed_all();
         Ok(network)
     }
 
@@ -241,6 +243,7 @@ impl InventoryStore for Backend {
             .await?;
         emit(&mut tx, "network.deleted", event(&network)).await?;
         tx.commit().await?;
+        self.boot_index.changed_all();
         Ok(())
     }
 
@@ -449,6 +452,7 @@ impl InventoryStore for Backend {
         put_server(&mut tx, &self.cipher, &spec, None).await?;
         let server = emit_server(&mut tx, "created", &spec.fqdn).await?;
         tx.commit().await?;
+        self.boot_index.changed_all();
         Ok(server)
     }
 
@@ -487,6 +491,7 @@ impl InventoryStore for Backend {
             return Err(errors);
         }
         tx.commit().await.map_err(|e| vec![(0, e.into())])?;
+        self.boot_index.changed_all();
         Ok(created)
     }
 
@@ -588,6 +593,7 @@ impl InventoryStore for Backend {
         put_server(&mut tx, &self.cipher, &spec, Some(current.id)).await?;
         let server = emit_server(&mut tx, "updated", &spec.fqdn).await?;
         tx.commit().await?;
+        self.boot_index.changed_all();
         Ok(server)
     }
 
@@ -600,6 +606,7 @@ impl InventoryStore for Backend {
             .await?;
         emit(&mut tx, "server.deleted", event(&server)).await?;
         tx.commit().await?;
+        self.boot_index.changed_all();
         Ok(())
     }
 
@@ -623,6 +630,7 @@ impl InventoryStore for Backend {
         let interface = fetch_interface(&mut tx, id).await?;
         emit(&mut tx, "interface.created", event(&interface)).await?;
         tx.commit().await?;
+        self.boot_index.changed_all();
         Ok(interface)
     }
 
@@ -690,6 +698,7 @@ impl InventoryStore for Backend {
         let interface = fetch_interface(&mut tx, id).await?;
         emit(&mut tx, "interface.updated", event(&interface)).await?;
         tx.commit().await?;
+        self.boot_index.changed_all();
         Ok(interface)
     }
 
@@ -702,6 +711,7 @@ impl InventoryStore for Backend {
             .await?;
         emit(&mut tx, "interface.deleted", event(&interface)).await?;
         tx.commit().await?;
+        self.boot_index.changed_all();
         Ok(())
     }
 

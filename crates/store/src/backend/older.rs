@@ -464,6 +464,7 @@ impl OlderImportStore for Backend {
         };
         if written {
             tx.commit().await?;
+            self.boot_index.changed_all();
         } else {
             tx.rollback().await?;
         }

@@ -1,0 +1,272 @@
+//! The boot path's answers from memory: what the store knows of a MAC
+//! (`BootStore::boot_target`) and which active deployment serves a path
+//! (`BootStore::served_file`), each kept with the write sequence at which
+//! it was read. Every write that can change them marks what it changed,
+//! after its commit: one server (its deployment started or ended, its
+//! pxelinux files), the files served, or everything (an inventory change).
+//! An entry read before a later mark that concerns it is read again, so a
+//! read that raced a write is never kept past it. Entries are also read
+//! again after `AGE`, for writers this process does not see (the command
+//! line writing the same SQLite file).
+//!
+//! On a database other daemons write to (PostgreSQL), their writes are not
+//! seen here: the index is off there and every look-up reads the database.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+
+use crate::boot::BootTarget;
+use bootloader_core::model::{MacAddr, Via};
+
+/// How long an entry is trusted without a write marking it.
+const AGE: Duration = Duration::from_secs(5);
+/// Entries kept at most (unknown MACs included): past this the index
+/// starts over rather than grow with a flood of made-up MACs.
+const ENTRIES: usize = 200_000;
+
+/// The row behind a served file, as `served_file` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedRow {
+    pub id: i64,
+    pub deployment_id: i64,
+    pub version: OffsetDateTime,
+    pub file: Option<String>,
+}
+
+struct Cached<T> {
+    value: T,
+    /// The write sequence before it was read.
+    seen: u64,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct Inner {
+    targets: HashMap<MacAddr, Cached<Option<BootTarget>>>,
+    served: HashMap<(Via, String), Cached<Option<ServedRow>>>,
+    /// The sequence of each server's latest change.
+    servers: HashMap<i64, u64>,
+    /// The latest change of everything, and of the files served.
+    all: u64,
+    files: u64,
+}
+
+impl Inner {
+    fn fresh<T>(&self, c: &Cached<T>, server: Option<i64>, files: bool) -> bool {
+        c.seen >= self.all
+            && (!files || c.seen >= self.files)
+            && server.is_none_or(|s| self.servers.get(&s).is_none_or(|m| c.seen >= *m))
+            && c.at.elapsed() < AGE
+    }
+
+    fn make_room(&mut self, seq: u64) {
+        if self.targets.len() + self.served.len() >= ENTRIES || self.servers.len() >= ENTRIES {
+            self.targets.clear();
+            self.served.clear();
+            self.servers.clear();
+            self.all = seq;
+        }
+    }
+}
+
+/// See the module's text.
+pub struct BootIndex {
+    enabled: bool,
+    seq: AtomicU64,
+    inner: Mutex<Inner>,
+}
+
+impl BootIndex {
+    /// `enabled` false: every look-up misses and nothing is kept.
+    pub fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            seq: AtomicU64::new(1),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The sequence to keep a value read from now on with.
+    pub fn begin(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    fn next(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    pub fn target(&self, mac: MacAddr) -> Option<Option<BootTarget>> {
+        if !self.enabled {
+            return None;
+        }
+        let inner = self.inner();
+        let c = inner.targets.get(&mac)?;
+        let server = c.value.as_ref().map(|t| t.server_id);
+        inner.fresh(c, server, false).then(|| c.value.clone())
+    }
+
+    pub fn keep_target(&self, mac: MacAddr, value: Option<BootTarget>, seen: u64) {
+        if !self.enabled {
+            return;
+        }
+        let mut inner = self.inner();
+        inner.make_room(self.begin());
+        inner.targets.insert(
+            mac,
+            Cached {
+                value,
+                seen,
+                at: Instant::now(),
+            },
+        );
+    }
+
+    pub fn served(&self, via: Via, path: &str) -> Option<Option<ServedRow>> {
+        if !self.enabled {
+            return None;
+        }
+        let inner = self.inner();
+        let c = inner.served.get(&(via, path.to_string()))?;
+        inner.fresh(c, None, true).then(|| c.value.clone())
+    }
+
+    pub fn keep_served(&self, via: Via, path: &str, value: Option<ServedRow>, seen: u64) {
+        if !self.enabled {
+            return;
+        }
+        let mut inner = self.inner();
+        inner.make_room(self.begin());
+        inner.served.insert(
+            (via, path.to_string()),
+            Cached {
+                value,
+                seen,
+                at: Instant::now(),
+            },
+        );
+    }
+
+    /// A server's deployment started or ended, or its pxelinux files
+    /// changed. Its files served change with it.
+    pub fn changed_server(&self, server_id: i64) {
+        if !self.enabled {
+            return;
+        }
+        let seq = self.next();
+        let mut inner = self.inner();
+        inner.servers.insert(server_id, seq);
+        inner.files = seq;
+    }
+
+    /// A file served was added or removed.
+    pub fn changed_files(&self) {
+        if !self.enabled {
+            return;
+        }
+        let seq = self.next();
+        self.inner().files = seq;
+    }
+
+    /// The inventory changed (servers, interfaces, networks, locations, an
+    /// import): everything is read again.
+    pub fn changed_all(&self) {
+        if !self.enabled {
+            return;
+        }
+        let seq = self.next();
+        let mut inner = self.inner();
+        inner.all = seq;
+        inner.targets.clear();
+        inner.served.clear();
+        inner.servers.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(server_id: i64) -> BootTarget {
+        BootTarget {
+            server_id,
+            fqdn: "n1.example.com".parse().unwrap(),
+            interface: "eth0".into(),
+            mac: mac(1),
+            reservation: None,
+            deployment: None,
+            pxelinux: false,
+        }
+    }
+
+    fn mac(n: u8) -> MacAddr {
+        MacAddr::new([0x52, 0x54, 0, 0, 0, n])
+    }
+
+    #[test]
+    fn an_entry_lives_until_a_change_that_concerns_it() {
+        let index = BootIndex::new(true);
+        let seen = index.begin();
+        index.keep_target(mac(1), Some(target(7)), seen);
+        index.keep_target(mac(2), None, seen);
+        assert_eq!(index.target(mac(1)), Some(Some(target(7))));
+        assert_eq!(index.target(mac(2)), Some(None));
+        // Another server's change leaves both.
+        index.changed_server(8);
+        assert!(index.target(mac(1)).is_some() && index.target(mac(2)).is_some());
+        index.changed_server(7);
+        assert_eq!(index.target(mac(1)), None);
+        assert_eq!(index.target(mac(2)), Some(None));
+        // An inventory change: an unknown MAC may be known now.
+        index.changed_all();
+        assert_eq!(index.target(mac(2)), None);
+    }
+
+    #[test]
+    fn a_read_that_raced_a_write_is_not_kept_past_it() {
+        let index = BootIndex::new(true);
+        // A reader starts, a write to its server commits and marks, then
+        // the reader keeps what it read before the commit.
+        let seen = index.begin();
+        index.changed_server(7);
+        index.keep_target(mac(1), Some(target(7)), seen);
+        assert_eq!(index.target(mac(1)), None);
+        // Read after the mark, it is kept.
+        let seen = index.begin();
+        index.keep_target(mac(1), Some(target(7)), seen);
+        assert!(index.target(mac(1)).is_some());
+    }
+
+    #[test]
+    fn served_files_follow_every_change_of_files() {
+        let index = BootIndex::new(true);
+        let row = ServedRow {
+            id: 1,
+            deployment_id: 3,
+            version: OffsetDateTime::UNIX_EPOCH,
+            file: None,
+        };
+        let seen = index.begin();
+        index.keep_served(Via::Http, "ipxe/a", Some(row.clone()), seen);
+        index.keep_served(Via::Tftp, "undionly.kpxe", None, seen);
+        assert_eq!(index.served(Via::Http, "ipxe/a"), Some(Some(row)));
+        assert_eq!(index.served(Via::Http, "undionly.kpxe"), None);
+        index.changed_files();
+        assert_eq!(index.served(Via::Http, "ipxe/a"), None);
+        assert_eq!(index.served(Via::Tftp, "undionly.kpxe"), None);
+    }
+
+    #[test]
+    fn a_disabled_index_keeps_nothing() {
+        let index = BootIndex::new(false);
+        index.keep_target(mac(1), Some(target(7)), index.begin());
+        assert_eq!(index.target(mac(1)), None);
+    }
+}
