@@ -400,6 +400,9 @@ pub async fn run_with_reloads(
         &quirks,
     );
     let power = crate::power::PowerService::new(store.clone(), store.clone(), config.power.clone());
+    // Where the database tells of every callback stored (PostgreSQL), no
+    // waiting deployment needs to poll for one.
+    let callback_notices = store.callback_notices();
     let engine = crate::workflow::Engine::new(
         crate::workflow::engine::EngineStores::of(&store),
         power.clone(),
@@ -412,13 +415,24 @@ pub async fn run_with_reloads(
             location: location.clone(),
             // On SQLite this daemon is the only one: every callback comes
             // through its handler, which wakes the waiting task.
-            callback_poll: if store.backend() == "sqlite" {
+            callback_poll: if store.backend() == "sqlite" || callback_notices.is_some() {
                 crate::workflow::engine::OWN_CALLBACK_POLL
             } else {
                 crate::workflow::engine::SHARED_CALLBACK_POLL
             },
         },
     );
+    if let Some(notices) = callback_notices {
+        let engine = engine.clone();
+        let stop = sup.shutdown(Stage::Work).wait();
+        sup.spawn("callback notices", Stage::Work, async move {
+            tokio::select! {
+                () = engine.follow_callbacks(notices) => {}
+                () = stop => {}
+            }
+            Ok(())
+        });
+    }
     // Deployments that were under way when the daemon stopped go on where
     // they stood, and those of a daemon that died are taken over; a store
     // that is not answering yet is retried. At shutdown the engine's tasks

@@ -43,6 +43,8 @@ pub struct BootState {
 /// The boot routes. Unknown paths fall through to deployment files, then
 /// to `not_found`.
 pub fn routes(state: BootState) -> Router {
+    // Shared, not cloned per request (its paths and URL are heap strings).
+    let state = Arc::new(state);
     Router::new()
         .route("/boot.ipxe", get(boot_script))
         .route("/ipxe/{mac}", get(machine_script))
@@ -70,13 +72,13 @@ pub fn routes(state: BootState) -> Router {
 }
 
 /// `/static/...`: kernels, initrds and other large files.
-async fn static_file(State(state): State<BootState>, req: Request) -> Response {
+async fn static_file(State(state): State<Arc<BootState>>, req: Request) -> Response {
     let dir = state.static_dir.clone();
     file_below(&state, &dir, "/static/", req).await
 }
 
 /// `/boot/...`: the iPXE binaries, for UEFI HTTP boot.
-async fn binary_file(State(state): State<BootState>, req: Request) -> Response {
+async fn binary_file(State(state): State<Arc<BootState>>, req: Request) -> Response {
     let dir = state.binaries_dir.clone();
     file_below(&state, &dir, "/boot/", req).await
 }
@@ -134,7 +136,7 @@ fn text(body: String) -> Response {
 /// The first script: finds out which machine this is and asks for its
 /// own. `netX` is the interface iPXE booted from, which on a server with
 /// several NICs need not be `net0`.
-async fn boot_script(State(state): State<BootState>) -> Response {
+async fn boot_script(State(state): State<Arc<BootState>>) -> Response {
     text(format!(
         "#!ipxe\n\
          echo bootloader: fetching the script for ${{netX/mac}}\n\
@@ -153,7 +155,7 @@ fn local_boot(mac: &MacAddr, why: &str) -> String {
     format!("#!ipxe\necho bootloader: {mac}: {why}; booting from the local disk\nexit\n")
 }
 
-async fn machine_script(State(state): State<BootState>, Path(raw): Path<String>) -> Response {
+async fn machine_script(State(state): State<Arc<BootState>>, Path(raw): Path<String>) -> Response {
     let Ok(mac) = raw.parse::<MacAddr>() else {
         return (
             StatusCode::BAD_REQUEST,
@@ -233,7 +235,7 @@ async fn pxelinux_script(state: &BootState, mac: &MacAddr) -> Result<Option<Stri
 /// late_command fetches its script this way). Anything that does not match
 /// the deployment, its token, profile and version is a 404.
 async fn export_file(
-    State(state): State<BootState>,
+    State(state): State<Arc<BootState>>,
     Path((deployment, token, profile, version, file)): Path<(i64, String, String, String, String)>,
 ) -> Response {
     let Some(engine) = &state.engine else {
@@ -255,7 +257,7 @@ async fn export_file(
 
 /// A user's SSH authorized keys, for an installer of an active deployment.
 async fn export_ssh_keys(
-    State(state): State<BootState>,
+    State(state): State<Arc<BootState>>,
     Path((deployment, token, user)): Path<(i64, String, String)>,
 ) -> Response {
     let Some(engine) = &state.engine else {
@@ -282,7 +284,7 @@ pub fn valid_callback_name(name: &str) -> bool {
 /// (`limits.callback_body_bytes`, 413 past it) and so are the callbacks a
 /// deployment holds (`limits.callbacks_per_deployment`).
 async fn callback(
-    State(state): State<BootState>,
+    State(state): State<Arc<BootState>>,
     Path((token, name)): Path<(String, String)>,
     method: axum::http::Method,
     body: axum::body::Bytes,
@@ -429,7 +431,7 @@ pub async fn deployment_file(state: &BootState, path: &str, req: Request) -> Opt
 }
 
 /// Writes each boot request and its result to the timeline.
-async fn record(State(state): State<BootState>, req: Request, next: Next) -> Response {
+async fn record(State(state): State<Arc<BootState>>, req: Request, next: Next) -> Response {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

@@ -369,3 +369,74 @@ async fn one_relay_publishes_the_shared_outbox() {
     forget(&conn, &exchange).await;
     store_a.drop_database().await;
 }
+
+/// Each daemon answers the boot path from its own memory; what another
+/// daemon changes reaches it through the database's notifications (well
+/// before the index's 5 s backstop, which would hide a lost notice: each
+/// answer is awaited for at most 2.5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_answers_follow_other_daemons() {
+    use bootloader_core::model::{CallbackToken, DeploymentState, Via};
+    let store_a = TestStore::new(Backend::Postgres).await;
+    let a = Daemon::start(&store_a, None).await;
+    let store_b = store_a.sibling();
+    let b = Daemon::start(&store_b, Some(a.token.clone())).await;
+    let mac = "52:54:00:5d:00:31";
+    let answer = |why: &'static str| {
+        let a = &a;
+        async move {
+            let deadline = Instant::now() + Duration::from_millis(2500);
+            loop {
+                let body = reqwest::get(format!("{}/ipxe/{mac}", a.base))
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                if body.contains(why) {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "expected {why:?}: {body}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    // Asked twice: the second answer is the index's.
+    answer("unknown MAC").await;
+    answer("unknown MAC").await;
+    b.seed_location().await;
+    add_server(&b, "s1.dc1.example.com", "dc1", mac).await;
+    answer("s1.dc1.example.com has no active deployment").await;
+    let profile = common::callback_profile("notices");
+    let (s, body) = b.post_text("/profiles", &profile, "application/yaml").await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let dep = b
+        .store
+        .create_deployment(
+            &"s1.dc1.example.com".parse().unwrap(),
+            body["id"].as_i64().unwrap(),
+            &CallbackToken::generate().unwrap().hash(),
+        )
+        .await
+        .unwrap()
+        .id;
+    answer("its deployment serves no iPXE script yet").await;
+    b.store
+        .serve_file(
+            dep,
+            Via::Http,
+            &format!("ipxe/{mac}"),
+            b"#!ipxe\necho from b\n",
+        )
+        .await
+        .unwrap();
+    answer("echo from b").await;
+    b.store
+        .set_deployment_state(dep, DeploymentState::Cancelled)
+        .await
+        .unwrap();
+    answer("s1.dc1.example.com has no active deployment").await;
+    b.stop().await;
+    a.stop().await;
+    store_a.drop_database().await;
+}

@@ -9,12 +9,14 @@
 //! again after `AGE`, for writers this process does not see (the command
 //! line writing the same SQLite file).
 //!
-//! On a database other daemons write to (PostgreSQL), their writes are not
-//! seen here: the index is off there and every look-up reads the database.
+//! On PostgreSQL other daemons write too: their changes come as
+//! notifications (migration 0016's triggers, `notice`), and the index is
+//! on only while this daemon listens for them; before that and while the
+//! listening connection is lost, every look-up reads the database.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
@@ -75,7 +77,7 @@ impl Inner {
 
 /// See the module's text.
 pub struct BootIndex {
-    enabled: bool,
+    enabled: AtomicBool,
     seq: AtomicU64,
     inner: Mutex<Inner>,
 }
@@ -84,7 +86,7 @@ impl BootIndex {
     /// `enabled` false: every look-up misses and nothing is kept.
     pub fn new(enabled: bool) -> Self {
         Self {
-            enabled,
+            enabled: AtomicBool::new(enabled),
             seq: AtomicU64::new(1),
             inner: Mutex::new(Inner::default()),
         }
@@ -92,6 +94,34 @@ impl BootIndex {
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn on(&self) -> bool {
+        self.enabled.load(Ordering::Acquire)
+    }
+
+    /// Turns the index on (everything read before is read again) or off.
+    pub fn set_enabled(&self, on: bool) {
+        if on {
+            self.enabled.store(true, Ordering::Release);
+            self.changed_all();
+        } else {
+            self.changed_all();
+            self.enabled.store(false, Ordering::Release);
+        }
+    }
+
+    /// A change another daemon made, as the database's notification says
+    /// it (`server <id>`, `files`, anything else: everything).
+    pub fn notice(&self, payload: &str) {
+        match payload.split_once(' ') {
+            Some(("server", id)) => match id.parse() {
+                Ok(id) => self.changed_server(id),
+                Err(_) => self.changed_all(),
+            },
+            _ if payload == "files" => self.changed_files(),
+            _ => self.changed_all(),
+        }
     }
 
     /// The sequence to keep a value read from now on with.
@@ -104,7 +134,7 @@ impl BootIndex {
     }
 
     pub fn target(&self, mac: MacAddr) -> Option<Option<BootTarget>> {
-        if !self.enabled {
+        if !self.on() {
             return None;
         }
         let inner = self.inner();
@@ -114,7 +144,7 @@ impl BootIndex {
     }
 
     pub fn keep_target(&self, mac: MacAddr, value: Option<BootTarget>, seen: u64) {
-        if !self.enabled {
+        if !self.on() {
             return;
         }
         let mut inner = self.inner();
@@ -130,7 +160,7 @@ impl BootIndex {
     }
 
     pub fn served(&self, via: Via, path: &str) -> Option<Option<ServedRow>> {
-        if !self.enabled {
+        if !self.on() {
             return None;
         }
         let inner = self.inner();
@@ -139,7 +169,7 @@ impl BootIndex {
     }
 
     pub fn keep_served(&self, via: Via, path: &str, value: Option<ServedRow>, seen: u64) {
-        if !self.enabled {
+        if !self.on() {
             return;
         }
         let mut inner = self.inner();
@@ -157,7 +187,7 @@ impl BootIndex {
     /// A server's deployment started or ended, or its pxelinux files
     /// changed. Its files served change with it.
     pub fn changed_server(&self, server_id: i64) {
-        if !self.enabled {
+        if !self.on() {
             return;
         }
         let seq = self.next();
@@ -168,7 +198,7 @@ impl BootIndex {
 
     /// A file served was added or removed.
     pub fn changed_files(&self) {
-        if !self.enabled {
+        if !self.on() {
             return;
         }
         let seq = self.next();
@@ -178,7 +208,7 @@ impl BootIndex {
     /// The inventory changed (servers, interfaces, networks, locations, an
     /// import): everything is read again.
     pub fn changed_all(&self) {
-        if !self.enabled {
+        if !self.on() {
             return;
         }
         let seq = self.next();
@@ -268,5 +298,30 @@ mod tests {
         let index = BootIndex::new(false);
         index.keep_target(mac(1), Some(target(7)), index.begin());
         assert_eq!(index.target(mac(1)), None);
+        // Turned on, it keeps; a read begun before is not kept.
+        let early = index.begin();
+        index.set_enabled(true);
+        index.keep_target(mac(1), Some(target(7)), early);
+        assert_eq!(index.target(mac(1)), None);
+        index.keep_target(mac(1), Some(target(7)), index.begin());
+        assert!(index.target(mac(1)).is_some());
+        index.set_enabled(false);
+        assert_eq!(index.target(mac(1)), None);
+    }
+
+    #[test]
+    fn notices_name_what_changed() {
+        let index = BootIndex::new(true);
+        let keep =
+            |m: u8, server: i64| index.keep_target(mac(m), Some(target(server)), index.begin());
+        keep(1, 7);
+        keep(2, 8);
+        index.notice("server 7");
+        assert_eq!(index.target(mac(1)), None);
+        assert!(index.target(mac(2)).is_some());
+        index.notice("files");
+        assert!(index.target(mac(2)).is_some());
+        index.notice("server x");
+        assert_eq!(index.target(mac(2)), None);
     }
 }

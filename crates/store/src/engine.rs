@@ -57,10 +57,27 @@ pub struct Transition {
     pub runner: Option<String>,
 }
 
+/// A callback stored by any daemon on the database, as the database tells
+/// it (PostgreSQL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackNotice {
+    /// A callback of this deployment was stored.
+    Stored(i64),
+    /// Callbacks may have been stored unseen (the listening connection was
+    /// lost and is back): every waiting deployment should look.
+    Unknown,
+}
+
 /// What the deployment engine reads and commits: starting a deployment,
 /// its view and transitions, claims across daemons, its log.
 #[async_trait]
 pub trait EngineStore: Send + Sync + 'static {
+    /// Callbacks as they are stored, by whichever daemon took them: `None`
+    /// where every callback reaches this daemon's own handler (SQLite).
+    fn callback_notices(&self) -> Option<tokio::sync::broadcast::Receiver<CallbackNotice>> {
+        None
+    }
+
     /// Creates a deployment in state `new` at the start of its profile.
     /// A server with an active deployment is a conflict.
     async fn start_deployment(&self, new: &NewDeployment) -> Result<DeploymentRecord>;

@@ -13,11 +13,81 @@ use crate::settings::PostgresTarget;
 
 static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
 
+/// Where migration 0016's triggers say what changed the boot answers, and
+/// which deployment got a callback.
+const BOOT_CHANNEL: &str = "bootloader_boot";
+const CALLBACK_CHANNEL: &str = "bootloader_callback";
+
+/// Keeps this daemon told of every daemon's changes (its own included):
+/// listens on a connection of its own, hands the boot index what changed
+/// and the engine which deployment got a callback. The index is on only
+/// while it listens; a lost connection turns it off (every look-up reads
+/// the database) until it listens again, and then the engine is told that
+/// callbacks may have been missed. Ends once the store is gone.
+async fn follow_changes(
+    pool: PgPool,
+    index: std::sync::Weak<super::boot_index::BootIndex>,
+    callbacks: tokio::sync::broadcast::Sender<crate::engine::CallbackNotice>,
+) {
+    use crate::engine::CallbackNotice;
+    loop {
+        if index.strong_count() == 0 {
+            return;
+        }
+        let listening = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            listener
+                .listen_all([BOOT_CHANNEL, CALLBACK_CHANNEL])
+                .await?;
+            Ok::<_, sqlx::Error>(listener)
+        }
+        .await;
+        let mut listener = match listening {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "boot index: cannot listen for other daemons' changes; reading the database meanwhile");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        match index.upgrade() {
+            Some(i) => i.set_enabled(true),
+            None => return,
+        }
+        // No receiver yet is not an error.
+        let _ = callbacks.send(CallbackNotice::Unknown);
+        let lost = loop {
+            match listener.try_recv().await {
+                Ok(Some(n)) if n.channel() == CALLBACK_CHANNEL => {
+                    let notice = n
+                        .payload()
+                        .parse()
+                        .map_or(CallbackNotice::Unknown, CallbackNotice::Stored);
+                    let _ = callbacks.send(notice);
+                }
+                Ok(Some(n)) => match index.upgrade() {
+                    Some(i) => i.notice(n.payload()),
+                    None => return,
+                },
+                Ok(None) => break "the connection was lost".to_string(),
+                Err(e) => break e.to_string(),
+            }
+        };
+        match index.upgrade() {
+            Some(i) => i.set_enabled(false),
+            None => return,
+        }
+        tracing::warn!(error = %lost, "boot index: no longer told of other daemons' changes; reading the database until listening again");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 pub struct PostgresStore {
     pool: PgPool,
     cipher: SecretCipher,
     served: super::served_cache::ServedCache,
-    boot_index: super::boot_index::BootIndex,
+    boot_index: std::sync::Arc<super::boot_index::BootIndex>,
+    callbacks: tokio::sync::broadcast::Sender<crate::engine::CallbackNotice>,
 }
 
 impl PostgresStore {
@@ -69,12 +139,25 @@ impl PostgresStore {
     ) -> Result<Self> {
         let pool = Self::connect(target, max_connections).await?;
         MIGRATIONS.run(&pool).await?;
+        // Off until this daemon listens for the others' changes.
+        let boot_index = std::sync::Arc::new(super::boot_index::BootIndex::new(false));
+        let (callbacks, _) = tokio::sync::broadcast::channel(1024);
+        tokio::spawn(follow_changes(
+            pool.clone(),
+            std::sync::Arc::downgrade(&boot_index),
+            callbacks.clone(),
+        ));
         Ok(Self {
             pool,
             cipher,
             served: Default::default(),
-            boot_index: super::boot_index::BootIndex::new(false),
+            boot_index,
+            callbacks,
         })
+    }
+
+    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<crate::engine::CallbackNotice>> {
+        Some(self.callbacks.subscribe())
     }
 
     pub async fn migrate_only(

@@ -22,6 +22,8 @@ pub struct SqliteStore {
     /// throughput collapses to a few transactions a second.
     writer: tokio::sync::Mutex<()>,
     served: super::served_cache::ServedCache,
+    /// Every writer of the file is this process (the command line aside,
+    /// see `boot_index.rs`), so the index is always on.
     boot_index: super::boot_index::BootIndex,
 }
 
@@ -80,6 +82,11 @@ impl SqliteStore {
         let guard = self.writer.lock().await;
         let tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
         Ok((guard, tx))
+    }
+
+    /// Every callback reaches this process's handler.
+    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<crate::engine::CallbackNotice>> {
+        None
     }
 
     pub async fn migrate_only(path: &Path) -> Result<Vec<String>> {

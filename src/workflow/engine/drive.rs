@@ -26,8 +26,10 @@ use bootloader_store::engine::{EngineStore, EngineView, Transition};
 /// PostgreSQL database).
 pub const SHARED_CALLBACK_POLL: Duration = Duration::from_secs(2);
 /// The same where every callback comes through this daemon (SQLite), whose
-/// handler wakes the task itself: a safety net only, so that thousands of
-/// waiting deployments do not keep the store busy.
+/// handler wakes the task itself, or where the database tells of every
+/// callback stored (PostgreSQL's notifications, `Engine::follow_callbacks`):
+/// a safety net only, so that thousands of waiting deployments do not keep
+/// the store busy.
 pub const OWN_CALLBACK_POLL: Duration = Duration::from_secs(60);
 /// The pause between two attempts of an action.
 const RETRY_PAUSE: Duration = Duration::from_secs(2);

@@ -252,6 +252,29 @@ impl Engine {
         Ok(profile.callbacks_from(current).contains(&name))
     }
 
+    /// Wakes the task of each deployment the database says got a callback
+    /// (another daemon may have stored it), and every waiting task when
+    /// callbacks may have been missed. Ends when the store stops telling.
+    pub async fn follow_callbacks(
+        self: Arc<Self>,
+        mut notices: tokio::sync::broadcast::Receiver<bootloader_store::engine::CallbackNotice>,
+    ) {
+        use bootloader_store::engine::CallbackNotice;
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match notices.recv().await {
+                Ok(CallbackNotice::Stored(id)) => self.nudge(id),
+                Ok(CallbackNotice::Unknown) | Err(RecvError::Lagged(_)) => {
+                    let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+                    for r in running.values() {
+                        r.nudge.notify_one();
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
     /// A callback for `id` was stored: wake its task.
     pub fn nudge(&self, id: i64) {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());

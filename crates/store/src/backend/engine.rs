@@ -57,6 +57,12 @@ const CLAIM_ONE: &str = concat!(
 
 #[async_trait]
 impl EngineStore for Backend {
+    fn callback_notices(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<crate::engine::CallbackNotice>> {
+        self.notices()
+    }
+
     async fn start_deployment(&self, new: &NewDeployment) -> Result<DeploymentRecord> {
         let (_writer, mut tx) = self.begin_write().await?;
         // Not under a key that rotate-secret has just replaced.

@@ -1,6 +1,7 @@
 //! `LeaseStore`: DHCP leases, claimed one holder at a time.
 
 use bootloader_core::published::events::LeaseLetGo;
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use async_trait::async_trait;
@@ -13,8 +14,8 @@ use crate::{Listing, Page, Result};
 use bootloader_core::model::{LeaseState, MacAddr};
 
 use super::boot::*;
-use super::helpers::emit;
-use super::{Conn, FOR_UPDATE};
+use super::helpers::emit_all;
+use super::{Conn, Db, FOR_UPDATE};
 
 #[async_trait]
 impl LeaseStore for Backend {
@@ -57,24 +58,48 @@ impl LeaseStore for Backend {
         order.sort_by_key(|&i| changes[i].address());
         let (_writer, mut tx) = self.begin_write().await?;
         let mut held = vec![false; changes.len()];
+        let mut events = Vec::new();
+        // Claims of distinct addresses go in one statement (a round); a
+        // second change of one address, a release or a decline ends it.
+        let mut round: Vec<usize> = Vec::new();
         for i in order {
+            if let LeaseChange::Claim(_) = &changes[i]
+                && round
+                    .last()
+                    .is_none_or(|&j| changes[j].address() != changes[i].address())
+            {
+                round.push(i);
+                continue;
+            }
+            claim_round(&mut tx, changes, &round, &mut held, &mut events).await?;
+            round.clear();
             held[i] = match &changes[i] {
-                LeaseChange::Claim(c) => claim(&mut tx, c).await?,
+                LeaseChange::Claim(_) => {
+                    round.push(i);
+                    continue;
+                }
                 LeaseChange::Release {
                     network_id,
                     ip,
                     mac,
                     now,
-                } => let_go(&mut tx, (*network_id, *ip, *mac), None, *now).await?,
+                } => let_go(&mut tx, (*network_id, *ip, *mac), None, *now, &mut events).await?,
                 LeaseChange::Decline {
                     network_id,
                     ip,
                     mac,
                     until,
                     now,
-                } => let_go(&mut tx, (*network_id, *ip, *mac), Some(*until), *now).await?,
+                } => {
+                    let at = (*network_id, *ip, *mac);
+                    let_go(&mut tx, at, Some(*until), *now, &mut events).await?
+                }
             };
         }
+        claim_round(&mut tx, changes, &round, &mut held, &mut events).await?;
+        let events: Vec<(&str, serde_json::Value)> =
+            events.iter().map(|(k, v)| (*k, v.clone())).collect();
+        emit_all(&mut tx, &events).await?;
         tx.commit().await?;
         Ok(held)
     }
@@ -135,57 +160,85 @@ impl LeaseStore for Backend {
     }
 }
 
-/// One claim inside the group's transaction.
-async fn claim(conn: &mut Conn, c: &LeaseClaim) -> Result<bool> {
-    let mac = c.mac.to_string();
-    // Only a bind asks whether it renews (a renewal publishes nothing).
-    let before: Option<LeaseRow> = if c.state == LeaseState::Bound {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{LEASE_SELECT} WHERE network_id = $1 AND ip = $2 {FOR_UPDATE}"
-        )))
-        .bind(c.network_id)
-        .bind(c.ip.to_string())
-        .fetch_optional(&mut *conn)
-        .await?
-    } else {
-        None
-    };
-    // The condition is evaluated under the row's lock, so of two daemons
+/// Claims of distinct addresses (`round`, indices into `changes`), each
+/// judged as if alone: one SELECT of the rows binds replace (a renewal
+/// publishes nothing), one conditional upsert for them all, returning the
+/// rows it wrote, and one UPDATE letting go of the other addresses of
+/// the clients that bound.
+async fn claim_round(
+    conn: &mut Conn,
+    changes: &[LeaseChange],
+    round: &[usize],
+    held: &mut [bool],
+    events: &mut Vec<(&'static str, serde_json::Value)>,
+) -> Result<()> {
+    let claims: Vec<(usize, &LeaseClaim)> = round
+        .iter()
+        .filter_map(|&i| match &changes[i] {
+            LeaseChange::Claim(c) => Some((i, c)),
+            _ => None,
+        })
+        .collect();
+    if claims.is_empty() {
+        return Ok(());
+    }
+    let binds: Vec<&LeaseClaim> = claims
+        .iter()
+        .map(|(_, c)| *c)
+        .filter(|c| c.state == LeaseState::Bound)
+        .collect();
+    let mut before: HashMap<(i64, String), LeaseRow> = HashMap::new();
+    if !binds.is_empty() {
+        let mut q = sqlx::QueryBuilder::<Db>::new(LEASE_SELECT);
+        q.push(" WHERE (network_id, ip) IN (");
+        q.push_values(&binds, |mut row, c| {
+            row.push_bind(c.network_id).push_bind(c.ip.to_string());
+        });
+        q.push(") ");
+        q.push(FOR_UPDATE);
+        let rows: Vec<LeaseRow> = q.build_query_as().fetch_all(&mut *conn).await?;
+        before = rows
+            .into_iter()
+            .map(|r| ((r.network_id, r.ip.clone()), r))
+            .collect();
+    }
+    // The condition is evaluated under each row's lock, so of two daemons
     // claiming one free address only one wins.
-    let done = sqlx::query(
-        "INSERT INTO leases (network_id, ip, mac, state, expires_at, hostname, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (network_id, ip) DO UPDATE SET mac = excluded.mac, state = excluded.state, \
+    let mut q = sqlx::QueryBuilder::<Db>::new(
+        "INSERT INTO leases (network_id, ip, mac, state, expires_at, hostname, updated_at) ",
+    );
+    q.push_values(&claims, |mut row, (_, c)| {
+        row.push_bind(c.network_id)
+            .push_bind(c.ip.to_string())
+            .push_bind(c.mac.to_string())
+            .push_bind(c.state.as_str())
+            .push_bind(c.expires_at)
+            .push_bind(c.hostname.as_str())
+            .push_bind(c.now);
+    });
+    q.push(
+        " ON CONFLICT (network_id, ip) DO UPDATE SET mac = excluded.mac, state = excluded.state, \
          expires_at = excluded.expires_at, hostname = excluded.hostname, updated_at = excluded.updated_at \
          WHERE (leases.mac = excluded.mac AND leases.state <> 'declined') \
-            OR leases.expires_at <= excluded.updated_at OR leases.state = 'released'",
-    )
-    .bind(c.network_id)
-    .bind(c.ip.to_string())
-    .bind(&mac)
-    .bind(c.state.as_str())
-    .bind(c.expires_at)
-    .bind(&c.hostname)
-    .bind(c.now)
-    .execute(&mut *conn)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Ok(false);
-    }
-    if c.state == LeaseState::Bound {
-        // A client holds one address per network.
-        sqlx::query(
-            "UPDATE leases SET state = 'released', expires_at = $1, updated_at = $1 \
-             WHERE network_id = $2 AND mac = $3 AND ip <> $4 AND state IN ('offered', 'bound')",
-        )
-        .bind(c.now)
-        .bind(c.network_id)
-        .bind(&mac)
-        .bind(c.ip.to_string())
-        .execute(&mut *conn)
-        .await?;
+            OR leases.expires_at <= excluded.updated_at OR leases.state = 'released' \
+         RETURNING network_id, ip",
+    );
+    let written: Vec<(i64, String)> = q.build_query_as().fetch_all(&mut *conn).await?;
+    let written: std::collections::HashSet<(i64, String)> = written.into_iter().collect();
+    let mut bound = Vec::new();
+    for (i, c) in &claims {
+        let key = (c.network_id, c.ip.to_string());
+        if !written.contains(&key) {
+            continue;
+        }
+        held[*i] = true;
+        if c.state != LeaseState::Bound {
+            continue;
+        }
+        bound.push(*c);
+        let mac = c.mac.to_string();
         let renewal = before
-            .as_ref()
+            .get(&key)
             .is_some_and(|b| b.mac == mac && b.state == "bound" && b.expires_at > c.now);
         if !renewal {
             let lease = Lease {
@@ -197,15 +250,29 @@ async fn claim(conn: &mut Conn, c: &LeaseClaim) -> Result<bool> {
                 hostname: c.hostname.clone(),
                 updated_at: c.now,
             };
-            emit(
-                conn,
+            events.push((
                 "dhcp.lease.bound",
                 serde_json::to_value(&lease).unwrap_or_default(),
-            )
-            .await?;
+            ));
         }
     }
-    Ok(true)
+    if !bound.is_empty() {
+        // A client holds one address per network.
+        let mut q = sqlx::QueryBuilder::<Db>::new("WITH c (network_id, mac, ip, at) AS (");
+        q.push_values(&bound, |mut row, c| {
+            row.push_bind(c.network_id)
+                .push_bind(c.mac.to_string())
+                .push_bind(c.ip.to_string())
+                .push_bind(c.now);
+        });
+        q.push(
+            ") UPDATE leases SET state = 'released', expires_at = c.at, updated_at = c.at FROM c \
+             WHERE leases.network_id = c.network_id AND leases.mac = c.mac AND leases.ip <> c.ip \
+             AND leases.state IN ('offered', 'bound')",
+        );
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// A release (`until` None) or a decline (kept out until `until`) of the
@@ -215,6 +282,7 @@ async fn let_go(
     (network_id, ip, mac): (i64, Ipv4Addr, MacAddr),
     until: Option<i64>,
     now: i64,
+    events: &mut Vec<(&'static str, serde_json::Value)>,
 ) -> Result<bool> {
     let (state, expires_at, routing_key) = match until {
         None => ("released", now, "dhcp.lease.released"),
@@ -242,6 +310,6 @@ async fn let_go(
         until,
     })
     .unwrap_or_default();
-    emit(conn, routing_key, payload).await?;
+    events.push((routing_key, payload));
     Ok(true)
 }

@@ -10,6 +10,10 @@ use crate::boot_sql::convert;
 use crate::boot_sql::rows::*;
 use bootloader_core::model::MacAddr;
 
+/// Timeline rows written by one statement, at most (seven bound values
+/// each, well under both databases' limits).
+const EVENTS_PER_INSERT: usize = 500;
+
 #[async_trait]
 impl TimelineStore for Backend {
     async fn record_boot_events(&self, events: &[BootEvent]) -> Result<()> {
@@ -17,20 +21,22 @@ impl TimelineStore for Backend {
             return Ok(());
         }
         let (_writer, mut tx) = self.begin_write().await?;
-        for e in events {
-            sqlx::query(
-                "INSERT INTO boot_events (at, mac, peer, phase, request, outcome, detail) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(e.at)
-            .bind(e.mac.map(|m| m.to_string()))
-            .bind(&e.peer)
-            .bind(e.phase.as_str())
-            .bind(&e.request)
-            .bind(e.outcome.as_str())
-            .bind(&e.detail)
-            .execute(&mut *tx)
-            .await?;
+        // Many rows per statement: each statement is a trip to the
+        // database's thread and back, which costs more than the row.
+        for chunk in events.chunks(EVENTS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::<super::Db>::new(
+                "INSERT INTO boot_events (at, mac, peer, phase, request, outcome, detail) ",
+            );
+            q.push_values(chunk, |mut row, e| {
+                row.push_bind(e.at)
+                    .push_bind(e.mac.map(|m| m.to_string()))
+                    .push_bind(e.peer.as_str())
+                    .push_bind(e.phase.as_str())
+                    .push_bind(e.request.as_str())
+                    .push_bind(e.outcome.as_str())
+                    .push_bind(e.detail.as_str());
+            });
+            q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
