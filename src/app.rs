@@ -669,6 +669,19 @@ fn start_boot_services(
     timeline: &Timeline,
     quirks: &bootloader_core::dhcp::quirks::QuirkRules,
 ) {
+    {
+        // Known machines' first requests answered from memory too.
+        let store = store.clone();
+        tokio::spawn(async move {
+            match store.warm_boot_index().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(interfaces = n, "boot index read"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the boot index ahead; it fills as machines ask")
+                }
+            }
+        });
+    }
     if !sockets.dhcp.is_empty() {
         let service = Arc::new(dhcp::server::DhcpService::new(
             &config.boot.dhcp,

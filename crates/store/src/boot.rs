@@ -107,6 +107,10 @@ pub enum CallbackReceipt {
 pub trait BootStore: Send + Sync + 'static {
     /// The interface with this MAC, its server and active deployment.
     async fn boot_target(&self, mac: MacAddr) -> Result<Option<BootTarget>>;
+    /// Reads every interface's boot target into the boot index at once,
+    /// so that no known machine's first request reads the database.
+    /// Returns how many (0 while the index is off).
+    async fn warm_boot_index(&self) -> Result<usize>;
 
     /// Starts a deployment (state `new`). The engine issue drives it on.
     async fn create_deployment(

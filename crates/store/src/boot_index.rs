@@ -100,6 +100,10 @@ impl BootIndex {
         self.enabled.load(Ordering::Acquire)
     }
 
+    pub fn is_on(&self) -> bool {
+        self.on()
+    }
+
     /// Turns the index on (everything read before is read again) or off.
     pub fn set_enabled(&self, on: bool) {
         if on {

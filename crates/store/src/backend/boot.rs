@@ -77,6 +77,19 @@ pub(super) async fn put_served(
     Ok(())
 }
 
+/// What the inventory knows of MACs for the boot decision, `filter`ed.
+fn target_sql(filter: &str) -> String {
+    format!(
+        "SELECT s.id AS server_id, s.fqdn, i.name, i.mac, i.ipv4, i.network_id, \
+         d.id AS deployment_id, \
+         EXISTS (SELECT 1 FROM served_files f WHERE f.deployment_id = d.id \
+                 AND f.via = 'tftp' AND f.path LIKE 'pxelinux.cfg/%') AS pxelinux \
+         FROM interfaces i JOIN servers s ON s.id = i.server_id \
+         LEFT JOIN deployments d ON d.server_id = s.id AND d.state IN {ACTIVE_STATES} \
+         {filter}"
+    )
+}
+
 pub(super) const LEASE_SELECT: &str =
     "SELECT network_id, ip, mac, state, expires_at, hostname, updated_at FROM leases";
 
@@ -87,21 +100,30 @@ impl BootStore for Backend {
             return Ok(known);
         }
         let seen = self.boot_index.begin();
-        let row: Option<BootTargetRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT s.id AS server_id, s.fqdn, i.name, i.mac, i.ipv4, i.network_id, \
-             d.id AS deployment_id, \
-             EXISTS (SELECT 1 FROM served_files f WHERE f.deployment_id = d.id \
-                     AND f.via = 'tftp' AND f.path LIKE 'pxelinux.cfg/%') AS pxelinux \
-             FROM interfaces i JOIN servers s ON s.id = i.server_id \
-             LEFT JOIN deployments d ON d.server_id = s.id AND d.state IN {ACTIVE_STATES} \
-             WHERE i.mac = $1"
-        )))
-        .bind(mac.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<BootTargetRow> =
+            sqlx::query_as(sqlx::AssertSqlSafe(target_sql("WHERE i.mac = $1")))
+                .bind(mac.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
         let target = row.map(convert::boot_target).transpose()?;
         self.boot_index.keep_target(mac, target.clone(), seen);
         Ok(target)
+    }
+
+    async fn warm_boot_index(&self) -> Result<usize> {
+        if !self.boot_index.is_on() {
+            return Ok(0);
+        }
+        let seen = self.boot_index.begin();
+        let rows: Vec<BootTargetRow> = sqlx::query_as(sqlx::AssertSqlSafe(target_sql("")))
+            .fetch_all(&self.pool)
+            .await?;
+        let count = rows.len();
+        for row in rows {
+            let target = convert::boot_target(row)?;
+            self.boot_index.keep_target(target.mac, Some(target), seen);
+        }
+        Ok(count)
     }
 
     async fn create_deployment(
