@@ -400,9 +400,6 @@ pub async fn run_with_reloads(
         &quirks,
     );
     let power = crate::power::PowerService::new(store.clone(), store.clone(), config.power.clone());
-    // Where the database tells of every callback stored (PostgreSQL), no
-    // waiting deployment needs to poll for one.
-    let callback_notices = store.callback_notices();
     let engine = crate::workflow::Engine::new(
         crate::workflow::engine::EngineStores::of(&store),
         power.clone(),
@@ -414,25 +411,16 @@ pub async fn run_with_reloads(
             runner: instance.clone(),
             location: location.clone(),
             // On SQLite this daemon is the only one: every callback comes
-            // through its handler, which wakes the waiting task.
-            callback_poll: if store.backend() == "sqlite" || callback_notices.is_some() {
+            // through its handler, which wakes the waiting task; where the
+            // database tells of every callback stored (PostgreSQL), the
+            // engine follows that (`Engine::run_claims`).
+            callback_poll: if store.backend() == "sqlite" || store.callback_notices().is_some() {
                 crate::workflow::engine::OWN_CALLBACK_POLL
             } else {
                 crate::workflow::engine::SHARED_CALLBACK_POLL
             },
         },
     );
-    if let Some(notices) = callback_notices {
-        let engine = engine.clone();
-        let stop = sup.shutdown(Stage::Work).wait();
-        sup.spawn("callback notices", Stage::Work, async move {
-            tokio::select! {
-                () = engine.follow_callbacks(notices) => {}
-                () = stop => {}
-            }
-            Ok(())
-        });
-    }
     // Deployments that were under way when the daemon stopped go on where
     // they stood, and those of a daemon that died are taken over; a store
     // that is not answering yet is retried. At shutdown the engine's tasks
@@ -669,19 +657,6 @@ fn start_boot_services(
     timeline: &Timeline,
     quirks: &bootloader_core::dhcp::quirks::QuirkRules,
 ) {
-    {
-        // Known machines' first requests answered from memory too.
-        let store = store.clone();
-        tokio::spawn(async move {
-            match store.warm_boot_index().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(interfaces = n, "boot index read"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the boot index ahead; it fills as machines ask")
-                }
-            }
-        });
-    }
     if !sockets.dhcp.is_empty() {
         let service = Arc::new(dhcp::server::DhcpService::new(
             &config.boot.dhcp,

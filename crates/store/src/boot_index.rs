@@ -49,7 +49,8 @@ struct Cached<T> {
 #[derive(Default)]
 struct Inner {
     targets: HashMap<MacAddr, Cached<Option<BootTarget>>>,
-    served: HashMap<(Via, String), Cached<Option<ServedRow>>>,
+    /// By listener, then path (looked up by `&str`, no copy of the path).
+    served: HashMap<Via, HashMap<String, Cached<Option<ServedRow>>>>,
     /// The sequence of each server's latest change.
     servers: HashMap<i64, u64>,
     /// The latest change of everything, and of the files served.
@@ -66,7 +67,8 @@ impl Inner {
     }
 
     fn make_room(&mut self, seq: u64) {
-        if self.targets.len() + self.served.len() >= ENTRIES || self.servers.len() >= ENTRIES {
+        let served: usize = self.served.values().map(HashMap::len).sum();
+        if self.targets.len() + served >= ENTRIES || self.servers.len() >= ENTRIES {
             self.targets.clear();
             self.served.clear();
             self.servers.clear();
@@ -168,7 +170,7 @@ impl BootIndex {
             return None;
         }
         let inner = self.inner();
-        let c = inner.served.get(&(via, path.to_string()))?;
+        let c = inner.served.get(&via)?.get(path)?;
         inner.fresh(c, None, true).then(|| c.value.clone())
     }
 
@@ -178,8 +180,8 @@ impl BootIndex {
         }
         let mut inner = self.inner();
         inner.make_room(self.begin());
-        inner.served.insert(
-            (via, path.to_string()),
+        inner.served.entry(via).or_default().insert(
+            path.to_string(),
             Cached {
                 value,
                 seen,

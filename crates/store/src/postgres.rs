@@ -51,7 +51,12 @@ async fn follow_changes(
             }
         };
         match index.upgrade() {
-            Some(i) => i.set_enabled(true),
+            Some(i) => {
+                i.set_enabled(true);
+                if let Err(e) = backend::warm_index(&pool, &i).await {
+                    tracing::warn!(error = %e, "cannot read the boot index ahead");
+                }
+            }
             None => return,
         }
         // No receiver yet is not an error.

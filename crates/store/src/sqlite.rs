@@ -62,12 +62,18 @@ impl SqliteStore {
     pub async fn open(path: &Path, cipher: SecretCipher) -> Result<Self> {
         let pool = Self::connect(path).await?;
         MIGRATIONS.run(&pool).await?;
+        let boot_index = super::boot_index::BootIndex::new(true);
+        // Known machines' first requests answered from memory too; a
+        // failure here only means the index fills as machines ask.
+        if let Err(e) = backend::warm_index(&pool, &boot_index).await {
+            tracing::warn!(error = %e, "cannot read the boot index ahead");
+        }
         Ok(Self {
             pool,
             cipher,
             writer: tokio::sync::Mutex::new(()),
             served: Default::default(),
-            boot_index: super::boot_index::BootIndex::new(true),
+            boot_index,
         })
     }
 

@@ -191,6 +191,12 @@ impl Engine {
     /// daemon's deployments so that another daemon may go on with them.
     pub async fn run_claims(self: Arc<Self>) {
         let mut stopping = self.stopping.subscribe();
+        // Where the database tells of callbacks (PostgreSQL), they wake
+        // their deployments meanwhile.
+        let notices = self.ledger.callback_notices().map(|rx| {
+            let engine = Arc::clone(&self);
+            tokio::spawn(async move { engine.follow_callbacks(rx).await })
+        });
         loop {
             if let Err(e) = self.claim().await {
                 warn!(error = %e, "deployment engine: cannot renew the hold on deployments");
@@ -199,6 +205,9 @@ impl Engine {
                 () = tokio::time::sleep(RENEW) => {}
                 _ = stopping.wait_for(|s| *s) => break,
             }
+        }
+        if let Some(task) = notices {
+            task.abort();
         }
         if let Err(e) = self.ledger.release_deployments(&self.settings.runner).await {
             warn!(error = %e, "could not hand this daemon's deployments over");
@@ -255,7 +264,7 @@ impl Engine {
     /// Wakes the task of each deployment the database says got a callback
     /// (another daemon may have stored it), and every waiting task when
     /// callbacks may have been missed. Ends when the store stops telling.
-    pub async fn follow_callbacks(
+    async fn follow_callbacks(
         self: Arc<Self>,
         mut notices: tokio::sync::broadcast::Receiver<bootloader_store::engine::CallbackNotice>,
     ) {

@@ -77,6 +77,29 @@ pub(super) async fn put_served(
     Ok(())
 }
 
+/// Reads every interface's boot target into `index` in one query, if it
+/// is on: done when the index turns on (the store opening on SQLite, the
+/// listener listening on PostgreSQL), so that no known machine's first
+/// request reads the database. Returns how many.
+pub(crate) async fn warm_index(
+    pool: &sqlx::Pool<super::Db>,
+    index: &crate::boot_index::BootIndex,
+) -> Result<usize> {
+    if !index.is_on() {
+        return Ok(0);
+    }
+    let seen = index.begin();
+    let rows: Vec<BootTargetRow> = sqlx::query_as(sqlx::AssertSqlSafe(target_sql("")))
+        .fetch_all(pool)
+        .await?;
+    let count = rows.len();
+    for row in rows {
+        let target = convert::boot_target(row)?;
+        index.keep_target(target.mac, Some(target), seen);
+    }
+    Ok(count)
+}
+
 /// What the inventory knows of MACs for the boot decision, `filter`ed.
 fn target_sql(filter: &str) -> String {
     format!(
@@ -111,19 +134,7 @@ impl BootStore for Backend {
     }
 
     async fn warm_boot_index(&self) -> Result<usize> {
-        if !self.boot_index.is_on() {
-            return Ok(0);
-        }
-        let seen = self.boot_index.begin();
-        let rows: Vec<BootTargetRow> = sqlx::query_as(sqlx::AssertSqlSafe(target_sql("")))
-            .fetch_all(&self.pool)
-            .await?;
-        let count = rows.len();
-        for row in rows {
-            let target = convert::boot_target(row)?;
-            self.boot_index.keep_target(target.mac, Some(target), seen);
-        }
-        Ok(count)
+        warm_index(&self.pool, &self.boot_index).await
     }
 
     async fn create_deployment(
