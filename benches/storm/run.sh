@@ -15,7 +15,9 @@
 # comes from, 32), KERNEL_KB (128), INITRD_KB (256), BENCH_DB=postgres,
 # BIN (bootloader binary), STORM_BIN (bootstorm binary; both built with
 # cargo build --release if missing), OUT (results directory), NO_INSTALL=1,
-# QUIET_WAIT / QUIET_BUSY (see benches/lab.sh).
+# QUIET_WAIT / QUIET_BUSY (see benches/lab.sh), PERF=1 (perf record the
+# servers during the storm; PERF_ARGS adds to its arguments, e.g. -g),
+# BL_RUST_LOG (RUST_LOG for bootloader, e.g. sqlx::query=debug).
 #
 # After bootloader's run the daemon is killed (SIGKILL) and started again,
 # and `bootstorm check` reads back every deployment's state and every lease
@@ -124,6 +126,12 @@ storm() {
     local label=$1 cpu0 cpu1
     wait_quiet "storm $label"
     cpu0=$(server_cpu_ms)
+    local perf_pid=""
+    if [ "${PERF:-0}" = 1 ]; then
+        perf record -q -F 499 ${PERF_ARGS:-} -o "$OUT/perf-$label.data" \
+            -p "$(ip netns pids "$SNS" | paste -sd,)" 2>"$OUT/perf-$label.log" &
+        perf_pid=$!
+    fi
     timeout $((DEADLINE + ${OVER%.*} + 120)) ip netns exec "$CNS" "$STORM" run \
         --machines "$MACHINES" --over "$OVER" --dhcp "$DHCP_PATHS" \
         --relay-agent "$CLI" --dhcp-server "$SRV" --broadcast-iface eth0 \
@@ -131,6 +139,11 @@ storm() {
         --report "$OUT/storm-$label.json" --leases "$OUT/leases-$label.txt" \
         | tee "$OUT/storm-$label.txt" >&2
     cpu1=$(server_cpu_ms)
+    if [ -n "$perf_pid" ]; then
+        kill -INT "$perf_pid"; wait "$perf_pid" || true
+        perf report -i "$OUT/perf-$label.data" --no-children --sort dso,sym --stdio 2>/dev/null \
+            | grep -v '^#' | grep . | head -60 > "$OUT/perf-$label.txt" || true
+    fi
     {
         echo "server CPU: $((cpu1 - cpu0)) ms for $MACHINES machines ($(( (cpu1 - cpu0) * 1000 / MACHINES )) us per machine)"
         echo "server peak RSS: $(server_hwm_kib) KiB"
@@ -174,7 +187,8 @@ http_connections_per_source = 65536
 EOF
 }
 bl_serve() {
-    start_bg "$BL_DIR/daemon.$1.log" ip netns exec "$SNS" "$BIN" --config "$BL_DIR/cfg.toml" serve
+    start_bg "$BL_DIR/daemon.$1.log" env ${BL_RUST_LOG:+RUST_LOG=$BL_RUST_LOG} \
+        ip netns exec "$SNS" "$BIN" --config "$BL_DIR/cfg.toml" serve
     for _ in $(seq 300); do
         if sx curl -sf -o /dev/null "http://$SRV:$HTTP_PORT/healthz"; then return 0; fi
         kill -0 "$SERVER_PID" 2>/dev/null || die "bootloader exited: $(tail -20 "$BL_DIR/daemon.$1.log")"

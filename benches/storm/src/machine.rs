@@ -89,7 +89,7 @@ async fn phases(plan: &Plan, index: u32, out: &mut Outcome) -> Result<(), String
     let path = match plan.paths {
         DhcpPaths::Relayed => Path::Relayed,
         DhcpPaths::Broadcast => Path::Broadcast,
-        DhcpPaths::Mixed if index % 2 == 0 => Path::Relayed,
+        DhcpPaths::Mixed if index.is_multiple_of(2) => Path::Relayed,
         DhcpPaths::Mixed => Path::Broadcast,
     };
     let mac = mac(index);

@@ -47,7 +47,7 @@ pub fn summarize(outcomes: &[Outcome], label: &str, offered: Duration, wall: Dur
         }
     }
     let mut reasons: Vec<_> = why.into_iter().collect();
-    reasons.sort_by(|a, b| b.1.cmp(&a.1));
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
     json!({
         "label": label,
         "machines": outcomes.len(),
