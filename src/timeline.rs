@@ -43,6 +43,10 @@ const VERBATIM: u32 = 20;
 const KINDS: usize = 4096;
 /// How many address-to-MAC pairs are remembered.
 const NEIGHBOURS: usize = 65536;
+/// How long what `/proc/net/arp` said of an address is believed: reading
+/// the table for every request of a machine DHCP did not tell us about
+/// (ProxyDHCP, static addresses) cost a request more than the rest of it.
+const ARP_AGE: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct Timeline {
@@ -53,6 +57,8 @@ struct Inner {
     tx: mpsc::Sender<BootEvent>,
     dropped: AtomicU64,
     neighbours: Mutex<HashMap<Ipv4Addr, MacAddr>>,
+    /// What the ARP table said of addresses, and when it was read.
+    arp: Mutex<HashMap<Ipv4Addr, (Option<MacAddr>, std::time::Instant)>>,
     kinds: Arc<Mutex<Kinds>>,
 }
 
@@ -174,6 +180,7 @@ impl Timeline {
                 tx,
                 dropped: AtomicU64::new(0),
                 neighbours: Mutex::new(HashMap::new()),
+                arp: Mutex::new(HashMap::new()),
                 kinds: kinds.clone(),
             }),
         };
@@ -239,8 +246,22 @@ impl Timeline {
     /// table (ProxyDHCP never sees the address a client got).
     pub fn mac_of(&self, ip: IpAddr) -> Option<MacAddr> {
         let IpAddr::V4(ip) = ip else { return None };
-        let known = self.inner.neighbours.lock().ok()?.get(&ip).copied();
-        known.or_else(|| arp_lookup(ip))
+        if let Some(known) = self.inner.neighbours.lock().ok()?.get(&ip).copied() {
+            return Some(known);
+        }
+        let now = std::time::Instant::now();
+        if let Some((mac, read)) = self.inner.arp.lock().ok()?.get(&ip).copied()
+            && now.duration_since(read) < ARP_AGE
+        {
+            return mac;
+        }
+        let mac = arp_lookup(ip);
+        let mut arp = self.inner.arp.lock().ok()?;
+        if arp.len() >= NEIGHBOURS && !arp.contains_key(&ip) {
+            arp.clear();
+        }
+        arp.insert(ip, (mac, now));
+        mac
     }
 }
 

@@ -256,7 +256,7 @@ EOF
     start_bg "$d/dnsmasq.log" ip netns exec "$SNS" dnsmasq --no-daemon --conf-file=/dev/null \
         --port=0 --interface=br0 --bind-interfaces -u root \
         --dhcp-range=10.88.64.1,10.88.127.254,255.255.0.0,1h --dhcp-lease-max=200000 \
-        --dhcp-authoritative --no-ping --quiet-dhcp --dhcp-leasefile="$d/leases" \
+        --dhcp-authoritative --no-ping --quiet-dhcp --quiet-tftp --dhcp-leasefile="$d/leases" \
         --dhcp-userclass=set:ipxe,iPXE \
         --dhcp-boot=tag:!ipxe,undionly.kpxe,,"$SRV" \
         --dhcp-boot=tag:ipxe,"http://$SRV:$NGINX_PORT/boot.ipxe" \

@@ -37,6 +37,8 @@ pub struct Lease {
     pub next_server: Ipv4Addr,
     pub file: String,
     pub retransmits: u32,
+    /// NAKs that sent the machine back to DISCOVER.
+    pub naks: u32,
 }
 
 pub struct Dhcp {
@@ -148,8 +150,11 @@ impl Dhcp {
         waits: &[Duration],
         rx: &mut mpsc::UnboundedReceiver<Message>,
     ) -> Result<Lease, String> {
-        let mut retransmits = 0;
-        for _ in 0..3 {
+        // A NAK sends the firmware back to DISCOVER, for as long as its
+        // retransmissions would have taken in all.
+        let give_up = tokio::time::Instant::now() + waits.iter().sum::<Duration>();
+        let (mut retransmits, mut naks) = (0, 0);
+        loop {
             let discover = self.message(mac, xid, asker, path, MessageType::Discover);
             let offer = self
                 .ask(
@@ -186,12 +191,18 @@ impl Dhcp {
                 )
                 .await
                 .map_err(|e| format!("REQUEST: {e}"))?;
-            if ack.opts().msg_type() == Some(MessageType::Nak) {
-                continue;
+            if ack.opts().msg_type() != Some(MessageType::Nak) {
+                return Ok(lease(&ack, &offer, retransmits, naks));
             }
-            return Ok(lease(&ack, &offer, retransmits));
+            naks += 1;
+            if tokio::time::Instant::now() >= give_up {
+                let said = match ack.opts().get(OptionCode::Message) {
+                    Some(DhcpOption::Message(m)) => m.clone(),
+                    _ => String::new(),
+                };
+                return Err(format!("NAK {naks} times (last: {said})"));
+            }
         }
-        Err("NAK three times".into())
     }
 
     /// Sends `msg` and waits for a reply of `want` (or a NAK, for a
@@ -304,7 +315,7 @@ impl Dhcp {
     }
 }
 
-fn lease(ack: &Message, offer: &Message, retransmits: u32) -> Lease {
+fn lease(ack: &Message, offer: &Message, retransmits: u32, naks: u32) -> Lease {
     let text = |b: &[u8]| {
         let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
         String::from_utf8_lossy(&b[..end]).into_owned()
@@ -339,6 +350,7 @@ fn lease(ack: &Message, offer: &Message, retransmits: u32) -> Lease {
         next_server,
         file,
         retransmits,
+        naks,
     }
 }
 

@@ -53,6 +53,7 @@ pub struct Outcome {
     pub failed: Option<(usize, String)>,
     pub ip: Option<Ipv4Addr>,
     pub retransmits: u32,
+    pub naks: u32,
 }
 
 pub fn mac(index: u32) -> [u8; 6] {
@@ -75,6 +76,7 @@ pub async fn boot(plan: &Plan, index: u32) -> Outcome {
         failed: None,
         ip: None,
         retransmits: 0,
+        naks: 0,
     };
     let start = Instant::now();
     if let Err(why) = phases(plan, index, &mut out).await {
@@ -107,6 +109,7 @@ async fn phases(plan: &Plan, index: u32, out: &mut Outcome) -> Result<(), String
         .await?;
     out.ip = Some(rom.ip);
     out.retransmits += rom.retransmits;
+    out.naks += rom.naks;
     if rom.file.is_empty() {
         return Err("the OFFER names no boot file".into());
     }
@@ -134,6 +137,7 @@ async fn phases(plan: &Plan, index: u32, out: &mut Outcome) -> Result<(), String
         .dora(mac, xid | 1, Asker::Ipxe, path, &plan.ipxe_waits)
         .await?;
     out.retransmits += ipxe.retransmits;
+    out.naks += ipxe.naks;
     if ipxe.ip != rom.ip {
         return Err(format!("iPXE got {} where the ROM got {}", ipxe.ip, rom.ip));
     }

@@ -168,6 +168,7 @@ async fn run(r: Run) -> Result<(), String> {
                     failed: Some((0, format!("not finished after {} s", deadline.as_secs()))),
                     ip: None,
                     retransmits: 0,
+                    naks: 0,
                 },
             }
         });

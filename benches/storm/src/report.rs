@@ -56,6 +56,7 @@ pub fn summarize(outcomes: &[Outcome], label: &str, offered: Duration, wall: Dur
         "offered_over_s": offered.as_secs_f64(),
         "wall_s": (wall.as_secs_f64() * 100.0).round() / 100.0,
         "retransmits": outcomes.iter().map(|o| u64::from(o.retransmits)).sum::<u64>(),
+        "naks": outcomes.iter().map(|o| u64::from(o.naks)).sum::<u64>(),
         "phases": phases,
         "lost_by_reason": reasons.iter().take(12).map(|((phase, text), n)| json!({
             "phase": PHASES.get(*phase).copied().unwrap_or("?"),
@@ -68,13 +69,14 @@ pub fn summarize(outcomes: &[Outcome], label: &str, offered: Duration, wall: Dur
 /// The summary as a table for a terminal.
 pub fn print(s: &Value) {
     println!(
-        "{}: {} machines over {} s: {} finished, {} lost, {} retransmits, {} s wall",
+        "{}: {} machines over {} s: {} finished, {} lost, {} retransmits, {} NAKs, {} s wall",
         s["label"].as_str().unwrap_or(""),
         s["machines"],
         s["offered_over_s"],
         s["finished"],
         s["lost"],
         s["retransmits"],
+        s["naks"],
         s["wall_s"]
     );
     println!(

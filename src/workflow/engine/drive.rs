@@ -5,6 +5,7 @@
 //! outcome. Effects happen after the previous commit, so a restart resumes
 //! the deployment at the action it was on, with the deadline it had.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -95,6 +96,7 @@ pub struct Driver {
     pub default_timeout: Duration,
     /// How often a waiting callback is looked for without a nudge.
     pub callback_poll: Duration,
+    pub profiles: ParsedProfiles,
 }
 
 impl Driver {
@@ -130,7 +132,7 @@ impl Driver {
         let Some(token) = view.token.as_deref() else {
             return Ok(false);
         };
-        let profile = match parse(&view) {
+        let profile = match self.profiles.of(&view) {
             Ok(p) => p,
             Err(e) => {
                 self.ledger
@@ -272,6 +274,35 @@ async fn cancel_of(at: Position, cancelled: &mut watch::Receiver<bool>) {
     }
     if cancelled.wait_for(|c| *c).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+/// Parsed profiles, by id. Every step of every deployment reads its
+/// profile; parsing the YAML each time was a tenth of the daemon's CPU in a
+/// boot storm. An entry serves only while the store still gives the very
+/// source it was parsed from.
+#[derive(Default)]
+pub struct ParsedProfiles(Mutex<HashMap<i64, (String, Arc<Profile>)>>);
+
+/// Profiles kept parsed; past this, the map starts again.
+const PARSED_PROFILES: usize = 256;
+
+impl ParsedProfiles {
+    pub fn of(&self, view: &EngineView) -> Result<Arc<Profile>, StoreError> {
+        let id = view.record.profile_id;
+        let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((source, parsed)) = lock().get(&id)
+            && *source == view.profile_source
+        {
+            return Ok(parsed.clone());
+        }
+        let parsed = Arc::new(parse(view)?);
+        let mut map = lock();
+        if map.len() >= PARSED_PROFILES {
+            map.clear();
+        }
+        map.insert(id, (view.profile_source.clone(), parsed.clone()));
+        Ok(parsed)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use subtle::ConstantTimeEq;
 
-use super::{Engine, drive};
+use super::Engine;
 use crate::workflow::templates::Subject;
 use bootloader_core::model::{LogLevel, Name};
 use bootloader_store::engine::EngineView;
@@ -40,7 +40,7 @@ impl Engine {
         let Some(view) = self.authorized(id, presented).await? else {
             return Ok(None);
         };
-        let profile = drive::parse(&view)?;
+        let profile = self.driver.profiles.of(&view)?;
         if profile.name != profile_name
             || profile.version != version
             || !profile.templates.contains_key(file)

@@ -131,6 +131,7 @@ impl Engine {
             runner: settings.runner.clone(),
             default_timeout: settings.default_timeout,
             callback_poll: settings.callback_poll,
+            profiles: Default::default(),
         };
         Arc::new(Self {
             ledger: stores.engine,
@@ -256,7 +257,7 @@ impl Engine {
     /// `name` (in its current step, a later one, `error` or `cleanup`).
     pub async fn expects_callback(&self, id: i64, name: &str) -> Result<bool, StoreError> {
         let view = self.ledger.engine_view(id).await?;
-        let profile = drive::parse(&view)?;
+        let profile = self.driver.profiles.of(&view)?;
         let current = drive::position(&view).cursor.map(|c| c.step);
         Ok(profile.callbacks_from(current).contains(&name))
     }
@@ -349,7 +350,7 @@ impl Engine {
     pub async fn cancel(self: &Arc<Self>, id: i64) -> Result<DeploymentRecord, StoreError> {
         loop {
             let view = self.ledger.engine_view(id).await?;
-            let profile = drive::parse(&view)?;
+            let profile = self.driver.profiles.of(&view)?;
             let change = plan::cancel(&profile, drive::position(&view))
                 .map_err(|e| StoreError::conflict("state", e.to_string()))?;
             if self

@@ -306,6 +306,7 @@ impl Bench {
             runner: RUNNER.into(),
             default_timeout: DEFAULT_TIMEOUT,
             callback_poll: super::SHARED_CALLBACK_POLL,
+            profiles: Default::default(),
         });
         Self {
             ledger,
