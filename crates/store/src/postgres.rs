@@ -105,6 +105,12 @@ impl PostgresStore {
         Ok(((), self.pool.begin_with(Self::BEGIN_WRITE).await?))
     }
 
+    /// The boot path's writes: PostgreSQL has no single writer to queue
+    /// ahead of, so the same as any other.
+    async fn begin_urgent_write(&self) -> Result<((), sqlx::Transaction<'static, sqlx::Postgres>)> {
+        self.begin_write().await
+    }
+
     async fn connect(target: &PostgresTarget, max_connections: u32) -> Result<PgPool> {
         let options = match target {
             PostgresTarget::Url(url) => {

@@ -21,10 +21,24 @@ pub struct SqliteStore {
     /// with growing pauses, and under a burst (a boot storm's DHCP) the
     /// throughput collapses to a few transactions a second.
     writer: tokio::sync::Mutex<()>,
+    /// Writers other than the boot path's queue here first, so that at
+    /// most one of them waits on `writer` at a time: a lease group (DHCP
+    /// answers waiting to be sent) then waits for at most two
+    /// transactions, not behind every workflow commit of a boot storm.
+    ordinary: tokio::sync::Mutex<()>,
+    /// The boot path's own connection: a lease group never waits for one
+    /// that readers hold.
+    urgent: SqlitePool,
     served: super::served_cache::ServedCache,
     /// Every writer of the file is this process (the command line aside,
     /// see `boot_index.rs`), so the index is always on.
     boot_index: super::boot_index::BootIndex,
+}
+
+/// A writer's turn: held while its transaction runs.
+struct WriteTurn<'a> {
+    _writer: tokio::sync::MutexGuard<'a, ()>,
+    _ordinary: Option<tokio::sync::MutexGuard<'a, ()>>,
 }
 
 impl SqliteStore {
@@ -33,7 +47,7 @@ impl SqliteStore {
     /// timeout instead of failing on a lock upgrade.
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
 
-    async fn connect(path: &Path) -> Result<SqlitePool> {
+    async fn connect(path: &Path, connections: u32) -> Result<SqlitePool> {
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
@@ -52,7 +66,7 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(connections)
             .connect_with(options)
             .await
             .map_err(StoreError::Unavailable)?;
@@ -60,8 +74,9 @@ impl SqliteStore {
     }
 
     pub async fn open(path: &Path, cipher: SecretCipher) -> Result<Self> {
-        let pool = Self::connect(path).await?;
+        let pool = Self::connect(path, 4).await?;
         MIGRATIONS.run(&pool).await?;
+        let urgent = Self::connect(path, 1).await?;
         let boot_index = super::boot_index::BootIndex::new(true);
         // Known machines' first requests answered from memory too; a
         // failure here only means the index fills as machines ask.
@@ -72,22 +87,45 @@ impl SqliteStore {
             pool,
             cipher,
             writer: tokio::sync::Mutex::new(()),
+            ordinary: tokio::sync::Mutex::new(()),
+            urgent,
             served: Default::default(),
             boot_index,
         })
     }
 
-    /// A write transaction (`BEGIN IMMEDIATE`), after the writers before it.
-    /// The guard must live as long as the transaction.
+    /// A write transaction (`BEGIN IMMEDIATE`), after the writers before it
+    /// and any boot-path writer that comes meanwhile. The turn must live as
+    /// long as the transaction.
     async fn begin_write(
         &self,
-    ) -> Result<(
-        tokio::sync::MutexGuard<'_, ()>,
-        sqlx::Transaction<'static, sqlx::Sqlite>,
-    )> {
-        let guard = self.writer.lock().await;
+    ) -> Result<(WriteTurn<'_>, sqlx::Transaction<'static, sqlx::Sqlite>)> {
+        let ordinary = self.ordinary.lock().await;
+        let writer = self.writer.lock().await;
         let tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
-        Ok((guard, tx))
+        Ok((
+            WriteTurn {
+                _writer: writer,
+                _ordinary: Some(ordinary),
+            },
+            tx,
+        ))
+    }
+
+    /// A write transaction for the boot path (lease groups): ahead of the
+    /// ordinary writers still queued, on its own connection.
+    async fn begin_urgent_write(
+        &self,
+    ) -> Result<(WriteTurn<'_>, sqlx::Transaction<'static, sqlx::Sqlite>)> {
+        let writer = self.writer.lock().await;
+        let tx = self.urgent.begin_with(Self::BEGIN_WRITE).await?;
+        Ok((
+            WriteTurn {
+                _writer: writer,
+                _ordinary: None,
+            },
+            tx,
+        ))
     }
 
     /// Every callback reaches this process's handler.
@@ -96,7 +134,7 @@ impl SqliteStore {
     }
 
     pub async fn migrate_only(path: &Path) -> Result<Vec<String>> {
-        let pool = Self::connect(path).await?;
+        let pool = Self::connect(path, 1).await?;
         let applied = super::postgres::pending(&MIGRATIONS, &pool).await?;
         MIGRATIONS.run(&pool).await?;
         pool.close().await;

@@ -105,26 +105,36 @@ impl Driver {
     /// retried; the deployment's deadlines still hold.
     pub async fn run(&self, id: i64, runner: &Runner) {
         let mut cancelled = runner.cancel.subscribe();
+        let mut task = Task::default();
         loop {
-            match self.step(id, runner, &mut cancelled).await {
+            match self.step(id, runner, &mut cancelled, &mut task).await {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(e) => {
                     warn!(error = %e, "deployment engine: store error; retrying");
+                    task = Task::default();
                     tokio::time::sleep(STORE_PAUSE).await;
                 }
             }
         }
     }
 
-    /// Does what comes next and commits it. `false`: nothing is left.
+    /// Does what comes next. Moves that run nothing (a step done, an
+    /// action started) are planned on the task's own view of the
+    /// deployment and committed together, before the next action runs or
+    /// when nothing is left: one write where there were three for each
+    /// callback of a boot. `false`: nothing is left.
     async fn step(
         &self,
         id: i64,
         runner: &Runner,
         cancelled: &mut watch::Receiver<bool>,
+        task: &mut Task,
     ) -> Result<bool, StoreError> {
-        let view = self.ledger.engine_view(id).await?;
+        let view = match task.view.take() {
+            Some(v) => v,
+            None => self.ledger.engine_view(id).await?,
+        };
         if view.record.runner.as_deref() != Some(self.runner.as_str()) {
             info!(runner = ?view.record.runner, "another daemon runs this deployment now");
             return Ok(false);
@@ -158,13 +168,32 @@ impl Driver {
         )
         .map_err(|e| StoreError::Corrupt(e.to_string()))?
         {
-            Next::Finished => return Ok(false),
+            Next::Finished => {
+                self.flush(id, task).await?;
+                return Ok(false);
+            }
             Next::Commit(change) => {
-                self.commit(id, change).await?;
+                if !task.pending.as_ref().is_some_and(|p| mergeable(p, &change)) {
+                    // Another state change: its own commit, so that every
+                    // state entered is published.
+                    if !self.flush(id, task).await? {
+                        return Ok(true);
+                    }
+                }
+                task.view = Some(applied(view, &change));
+                task.pending = Some(match task.pending.take() {
+                    Some(p) => merged(p, change),
+                    None => change,
+                });
                 return Ok(true);
             }
             Next::Run(run) => run,
         };
+        // What the action needs (the state it runs in, its deadline) is
+        // stored before it runs.
+        if !self.flush(id, task).await? {
+            return Ok(true);
+        }
         let subject = Subject {
             deployment: &view.record,
             profile: &profile,
@@ -187,7 +216,10 @@ impl Driver {
             // their end; a cancel stops only an active one. The cancel is
             // committed already: read the deployment again and run its
             // `cleanup`.
-            () = cancel_of(at, cancelled) => return Ok(true),
+            () = cancel_of(at, cancelled) => {
+                task.view = None;
+                return Ok(true);
+            }
         };
         crate::telemetry::action(
             run.cursor.step.as_str(),
@@ -206,8 +238,23 @@ impl Driver {
                 warn!(reason = %line, "deployment failed");
             }
         }
-        self.commit(id, change).await?;
+        task.view = Some(applied(view, &change));
+        task.pending = Some(change);
         Ok(true)
+    }
+
+    /// Commits the task's pending moves. `false`: they were refused
+    /// (another daemon runs the deployment, or an operator cancelled it);
+    /// the task reads the deployment again.
+    async fn flush(&self, id: i64, task: &mut Task) -> Result<bool, StoreError> {
+        let Some(change) = task.pending.take() else {
+            return Ok(true);
+        };
+        let committed = self.commit(id, change).await;
+        if !matches!(committed, Ok(true)) {
+            task.view = None;
+        }
+        committed
     }
 
     /// Carries out the action of `run`, attempt after attempt as it allows;
@@ -264,6 +311,50 @@ impl Driver {
         t.runner = Some(self.runner.clone());
         self.ledger.commit_transition(&t).await
     }
+}
+
+/// What one deployment's task carries from one step to the next: the
+/// deployment as it will be once `pending` is committed (`None`: read it
+/// from the store), and the moves not committed yet.
+#[derive(Default)]
+struct Task {
+    view: Option<EngineView>,
+    pending: Option<Change>,
+}
+
+/// Whether `next` may be committed together with `pending`: one state
+/// change at most, so that each state entered gets its event.
+fn mergeable(pending: &Change, next: &Change) -> bool {
+    pending.from.state == pending.to.state || next.from.state == next.to.state
+}
+
+/// `first` then `then`, as one commit.
+fn merged(first: Change, then: Change) -> Change {
+    let mut log = first.log;
+    log.extend(then.log);
+    Change {
+        from: first.from,
+        to: then.to,
+        deadlines: then.deadlines,
+        // The deployment's error is the first one.
+        error: first.error.or(then.error),
+        log,
+    }
+}
+
+/// `view` as the store will hold it once `change` is committed.
+fn applied(mut view: EngineView, change: &Change) -> EngineView {
+    let to = change.to;
+    view.record.state = to.state;
+    view.record.step = to.cursor.map(|c| c.step.as_str().to_string());
+    view.record.action_index = to.cursor.map_or(0, |c| c.action as u32);
+    if view.record.error.is_none() {
+        view.record.error = change.error.clone();
+    }
+    view.actions_done = to.actions_done;
+    view.action_deadline = change.deadlines.action;
+    view.step_deadline = change.deadlines.step;
+    view
 }
 
 /// Ends when an operator cancels an active deployment; never for a final
