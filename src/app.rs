@@ -450,7 +450,10 @@ pub async fn run_with_reloads(
         binaries_dir: config.tftp.root.clone(),
         data_dir: config.data_dir.clone(),
         callback_body_bytes: config.limits.callback_body_bytes,
-        callbacks_per_deployment: config.limits.callbacks_per_deployment,
+        callbacks: http::callbacks::CallbackWriter::spawn(
+            store.clone(),
+            config.limits.callbacks_per_deployment,
+        ),
     };
     let commands = crate::events::commands::CommandHandle::default();
     let ops = crate::ops::Ops::new(&store, engine, power);

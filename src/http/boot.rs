@@ -20,7 +20,7 @@ use crate::timeline::Timeline;
 use bootloader_core::model::{CallbackToken, MacAddr};
 use bootloader_core::model::{Outcome, Phase, Via};
 use bootloader_store::BootStore;
-use bootloader_store::boot::CallbackReceipt;
+use bootloader_store::boot::{CallbackCall, CallbackReceipt};
 
 #[derive(Clone)]
 pub struct BootState {
@@ -35,9 +35,11 @@ pub struct BootState {
     pub binaries_dir: PathBuf,
     /// Never served, whatever links the directories above hold.
     pub data_dir: PathBuf,
-    /// The largest callback body kept, and callbacks per deployment.
+    /// The largest callback body kept.
     pub callback_body_bytes: usize,
-    pub callbacks_per_deployment: u32,
+    /// Stores callbacks in groups (at most `limits.callbacks_per_deployment`
+    /// per deployment).
+    pub callbacks: crate::http::callbacks::CallbackWriter,
 }
 
 /// The boot routes. Unknown paths fall through to deployment files, then
@@ -324,16 +326,14 @@ async fn callback(
             }
         }
     }
-    let body = String::from_utf8_lossy(&body);
     let recorded = state
-        .store
-        .record_callback(
-            &hash,
-            &name,
-            method.as_str(),
-            &body,
-            state.callbacks_per_deployment,
-        )
+        .callbacks
+        .record(CallbackCall {
+            token: hash,
+            name: name.clone(),
+            method: method.as_str().to_string(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
         .await;
     crate::telemetry::store_op("record_callback", started.elapsed());
     crate::telemetry::callback(match &recorded {
@@ -373,7 +373,14 @@ async fn callback(
                 .into_response()
         }
         // The machine retries on 5xx: nothing accepted is lost.
-        Err(e) => store_down(e),
+        Err(why) => {
+            tracing::warn!(error = %why, "callback not stored");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store unavailable, retry\n",
+            )
+                .into_response()
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod boot;
+pub mod callbacks;
 pub mod conn;
 pub mod console;
 pub mod health;

@@ -9,8 +9,8 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use bootloader_core::model::Name;
-use bootloader_core::model::{CallbackToken, DeploymentState, LeaseState, MacAddr};
-use bootloader_store::boot::{LeaseChange, LeaseClaim};
+use bootloader_core::model::{CallbackToken, DeploymentState, LeaseState, MacAddr, TokenHash};
+use bootloader_store::boot::{CallbackCall, CallbackReceipt, LeaseChange, LeaseClaim};
 use bootloader_store::engine::{LogLevel, NewDeployment, Transition};
 use bootloader_store::{
     BmcSpec, InterfaceSpec, NetworkSpec, NewLocation, Page, Pool, ServerSpec, Store, StoreError,
@@ -226,6 +226,11 @@ async fn lease_changes_commit_in_groups(backend: Backend) {
 
 /// A server with one interface and a deployment of the echo profile.
 async fn deployment(store: &dyn Store) -> i64 {
+    deployment_and_token(store).await.0
+}
+
+/// The same, and its callback token's hash.
+async fn deployment_and_token(store: &dyn Store) -> (i64, TokenHash) {
     network(store).await;
     let (_, source) = common::shipped_profiles()
         .into_iter()
@@ -264,16 +269,83 @@ async fn deployment(store: &dyn Store) -> i64 {
         })
         .await
         .unwrap();
-    store
+    let token = CallbackToken::generate().unwrap();
+    let hash = token.hash();
+    let id = store
         .start_deployment(&NewDeployment {
             server: "s1.dc1.example.com".parse().unwrap(),
             profile_id: stored.id,
-            token: CallbackToken::generate().unwrap(),
+            token,
             repeat_of: None,
         })
         .await
         .unwrap()
-        .id
+        .id;
+    (id, hash)
+}
+
+/// Callbacks stored as one group: a receipt each, in order; a replay
+/// within the group is a replay; a token no active deployment holds is
+/// unknown; the deployment's share holds across the group.
+async fn callbacks_are_stored_in_groups(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let store = open(&ts).await;
+    let (id, token) = deployment_and_token(&*store).await;
+    let stranger = CallbackToken::generate().unwrap().hash();
+    let call = |token: &TokenHash, name: &str| CallbackCall {
+        token: token.clone(),
+        name: name.into(),
+        method: "POST".into(),
+        body: format!("{name} body"),
+    };
+    let receipts = store
+        .record_callbacks(
+            &[
+                call(&token, "booted"),
+                call(&stranger, "booted"),
+                call(&token, "installed"),
+                call(&token, "booted"),
+                call(&token, "configured"),
+            ],
+            2,
+        )
+        .await
+        .unwrap();
+    use CallbackReceipt::*;
+    assert_eq!(
+        receipts,
+        [
+            Recorded {
+                deployment_id: id,
+                first: true
+            },
+            UnknownToken,
+            Recorded {
+                deployment_id: id,
+                first: true
+            },
+            Recorded {
+                deployment_id: id,
+                first: false
+            },
+            Full { deployment_id: id },
+        ]
+    );
+    let stored: Vec<(String, String)> = store
+        .callbacks(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.name, c.body))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            ("booted".to_string(), "booted body".to_string()),
+            ("installed".to_string(), "installed body".to_string()),
+        ]
+    );
+    ts.drop_database().await;
 }
 
 fn transition(id: i64, from: DeploymentState, to: DeploymentState, note: &str) -> Transition {
@@ -731,6 +803,7 @@ async fn agents_follow_their_reports(backend: Backend) {
 }
 
 on_both_backends!(
+    callbacks_are_stored_in_groups,
     agents_follow_their_reports,
     sessions_end_as_they_should,
     leases_have_one_holder,

@@ -228,6 +228,24 @@ impl Check {
     pub async fn run(&self) -> Result<(), String> {
         let api = &self.api;
         let mut http = api.client();
+        // The engine may still be catching up with stored callbacks: wait
+        // until every deployment is complete or none moved for 20 s.
+        let t = Instant::now();
+        let (mut last, mut since) = (u64::MAX, Instant::now());
+        let complete = loop {
+            let n = api.count(&mut http, "state=complete").await?;
+            if n != last {
+                (last, since) = (n, Instant::now());
+            }
+            if n >= u64::from(self.machines) || since.elapsed() > Duration::from_secs(20) {
+                break n;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        println!(
+            "{complete} deployments complete {:.1} s after the restart",
+            t.elapsed().as_secs_f64()
+        );
         let mut states = Vec::new();
         for state in STATES {
             let n = api.count(&mut http, &format!("state={state}")).await?;
@@ -235,7 +253,6 @@ impl Check {
                 states.push(format!("{state} {n}"));
             }
         }
-        let complete = api.count(&mut http, "state=complete").await?;
         println!("deployments: {}", states.join(", "));
 
         let mut stored: HashMap<String, String> = HashMap::new();

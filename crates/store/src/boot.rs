@@ -89,6 +89,15 @@ impl LeaseChange {
     }
 }
 
+/// A callback as a machine made it.
+#[derive(Debug, Clone)]
+pub struct CallbackCall {
+    pub token: TokenHash,
+    pub name: String,
+    pub method: String,
+    pub body: String,
+}
+
 /// What became of a callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallbackReceipt {
@@ -145,17 +154,15 @@ pub trait BootStore: Send + Sync + 'static {
 
     /// The active deployment whose callback token hashes to `token`.
     async fn callback_deployment(&self, token: &TokenHash) -> Result<Option<i64>>;
-    /// Records a callback of the active deployment whose token hashes to
-    /// `token`, if it holds fewer than `max` callbacks. A replay of a name
+    /// Records each callback for the active deployment whose token hashes
+    /// to its `token`, if that holds fewer than `max` callbacks, all in one
+    /// transaction; a receipt per callback, in order. A replay of a name
     /// already recorded changes nothing.
-    async fn record_callback(
+    async fn record_callbacks(
         &self,
-        token: &TokenHash,
-        name: &str,
-        method: &str,
-        body: &str,
+        calls: &[CallbackCall],
         max: u32,
-    ) -> Result<CallbackReceipt>;
+    ) -> Result<Vec<CallbackReceipt>>;
     /// A deployment's callbacks, in the order they arrived.
     async fn callbacks(&self, deployment_id: i64) -> Result<Vec<CallbackRecord>>;
 }

@@ -23,6 +23,20 @@ mod sql;
 mod sqlite;
 mod types;
 
+/// Whose write it is. SQLite has one writer at a time, and a boot storm
+/// queues thousands of writes: the boot path's, which a machine waits on,
+/// go first (a lease group before a callback before everything else).
+/// PostgreSQL queues writers on row locks and ignores this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    /// Workflow commits, the API, the timeline: everything else.
+    Ordinary,
+    /// An installer's callback, answered once stored.
+    Callback,
+    /// A lease group: DHCP answers waiting to be sent.
+    Lease,
+}
+
 use std::sync::Arc;
 
 use async_trait::async_trait;

@@ -105,9 +105,12 @@ impl PostgresStore {
         Ok(((), self.pool.begin_with(Self::BEGIN_WRITE).await?))
     }
 
-    /// The boot path's writes: PostgreSQL has no single writer to queue
-    /// ahead of, so the same as any other.
-    async fn begin_urgent_write(&self) -> Result<((), sqlx::Transaction<'static, sqlx::Postgres>)> {
+    /// PostgreSQL has no single writer to queue ahead of: every lane is
+    /// the same.
+    async fn begin_write_in(
+        &self,
+        _lane: super::Lane,
+    ) -> Result<((), sqlx::Transaction<'static, sqlx::Postgres>)> {
         self.begin_write().await
     }
 

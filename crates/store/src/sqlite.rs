@@ -9,7 +9,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{Result, SecretCipher, StoreError};
+use super::{Lane, Result, SecretCipher, StoreError};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
@@ -21,14 +21,15 @@ pub struct SqliteStore {
     /// with growing pauses, and under a burst (a boot storm's DHCP) the
     /// throughput collapses to a few transactions a second.
     writer: tokio::sync::Mutex<()>,
-    /// Writers other than the boot path's queue here first, so that at
-    /// most one of them waits on `writer` at a time: a lease group (DHCP
-    /// answers waiting to be sent) then waits for at most two
-    /// transactions, not behind every workflow commit of a boot storm.
-    ordinary: tokio::sync::Mutex<()>,
-    /// The boot path's own connection: a lease group never waits for one
-    /// that readers hold.
-    urgent: SqlitePool,
+    /// A write waits here first, one per lane (see `Lane`), so that at
+    /// most one write of each lane waits on `writer` at a time: a lease
+    /// group then waits for at most a few transactions, not behind every
+    /// workflow commit of a boot storm. The lease lane has no gate: its
+    /// one writer task writes one group at a time.
+    gates: [tokio::sync::Mutex<()>; 2],
+    /// Each lane's own connection: a writer never waits, holding `writer`,
+    /// for a connection that readers hold.
+    lanes: [SqlitePool; 3],
     served: super::served_cache::ServedCache,
     /// Every writer of the file is this process (the command line aside,
     /// see `boot_index.rs`), so the index is always on.
@@ -38,7 +39,7 @@ pub struct SqliteStore {
 /// A writer's turn: held while its transaction runs.
 struct WriteTurn<'a> {
     _writer: tokio::sync::MutexGuard<'a, ()>,
-    _ordinary: Option<tokio::sync::MutexGuard<'a, ()>>,
+    _gate: Option<tokio::sync::MutexGuard<'a, ()>>,
 }
 
 impl SqliteStore {
@@ -76,7 +77,11 @@ impl SqliteStore {
     pub async fn open(path: &Path, cipher: SecretCipher) -> Result<Self> {
         let pool = Self::connect(path, 4).await?;
         MIGRATIONS.run(&pool).await?;
-        let urgent = Self::connect(path, 1).await?;
+        let lanes = [
+            Self::connect(path, 1).await?,
+            Self::connect(path, 1).await?,
+            Self::connect(path, 1).await?,
+        ];
         let boot_index = super::boot_index::BootIndex::new(true);
         // Known machines' first requests answered from memory too; a
         // failure here only means the index fills as machines ask.
@@ -87,42 +92,42 @@ impl SqliteStore {
             pool,
             cipher,
             writer: tokio::sync::Mutex::new(()),
-            ordinary: tokio::sync::Mutex::new(()),
-            urgent,
+            gates: Default::default(),
+            lanes,
             served: Default::default(),
             boot_index,
         })
     }
 
-    /// A write transaction (`BEGIN IMMEDIATE`), after the writers before it
-    /// and any boot-path writer that comes meanwhile. The turn must live as
-    /// long as the transaction.
+    /// A write transaction (`BEGIN IMMEDIATE`) of the ordinary lane.
+    /// The turn must live as long as the transaction.
     async fn begin_write(
         &self,
     ) -> Result<(WriteTurn<'_>, sqlx::Transaction<'static, sqlx::Sqlite>)> {
-        let ordinary = self.ordinary.lock().await;
-        let writer = self.writer.lock().await;
-        let tx = self.pool.begin_with(Self::BEGIN_WRITE).await?;
-        Ok((
-            WriteTurn {
-                _writer: writer,
-                _ordinary: Some(ordinary),
-            },
-            tx,
-        ))
+        self.begin_write_in(Lane::Ordinary).await
     }
 
-    /// A write transaction for the boot path (lease groups): ahead of the
-    /// ordinary writers still queued, on its own connection.
-    async fn begin_urgent_write(
+    /// A write transaction of `lane`: after the writes of its lane before
+    /// it, ahead of those of the lanes after it still waiting.
+    async fn begin_write_in(
         &self,
+        lane: Lane,
     ) -> Result<(WriteTurn<'_>, sqlx::Transaction<'static, sqlx::Sqlite>)> {
+        let (gate, pool) = match lane {
+            Lane::Ordinary => (Some(&self.gates[0]), &self.lanes[0]),
+            Lane::Callback => (Some(&self.gates[1]), &self.lanes[1]),
+            Lane::Lease => (None, &self.lanes[2]),
+        };
+        let gate = match gate {
+            Some(g) => Some(g.lock().await),
+            None => None,
+        };
         let writer = self.writer.lock().await;
-        let tx = self.urgent.begin_with(Self::BEGIN_WRITE).await?;
+        let tx = pool.begin_with(Self::BEGIN_WRITE).await?;
         Ok((
             WriteTurn {
                 _writer: writer,
-                _ordinary: None,
+                _gate: gate,
             },
             tx,
         ))

@@ -334,69 +334,26 @@ impl BootStore for Backend {
         .await?)
     }
 
-    async fn record_callback(
+    async fn record_callbacks(
         &self,
-        token: &TokenHash,
-        name: &str,
-        method: &str,
-        body: &str,
+        calls: &[CallbackCall],
         max: u32,
-    ) -> Result<CallbackReceipt> {
-        let (_writer, mut tx) = self.begin_write().await?;
-        let found: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT id FROM deployments WHERE token_hash = $1 AND state IN {ACTIVE_STATES}{}",
-            FOR_UPDATE
-        )))
-        .bind(&token.0)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(deployment_id) = found else {
-            return Ok(CallbackReceipt::UnknownToken);
-        };
-        let (held, this): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COUNT(CASE WHEN name = $2 THEN 1 END) FROM callbacks WHERE deployment_id = $1",
-        )
-        .bind(deployment_id)
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?;
-        if this > 0 {
-            return Ok(CallbackReceipt::Recorded {
-                deployment_id,
-                first: false,
-            });
-        }
-        if held >= i64::from(max) {
-            return Ok(CallbackReceipt::Full { deployment_id });
-        }
-        let now = OffsetDateTime::now_utc();
-        let done = sqlx::query(
-            "INSERT INTO callbacks (deployment_id, name, method, body, received_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (deployment_id, name) DO NOTHING",
-        )
-        .bind(deployment_id)
-        .bind(name)
-        .bind(method)
-        .bind(body)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let first = done.rows_affected() > 0;
-        if first {
-            let payload = serde_json::to_value(CallbackReceived {
-                deployment_id,
-                name,
-                method,
-                received_at: now,
-            })
-            .unwrap_or_default();
-            emit(&mut tx, "deployment.callback", payload).await?;
+    ) -> Result<Vec<CallbackReceipt>> {
+        // Machines wait on these: the boot path's turn at the writer. Rows
+        // are locked in token order, so that two daemons' groups never
+        // wait on each other.
+        let mut order: Vec<usize> = (0..calls.len()).collect();
+        order.sort_by(|&a, &b| calls[a].token.0.cmp(&calls[b].token.0));
+        let (_writer, mut tx) = self.begin_write_in(crate::Lane::Callback).await?;
+        let mut receipts: Vec<Option<CallbackReceipt>> = calls.iter().map(|_| None).collect();
+        for i in order {
+            receipts[i] = Some(record_one(&mut tx, &calls[i], max).await?);
         }
         tx.commit().await?;
-        Ok(CallbackReceipt::Recorded {
-            deployment_id,
-            first,
-        })
+        Ok(receipts
+            .into_iter()
+            .map(|r| r.unwrap_or(CallbackReceipt::UnknownToken))
+            .collect())
     }
 
     async fn callbacks(&self, deployment_id: i64) -> Result<Vec<CallbackRecord>> {
@@ -444,4 +401,61 @@ impl Backend {
             _ => self.boot_index.changed_all(),
         }
     }
+}
+
+/// One callback of a group, in the group's transaction.
+async fn record_one(conn: &mut Conn, call: &CallbackCall, max: u32) -> Result<CallbackReceipt> {
+    let found: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT id FROM deployments WHERE token_hash = $1 AND state IN {ACTIVE_STATES}{}",
+        FOR_UPDATE
+    )))
+    .bind(&call.token.0)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(deployment_id) = found else {
+        return Ok(CallbackReceipt::UnknownToken);
+    };
+    let (held, this): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COUNT(CASE WHEN name = $2 THEN 1 END) FROM callbacks WHERE deployment_id = $1",
+        )
+        .bind(deployment_id)
+        .bind(&call.name)
+        .fetch_one(&mut *conn)
+        .await?;
+    if this > 0 {
+        return Ok(CallbackReceipt::Recorded {
+            deployment_id,
+            first: false,
+        });
+    }
+    if held >= i64::from(max) {
+        return Ok(CallbackReceipt::Full { deployment_id });
+    }
+    let now = OffsetDateTime::now_utc();
+    let done = sqlx::query(
+        "INSERT INTO callbacks (deployment_id, name, method, body, received_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (deployment_id, name) DO NOTHING",
+    )
+    .bind(deployment_id)
+    .bind(&call.name)
+    .bind(&call.method)
+    .bind(&call.body)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let first = done.rows_affected() > 0;
+    if first {
+        let payload = serde_json::to_value(CallbackReceived {
+            deployment_id,
+            name: &call.name,
+            method: &call.method,
+            received_at: now,
+        })
+        .unwrap_or_default();
+        emit(conn, "deployment.callback", payload).await?;
+    }
+    Ok(CallbackReceipt::Recorded {
+        deployment_id,
+        first,
+    })
 }

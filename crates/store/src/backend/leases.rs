@@ -56,7 +56,7 @@ impl LeaseStore for Backend {
         // theirs), so that two daemons' groups never wait on each other.
         let mut order: Vec<usize> = (0..changes.len()).collect();
         order.sort_by_key(|&i| changes[i].address());
-        let (_writer, mut tx) = self.begin_urgent_write().await?;
+        let (_writer, mut tx) = self.begin_write_in(crate::Lane::Lease).await?;
         let mut held = vec![false; changes.len()];
         let mut events = Vec::new();
         // Claims of distinct addresses go in one statement (a round); a
