@@ -214,6 +214,8 @@ type Db = sqlx::Postgres;
 type Backend = PostgresStore;
 /// The row-lock clause a read that decides a write needs.
 const FOR_UPDATE: &str = " FOR UPDATE";
+/// A row lock that keeps the row (its key) but lets others update it.
+const FOR_KEY_SHARE: &str = " FOR KEY SHARE";
 /// `sql` with the row lock a read that decides a write needs.
 macro_rules! locked {
     ($sql:literal) => {

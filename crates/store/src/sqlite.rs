@@ -152,6 +152,8 @@ type Db = sqlx::Sqlite;
 type Backend = SqliteStore;
 /// The row-lock clause a read that decides a write needs.
 const FOR_UPDATE: &str = "";
+/// A row lock that keeps the row (its key) but lets others update it.
+const FOR_KEY_SHARE: &str = "";
 /// `sql` with the row lock a read that decides a write needs.
 macro_rules! locked {
     ($sql:literal) => {

@@ -13,7 +13,7 @@ use crate::{Result, StoreError};
 use bootloader_core::model::{DeploymentState, Fqdn, MacAddr, TokenHash, Via};
 
 use super::helpers::emit;
-use super::{Conn, FOR_UPDATE};
+use super::{Conn, FOR_KEY_SHARE, FOR_UPDATE};
 
 pub(super) async fn fetch_deployment(conn: &mut Conn, id: i64) -> Result<DeploymentRecord> {
     let row: Option<DeploymentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -339,9 +339,13 @@ impl BootStore for Backend {
         calls: &[CallbackCall],
         max: u32,
     ) -> Result<Vec<CallbackReceipt>> {
-        // Machines wait on these: the boot path's turn at the writer. Rows
-        // are locked in token order, so that two daemons' groups never
-        // wait on each other.
+        // Machines wait on these: the boot path's turn at the writer. The
+        // deployments are held with a key-share lock only: an engine's
+        // commit or the hold renewal (which updates many rows in an order
+        // of its own) never waits for a group nor a group for them, so
+        // they cannot deadlock. A callback that races the deployment's end
+        // is stored for a finished deployment, and is never read. Rows are
+        // taken in token order.
         let mut order: Vec<usize> = (0..calls.len()).collect();
         order.sort_by(|&a, &b| calls[a].token.0.cmp(&calls[b].token.0));
         let (_writer, mut tx) = self.begin_write_in(crate::Lane::Callback).await?;
@@ -407,7 +411,7 @@ impl Backend {
 async fn record_one(conn: &mut Conn, call: &CallbackCall, max: u32) -> Result<CallbackReceipt> {
     let found: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT id FROM deployments WHERE token_hash = $1 AND state IN {ACTIVE_STATES}{}",
-        FOR_UPDATE
+        FOR_KEY_SHARE
     )))
     .bind(&call.token.0)
     .fetch_optional(&mut *conn)

@@ -2,14 +2,14 @@
 //! compiled for each backend: `sqlite.rs` and `postgres.rs` each declare
 //! this directory as their module `backend`, after defining `Db` (their
 //! sqlx database), `Backend` (their store type), and the row-lock clauses
-//! (`locked!`, `shared!` and `FOR_UPDATE`: `FOR UPDATE`/`FOR SHARE` on
+//! (`locked!`, `shared!`, `FOR_UPDATE` and `FOR_KEY_SHARE`: `FOR UPDATE`/`FOR SHARE` on
 //! PostgreSQL, nothing on SQLite, whose writers `BEGIN IMMEDIATE` one at a
 //! time). The statements use `$n` placeholders, which both accept; types
 //! that differ (timestamps, JSON, bytes) go through sqlx's encoders, so
 //! the text is the same. What is compiled once (row types, conversions)
 //! is in `sql.rs`, `boot_sql.rs`, `engine_sql.rs` and `power_sql.rs`.
 
-use super::{Backend, Db, FOR_UPDATE};
+use super::{Backend, Db, FOR_KEY_SHARE, FOR_UPDATE};
 
 type Conn = <Db as sqlx::Database>::Connection;
 
