@@ -17,7 +17,8 @@
 # cargo build --release if missing), OUT (results directory), NO_INSTALL=1,
 # QUIET_WAIT / QUIET_BUSY (see benches/lab.sh), PERF=1 (perf record the
 # servers during the storm; PERF_ARGS adds to its arguments, e.g. -g),
-# BL_RUST_LOG (RUST_LOG for bootloader, e.g. sqlx::query=debug).
+# BL_RUST_LOG (RUST_LOG for bootloader, e.g. sqlx::query=debug), BL_ENV
+# (more VAR=value for bootloader, e.g. MALLOC_ARENA_MAX=2).
 #
 # After bootloader's run the daemon is killed (SIGKILL) and started again,
 # and `bootstorm check` reads back every deployment's state and every lease
@@ -187,7 +188,8 @@ http_connections_per_source = 65536
 EOF
 }
 bl_serve() {
-    start_bg "$BL_DIR/daemon.$1.log" env ${BL_RUST_LOG:+RUST_LOG=$BL_RUST_LOG} \
+    # shellcheck disable=SC2086
+    start_bg "$BL_DIR/daemon.$1.log" env ${BL_RUST_LOG:+RUST_LOG=$BL_RUST_LOG} ${BL_ENV:-} \
         ip netns exec "$SNS" "$BIN" --config "$BL_DIR/cfg.toml" serve
     for _ in $(seq 300); do
         if sx curl -sf -o /dev/null "http://$SRV:$HTTP_PORT/healthz"; then return 0; fi
