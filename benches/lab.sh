@@ -133,22 +133,18 @@ stop_server() {
     for p in $(ip netns pids "$SNS"); do kill -KILL "$p" 2>/dev/null || true; done
     sleep 0.3
 }
-wait_udp() { # PORT
+# wait_listen u|t PORT: until something in the server namespace listens
+# on PORT (UDP or TCP), for at most 10 s, while the server runs.
+wait_listen() {
     for _ in $(seq 100); do
-        if sx ss -Huln "sport = :$1" | grep -q .; then return 0; fi
+        if sx ss -H"$1"ln "sport = :$2" | grep -q .; then return 0; fi
         kill -0 "$SERVER_PID" 2>/dev/null || return 1
         sleep 0.1
     done
     return 1
 }
-wait_tcp() { # PORT
-    for _ in $(seq 100); do
-        if sx ss -Hltn "sport = :$1" | grep -q .; then return 0; fi
-        kill -0 "$SERVER_PID" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
+wait_udp() { wait_listen u "$1"; }
+wait_tcp() { wait_listen t "$1"; }
 # Busy share of all CPUs over one second (our servers are stopped when this
 # is called, so it is what else runs on the machine).
 cpu_busy() {
@@ -187,4 +183,38 @@ pg_bridge() {
         >"$WORK/pg/socat.log" 2>&1 &
     PIDS+=($!)
     sleep 0.5
+}
+
+# nginx_conf DIR ROOT PORT [EXTRA]: nginx serving ROOT as static files on
+# $SRV:PORT, its pid, logs and temporary files in DIR, EXTRA (more
+# `location` blocks) inside the server; as many connections as this shell
+# may open files.
+nginx_conf() {
+    local d=$1 root=$2 port=$3 extra=${4:-} nofile
+    nofile=$(ulimit -n)
+    cat > "$d/nginx.conf" <<EOF
+worker_processes auto;
+worker_rlimit_nofile $nofile;
+daemon off;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections $((nofile / 2)); }
+http {
+    access_log off;
+    sendfile on;
+    keepalive_requests 1000000;
+    default_type text/plain;
+    client_body_temp_path $d/body;
+    proxy_temp_path $d/proxy;
+    fastcgi_temp_path $d/fastcgi;
+    uwsgi_temp_path $d/uwsgi;
+    scgi_temp_path $d/scgi;
+    server {
+        listen $SRV:$port backlog=4096;
+        root $root;
+        location / { }
+        $extra
+    }
+}
+EOF
 }

@@ -381,29 +381,7 @@ bench_http() {
 
     # nginx: the same bytes as a static file.
     d="$WORK/nginx"; mkdir -p "$d"
-    cat > "$d/nginx.conf" <<EOF
-worker_processes auto;
-daemon off;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    sendfile on;
-    keepalive_requests 1000000;
-    default_type text/plain;
-    client_body_temp_path $d/body;
-    proxy_temp_path $d/proxy;
-    fastcgi_temp_path $d/fastcgi;
-    uwsgi_temp_path $d/uwsgi;
-    scgi_temp_path $d/scgi;
-    server {
-        listen $SRV:$NGINX_PORT;
-        root $WORK/www;
-        location / { }
-    }
-}
-EOF
+    nginx_conf "$d" "$WORK/www" "$NGINX_PORT"
     start_bg "$d/stdout.log" ip netns exec "$SNS" nginx -p "$d" -c "$d/nginx.conf"
     wait_tcp "$NGINX_PORT" || die "nginx did not start: $(cat "$d/error.log" "$d/stdout.log")"
     cx curl -sf "http://$SRV:$NGINX_PORT/ipxe/$MAC1" | cmp -s - "$WORK/www/ipxe/$MAC1" || die "nginx serves other bytes"

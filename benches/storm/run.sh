@@ -227,31 +227,7 @@ storm_classic() {
     local d="$WORK/classic"
     mkdir -p "$d"
     "$STORM" classic --dir "$WWW" --machines "$MACHINES" --http "http://$SRV:$NGINX_PORT"
-    cat > "$d/nginx.conf" <<EOF
-worker_processes auto;
-worker_rlimit_nofile $NOFILE;
-daemon off;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections $((NOFILE / 2)); }
-http {
-    access_log off;
-    sendfile on;
-    keepalive_requests 1000000;
-    default_type text/plain;
-    client_body_temp_path $d/body;
-    proxy_temp_path $d/proxy;
-    fastcgi_temp_path $d/fastcgi;
-    uwsgi_temp_path $d/uwsgi;
-    scgi_temp_path $d/scgi;
-    server {
-        listen $SRV:$NGINX_PORT backlog=65535;
-        root $WWW;
-        location / { }
-        location /_callback/ { return 200 "ok\n"; }
-    }
-}
-EOF
+    nginx_conf "$d" "$WWW" "$NGINX_PORT" 'location /_callback/ { return 200 "ok\n"; }'
     # DHCP and TFTP from dnsmasq: the same pool, the NBP for the PXE ROM,
     # the script URL for iPXE; leases in a file, rewritten after changes;
     # --tftp-max raised from 50 as bootloader's per-source limit is.
