@@ -33,6 +33,13 @@ use bootloader_store::boot::BootEvent;
 
 const QUEUE: usize = 8192;
 const BATCH: usize = 512;
+/// How long the writer waits for more events after the first: at light
+/// load each event was a transaction of its own, a tenth of a boot's
+/// statements.
+const LINGER: Duration = Duration::from_millis(200);
+/// Only when fewer events than this came at once (a boot storm's writer,
+/// waiting 200 ms with a full queue, held lease groups back).
+const LINGER_BELOW: usize = 32;
 /// Bytes of a request or detail text kept.
 const REQUEST_TEXT: usize = 256;
 const DETAIL_TEXT: usize = 512;
@@ -310,6 +317,17 @@ async fn write(
             n = rx.recv_many(&mut batch, BATCH) => {
                 if n == 0 {
                     return;
+                }
+                // A quiet daemon waits a little for more, so that its
+                // events go in groups too (a boot's dozen in one
+                // transaction); a busy one writes at once.
+                let until = tokio::time::Instant::now() + LINGER;
+                while n < LINGER_BELOW && batch.len() < LINGER_BELOW {
+                    let room = BATCH - batch.len();
+                    match tokio::time::timeout_at(until, rx.recv_many(&mut batch, room)).await {
+                        Ok(n) if n > 0 => {}
+                        _ => break,
+                    }
                 }
                 store_batch(&*store, &mut batch).await;
             }

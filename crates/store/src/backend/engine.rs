@@ -29,6 +29,27 @@ pub(super) async fn log(conn: &mut Conn, id: i64, level: LogLevel, message: &str
     Ok(())
 }
 
+/// A commit's log lines, in order, in one statement.
+async fn log_lines(conn: &mut Conn, id: i64, lines: &[(LogLevel, String)]) -> Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let at = OffsetDateTime::now_utc();
+    sqlx::QueryBuilder::<super::Db>::new(
+        "INSERT INTO deployment_log (deployment_id, at, level, message) ",
+    )
+    .push_values(lines, |mut row, (level, message)| {
+        row.push_bind(id)
+            .push_bind(at)
+            .push_bind(level.as_str())
+            .push_bind(message);
+    })
+    .build()
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Which deployments a daemon may take up: runnable ones that no live
 /// daemon runs, of the servers in location `$2` (all for NULL), for runner
 /// `$1`; `$3` is now. One text for both claims below.
@@ -229,9 +250,7 @@ impl EngineStore for Backend {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
-        for (level, message) in &t.log {
-            log(&mut tx, t.id, *level, message).await?;
-        }
+        log_lines(&mut tx, t.id, &t.log).await?;
         if finished.is_some() {
             // Nothing serves them any more; the download cache
             // keeps downloaded files for the next deployment.
