@@ -2,15 +2,17 @@
 //! (`BootStore::boot_target`) and which active deployment serves a path
 //! (`BootStore::served_file`), each kept with the write sequence at which
 //! it was read. Every write that can change them marks what it changed,
-//! after its commit: one server (its deployment started or ended, its
-//! pxelinux files), the files served, or everything (an inventory change).
+//! after its commit: one server (a deployment of it started), one
+//! deployment (it ended, or changed a pxelinux config: its server's target
+//! and the files it serves), one path served, or everything (an inventory
+//! change).
 //! An entry read before a later mark that concerns it is read again, so a
 //! read that raced a write is never kept past it. Entries are also read
 //! again after `AGE`, for writers this process does not see (the command
 //! line writing the same SQLite file).
 //!
 //! On PostgreSQL other daemons write too: their changes come as
-//! notifications (migration 0016's triggers, `notice`), and the index is
+//! notifications (migration 0016's triggers, made finer by 0017: `notice`), and the index is
 //! on only while this daemon listens for them; before that and while the
 //! listening connection is lost, every look-up reads the database.
 
@@ -53,9 +55,14 @@ struct Inner {
     served: HashMap<Via, HashMap<String, Cached<Option<ServedRow>>>>,
     /// The sequence of each server's latest change.
     servers: HashMap<i64, u64>,
-    /// The latest change of everything, and of the files served.
+    /// The latest change of everything, and of every file served.
     all: u64,
     files: u64,
+    /// The sequence of each served path's latest change, by listener.
+    paths: HashMap<Via, HashMap<String, u64>>,
+    /// The sequence of each deployment's latest start or end: the files
+    /// it serves stop (or start) being served with it.
+    deployments: HashMap<i64, u64>,
 }
 
 impl Inner {
@@ -66,12 +73,35 @@ impl Inner {
             && c.at.elapsed() < AGE
     }
 
+    /// Whether a served-file entry still holds: nothing changed its path,
+    /// every file, or (for a file served) its deployment since it was read.
+    fn served_fresh(&self, via: Via, path: &str, c: &Cached<Option<ServedRow>>) -> bool {
+        self.fresh(c, None, true)
+            && self
+                .paths
+                .get(&via)
+                .and_then(|p| p.get(path))
+                .is_none_or(|m| c.seen >= *m)
+            && c.value.as_ref().is_none_or(|row| {
+                self.deployments
+                    .get(&row.deployment_id)
+                    .is_none_or(|m| c.seen >= *m)
+            })
+    }
+
     fn make_room(&mut self, seq: u64) {
         let served: usize = self.served.values().map(HashMap::len).sum();
-        if self.targets.len() + served >= ENTRIES || self.servers.len() >= ENTRIES {
+        let marks: usize =
+            self.paths.values().map(HashMap::len).sum::<usize>() + self.deployments.len();
+        if self.targets.len() + served >= ENTRIES
+            || self.servers.len() >= ENTRIES
+            || marks >= ENTRIES
+        {
             self.targets.clear();
             self.served.clear();
             self.servers.clear();
+            self.paths.clear();
+            self.deployments.clear();
             self.all = seq;
         }
     }
@@ -118,12 +148,28 @@ impl BootIndex {
     }
 
     /// A change another daemon made, as the database's notification says
-    /// it (`server <id>`, `files`, anything else: everything).
+    /// it: `server <id> <deployment>` (that deployment started or ended),
+    /// `file <via> <path>`, and the coarser `server <id>` and `files` of
+    /// migration 0016; anything else: everything.
     pub fn notice(&self, payload: &str) {
         match payload.split_once(' ') {
-            Some(("server", id)) => match id.parse() {
-                Ok(id) => self.changed_server(id),
-                Err(_) => self.changed_all(),
+            Some(("server", ids)) => match ids.split_once(' ') {
+                Some((server, deployment)) => match (server.parse(), deployment.parse()) {
+                    (Ok(server), Ok(deployment)) => self.changed_deployment(server, deployment),
+                    _ => self.changed_all(),
+                },
+                None => match ids.parse() {
+                    Ok(id) => {
+                        self.changed_server(id);
+                        self.changed_files();
+                    }
+                    Err(_) => self.changed_all(),
+                },
+            },
+            Some(("file", rest)) => match rest.split_once(' ') {
+                Some(("http", path)) => self.changed_file(Via::Http, path),
+                Some(("tftp", path)) => self.changed_file(Via::Tftp, path),
+                _ => self.changed_files(),
             },
             _ if payload == "files" => self.changed_files(),
             _ => self.changed_all(),
@@ -171,7 +217,7 @@ impl BootIndex {
         }
         let inner = self.inner();
         let c = inner.served.get(&via)?.get(path)?;
-        inner.fresh(c, None, true).then(|| c.value.clone())
+        inner.served_fresh(via, path, c).then(|| c.value.clone())
     }
 
     pub fn keep_served(&self, via: Via, path: &str, value: Option<ServedRow>, seen: u64) {
@@ -190,19 +236,46 @@ impl BootIndex {
         );
     }
 
-    /// A server's deployment started or ended, or its pxelinux files
-    /// changed. Its files served change with it.
+    /// A server's target changed: a deployment of it started (it serves
+    /// nothing yet: each file it serves is marked as it comes).
     pub fn changed_server(&self, server_id: i64) {
         if !self.on() {
             return;
         }
         let seq = self.next();
-        let mut inner = self.inner();
-        inner.servers.insert(server_id, seq);
-        inner.files = seq;
+        self.inner().servers.insert(server_id, seq);
     }
 
-    /// A file served was added or removed.
+    /// Deployment `deployment_id` of server `server_id` started, ended or
+    /// changed a pxelinux config it serves: the server's target, and the
+    /// files the deployment serves, are read again.
+    pub fn changed_deployment(&self, server_id: i64, deployment_id: i64) {
+        if !self.on() {
+            return;
+        }
+        let seq = self.next();
+        let mut inner = self.inner();
+        inner.make_room(seq);
+        inner.servers.insert(server_id, seq);
+        inner.deployments.insert(deployment_id, seq);
+    }
+
+    /// The file served at `path` was added, replaced or removed.
+    pub fn changed_file(&self, via: Via, path: &str) {
+        if !self.on() {
+            return;
+        }
+        let seq = self.next();
+        let mut inner = self.inner();
+        inner.make_room(seq);
+        inner
+            .paths
+            .entry(via)
+            .or_default()
+            .insert(path.to_string(), seq);
+    }
+
+    /// Files served were added or removed, which ones unknown.
     pub fn changed_files(&self) {
         if !self.on() {
             return;
@@ -329,5 +402,54 @@ mod tests {
         assert!(index.target(mac(2)).is_some());
         index.notice("server x");
         assert_eq!(index.target(mac(2)), None);
+    }
+
+    fn served_row(deployment_id: i64) -> ServedRow {
+        ServedRow {
+            id: deployment_id * 10,
+            deployment_id,
+            version: OffsetDateTime::UNIX_EPOCH,
+            file: None,
+        }
+    }
+
+    #[test]
+    fn a_file_or_a_deployment_marks_only_its_own_entries() {
+        let index = BootIndex::new(true);
+        let keep_all = || {
+            let seen = index.begin();
+            index.keep_served(Via::Http, "ipxe/a", Some(served_row(3)), seen);
+            index.keep_served(Via::Http, "ipxe/b", Some(served_row(4)), seen);
+            index.keep_served(Via::Tftp, "ipxe/a", None, seen);
+        };
+        let cached = |via, path| index.served(via, path).is_some();
+        keep_all();
+        // One path served anew: that path (of that listener) only.
+        index.changed_file(Via::Http, "ipxe/a");
+        assert!(!cached(Via::Http, "ipxe/a"));
+        assert!(cached(Via::Http, "ipxe/b") && cached(Via::Tftp, "ipxe/a"));
+        keep_all();
+        // Deployment 4 ended: what it served, not the paths nobody serves.
+        index.changed_deployment(9, 4);
+        assert!(!cached(Via::Http, "ipxe/b"));
+        assert!(cached(Via::Http, "ipxe/a") && cached(Via::Tftp, "ipxe/a"));
+        keep_all();
+        // A deployment starting serves nothing yet: files stay.
+        index.changed_server(9);
+        assert!(cached(Via::Http, "ipxe/a") && cached(Via::Http, "ipxe/b"));
+        // Another daemon's notices, the new forms and the older ones.
+        index.notice("file tftp ipxe/a");
+        assert!(!cached(Via::Tftp, "ipxe/a") && cached(Via::Http, "ipxe/a"));
+        keep_all();
+        index.notice("server 9 3");
+        assert!(!cached(Via::Http, "ipxe/a") && cached(Via::Http, "ipxe/b"));
+        keep_all();
+        index.notice("file http with a space");
+        assert!(cached(Via::Http, "ipxe/a"));
+        index.notice("server 9");
+        assert!(!cached(Via::Http, "ipxe/a") && !cached(Via::Tftp, "ipxe/a"));
+        keep_all();
+        index.notice("file ftp x");
+        assert!(!cached(Via::Http, "ipxe/b"));
     }
 }

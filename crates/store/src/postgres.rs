@@ -13,7 +13,7 @@ use crate::settings::PostgresTarget;
 
 static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
 
-/// Where migration 0016's triggers say what changed the boot answers, and
+/// Where migrations 0016 and 0017's triggers say what changed the boot answers, and
 /// which deployment got a callback.
 const BOOT_CHANNEL: &str = "bootloader_boot";
 const CALLBACK_CHANNEL: &str = "bootloader_callback";

@@ -386,14 +386,13 @@ impl Backend {
     async fn mark_served(&self, deployment_id: i64, via: Via, path: &str) {
         if via == Via::Tftp && path.starts_with("pxelinux.cfg/") {
             self.mark_deployment(deployment_id).await;
-        } else {
-            self.boot_index.changed_files();
         }
+        self.boot_index.changed_file(via, path);
     }
 
-    /// Tells the boot index a deployment started, ended or changed what it
-    /// serves: its server's target is read again (everything, if the
-    /// server cannot be read).
+    /// Tells the boot index a deployment ended or changed a pxelinux config
+    /// it serves: its server's target and its files are read again
+    /// (everything, if the server cannot be read).
     pub(super) async fn mark_deployment(&self, deployment_id: i64) {
         let server: std::result::Result<Option<i64>, _> =
             sqlx::query_scalar("SELECT server_id FROM deployments WHERE id = $1")
@@ -401,7 +400,7 @@ impl Backend {
                 .fetch_optional(&self.pool)
                 .await;
         match server {
-            Ok(Some(id)) => self.boot_index.changed_server(id),
+            Ok(Some(id)) => self.boot_index.changed_deployment(id, deployment_id),
             _ => self.boot_index.changed_all(),
         }
     }
