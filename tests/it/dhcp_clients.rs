@@ -68,6 +68,20 @@ fn lease_of(lab: &Lab, mac: &str) -> Option<Value> {
         .cloned()
 }
 
+/// The timeline of c1 once `done` holds for its events, or after 10 s (it
+/// is written asynchronously, in groups).
+fn wait_timeline(lab: &Lab, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = lab.api("GET", "/servers/c1.lab.example.com/timeline", None, "");
+        let events = t["events"].as_array().cloned().unwrap_or_default();
+        if done(&events) || Instant::now() > deadline {
+            return events;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits until the store's lease of `mac` is in `state`.
 fn wait_lease(lab: &Lab, mac: &str, state: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -171,13 +185,10 @@ fn udhcpc_exchange(unicast: bool) {
     assert!(bound.contains("mtu=1400"), "{bound}");
     let lease = wait_lease(&lab, mac, "bound");
     assert_eq!(lease["ip"], "10.77.0.21");
-    let t = lab.api("GET", "/servers/c1.lab.example.com/timeline", None, "");
-    let offer = t["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["detail"].as_str().unwrap_or("").starts_with("OFFER"))
-        .cloned()
+    let is_offer = |e: &Value| e["detail"].as_str().unwrap_or("").starts_with("OFFER");
+    let offer = wait_timeline(&lab, |events| events.iter().any(is_offer))
+        .into_iter()
+        .find(is_offer)
         .unwrap_or_default();
     let sent_to = if unicast {
         "-> 10.77.0.21:68"
@@ -213,14 +224,19 @@ fn udhcpc_exchange(unicast: bool) {
     wait_lease(&lab, mac, "released");
 
     // The timeline shows the exchange under the server's name.
-    let t = lab.api("GET", "/servers/c1.lab.example.com/timeline", None, "");
-    let requests: Vec<&str> = t["events"]
-        .as_array()
-        .unwrap()
+    const KINDS: [&str; 3] = ["DHCPDISCOVER", "DHCPREQUEST", "DHCPRELEASE"];
+    let events = wait_timeline(&lab, |events| {
+        KINDS.iter().all(|k| {
+            events
+                .iter()
+                .any(|e| e["request"].as_str().unwrap_or("").starts_with(k))
+        })
+    });
+    let requests: Vec<&str> = events
         .iter()
         .map(|e| e["request"].as_str().unwrap())
         .collect();
-    for kind in ["DHCPDISCOVER", "DHCPREQUEST", "DHCPRELEASE"] {
+    for kind in KINDS {
         assert!(
             requests.iter().any(|r| r.starts_with(kind)),
             "{kind} missing: {requests:?}"

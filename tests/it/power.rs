@@ -353,7 +353,18 @@ async fn commands_reach_the_bmc(driver: &str, backend: Backend) {
     assert_eq!(s, StatusCode::OK, "{h}");
     assert_eq!(h["consecutive_failures"], 0);
     assert!(h["last_success_at"].is_string(), "{h}");
-    let (_, t) = d.get(&format!("/servers/{fqdn}/timeline")).await;
+    // The timeline is written asynchronously, in groups.
+    let mut t = Value::Null;
+    for _ in 0..100 {
+        t = d.get(&format!("/servers/{fqdn}/timeline")).await.1;
+        let powers = t["events"]
+            .as_array()
+            .map_or(0, |e| e.iter().filter(|e| e["phase"] == "power").count());
+        if powers >= 9 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let power_events: Vec<&Value> = t["events"]
         .as_array()
         .unwrap()
