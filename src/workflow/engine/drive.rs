@@ -169,8 +169,10 @@ impl Driver {
         .map_err(|e| StoreError::Corrupt(e.to_string()))?
         {
             Next::Finished => {
-                self.flush(id, task).await?;
-                return Ok(false);
+                // Refused (an operator cancelled meanwhile, say): read the
+                // deployment again, there may be a `cleanup` to run.
+                let committed = self.flush(id, task).await?;
+                return Ok(!committed);
             }
             Next::Commit(change) => {
                 if !task.pending.as_ref().is_some_and(|p| mergeable(p, &change)) {
