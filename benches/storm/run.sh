@@ -122,6 +122,16 @@ server_hwm_kib() {
     echo "$t"
 }
 
+# RSS now (KiB) of every process in the server namespace, summed.
+server_rss_kib() {
+    local t=0 p v
+    for p in $(ip netns pids "$SNS"); do
+        v=$(awk '/^VmRSS/{print $2}' "/proc/$p/status" 2>/dev/null) || continue
+        t=$((t + ${v:-0}))
+    done
+    echo "$t"
+}
+
 # storm LABEL: the simulator against whatever serves in the server namespace.
 storm() {
     local label=$1 cpu0 cpu1
@@ -211,6 +221,9 @@ storm_bootloader() {
     timeout 1800 ip netns exec "$CNS" "$STORM" prepare --api "http://$SRV:$HTTP_PORT" --token "$token" \
         --machines "$MACHINES" --cidr 10.88.0.0/16 --gateway "$SRV" --pool 10.88.64.1-10.88.127.254 \
         | tee "$OUT/prepare-bootloader.txt" >&2
+    wait_quiet "bootloader after prepare"
+    echo "server RSS with $MACHINES active deployments, idle: $(server_rss_kib) KiB" \
+        | tee -a "$OUT/prepare-bootloader.txt" >&2
     log "bootloader: storm of $MACHINES machines over $OVER s"
     storm bootloader
     # Durable: what the store holds after a SIGKILL.

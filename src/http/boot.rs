@@ -299,18 +299,22 @@ async fn callback(
     let hash = CallbackToken::from_presented(&token).hash();
     let started = std::time::Instant::now();
     if let Some(engine) = &state.engine {
-        let expected = match state.store.callback_deployment(&hash).await {
-            Ok(Some(id)) => engine.expects_callback(id, &name).await.map(|e| (id, e)),
-            Ok(None) => {
-                crate::telemetry::callback("unknown_token");
-                tracing::info!(callback = %name, "callback with an unknown or finished token");
-                return (StatusCode::NOT_FOUND, "unknown or finished deployment\n").into_response();
-            }
-            Err(e) => Err(e),
+        // The task of a deployment running here knows where it stands;
+        // otherwise the store says.
+        let judged = match engine.judge_callback(&hash, &name) {
+            Some(judged) => Ok(Some(judged)),
+            None => match state.store.callback_deployment(&hash).await {
+                Ok(Some(id)) => engine
+                    .expects_callback(id, &name)
+                    .await
+                    .map(|e| Some((id, e))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            },
         };
-        match expected {
-            Ok((_, true)) => {}
-            Ok((id, false)) => {
+        match judged {
+            Ok(Some((_, true))) => {}
+            Ok(Some((id, false))) => {
                 crate::telemetry::callback_refused("unexpected_name");
                 tracing::Span::current().record("deployment", id);
                 tracing::info!(deployment = id, callback = %name, "callback its profile does not expect");
@@ -320,19 +324,25 @@ async fn callback(
                 )
                     .into_response();
             }
+            Ok(None) => {
+                crate::telemetry::callback("unknown_token");
+                tracing::info!(callback = %name, "callback with an unknown or finished token");
+                return (StatusCode::NOT_FOUND, "unknown or finished deployment\n").into_response();
+            }
             Err(e) => {
                 crate::telemetry::callback("unavailable");
                 return store_down(e);
             }
         }
     }
+    let body = String::from_utf8_lossy(&body).into_owned();
     let recorded = state
         .callbacks
         .record(CallbackCall {
             token: hash,
             name: name.clone(),
             method: method.as_str().to_string(),
-            body: String::from_utf8_lossy(&body).into_owned(),
+            body: body.clone(),
         })
         .await;
     crate::telemetry::store_op("record_callback", started.elapsed());
@@ -351,7 +361,11 @@ async fn callback(
             tracing::Span::current().record("deployment", deployment_id);
             tracing::info!(deployment = deployment_id, callback = %name, first, "callback");
             if let Some(engine) = &state.engine {
-                engine.nudge(deployment_id);
+                if first {
+                    engine.arrived(deployment_id, &name, method.as_str(), &body);
+                } else {
+                    engine.nudge(deployment_id);
+                }
             }
             text(if first {
                 "ok\n".into()

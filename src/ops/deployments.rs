@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use bootloader_core::model::{DeploymentState, Fqdn, NameError};
 use bootloader_store::boot::DeploymentRecord;
 use bootloader_store::engine::LogEntry;
-use bootloader_store::{Listing, Page, StoreError};
+use bootloader_store::{Listing, Page};
 
 use super::{Actor, Error, Ops};
 
@@ -38,12 +38,8 @@ pub async fn create(
         Err(Error::NotFound(m)) => return Err(Error::invalid_field("profile", m)),
         Err(e) => return Err(e),
     };
-    if let Err(StoreError::NotFound { .. }) = ops.inventory.server(&server).await {
-        return Err(Error::invalid_field(
-            "server",
-            format!("server {:?} does not exist", server.as_str()),
-        ));
-    }
+    // A server that does not exist is the store's field error, found in
+    // the same transaction that starts the deployment.
     Ok(ops.engine.create(server, profile.id, None).await?)
 }
 

@@ -2,4 +2,5 @@
 //! The codec, the sans-IO transfer and the root confinement are in
 //! `bootloader_core::tftp`; `server.rs` owns the sockets and files.
 
+mod root_files;
 pub mod server;

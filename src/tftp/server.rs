@@ -13,6 +13,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::root_files::{self, RootFiles};
 use crate::files::Refusal;
 use crate::timeline::Timeline;
 use bootloader_core::dhcp::quirks;
@@ -189,6 +190,7 @@ pub async fn serve(
     // Clients whose transfer is under way: a repeated RRQ from the same
     // address and port is a retransmission, not a second transfer.
     let live: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
+    let root_files: Arc<RootFiles> = Arc::default();
     let mut buf = vec![0u8; 65536];
     tokio::pin!(shutdown);
     info!(%local, root = %config.root.display(), "TFTP serving");
@@ -249,11 +251,12 @@ pub async fn serve(
                 };
                 let config = config.clone();
                 let live = live.clone();
+                let root_files = root_files.clone();
                 let span = info_span!("tftp", %peer, file = ?request.filename,
                     mac = tracing::field::Empty, deployment = tracing::field::Empty);
                 tokio::spawn(
                     async move {
-                        run_transfer(local, peer, request, &config).await;
+                        run_transfer(local, peer, request, &config, &root_files).await;
                         lock(&live).remove(&peer);
                         drop(permit);
                     }
@@ -352,9 +355,11 @@ fn describe(request: &Request) -> String {
     s
 }
 
-/// A deployment's file if one serves this path, else the root's file.
+/// A deployment's file if one serves this path, else the root's file
+/// (from memory if it is small and was read a moment ago).
 async fn open_source(
     config: &TftpConfig,
+    root_files: &RootFiles,
     filename: &str,
 ) -> Result<(Source, u64, &'static str), (ErrorCode, String)> {
     if let Some(store) = &config.store {
@@ -394,6 +399,12 @@ async fn open_source(
             }
         }
     }
+    const ROOT: &str = "the TFTP root";
+    let now = Instant::now();
+    if let Some(bytes) = root_files.get(filename, now) {
+        let size = bytes.len() as u64;
+        return Ok((Source::Memory(bytes), size, ROOT));
+    }
     let private = config.private_dir.as_deref();
     let mut opened = open(&config.root, filename, private).await;
     for extra in &config.extra_roots {
@@ -403,6 +414,15 @@ async fn open_source(
         }
     }
     let (file, size) = opened?;
+    if size <= root_files::MAX_FILE {
+        let bytes = read_whole(file, size).await.map_err(|e| {
+            warn!(file = filename, error = %e, "cannot read a file of the TFTP root");
+            (ErrorCode::NotDefined, "server error, try again".to_string())
+        })?;
+        root_files.keep(filename, bytes.clone(), now);
+        let size = bytes.len() as u64;
+        return Ok((Source::Memory(bytes), size, ROOT));
+    }
     let reader = Reader {
         file: Arc::new(file),
         size,
@@ -410,10 +430,28 @@ async fn open_source(
         chunk: Vec::new(),
         chunk_size: CHUNK,
     };
-    Ok((Source::File(reader), size, "the TFTP root"))
+    Ok((Source::File(reader), size, ROOT))
 }
 
-async fn run_transfer(local: SocketAddr, peer: SocketAddr, request: Request, config: &TftpConfig) {
+/// A small file whole, in one trip to the blocking pool.
+async fn read_whole(file: std::fs::File, size: u64) -> std::io::Result<bytes::Bytes> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut bytes = Vec::with_capacity(size as usize);
+        (&file).read_to_end(&mut bytes)?;
+        Ok(bytes::Bytes::from(bytes))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+async fn run_transfer(
+    local: SocketAddr,
+    peer: SocketAddr,
+    request: Request,
+    config: &TftpConfig,
+    root_files: &RootFiles,
+) {
     // A new socket on the server's address is this transfer's id.
     let bind = SocketAddr::new(local.ip(), 0);
     let socket = match UdpSocket::bind(bind).await {
@@ -427,7 +465,8 @@ async fn run_transfer(local: SocketAddr, peer: SocketAddr, request: Request, con
         debug!("netascii requested; serving octets");
     }
     let asked = describe(&request);
-    let (mut source, size, origin) = match open_source(config, &request.filename).await {
+    let (mut source, size, origin) = match open_source(config, root_files, &request.filename).await
+    {
         Ok(x) => x,
         Err((code, message)) => {
             info!(%message, "TFTP request refused");

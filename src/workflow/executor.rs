@@ -38,8 +38,9 @@ pub enum Failure {
 pub trait Executor: Send + Sync + 'static {
     /// Makes one attempt at `work` for `subject`; `Ok` says what was done.
     async fn perform(&self, subject: Subject<'_>, work: Work<'_>) -> Result<String, Failure>;
-    /// What callback `name` of deployment `id` said, if it has arrived.
-    async fn callback(&self, id: i64, name: &str) -> Result<Option<String>, StoreError>;
+    /// The callbacks of deployment `id` that have arrived: each name with
+    /// the log line it gives (`callback_said`).
+    async fn callbacks(&self, id: i64) -> Result<Vec<(String, String)>, StoreError>;
     /// What the machine did last, for the reason of a timeout (`None` if
     /// nothing is known).
     async fn last_seen(&self, subject: Subject<'_>) -> Option<String>;
@@ -122,15 +123,15 @@ impl Executor for StoreExecutor {
         }
     }
 
-    async fn callback(&self, id: i64, name: &str) -> Result<Option<String>, StoreError> {
+    async fn callbacks(&self, id: i64) -> Result<Vec<(String, String)>, StoreError> {
         let calls = self.boot.callbacks(id).await?;
-        Ok(calls.iter().find(|c| c.name == name).map(|c| {
-            let mut said = format!("callback {name} received ({})", c.method);
-            if !c.body.is_empty() {
-                said.push_str(&format!(": {}", excerpt(&c.body, CALLBACK_BODY_IN_LOG)));
-            }
-            said
-        }))
+        Ok(calls
+            .into_iter()
+            .map(|c| {
+                let said = callback_said(&c.name, &c.method, &c.body);
+                (c.name, said)
+            })
+            .collect())
     }
 
     async fn last_seen(&self, subject: Subject<'_>) -> Option<String> {
@@ -288,6 +289,15 @@ impl StoreExecutor {
             }),
         }
     }
+}
+
+/// The deployment log's line for a callback that arrived.
+pub fn callback_said(name: &str, method: &str, body: &str) -> String {
+    let mut said = format!("callback {name} received ({method})");
+    if !body.is_empty() {
+        said.push_str(&format!(": {}", excerpt(body, CALLBACK_BODY_IN_LOG)));
+    }
+    said
 }
 
 /// The first `max` bytes of `text` (on a character boundary), marked when

@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use bootloader_core::model::Name;
 use bootloader_core::model::{CallbackToken, DeploymentState, LeaseState, MacAddr, TokenHash};
-use bootloader_store::boot::{CallbackCall, CallbackReceipt, LeaseChange, LeaseClaim};
-use bootloader_store::engine::{LogLevel, NewDeployment, Transition};
+use bootloader_store::boot::{
+    CallbackCall, CallbackReceipt, DeploymentRecord, LeaseChange, LeaseClaim,
+};
+use bootloader_store::engine::{Claim, LogLevel, NewDeployment, Transition};
 use bootloader_store::{
     BmcSpec, InterfaceSpec, NetworkSpec, NewLocation, Page, Pool, ServerSpec, Store, StoreError,
     UserSpec,
@@ -231,6 +233,16 @@ async fn deployment(store: &dyn Store) -> i64 {
 
 /// The same, and its callback token's hash.
 async fn deployment_and_token(store: &dyn Store) -> (i64, TokenHash) {
+    let (record, hash) = deployment_claimed(store, None).await;
+    (record.id, hash)
+}
+
+/// A server in location dc1 with one interface and a deployment of the
+/// echo profile, started with `claim`.
+async fn deployment_claimed(
+    store: &dyn Store,
+    claim: Option<Claim>,
+) -> (DeploymentRecord, TokenHash) {
     network(store).await;
     let (_, source) = common::shipped_profiles()
         .into_iter()
@@ -271,17 +283,66 @@ async fn deployment_and_token(store: &dyn Store) -> (i64, TokenHash) {
         .unwrap();
     let token = CallbackToken::generate().unwrap();
     let hash = token.hash();
-    let id = store
+    let record = store
         .start_deployment(&NewDeployment {
             server: "s1.dc1.example.com".parse().unwrap(),
             profile_id: stored.id,
             token,
             repeat_of: None,
+            claim,
         })
         .await
-        .unwrap()
-        .id;
-    (id, hash)
+        .unwrap();
+    (record, hash)
+}
+
+/// A deployment started by a daemon of its server's location is held by
+/// that daemon from its first commit; one of another location's is left
+/// for that location's daemon.
+async fn a_deployment_is_held_by_the_daemon_starting_it(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let store = open(&ts).await;
+    let claim = |location: &str| Claim {
+        runner: "boot-a".into(),
+        location: Some(location.into()),
+        now: 1_000,
+        until: 1_030,
+    };
+    let (elsewhere, _) = deployment_claimed(&*store, Some(claim("dc2"))).await;
+    assert_eq!(elsewhere.runner, None);
+    assert!(
+        store
+            .commit_transition(&transition(
+                elsewhere.id,
+                DeploymentState::New,
+                DeploymentState::Cancelled,
+                "cancelled"
+            ))
+            .await
+            .unwrap()
+    );
+    let here = store
+        .start_deployment(&NewDeployment {
+            server: elsewhere.server.clone(),
+            profile_id: elsewhere.profile_id,
+            token: CallbackToken::generate().unwrap(),
+            repeat_of: None,
+            claim: Some(claim("dc1")),
+        })
+        .await
+        .unwrap();
+    assert_eq!(here.runner.as_deref(), Some("boot-a"));
+    assert_eq!(
+        store.deployment(here.id).await.unwrap().runner.as_deref(),
+        Some("boot-a")
+    );
+    // Held: another daemon of the location does not take it meanwhile.
+    let taken = store
+        .claim_deployments("boot-b", Some("dc1"), 1_010, 1_040)
+        .await
+        .unwrap();
+    assert!(!taken.contains(&here.id), "{taken:?}");
+    ts.drop_database().await;
 }
 
 /// Callbacks stored as one group: a receipt each, in order; a replay
@@ -345,6 +406,16 @@ async fn callbacks_are_stored_in_groups(backend: Backend) {
             ("installed".to_string(), "installed body".to_string()),
         ]
     );
+    // One event for each callback stored, none for a replay.
+    let events: Vec<String> = store
+        .pending_events(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.routing_key)
+        .filter(|k| k == "deployment.callback")
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
     ts.drop_database().await;
 }
 
@@ -804,6 +875,7 @@ async fn agents_follow_their_reports(backend: Backend) {
 
 on_both_backends!(
     callbacks_are_stored_in_groups,
+    a_deployment_is_held_by_the_daemon_starting_it,
     agents_follow_their_reports,
     sessions_end_as_they_should,
     leases_have_one_holder,

@@ -18,6 +18,20 @@ pub struct NewDeployment {
     pub profile_id: i64,
     pub token: CallbackToken,
     pub repeat_of: Option<i64>,
+    /// Taken up at once by the daemon starting it, in the same
+    /// transaction, if it may run it (as `EngineStore::claim_deployments`
+    /// judges).
+    pub claim: Option<Claim>,
+}
+
+/// A daemon taking a deployment up: its name, the location whose servers
+/// it runs (all for `None`), now and until when it holds it (unix seconds).
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub runner: String,
+    pub location: Option<String>,
+    pub now: i64,
+    pub until: i64,
 }
 
 /// What the engine needs of a deployment.
@@ -94,16 +108,6 @@ pub trait EngineStore: Send + Sync + 'static {
         now: i64,
         until: i64,
     ) -> Result<Vec<i64>>;
-    /// As `claim_deployments`, for deployment `id` alone (one just
-    /// started): `true` if `runner` holds it now.
-    async fn claim_deployment(
-        &self,
-        id: i64,
-        runner: &str,
-        location: Option<&str>,
-        now: i64,
-        until: i64,
-    ) -> Result<bool>;
     /// Lets go of `runner`'s deployments (the daemon stops): another daemon
     /// may take them at once.
     async fn release_deployments(&self, runner: &str) -> Result<()>;

@@ -66,8 +66,13 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        // sqlx pings a pooled connection before lending it by default: for
+        // SQLite a whole extra trip to the connection's thread and back for
+        // every statement, to check a file handle that cannot go away. The
+        // ping on its return stays (sqlx always makes it).
         let pool = SqlitePoolOptions::new()
             .max_connections(connections)
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(StoreError::Unavailable)?;

@@ -6,7 +6,7 @@
 //! the deployment at the action it was on, with the deadline it had.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::workflow::executor::{Executor, Failure};
 use crate::workflow::templates::Subject;
-use bootloader_core::model::LogLevel;
+use bootloader_core::model::{CallbackToken, LogLevel, TokenHash};
 use bootloader_core::profile::{self, Profile, StepName};
 use bootloader_core::workflow::machine::{Cursor, Position};
 use bootloader_core::workflow::plan::{self, Change, Deadlines, Effect, Next, Outcome, Run};
@@ -47,8 +47,8 @@ pub fn system_clock() -> Clock {
 
 /// The handle of one deployment's task.
 pub struct Runner {
-    /// A callback arrived.
-    pub nudge: Notify,
+    /// Wakes the task: a callback arrived.
+    wake: Notify,
     /// An operator cancelled the deployment (committed already).
     pub cancel: watch::Sender<bool>,
     /// Another daemon took the deployment over (this one missed renewing
@@ -57,15 +57,40 @@ pub struct Runner {
     /// The step under way and when this task first saw it (for the step
     /// duration metric).
     step: Mutex<Option<(StepName, Instant)>>,
+    /// The hash of the deployment's callback token, once the task read it.
+    pub token: OnceLock<TokenHash>,
+    /// What the callback handler may judge from memory while the
+    /// deployment is active: its profile and the step under way, as the
+    /// task will have committed them.
+    expecting: Mutex<Option<(Arc<Profile>, Option<StepName>)>>,
+    arrivals: Mutex<Arrivals>,
+}
+
+/// The callbacks a task knows of without reading the store.
+#[derive(Default)]
+struct Arrivals {
+    /// Each name with the deployment log's line for it.
+    known: Vec<(String, String)>,
+    /// Whether `known` holds every callback stored: the store was read at
+    /// `generation`, and every callback stored since came through
+    /// `Runner::arrived`.
+    complete: bool,
+    /// Counts the wakes that did not say which callback arrived (another
+    /// daemon's, a replay, the poll's timer): a read of the store that
+    /// began before one does not make `known` complete.
+    generation: u64,
 }
 
 impl Runner {
     pub fn new() -> Self {
         Self {
-            nudge: Notify::new(),
+            wake: Notify::new(),
             cancel: watch::channel(false).0,
             lost: watch::channel(false).0,
             step: Mutex::new(None),
+            token: OnceLock::new(),
+            expecting: Mutex::new(None),
+            arrivals: Mutex::new(Arrivals::default()),
         }
     }
 
@@ -82,6 +107,92 @@ impl Runner {
             }
         }
     }
+
+    /// Callback `name`, which this daemon has just stored (`said` is its
+    /// log line), wakes the task without it reading the store.
+    pub fn arrived(&self, name: &str, said: String) {
+        let mut arrivals = lock(&self.arrivals);
+        if !arrivals.known.iter().any(|(n, _)| n == name) {
+            arrivals.known.push((name.to_string(), said));
+        }
+        drop(arrivals);
+        self.wake.notify_one();
+    }
+
+    /// Some callback may have been stored: the task reads the store.
+    pub fn nudge(&self) {
+        self.forget();
+        self.wake.notify_one();
+    }
+
+    fn forget(&self) {
+        let mut arrivals = lock(&self.arrivals);
+        arrivals.complete = false;
+        arrivals.generation += 1;
+    }
+
+    /// Whether the deployment's profile may still expect callback `name`
+    /// (`None`: the task does not know, the store must say).
+    pub fn expects(&self, name: &str) -> Option<bool> {
+        let expecting = lock(&self.expecting);
+        let (profile, step) = expecting.as_ref()?;
+        Some(profile.callbacks_from(*step).contains(&name))
+    }
+
+    /// What the task stands on now, for `expects`.
+    fn stands(&self, profile: &Arc<Profile>, at: Position) {
+        *lock(&self.expecting) =
+            (!at.state.is_final()).then(|| (profile.clone(), at.cursor.map(|c| c.step)));
+    }
+
+    /// Waits for callback `name`, reading the store only when the task
+    /// cannot know otherwise.
+    async fn callback(
+        &self,
+        executor: &dyn Executor,
+        id: i64,
+        name: &str,
+        poll: Duration,
+    ) -> String {
+        loop {
+            let read_at = {
+                let arrivals = lock(&self.arrivals);
+                if let Some((_, said)) = arrivals.known.iter().find(|(n, _)| n == name) {
+                    return said.clone();
+                }
+                (!arrivals.complete).then_some(arrivals.generation)
+            };
+            if let Some(generation) = read_at {
+                match executor.callbacks(id).await {
+                    Ok(stored) => {
+                        let mut arrivals = lock(&self.arrivals);
+                        for (n, said) in stored {
+                            if !arrivals.known.iter().any(|(k, _)| *k == n) {
+                                arrivals.known.push((n, said));
+                            }
+                        }
+                        arrivals.complete = arrivals.generation == generation;
+                        if arrivals.known.iter().any(|(n, _)| n == name) {
+                            continue;
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "cannot read callbacks; retrying"),
+                }
+            }
+            // Woken when a callback arrives; the timer also reads the store
+            // again, for a callback nobody told of.
+            if tokio::time::timeout(poll, self.wake.notified())
+                .await
+                .is_err()
+            {
+                self.forget();
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What the tasks of one daemon's engine share.
@@ -97,6 +208,10 @@ pub struct Driver {
     /// How often a waiting callback is looked for without a nudge.
     pub callback_poll: Duration,
     pub profiles: ParsedProfiles,
+    /// The deployments whose tasks run here, by the hash of their callback
+    /// token (each task adds its own; the engine removes it when the task
+    /// ends).
+    pub tokens: Mutex<HashMap<TokenHash, i64>>,
 }
 
 impl Driver {
@@ -158,6 +273,12 @@ impl Driver {
         };
         if let Some(cursor) = at.cursor {
             runner.entered(cursor);
+        }
+        runner.stands(&profile, at);
+        if runner.token.get().is_none() {
+            let hash = CallbackToken::from_presented(token).hash();
+            lock(&self.tokens).insert(hash.clone(), id);
+            let _ = runner.token.set(hash);
         }
         let run = match plan::next(
             &profile,
@@ -270,16 +391,9 @@ impl Driver {
         let id = subject.deployment.id;
         match run.effect {
             Effect::Refuse(reason) => Err(reason.to_string()),
-            Effect::AwaitCallback { name } => loop {
-                match self.executor.callback(id, name).await {
-                    Ok(Some(said)) => return Ok(said),
-                    Ok(None) => {}
-                    Err(e) => warn!(error = %e, "cannot read callbacks; retrying"),
-                }
-                // Woken by the callback handler; polled too, for callbacks
-                // another daemon stored.
-                let _ = tokio::time::timeout(self.callback_poll, runner.nudge.notified()).await;
-            },
+            Effect::AwaitCallback { name } => Ok(runner
+                .callback(&*self.executor, id, name, self.callback_poll)
+                .await),
             Effect::Perform(work) => {
                 let mut attempt = 0;
                 loop {

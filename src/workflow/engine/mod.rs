@@ -22,11 +22,11 @@ use super::download::DownloadCache;
 use super::executor::StoreExecutor;
 use super::templates::Templates;
 use crate::power::service::PowerService;
-use bootloader_core::model::{CallbackToken, Fqdn};
+use bootloader_core::model::{CallbackToken, Fqdn, TokenHash};
 use bootloader_core::workflow::plan;
 use bootloader_store::boot::DeploymentRecord;
 use bootloader_store::engine::EngineStore;
-use bootloader_store::engine::NewDeployment;
+use bootloader_store::engine::{Claim, NewDeployment};
 use bootloader_store::{BootStore, InventoryStore, Store, StoreError, TimelineStore, UserStore};
 
 /// The `[deployments]` settings the engine uses.
@@ -132,6 +132,7 @@ impl Engine {
             default_timeout: settings.default_timeout,
             callback_poll: settings.callback_poll,
             profiles: Default::default(),
+            tokens: Default::default(),
         };
         Arc::new(Self {
             ledger: stores.engine,
@@ -247,6 +248,14 @@ impl Engine {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&id);
+                if let Some(token) = runner.token.get() {
+                    engine
+                        .driver
+                        .tokens
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(token);
+                }
             }
             .instrument(info_span!("deployment", id)),
         );
@@ -277,7 +286,7 @@ impl Engine {
                 Ok(CallbackNotice::Unknown) | Err(RecvError::Lagged(_)) => {
                     let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
                     for r in running.values() {
-                        r.nudge.notify_one();
+                        r.nudge();
                     }
                 }
                 Err(RecvError::Closed) => return,
@@ -285,12 +294,41 @@ impl Engine {
         }
     }
 
-    /// A callback for `id` was stored: wake its task.
+    /// A callback for `id` may have been stored: wake its task, which
+    /// reads the store.
     pub fn nudge(&self, id: i64) {
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = running.get(&id) {
-            r.nudge.notify_one();
+        if let Some(r) = self.runner(id) {
+            r.nudge();
         }
+    }
+
+    /// Callback `name` of deployment `id` has just been stored here (the
+    /// first of its name): its task, if it runs here, takes it without
+    /// reading the store.
+    pub fn arrived(&self, id: i64, name: &str, method: &str, body: &str) {
+        if let Some(r) = self.runner(id) {
+            r.arrived(name, super::executor::callback_said(name, method, body));
+        }
+    }
+
+    /// Judges a callback from memory when the deployment of `token` runs
+    /// here: its id and whether its profile may still expect `name`.
+    /// `None`: the store must say (the deployment runs elsewhere, has not
+    /// started here yet or has ended).
+    pub fn judge_callback(&self, token: &TokenHash, name: &str) -> Option<(i64, bool)> {
+        let id = *self
+            .driver
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)?;
+        let expected = self.runner(id)?.expects(name)?;
+        Some((id, expected))
+    }
+
+    fn runner(&self, id: i64) -> Option<Arc<Runner>> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.get(&id).cloned()
     }
 
     /// Starts a deployment of `server` with profile `profile_id`.
@@ -303,6 +341,11 @@ impl Engine {
         let token = CallbackToken::generate().map_err(|e| {
             StoreError::Corrupt(format!("no randomness for the callback token: {e}"))
         })?;
+        // Taken up here if the server is in this daemon's location (in the
+        // same transaction); by its location's daemon otherwise. Only this
+        // one is claimed: claiming every active deployment on each create
+        // made starting N of them cost N² rows.
+        let now = (self.driver.clock)();
         let record = self
             .ledger
             .start_deployment(&NewDeployment {
@@ -310,31 +353,18 @@ impl Engine {
                 profile_id,
                 token,
                 repeat_of,
+                claim: Some(Claim {
+                    runner: self.settings.runner.clone(),
+                    location: self.settings.location.clone(),
+                    now,
+                    until: now + HOLD.as_secs() as i64,
+                }),
             })
             .await?;
-        // Taken up here if the server is in this daemon's location; by its
-        // location's daemon otherwise. Only this one is claimed: claiming
-        // every active deployment on each create made starting N of them
-        // cost N² rows.
-        let now = (self.driver.clock)();
-        match self
-            .ledger
-            .claim_deployment(
-                record.id,
-                &self.settings.runner,
-                self.settings.location.as_deref(),
-                now,
-                now + HOLD.as_secs() as i64,
-            )
-            .await
-        {
-            Ok(true) => {
-                self.spawn(record.id, Duration::ZERO);
-            }
-            Ok(false) => {}
-            Err(e) => warn!(error = %e, "the new deployment starts at the next claim"),
+        if record.runner.as_deref() == Some(self.settings.runner.as_str()) {
+            self.spawn(record.id, Duration::ZERO);
         }
-        self.boot.deployment(record.id).await
+        Ok(record)
     }
 
     /// A new deployment of the same server with the same pinned profile

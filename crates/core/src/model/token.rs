@@ -118,7 +118,7 @@ impl fmt::Debug for SessionSecret {
 
 /// The stored form of a token: hex SHA-256. Tokens carry 256 bits of
 /// entropy, so a fast hash is enough; lookups go by this value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TokenHash(pub String);
 
 /// What a token may do. `write` also needs a staff user.

@@ -12,7 +12,7 @@ use crate::boot_sql::{ACTIVE_STATES, DEPLOYMENT_SELECT, convert};
 use crate::{Result, StoreError};
 use bootloader_core::model::{DeploymentState, Fqdn, MacAddr, TokenHash, Via};
 
-use super::helpers::emit;
+use super::helpers::{emit, emit_all};
 use super::{Conn, FOR_KEY_SHARE, FOR_UPDATE};
 
 pub(super) async fn fetch_deployment(conn: &mut Conn, id: i64) -> Result<DeploymentRecord> {
@@ -350,9 +350,13 @@ impl BootStore for Backend {
         order.sort_by(|&a, &b| calls[a].token.0.cmp(&calls[b].token.0));
         let (_writer, mut tx) = self.begin_write_in(crate::Lane::Callback).await?;
         let mut receipts: Vec<Option<CallbackReceipt>> = calls.iter().map(|_| None).collect();
+        let mut events = Vec::new();
         for i in order {
-            receipts[i] = Some(record_one(&mut tx, &calls[i], max).await?);
+            let (receipt, event) = record_one(&mut tx, &calls[i], max).await?;
+            receipts[i] = Some(receipt);
+            events.extend(event.map(|e| ("deployment.callback", e)));
         }
+        emit_all(&mut tx, &events).await?;
         tx.commit().await?;
         Ok(receipts
             .into_iter()
@@ -406,8 +410,15 @@ impl Backend {
     }
 }
 
-/// One callback of a group, in the group's transaction.
-async fn record_one(conn: &mut Conn, call: &CallbackCall, max: u32) -> Result<CallbackReceipt> {
+/// One callback of a group, in the group's transaction, and the event to
+/// publish when it is the first of its name. One statement finds the
+/// deployment and one stores the callback unless the deployment holds its
+/// share; only a callback not stored costs a third, to say why.
+async fn record_one(
+    conn: &mut Conn,
+    call: &CallbackCall,
+    max: u32,
+) -> Result<(CallbackReceipt, Option<serde_json::Value>)> {
     let found: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT id FROM deployments WHERE token_hash = $1 AND state IN {ACTIVE_STATES}{}",
         FOR_KEY_SHARE
@@ -416,38 +427,26 @@ async fn record_one(conn: &mut Conn, call: &CallbackCall, max: u32) -> Result<Ca
     .fetch_optional(&mut *conn)
     .await?;
     let Some(deployment_id) = found else {
-        return Ok(CallbackReceipt::UnknownToken);
+        return Ok((CallbackReceipt::UnknownToken, None));
     };
-    let (held, this): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COUNT(CASE WHEN name = $2 THEN 1 END) FROM callbacks WHERE deployment_id = $1",
-        )
-        .bind(deployment_id)
-        .bind(&call.name)
-        .fetch_one(&mut *conn)
-        .await?;
-    if this > 0 {
-        return Ok(CallbackReceipt::Recorded {
-            deployment_id,
-            first: false,
-        });
-    }
-    if held >= i64::from(max) {
-        return Ok(CallbackReceipt::Full { deployment_id });
-    }
     let now = OffsetDateTime::now_utc();
-    let done = sqlx::query(
+    // SQLite reads `ON CONFLICT` after a `SELECT` only when the select has
+    // a `WHERE`, as it has here.
+    let stored = sqlx::query(
         "INSERT INTO callbacks (deployment_id, name, method, body, received_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (deployment_id, name) DO NOTHING",
+         SELECT $1, $2, $3, $4, $5 \
+         WHERE (SELECT COUNT(*) FROM callbacks WHERE deployment_id = $1) < $6 \
+         ON CONFLICT (deployment_id, name) DO NOTHING",
     )
     .bind(deployment_id)
     .bind(&call.name)
     .bind(&call.method)
     .bind(&call.body)
     .bind(now)
+    .bind(i64::from(max))
     .execute(&mut *conn)
     .await?;
-    let first = done.rows_affected() > 0;
-    if first {
+    if stored.rows_affected() > 0 {
         let payload = serde_json::to_value(CallbackReceived {
             deployment_id,
             name: &call.name,
@@ -455,10 +454,26 @@ async fn record_one(conn: &mut Conn, call: &CallbackCall, max: u32) -> Result<Ca
             received_at: now,
         })
         .unwrap_or_default();
-        emit(conn, "deployment.callback", payload).await?;
+        let receipt = CallbackReceipt::Recorded {
+            deployment_id,
+            first: true,
+        };
+        return Ok((receipt, Some(payload)));
     }
-    Ok(CallbackReceipt::Recorded {
-        deployment_id,
-        first,
-    })
+    let replay: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM callbacks WHERE deployment_id = $1 AND name = $2)",
+    )
+    .bind(deployment_id)
+    .bind(&call.name)
+    .fetch_one(&mut *conn)
+    .await?;
+    let receipt = if replay {
+        CallbackReceipt::Recorded {
+            deployment_id,
+            first: false,
+        }
+    } else {
+        CallbackReceipt::Full { deployment_id }
+    };
+    Ok((receipt, None))
 }

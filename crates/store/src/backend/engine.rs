@@ -123,6 +123,16 @@ impl EngineStore for Backend {
             }
             other => other,
         })?;
+        if let Some(claim) = &new.claim {
+            sqlx::query_scalar::<_, i64>(CLAIM_ONE)
+                .bind(&claim.runner)
+                .bind(claim.location.as_deref())
+                .bind(claim.now)
+                .bind(claim.until)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        }
         let record = fetch_deployment(&mut tx, id).await?;
         log(
             &mut tx,
@@ -188,27 +198,6 @@ impl EngineStore for Backend {
         tx.commit().await?;
         ids.sort_unstable();
         Ok(ids)
-    }
-
-    async fn claim_deployment(
-        &self,
-        id: i64,
-        runner: &str,
-        location: Option<&str>,
-        now: i64,
-        until: i64,
-    ) -> Result<bool> {
-        let (_writer, mut tx) = self.begin_write().await?;
-        let held: Option<i64> = sqlx::query_scalar(CLAIM_ONE)
-            .bind(runner)
-            .bind(location)
-            .bind(now)
-            .bind(until)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(held.is_some())
     }
 
     async fn release_deployments(&self, runner: &str) -> Result<()> {
