@@ -7,7 +7,7 @@
 //! other daemons share the database: a claim it refuses is read back into
 //! the book and another address is tried.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -61,6 +61,12 @@ pub struct Leases {
     /// pool is called exhausted.
     shared: bool,
     books: Mutex<HashMap<i64, LeaseBook>>,
+    /// Offers held in the book only (network, address): alone on the
+    /// database the book is the truth, and an offer is a promise for a
+    /// moment, not a lease (as Kea and ISC dhcpd keep them), so it is not
+    /// written; the REQUEST that binds it is, before the ACK. A decline
+    /// of one is written first as the offer it was.
+    unwritten: Mutex<HashSet<(i64, Ipv4Addr)>>,
     /// One network's rows are read once, however many requests arrive
     /// before they are.
     loading: tokio::sync::Mutex<()>,
@@ -76,6 +82,7 @@ impl Leases {
             times,
             shared,
             books: Mutex::new(HashMap::new()),
+            unwritten: Mutex::new(HashSet::new()),
             loading: tokio::sync::Mutex::new(()),
             queue,
             writer: Mutex::new(Some(writer)),
@@ -144,6 +151,10 @@ impl Leases {
         f(books.entry(network).or_default())
     }
 
+    fn unwritten(&self) -> std::sync::MutexGuard<'_, HashSet<(i64, Ipv4Addr)>> {
+        self.unwritten.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Reads the network's rows into its book, the first time it is used.
     async fn load(&self, network: i64) -> anyhow::Result<()> {
         let known = |s: &Self| {
@@ -171,6 +182,7 @@ impl Leases {
             .context("cannot read the network's leases")?;
         let count = rows.len();
         let book = LeaseBook::from_rows(rows);
+        self.unwritten().retain(|(n, _)| *n != network);
         self.books
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -206,7 +218,11 @@ impl Leases {
             hostname: String::new(),
             now,
         });
-        match self.commit(change).await {
+        let judged = self.commit(change).await;
+        if judged.is_ok() {
+            self.unwritten().remove(&(network, ip));
+        }
+        match judged {
             Ok(true) => Ok(true),
             Ok(false) => {
                 let row = self.store.lease_at(network, ip).await;
@@ -249,12 +265,20 @@ impl Leases {
         let mut refused = Vec::new();
         let mut reread = false;
         while refused.len() < REFUSALS {
+            let hold = Entry {
+                mac,
+                state: LeaseState::Offered,
+                expires_at: now + i64::from(self.times.offer_hold),
+            };
             let choice = self.with_book(net.id, |b| {
                 let choice = b.choose(&range, mac, reserved, requested, &refused, now);
-                (
-                    choice,
-                    b.at(choice.address().unwrap_or(Ipv4Addr::UNSPECIFIED)),
-                )
+                let held = b.at(choice.address().unwrap_or(Ipv4Addr::UNSPECIFIED));
+                if let (Choice::Hold(ip), false) = (choice, self.shared) {
+                    // Picked and held under one lock: no other request
+                    // can pick it meanwhile.
+                    b.set(ip, hold);
+                }
+                (choice, held)
             });
             let (ip, entry) = match choice {
                 (Choice::Nothing, _) => {
@@ -280,14 +304,11 @@ impl Leases {
                         expires_at: held.map_or(now, |e| e.expires_at),
                     },
                 ),
-                (Choice::Hold(ip), _) => (
-                    ip,
-                    Entry {
-                        mac,
-                        state: LeaseState::Offered,
-                        expires_at: now + i64::from(self.times.offer_hold),
-                    },
-                ),
+                (Choice::Hold(ip), _) if !self.shared => {
+                    self.unwritten().insert((net.id, ip));
+                    return Ok(Some(ip));
+                }
+                (Choice::Hold(ip), _) => (ip, hold),
             };
             if self.claim(net.id, ip, entry, now).await? {
                 return Ok(Some(ip));
@@ -382,7 +403,7 @@ impl Leases {
             mac,
             now,
         };
-        self.let_go(net, ip, mac, (LeaseState::Released, now), change)
+        self.let_go(net, ip, mac, (LeaseState::Released, now), change, now)
             .await
     }
 
@@ -402,7 +423,7 @@ impl Leases {
             until,
             now,
         };
-        self.let_go(net, ip, mac, (LeaseState::Declined, until), change)
+        self.let_go(net, ip, mac, (LeaseState::Declined, until), change, now)
             .await
     }
 
@@ -413,6 +434,7 @@ impl Leases {
         mac: MacAddr,
         (state, expires_at): (LeaseState, i64),
         change: LeaseChange,
+        now: i64,
     ) -> anyhow::Result<bool> {
         self.load(net.id).await?;
         let entry = Entry {
@@ -432,6 +454,34 @@ impl Leases {
         });
         if !before.0 && !self.shared {
             return Ok(false);
+        }
+        if before.0 && self.unwritten().contains(&(net.id, ip)) {
+            if state == LeaseState::Released {
+                // An offer passed over that was never written: nothing to
+                // write either.
+                self.unwritten().remove(&(net.id, ip));
+                return Ok(true);
+            }
+            // A decline is kept: the offer is written first, then let go.
+            let offered = before.1.unwrap_or(entry);
+            let claim = LeaseChange::Claim(LeaseClaim {
+                network_id: net.id,
+                ip,
+                mac,
+                state: LeaseState::Offered,
+                expires_at: offered.expires_at,
+                hostname: String::new(),
+                now,
+            });
+            match self.commit(claim).await {
+                Ok(true) => {
+                    self.unwritten().remove(&(net.id, ip));
+                }
+                other => {
+                    self.with_book(net.id, |b| b.undo(ip, entry, before.1));
+                    return other;
+                }
+            }
         }
         let held = self.commit(change).await;
         if !matches!(held, Ok(true)) {
