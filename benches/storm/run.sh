@@ -112,21 +112,12 @@ server_cpu_ms() {
     done
     echo $((t * 1000 / $(getconf CLK_TCK)))
 }
-# Peak RSS (KiB) of every process in the server namespace, summed.
-server_hwm_kib() {
+# Memory (KiB) of every process in the server namespace, summed: $1 is
+# VmRSS (resident now) or VmHWM (the peak).
+server_mem_kib() {
     local t=0 p v
     for p in $(ip netns pids "$SNS"); do
-        v=$(awk '/^VmHWM/{print $2}' "/proc/$p/status" 2>/dev/null) || continue
-        t=$((t + ${v:-0}))
-    done
-    echo "$t"
-}
-
-# RSS now (KiB) of every process in the server namespace, summed.
-server_rss_kib() {
-    local t=0 p v
-    for p in $(ip netns pids "$SNS"); do
-        v=$(awk '/^VmRSS/{print $2}' "/proc/$p/status" 2>/dev/null) || continue
+        v=$(awk -v f="$1:" '$1 == f {print $2}' "/proc/$p/status" 2>/dev/null) || continue
         t=$((t + ${v:-0}))
     done
     echo "$t"
@@ -157,7 +148,7 @@ storm() {
     fi
     {
         echo "server CPU: $((cpu1 - cpu0)) ms for $MACHINES machines ($(( (cpu1 - cpu0) * 1000 / MACHINES )) us per machine)"
-        echo "server peak RSS: $(server_hwm_kib) KiB"
+        echo "server peak RSS: $(server_mem_kib VmHWM) KiB"
     } | tee -a "$OUT/storm-$label.txt" >&2
 }
 
@@ -222,7 +213,7 @@ storm_bootloader() {
         --machines "$MACHINES" --cidr 10.88.0.0/16 --gateway "$SRV" --pool 10.88.64.1-10.88.127.254 \
         | tee "$OUT/prepare-bootloader.txt" >&2
     wait_quiet "bootloader after prepare"
-    echo "server RSS with $MACHINES active deployments, idle: $(server_rss_kib) KiB" \
+    echo "server RSS with $MACHINES active deployments, idle: $(server_mem_kib VmRSS) KiB" \
         | tee -a "$OUT/prepare-bootloader.txt" >&2
     log "bootloader: storm of $MACHINES machines over $OVER s"
     storm bootloader
