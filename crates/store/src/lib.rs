@@ -26,7 +26,9 @@ mod types;
 /// Whose write it is. SQLite has one writer at a time, and a boot storm
 /// queues thousands of writes: the boot path's, which a machine waits on,
 /// go first (a lease group before a callback before everything else).
-/// PostgreSQL queues writers on row locks and ignores this.
+/// PostgreSQL queues writers on row locks itself; there a lease group and
+/// a callback group each have a connection of their own, so that they
+/// never wait for one behind the engine's writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lane {
     /// Workflow commits, the API, the timeline: everything else.

@@ -89,6 +89,8 @@ async fn follow_changes(
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// A connection each for lease groups and callback groups (`Lane`).
+    lanes: [PgPool; 2],
     cipher: SecretCipher,
     served: super::served_cache::ServedCache,
     boot_index: std::sync::Arc<super::boot_index::BootIndex>,
@@ -105,13 +107,19 @@ impl PostgresStore {
         Ok(((), self.pool.begin_with(Self::BEGIN_WRITE).await?))
     }
 
-    /// PostgreSQL has no single writer to queue ahead of: every lane is
-    /// the same.
+    /// PostgreSQL has no single writer to queue ahead of, but its pool is
+    /// shared by the engine's tasks: the boot path's groups write on
+    /// connections of their own.
     async fn begin_write_in(
         &self,
-        _lane: super::Lane,
+        lane: super::Lane,
     ) -> Result<((), sqlx::Transaction<'static, sqlx::Postgres>)> {
-        self.begin_write().await
+        let pool = match lane {
+            super::Lane::Ordinary => &self.pool,
+            super::Lane::Callback => &self.lanes[0],
+            super::Lane::Lease => &self.lanes[1],
+        };
+        Ok(((), pool.begin_with(Self::BEGIN_WRITE).await?))
     }
 
     async fn connect(target: &PostgresTarget, max_connections: u32) -> Result<PgPool> {
@@ -153,6 +161,10 @@ impl PostgresStore {
     ) -> Result<Self> {
         let pool = Self::connect(target, max_connections).await?;
         MIGRATIONS.run(&pool).await?;
+        let lanes = [
+            Self::connect(target, 1).await?,
+            Self::connect(target, 1).await?,
+        ];
         // Off until this daemon listens for the others' changes.
         let boot_index = std::sync::Arc::new(super::boot_index::BootIndex::new(false));
         let (callbacks, _) = tokio::sync::broadcast::channel(1024);
@@ -163,6 +175,7 @@ impl PostgresStore {
         ));
         Ok(Self {
             pool,
+            lanes,
             cipher,
             served: Default::default(),
             boot_index,

@@ -17,9 +17,14 @@ const CAPACITY: usize = 256 * 1024 * 1024;
 pub struct ServedCache {
     entries: Mutex<Entries>,
     /// One read of a missing file at a time: concurrent requests for it
-    /// wait and share that read.
-    pub(super) loading: tokio::sync::Mutex<()>,
+    /// wait and share that read. Striped by row, so that a storm's
+    /// thousands of different files (each machine's script) are read side
+    /// by side rather than one after another.
+    loading: [tokio::sync::Mutex<()>; STRIPES],
 }
+
+/// Files that may be read from the database at once.
+const STRIPES: usize = 32;
 
 #[derive(Default)]
 struct Entries {
@@ -28,6 +33,11 @@ struct Entries {
 }
 
 impl ServedCache {
+    /// The lock under which row `id` is read.
+    pub(super) fn loading(&self, id: i64) -> &tokio::sync::Mutex<()> {
+        &self.loading[id.rem_euclid(STRIPES as i64) as usize]
+    }
+
     /// The bytes of row `id` as written at `version`, if held.
     pub fn get(&self, id: i64, version: OffsetDateTime) -> Option<Bytes> {
         let entries = self.entries.lock().ok()?;

@@ -296,7 +296,7 @@ impl BootStore for Backend {
         let content = match self.served.get(id, version) {
             Some(b) => b,
             None => {
-                let _loading = self.served.loading.lock().await;
+                let _loading = self.served.loading(id).lock().await;
                 match self.served.get(id, version) {
                     Some(b) => b,
                     None => {
