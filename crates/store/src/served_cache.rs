@@ -78,6 +78,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn one_file_being_read_does_not_hold_back_another() {
+        let cache = ServedCache::default();
+        let reading = cache.loading(7).try_lock().expect("free");
+        assert!(cache.loading(7).try_lock().is_err(), "the same file waits");
+        assert!(cache.loading(8).try_lock().is_ok(), "another file does not");
+        drop(reading);
+    }
+
+    #[test]
     fn a_version_is_shared_and_a_new_one_replaces_it() {
         let cache = ServedCache::default();
         let v1 = OffsetDateTime::from_unix_timestamp(1).unwrap();
