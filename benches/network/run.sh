@@ -56,6 +56,8 @@ DHCP_LAT="${DHCP_LAT:-1}"
 SECTIONS=("$@")
 [ ${#SECTIONS[@]} -eq 0 ] && SECTIONS=(dhcp tftp http)
 MAC1=52:54:00:00:00:01
+# A MAC no server has: the script the unknown-machine policy gives.
+MAC_UNKNOWN=52:54:00:00:99:99
 
 OUT="${OUT:-$(mktemp -d /tmp/blbench.XXXX)}"
 mkdir -p "$OUT"
@@ -360,37 +362,46 @@ bench_tftp() {
 
 # ---------------------------------------------------------------- HTTP
 NGINX_PORT=8081
+# wrk_run LABEL URL PEER SUFFIX: one wrk run, its figures recorded as
+# PEER's http metrics with SUFFIX ("" for the known MAC, _unknown).
+wrk_run() {
+    local label=$1 url=$2 peer=$3 suffix=$4 out="$OUT/http-$1.txt"
+    log "http $label: wrk $url"
+    timeout $((WRK_SECONDS + 30)) ip netns exec "$CNS" wrk -t"$WRK_THREADS" -c"$WRK_CONNS" \
+        -d"${WRK_SECONDS}s" --latency "$url" > "$out" 2>&1 || true
+    "$PY" "$HERE/stats.py" wrk "$out" | while read -r k v; do
+        record http "$k$suffix" "$peer" "$run" "$v"
+    done
+}
+
 bench_http() {
     local run=$1 d
     # bootloader: a registered server without a deployment -> local-boot
-    # script after two store lookups (served file, boot target).
+    # script after two store lookups (served file, boot target); a MAC no
+    # server has -> the unknown-machine policy's script.
     wait_quiet "http run $run"
     bl_start off
     bl_api POST /servers "{\"fqdn\":\"n1.lab.example.com\",\"location\":\"lab\",\"interfaces\":[{\"name\":\"eth0\",\"mac\":\"$MAC1\"}]}" \
         | grep -q n1.lab.example.com || die "server registration"
     mkdir -p "$WORK/www/ipxe"
-    cx curl -sf -o "$WORK/www/ipxe/$MAC1" "http://$SRV:8080/ipxe/$MAC1" || die "ipxe script"
-    grep -q '^#!ipxe' "$WORK/www/ipxe/$MAC1" || die "not an iPXE script"
-    log "http run $run bootloader: wrk /ipxe/$MAC1"
-    timeout $((WRK_SECONDS + 30)) ip netns exec "$CNS" wrk -t"$WRK_THREADS" -c"$WRK_CONNS" \
-        -d"${WRK_SECONDS}s" --latency "http://$SRV:8080/ipxe/$MAC1" > "$OUT/http-bootloader-$run.txt" 2>&1 || true
-    "$PY" "$HERE/stats.py" wrk "$OUT/http-bootloader-$run.txt" | while read -r k v; do
-        record http "$k" bootloader "$run" "$v"
+    for m in "$MAC1" "$MAC_UNKNOWN"; do
+        cx curl -sf -o "$WORK/www/ipxe/$m" "http://$SRV:8080/ipxe/$m" || die "ipxe script for $m"
+        grep -q '^#!ipxe' "$WORK/www/ipxe/$m" || die "not an iPXE script for $m"
     done
+    wrk_run "bootloader-$run" "http://$SRV:8080/ipxe/$MAC1" bootloader ""
+    wrk_run "bootloader-unknown-$run" "http://$SRV:8080/ipxe/$MAC_UNKNOWN" bootloader _unknown
     stop_server
 
-    # nginx: the same bytes as a static file.
+    # nginx: the same bytes as static files.
     d="$WORK/nginx"; mkdir -p "$d"
     nginx_conf "$d" "$WORK/www" "$NGINX_PORT"
     start_bg "$d/stdout.log" ip netns exec "$SNS" nginx -p "$d" -c "$d/nginx.conf"
     wait_tcp "$NGINX_PORT" || die "nginx did not start: $(cat "$d/error.log" "$d/stdout.log")"
-    cx curl -sf "http://$SRV:$NGINX_PORT/ipxe/$MAC1" | cmp -s - "$WORK/www/ipxe/$MAC1" || die "nginx serves other bytes"
-    log "http run $run nginx: wrk /ipxe/$MAC1 (static)"
-    timeout $((WRK_SECONDS + 30)) ip netns exec "$CNS" wrk -t"$WRK_THREADS" -c"$WRK_CONNS" \
-        -d"${WRK_SECONDS}s" --latency "http://$SRV:$NGINX_PORT/ipxe/$MAC1" > "$OUT/http-nginx-$run.txt" 2>&1 || true
-    "$PY" "$HERE/stats.py" wrk "$OUT/http-nginx-$run.txt" | while read -r k v; do
-        record http "$k" nginx "$run" "$v"
+    for m in "$MAC1" "$MAC_UNKNOWN"; do
+        cx curl -sf "http://$SRV:$NGINX_PORT/ipxe/$m" | cmp -s - "$WORK/www/ipxe/$m" || die "nginx serves other bytes"
     done
+    wrk_run "nginx-$run" "http://$SRV:$NGINX_PORT/ipxe/$MAC1" nginx ""
+    wrk_run "nginx-unknown-$run" "http://$SRV:$NGINX_PORT/ipxe/$MAC_UNKNOWN" nginx _unknown
     stop_server
 }
 

@@ -114,6 +114,10 @@ ROWS = [
     ("http", "p50_ms", "  latency p50", "ms", None, False),
     ("http", "p99_ms", "  latency p99", "ms", None, False),
     ("http", "non2xx", "  non-2xx responses", "", None, False),
+    ("http", "rps_unknown", "HTTP /ipxe/<unknown mac> (nginx: static copy)", "req/s", None, True),
+    ("http", "p50_ms_unknown", "  latency p50", "ms", None, False),
+    ("http", "p99_ms_unknown", "  latency p99", "ms", None, False),
+    ("http", "non2xx_unknown", "  non-2xx responses", "", None, False),
 ]
 PEERS = {
     "dhcp": ["bootloader", "kea", "dnsmasq"],
@@ -237,6 +241,9 @@ def summary(path):
     if "http" in sections:
         goals.append(("HTTP /ipxe/<mac> req/s vs nginx static", 1.0,
                       per_run("http", "rps", None, "bootloader", ["nginx"])))
+        if any(k[:2] == ("http", "rps_unknown") for k in data):
+            goals.append(("HTTP /ipxe/<unknown mac> req/s vs nginx static", 1.0,
+                          per_run("http", "rps_unknown", None, "bootloader", ["nginx"])))
     if goals:
         print()
         print(f"{'goal':50s}{'per-run ratios':>24s}{'median':>9s}{'goal':>7s}  verdict")
