@@ -818,9 +818,10 @@ async fn a_deployment_page_follows_its_deployment(backend: Backend) {
             .expect("callback");
         assert!(r.status().is_success(), "{name}: {}", r.status());
     }
+    // Complete, and its complete step run (it logs a line).
     let seen = events_until(&mut stream, 60, |e| {
         e.iter()
-            .any(|(n, d)| n == "state" && d["state"] == "complete")
+            .any(|(n, d)| n == "state" && d["state"] == "complete" && d["step"].is_null())
     })
     .await;
     let progress: Vec<i64> = first

@@ -13,6 +13,7 @@ use super::servers::marks;
 use super::session::{Change, Viewer, done};
 use crate::ops::{self, Error};
 use bootloader_core::model::{DeploymentState, Fqdn};
+use bootloader_store::boot::DeploymentRecord;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +103,9 @@ pub async fn deployment(
         .with("section", "deployments")
         .with("d", &d)
         .with("final", d.state.is_final())
+        // A final state can still have its complete, error or cleanup step
+        // to run; the page follows it until that is done too.
+        .with("settled", settled(&d))
         .with("log", log)
         .with("last_log", last_log)
         .with("marks", marks)
@@ -138,4 +142,10 @@ pub async fn repeat_deployment(
             &format!("Not repeated: {}", describe(e)),
         ),
     }
+}
+
+/// Whether a deployment is over: final, with nothing of its last step left
+/// to run (its log grows no more).
+pub(super) fn settled(d: &DeploymentRecord) -> bool {
+    d.state.is_final() && d.step.is_none()
 }

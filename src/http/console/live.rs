@@ -84,7 +84,8 @@ impl Live {
 
 /// `GET /ui/deployments/{id}/live`: the deployment as it moves (`state`
 /// events with its record) and its new log lines (`log` events), until it
-/// ends.
+/// ends: final, and its complete, error or cleanup step run too, so the
+/// lines that step logs are streamed before the stream ends.
 pub async fn follow(
     State(state): State<ConsoleState>,
     viewer: Viewer,
@@ -123,7 +124,7 @@ pub async fn follow(
                 }
                 Err(_) => return,
             }
-            if d.state.is_final() {
+            if super::deployments::settled(&d) {
                 return;
             }
             // Wait until this deployment changes (or the page goes).

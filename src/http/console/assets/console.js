@@ -61,7 +61,8 @@ function follow(root) {
     error.textContent = d.error || "";
     error.hidden = !d.error;
     if (["complete", "error", "cancelled"].includes(d.state)) {
-      source.close();
+      // Its last step may still log; the server ends the stream after it.
+      if (!d.step) source.close();
       if (d.finished_at) $("finished").textContent = d.finished_at.replace("T", " ").replace(/\.\d+/, "").replace("Z", " UTC");
       const cancel = $("cancel");
       if (cancel) cancel.closest("form").hidden = true;
