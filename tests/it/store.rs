@@ -345,6 +345,41 @@ async fn a_deployment_is_held_by_the_daemon_starting_it(backend: Backend) {
     ts.drop_database().await;
 }
 
+/// A daemon holds the deployments it runs by renewing one row of its own:
+/// while it renews, no other daemon takes them, even once the hold each
+/// was taken with has lapsed; when it stops renewing, or lets go, another
+/// takes them.
+async fn a_daemon_holds_its_deployments_by_one_row(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let store = open(&ts).await;
+    let (d, _) = deployment_claimed(&*store, None).await;
+    let claim = |runner: &'static str, now: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_deployments(runner, Some("dc1"), now, now + 30)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(claim("boot-a", 1_000).await, [d.id]);
+    assert_eq!(claim("boot-b", 1_010).await, Vec::<i64>::new());
+    assert_eq!(claim("boot-a", 1_020).await, [d.id]);
+    // The deployment was taken until 1,030; boot-a's row holds it to 1,050.
+    assert_eq!(claim("boot-b", 1_040).await, Vec::<i64>::new());
+    assert_eq!(
+        store.deployment(d.id).await.unwrap().runner.as_deref(),
+        Some("boot-a")
+    );
+    // boot-a stopped renewing.
+    assert_eq!(claim("boot-b", 1_051).await, [d.id]);
+    assert_eq!(claim("boot-a", 1_052).await, Vec::<i64>::new());
+    // Let go, it passes at once.
+    store.release_deployments("boot-b").await.unwrap();
+    assert_eq!(claim("boot-a", 1_053).await, [d.id]);
+    ts.drop_database().await;
+}
+
 /// Callbacks stored as one group: a receipt each, in order; a replay
 /// within the group is a replay; a token no active deployment holds is
 /// unknown; the deployment's share holds across the group.
@@ -876,6 +911,7 @@ async fn agents_follow_their_reports(backend: Backend) {
 on_both_backends!(
     callbacks_are_stored_in_groups,
     a_deployment_is_held_by_the_daemon_starting_it,
+    a_daemon_holds_its_deployments_by_one_row,
     agents_follow_their_reports,
     sessions_end_as_they_should,
     leases_have_one_holder,

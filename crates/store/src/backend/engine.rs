@@ -50,30 +50,54 @@ async fn log_lines(conn: &mut Conn, id: i64, lines: &[(LogLevel, String)]) -> Re
     Ok(())
 }
 
-/// Which deployments a daemon may take up: runnable ones that no live
-/// daemon runs, of the servers in location `$2` (all for NULL), for runner
-/// `$1`; `$3` is now. One text for both claims below.
-macro_rules! claimable {
+/// Which deployments a daemon may take up: runnable ones of the servers in
+/// location `$2` (all for NULL) that are free for runner `$1` at `$3`: no
+/// daemon runs them, or their runner's hold has lapsed. A daemon holds the
+/// deployments it runs by renewing one row of its own, `runner/<name>` in
+/// `daemon_locks`, not each deployment's: `runner_until` is only the hold
+/// a deployment was taken with, which covers it until its runner's row is
+/// renewed. One text for the claims below.
+macro_rules! runnable {
     () => {
         "step IS NOT NULL AND token_sealed IS NOT NULL \
-         AND (runner IS NULL OR runner = $1 OR runner_until IS NULL OR runner_until < $3) \
          AND ($2 IS NULL OR server_id IN \
               (SELECT s.id FROM servers s JOIN locations l ON l.id = s.location_id WHERE l.name = $2))"
     };
 }
+macro_rules! free {
+    () => {
+        "(runner IS NULL OR ((runner_until IS NULL OR runner_until < $3) \
+          AND NOT EXISTS (SELECT 1 FROM daemon_locks h \
+              WHERE h.name = 'runner/' || deployments.runner AND h.until_unix >= $3)))"
+    };
+}
 
-/// Takes them all, held until `$4`.
+/// Renews runner `$1`'s hold until `$2`.
+const HOLD_RUNNER: &str = "INSERT INTO daemon_locks (name, holder, until_unix) VALUES ('runner/' || $1, $1, $2) \
+     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_unix = excluded.until_unix";
+
+/// Takes the free ones other daemons held, held until `$4`.
 const CLAIM: &str = concat!(
     "UPDATE deployments SET runner = $1, runner_until = $4 WHERE ",
-    claimable!(),
+    runnable!(),
+    " AND (runner IS NULL OR runner <> $1) AND ",
+    free!(),
     " RETURNING id"
 );
 
-/// Takes deployment `$5` alone, if it is one of them.
+/// Those runner `$1` holds.
+const HELD: &str = concat!(
+    "SELECT id FROM deployments WHERE runner = $1 AND ",
+    runnable!()
+);
+
+/// Takes deployment `$5` alone, if it is free or runner `$1`'s already.
 const CLAIM_ONE: &str = concat!(
     "UPDATE deployments SET runner = $1, runner_until = $4 WHERE id = $5 AND ",
-    claimable!(),
-    " RETURNING id"
+    runnable!(),
+    " AND (runner = $1 OR ",
+    free!(),
+    ") RETURNING id"
 );
 
 #[async_trait]
@@ -188,11 +212,23 @@ impl EngineStore for Backend {
         until: i64,
     ) -> Result<Vec<i64>> {
         let (_writer, mut tx) = self.begin_write().await?;
-        let mut ids: Vec<i64> = sqlx::query_scalar(CLAIM)
+        // One row renewed however many deployments this daemon runs; only
+        // the deployments that change hands are written.
+        sqlx::query(HOLD_RUNNER)
+            .bind(runner)
+            .bind(until)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(CLAIM)
             .bind(runner)
             .bind(location)
             .bind(now)
             .bind(until)
+            .execute(&mut *tx)
+            .await?;
+        let mut ids: Vec<i64> = sqlx::query_scalar(HELD)
+            .bind(runner)
+            .bind(location)
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -208,6 +244,10 @@ impl EngineStore for Backend {
         .bind(runner)
         .execute(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM daemon_locks WHERE name = 'runner/' || $1")
+            .bind(runner)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
