@@ -398,6 +398,7 @@ pub async fn run_with_reloads(
         },
         &timeline,
         &quirks,
+        &instance,
     );
     let power = crate::power::PowerService::new(store.clone(), store.clone(), config.power.clone());
     let engine = crate::workflow::Engine::new(
@@ -659,6 +660,7 @@ fn start_boot_services(
     sockets: BootSockets,
     timeline: &Timeline,
     quirks: &bootloader_core::dhcp::quirks::QuirkRules,
+    instance: &str,
 ) {
     if !sockets.dhcp.is_empty() {
         let service = Arc::new(dhcp::server::DhcpService::new(
@@ -669,6 +671,8 @@ fn start_boot_services(
                 inventory: store.clone(),
                 leases: store.clone(),
                 shared: store.backend() != "sqlite",
+                locks: store.clone(),
+                instance: instance.to_string(),
             },
             timeline.clone(),
             quirks,

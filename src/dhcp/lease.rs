@@ -5,7 +5,9 @@
 //! the reply sent: a lease is in the store before the client hears of it.
 //! The store's conditional claim stays the arbiter the book cannot be when
 //! other daemons share the database: a claim it refuses is read back into
-//! the book and another address is tried.
+//! the book and another address is tried. Shared, this daemon offers free
+//! addresses from the pool slices it holds (`slices.rs`), so that its
+//! offers need no write either.
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -15,11 +17,14 @@ use std::time::Instant;
 use anyhow::{Context, anyhow};
 use tokio::sync::{mpsc, oneshot};
 
-use bootloader_core::dhcp::leases::{Choice, Entry, LeaseBook, Range};
+use bootloader_core::dhcp::leases::{Choice, Entry, LeaseBook, Range, in_pool};
 use bootloader_core::model::LeaseState;
 use bootloader_core::model::MacAddr;
+use bootloader_core::published::inventory::Pool;
 use bootloader_store::boot::{LeaseChange, LeaseClaim};
 use bootloader_store::{LeaseStore, Network};
+
+use super::slices::Slices;
 
 /// Timers of the authoritative server, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,11 +65,14 @@ pub struct Leases {
     /// before it is offered again, and the book is read again before the
     /// pool is called exhausted.
     shared: bool,
+    /// Shared, the pool slices this daemon offers free addresses from.
+    slices: Option<Slices>,
     books: Mutex<HashMap<i64, LeaseBook>>,
     /// Offers held in the book only (network, address): alone on the
     /// database the book is the truth, and an offer is a promise for a
     /// moment, not a lease (as Kea and ISC dhcpd keep them), so it is not
-    /// written; the REQUEST that binds it is, before the ACK. A decline
+    /// written; the REQUEST that binds it is, before the ACK. Shared, the
+    /// offers from this daemon's own slices are kept so too. A decline
     /// of one is written first as the offer it was.
     unwritten: Mutex<HashSet<(i64, Ipv4Addr)>>,
     /// One network's rows are read once, however many requests arrive
@@ -75,12 +83,15 @@ pub struct Leases {
 }
 
 impl Leases {
-    pub fn new(store: Arc<dyn LeaseStore>, times: LeaseTimes, shared: bool) -> Self {
+    /// `slices`: other daemons share the database, and these are the pool
+    /// slices this one holds.
+    pub fn new(store: Arc<dyn LeaseStore>, times: LeaseTimes, slices: Option<Slices>) -> Self {
         let (queue, writer) = mpsc::channel(4 * GROUP);
         Self {
             store,
             times,
-            shared,
+            shared: slices.is_some(),
+            slices,
             books: Mutex::new(HashMap::new()),
             unwritten: Mutex::new(HashSet::new()),
             loading: tokio::sync::Mutex::new(()),
@@ -181,14 +192,25 @@ impl Leases {
             .await
             .context("cannot read the network's leases")?;
         let count = rows.len();
-        let book = LeaseBook::from_rows(rows);
-        self.unwritten().retain(|(n, _)| *n != network);
-        self.books
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(network)
-            .or_default()
-            .replace(book);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut book = LeaseBook::from_rows(rows);
+        let mut books = self.books.lock().unwrap_or_else(|e| e.into_inner());
+        let old = books.entry(network).or_default();
+        // Offers never written stand, unless the store now says another
+        // client holds the address.
+        self.unwritten().retain(|(n, ip)| {
+            if *n != network {
+                return true;
+            }
+            match old.at(*ip) {
+                Some(offer) if book.at(*ip).is_none_or(|e| e.open_to(offer.mac, now)) => {
+                    book.set(*ip, offer);
+                    true
+                }
+                _ => false,
+            }
+        });
+        old.replace(book);
         tracing::debug!(network, leases = count, "leases read from the store");
         Ok(())
     }
@@ -264,6 +286,14 @@ impl Leases {
         };
         let mut refused = Vec::new();
         let mut reread = false;
+        // Shared: the slices to offer free addresses from, unwritten; once
+        // they are full and no other can be taken, the whole pool, each
+        // offer a claim written in the store.
+        let mut own = match (&self.slices, net.pool) {
+            (Some(slices), Some(pool)) => Some(slices.held(net.id, &pool, now).await),
+            _ => None,
+        };
+        let mut taken = 0;
         while refused.len() < REFUSALS {
             let hold = Entry {
                 mac,
@@ -271,17 +301,56 @@ impl Leases {
                 expires_at: now + i64::from(self.times.offer_hold),
             };
             let choice = self.with_book(net.id, |b| {
-                let choice = b.choose(&range, mac, reserved, requested, &refused, now);
+                let choice = match &own {
+                    Some(own) => b
+                        .preferred(&range, mac, reserved, requested, &refused, now)
+                        .unwrap_or_else(|| {
+                            own.iter()
+                                .find_map(|part| b.next_free(&range, part, mac, &refused, now))
+                                .map_or(Choice::Nothing, Choice::Hold)
+                        }),
+                    None => b.choose(&range, mac, reserved, requested, &refused, now),
+                };
                 let held = b.at(choice.address().unwrap_or(Ipv4Addr::UNSPECIFIED));
-                if let (Choice::Hold(ip), false) = (choice, self.shared) {
+                // Answered from the book, with no write: alone, any offer;
+                // shared, one of an address in this daemon's own slices.
+                let unwritten = match (choice, &own) {
+                    (Choice::Nothing, _) => false,
+                    (_, None) => !self.shared,
+                    (Choice::Hold(ip) | Choice::Keep(ip), Some(own)) => {
+                        reserved.is_none() && own.iter().any(|part| in_pool(part, ip))
+                    }
+                };
+                if let (Choice::Hold(ip), true) = (choice, unwritten) {
                     // Picked and held under one lock: no other request
                     // can pick it meanwhile.
                     b.set(ip, hold);
                 }
-                (choice, held)
+                (choice, held, unwritten)
             });
             let (ip, entry) = match choice {
-                (Choice::Nothing, _) => {
+                (Choice::Nothing, ..) if own.is_some() => {
+                    // This daemon's slices are full: another, else the
+                    // whole pool.
+                    let part = match (&self.slices, net.pool) {
+                        (Some(slices), Some(pool)) if taken < 2 => {
+                            taken += 1;
+                            slices.take(net.id, &pool, now).await
+                        }
+                        _ => None,
+                    };
+                    match part {
+                        Some(part) => {
+                            self.catch_up(net.id, &part).await;
+                            if let Some(own) = &mut own {
+                                own.push(part);
+                            }
+                        }
+                        None => own = None,
+                    }
+                    continue;
+                }
+                (Choice::Nothing, ..) => {
                     if self.shared && !reread {
                         // Other daemons may have let addresses go.
                         reread = true;
@@ -293,10 +362,11 @@ impl Leases {
                 // A client that holds its address (bound, not expired) is
                 // offered it as it stands: rewriting its lease to `offered`
                 // with the short hold would let it lapse long before its
-                // time when no REQUEST follows. Alone on the database, the
-                // book is the truth; shared, the store confirms it.
-                (Choice::Keep(ip), _) if !self.shared => return Ok(Some(ip)),
-                (Choice::Keep(ip), held) => (
+                // time when no REQUEST follows. Alone on the database, or
+                // in this daemon's own slices, the book is the truth;
+                // elsewhere, the store confirms it.
+                (Choice::Keep(ip), _, true) => return Ok(Some(ip)),
+                (Choice::Keep(ip), held, _) => (
                     ip,
                     Entry {
                         mac,
@@ -304,11 +374,11 @@ impl Leases {
                         expires_at: held.map_or(now, |e| e.expires_at),
                     },
                 ),
-                (Choice::Hold(ip), _) if !self.shared => {
+                (Choice::Hold(ip), _, true) => {
                     self.unwritten().insert((net.id, ip));
                     return Ok(Some(ip));
                 }
-                (Choice::Hold(ip), _) => (ip, hold),
+                (Choice::Hold(ip), _, false) => (ip, hold),
             };
             if self.claim(net.id, ip, entry, now).await? {
                 return Ok(Some(ip));
@@ -320,6 +390,31 @@ impl Leases {
             refused.push(ip);
         }
         Ok(None)
+    }
+
+    /// Reads what the store holds in a slice just taken (other daemons may
+    /// have bound addresses there since this one read the network) into
+    /// the book, this daemon's unwritten offers aside.
+    async fn catch_up(&self, network: i64, part: &Pool) {
+        let rows = match self.store.network_leases(network).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                // The claims stay the arbiter; the book is a little behind.
+                tracing::warn!(network, error = %e, "cannot read a pool slice's leases");
+                return;
+            }
+        };
+        let unwritten = self.unwritten().clone();
+        let mut rows: Vec<_> = rows.into_iter().filter(|l| in_pool(part, l.ip)).collect();
+        // Oldest first, so that each client's newest address is the one kept.
+        rows.sort_by_key(|l| (l.updated_at, l.expires_at));
+        self.with_book(network, |b| {
+            for l in &rows {
+                if !unwritten.contains(&(network, l.ip)) {
+                    b.set(l.ip, entry_of(l));
+                }
+            }
+        });
     }
 
     /// Answers a REQUEST for `ip` (the requested address, or ciaddr when

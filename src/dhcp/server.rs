@@ -26,7 +26,7 @@ use bootloader_core::dhcp::quirks;
 use bootloader_core::dhcp::reply::{LeaseOffer, ReplyContext, nak, reply};
 use bootloader_core::model::MacAddr;
 use bootloader_core::model::{Outcome, Phase};
-use bootloader_store::{BootStore, InventoryStore, LeaseStore, Network, Page};
+use bootloader_store::{BootStore, InventoryStore, LeaseStore, LockStore, Network, Page};
 
 mod authoritative;
 mod describe;
@@ -78,6 +78,9 @@ pub struct DhcpStores {
     pub leases: Arc<dyn LeaseStore>,
     /// Other daemons may write to the same database (PostgreSQL).
     pub shared: bool,
+    /// Where pool slices are held when shared, and this daemon's name.
+    pub locks: Arc<dyn LockStore>,
+    pub instance: String,
 }
 
 /// Everything a packet's handling needs.
@@ -117,7 +120,13 @@ impl DhcpService {
                     offer_hold: settings.offer_hold,
                     decline_hold: settings.decline_hold,
                 },
-                stores.shared,
+                stores.shared.then(|| {
+                    super::slices::Slices::new(
+                        stores.locks.clone(),
+                        stores.instance.clone(),
+                        settings.offer_hold,
+                    )
+                }),
             )
         });
         Self {

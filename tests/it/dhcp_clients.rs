@@ -383,8 +383,10 @@ fn perfdhcp_load(lab: &mut Lab) -> HashMap<String, u64> {
     c
 }
 
-/// In the store: every bound address has one holder, and no client holds
-/// two. Returns how many are bound.
+/// In the store: every bound address has one holder, no client holds
+/// two, and no offer was written (offers are kept in the daemons' books,
+/// from pool slices of their own when they share a database). Returns how
+/// many are bound.
 fn assert_leases_unique(lab: &Lab) -> usize {
     let store_leases = lab.api("GET", "/leases?limit=1000&offset=0", None, "");
     let total = store_leases["count"].as_u64().unwrap();
@@ -405,6 +407,8 @@ fn assert_leases_unique(lab: &Lab) -> usize {
     let macs: HashSet<&str> = bound.iter().map(|l| l["mac"].as_str().unwrap()).collect();
     assert_eq!(ips.len(), bound.len(), "an address bound twice");
     assert_eq!(macs.len(), bound.len(), "a client bound twice");
+    let offered = all.iter().filter(|l| l["state"] == "offered").count();
+    assert_eq!(offered, 0, "offers written to the store");
     // perfdhcp draws its clients at random from 2,000 MACs, so the number
     // of distinct clients acknowledged is not known, only bounded.
     assert!(
@@ -429,8 +433,9 @@ fn perfdhcp_never_gets_one_address_twice() {
 }
 
 /// Two authoritative daemons on one bridge and one PostgreSQL (in the
-/// lab's namespace): both answer, the clients take the first offer, and
-/// the store's conditional claims keep every address with one client.
+/// lab's namespace): both answer, each offering from pool slices of its
+/// own, the clients take the first offer, and the store's conditional
+/// claims keep every address with one client.
 #[test]
 fn two_daemons_one_database_never_give_one_address_twice() {
     if skip() {

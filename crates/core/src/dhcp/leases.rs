@@ -61,6 +61,34 @@ pub fn pool_len(pool: &Pool) -> u64 {
     u64::from(u32::from(pool.end).saturating_sub(u32::from(pool.start))) + 1
 }
 
+/// A pool is cut into slices when several daemons share a database: each
+/// daemon offers free addresses only from slices it holds, so two daemons
+/// never offer one address to two clients. The slice length grows with the
+/// pool (a sixteenth of it) between 16 and 256 addresses.
+pub fn slice_len(pool: &Pool) -> u32 {
+    (pool_len(pool) / 16).clamp(16, 256) as u32
+}
+
+/// How many slices `pool` has; the last may be short.
+pub fn slice_count(pool: &Pool) -> u32 {
+    pool_len(pool).div_ceil(u64::from(slice_len(pool))) as u32
+}
+
+/// Slice `k` of `pool`, if it has one.
+pub fn slice(pool: &Pool, k: u32) -> Option<Pool> {
+    if k >= slice_count(pool) {
+        return None;
+    }
+    let start = u32::from(pool.start) + k * slice_len(pool);
+    let end = start
+        .saturating_add(slice_len(pool) - 1)
+        .min(u32::from(pool.end));
+    Some(Pool {
+        start: Ipv4Addr::from(start),
+        end: Ipv4Addr::from(end),
+    })
+}
+
 /// What the book holds of one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
@@ -224,6 +252,29 @@ impl LeaseBook {
         refused: &[Ipv4Addr],
         now: i64,
     ) -> Choice {
+        if let Some(choice) = self.preferred(range, mac, reserved, requested, refused, now) {
+            return choice;
+        }
+        let Some(pool) = range.pool else {
+            return Choice::Nothing;
+        };
+        self.next_free(range, &pool, mac, refused, now)
+            .map_or(Choice::Nothing, Choice::Hold)
+    }
+
+    /// The address `choose` prefers for `mac` before looking for a free
+    /// one: its reserved one, the one it holds, its previous one or the one
+    /// it asks for. `Some(Nothing)` when the network has no pool; `None`
+    /// when a free address is to be found.
+    pub fn preferred(
+        &self,
+        range: &Range,
+        mac: MacAddr,
+        reserved: Option<Ipv4Addr>,
+        requested: Option<Ipv4Addr>,
+        refused: &[Ipv4Addr],
+        now: i64,
+    ) -> Option<Choice> {
         let current = self.of(mac);
         let held = current
             .filter(|(_, e)| e.mac == mac && e.state == LeaseState::Bound && e.is_held(now))
@@ -231,41 +282,61 @@ impl LeaseBook {
         if let Some(ip) = reserved {
             // Reserved addresses lie outside the pool, so only this client
             // can hold them.
-            return if held == Some(ip) {
+            return Some(if held == Some(ip) {
                 Choice::Keep(ip)
             } else {
                 Choice::Hold(ip)
-            };
+            });
         }
-        let Some(pool) = range.pool else {
-            return Choice::Nothing;
-        };
-        let fits = |book: &Self, ip: Ipv4Addr| {
-            range.offers(ip)
-                && !refused.contains(&ip)
-                && book.at(ip).is_none_or(|e| e.open_to(mac, now))
-        };
-        if let Some(ip) = held.filter(|ip| fits(self, *ip)) {
-            return Choice::Keep(ip);
+        if range.pool.is_none() {
+            return Some(Choice::Nothing);
+        }
+        if let Some(ip) = held.filter(|ip| self.fits(range, mac, refused, now, *ip)) {
+            return Some(Choice::Keep(ip));
         }
         let previous = current
             .filter(|(_, e)| e.state != LeaseState::Declined)
             .map(|(ip, _)| ip);
-        if let Some(ip) = previous
+        previous
             .into_iter()
             .chain(requested)
-            .find(|ip| fits(self, *ip))
-        {
-            return Choice::Hold(ip);
-        }
-        for _ in 0..pool_len(&pool) {
-            let ip = advance(&pool, self.cursor);
+            .find(|ip| self.fits(range, mac, refused, now, *ip))
+            .map(Choice::Hold)
+    }
+
+    /// The next free address of `within` (the pool, or a part of it) after
+    /// the cursor, which moves on to it.
+    pub fn next_free(
+        &mut self,
+        range: &Range,
+        within: &Pool,
+        mac: MacAddr,
+        refused: &[Ipv4Addr],
+        now: i64,
+    ) -> Option<Ipv4Addr> {
+        for _ in 0..pool_len(within) {
+            let ip = advance(within, self.cursor);
             self.cursor = Some(ip);
-            if fits(self, ip) {
-                return Choice::Hold(ip);
+            if self.fits(range, mac, refused, now, ip) {
+                return Some(ip);
             }
         }
-        Choice::Nothing
+        None
+    }
+
+    /// Whether `ip` may be offered to `mac`: in the pool, not refused, and
+    /// free or already the client's.
+    fn fits(
+        &self,
+        range: &Range,
+        mac: MacAddr,
+        refused: &[Ipv4Addr],
+        now: i64,
+        ip: Ipv4Addr,
+    ) -> bool {
+        range.offers(ip)
+            && !refused.contains(&ip)
+            && self.at(ip).is_none_or(|e| e.open_to(mac, now))
     }
 
     /// Held addresses at `now`.
@@ -436,6 +507,64 @@ mod tests {
         assert_eq!(book.at(ip(10)).unwrap().mac, mac(5));
         book.forget(ip(10));
         assert_eq!(book.of(mac(5)), None);
+    }
+
+    #[test]
+    fn slices_cover_the_pool_once() {
+        let small = Pool {
+            start: ip(10),
+            end: ip(59),
+        };
+        assert_eq!((slice_len(&small), slice_count(&small)), (16, 4));
+        assert_eq!(slice(&small, 0).unwrap().end, ip(25));
+        assert_eq!(
+            slice(&small, 3).unwrap(),
+            Pool {
+                start: ip(58),
+                end: ip(59)
+            }
+        );
+        assert_eq!(slice(&small, 4), None);
+        let large = Pool {
+            start: Ipv4Addr::new(10, 1, 0, 0),
+            end: Ipv4Addr::new(10, 1, 255, 254),
+        };
+        assert_eq!((slice_len(&large), slice_count(&large)), (256, 256));
+        let last = slice(&large, 255).unwrap();
+        assert_eq!(
+            (last.start, last.end),
+            (Ipv4Addr::new(10, 1, 255, 0), large.end)
+        );
+        let mid = Pool {
+            start: ip(0),
+            end: ip(255),
+        };
+        let mut covered = 0;
+        for k in 0..slice_count(&mid) {
+            covered += pool_len(&slice(&mid, k).unwrap());
+        }
+        assert_eq!(covered, 256);
+    }
+
+    #[test]
+    fn a_free_address_is_found_within_a_slice() {
+        let r = range(10, 40);
+        let mut book = LeaseBook::default();
+        book.set(ip(20), entry(9, LeaseState::Bound, 1000));
+        let part = Pool {
+            start: ip(20),
+            end: ip(22),
+        };
+        assert_eq!(book.next_free(&r, &part, mac(1), &[], 100), Some(ip(21)));
+        book.set(ip(21), entry(1, LeaseState::Offered, 130));
+        assert_eq!(book.next_free(&r, &part, mac(2), &[ip(22)], 100), None);
+        // Its held address is preferred wherever it lies; with none, the
+        // caller looks for a free one.
+        assert_eq!(
+            book.preferred(&r, mac(9), None, None, &[], 100),
+            Some(Choice::Keep(ip(20)))
+        );
+        assert_eq!(book.preferred(&r, mac(3), None, None, &[], 100), None);
     }
 
     #[test]

@@ -1,0 +1,187 @@
+//! The slices of each pool this daemon holds when several daemons share
+//! one database. A slice (`bootloader_core::dhcp::leases::slice`) is a
+//! named hold in the daemons' duty table, `lease-slice/<network>/<first
+//! address>`, taken and renewed as the outbox relay's is. The daemon
+//! offers free addresses from the slices it holds only, and keeps those
+//! offers in its book without writing them, as it does alone on its
+//! database; the REQUEST's binding is still a conditional claim committed
+//! before the ACK, and stays the arbiter. So a slice lost or misjudged costs
+//! a client a NAK at worst, never an address handed out twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use bootloader_core::dhcp::leases::{slice, slice_count};
+use bootloader_core::published::inventory::Pool;
+use bootloader_store::LockStore;
+
+/// How long a slice is held (seconds), at least; renewed once half of it
+/// is left, when an offer needs it.
+const HOLD: i64 = 600;
+/// Slices asked for in one offer, at most, before it gives up on slices
+/// and writes its offer as a claim.
+const TRIES: u32 = 4;
+/// How long a slice another daemon holds is not asked for again (seconds).
+const TAKEN_FOR: i64 = 60;
+
+/// What this daemon holds of one network's pool.
+#[derive(Default)]
+struct Held {
+    pool: Option<Pool>,
+    /// Slice index -> held until (unix seconds).
+    until: BTreeMap<u32, i64>,
+    /// Slices another daemon held when asked -> not asked again before.
+    taken: HashMap<u32, i64>,
+}
+
+pub struct Slices {
+    locks: Arc<dyn LockStore>,
+    instance: String,
+    /// A slice is offered from only while it is held for this much longer
+    /// (the offer hold and a margin), so that no other daemon can take
+    /// it while an offer made from it stands.
+    needed: i64,
+    hold: i64,
+    networks: Mutex<HashMap<i64, Held>>,
+}
+
+impl Slices {
+    pub fn new(locks: Arc<dyn LockStore>, instance: String, offer_hold: u32) -> Self {
+        let needed = i64::from(offer_hold) + 10;
+        Self {
+            locks,
+            instance,
+            needed,
+            hold: HOLD.max(4 * needed),
+            networks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn networks(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Held>> {
+        self.networks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn name(network: i64, part: &Pool) -> String {
+        format!("lease-slice/{network}/{}", part.start)
+    }
+
+    /// The slices of `pool` held for long enough to offer from, renewing
+    /// first those with half their hold or less left.
+    pub async fn held(&self, network: i64, pool: &Pool, now: i64) -> Vec<Pool> {
+        let due: Vec<u32> = {
+            let mut networks = self.networks();
+            cut(&mut networks, network, pool)
+                .until
+                .iter()
+                .filter(|(_, until)| **until - now < self.hold / 2)
+                .map(|(k, _)| *k)
+                .collect()
+        };
+        for k in due {
+            let Some(part) = slice(pool, k) else { continue };
+            let kept = self
+                .locks
+                .hold_lock(
+                    &Self::name(network, &part),
+                    &self.instance,
+                    now,
+                    now + self.hold,
+                )
+                .await;
+            let mut networks = self.networks();
+            let held = cut(&mut networks, network, pool);
+            match kept {
+                Ok(true) => {
+                    held.until.insert(k, now + self.hold);
+                }
+                Ok(false) => {
+                    tracing::warn!(network, slice = %part.start, "a pool slice this daemon held is another daemon's now");
+                    held.until.remove(&k);
+                }
+                // Kept while it lasts; renewed at the next offer.
+                Err(e) => tracing::warn!(network, error = %e, "cannot renew a pool slice"),
+            }
+        }
+        let networks = self.networks();
+        let Some(held) = networks.get(&network) else {
+            return Vec::new();
+        };
+        held.until
+            .iter()
+            .filter(|(_, until)| **until - now > self.needed)
+            .filter_map(|(k, _)| slice(pool, *k))
+            .collect()
+    }
+
+    /// Takes one more slice of `pool`, starting at a place of its own so
+    /// that daemons starting together ask for different ones. `None` when
+    /// none could be taken (other daemons hold them, or the store did not
+    /// answer).
+    pub async fn take(&self, network: i64, pool: &Pool, now: i64) -> Option<Pool> {
+        let count = slice_count(pool);
+        if count == 0 {
+            return None;
+        }
+        let first = self
+            .instance
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+            % count;
+        let candidates: Vec<u32> = {
+            let mut networks = self.networks();
+            let held = cut(&mut networks, network, pool);
+            (0..count)
+                .map(|i| (first + i) % count)
+                .filter(|k| {
+                    !held.until.contains_key(k) && held.taken.get(k).is_none_or(|t| *t <= now)
+                })
+                .take(TRIES as usize)
+                .collect()
+        };
+        for k in candidates {
+            let part = slice(pool, k)?;
+            match self
+                .locks
+                .hold_lock(
+                    &Self::name(network, &part),
+                    &self.instance,
+                    now,
+                    now + self.hold,
+                )
+                .await
+            {
+                Ok(true) => {
+                    let mut networks = self.networks();
+                    let held = cut(&mut networks, network, pool);
+                    held.taken.remove(&k);
+                    held.until.insert(k, now + self.hold);
+                    tracing::debug!(network, slice = %part.start, "pool slice taken");
+                    return Some(part);
+                }
+                Ok(false) => {
+                    cut(&mut self.networks(), network, pool)
+                        .taken
+                        .insert(k, now + TAKEN_FOR);
+                }
+                Err(e) => {
+                    tracing::warn!(network, error = %e, "cannot take a pool slice");
+                    return None;
+                }
+            }
+        }
+        None
+    }
+}
+
+/// What is held of `network`'s pool; a pool that changed is cut anew (its
+/// old slices lapse by themselves).
+fn cut<'a>(networks: &'a mut HashMap<i64, Held>, network: i64, pool: &Pool) -> &'a mut Held {
+    let held = networks.entry(network).or_default();
+    if held.pool != Some(*pool) {
+        *held = Held {
+            pool: Some(*pool),
+            ..Held::default()
+        };
+    }
+    held
+}
