@@ -112,6 +112,17 @@ server_cpu_ms() {
     done
     echo $((t * 1000 / $(getconf CLK_TCK)))
 }
+# With BENCH_DB=postgres: CPU time (ms) used so far by the machine's
+# PostgreSQL and the socat bridge to it (children reaped included, so
+# backends and bridge connections that ended still count).
+db_cpu_ms() {
+    local t=0 p f
+    for p in $(pgrep -x postgres) $(pgrep -x socat); do
+        f=$(cut -d' ' -f14-17 "/proc/$p/stat" 2>/dev/null) || continue
+        for v in $f; do t=$((t + v)); done
+    done
+    echo $((t * 1000 / $(getconf CLK_TCK)))
+}
 # Memory (KiB) of every process in the server namespace, summed: $1 is
 # VmRSS (resident now) or VmHWM (the peak).
 server_mem_kib() {
@@ -128,6 +139,8 @@ storm() {
     local label=$1 cpu0 cpu1
     wait_quiet "storm $label"
     cpu0=$(server_cpu_ms)
+    local db0
+    db0=$(db_cpu_ms)
     local perf_pid=""
     if [ "${PERF:-0}" = 1 ]; then
         perf record -q -F 499 ${PERF_ARGS:-} -o "$OUT/perf-$label.data" \
@@ -141,6 +154,11 @@ storm() {
         --report "$OUT/storm-$label.json" --leases "$OUT/leases-$label.txt" \
         | tee "$OUT/storm-$label.txt" >&2
     cpu1=$(server_cpu_ms)
+    if [ "$label" = bootloader ]; then
+        # Where the daemon's time went (store operations, lease groups,
+        # requests dropped for overload), for the notes.
+        sx curl -sf "http://$SRV:$HTTP_PORT/metrics" > "$OUT/metrics-$label.txt" || true
+    fi
     if [ -n "$perf_pid" ]; then
         kill -INT "$perf_pid"; wait "$perf_pid" || true
         perf report -i "$OUT/perf-$label.data" --no-children --sort dso,sym --stdio 2>/dev/null \
@@ -149,6 +167,11 @@ storm() {
     {
         echo "server CPU: $((cpu1 - cpu0)) ms for $MACHINES machines ($(( (cpu1 - cpu0) * 1000 / MACHINES )) us per machine)"
         echo "server peak RSS: $(server_mem_kib VmHWM) KiB"
+        if [ "$BENCH_DB" = postgres ] && [ "$label" = bootloader ]; then
+            local db1
+            db1=$(db_cpu_ms)
+            echo "database CPU (PostgreSQL and the socat bridge): $((db1 - db0)) ms ($(( (db1 - db0) * 1000 / MACHINES )) us per machine)"
+        fi
     } | tee -a "$OUT/storm-$label.txt" >&2
 }
 

@@ -78,6 +78,8 @@ pub struct Leases {
     /// One network's rows are read once, however many requests arrive
     /// before they are.
     loading: tokio::sync::Mutex<()>,
+    /// One request at a time takes a pool slice.
+    taking: tokio::sync::Mutex<()>,
     queue: mpsc::Sender<Pending>,
     writer: Mutex<Option<mpsc::Receiver<Pending>>>,
 }
@@ -95,6 +97,7 @@ impl Leases {
             books: Mutex::new(HashMap::new()),
             unwritten: Mutex::new(HashSet::new()),
             loading: tokio::sync::Mutex::new(()),
+            taking: tokio::sync::Mutex::new(()),
             queue,
             writer: Mutex::new(Some(writer)),
         }
@@ -226,10 +229,16 @@ impl Leases {
         entry: Entry,
         now: i64,
     ) -> anyhow::Result<bool> {
-        let before = self.with_book(network, |b| {
+        // Written in the book at once, unless the book says another client
+        // holds the address: then only once the store has agreed, so that
+        // a refused claim never hides that client's lease meanwhile.
+        let (before, early) = self.with_book(network, |b| {
             let before = b.at(ip);
-            b.set(ip, entry);
-            before
+            let early = before.is_none_or(|e| e.open_to(entry.mac, now));
+            if early {
+                b.set(ip, entry);
+            }
+            (before, early)
         });
         let change = LeaseChange::Claim(LeaseClaim {
             network_id: network,
@@ -245,11 +254,18 @@ impl Leases {
             self.unwritten().remove(&(network, ip));
         }
         match judged {
-            Ok(true) => Ok(true),
+            Ok(true) => {
+                if !early {
+                    self.with_book(network, |b| b.set(ip, entry));
+                }
+                Ok(true)
+            }
             Ok(false) => {
                 let row = self.store.lease_at(network, ip).await;
                 self.with_book(network, |b| {
-                    b.undo(ip, entry, before);
+                    if early {
+                        b.undo(ip, entry, before);
+                    }
                     match row {
                         Ok(Some(l)) => b.set(ip, entry_of(&l)),
                         Ok(None) => b.forget(ip),
@@ -259,7 +275,9 @@ impl Leases {
                 Ok(false)
             }
             Err(e) => {
-                self.with_book(network, |b| b.undo(ip, entry, before));
+                if early {
+                    self.with_book(network, |b| b.undo(ip, entry, before));
+                }
                 Err(e)
             }
         }
@@ -293,7 +311,7 @@ impl Leases {
             (Some(slices), Some(pool)) => Some(slices.held(net.id, &pool, now).await),
             _ => None,
         };
-        let mut taken = 0;
+        let mut takes = 0;
         while refused.len() < REFUSALS {
             let hold = Entry {
                 mac,
@@ -305,7 +323,10 @@ impl Leases {
                     Some(own) => b
                         .preferred(&range, mac, reserved, requested, &refused, now)
                         .unwrap_or_else(|| {
+                            // The newest slice first: the older ones
+                            // filled before it was taken.
                             own.iter()
+                                .rev()
                                 .find_map(|part| b.next_free(&range, part, mac, &refused, now))
                                 .map_or(Choice::Nothing, Choice::Hold)
                         }),
@@ -332,22 +353,13 @@ impl Leases {
                 (Choice::Nothing, ..) if own.is_some() => {
                     // This daemon's slices are full: another, else the
                     // whole pool.
-                    let part = match (&self.slices, net.pool) {
-                        (Some(slices), Some(pool)) if taken < 2 => {
-                            taken += 1;
-                            slices.take(net.id, &pool, now).await
+                    own = match (net.pool, own.take()) {
+                        (Some(pool), Some(seen)) if takes < 4 => {
+                            takes += 1;
+                            self.more_slices(net.id, &pool, seen, now).await
                         }
                         _ => None,
                     };
-                    match part {
-                        Some(part) => {
-                            self.catch_up(net.id, &part).await;
-                            if let Some(own) = &mut own {
-                                own.push(part);
-                            }
-                        }
-                        None => own = None,
-                    }
                     continue;
                 }
                 (Choice::Nothing, ..) => {
@@ -390,6 +402,30 @@ impl Leases {
             refused.push(ip);
         }
         Ok(None)
+    }
+
+    /// The slices to offer from once those in `seen` are full: the ones
+    /// another request took meanwhile, else one more taken now (one request
+    /// at a time takes, and reads what the store holds there before any
+    /// offer is made from it). `None` when none can be had.
+    async fn more_slices(
+        &self,
+        network: i64,
+        pool: &Pool,
+        seen: Vec<Pool>,
+        now: i64,
+    ) -> Option<Vec<Pool>> {
+        let slices = self.slices.as_ref()?;
+        let _one = self.taking.lock().await;
+        let mut fresh = slices.held(network, pool, now).await;
+        if fresh.iter().any(|part| !seen.contains(part)) {
+            return Some(fresh);
+        }
+        let (k, part) = slices.take(network, pool, now).await?;
+        self.catch_up(network, &part).await;
+        slices.adopt(network, pool, k, now);
+        fresh.push(part);
+        Some(fresh)
     }
 
     /// Reads what the store holds in a slice just taken (other daemons may
@@ -453,14 +489,22 @@ impl Leases {
         }
         self.load(net.id).await?;
         let taken = self.with_book(net.id, |b| b.at(ip).is_some_and(|e| !e.open_to(mac, now)));
-        // Shared, the book may not know the address was let go: the store
+        // Alone, or in this daemon's own slices, the book knows who holds
+        // the address (an offer there may be unwritten). Elsewhere on a
+        // shared database the book may not know it was let go: the store
         // says.
+        let known = !self.shared
+            || self.unwritten().contains(&(net.id, ip))
+            || self
+                .slices
+                .as_ref()
+                .is_some_and(|s| s.owns(net.id, net.pool.as_ref(), ip, now));
         let entry = Entry {
             mac,
             state: LeaseState::Bound,
             expires_at: now + i64::from(self.times.lease),
         };
-        if (!taken || self.shared) && self.claim(net.id, ip, entry, now).await? {
+        if !(taken && known) && self.claim(net.id, ip, entry, now).await? {
             Ok(RequestAnswer::Ack(ip))
         } else {
             Ok(RequestAnswer::Nak(format!(

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use bootloader_core::dhcp::leases::{slice, slice_count};
+use bootloader_core::dhcp::leases::{in_pool, slice, slice_count, slice_len};
 use bootloader_core::published::inventory::Pool;
 use bootloader_store::LockStore;
 
@@ -65,8 +65,9 @@ impl Slices {
         format!("lease-slice/{network}/{}", part.start)
     }
 
-    /// The slices of `pool` held for long enough to offer from, renewing
-    /// first those with half their hold or less left.
+    /// The slices of `pool` held for long enough to offer from, the one
+    /// taken or renewed last at the end, renewing first those with half
+    /// their hold or less left.
     pub async fn held(&self, network: i64, pool: &Pool, now: i64) -> Vec<Pool> {
         let due: Vec<u32> = {
             let mut networks = self.networks();
@@ -106,18 +107,25 @@ impl Slices {
         let Some(held) = networks.get(&network) else {
             return Vec::new();
         };
-        held.until
+        let mut usable: Vec<(i64, u32)> = held
+            .until
             .iter()
             .filter(|(_, until)| **until - now > self.needed)
-            .filter_map(|(k, _)| slice(pool, *k))
+            .map(|(k, until)| (*until, *k))
+            .collect();
+        // The slice taken (or renewed) last comes last.
+        usable.sort_unstable();
+        usable
+            .into_iter()
+            .filter_map(|(_, k)| slice(pool, k))
             .collect()
     }
 
     /// Takes one more slice of `pool`, starting at a place of its own so
-    /// that daemons starting together ask for different ones. `None` when
-    /// none could be taken (other daemons hold them, or the store did not
-    /// answer).
-    pub async fn take(&self, network: i64, pool: &Pool, now: i64) -> Option<Pool> {
+    /// that daemons starting together ask for different ones; it is
+    /// offered from once `adopt`ed. `None` when none could be taken (other
+    /// daemons hold them, or the store did not answer).
+    pub async fn take(&self, network: i64, pool: &Pool, now: i64) -> Option<(u32, Pool)> {
         let count = slice_count(pool);
         if count == 0 {
             return None;
@@ -151,12 +159,9 @@ impl Slices {
                 .await
             {
                 Ok(true) => {
-                    let mut networks = self.networks();
-                    let held = cut(&mut networks, network, pool);
-                    held.taken.remove(&k);
-                    held.until.insert(k, now + self.hold);
+                    cut(&mut self.networks(), network, pool).taken.remove(&k);
                     tracing::debug!(network, slice = %part.start, "pool slice taken");
-                    return Some(part);
+                    return Some((k, part));
                 }
                 Ok(false) => {
                     cut(&mut self.networks(), network, pool)
@@ -170,6 +175,31 @@ impl Slices {
             }
         }
         None
+    }
+
+    /// Whether `ip` lies in a slice of `pool` this daemon holds at `now`.
+    pub fn owns(
+        &self,
+        network: i64,
+        pool: Option<&Pool>,
+        ip: std::net::Ipv4Addr,
+        now: i64,
+    ) -> bool {
+        let Some(pool) = pool else { return false };
+        let networks = self.networks();
+        let Some(held) = networks.get(&network).filter(|h| h.pool == Some(*pool)) else {
+            return false;
+        };
+        let offset = u32::from(ip).wrapping_sub(u32::from(pool.start));
+        let k = offset / slice_len(pool);
+        in_pool(pool, ip) && held.until.get(&k).is_some_and(|until| *until > now)
+    }
+
+    /// Offers from slice `k`, taken at `now`, from now on.
+    pub fn adopt(&self, network: i64, pool: &Pool, k: u32, now: i64) {
+        cut(&mut self.networks(), network, pool)
+            .until
+            .insert(k, now + self.hold);
     }
 }
 

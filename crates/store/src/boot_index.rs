@@ -7,18 +7,22 @@
 //! and the files it serves), one path served, or everything (an inventory
 //! change).
 //! An entry read before a later mark that concerns it is read again, so a
-//! read that raced a write is never kept past it. Entries are also read
-//! again after `AGE`, for writers this process does not see (the command
-//! line writing the same SQLite file).
+//! read that raced a write is never kept past it. On SQLite, entries are
+//! also read again after `AGE`, for writers this process does not see (the
+//! command line writing the same SQLite file).
 //!
 //! On PostgreSQL other daemons write too: their changes come as
 //! notifications (migration 0016's triggers, made finer by 0017: `notice`), and the index is
 //! on only while this daemon listens for them; before that and while the
-//! listening connection is lost, every look-up reads the database.
+//! listening connection is lost, every look-up reads the database. Every
+//! writer's change is notified there (the command line's too), so an entry
+//! is kept until a change concerns it, not `AGE`: under a boot storm a
+//! machine's rounds of DHCP lie seconds apart, and each read again is a
+//! query queued behind the storm's writes.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
@@ -28,6 +32,10 @@ use bootloader_core::model::{MacAddr, Via};
 
 /// How long an entry is trusted without a write marking it.
 const AGE: Duration = Duration::from_secs(5);
+/// Targets marked (deployments started or ended, the inventory changed)
+/// past which the whole index is read again in one query (`keep_warm`),
+/// rather than each machine's next request reading its own.
+pub const REWARM: usize = 64;
 /// Entries kept at most (unknown MACs included): past this the index
 /// starts over rather than grow with a flood of made-up MACs.
 const ENTRIES: usize = 200_000;
@@ -50,6 +58,9 @@ struct Cached<T> {
 
 #[derive(Default)]
 struct Inner {
+    /// How long an entry is trusted without a mark: `AGE`, or as long as
+    /// no mark concerns it (`None`, notified of every writer's change).
+    age: Option<Duration>,
     targets: HashMap<MacAddr, Cached<Option<BootTarget>>>,
     /// By listener, then path (looked up by `&str`, no copy of the path).
     served: HashMap<Via, HashMap<String, Cached<Option<ServedRow>>>>,
@@ -70,7 +81,7 @@ impl Inner {
         c.seen >= self.all
             && (!files || c.seen >= self.files)
             && server.is_none_or(|s| self.servers.get(&s).is_none_or(|m| c.seen >= *m))
-            && c.at.elapsed() < AGE
+            && self.age.is_none_or(|age| c.at.elapsed() < age)
     }
 
     /// Whether a served-file entry still holds: nothing changed its path,
@@ -111,15 +122,35 @@ impl Inner {
 pub struct BootIndex {
     enabled: AtomicBool,
     seq: AtomicU64,
+    /// Machines' targets marked to be read again since `take_marked`
+    /// (counted roughly: an inventory change counts as many).
+    marked: AtomicUsize,
     inner: Mutex<Inner>,
 }
 
 impl BootIndex {
-    /// `enabled` false: every look-up misses and nothing is kept.
+    /// `enabled` false: every look-up misses and nothing is kept. Entries
+    /// are read again after `AGE`.
     pub fn new(enabled: bool) -> Self {
         Self {
             enabled: AtomicBool::new(enabled),
             seq: AtomicU64::new(1),
+            marked: AtomicUsize::new(0),
+            inner: Mutex::new(Inner {
+                age: Some(AGE),
+                ..Inner::default()
+            }),
+        }
+    }
+
+    /// An index told of every writer's change (PostgreSQL's notifications),
+    /// off until it listens: entries are kept until a change concerns
+    /// them.
+    pub fn notified() -> Self {
+        Self {
+            enabled: AtomicBool::new(false),
+            seq: AtomicU64::new(1),
+            marked: AtomicUsize::new(0),
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -244,6 +275,7 @@ impl BootIndex {
         }
         let seq = self.next();
         self.inner().servers.insert(server_id, seq);
+        self.marked.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Deployment `deployment_id` of server `server_id` started, ended or
@@ -258,6 +290,7 @@ impl BootIndex {
         inner.make_room(seq);
         inner.servers.insert(server_id, seq);
         inner.deployments.insert(deployment_id, seq);
+        self.marked.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The file served at `path` was added, replaced or removed.
@@ -296,6 +329,12 @@ impl BootIndex {
         inner.targets.clear();
         inner.served.clear();
         inner.servers.clear();
+        self.marked.fetch_add(REWARM, Ordering::Relaxed);
+    }
+
+    /// How many targets were marked since the last call.
+    pub fn take_marked(&self) -> usize {
+        self.marked.swap(0, Ordering::Relaxed)
     }
 }
 
@@ -370,6 +409,22 @@ mod tests {
         index.changed_files();
         assert_eq!(index.served(Via::Http, "ipxe/a"), None);
         assert_eq!(index.served(Via::Tftp, "undionly.kpxe"), None);
+    }
+
+    #[test]
+    fn marks_are_counted_for_reading_everything_again() {
+        let index = BootIndex::new(true);
+        index.changed_server(1);
+        index.changed_deployment(2, 20);
+        index.changed_file(Via::Http, "ipxe/x");
+        assert_eq!(index.take_marked(), 2);
+        assert_eq!(index.take_marked(), 0);
+        index.changed_all();
+        assert!(index.take_marked() >= REWARM);
+        // Off, nothing is marked.
+        let off = BootIndex::notified();
+        off.changed_server(1);
+        assert_eq!(off.take_marked(), 0);
     }
 
     #[test]

@@ -166,12 +166,16 @@ impl PostgresStore {
             Self::connect(target, 1).await?,
         ];
         // Off until this daemon listens for the others' changes.
-        let boot_index = std::sync::Arc::new(super::boot_index::BootIndex::new(false));
+        let boot_index = std::sync::Arc::new(super::boot_index::BootIndex::notified());
         let (callbacks, _) = tokio::sync::broadcast::channel(1024);
         tokio::spawn(follow_changes(
             pool.clone(),
             std::sync::Arc::downgrade(&boot_index),
             callbacks.clone(),
+        ));
+        tokio::spawn(backend::keep_warm(
+            pool.clone(),
+            std::sync::Arc::downgrade(&boot_index),
         ));
         Ok(Self {
             pool,

@@ -33,7 +33,7 @@ pub struct SqliteStore {
     served: super::served_cache::ServedCache,
     /// Every writer of the file is this process (the command line aside,
     /// see `boot_index.rs`), so the index is always on.
-    boot_index: super::boot_index::BootIndex,
+    boot_index: std::sync::Arc<super::boot_index::BootIndex>,
 }
 
 /// A writer's turn: held while its transaction runs.
@@ -87,12 +87,16 @@ impl SqliteStore {
             Self::connect(path, 1).await?,
             Self::connect(path, 1).await?,
         ];
-        let boot_index = super::boot_index::BootIndex::new(true);
+        let boot_index = std::sync::Arc::new(super::boot_index::BootIndex::new(true));
         // Known machines' first requests answered from memory too; a
         // failure here only means the index fills as machines ask.
         if let Err(e) = backend::warm_index(&pool, &boot_index).await {
             tracing::warn!(error = %e, "cannot read the boot index ahead");
         }
+        tokio::spawn(backend::keep_warm(
+            pool.clone(),
+            std::sync::Arc::downgrade(&boot_index),
+        ));
         Ok(Self {
             pool,
             cipher,

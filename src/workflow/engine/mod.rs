@@ -170,11 +170,23 @@ impl Engine {
             .map(|(id, r)| (*id, Arc::clone(r)))
             .collect();
         for (id, runner) in lost {
-            warn!(
-                deployment = id,
-                "another daemon runs this deployment now (this one did not renew its hold in time)"
-            );
-            runner.lost.send_replace(true);
+            // Not held any more: most often it has just finished (its task
+            // is ending by itself); lost only if another daemon runs it.
+            let taken = match self.boot.deployment(id).await {
+                Ok(d) => d.step.is_some() && d.runner.as_deref() != Some(&self.settings.runner),
+                Err(StoreError::NotFound { .. }) => false,
+                Err(e) => {
+                    warn!(deployment = id, error = %e, "cannot read who runs this deployment; asked again at the next claim");
+                    false
+                }
+            };
+            if taken {
+                warn!(
+                    deployment = id,
+                    "another daemon runs this deployment now (this one did not renew its hold in time)"
+                );
+                runner.lost.send_replace(true);
+            }
         }
         let mut started = 0;
         for id in held {

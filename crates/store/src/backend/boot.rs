@@ -100,6 +100,28 @@ pub(crate) async fn warm_index(
     Ok(count)
 }
 
+/// Reads the whole index again, in one query, once a second when many
+/// targets were marked since (deployments started by the thousand, an
+/// import): a boot storm after them then reads no machine's target on its
+/// own. Ends once the index is gone.
+pub(crate) async fn keep_warm(
+    pool: sqlx::Pool<super::Db>,
+    index: std::sync::Weak<crate::boot_index::BootIndex>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(index) = index.upgrade() else { return };
+        if index.take_marked() < crate::boot_index::REWARM {
+            continue;
+        }
+        if let Err(e) = warm_index(&pool, &index).await {
+            tracing::debug!(error = %e, "cannot read the boot index again");
+        }
+    }
+}
+
 /// What the inventory knows of MACs for the boot decision, `filter`ed.
 fn target_sql(filter: &str) -> String {
     format!(
