@@ -92,7 +92,7 @@ pub struct PostgresStore {
     /// A connection each for lease groups and callback groups (`Lane`).
     lanes: [PgPool; 2],
     cipher: SecretCipher,
-    served: super::served_cache::ServedCache,
+    served: std::sync::Arc<super::served_cache::ServedCache>,
     boot_index: std::sync::Arc<super::boot_index::BootIndex>,
     callbacks: tokio::sync::broadcast::Sender<crate::engine::CallbackNotice>,
 }
@@ -173,15 +173,17 @@ impl PostgresStore {
             std::sync::Arc::downgrade(&boot_index),
             callbacks.clone(),
         ));
+        let served = std::sync::Arc::new(super::served_cache::ServedCache::default());
         tokio::spawn(backend::keep_warm(
             pool.clone(),
             std::sync::Arc::downgrade(&boot_index),
+            std::sync::Arc::downgrade(&served),
         ));
         Ok(Self {
             pool,
             lanes,
             cipher,
-            served: Default::default(),
+            served,
             boot_index,
             callbacks,
         })

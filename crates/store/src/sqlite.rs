@@ -30,7 +30,7 @@ pub struct SqliteStore {
     /// Each lane's own connection: a writer never waits, holding `writer`,
     /// for a connection that readers hold.
     lanes: [SqlitePool; 3],
-    served: super::served_cache::ServedCache,
+    served: std::sync::Arc<super::served_cache::ServedCache>,
     /// Every writer of the file is this process (the command line aside,
     /// see `boot_index.rs`), so the index is always on.
     boot_index: std::sync::Arc<super::boot_index::BootIndex>,
@@ -93,9 +93,11 @@ impl SqliteStore {
         if let Err(e) = backend::warm_index(&pool, &boot_index).await {
             tracing::warn!(error = %e, "cannot read the boot index ahead");
         }
+        let served = std::sync::Arc::new(super::served_cache::ServedCache::default());
         tokio::spawn(backend::keep_warm(
             pool.clone(),
             std::sync::Arc::downgrade(&boot_index),
+            std::sync::Arc::downgrade(&served),
         ));
         Ok(Self {
             pool,
@@ -103,7 +105,7 @@ impl SqliteStore {
             writer: tokio::sync::Mutex::new(()),
             gates: Default::default(),
             lanes,
-            served: Default::default(),
+            served,
             boot_index,
         })
     }

@@ -1,5 +1,7 @@
 //! `BootStore`: what a booting machine is answered (boot targets, served files, callbacks).
 
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
 use bootloader_core::published::events::CallbackReceived;
 use time::OffsetDateTime;
@@ -97,6 +99,30 @@ pub(crate) async fn warm_index(
         let target = convert::boot_target(row)?;
         index.keep_target(target.mac, Some(target), seen);
     }
+    // And where each path the active deployments serve is (not the bytes,
+    // read on the first fetch): the lowest row of a path is the one served.
+    let served: Vec<(i64, i64, String, String, OffsetDateTime, Option<String>)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT f.id, f.deployment_id, f.via, f.path, f.created_at, f.file_path FROM served_files f \
+             JOIN deployments d ON d.id = f.deployment_id \
+             WHERE d.state IN {ACTIVE_STATES} ORDER BY f.id DESC"
+        )))
+        .fetch_all(pool)
+        .await?;
+    for (id, deployment_id, via, path, version, file) in served {
+        let via = match via.as_str() {
+            "http" => Via::Http,
+            "tftp" => Via::Tftp,
+            _ => continue,
+        };
+        let row = ServedRow {
+            id,
+            deployment_id,
+            version,
+            file,
+        };
+        index.keep_served(via, &path, Some(row), seen);
+    }
     Ok(count)
 }
 
@@ -107,19 +133,63 @@ pub(crate) async fn warm_index(
 pub(crate) async fn keep_warm(
     pool: sqlx::Pool<super::Db>,
     index: std::sync::Weak<crate::boot_index::BootIndex>,
+    served: std::sync::Weak<crate::served_cache::ServedCache>,
 ) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(index) = index.upgrade() else { return };
+        let (Some(index), Some(served)) = (index.upgrade(), served.upgrade()) else {
+            return;
+        };
         if index.take_marked() < crate::boot_index::REWARM {
             continue;
         }
         if let Err(e) = warm_index(&pool, &index).await {
             tracing::debug!(error = %e, "cannot read the boot index again");
         }
+        if let Err(e) = warm_small_files(&pool, &served).await {
+            tracing::debug!(error = %e, "cannot read the served files ahead");
+        }
     }
+}
+
+/// Rendered files the active deployments serve, of `SMALL` bytes or
+/// fewer (each machine's iPXE script, say), read into `served` in one
+/// query, those it holds at their version aside: a storm's first fetch of
+/// each reads nothing from the database.
+async fn warm_small_files(
+    pool: &sqlx::Pool<super::Db>,
+    served: &crate::served_cache::ServedCache,
+) -> Result<()> {
+    const SMALL: i64 = 4096;
+    let versions: Vec<(i64, OffsetDateTime)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT f.id, f.created_at FROM served_files f JOIN deployments d ON d.id = f.deployment_id \
+         WHERE d.state IN {ACTIVE_STATES} AND f.file_path IS NULL AND length(f.content) <= $1"
+    )))
+    .bind(SMALL)
+    .fetch_all(pool)
+    .await?;
+    let missing: Vec<i64> = versions
+        .into_iter()
+        .filter(|(id, version)| served.get(*id, *version).is_none())
+        .map(|(id, _)| id)
+        .collect();
+    for ids in missing.chunks(1000) {
+        let mut q = sqlx::QueryBuilder::<super::Db>::new(
+            "SELECT id, created_at, content FROM served_files WHERE id IN (",
+        );
+        let mut list = q.separated(", ");
+        for id in ids {
+            list.push_bind(*id);
+        }
+        q.push(")");
+        let rows: Vec<(i64, OffsetDateTime, Vec<u8>)> = q.build_query_as().fetch_all(pool).await?;
+        for (id, version, content) in rows {
+            served.put(id, version, bytes::Bytes::from(content));
+        }
+    }
+    Ok(())
 }
 
 /// What the inventory knows of MACs for the boot decision, `filter`ed.
@@ -363,27 +433,16 @@ impl BootStore for Backend {
     ) -> Result<Vec<CallbackReceipt>> {
         // Machines wait on these: the boot path's turn at the writer. The
         // deployments are held with a key-share lock only: an engine's
-        // commit or the hold renewal (which updates many rows in an order
+        // commit or a claim of deployments (which updates rows in an order
         // of its own) never waits for a group nor a group for them, so
         // they cannot deadlock. A callback that races the deployment's end
         // is stored for a finished deployment, and is never read. Rows are
         // taken in token order.
-        let mut order: Vec<usize> = (0..calls.len()).collect();
-        order.sort_by(|&a, &b| calls[a].token.0.cmp(&calls[b].token.0));
         let (_writer, mut tx) = self.begin_write_in(crate::Lane::Callback).await?;
-        let mut receipts: Vec<Option<CallbackReceipt>> = calls.iter().map(|_| None).collect();
-        let mut events = Vec::new();
-        for i in order {
-            let (receipt, event) = record_one(&mut tx, &calls[i], max).await?;
-            receipts[i] = Some(receipt);
-            events.extend(event.map(|e| ("deployment.callback", e)));
-        }
+        let (receipts, events) = record_group(&mut tx, calls, max).await?;
         emit_all(&mut tx, &events).await?;
         tx.commit().await?;
-        Ok(receipts
-            .into_iter()
-            .map(|r| r.unwrap_or(CallbackReceipt::UnknownToken))
-            .collect())
+        Ok(receipts)
     }
 
     async fn callbacks(&self, deployment_id: i64) -> Result<Vec<CallbackRecord>> {
@@ -432,70 +491,115 @@ impl Backend {
     }
 }
 
-/// One callback of a group, in the group's transaction, and the event to
-/// publish when it is the first of its name. One statement finds the
-/// deployment and one stores the callback unless the deployment holds its
-/// share; only a callback not stored costs a third, to say why.
-async fn record_one(
+/// A group of callbacks, in the group's transaction: what became of each
+/// and the events to publish (one per name stored first). Three statements
+/// whatever the group's size: the deployments of the tokens (key-share
+/// locked, in token order), the names they hold already, and one insert of
+/// the new ones, each judged in turn (a replay, a new name, or one past the
+/// deployment's share). A row another daemon stored meanwhile is a replay.
+async fn record_group(
     conn: &mut Conn,
-    call: &CallbackCall,
+    calls: &[CallbackCall],
     max: u32,
-) -> Result<(CallbackReceipt, Option<serde_json::Value>)> {
-    let found: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT id FROM deployments WHERE token_hash = $1 AND state IN {ACTIVE_STATES}{}",
-        FOR_KEY_SHARE
-    )))
-    .bind(&call.token.0)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(deployment_id) = found else {
-        return Ok((CallbackReceipt::UnknownToken, None));
-    };
-    let now = OffsetDateTime::now_utc();
-    // SQLite reads `ON CONFLICT` after a `SELECT` only when the select has
-    // a `WHERE`, as it has here.
-    let stored = sqlx::query(
-        "INSERT INTO callbacks (deployment_id, name, method, body, received_at) \
-         SELECT $1, $2, $3, $4, $5 \
-         WHERE (SELECT COUNT(*) FROM callbacks WHERE deployment_id = $1) < $6 \
-         ON CONFLICT (deployment_id, name) DO NOTHING",
-    )
-    .bind(deployment_id)
-    .bind(&call.name)
-    .bind(&call.method)
-    .bind(&call.body)
-    .bind(now)
-    .bind(i64::from(max))
-    .execute(&mut *conn)
-    .await?;
-    if stored.rows_affected() > 0 {
-        let payload = serde_json::to_value(CallbackReceived {
-            deployment_id,
-            name: &call.name,
-            method: &call.method,
-            received_at: now,
-        })
-        .unwrap_or_default();
-        let receipt = CallbackReceipt::Recorded {
-            deployment_id,
-            first: true,
-        };
-        return Ok((receipt, Some(payload)));
+) -> Result<(Vec<CallbackReceipt>, Vec<(&'static str, serde_json::Value)>)> {
+    let mut tokens: Vec<&str> = calls.iter().map(|c| c.token.0.as_str()).collect();
+    tokens.sort_unstable();
+    tokens.dedup();
+    let mut q = sqlx::QueryBuilder::<super::Db>::new(
+        "SELECT id, token_hash FROM deployments WHERE token_hash IN (",
+    );
+    let mut list = q.separated(", ");
+    for t in &tokens {
+        list.push_bind(t.to_string());
     }
-    let replay: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM callbacks WHERE deployment_id = $1 AND name = $2)",
-    )
-    .bind(deployment_id)
-    .bind(&call.name)
-    .fetch_one(&mut *conn)
-    .await?;
-    let receipt = if replay {
-        CallbackReceipt::Recorded {
-            deployment_id,
-            first: false,
+    q.push(format!(
+        ") AND state IN {ACTIVE_STATES} ORDER BY token_hash{FOR_KEY_SHARE}"
+    ));
+    let found: Vec<(i64, String)> = q.build_query_as().fetch_all(&mut *conn).await?;
+    let by_token: HashMap<String, i64> = found.into_iter().map(|(id, t)| (t, id)).collect();
+    let mut deployments: Vec<i64> = by_token.values().copied().collect();
+    deployments.sort_unstable();
+    // What each deployment holds already.
+    let mut held: HashMap<i64, HashSet<String>> = HashMap::new();
+    if !deployments.is_empty() {
+        let mut q = sqlx::QueryBuilder::<super::Db>::new(
+            "SELECT deployment_id, name FROM callbacks WHERE deployment_id IN (",
+        );
+        let mut list = q.separated(", ");
+        for id in &deployments {
+            list.push_bind(*id);
         }
-    } else {
-        CallbackReceipt::Full { deployment_id }
-    };
-    Ok((receipt, None))
+        q.push(")");
+        let rows: Vec<(i64, String)> = q.build_query_as().fetch_all(&mut *conn).await?;
+        for (id, name) in rows {
+            held.entry(id).or_default().insert(name);
+        }
+    }
+    let now = OffsetDateTime::now_utc();
+    let mut receipts = Vec::with_capacity(calls.len());
+    let mut new: Vec<(usize, i64)> = Vec::new();
+    for (i, call) in calls.iter().enumerate() {
+        let Some(&deployment_id) = by_token.get(call.token.0.as_str()) else {
+            receipts.push(CallbackReceipt::UnknownToken);
+            continue;
+        };
+        let names = held.entry(deployment_id).or_default();
+        if names.contains(&call.name) {
+            receipts.push(CallbackReceipt::Recorded {
+                deployment_id,
+                first: false,
+            });
+        } else if names.len() >= max as usize {
+            receipts.push(CallbackReceipt::Full { deployment_id });
+        } else {
+            names.insert(call.name.clone());
+            receipts.push(CallbackReceipt::Recorded {
+                deployment_id,
+                first: true,
+            });
+            new.push((i, deployment_id));
+        }
+    }
+    let mut events = Vec::new();
+    if new.is_empty() {
+        return Ok((receipts, events));
+    }
+    let mut q = sqlx::QueryBuilder::<super::Db>::new(
+        "INSERT INTO callbacks (deployment_id, name, method, body, received_at) ",
+    );
+    q.push_values(&new, |mut row, (i, deployment_id)| {
+        let call = &calls[*i];
+        row.push_bind(*deployment_id)
+            .push_bind(call.name.clone())
+            .push_bind(call.method.clone())
+            .push_bind(call.body.clone())
+            .push_bind(now);
+    });
+    q.push(" ON CONFLICT (deployment_id, name) DO NOTHING RETURNING deployment_id, name");
+    let stored: HashSet<(i64, String)> = q
+        .build_query_as::<(i64, String)>()
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+    for (i, deployment_id) in new {
+        let call = &calls[i];
+        if stored.contains(&(deployment_id, call.name.clone())) {
+            let payload = serde_json::to_value(CallbackReceived {
+                deployment_id,
+                name: &call.name,
+                method: &call.method,
+                received_at: now,
+            })
+            .unwrap_or_default();
+            events.push(("deployment.callback", payload));
+        } else {
+            // Another daemon stored it first.
+            receipts[i] = CallbackReceipt::Recorded {
+                deployment_id,
+                first: false,
+            };
+        }
+    }
+    Ok((receipts, events))
 }
