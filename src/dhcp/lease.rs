@@ -388,6 +388,9 @@ impl Leases {
                 ),
                 (Choice::Hold(ip), _, true) => {
                     self.unwritten().insert((net.id, ip));
+                    if let (Some(own), Some(pool)) = (&own, net.pool) {
+                        self.take_ahead(net.id, &pool, own, ip, now).await;
+                    }
                     return Ok(Some(ip));
                 }
                 (Choice::Hold(ip), _, false) => (ip, hold),
@@ -421,11 +424,38 @@ impl Leases {
         if fresh.iter().any(|part| !seen.contains(part)) {
             return Some(fresh);
         }
+        if let Some(part) = slices.adopt_spare(network, pool, now) {
+            fresh.retain(|p| *p != part);
+            fresh.push(part);
+            return Some(fresh);
+        }
         let (k, part) = slices.take(network, pool, now).await?;
         self.catch_up(network, &part).await;
         slices.adopt(network, pool, k, now);
         fresh.push(part);
         Some(fresh)
+    }
+
+    /// Takes a spare slice while the newest one still has half its
+    /// addresses, unless one is held or another request is taking: the
+    /// request that offered `ip` waits for it, the others do not.
+    async fn take_ahead(&self, network: i64, pool: &Pool, own: &[Pool], ip: Ipv4Addr, now: i64) {
+        let Some(slices) = &self.slices else { return };
+        let Some(newest) = own.last() else { return };
+        let half = u32::from(newest.start) + (u32::from(newest.end) - u32::from(newest.start)) / 2;
+        if !in_pool(newest, ip) || u32::from(ip) < half || slices.has_spare(network, pool) {
+            return;
+        }
+        let Ok(_one) = self.taking.try_lock() else {
+            return;
+        };
+        if slices.has_spare(network, pool) {
+            return;
+        }
+        if let Some((k, part)) = slices.take(network, pool, now).await {
+            self.catch_up(network, &part).await;
+            slices.keep_spare(network, pool, k, now);
+        }
     }
 
     /// Reads what the store holds in a slice just taken (other daemons may

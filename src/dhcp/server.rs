@@ -35,10 +35,14 @@ pub use describe::describe;
 use describe::{describe_answer, kind_name, raw_mac};
 
 /// The networks this daemon answers for, re-read from the store now and
-/// then so that API changes take effect without a restart.
+/// then so that API changes take effect without a restart. One request at
+/// a time reads them again; the others go on with what was read before
+/// (under a storm, every worker reading them at once when they aged held
+/// every answer back behind the store for seconds).
 struct Networks {
     location: Option<bootloader_core::model::Name>,
     cached: RwLock<(Option<Instant>, Vec<Network>)>,
+    reading: tokio::sync::Mutex<()>,
 }
 
 const NETWORKS_TTL: Duration = Duration::from_secs(10);
@@ -49,23 +53,47 @@ impl Networks {
         store: &dyn InventoryStore,
         ip: Ipv4Addr,
     ) -> anyhow::Result<Option<Network>> {
-        {
+        let find = |nets: &[Network]| nets.iter().find(|n| n.cidr.contains(&ip)).cloned();
+        let _reading = {
             let cached = self.cached.read().await;
-            if let (Some(at), nets) = &*cached
-                && at.elapsed() < NETWORKS_TTL
-            {
-                return Ok(nets.iter().find(|n| n.cidr.contains(&ip)).cloned());
+            match &*cached {
+                (Some(at), nets) if at.elapsed() < NETWORKS_TTL => return Ok(find(nets)),
+                // Aged: another request is reading them, use these.
+                (Some(_), nets) => match self.reading.try_lock() {
+                    Ok(guard) => guard,
+                    Err(_) => return Ok(find(nets)),
+                },
+                // Never read: wait for whoever reads them.
+                (None, _) => {
+                    drop(cached);
+                    let guard = self.reading.lock().await;
+                    let cached = self.cached.read().await;
+                    if let (Some(at), nets) = &*cached
+                        && at.elapsed() < NETWORKS_TTL
+                    {
+                        return Ok(find(nets));
+                    }
+                    guard
+                }
             }
-        }
+        };
         let page = Page {
             limit: 100_000,
             offset: 0,
         };
-        let nets = store
-            .list_networks(self.location.as_ref(), page)
-            .await?
-            .items;
-        let found = nets.iter().find(|n| n.cidr.contains(&ip)).cloned();
+        let nets = match store.list_networks(self.location.as_ref(), page).await {
+            Ok(listing) => listing.items,
+            Err(e) => {
+                let cached = self.cached.read().await;
+                if cached.0.is_none() {
+                    return Err(e.into());
+                }
+                // Those read before stand until the store answers.
+                tracing::warn!(error = %e, "cannot read the networks again; answering from those read before");
+                return Ok(find(&cached.1));
+            }
+        };
+        let found = find(&nets);
         *self.cached.write().await = (Some(Instant::now()), nets);
         Ok(found)
     }
@@ -144,6 +172,7 @@ impl DhcpService {
             networks: Networks {
                 location: settings.location.clone(),
                 cached: RwLock::new((None, Vec::new())),
+                reading: tokio::sync::Mutex::new(()),
             },
             client_port: settings.client_port,
             quirks: quirks.clone(),

@@ -32,6 +32,9 @@ struct Held {
     until: BTreeMap<u32, i64>,
     /// Slices another daemon held when asked -> not asked again before.
     taken: HashMap<u32, i64>,
+    /// A slice taken ahead (index, held until), offered from once the
+    /// others are full: no request then waits for the store to take one.
+    spare: Option<(u32, i64)>,
 }
 
 pub struct Slices {
@@ -141,7 +144,9 @@ impl Slices {
             (0..count)
                 .map(|i| (first + i) % count)
                 .filter(|k| {
-                    !held.until.contains_key(k) && held.taken.get(k).is_none_or(|t| *t <= now)
+                    !held.until.contains_key(k)
+                        && held.spare.is_none_or(|(s, _)| s != *k)
+                        && held.taken.get(k).is_none_or(|t| *t <= now)
                 })
                 .take(TRIES as usize)
                 .collect()
@@ -193,6 +198,29 @@ impl Slices {
         let offset = u32::from(ip).wrapping_sub(u32::from(pool.start));
         let k = offset / slice_len(pool);
         in_pool(pool, ip) && held.until.get(&k).is_some_and(|until| *until > now)
+    }
+
+    /// Keeps slice `k`, taken at `now`, as the spare.
+    pub fn keep_spare(&self, network: i64, pool: &Pool, k: u32, now: i64) {
+        cut(&mut self.networks(), network, pool).spare = Some((k, now + self.hold));
+    }
+
+    /// Whether a spare is held for `network`.
+    pub fn has_spare(&self, network: i64, pool: &Pool) -> bool {
+        cut(&mut self.networks(), network, pool).spare.is_some()
+    }
+
+    /// Offers from the spare from now on, if there is one held for long
+    /// enough; it is the newest slice then.
+    pub fn adopt_spare(&self, network: i64, pool: &Pool, now: i64) -> Option<Pool> {
+        let mut networks = self.networks();
+        let held = cut(&mut networks, network, pool);
+        let (k, until) = held.spare.take()?;
+        if until - now <= self.needed {
+            return None;
+        }
+        held.until.insert(k, until.max(now + self.hold / 2 + 1));
+        slice(pool, k)
     }
 
     /// Offers from slice `k`, taken at `now`, from now on.

@@ -64,9 +64,9 @@ pub fn pool_len(pool: &Pool) -> u64 {
 /// A pool is cut into slices when several daemons share a database: each
 /// daemon offers free addresses only from slices it holds, so two daemons
 /// never offer one address to two clients. The slice length grows with the
-/// pool (a sixteenth of it) between 16 and 256 addresses.
+/// pool (a sixteenth of it) between 16 and 1,024 addresses.
 pub fn slice_len(pool: &Pool) -> u32 {
-    (pool_len(pool) / 16).clamp(16, 256) as u32
+    (pool_len(pool) / 16).clamp(16, 1024) as u32
 }
 
 /// How many slices `pool` has; the last may be short.
@@ -529,11 +529,11 @@ mod tests {
             start: Ipv4Addr::new(10, 1, 0, 0),
             end: Ipv4Addr::new(10, 1, 255, 254),
         };
-        assert_eq!((slice_len(&large), slice_count(&large)), (256, 256));
-        let last = slice(&large, 255).unwrap();
+        assert_eq!((slice_len(&large), slice_count(&large)), (1024, 64));
+        let last = slice(&large, 63).unwrap();
         assert_eq!(
             (last.start, last.end),
-            (Ipv4Addr::new(10, 1, 255, 0), large.end)
+            (Ipv4Addr::new(10, 1, 252, 0), large.end)
         );
         let mid = Pool {
             start: ip(0),
