@@ -15,7 +15,7 @@ type Conn = <Db as sqlx::Database>::Connection;
 
 mod agents;
 mod boot;
-pub(super) use boot::{keep_warm, warm_index};
+pub(super) use boot::warm_index;
 mod engine;
 mod helpers;
 mod inventory;
