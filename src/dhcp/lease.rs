@@ -429,8 +429,8 @@ impl Leases {
             fresh.push(part);
             return Some(fresh);
         }
-        let (k, part) = slices.take(network, pool, now).await?;
-        self.catch_up(network, &part).await;
+        let (k, part, rows) = slices.take(network, pool, now).await?;
+        self.catch_up(network, &part, rows);
         slices.adopt(network, pool, k, now);
         fresh.push(part);
         Some(fresh)
@@ -452,24 +452,17 @@ impl Leases {
         if slices.has_spare(network, pool) {
             return;
         }
-        if let Some((k, part)) = slices.take(network, pool, now).await {
-            self.catch_up(network, &part).await;
+        if let Some((k, part, rows)) = slices.take(network, pool, now).await {
+            self.catch_up(network, &part, rows);
             slices.keep_spare(network, pool, k, now);
         }
     }
 
-    /// Reads what the store holds in a slice just taken (other daemons may
-    /// have bound addresses there since this one read the network) into
-    /// the book, this daemon's unwritten offers aside.
-    async fn catch_up(&self, network: i64, part: &Pool) {
-        let rows = match self.store.network_leases(network).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                // The claims stay the arbiter; the book is a little behind.
-                tracing::warn!(network, error = %e, "cannot read a pool slice's leases");
-                return;
-            }
-        };
+    /// Writes what the store holds in a slice just taken (`rows`, read in
+    /// the take's turn: other daemons may have bound addresses there since
+    /// this one read the network) into the book, this daemon's unwritten
+    /// offers aside.
+    fn catch_up(&self, network: i64, part: &Pool, rows: Vec<bootloader_store::boot::Lease>) {
         let unwritten = self.unwritten().clone();
         let mut rows: Vec<_> = rows.into_iter().filter(|l| in_pool(part, l.ip)).collect();
         // Oldest first, so that each client's newest address is the one kept.

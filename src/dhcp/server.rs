@@ -142,7 +142,7 @@ impl DhcpService {
         // authoritative answer to some clients.
         let leases = Some({
             Leases::new(
-                stores.leases,
+                stores.leases.clone(),
                 LeaseTimes {
                     lease: settings.lease_time,
                     offer_hold: settings.offer_hold,
@@ -151,6 +151,7 @@ impl DhcpService {
                 stores.shared.then(|| {
                     super::slices::Slices::new(
                         stores.locks.clone(),
+                        stores.leases.clone(),
                         stores.instance.clone(),
                         settings.offer_hold,
                     )

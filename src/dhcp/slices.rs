@@ -9,11 +9,13 @@
 //! a client a NAK at worst, never an address handed out twice.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bootloader_core::dhcp::leases::{in_pool, slice, slice_count, slice_len};
 use bootloader_core::published::inventory::Pool;
-use bootloader_store::LockStore;
+use bootloader_store::boot::Lease;
+use bootloader_store::{LeaseStore, LockStore};
 
 /// How long a slice is held (seconds), at least; renewed once half of it
 /// is left, when an offer needs it.
@@ -35,10 +37,17 @@ struct Held {
     /// A slice taken ahead (index, held until), offered from once the
     /// others are full: no request then waits for the store to take one.
     spare: Option<(u32, i64)>,
+    /// The order slices were first offered from (a renewal keeps it).
+    order: HashMap<u32, u64>,
+    next: u64,
 }
 
 pub struct Slices {
     locks: Arc<dyn LockStore>,
+    /// Takes go through the lease writer's connection (`take_slice`).
+    leases: Arc<dyn LeaseStore>,
+    /// One request at a time renews.
+    renewing: AtomicBool,
     instance: String,
     /// A slice is offered from only while it is held for this much longer
     /// (the offer hold and a margin), so that no other daemon can take
@@ -49,10 +58,17 @@ pub struct Slices {
 }
 
 impl Slices {
-    pub fn new(locks: Arc<dyn LockStore>, instance: String, offer_hold: u32) -> Self {
+    pub fn new(
+        locks: Arc<dyn LockStore>,
+        leases: Arc<dyn LeaseStore>,
+        instance: String,
+        offer_hold: u32,
+    ) -> Self {
         let needed = i64::from(offer_hold) + 10;
         Self {
             locks,
+            leases,
+            renewing: AtomicBool::new(false),
             instance,
             needed,
             hold: HOLD.max(4 * needed),
@@ -69,8 +85,8 @@ impl Slices {
     }
 
     /// The slices of `pool` held for long enough to offer from, the one
-    /// taken or renewed last at the end, renewing first those with half
-    /// their hold or less left.
+    /// taken last at the end, renewing first those with half their hold or
+    /// less left (one request at a time; the others go on meanwhile).
     pub async fn held(&self, network: i64, pool: &Pool, now: i64) -> Vec<Pool> {
         let due: Vec<u32> = {
             let mut networks = self.networks();
@@ -81,7 +97,12 @@ impl Slices {
                 .map(|(k, _)| *k)
                 .collect()
         };
-        for k in due {
+        let renewing = !due.is_empty()
+            && self
+                .renewing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+        for k in due.into_iter().filter(|_| renewing) {
             let Some(part) = slice(pool, k) else { continue };
             let kept = self
                 .locks
@@ -106,17 +127,20 @@ impl Slices {
                 Err(e) => tracing::warn!(network, error = %e, "cannot renew a pool slice"),
             }
         }
+        if renewing {
+            self.renewing.store(false, Ordering::Release);
+        }
         let networks = self.networks();
         let Some(held) = networks.get(&network) else {
             return Vec::new();
         };
-        let mut usable: Vec<(i64, u32)> = held
+        let mut usable: Vec<(u64, u32)> = held
             .until
             .iter()
             .filter(|(_, until)| **until - now > self.needed)
-            .map(|(k, until)| (*until, *k))
+            .map(|(k, _)| (held.order.get(k).copied().unwrap_or(0), *k))
             .collect();
-        // The slice taken (or renewed) last comes last.
+        // The slice first offered from last comes last.
         usable.sort_unstable();
         usable
             .into_iter()
@@ -128,7 +152,12 @@ impl Slices {
     /// that daemons starting together ask for different ones; it is
     /// offered from once `adopt`ed. `None` when none could be taken (other
     /// daemons hold them, or the store did not answer).
-    pub async fn take(&self, network: i64, pool: &Pool, now: i64) -> Option<(u32, Pool)> {
+    pub async fn take(
+        &self,
+        network: i64,
+        pool: &Pool,
+        now: i64,
+    ) -> Option<(u32, Pool, Vec<Lease>)> {
         let count = slice_count(pool);
         if count == 0 {
             return None;
@@ -154,21 +183,21 @@ impl Slices {
         for k in candidates {
             let part = slice(pool, k)?;
             match self
-                .locks
-                .hold_lock(
+                .leases
+                .take_slice(
                     &Self::name(network, &part),
                     &self.instance,
-                    now,
-                    now + self.hold,
+                    (now, now + self.hold),
+                    network,
                 )
                 .await
             {
-                Ok(true) => {
+                Ok(Some(rows)) => {
                     cut(&mut self.networks(), network, pool).taken.remove(&k);
                     tracing::debug!(network, slice = %part.start, "pool slice taken");
-                    return Some((k, part));
+                    return Some((k, part, rows));
                 }
-                Ok(false) => {
+                Ok(None) => {
                     cut(&mut self.networks(), network, pool)
                         .taken
                         .insert(k, now + TAKEN_FOR);
@@ -220,14 +249,18 @@ impl Slices {
             return None;
         }
         held.until.insert(k, until.max(now + self.hold / 2 + 1));
+        held.next += 1;
+        held.order.insert(k, held.next);
         slice(pool, k)
     }
 
     /// Offers from slice `k`, taken at `now`, from now on.
     pub fn adopt(&self, network: i64, pool: &Pool, k: u32, now: i64) {
-        cut(&mut self.networks(), network, pool)
-            .until
-            .insert(k, now + self.hold);
+        let mut networks = self.networks();
+        let held = cut(&mut networks, network, pool);
+        held.until.insert(k, now + self.hold);
+        held.next += 1;
+        held.order.insert(k, held.next);
     }
 }
 

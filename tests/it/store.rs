@@ -71,6 +71,51 @@ fn claim(network_id: i64, mac: MacAddr, state: LeaseState, now: i64) -> LeaseCla
     }
 }
 
+/// A pool slice has one holder at a time, and whoever takes it gets the
+/// network's leases read in the same turn.
+async fn pool_slices_have_one_holder(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let store = open(&ts).await;
+    let net = network(&*store).await;
+    let now = 1_800_000_000;
+    assert!(
+        store
+            .claim_lease(&claim(net, mac(1), LeaseState::Bound, now))
+            .await
+            .unwrap()
+    );
+    let name = format!("lease-slice/{net}/10.9.0.100");
+    let rows = store
+        .take_slice(&name, "a", (now, now + 600), net)
+        .await
+        .unwrap()
+        .expect("a free slice is taken");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(
+        store
+            .take_slice(&name, "b", (now + 1, now + 601), net)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Its holder renews it; once lapsed, it passes on.
+    assert!(
+        store
+            .take_slice(&name, "a", (now + 2, now + 602), net)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .take_slice(&name, "b", (now + 603, now + 1203), net)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    ts.drop_database().await;
+}
+
 async fn leases_have_one_holder(backend: Backend) {
     let ts = TestStore::new(backend).await;
     let store = open(&ts).await;
@@ -915,6 +960,7 @@ on_both_backends!(
     agents_follow_their_reports,
     sessions_end_as_they_should,
     leases_have_one_holder,
+    pool_slices_have_one_holder,
     lease_changes_commit_in_groups,
     a_stale_transition_is_refused,
     an_update_from_a_stale_read_is_refused,

@@ -183,6 +183,18 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// `dhcp.lease.bound` (not for a renewal). A release or decline holds
     /// when the client had the address (offered or bound).
     async fn apply_lease_changes(&self, changes: &[LeaseChange]) -> Result<Vec<bool>>;
+    /// Takes (or renews) the named hold on a pool slice for `holder` until
+    /// `until`, as `LockStore::hold_lock` does, and returns the network's
+    /// lease rows with it; `None` if another holds it. On the lease
+    /// writer's connection, not the pool: the boot path waits on it, and
+    /// under a storm the pool is the engine's.
+    async fn take_slice(
+        &self,
+        name: &str,
+        holder: &str,
+        (now, until): (i64, i64),
+        network_id: i64,
+    ) -> Result<Option<Vec<Lease>>>;
     /// One claim, as `apply_lease_changes` applies it.
     async fn claim_lease(&self, claim: &LeaseClaim) -> Result<bool> {
         let change = LeaseChange::Claim(claim.clone());

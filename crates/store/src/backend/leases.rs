@@ -104,6 +104,43 @@ impl LeaseStore for Backend {
         Ok(held)
     }
 
+    async fn take_slice(
+        &self,
+        name: &str,
+        holder: &str,
+        (now, until): (i64, i64),
+        network_id: i64,
+    ) -> Result<Option<Vec<Lease>>> {
+        let (_writer, mut tx) = self.begin_write_in(crate::Lane::Lease).await?;
+        let done = sqlx::query(
+            "INSERT INTO daemon_locks (name, holder, until_unix) VALUES ($1, $2, $4) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_unix = excluded.until_unix \
+             WHERE daemon_locks.holder = excluded.holder OR daemon_locks.until_unix < $3",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now)
+        .bind(until)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let rows: Vec<LeaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{LEASE_SELECT} WHERE network_id = $1"
+        )))
+        .bind(network_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(
+            rows.into_iter()
+                .map(convert::lease)
+                .collect::<Result<_>>()?,
+        ))
+    }
+
     async fn held_leases(&self, now: i64) -> Result<Vec<(i64, u64)>> {
         let mut conn = self.pool.acquire().await?;
         let rows: Vec<(i64, i64)> = sqlx::query_as(
