@@ -248,7 +248,8 @@ impl Slices {
         if until - now <= self.needed {
             return None;
         }
-        held.until.insert(k, until.max(now + self.hold / 2 + 1));
+        // As held in the store: renewed by `held` once half spent.
+        held.until.insert(k, until);
         held.next += 1;
         held.order.insert(k, held.next);
         slice(pool, k)
