@@ -112,18 +112,7 @@ impl LeaseStore for Backend {
         network_id: i64,
     ) -> Result<Option<Vec<Lease>>> {
         let (_writer, mut tx) = self.begin_write_in(crate::Lane::Lease).await?;
-        let done = sqlx::query(
-            "INSERT INTO daemon_locks (name, holder, until_unix) VALUES ($1, $2, $4) \
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_unix = excluded.until_unix \
-             WHERE daemon_locks.holder = excluded.holder OR daemon_locks.until_unix < $3",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(now)
-        .bind(until)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
+        if !super::locks::hold(&mut tx, name, holder, now, until).await? {
             tx.commit().await?;
             return Ok(None);
         }
