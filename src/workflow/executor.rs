@@ -32,6 +32,23 @@ pub enum Failure {
     /// answer): `error` is what this attempt met, `reason` what the action
     /// fails with when no attempt is left.
     Transient { error: String, reason: String },
+    /// The store was down or busy: the attempt is made again once it
+    /// answers, without counting against the action's retries (the
+    /// action's deadline still holds).
+    Store(String),
+}
+
+impl Failure {
+    /// What store error `e` makes of an attempt, `what` saying what could
+    /// not be done: the store down or busy is `Store`; anything else (the
+    /// server deleted, say) is the action's failure.
+    pub fn of_store(what: &str, e: StoreError) -> Self {
+        let line = format!("{what}: {e}");
+        match e {
+            StoreError::Unavailable(_) => Self::Store(line),
+            _ => Self::Final(line),
+        }
+    }
 }
 
 #[async_trait]
@@ -67,7 +84,7 @@ impl Executor for StoreExecutor {
                     .templates
                     .facts(subject.deployment)
                     .await
-                    .map_err(Failure::Final)?;
+                    .map_err(|e| Failure::of_store("cannot read the server", e))?;
                 let ctx = self.templates.context(subject, &facts, 0);
                 subject
                     .profile
@@ -78,10 +95,7 @@ impl Executor for StoreExecutor {
                 via,
                 filename,
                 source: FileSource::Template { name },
-            } => self
-                .serve_template(subject, via, filename, name)
-                .await
-                .map_err(Failure::Final),
+            } => self.serve_template(subject, via, filename, name).await,
             Work::Serve {
                 via,
                 filename,
@@ -90,10 +104,7 @@ impl Executor for StoreExecutor {
                 self.serve_download(subject, via, filename, url, sha256.as_deref())
                     .await
             }
-            Work::Unserve { on, filename } => self
-                .unserve(subject, on, filename)
-                .await
-                .map_err(Failure::Final),
+            Work::Unserve { on, filename } => self.unserve(subject, on, filename).await,
             Work::Power(command) => self.power(subject, command).await,
             Work::Bootdev {
                 device,
@@ -189,17 +200,17 @@ impl StoreExecutor {
         via: Via,
         filename: &str,
         name: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, Failure> {
         let mut served = Vec::new();
         for (ctx, path) in self.templates.per_interface(subject, filename).await? {
             let content = subject
                 .profile
                 .render(name, &ctx, time::OffsetDateTime::now_utc())
-                .map_err(|e| format!("template {name}: {e}"))?;
+                .map_err(|e| Failure::Final(format!("template {name}: {e}")))?;
             self.boot
                 .serve_file(subject.deployment.id, via, &path, content.as_bytes())
                 .await
-                .map_err(|e| format!("cannot serve {path}: {e}"))?;
+                .map_err(|e| Failure::of_store(&format!("cannot serve {path}"), e))?;
             served.push(format!("{} {path} ({} bytes)", via.as_str(), content.len()));
         }
         Ok(format!("serving {}", served.join(", ")))
@@ -228,16 +239,11 @@ impl StoreExecutor {
                 reason: e,
             })?;
         let mut served = Vec::new();
-        let paths = self
-            .templates
-            .per_interface(subject, filename)
-            .await
-            .map_err(Failure::Final)?;
-        for (_, path) in paths {
+        for (_, path) in self.templates.per_interface(subject, filename).await? {
             self.boot
                 .serve_cached_file(subject.deployment.id, via, &path, &cached.path)
                 .await
-                .map_err(|e| Failure::Final(format!("cannot serve {path}: {e}")))?;
+                .map_err(|e| Failure::of_store(&format!("cannot serve {path}"), e))?;
             served.push(format!("{} {path}", via.as_str()));
         }
         Ok(format!(
@@ -258,14 +264,14 @@ impl StoreExecutor {
         subject: Subject<'_>,
         on: Via,
         filename: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, Failure> {
         let mut removed = Vec::new();
         for (_, path) in self.templates.per_interface(subject, filename).await? {
             let was = self
                 .boot
                 .unserve_file(subject.deployment.id, on, &path)
                 .await
-                .map_err(|e| format!("cannot stop serving {path}: {e}"))?;
+                .map_err(|e| Failure::of_store(&format!("cannot stop serving {path}"), e))?;
             removed.push(format!(
                 "{} {path}{}",
                 on.as_str(),
@@ -280,7 +286,7 @@ impl StoreExecutor {
             .power
             .execute(&subject.deployment.server, command)
             .await
-            .map_err(|e| Failure::Final(e.to_string()))?;
+            .map_err(|e| Failure::of_store("cannot read the server's BMC", e))?;
         match report.result {
             Ok(_) => Ok(format!("{} via {}", command.describe(), report.driver)),
             Err(e) => Err(Failure::Transient {

@@ -9,9 +9,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::context::{self, ContextInput};
+use super::executor::Failure;
 use bootloader_core::profile::Profile;
 use bootloader_store::boot::DeploymentRecord;
-use bootloader_store::{InventoryStore, Network, Page, Server};
+use bootloader_store::{InventoryStore, Network, Page, Server, StoreError};
 
 /// How long a DNS lookup of the server's name may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -47,13 +48,10 @@ impl Templates {
 
     /// The server of `deployment`, with each interface's address: its
     /// reservation, else (DNS as a fallback) the server's name resolved to
-    /// an IPv4 address; and the networks of those addresses.
-    pub async fn facts(&self, deployment: &DeploymentRecord) -> Result<Facts, String> {
-        let mut server = self
-            .inventory
-            .server(&deployment.server)
-            .await
-            .map_err(|e| format!("cannot read the server: {e}"))?;
+    /// an IPv4 address; and the networks of those addresses. A store that
+    /// fails fails the facts: a template is never rendered without them.
+    pub async fn facts(&self, deployment: &DeploymentRecord) -> Result<Facts, StoreError> {
+        let mut server = self.inventory.server(&deployment.server).await?;
         if server.interfaces.iter().any(|i| i.ipv4.is_none())
             && let Some(addr) = resolve_v4(server.fqdn.as_str()).await
         {
@@ -64,9 +62,8 @@ impl Templates {
             let networks = self
                 .inventory
                 .list_networks(Some(&server.location), page)
-                .await
-                .map(|l| l.items)
-                .unwrap_or_default();
+                .await?
+                .items;
             let network = networks
                 .iter()
                 .find(|n| n.cidr.contains(&addr))
@@ -82,9 +79,13 @@ impl Templates {
         for i in &server.interfaces {
             if let Some(n) = i.network_id
                 && !networks.iter().any(|x: &Network| x.id == n)
-                && let Ok(net) = self.inventory.network(n).await
             {
-                networks.push(net);
+                match self.inventory.network(n).await {
+                    Ok(net) => networks.push(net),
+                    // Deleted since the interface was read.
+                    Err(StoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(Facts { server, networks })
@@ -118,15 +119,18 @@ impl Templates {
         &self,
         subject: Subject<'_>,
         filename: &str,
-    ) -> Result<Vec<(Value, String)>, String> {
-        let facts = self.facts(subject.deployment).await?;
+    ) -> Result<Vec<(Value, String)>, Failure> {
+        let facts = self
+            .facts(subject.deployment)
+            .await
+            .map_err(|e| Failure::of_store("cannot read the server", e))?;
         (0..facts.server.interfaces.len().max(1))
             .map(|i| {
                 let ctx = self.context(subject, &facts, i);
                 let path = subject
                     .profile
                     .render_inline(filename, &ctx, time::OffsetDateTime::now_utc())
-                    .map_err(|e| format!("filename: {e}"))?;
+                    .map_err(|e| Failure::Final(format!("filename: {e}")))?;
                 Ok((ctx, path))
             })
             .collect()

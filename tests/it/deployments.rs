@@ -233,15 +233,17 @@ async fn walks_to_complete(backend: Backend) {
     // The callbacks' rows went with the deployment (the log keeps them).
     assert!(d.store.callbacks(id).await.unwrap().is_empty());
     // The last event of the deployment is its final record, as the API
-    // shows it (the step cleared once the last actions ran).
-    let (_, shown) = d.get(&format!("/deployments/{id}")).await;
+    // shows it once the step is cleared (the `complete` step's own actions
+    // run after the state is `complete`).
     let mut last = None;
+    let mut shown = Value::Null;
     for _ in 0..50 {
+        shown = d.get(&format!("/deployments/{id}")).await.1;
         let events = d.store.pending_events(10_000).await.unwrap();
         last = events
             .into_iter()
             .rfind(|e| e.routing_key.starts_with("deployment.") && e.payload["id"] == id);
-        if last.as_ref().is_some_and(|e| e.payload["step"].is_null()) {
+        if shown["step"].is_null() && last.as_ref().is_some_and(|e| e.payload["step"].is_null()) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -6,6 +6,9 @@
 //! - PostgreSQL stopped mid-deployment: callbacks are refused with 503
 //!   while it is down (the machine retries), none that was accepted is
 //!   lost, and the daemon goes on once it is back;
+//! - PostgreSQL stopped while an action is under way (a download, then
+//!   the file served): the action waits for the store and goes on once it
+//!   is back, the deployment does not fail;
 //! - SIGKILL of the daemon with events the broker never confirmed: they
 //!   are published after the restart.
 
@@ -278,6 +281,124 @@ async fn a_stopped_database_refuses_callbacks_and_loses_none() {
     let text = log.to_string();
     assert!(text.contains("callback preparing received"), "{log}");
     assert!(text.contains("callback installing received"), "{log}");
+    d.stop().await;
+}
+
+/// A mirror that answers one download when told to: `asked` fires when
+/// the request has arrived, the body goes out once `release` fires.
+async fn held_mirror(
+    body: &'static [u8],
+) -> (
+    u16,
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (asked_tx, asked) = tokio::sync::oneshot::channel();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            return;
+        };
+        let mut buf = vec![0u8; 4096];
+        let _ = conn.read(&mut buf).await;
+        let _ = asked_tx.send(());
+        let _ = released.await;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = conn.write_all(head.as_bytes()).await;
+        let _ = conn.write_all(body).await;
+        let _ = conn.shutdown().await;
+    });
+    (port, asked, release)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_stopped_during_an_action_does_not_fail_the_deployment() {
+    const KERNEL: &[u8] = b"a kernel that took a while to download";
+    let pg = Postgres::start();
+    let store = TestStore::on_postgres(&pg.url("postgres"));
+    let d = Daemon::start(&store, None).await;
+    d.seed_location().await;
+    let (s, b) = d
+        .post(
+            "/servers",
+            json!({"fqdn": "o2.dc1.example.com", "location": "dc1",
+                   "interfaces": [{"name": "eth0", "mac": MAC}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (port, asked, release) = held_mirror(KERNEL).await;
+    // The download is done while the database is down; serving the file
+    // then needs the store.
+    let profile = format!(
+        r#"kind: Profile
+apiVersion: v1alpha1
+name: slowfetch
+version: 1.0
+timeout: 2m
+workflow:
+  new: {{}}
+  preparing:
+    - action: serve_file
+      via: http
+      filename: 'kernel/{{{{ mac_address }}}}'
+      source:
+        type: url
+        url: 'http://127.0.0.1:{port}/vmlinuz'
+    - action: expect_callback
+      name: preparing
+  installing: []
+  configuring: []
+  postconfiguring: []
+  complete: []
+"#
+    );
+    let (s, b) = d.post_text("/profiles", &profile, "application/yaml").await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = d
+        .post(
+            "/deployments",
+            json!({"server": "o2.dc1.example.com", "profile": "slowfetch==1.0"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let id = b["id"].as_i64().unwrap();
+
+    tokio::time::timeout(Duration::from_secs(60), asked)
+        .await
+        .expect("the download never started")
+        .unwrap();
+    pg.down();
+    release.send(()).unwrap();
+    // Longer than a pooled connection is waited for (10 s): the action
+    // meets the store's error, not only a slow store.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    pg.up();
+
+    // The file is served once the store is back, and the deployment
+    // waits for its machine, not in error.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = reqwest::get(format!("{}/kernel/{MAC}", d.base))
+            .await
+            .unwrap();
+        if r.status() == StatusCode::OK {
+            assert_eq!(r.bytes().await.unwrap(), KERNEL);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served: {}", r.status());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, b) = d.get(&format!("/deployments/{id}")).await;
+    assert_eq!(b["state"], "preparing", "{b}");
+    assert!(b["error"].is_null(), "{b}");
+    let (_, log) = d.get(&format!("/deployments/{id}/log")).await;
+    assert!(log.to_string().contains("before it answered"), "{log}");
     d.stop().await;
 }
 

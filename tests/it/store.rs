@@ -953,6 +953,88 @@ async fn agents_follow_their_reports(backend: Backend) {
     ts.drop_database().await;
 }
 
+/// What a database refuses for a while (SQLite busy, a PostgreSQL
+/// statement cut by its timeout or a lock not granted in time) is
+/// `Unavailable`, which the engine and the API wait out (503); what it
+/// refuses for good stays a database error.
+#[tokio::test]
+async fn a_busy_database_is_unavailable_not_failed() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .busy_timeout(std::time::Duration::ZERO);
+    let mut holder = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    let mut other = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE t (x INTEGER)")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let busy = sqlx::query("INSERT INTO t VALUES (1)")
+        .execute(&mut other)
+        .await
+        .unwrap_err();
+    assert!(matches!(StoreError::from(busy), StoreError::Unavailable(_)));
+    let bad = sqlx::query("INSERT INTO nowhere VALUES (1)")
+        .execute(&mut holder)
+        .await
+        .unwrap_err();
+    assert!(matches!(StoreError::from(bad), StoreError::Database(_)));
+
+    let mut pg = sqlx::PgConnection::connect(&common::pg_admin_url())
+        .await
+        .unwrap();
+    let mut other = sqlx::PgConnection::connect(&common::pg_admin_url())
+        .await
+        .unwrap();
+    sqlx::query("SET statement_timeout = 50")
+        .execute(&mut pg)
+        .await
+        .unwrap();
+    let cut = sqlx::query("SELECT pg_sleep(5)")
+        .execute(&mut pg)
+        .await
+        .unwrap_err();
+    assert!(matches!(StoreError::from(cut), StoreError::Unavailable(_)));
+    let mut held = other.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(424242)")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    sqlx::query("SET lock_timeout = 50")
+        .execute(&mut pg)
+        .await
+        .unwrap();
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut pg)
+        .await
+        .unwrap();
+    let waited = sqlx::query("SELECT pg_advisory_lock(424242)")
+        .execute(&mut pg)
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        StoreError::from(waited),
+        StoreError::Unavailable(_)
+    ));
+    held.rollback().await.unwrap();
+    let bad = sqlx::query("SELECT * FROM nowhere")
+        .execute(&mut pg)
+        .await
+        .unwrap_err();
+    assert!(matches!(StoreError::from(bad), StoreError::Database(_)));
+}
+
 on_both_backends!(
     callbacks_are_stored_in_groups,
     a_deployment_is_held_by_the_daemon_starting_it,

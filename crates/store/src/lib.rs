@@ -116,6 +116,7 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Tls(_) => Self::Unavailable(e),
+            sqlx::Error::Database(db) if passing(&**db) => Self::Unavailable(e),
             sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict {
                 field: "(unique)".to_string(),
                 message: format!("already exists ({})", db.message()),
@@ -126,6 +127,30 @@ impl From<sqlx::Error> for StoreError {
             _ => Self::Database(e),
         }
     }
+}
+
+/// Whether the database refused for a while, not for what was asked: busy
+/// or locked (SQLite), a transaction rolled back by a conflict or a
+/// deadlock, a lock not granted in time, a statement cancelled by its
+/// timeout, a connection lost, the server short of resources or shutting
+/// down (PostgreSQL's classes 08, 40, 53, 57 and 58, and 55P03, 55006).
+/// The same statement may succeed later.
+fn passing(db: &dyn sqlx::error::DatabaseError) -> bool {
+    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        let code = pg.code();
+        let class = code.get(..2).unwrap_or_default();
+        return matches!(class, "08" | "40" | "53" | "57" | "58")
+            || matches!(code, "55P03" | "55006");
+    }
+    if let Some(code) = db
+        .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+        .and_then(sqlx::error::DatabaseError::code)
+        .and_then(|c| c.parse::<i32>().ok())
+    {
+        // The primary code: SQLITE_BUSY (5), SQLITE_LOCKED (6).
+        return matches!(code & 0xff, 5 | 6);
+    }
+    false
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

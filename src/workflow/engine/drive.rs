@@ -324,15 +324,19 @@ impl Driver {
         };
         let left = Duration::from_secs(run.deadline.saturating_sub((self.clock)()).max(0) as u64);
         let started = Instant::now();
+        let store_failed = Mutex::new(None);
+        let attempts = self.attempts(subject, &run, runner, &store_failed);
         let outcome = tokio::select! {
-            r = tokio::time::timeout(left, self.attempts(subject, &run, runner)) => match r {
+            r = tokio::time::timeout(left, attempts) => match r {
                 Ok(Ok(said)) => Outcome::Done { said, took: started.elapsed() },
                 Ok(Err(reason)) => Outcome::Failed { reason },
                 Err(_) => {
                     let seen = self.executor.last_seen(subject).await;
-                    Outcome::Failed {
-                        reason: plan::timeout_reason(run.cursor, run.action, seen.as_deref()),
+                    let mut reason = plan::timeout_reason(run.cursor, run.action, seen.as_deref());
+                    if let Some(error) = lock(&store_failed).take() {
+                        reason.push_str(&format!("; the store was failing: {error}"));
                     }
+                    Outcome::Failed { reason }
                 }
             },
             // The error and cleanup steps of a final deployment run to
@@ -381,12 +385,17 @@ impl Driver {
     }
 
     /// Carries out the action of `run`, attempt after attempt as it allows;
-    /// `Err` is why it failed.
+    /// `Err` is why it failed. An attempt that met a store down or busy is
+    /// made again after a pause, as often as it takes (the deadline still
+    /// holds), and does not count as one of the action's attempts;
+    /// `store_failed` keeps what the store said last, for the reason of a
+    /// timeout.
     async fn attempts(
         &self,
         subject: Subject<'_>,
         run: &Run<'_>,
         runner: &Runner,
+        store_failed: &Mutex<Option<String>>,
     ) -> Result<String, String> {
         let id = subject.deployment.id;
         match run.effect {
@@ -395,11 +404,27 @@ impl Driver {
                 .callback(&*self.executor, id, name, self.callback_poll)
                 .await),
             Effect::Perform(work) => {
-                let mut attempt = 0;
+                let mut attempt = 1;
+                let mut store_failures = 0;
                 loop {
-                    attempt += 1;
                     match self.executor.perform(subject, work).await {
-                        Ok(said) => return Ok(said),
+                        Ok(said) if store_failures == 0 => return Ok(said),
+                        Ok(said) => {
+                            let error = lock(store_failed).take().unwrap_or_default();
+                            let times = match store_failures {
+                                1 => "once".to_string(),
+                                n => format!("{n} times"),
+                            };
+                            return Ok(format!(
+                                "{said}; the store failed {times} before it answered: {error}"
+                            ));
+                        }
+                        Err(Failure::Store(error)) => {
+                            warn!(%error, "the store failed during the action; it is tried again");
+                            store_failures += 1;
+                            *lock(store_failed) = Some(error);
+                            tokio::time::sleep(STORE_PAUSE).await;
+                        }
                         Err(Failure::Transient { error, .. })
                             if plan::retry(run.action, attempt) =>
                         {
@@ -409,6 +434,7 @@ impl Driver {
                             {
                                 warn!(error = %e, "cannot write the deployment log");
                             }
+                            attempt += 1;
                             tokio::time::sleep(RETRY_PAUSE).await;
                         }
                         Err(Failure::Transient { reason, .. } | Failure::Final(reason)) => {

@@ -52,11 +52,7 @@ impl Engine {
             profile: &profile,
             token: presented,
         };
-        let facts = self
-            .templates
-            .facts(&view.record)
-            .await
-            .map_err(StoreError::Corrupt)?;
+        let facts = self.templates.facts(&view.record).await?;
         let ctx = self.templates.context(subject, &facts, 0);
         match profile.render(file, &ctx, time::OffsetDateTime::now_utc()) {
             Ok(text) => Ok(Some(text)),

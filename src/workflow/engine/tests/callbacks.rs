@@ -1,0 +1,103 @@
+//! Callbacks: taken when they arrive, judged from memory when stored
+//! here, not missed when stored elsewhere during a read.
+
+use super::*;
+
+#[tokio::test(start_paused = true)]
+async fn a_callback_is_taken_when_it_arrives_and_a_nudge_wakes_the_wait() {
+    let steps = "  preparing:
+    - action: expect_callback
+      name: booted
+";
+    let bench = Bench::new(&profile(steps), Script::default());
+    let task = bench.start();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let_run().await;
+    bench.script.arrive("booted");
+    bench.runner.nudge();
+    task.await.unwrap();
+    assert_eq!(bench.ledger.view().record.state, DeploymentState::Complete);
+    // Woken by the nudge, not by the next poll two seconds on.
+    assert!(
+        bench.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        bench.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn callbacks_stored_here_are_judged_and_taken_from_memory() {
+    let steps = "  preparing:
+    - action: expect_callback
+      name: booted
+  installing:
+    - action: expect_callback
+      name: installed
+";
+    let bench = Bench::new(&profile(steps), Script::default());
+    assert_eq!(bench.runner.expects("booted"), None, "not started yet");
+    let task = bench.start();
+    let_run().await;
+    // Read once on entering the first wait: nothing had arrived.
+    assert_eq!(bench.script.reads.load(Ordering::SeqCst), 1);
+    assert_eq!(bench.runner.expects("booted"), Some(true));
+    assert_eq!(bench.runner.expects("installed"), Some(true));
+    assert_eq!(bench.runner.expects("other"), Some(false));
+    bench
+        .runner
+        .arrived("booted", "callback booted received (GET)".into());
+    let_run().await;
+    assert_eq!(
+        bench.ledger.view().record.state,
+        DeploymentState::Installing
+    );
+    // A callback of a step passed is no longer expected.
+    assert_eq!(bench.runner.expects("booted"), Some(false));
+    bench.runner.arrived(
+        "installed",
+        "callback installed received (POST): done".into(),
+    );
+    task.await.unwrap();
+    assert_eq!(bench.ledger.view().record.state, DeploymentState::Complete);
+    assert_eq!(
+        bench.runner.expects("installed"),
+        None,
+        "final: ask the store"
+    );
+    assert_eq!(bench.script.reads.load(Ordering::SeqCst), 1);
+    let lines = bench.ledger.lines();
+    // The lines the handler gave are the ones logged.
+    for said in [
+        "(callback booted received (GET))",
+        "(callback installed received (POST): done)",
+    ] {
+        assert!(lines.iter().any(|l| l.ends_with(said)), "{lines:?}");
+    }
+    assert!(bench.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_callback_stored_elsewhere_during_a_read_is_not_missed() {
+    let steps = "  preparing:
+    - action: expect_callback
+      name: booted
+";
+    let script = Script::default();
+    let bench = Bench::new(&profile(steps), script);
+    // While the task reads, another daemon stores the callback and its
+    // notice wakes the task: the read's answer is not the whole story.
+    let (script, runner) = (bench.script.clone(), bench.runner.clone());
+    *bench.script.meanwhile.lock().unwrap() = Some(Box::new(move || {
+        script.arrive("booted");
+        runner.nudge();
+    }));
+    bench.finish().await;
+    assert_eq!(bench.ledger.view().record.state, DeploymentState::Complete);
+    assert_eq!(bench.script.reads.load(Ordering::SeqCst), 2);
+    // Not left for the poll two seconds on.
+    assert!(
+        bench.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        bench.elapsed()
+    );
+}
