@@ -170,18 +170,34 @@ wait_quiet() { # WHAT
 }
 
 # pg_bridge: with BENCH_DB=postgres, PostgreSQL for a daemon inside the
-# server namespace. PostgreSQL listens on the root namespace's loopback
-# only. A namespace cannot reach it over IP, but a Unix socket is a file:
-# socat in the root namespace forwards $WORK/pg/.s.PGSQL.5432 to
-# 127.0.0.1:5432 (loopback to loopback), and the daemon in the namespace
-# connects to that socket.
+# server namespace; sets PG_HOST, the socket directory the daemon's URL
+# names. PostgreSQL listens on the root namespace's loopback, which a
+# namespace cannot reach over IP, but a Unix socket is a file: where the
+# server's own socket accepts the bench's user (`local ... trust`), the
+# daemon connects to it directly, as a daemon on the database's host
+# would. Otherwise socat in the root namespace forwards
+# $WORK/pg/.s.PGSQL.5432 to 127.0.0.1:5432, and costs a copy of every
+# byte both ways (its CPU is counted with the database's); PG_VIA=socat
+# takes that way even where the socket would do.
 pg_bridge() {
     [ "${BENCH_DB:-sqlite}" = postgres ] || return 0
-    command -v socat >/dev/null || die "BENCH_DB=postgres needs socat"
     mkdir -p "$WORK/pg"
+    local dir
+    for dir in /run/postgresql /var/run/postgresql /tmp; do
+        [ "${PG_VIA:-socket}" = socat ] && break
+        if [ -S "$dir/.s.PGSQL.5432" ] \
+            && psql -h "$dir" -U postgres -Atqc 'SELECT 1' >/dev/null 2>&1; then
+            PG_HOST=$dir
+            log "PostgreSQL through its own socket in $dir"
+            return 0
+        fi
+    done
+    command -v socat >/dev/null || die "BENCH_DB=postgres needs socat (the server's socket did not accept user postgres)"
     socat "UNIX-LISTEN:$WORK/pg/.s.PGSQL.5432,fork,mode=777" TCP:127.0.0.1:5432 \
         >"$WORK/pg/socat.log" 2>&1 &
     PIDS+=($!)
+    PG_HOST=$WORK/pg
+    log "PostgreSQL through a socat bridge in $PG_HOST"
     sleep 0.5
 }
 

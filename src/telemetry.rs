@@ -9,6 +9,7 @@ use std::time::Duration;
 use metrics::{counter, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use bootloader_core::dhcp::classify::MessageKind;
 use bootloader_core::model::{Outcome, Phase};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -108,6 +109,14 @@ fn describe() {
         "lease changes committed together in one transaction"
     );
     describe_histogram!(
+        "bootloader_dhcp_queue_wait_seconds",
+        "time a DHCP request waited for a worker"
+    );
+    describe_histogram!(
+        "bootloader_dhcp_answer_duration_seconds",
+        "time from a worker taking a DHCP request to its answer (lease committed), by type"
+    );
+    describe_histogram!(
         "bootloader_store_operation_duration_seconds",
         "store latency of hot-path operations"
     );
@@ -204,6 +213,25 @@ pub fn boot_event(phase: Phase, request: &str, result: Outcome) {
 /// A DHCP request dropped unanswered because the server was behind.
 pub fn dhcp_overloaded() {
     counter!("bootloader_dhcp_dropped_total").increment(1);
+}
+
+/// A DHCP request taken by a worker after waiting `waited` in the queue.
+pub fn dhcp_queue_wait(waited: Duration) {
+    histogram!("bootloader_dhcp_queue_wait_seconds").record(waited.as_secs_f64());
+}
+
+/// A DHCP request of `kind` answered (or left silent) in `took`: the boot
+/// target, the lease and its commit.
+pub fn dhcp_answer(kind: MessageKind, took: Duration) {
+    let kind = match kind {
+        MessageKind::Discover => "discover",
+        MessageKind::Request => "request",
+        MessageKind::Decline => "decline",
+        MessageKind::Release => "release",
+        MessageKind::Inform => "inform",
+    };
+    histogram!("bootloader_dhcp_answer_duration_seconds", "type" => kind)
+        .record(took.as_secs_f64());
 }
 
 /// A group of lease changes committed in one transaction.

@@ -128,7 +128,7 @@ bl_start() {
         local db="blbench_$$_$SEQ"
         psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $db" >/dev/null
         echo "$db" >> "$WORK/pg/databases"
-        dbsec=$(printf '[database]\nurl = "postgres://postgres@localhost/%s?host=%s"\n' "$db" "$WORK/pg")
+        dbsec=$(printf '[database]\nurl = "postgres://postgres@localhost/%s?host=%s"\n' "$db" "$PG_HOST")
     fi
     cat > "$BL_DIR/cfg.toml" <<EOF
 [server]

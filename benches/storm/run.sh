@@ -12,7 +12,8 @@
 # Knobs (environment): MACHINES (10000), OVER (seconds, 20), DHCP_PATHS
 # (mixed: even machines relayed, odd broadcast; or relayed, broadcast),
 # SOURCES (how many client addresses the machines' TFTP and HTTP traffic
-# comes from, 32), KERNEL_KB (128), INITRD_KB (256), BENCH_DB=postgres,
+# comes from, 32), KERNEL_KB (128), INITRD_KB (256), BENCH_DB=postgres
+# (PG_VIA=socat: through a socat bridge, not the server's own socket),
 # BIN (bootloader binary), STORM_BIN (bootstorm binary; both built with
 # cargo build --release if missing), OUT (results directory), NO_INSTALL=1,
 # QUIET_WAIT / QUIET_BUSY (see benches/lab.sh), PERF=1 (perf record the
@@ -113,8 +114,8 @@ server_cpu_ms() {
     echo $((t * 1000 / $(getconf CLK_TCK)))
 }
 # With BENCH_DB=postgres: CPU time (ms) used so far by the machine's
-# PostgreSQL and the socat bridge to it (children reaped included, so
-# backends and bridge connections that ended still count).
+# PostgreSQL and the socat bridge to it if there is one (children reaped
+# included, so backends and bridge connections that ended still count).
 db_cpu_ms() {
     local t=0 p f
     for p in $(pgrep -x postgres) $(pgrep -x socat); do
@@ -170,7 +171,7 @@ storm() {
         if [ "$BENCH_DB" = postgres ] && [ "$label" = bootloader ]; then
             local db1
             db1=$(db_cpu_ms)
-            echo "database CPU (PostgreSQL and the socat bridge): $((db1 - db0)) ms ($(( (db1 - db0) * 1000 / MACHINES )) us per machine)"
+            echo "database CPU (PostgreSQL, and socat if it bridges): $((db1 - db0)) ms ($(( (db1 - db0) * 1000 / MACHINES )) us per machine)"
         fi
     } | tee -a "$OUT/storm-$label.txt" >&2
 }
@@ -182,7 +183,7 @@ bl_config() {
         psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null
         psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $db" >/dev/null
         echo "$db" >> "$WORK/pg/databases"
-        dbsec=$(printf '[database]\nurl = "postgres://postgres@localhost/%s?host=%s"\n' "$db" "$WORK/pg")
+        dbsec=$(printf '[database]\nurl = "postgres://postgres@localhost/%s?host=%s"\n' "$db" "$PG_HOST")
     fi
     cat > "$BL_DIR/cfg.toml" <<EOF
 [server]

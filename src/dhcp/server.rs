@@ -227,6 +227,7 @@ pub async fn serve(
                 let job = { job_rx.lock().await.recv().await };
                 let Some(job) = job else { return };
                 let waited = job.received.elapsed();
+                crate::telemetry::dhcp_queue_wait(waited);
                 if waited > MAX_AGE {
                     service.overloaded(&job, waited);
                     continue;
@@ -432,11 +433,13 @@ impl DhcpService {
         let mode = quirk.and_then(|q| q.answer).unwrap_or(self.policy.mode);
         let span = tracing::info_span!("dhcp", mac = %client.mac, xid = client.xid,
             deployment = tracing::field::Empty);
-        let answer = match self
+        let started = Instant::now();
+        let answered = self
             .answer(sock, &msg, &client, mode, src)
             .instrument(span)
-            .await
-        {
+            .await;
+        crate::telemetry::dhcp_answer(client.kind, started.elapsed());
+        let answer = match answered {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, request, "DHCP request failed");

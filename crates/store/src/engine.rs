@@ -38,8 +38,9 @@ pub struct Claim {
 #[derive(Debug, Clone)]
 pub struct EngineView {
     pub record: DeploymentRecord,
-    /// The profile's YAML, as uploaded.
-    pub profile_source: String,
+    /// The profile's YAML, as uploaded (shared: thousands of waiting
+    /// deployments hold their view, most of them of one profile).
+    pub profile_source: std::sync::Arc<str>,
     /// The callback token, opened; `None` for deployments the engine does
     /// not run (made through the store directly, before the engine).
     pub token: Option<String>,

@@ -246,7 +246,7 @@ impl Driver {
         cancelled: &mut watch::Receiver<bool>,
         task: &mut Task,
     ) -> Result<bool, StoreError> {
-        let view = match task.view.take() {
+        let mut view = match task.view.take() {
             Some(v) => v,
             None => self.ledger.engine_view(id).await?,
         };
@@ -254,10 +254,10 @@ impl Driver {
             info!(runner = ?view.record.runner, "another daemon runs this deployment now");
             return Ok(false);
         }
-        let Some(token) = view.token.as_deref() else {
+        if view.token.is_none() {
             return Ok(false);
-        };
-        let profile = match self.profiles.of(&view) {
+        }
+        let profile = match self.profiles.of(&mut view) {
             Ok(p) => p,
             Err(e) => {
                 self.ledger
@@ -265,6 +265,9 @@ impl Driver {
                     .await?;
                 return Ok(false);
             }
+        };
+        let Some(token) = view.token.as_deref() else {
+            return Ok(false);
         };
         let at = position(&view);
         let deadlines = Deadlines {
@@ -513,20 +516,25 @@ async fn cancel_of(at: Position, cancelled: &mut watch::Receiver<bool>) {
 /// Parsed profiles, by id. Every step of every deployment reads its
 /// profile; parsing the YAML each time was a tenth of the daemon's CPU in a
 /// boot storm. An entry serves only while the store still gives the very
-/// source it was parsed from.
+/// source it was parsed from; the views given it then share that source
+/// (10,000 waiting deployments held 10,000 copies of their profile's text).
 #[derive(Default)]
-pub struct ParsedProfiles(Mutex<HashMap<i64, (String, Arc<Profile>)>>);
+pub struct ParsedProfiles(Mutex<HashMap<i64, Parsed>>);
+
+/// A profile's source and what it parses to.
+type Parsed = (Arc<str>, Arc<Profile>);
 
 /// Profiles kept parsed; past this, the map starts again.
 const PARSED_PROFILES: usize = 256;
 
 impl ParsedProfiles {
-    pub fn of(&self, view: &EngineView) -> Result<Arc<Profile>, StoreError> {
+    pub fn of(&self, view: &mut EngineView) -> Result<Arc<Profile>, StoreError> {
         let id = view.record.profile_id;
         let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((source, parsed)) = lock().get(&id)
             && *source == view.profile_source
         {
+            view.profile_source = source.clone();
             return Ok(parsed.clone());
         }
         let parsed = Arc::new(parse(view)?);

@@ -37,10 +37,10 @@ impl Engine {
         version: &str,
         file: &str,
     ) -> Result<Option<String>, StoreError> {
-        let Some(view) = self.authorized(id, presented).await? else {
+        let Some(mut view) = self.authorized(id, presented).await? else {
             return Ok(None);
         };
-        let profile = self.driver.profiles.of(&view)?;
+        let profile = self.driver.profiles.of(&mut view)?;
         if profile.name != profile_name
             || profile.version != version
             || !profile.templates.contains_key(file)

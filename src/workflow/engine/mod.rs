@@ -277,8 +277,8 @@ impl Engine {
     /// Whether deployment `id`'s profile may still expect a callback
     /// `name` (in its current step, a later one, `error` or `cleanup`).
     pub async fn expects_callback(&self, id: i64, name: &str) -> Result<bool, StoreError> {
-        let view = self.ledger.engine_view(id).await?;
-        let profile = self.driver.profiles.of(&view)?;
+        let mut view = self.ledger.engine_view(id).await?;
+        let profile = self.driver.profiles.of(&mut view)?;
         let current = drive::position(&view).cursor.map(|c| c.step);
         Ok(profile.callbacks_from(current).contains(&name))
     }
@@ -391,8 +391,8 @@ impl Engine {
     /// profile's `cleanup` step runs if it has one.
     pub async fn cancel(self: &Arc<Self>, id: i64) -> Result<DeploymentRecord, StoreError> {
         loop {
-            let view = self.ledger.engine_view(id).await?;
-            let profile = self.driver.profiles.of(&view)?;
+            let mut view = self.ledger.engine_view(id).await?;
+            let profile = self.driver.profiles.of(&mut view)?;
             let change = plan::cancel(&profile, drive::position(&view))
                 .map_err(|e| StoreError::conflict("state", e.to_string()))?;
             if self

@@ -196,7 +196,7 @@ impl EngineStore for Backend {
         };
         Ok(EngineView {
             record,
-            profile_source: row.source,
+            profile_source: row.source.into(),
             token,
             actions_done: row.actions_done.max(0) as u32,
             action_deadline: row.action_deadline,
