@@ -36,6 +36,31 @@ pub const OWN_CALLBACK_POLL: Duration = Duration::from_secs(60);
 const RETRY_PAUSE: Duration = Duration::from_secs(2);
 /// The pause after the store failed, before reading the deployment again.
 const STORE_PAUSE: Duration = Duration::from_secs(2);
+/// Deployments of this daemon reading or committing at once.
+const STORE_TURNS: usize = 32;
+
+/// Turns at the store for the engine's own reads and commits. When
+/// thousands of deployments move at once (a storm's callbacks, a restart),
+/// each one's query future waiting for a pooled connection held kilobytes
+/// (48 MiB of a PostgreSQL storm's peak, 16 MiB more for the callback
+/// reads); a deployment waiting for its turn holds nothing but its place
+/// in line (first come, first served), and the pool still has more asking
+/// than it has connections.
+pub struct StoreTurns(tokio::sync::Semaphore);
+
+impl Default for StoreTurns {
+    fn default() -> Self {
+        Self(tokio::sync::Semaphore::new(STORE_TURNS))
+    }
+}
+
+impl StoreTurns {
+    /// Waits for a turn; it ends when the returned permit is dropped.
+    pub async fn take(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        // The semaphore is never closed.
+        self.0.acquire().await.ok()
+    }
+}
 
 /// Unix seconds now. The daemon's is the system clock; the unit tests'
 /// follows tokio's paused clock.
@@ -150,6 +175,7 @@ impl Runner {
     async fn callback(
         &self,
         executor: &dyn Executor,
+        turns: &StoreTurns,
         id: i64,
         name: &str,
         poll: Duration,
@@ -163,7 +189,10 @@ impl Runner {
                 (!arrivals.complete).then_some(arrivals.generation)
             };
             if let Some(generation) = read_at {
-                match executor.callbacks(id).await {
+                let turn = turns.take().await;
+                let read = executor.callbacks(id).await;
+                drop(turn);
+                match read {
                     Ok(stored) => {
                         let mut arrivals = lock(&self.arrivals);
                         for (n, said) in stored {
@@ -208,6 +237,8 @@ pub struct Driver {
     /// How often a waiting callback is looked for without a nudge.
     pub callback_poll: Duration,
     pub profiles: ParsedProfiles,
+    /// Turns at the store for reads and commits.
+    pub turns: StoreTurns,
     /// The deployments whose tasks run here, by the hash of their callback
     /// token (each task adds its own; the engine removes it when the task
     /// ends).
@@ -248,7 +279,10 @@ impl Driver {
     ) -> Result<bool, StoreError> {
         let mut view = match task.view.take() {
             Some(v) => v,
-            None => self.ledger.engine_view(id).await?,
+            None => {
+                let _turn = self.turns.take().await;
+                self.ledger.engine_view(id).await?
+            }
         };
         if view.record.runner.as_deref() != Some(self.runner.as_str()) {
             info!(runner = ?view.record.runner, "another daemon runs this deployment now");
@@ -404,7 +438,7 @@ impl Driver {
         match run.effect {
             Effect::Refuse(reason) => Err(reason.to_string()),
             Effect::AwaitCallback { name } => Ok(runner
-                .callback(&*self.executor, id, name, self.callback_poll)
+                .callback(&*self.executor, &self.turns, id, name, self.callback_poll)
                 .await),
             Effect::Perform(work) => {
                 let mut attempt = 1;
@@ -454,6 +488,7 @@ impl Driver {
     async fn commit(&self, id: i64, change: Change) -> Result<bool, StoreError> {
         let mut t = transition(id, change);
         t.runner = Some(self.runner.clone());
+        let _turn = self.turns.take().await;
         self.ledger.commit_transition(&t).await
     }
 }

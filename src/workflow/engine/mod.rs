@@ -132,6 +132,7 @@ impl Engine {
             default_timeout: settings.default_timeout,
             callback_poll: settings.callback_poll,
             profiles: Default::default(),
+            turns: Default::default(),
             tokens: Default::default(),
         };
         Arc::new(Self {

@@ -319,6 +319,7 @@ impl Bench {
             default_timeout: DEFAULT_TIMEOUT,
             callback_poll: super::SHARED_CALLBACK_POLL,
             profiles: Default::default(),
+            turns: Default::default(),
             tokens: Default::default(),
         });
         Self {
