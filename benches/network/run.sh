@@ -14,7 +14,8 @@
 # TFTP_WINDOWS (windowsizes asked for, "16 64"), TFTP_PIN (see bench_tftp),
 # TFTP_BURSTS (bursts of 200 fetches per
 # run), WRK_SECONDS / WRK_CONNS / WRK_THREADS, BENCH_DB=postgres (run
-# bootloader on PostgreSQL through a loopback socket bridge, see below),
+# bootloader on PostgreSQL through its own socket or a socat bridge, see
+# pg_bridge in benches/lab.sh),
 # NO_INSTALL=1 (do not apt-get missing peers), DHCP_PEERS / TFTP_PEERS
 # (which servers, default all), DHCP_LAT=0 (skip the fixed-rate run),
 # QUIET_WAIT / QUIET_BUSY (before each peer, wait up to QUIET_WAIT s, 600,

@@ -1,21 +1,18 @@
 //! What a deployment's templates are rendered with: the server read from
 //! the store, each interface's address (its reservation, else the server's
-//! name resolved by DNS) and network, and the context `context.rs` builds
-//! from them, one per interface.
+//! name resolved by DNS, `resolve.rs`) and network, and the context
+//! `context.rs` builds from them, one per interface.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
 
 use super::context::{self, ContextInput};
 use super::executor::Failure;
+use super::resolve::Resolver;
 use bootloader_core::profile::Profile;
 use bootloader_store::boot::DeploymentRecord;
 use bootloader_store::{InventoryStore, Network, Page, Server, StoreError};
-
-/// How long a DNS lookup of the server's name may take.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The deployment whose templates are rendered.
 #[derive(Clone, Copy)]
@@ -30,6 +27,7 @@ pub struct Templates {
     inventory: Arc<dyn InventoryStore>,
     /// BOOTLOADER_URL: what templates call `agent_url`.
     public_url: String,
+    names: Resolver,
 }
 
 /// The server with its interfaces' addresses, and their networks.
@@ -43,6 +41,7 @@ impl Templates {
         Self {
             inventory,
             public_url,
+            names: Resolver::default(),
         }
     }
 
@@ -53,7 +52,7 @@ impl Templates {
     pub async fn facts(&self, deployment: &DeploymentRecord) -> Result<Facts, StoreError> {
         let mut server = self.inventory.server(&deployment.server).await?;
         if server.interfaces.iter().any(|i| i.ipv4.is_none())
-            && let Some(addr) = resolve_v4(server.fqdn.as_str()).await
+            && let Some(addr) = self.names.v4(server.fqdn.as_str()).await
         {
             let page = Page {
                 limit: 1000,
@@ -134,17 +133,5 @@ impl Templates {
                 Ok((ctx, path))
             })
             .collect()
-    }
-}
-
-/// The first IPv4 address DNS gives for `name`, if it answers in time.
-async fn resolve_v4(name: &str) -> Option<std::net::Ipv4Addr> {
-    let lookup = tokio::net::lookup_host((name, 0));
-    match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
-        Ok(Ok(addrs)) => addrs.into_iter().find_map(|a| match a.ip() {
-            std::net::IpAddr::V4(v4) => Some(v4),
-            std::net::IpAddr::V6(_) => None,
-        }),
-        _ => None,
     }
 }
