@@ -159,17 +159,22 @@ async fn wait_state(d: &Daemon, id: i64, want: &str) {
     }
 }
 
-/// A server and the callback profile; returns the new deployment's id.
-async fn start_deployment(d: &Daemon) -> i64 {
+/// Server `fqdn` in location dc1, its one interface `MAC`.
+async fn add_server(d: &Daemon, fqdn: &str) {
     d.seed_location().await;
     let (s, b) = d
         .post(
             "/servers",
-            json!({"fqdn": "o1.dc1.example.com", "location": "dc1",
+            json!({"fqdn": fqdn, "location": "dc1",
                    "interfaces": [{"name": "eth0", "mac": MAC}]}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
+}
+
+/// A server and the callback profile; returns the new deployment's id.
+async fn start_deployment(d: &Daemon) -> i64 {
+    add_server(d, "o1.dc1.example.com").await;
     let profile = common::callback_profile("outage");
     let (s, b) = d.post_text("/profiles", &profile, "application/yaml").await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -323,15 +328,7 @@ async fn a_database_stopped_during_an_action_does_not_fail_the_deployment() {
     let pg = Postgres::start();
     let store = TestStore::on_postgres(&pg.url("postgres"));
     let d = Daemon::start(&store, None).await;
-    d.seed_location().await;
-    let (s, b) = d
-        .post(
-            "/servers",
-            json!({"fqdn": "o2.dc1.example.com", "location": "dc1",
-                   "interfaces": [{"name": "eth0", "mac": MAC}]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
+    add_server(&d, "o2.dc1.example.com").await;
     let (port, asked, release) = held_mirror(KERNEL).await;
     // The download is done while the database is down; serving the file
     // then needs the store.
