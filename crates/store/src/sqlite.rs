@@ -34,6 +34,45 @@ pub struct SqliteStore {
     /// Every writer of the file is this process (the command line aside,
     /// see `boot_index.rs`), so the index is always on.
     boot_index: std::sync::Arc<super::boot_index::BootIndex>,
+    /// The task that copies the WAL back into the file (`checkpoints`).
+    checkpointer: tokio::task::AbortHandle,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.checkpointer.abort();
+    }
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Copies the WAL back into the database file now and then, on a reader's
+/// connection and outside the writers' turn. SQLite's own automatic
+/// checkpoint runs inside the commit that crosses its threshold, with
+/// two fsyncs, while that writer still holds the one write turn: every
+/// lease group queued behind it (a DHCP ACK waiting for its commit)
+/// waited for the disk. A PASSIVE checkpoint never blocks a writer.
+async fn checkpoints(pool: SqlitePool) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        let done: std::result::Result<(i64, i64, i64), sqlx::Error> =
+            sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&pool)
+                .await;
+        match done {
+            Ok((_, wal, copied)) if copied < wal => {
+                tracing::debug!(wal, copied, "WAL checkpoint stopped at a reader");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot checkpoint the SQLite WAL"),
+        }
+    }
 }
 
 /// A writer's turn: held while its transaction runs.
@@ -65,6 +104,8 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
+            // `checkpoints` does it, off the writers' path.
+            .pragma("wal_autocheckpoint", "0")
             .busy_timeout(Duration::from_secs(10));
         // sqlx pings a pooled connection before lending it by default: for
         // SQLite a whole extra trip to the connection's thread and back for
@@ -98,6 +139,7 @@ impl SqliteStore {
         // deployments start by the thousand (measured: 25 MiB more at rest
         // and more CPU per machine in a storm, for no machine more booted).
         let served = std::sync::Arc::new(super::served_cache::ServedCache::default());
+        let checkpointer = tokio::spawn(checkpoints(pool.clone())).abort_handle();
         Ok(Self {
             pool,
             cipher,
@@ -106,6 +148,7 @@ impl SqliteStore {
             lanes,
             served,
             boot_index,
+            checkpointer,
         })
     }
 
