@@ -4,11 +4,13 @@
 pub(super) mod rows {
     use time::OffsetDateTime;
 
+    /// A deployment with what its engine task needs, read in one query.
     #[derive(sqlx::FromRow)]
     pub struct EngineRow {
+        #[sqlx(flatten)]
+        pub record: crate::boot_sql::rows::DeploymentRow,
         pub source: String,
         pub token_sealed: Option<Vec<u8>>,
-        pub actions_done: i64,
         pub action_deadline: Option<i64>,
         pub step_deadline: Option<i64>,
     }

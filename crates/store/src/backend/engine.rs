@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use super::Backend;
 use crate::boot::*;
 use crate::boot_sql::rows::DeploymentRow;
-use crate::boot_sql::{DEPLOYMENT_SELECT, convert};
+use crate::boot_sql::{DEPLOYMENT_RETURNING, DEPLOYMENT_SELECT, convert};
 use crate::engine::*;
 use crate::engine_sql::rows::*;
 use crate::{Listing, Page, Result, StoreError};
@@ -91,14 +91,23 @@ const HELD: &str = concat!(
     runnable!()
 );
 
-/// Takes deployment `$5` alone, if it is free or runner `$1`'s already.
-const CLAIM_ONE: &str = concat!(
-    "UPDATE deployments SET runner = $1, runner_until = $4 WHERE id = $5 AND ",
-    runnable!(),
-    " AND (runner = $1 OR ",
-    free!(),
-    ") RETURNING id"
-);
+/// A deployment with its profile's text, its sealed token and its
+/// deadlines (`EngineRow`): `DEPLOYMENT_SELECT` with those columns.
+static ENGINE_SELECT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    DEPLOYMENT_SELECT.replacen(
+        " FROM deployments d ",
+        ", p.source, d.token_sealed, d.action_deadline, d.step_deadline FROM deployments d ",
+        1,
+    ) + " WHERE d.id = $1"
+});
+
+/// A deployment as `start_deployment` wrote it, with its server's id.
+#[derive(sqlx::FromRow)]
+struct StartedRow {
+    server_id: i64,
+    #[sqlx(flatten)]
+    record: DeploymentRow,
+}
 
 #[async_trait]
 impl EngineStore for Backend {
@@ -113,29 +122,37 @@ impl EngineStore for Backend {
         // Not under a key that rotate-secret has just replaced.
         super::helpers::check_current_key(&mut tx, &self.cipher).await?;
         let sealed = self.cipher.seal(new.token.expose())?;
-        let server_id: i64 = sqlx::query_scalar("SELECT id FROM servers WHERE fqdn = $1")
-            .bind(new.server.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| {
-                StoreError::invalid(
-                    "server",
-                    format!("server {:?} does not exist", new.server.as_str()),
-                )
-            })?;
         let now = OffsetDateTime::now_utc();
-        let id: i64 = sqlx::query_scalar(
+        // The server looked up, the deployment written and, when the
+        // server is in the claiming daemon's location, taken up by it, in
+        // one statement that gives the written row back.
+        let (runner, location, until) = match &new.claim {
+            Some(c) => (
+                Some(c.runner.as_str()),
+                c.location.as_deref(),
+                Some(c.until),
+            ),
+            None => (None, None, None),
+        };
+        let row: Option<StartedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "INSERT INTO deployments (server_id, profile_id, state, token_hash, token_sealed, step, \
-             action_index, actions_done, repeat_of, created_at, updated_at) \
-             VALUES ($1, $2, 'new', $3, $4, 'new', 0, 0, $5, $6, $6) RETURNING id",
-        )
-        .bind(server_id)
+             action_index, actions_done, repeat_of, created_at, updated_at, runner, runner_until) \
+             SELECT s.id, $2, 'new', $3, $4, 'new', 0, 0, $5, $6, $6, \
+             CASE WHEN $8 IS NULL OR l.name = $8 THEN $7 END, \
+             CASE WHEN $7 IS NOT NULL AND ($8 IS NULL OR l.name = $8) THEN $9 END \
+             FROM servers s JOIN locations l ON l.id = s.location_id WHERE s.fqdn = $1\
+             {DEPLOYMENT_RETURNING}, server_id"
+        )))
+        .bind(new.server.as_str())
         .bind(new.profile_id)
         .bind(&new.token.hash().0)
         .bind(&sealed)
         .bind(new.repeat_of)
         .bind(now)
-        .fetch_one(&mut *tx)
+        .bind(runner)
+        .bind(location)
+        .bind(until)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(|e| match StoreError::from(e) {
             StoreError::Conflict { .. } => StoreError::conflict(
@@ -147,17 +164,15 @@ impl EngineStore for Backend {
             }
             other => other,
         })?;
-        if let Some(claim) = &new.claim {
-            sqlx::query_scalar::<_, i64>(CLAIM_ONE)
-                .bind(&claim.runner)
-                .bind(claim.location.as_deref())
-                .bind(claim.now)
-                .bind(claim.until)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        }
-        let record = fetch_deployment(&mut tx, id).await?;
+        let row = row.ok_or_else(|| {
+            StoreError::invalid(
+                "server",
+                format!("server {:?} does not exist", new.server.as_str()),
+            )
+        })?;
+        let server_id = row.server_id;
+        let record = convert::deployment(row.record)?;
+        let id = record.id;
         log(
             &mut tx,
             id,
@@ -181,24 +196,21 @@ impl EngineStore for Backend {
 
     async fn engine_view(&self, id: i64) -> Result<EngineView> {
         let mut conn = self.pool.acquire().await?;
-        let record = fetch_deployment(&mut conn, id).await?;
-        let row: EngineRow = sqlx::query_as(
-            "SELECT p.source, d.token_sealed, CAST(d.actions_done AS BIGINT) AS actions_done, \
-             d.action_deadline, d.step_deadline \
-             FROM deployments d JOIN profiles p ON p.id = d.profile_id WHERE d.id = $1",
-        )
-        .bind(id)
-        .fetch_one(&mut *conn)
-        .await?;
+        let row: Option<EngineRow> = sqlx::query_as(sqlx::AssertSqlSafe(ENGINE_SELECT.as_str()))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let row = row.ok_or_else(|| StoreError::not_found("deployment", id))?;
         let token = match row.token_sealed {
             Some(sealed) => Some(self.cipher.open(&sealed)?),
             None => None,
         };
+        let actions_done = row.record.actions_done.max(0) as u32;
         Ok(EngineView {
-            record,
+            record: convert::deployment(row.record)?,
             profile_source: row.source.into(),
             token,
-            actions_done: row.actions_done.max(0) as u32,
+            actions_done,
             action_deadline: row.action_deadline,
             step_deadline: row.step_deadline,
         })
@@ -256,12 +268,15 @@ impl EngineStore for Backend {
         let (_writer, mut tx) = self.begin_write().await?;
         let now = OffsetDateTime::now_utc();
         let finished = (t.state.is_final() && !t.from.is_final()).then_some(now);
-        let done = sqlx::query(
+        // The row comes back as written: the event of a state change is
+        // made from it without reading it again.
+        let written: Option<DeploymentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "UPDATE deployments SET state = $1, step = $2, action_index = $3, actions_done = $4, \
              action_deadline = $5, step_deadline = $6, error = COALESCE($7, error), \
              finished_at = COALESCE(finished_at, $8), updated_at = $9 \
-             WHERE id = $10 AND state = $11 AND ($12 IS NULL OR runner = $12)",
-        )
+             WHERE id = $10 AND state = $11 AND ($12 IS NULL OR runner = $12)\
+             {DEPLOYMENT_RETURNING}"
+        )))
         .bind(t.state.as_str())
         .bind(&t.step)
         .bind(i64::from(t.action_index))
@@ -274,11 +289,11 @@ impl EngineStore for Backend {
         .bind(t.id)
         .bind(t.from.as_str())
         .bind(&t.runner)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if done.rows_affected() == 0 {
+        let Some(written) = written else {
             return Ok(false);
-        }
+        };
         log_lines(&mut tx, t.id, &t.log).await?;
         if finished.is_some() {
             // Nothing serves them any more; the download cache
@@ -301,7 +316,7 @@ impl EngineStore for Backend {
         // state, so it is marked notified.
         let settled = t.state == t.from && t.state.is_final() && t.step.is_none();
         if t.state != t.from || settled {
-            let record = fetch_deployment(&mut tx, t.id).await?;
+            let record = convert::deployment(written)?;
             let key = format!("deployment.{}", t.state);
             let payload = serde_json::to_value(&record).unwrap_or_default();
             if settled {
