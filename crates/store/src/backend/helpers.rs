@@ -526,28 +526,31 @@ pub(super) async fn put_server(
             .await?;
     }
     if let Some(interfaces) = &spec.interfaces {
-        let keep: Vec<String> = interfaces.iter().map(|i| i.mac.to_string()).collect();
-        let current: Vec<(i64, String)> =
-            sqlx::query_as("SELECT id, mac FROM interfaces WHERE server_id = $1")
-                .bind(server_id)
-                .fetch_all(&mut *conn)
-                .await?;
-        for (iface_id, mac) in current {
-            if !keep.contains(&mac) {
-                sqlx::query("DELETE FROM interfaces WHERE id = $1")
-                    .bind(iface_id)
-                    .execute(&mut *conn)
+        // A server just written has no interfaces yet to drop or free.
+        if id.is_some() {
+            let keep: Vec<String> = interfaces.iter().map(|i| i.mac.to_string()).collect();
+            let current: Vec<(i64, String)> =
+                sqlx::query_as("SELECT id, mac FROM interfaces WHERE server_id = $1")
+                    .bind(server_id)
+                    .fetch_all(&mut *conn)
                     .await?;
+            for (iface_id, mac) in current {
+                if !keep.contains(&mac) {
+                    sqlx::query("DELETE FROM interfaces WHERE id = $1")
+                        .bind(iface_id)
+                        .execute(&mut *conn)
+                        .await?;
+                }
             }
-        }
-        // Free names and addresses first, so that swapping them
-        // between two interfaces does not trip the unique rules.
-        sqlx::query(
-            "UPDATE interfaces SET name = '~' || mac, ipv4 = NULL, network_id = NULL WHERE server_id = $1",
-        )
+            // Free names and addresses first, so that swapping them
+            // between two interfaces does not trip the unique rules.
+            sqlx::query(
+                "UPDATE interfaces SET name = '~' || mac, ipv4 = NULL, network_id = NULL WHERE server_id = $1",
+            )
             .bind(server_id)
             .execute(&mut *conn)
             .await?;
+        }
         for (i, iface) in interfaces.iter().enumerate() {
             put_interface(
                 conn,
