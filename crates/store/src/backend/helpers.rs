@@ -126,30 +126,66 @@ pub(super) async fn fetch_interface(conn: &mut Conn, id: i64) -> Result<Interfac
 }
 
 /// Loads servers with their labels and interfaces. `rows` are in
-/// id order, so their labels and interfaces lie in one id range.
+/// id order, so their labels and interfaces lie in one id range, read in
+/// one query (`SERVER_DETAILS`: one round trip to the database, not two).
 pub(super) async fn with_details(conn: &mut Conn, rows: Vec<ServerRow>) -> Result<Vec<Server>> {
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
         return Ok(Vec::new());
     };
     let (lo, hi) = (first.id.min(last.id), first.id.max(last.id));
-    let labels: Vec<ServerLabelRow> = sqlx::query_as(
-        "SELECT sl.server_id, lb.name FROM server_labels sl JOIN labels lb ON lb.id = sl.label_id \
-         WHERE sl.server_id BETWEEN $1 AND $2 ORDER BY lb.name",
-    )
-    .bind(lo)
-    .bind(hi)
-    .fetch_all(&mut *conn)
-    .await?;
-    let interfaces: Vec<InterfaceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{INTERFACE_SELECT} WHERE i.server_id BETWEEN $1 AND $2 ORDER BY i.name, i.id"
-    )))
-    .bind(lo)
-    .bind(hi)
-    .fetch_all(&mut *conn)
-    .await?;
+    let details: Vec<DetailRow> = sqlx::query_as(sqlx::AssertSqlSafe(SERVER_DETAILS.as_str()))
+        .bind(lo)
+        .bind(hi)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut labels = Vec::new();
+    let mut interfaces = Vec::new();
+    for d in details {
+        match (d.id, d.server, d.mac) {
+            (Some(id), Some(server), Some(mac)) => interfaces.push(InterfaceRow {
+                id,
+                server_id: d.server_id,
+                server,
+                name: d.name,
+                mac,
+                ipv4: d.ipv4,
+                network_id: d.network_id,
+            }),
+            _ => labels.push(ServerLabelRow {
+                server_id: d.server_id,
+                name: d.name,
+            }),
+        }
+    }
     rows.into_iter()
         .map(|r| convert::server(r, &labels, &interfaces))
         .collect()
+}
+
+/// The interfaces (by name, then id) and then the labels (by name) of the
+/// servers with ids from `$1` to `$2`: a label's row has no interface id.
+static SERVER_DETAILS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let interfaces = INTERFACE_SELECT
+        .strip_prefix("SELECT ")
+        .unwrap_or(INTERFACE_SELECT);
+    format!(
+        "SELECT CAST(0 AS BIGINT) AS part, {interfaces} WHERE i.server_id BETWEEN $1 AND $2 \
+         UNION ALL SELECT CAST(1 AS BIGINT), NULL, sl.server_id, NULL, lb.name, NULL, NULL, NULL \
+         FROM server_labels sl JOIN labels lb ON lb.id = sl.label_id \
+         WHERE sl.server_id BETWEEN $1 AND $2 ORDER BY 1, 5, 2"
+    )
+});
+
+/// A row of `SERVER_DETAILS`.
+#[derive(sqlx::FromRow)]
+struct DetailRow {
+    id: Option<i64>,
+    server_id: i64,
+    server: Option<String>,
+    name: String,
+    mac: Option<String>,
+    ipv4: Option<String>,
+    network_id: Option<i64>,
 }
 
 pub(super) async fn fetch_server(conn: &mut Conn, fqdn: &Fqdn) -> Result<Server> {
