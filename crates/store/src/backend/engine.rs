@@ -268,14 +268,26 @@ impl EngineStore for Backend {
         let (_writer, mut tx) = self.begin_write().await?;
         let now = OffsetDateTime::now_utc();
         let finished = (t.state.is_final() && !t.from.is_final()).then_some(now);
-        // The row comes back as written: the event of a state change is
-        // made from it without reading it again.
-        let written: Option<DeploymentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        // The commit that settles a finished deployment (its
+        // last step's actions done, the step cleared) publishes
+        // the final record too, so that the last event equals
+        // what the API shows; it was notified on entering the
+        // state, so it is marked notified.
+        let settled = t.state == t.from && t.state.is_final() && t.step.is_none();
+        let publishes = t.state != t.from || settled;
+        // A commit that publishes gets the row back as written and makes
+        // its event from it, without reading it again; the others (an
+        // action done) only learn that the row was written.
+        let returning = if publishes {
+            DEPLOYMENT_RETURNING
+        } else {
+            " RETURNING id"
+        };
+        let written = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE deployments SET state = $1, step = $2, action_index = $3, actions_done = $4, \
              action_deadline = $5, step_deadline = $6, error = COALESCE($7, error), \
              finished_at = COALESCE(finished_at, $8), updated_at = $9 \
-             WHERE id = $10 AND state = $11 AND ($12 IS NULL OR runner = $12)\
-             {DEPLOYMENT_RETURNING}"
+             WHERE id = $10 AND state = $11 AND ($12 IS NULL OR runner = $12){returning}"
         )))
         .bind(t.state.as_str())
         .bind(&t.step)
@@ -309,14 +321,9 @@ impl EngineStore for Backend {
                 .execute(&mut *tx)
                 .await?;
         }
-        // The commit that settles a finished deployment (its
-        // last step's actions done, the step cleared) publishes
-        // the final record too, so that the last event equals
-        // what the API shows; it was notified on entering the
-        // state, so it is marked notified.
-        let settled = t.state == t.from && t.state.is_final() && t.step.is_none();
-        if t.state != t.from || settled {
-            let record = convert::deployment(written)?;
+        if publishes {
+            let record =
+                convert::deployment(<DeploymentRow as sqlx::FromRow<_>>::from_row(&written)?)?;
             let key = format!("deployment.{}", t.state);
             let payload = serde_json::to_value(&record).unwrap_or_default();
             if settled {

@@ -602,6 +602,16 @@ pub(super) async fn put_server(
     Ok(server_id)
 }
 
+/// Writes a new server and its `server.created` event.
+pub(super) async fn create_one_server(
+    conn: &mut Conn,
+    cipher: &SecretCipher,
+    spec: &ServerSpec,
+) -> Result<Server> {
+    put_server(conn, cipher, spec, None).await?;
+    emit_server(conn, "created", &spec.fqdn).await
+}
+
 pub(super) async fn emit_server(conn: &mut Conn, action: &str, fqdn: &Fqdn) -> Result<Server> {
     let server = fetch_server(conn, fqdn).await?;
     emit(conn, &format!("server.{action}"), event(&server)).await?;

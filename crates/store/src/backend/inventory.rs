@@ -449,8 +449,7 @@ impl InventoryStore for Backend {
 
     async fn create_server(&self, spec: ServerSpec) -> Result<Server> {
         let (_writer, mut tx) = self.begin_write().await?;
-        put_server(&mut tx, &self.cipher, &spec, None).await?;
-        let server = emit_server(&mut tx, "created", &spec.fqdn).await?;
+        let server = create_one_server(&mut tx, &self.cipher, &spec).await?;
         tx.commit().await?;
         self.boot_index.changed_all();
         Ok(server)
@@ -469,12 +468,7 @@ impl InventoryStore for Backend {
             let (_writer, mut tx) = self.begin_write().await.map_err(|e| vec![(0, e)])?;
             let mut created = Vec::with_capacity(specs.len());
             for spec in &specs {
-                let outcome = async {
-                    put_server(&mut tx, &self.cipher, spec, None).await?;
-                    emit_server(&mut tx, "created", &spec.fqdn).await
-                }
-                .await;
-                match outcome {
+                match create_one_server(&mut tx, &self.cipher, spec).await {
                     Ok(server) => created.push(server),
                     Err(_) => break,
                 }
@@ -757,12 +751,7 @@ impl Backend {
                 Ok(sp) => sp,
                 Err(e) => return Err(vec![(i, e.into())]),
             };
-            let outcome = async {
-                put_server(&mut sp, &self.cipher, spec, None).await?;
-                emit_server(&mut sp, "created", &spec.fqdn).await
-            }
-            .await;
-            match outcome {
+            match create_one_server(&mut sp, &self.cipher, spec).await {
                 Ok(server) => {
                     sp.commit().await.map_err(|e| vec![(i, e.into())])?;
                     created.push(server);
