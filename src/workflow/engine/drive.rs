@@ -6,19 +6,20 @@
 //! the deployment at the action it was on, with the deadline it had.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::runner::{Order, Runner, lock};
 use crate::workflow::executor::{Executor, Failure};
 use crate::workflow::templates::Subject;
 use bootloader_core::model::{CallbackToken, LogLevel, TokenHash};
 use bootloader_core::profile::{self, Profile, StepName};
 use bootloader_core::workflow::machine::{Cursor, Position};
-use bootloader_core::workflow::plan::{self, Change, Deadlines, Effect, Next, Outcome, Run};
+use bootloader_core::workflow::plan::{self, Change, Deadlines, Effect, Next, Outcome, Run, Work};
 use bootloader_store::StoreError;
 use bootloader_store::engine::{EngineStore, EngineView, Transition};
 
@@ -70,160 +71,6 @@ pub fn system_clock() -> Clock {
     Arc::new(|| time::OffsetDateTime::now_utc().unix_timestamp())
 }
 
-/// The handle of one deployment's task.
-pub struct Runner {
-    /// Wakes the task: a callback arrived.
-    wake: Notify,
-    /// An operator cancelled the deployment (committed already).
-    pub cancel: watch::Sender<bool>,
-    /// Another daemon took the deployment over (this one missed renewing
-    /// its hold): the task ends without committing anything more.
-    pub lost: watch::Sender<bool>,
-    /// The step under way and when this task first saw it (for the step
-    /// duration metric).
-    step: Mutex<Option<(StepName, Instant)>>,
-    /// The hash of the deployment's callback token, once the task read it.
-    pub token: OnceLock<TokenHash>,
-    /// What the callback handler may judge from memory while the
-    /// deployment is active: its profile and the step under way, as the
-    /// task will have committed them.
-    expecting: Mutex<Option<(Arc<Profile>, Option<StepName>)>>,
-    arrivals: Mutex<Arrivals>,
-}
-
-/// The callbacks a task knows of without reading the store.
-#[derive(Default)]
-struct Arrivals {
-    /// Each name with the deployment log's line for it.
-    known: Vec<(String, String)>,
-    /// Whether `known` holds every callback stored: the store was read at
-    /// `generation`, and every callback stored since came through
-    /// `Runner::arrived`.
-    complete: bool,
-    /// Counts the wakes that did not say which callback arrived (another
-    /// daemon's, a replay, the poll's timer): a read of the store that
-    /// began before one does not make `known` complete.
-    generation: u64,
-}
-
-impl Runner {
-    pub fn new() -> Self {
-        Self {
-            wake: Notify::new(),
-            cancel: watch::channel(false).0,
-            lost: watch::channel(false).0,
-            step: Mutex::new(None),
-            token: OnceLock::new(),
-            expecting: Mutex::new(None),
-            arrivals: Mutex::new(Arrivals::default()),
-        }
-    }
-
-    /// Records the step metric when the cursor has moved to another step.
-    fn entered(&self, cursor: Cursor) {
-        let mut seen = self.step.lock().unwrap_or_else(|e| e.into_inner());
-        match *seen {
-            Some((step, _)) if step == cursor.step => {}
-            previous => {
-                if let Some((step, since)) = previous {
-                    crate::telemetry::step(step.as_str(), since.elapsed());
-                }
-                *seen = Some((cursor.step, Instant::now()));
-            }
-        }
-    }
-
-    /// Callback `name`, which this daemon has just stored (`said` is its
-    /// log line), wakes the task without it reading the store.
-    pub fn arrived(&self, name: &str, said: String) {
-        let mut arrivals = lock(&self.arrivals);
-        if !arrivals.known.iter().any(|(n, _)| n == name) {
-            arrivals.known.push((name.to_string(), said));
-        }
-        drop(arrivals);
-        self.wake.notify_one();
-    }
-
-    /// Some callback may have been stored: the task reads the store.
-    pub fn nudge(&self) {
-        self.forget();
-        self.wake.notify_one();
-    }
-
-    fn forget(&self) {
-        let mut arrivals = lock(&self.arrivals);
-        arrivals.complete = false;
-        arrivals.generation += 1;
-    }
-
-    /// Whether the deployment's profile may still expect callback `name`
-    /// (`None`: the task does not know, the store must say).
-    pub fn expects(&self, name: &str) -> Option<bool> {
-        let expecting = lock(&self.expecting);
-        let (profile, step) = expecting.as_ref()?;
-        Some(profile.callbacks_from(*step).contains(&name))
-    }
-
-    /// What the task stands on now, for `expects`.
-    fn stands(&self, profile: &Arc<Profile>, at: Position) {
-        *lock(&self.expecting) =
-            (!at.state.is_final()).then(|| (profile.clone(), at.cursor.map(|c| c.step)));
-    }
-
-    /// Waits for callback `name`, reading the store only when the task
-    /// cannot know otherwise.
-    async fn callback(
-        &self,
-        executor: &dyn Executor,
-        turns: &StoreTurns,
-        id: i64,
-        name: &str,
-        poll: Duration,
-    ) -> String {
-        loop {
-            let read_at = {
-                let arrivals = lock(&self.arrivals);
-                if let Some((_, said)) = arrivals.known.iter().find(|(n, _)| n == name) {
-                    return said.clone();
-                }
-                (!arrivals.complete).then_some(arrivals.generation)
-            };
-            if let Some(generation) = read_at {
-                let turn = turns.take().await;
-                let read = executor.callbacks(id).await;
-                drop(turn);
-                match read {
-                    Ok(stored) => {
-                        let mut arrivals = lock(&self.arrivals);
-                        for (n, said) in stored {
-                            if !arrivals.known.iter().any(|(k, _)| *k == n) {
-                                arrivals.known.push((n, said));
-                            }
-                        }
-                        arrivals.complete = arrivals.generation == generation;
-                        if arrivals.known.iter().any(|(n, _)| n == name) {
-                            continue;
-                        }
-                    }
-                    Err(e) => warn!(error = %e, "cannot read callbacks; retrying"),
-                }
-            }
-            // Woken when a callback arrives; the timer also reads the store
-            // again, for a callback nobody told of.
-            if tokio::time::timeout(poll, self.wake.notified())
-                .await
-                .is_err()
-            {
-                self.forget();
-            }
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// What the tasks of one daemon's engine share.
 pub struct Driver {
     pub ledger: Arc<dyn EngineStore>,
@@ -249,13 +96,33 @@ impl Driver {
     /// Runs deployment `id` until nothing is left to run, another daemon
     /// runs it, or its profile no longer parses. A store that fails is
     /// retried; the deployment's deadlines still hold.
+    ///
+    /// A step's future is boxed and lives only while the step runs: what a
+    /// deployment holds while it waits for its machine to call (most of a
+    /// deployment's life, ten thousand of them at once in a storm) is the
+    /// small wait below and its `Waiting`, not the largest of the step's
+    /// states, which the task would otherwise keep for its whole life.
     pub async fn run(&self, id: i64, runner: &Runner) {
-        let mut cancelled = runner.cancel.subscribe();
+        let mut cancelled = runner.orders.subscribe();
         let mut task = Task::default();
         loop {
-            match self.step(id, runner, &mut cancelled, &mut task).await {
-                Ok(true) => {}
-                Ok(false) => return,
+            let stepped = Box::pin(self.step(id, runner, &mut cancelled, &mut task)).await;
+            match stepped {
+                Ok(Stepped::Again) => {}
+                Ok(Stepped::Ended) => return,
+                Ok(Stepped::Wait(waiting)) => {
+                    match self.wait(id, runner, &waiting, &mut cancelled).await {
+                        // The cancel is committed already: read the
+                        // deployment again and run its `cleanup`.
+                        Heard::Cancelled => task.view = None,
+                        heard => {
+                            if let Err(e) = Box::pin(self.heard(waiting, heard, &mut task)).await {
+                                warn!(error = %e, "deployment engine: cannot settle a callback; reading the deployment again");
+                                task = Task::default();
+                            }
+                        }
+                    }
+                }
                 Err(e) => {
                     warn!(error = %e, "deployment engine: store error; retrying");
                     task = Task::default();
@@ -265,20 +132,136 @@ impl Driver {
         }
     }
 
+    /// Waits for the callback `waiting` expects, until its deadline or an
+    /// operator's cancel.
+    async fn wait(
+        &self,
+        id: i64,
+        runner: &Runner,
+        waiting: &Waiting,
+        cancelled: &mut watch::Receiver<Order>,
+    ) -> Heard {
+        let left =
+            Duration::from_secs(waiting.deadline.saturating_sub((self.clock)()).max(0) as u64);
+        let callback = runner.callback(
+            &*self.executor,
+            &self.turns,
+            id,
+            &waiting.name,
+            self.callback_poll,
+            Instant::now() + left,
+        );
+        tokio::select! {
+            said = callback => match said {
+                Some(said) => Heard::Said(said),
+                None => Heard::TimedOut,
+            },
+            () = cancel_of(position(&waiting.view), cancelled) => Heard::Cancelled,
+        }
+    }
+
+    /// Settles the callback action `waiting` was on as `heard` says: the
+    /// change is planned on the task's view and committed with its next
+    /// moves.
+    async fn heard(
+        &self,
+        waiting: Box<Waiting>,
+        heard: Heard,
+        task: &mut Task,
+    ) -> Result<(), StoreError> {
+        let Waiting {
+            view,
+            profile,
+            started,
+            ..
+        } = *waiting;
+        let at = position(&view);
+        let deadlines = Deadlines {
+            action: view.action_deadline,
+            step: view.step_deadline,
+        };
+        // The same action as before the wait: its deadline was armed then.
+        let Next::Run(run) = plan::next(
+            &profile,
+            at,
+            deadlines,
+            (self.clock)(),
+            self.default_timeout,
+        )
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?
+        else {
+            return Err(StoreError::Corrupt(
+                "a waiting deployment's action vanished".into(),
+            ));
+        };
+        let outcome = match heard {
+            Heard::Said(said) => Outcome::Done {
+                said,
+                took: started.elapsed(),
+            },
+            Heard::TimedOut | Heard::Cancelled => {
+                let token = view.token.as_deref().unwrap_or_default();
+                let subject = Subject {
+                    deployment: &view.record,
+                    profile: &profile,
+                    token,
+                };
+                let seen = self.executor.last_seen(subject).await;
+                Outcome::Failed {
+                    reason: plan::timeout_reason(run.cursor, run.action, seen.as_deref()),
+                }
+            }
+        };
+        let change = self.settled(&profile, at, deadlines, &run, outcome, started)?;
+        task.plan(view, change);
+        Ok(())
+    }
+
+    /// The change an action's `outcome` makes, its metric recorded.
+    fn settled(
+        &self,
+        profile: &Profile,
+        at: Position,
+        deadlines: Deadlines,
+        run: &Run<'_>,
+        outcome: Outcome,
+        started: Instant,
+    ) -> Result<Change, StoreError> {
+        crate::telemetry::action(
+            run.cursor.step.as_str(),
+            run.action.kind.name(),
+            if matches!(outcome, Outcome::Done { .. }) {
+                "ok"
+            } else {
+                "failed"
+            },
+            started.elapsed(),
+        );
+        let change = plan::settle(profile, at, deadlines, outcome, (self.clock)())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        for (level, line) in &change.log {
+            if *level == LogLevel::Error {
+                warn!(reason = %line, "deployment failed");
+            }
+        }
+        Ok(change)
+    }
+
     /// Does what comes next. Moves that run nothing (a step done, an
     /// action started) are planned on the task's own view of the
     /// deployment and committed together, before the next action runs or
     /// when nothing is left: one write where there were three for each
-    /// callback of a boot. `false`: nothing is left.
+    /// callback of a boot. A callback not arrived yet is waited for by
+    /// `run`, outside this future.
     async fn step(
         &self,
         id: i64,
         runner: &Runner,
-        cancelled: &mut watch::Receiver<bool>,
+        cancelled: &mut watch::Receiver<Order>,
         task: &mut Task,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Stepped, StoreError> {
         let mut view = match task.view.take() {
-            Some(v) => v,
+            Some(v) => *v,
             None => {
                 let _turn = self.turns.take().await;
                 self.ledger.engine_view(id).await?
@@ -286,10 +269,10 @@ impl Driver {
         };
         if view.record.runner.as_deref() != Some(self.runner.as_str()) {
             info!(runner = ?view.record.runner, "another daemon runs this deployment now");
-            return Ok(false);
+            return Ok(Stepped::Ended);
         }
         if view.token.is_none() {
-            return Ok(false);
+            return Ok(Stepped::Ended);
         }
         let profile = match self.profiles.of(&mut view) {
             Ok(p) => p,
@@ -297,11 +280,11 @@ impl Driver {
                 self.ledger
                     .append_log(id, LogLevel::Error, &e.to_string())
                     .await?;
-                return Ok(false);
+                return Ok(Stepped::Ended);
             }
         };
         let Some(token) = view.token.as_deref() else {
-            return Ok(false);
+            return Ok(Stepped::Ended);
         };
         let at = position(&view);
         let deadlines = Deadlines {
@@ -330,81 +313,91 @@ impl Driver {
                 // Refused (an operator cancelled meanwhile, say): read the
                 // deployment again, there may be a `cleanup` to run.
                 let committed = self.flush(id, task).await?;
-                return Ok(!committed);
+                return Ok(if committed {
+                    Stepped::Ended
+                } else {
+                    Stepped::Again
+                });
             }
             Next::Commit(change) => {
                 if !task.pending.as_ref().is_some_and(|p| mergeable(p, &change)) {
                     // Another state change: its own commit, so that every
                     // state entered is published.
                     if !self.flush(id, task).await? {
-                        return Ok(true);
+                        return Ok(Stepped::Again);
                     }
                 }
-                task.view = Some(applied(view, &change));
-                task.pending = Some(match task.pending.take() {
-                    Some(p) => merged(p, change),
+                let change = match task.pending.take() {
+                    Some(p) => merged(*p, change),
                     None => change,
-                });
-                return Ok(true);
+                };
+                task.plan(view, change);
+                return Ok(Stepped::Again);
             }
             Next::Run(run) => run,
         };
         // What the action needs (the state it runs in, its deadline) is
         // stored before it runs.
         if !self.flush(id, task).await? {
-            return Ok(true);
+            return Ok(Stepped::Again);
         }
-        let subject = Subject {
-            deployment: &view.record,
-            profile: &profile,
-            token,
-        };
-        let left = Duration::from_secs(run.deadline.saturating_sub((self.clock)()).max(0) as u64);
         let started = Instant::now();
-        let store_failed = Mutex::new(None);
-        let attempts = self.attempts(subject, &run, runner, &store_failed);
-        let outcome = tokio::select! {
-            r = tokio::time::timeout(left, attempts) => match r {
-                Ok(Ok(said)) => Outcome::Done { said, took: started.elapsed() },
-                Ok(Err(reason)) => Outcome::Failed { reason },
-                Err(_) => {
-                    let seen = self.executor.last_seen(subject).await;
-                    let mut reason = plan::timeout_reason(run.cursor, run.action, seen.as_deref());
-                    if let Some(error) = lock(&store_failed).take() {
-                        reason.push_str(&format!("; the store was failing: {error}"));
-                    }
-                    Outcome::Failed { reason }
+        let outcome = match run.effect {
+            Effect::Refuse(reason) => Outcome::Failed {
+                reason: reason.to_string(),
+            },
+            Effect::AwaitCallback { name } => match runner.said(name) {
+                Some(said) => Outcome::Done {
+                    said,
+                    took: Duration::ZERO,
+                },
+                None => {
+                    return Ok(Stepped::Wait(Box::new(Waiting {
+                        name: name.to_string(),
+                        deadline: run.deadline,
+                        started,
+                        view,
+                        profile,
+                    })));
                 }
             },
-            // The error and cleanup steps of a final deployment run to
-            // their end; a cancel stops only an active one. The cancel is
-            // committed already: read the deployment again and run its
-            // `cleanup`.
-            () = cancel_of(at, cancelled) => {
-                task.view = None;
-                return Ok(true);
+            Effect::Perform(work) => {
+                let subject = Subject {
+                    deployment: &view.record,
+                    profile: &profile,
+                    token,
+                };
+                let left =
+                    Duration::from_secs(run.deadline.saturating_sub((self.clock)()).max(0) as u64);
+                let store_failed = Mutex::new(None);
+                let attempts = self.attempts(subject, &run, work, &store_failed);
+                tokio::select! {
+                    r = tokio::time::timeout(left, attempts) => match r {
+                        Ok(Ok(said)) => Outcome::Done { said, took: started.elapsed() },
+                        Ok(Err(reason)) => Outcome::Failed { reason },
+                        Err(_) => {
+                            let seen = self.executor.last_seen(subject).await;
+                            let mut reason = plan::timeout_reason(run.cursor, run.action, seen.as_deref());
+                            if let Some(error) = lock(&store_failed).take() {
+                                reason.push_str(&format!("; the store was failing: {error}"));
+                            }
+                            Outcome::Failed { reason }
+                        }
+                    },
+                    // The error and cleanup steps of a final deployment run
+                    // to their end; a cancel stops only an active one. The
+                    // cancel is committed already: read the deployment
+                    // again and run its `cleanup`.
+                    () = cancel_of(at, cancelled) => {
+                        task.view = None;
+                        return Ok(Stepped::Again);
+                    }
+                }
             }
         };
-        crate::telemetry::action(
-            run.cursor.step.as_str(),
-            run.action.kind.name(),
-            if matches!(outcome, Outcome::Done { .. }) {
-                "ok"
-            } else {
-                "failed"
-            },
-            started.elapsed(),
-        );
-        let change = plan::settle(&profile, at, deadlines, outcome, (self.clock)())
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        for (level, line) in &change.log {
-            if *level == LogLevel::Error {
-                warn!(reason = %line, "deployment failed");
-            }
-        }
-        task.view = Some(applied(view, &change));
-        task.pending = Some(change);
-        Ok(true)
+        let change = self.settled(&profile, at, deadlines, &run, outcome, started)?;
+        task.plan(view, change);
+        Ok(Stepped::Again)
     }
 
     /// Commits the task's pending moves. `false`: they were refused
@@ -414,7 +407,7 @@ impl Driver {
         let Some(change) = task.pending.take() else {
             return Ok(true);
         };
-        let committed = self.commit(id, change).await;
+        let committed = self.commit(id, *change).await;
         if !matches!(committed, Ok(true)) {
             task.view = None;
         }
@@ -431,53 +424,42 @@ impl Driver {
         &self,
         subject: Subject<'_>,
         run: &Run<'_>,
-        runner: &Runner,
+        work: Work<'_>,
         store_failed: &Mutex<Option<String>>,
     ) -> Result<String, String> {
         let id = subject.deployment.id;
-        match run.effect {
-            Effect::Refuse(reason) => Err(reason.to_string()),
-            Effect::AwaitCallback { name } => Ok(runner
-                .callback(&*self.executor, &self.turns, id, name, self.callback_poll)
-                .await),
-            Effect::Perform(work) => {
-                let mut attempt = 1;
-                let mut store_failures = 0;
-                loop {
-                    match self.executor.perform(subject, work).await {
-                        Ok(said) if store_failures == 0 => return Ok(said),
-                        Ok(said) => {
-                            let error = lock(store_failed).take().unwrap_or_default();
-                            let times = match store_failures {
-                                1 => "once".to_string(),
-                                n => format!("{n} times"),
-                            };
-                            return Ok(format!(
-                                "{said}; the store failed {times} before it answered: {error}"
-                            ));
-                        }
-                        Err(Failure::Store(error)) => {
-                            warn!(%error, "the store failed during the action; it is tried again");
-                            store_failures += 1;
-                            *lock(store_failed) = Some(error);
-                            tokio::time::sleep(STORE_PAUSE).await;
-                        }
-                        Err(Failure::Transient { error, .. })
-                            if plan::retry(run.action, attempt) =>
-                        {
-                            warn!(%error, attempt, "the action failed; it is tried again");
-                            let line = plan::retry_line(run.action, attempt, &error);
-                            if let Err(e) = self.ledger.append_log(id, LogLevel::Warn, &line).await
-                            {
-                                warn!(error = %e, "cannot write the deployment log");
-                            }
-                            attempt += 1;
-                            tokio::time::sleep(RETRY_PAUSE).await;
-                        }
-                        Err(Failure::Transient { reason, .. } | Failure::Final(reason)) => {
-                            return Err(reason);
-                        }
+        let mut attempt = 1;
+        let mut store_failures = 0;
+        loop {
+            match self.executor.perform(subject, work).await {
+                Ok(said) if store_failures == 0 => return Ok(said),
+                Ok(said) => {
+                    let error = lock(store_failed).take().unwrap_or_default();
+                    let times = match store_failures {
+                        1 => "once".to_string(),
+                        n => format!("{n} times"),
+                    };
+                    return Ok(format!(
+                        "{said}; the store failed {times} before it answered: {error}"
+                    ));
+                }
+                Err(Failure::Store(error)) => {
+                    warn!(%error, "the store failed during the action; it is tried again");
+                    store_failures += 1;
+                    *lock(store_failed) = Some(error);
+                    tokio::time::sleep(STORE_PAUSE).await;
+                }
+                Err(Failure::Transient { error, .. }) if plan::retry(run.action, attempt) => {
+                    warn!(%error, attempt, "the action failed; it is tried again");
+                    let line = plan::retry_line(run.action, attempt, &error);
+                    if let Err(e) = self.ledger.append_log(id, LogLevel::Warn, &line).await {
+                        warn!(error = %e, "cannot write the deployment log");
                     }
+                    attempt += 1;
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(Failure::Transient { reason, .. } | Failure::Final(reason)) => {
+                    return Err(reason);
                 }
             }
         }
@@ -493,13 +475,50 @@ impl Driver {
     }
 }
 
+/// What a step leaves its task to do.
+enum Stepped {
+    /// The next step.
+    Again,
+    /// Wait for a callback that has not arrived.
+    Wait(Box<Waiting>),
+    /// Nothing is left to run here.
+    Ended,
+}
+
+/// A deployment waiting for callback `name` until `deadline` (unix
+/// seconds), on the task's view of it (its pending moves committed).
+struct Waiting {
+    name: String,
+    deadline: i64,
+    started: Instant,
+    view: EngineView,
+    profile: Arc<Profile>,
+}
+
+/// How a wait for a callback ended.
+enum Heard {
+    /// It arrived; the log's line for it.
+    Said(String),
+    TimedOut,
+    /// An operator cancelled the deployment.
+    Cancelled,
+}
+
 /// What one deployment's task carries from one step to the next: the
 /// deployment as it will be once `pending` is committed (`None`: read it
 /// from the store), and the moves not committed yet.
 #[derive(Default)]
 struct Task {
-    view: Option<EngineView>,
-    pending: Option<Change>,
+    view: Option<Box<EngineView>>,
+    pending: Option<Box<Change>>,
+}
+
+impl Task {
+    /// `change` planned on `view`, not committed yet.
+    fn plan(&mut self, view: EngineView, change: Change) {
+        self.view = Some(Box::new(applied(view, &change)));
+        self.pending = Some(Box::new(change));
+    }
 }
 
 /// Whether `next` may be committed together with `pending`: one state
@@ -539,11 +558,11 @@ fn applied(mut view: EngineView, change: &Change) -> EngineView {
 
 /// Ends when an operator cancels an active deployment; never for a final
 /// one (its error or cleanup step runs to the end).
-async fn cancel_of(at: Position, cancelled: &mut watch::Receiver<bool>) {
+async fn cancel_of(at: Position, cancelled: &mut watch::Receiver<Order>) {
     if at.state.is_final() {
         std::future::pending::<()>().await;
     }
-    if cancelled.wait_for(|c| *c).await.is_err() {
+    if cancelled.wait_for(|o| *o == Order::Cancel).await.is_err() {
         std::future::pending::<()>().await;
     }
 }

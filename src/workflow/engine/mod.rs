@@ -7,6 +7,7 @@
 mod drive;
 pub use drive::{OWN_CALLBACK_POLL, SHARED_CALLBACK_POLL};
 mod exports;
+mod runner;
 #[cfg(test)]
 mod tests;
 
@@ -17,7 +18,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{Instrument, info, info_span, warn};
 
-use self::drive::{Driver, Runner};
+use self::drive::Driver;
+use self::runner::Runner;
 use super::download::DownloadCache;
 use super::executor::StoreExecutor;
 use super::templates::Templates;
@@ -186,7 +188,7 @@ impl Engine {
                     deployment = id,
                     "another daemon runs this deployment now (this one did not renew its hold in time)"
                 );
-                runner.lost.send_replace(true);
+                runner.end();
             }
         }
         let mut started = 0;
@@ -233,12 +235,10 @@ impl Engine {
     /// it runs already; `true` if it started one. The task begins its work
     /// after `delay`.
     fn spawn(self: &Arc<Self>, id: i64, delay: Duration) -> bool {
-        if *self.stopping.borrow() {
-            return false;
-        }
         let runner = {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-            if running.contains_key(&id) {
+            // Under the lock `shutdown` takes to end every task.
+            if *self.stopping.borrow() || running.contains_key(&id) {
                 return false;
             }
             let runner = Arc::new(Runner::new());
@@ -246,32 +246,32 @@ impl Engine {
             runner
         };
         let engine = Arc::clone(self);
-        tokio::spawn(
-            async move {
-                if !delay.is_zero() {
-                    let mut stopping = engine.stopping.subscribe();
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        _ = stopping.wait_for(|s| *s) => {}
-                    }
-                }
-                engine.run(id, &runner).await;
-                engine
-                    .running
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
-                if let Some(token) = runner.token.get() {
-                    engine
-                        .driver
-                        .tokens
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(token);
+        let fut = async move {
+            if !delay.is_zero() {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = runner.ended() => {}
                 }
             }
-            .instrument(info_span!("deployment", id)),
-        );
+            engine.run(id, &runner).await;
+            engine
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            if let Some(token) = runner.token.get() {
+                engine
+                    .driver
+                    .tokens
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(token);
+            }
+        }
+        .instrument(info_span!("deployment", id));
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| eprintln!("TASKSIZE {}", std::mem::size_of_val(&fut)));
+        tokio::spawn(fut);
         true
     }
 
@@ -411,9 +411,7 @@ impl Engine {
             .get(&id)
             .cloned();
         match runner {
-            Some(r) => {
-                let _ = r.cancel.send(true);
-            }
+            Some(r) => r.cancel(),
             // Its runner (this daemon or another) runs the error and
             // cleanup steps; with none alive, whoever claims it next.
             None => {
@@ -429,17 +427,18 @@ impl Engine {
     /// committed; the next start resumes it.
     pub fn shutdown(&self) {
         self.stopping.send_replace(true);
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        for r in running.values() {
+            r.end();
+        }
     }
 
     /// Runs deployment `id` until it has nothing left, the daemon stops or
     /// another daemon takes it over.
     async fn run(&self, id: i64, runner: &Runner) {
-        let mut stopping = self.stopping.subscribe();
-        let mut lost = runner.lost.subscribe();
         tokio::select! {
             () = self.driver.run(id, runner) => {}
-            _ = stopping.wait_for(|s| *s) => {}
-            _ = lost.wait_for(|l| *l) => {}
+            () = runner.ended() => {}
         }
     }
 }

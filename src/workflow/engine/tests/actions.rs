@@ -211,7 +211,7 @@ async fn a_cancel_stops_each_kind_of_action_and_runs_cleanup() {
             "{what}"
         );
         bench.ledger.cancel();
-        bench.runner.cancel.send_replace(true);
+        bench.runner.cancel();
         task.await.unwrap();
         let view = bench.ledger.view();
         assert_eq!(view.record.state, DeploymentState::Cancelled, "{what}");

@@ -101,3 +101,16 @@ async fn a_callback_stored_elsewhere_during_a_read_is_not_missed() {
         bench.elapsed()
     );
 }
+
+/// A deployment's task keeps, for its whole life, room for the largest of
+/// its states; most of that life is spent waiting for its machine, ten
+/// thousand deployments at once in a storm. The states of a step (a
+/// commit, an action under its deadline) live in a box of their own while
+/// the step runs, so that what a task keeps is about what a wait needs.
+#[test]
+fn a_deployments_task_keeps_little_more_than_its_wait() {
+    let bench = Bench::new(&profile(""), Script::default());
+    let task = bench.driver.run(ID, &bench.runner);
+    let size = std::mem::size_of_val(&task);
+    assert!(size <= 1024, "{size} bytes");
+}

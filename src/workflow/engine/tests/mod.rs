@@ -19,7 +19,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use super::drive::{Clock, Driver, Runner, transition};
+use super::drive::{Clock, Driver, transition};
+use super::runner::Runner;
 use crate::workflow::executor::{Executor, Failure};
 use crate::workflow::templates::Subject;
 use bootloader_core::model::{DeploymentState, Fqdn, LogLevel};
