@@ -419,6 +419,7 @@ async fn cancel_and_repeat(backend: Backend) {
 }
 
 on_both_backends!(
+    deployments_share_identical_files,
     walks_to_complete,
     silent_machine_times_out,
     cancel_and_repeat
@@ -848,9 +849,8 @@ templates:
 /// Servers deploying at once may serve one path with the same bytes (a rack
 /// installing from one kernel); other bytes at that path are refused, and a
 /// finished deployment's files are dropped while the others' stay.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deployments_share_identical_files() {
-    let store = TestStore::new(Backend::Sqlite).await;
+async fn deployments_share_identical_files(backend: Backend) {
+    let store = TestStore::new(backend).await;
     let d = Daemon::start(&store, None).await;
     d.seed_location().await;
     for (i, mac) in [

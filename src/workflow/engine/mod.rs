@@ -194,7 +194,7 @@ impl Engine {
         let mut started = 0;
         for id in held {
             let turn = (started / RESUME_BURST) as u32;
-            if self.spawn(id, RESUME_PACE * turn) {
+            if self.spawn(id, RESUME_PACE * turn, Runner::new) {
                 started += 1;
             }
         }
@@ -233,15 +233,15 @@ impl Engine {
 
     /// Starts the task of deployment `id`, which this daemon holds, unless
     /// it runs already; `true` if it started one. The task begins its work
-    /// after `delay`.
-    fn spawn(self: &Arc<Self>, id: i64, delay: Duration) -> bool {
+    /// after `delay`; `runner` makes its handle.
+    fn spawn(self: &Arc<Self>, id: i64, delay: Duration, runner: fn() -> Runner) -> bool {
         let runner = {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             // Under the lock `shutdown` takes to end every task.
             if *self.stopping.borrow() || running.contains_key(&id) {
                 return false;
             }
-            let runner = Arc::new(Runner::new());
+            let runner = Arc::new(runner());
             running.insert(id, Arc::clone(&runner));
             runner
         };
@@ -375,7 +375,7 @@ impl Engine {
             })
             .await?;
         if record.runner.as_deref() == Some(self.settings.runner.as_str()) {
-            self.spawn(record.id, Duration::ZERO);
+            self.spawn(record.id, Duration::ZERO, Runner::created);
         }
         Ok(record)
     }

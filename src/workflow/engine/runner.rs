@@ -63,6 +63,8 @@ struct Arrivals {
 }
 
 impl Runner {
+    /// The handle of a deployment that may have callbacks stored already
+    /// (one resumed or taken over): its task reads them before it waits.
     pub fn new() -> Self {
         Self {
             wake: Notify::new(),
@@ -72,6 +74,17 @@ impl Runner {
             expecting: Mutex::new(None),
             arrivals: Mutex::new(Arrivals::default()),
         }
+    }
+
+    /// The handle of a deployment this daemon has just created: no
+    /// callback can be stored for it yet (its token is known only here
+    /// until the creator's answer or a file served by its task), so its
+    /// task knows every callback without reading the store until a nudge
+    /// or the poll says otherwise.
+    pub fn created() -> Self {
+        let runner = Self::new();
+        lock(&runner.arrivals).complete = true;
+        runner
     }
 
     /// An operator cancelled the deployment; an `End` given before stays.

@@ -15,7 +15,7 @@ use crate::{Result, StoreError};
 use bootloader_core::model::{DeploymentState, Fqdn, MacAddr, TokenHash, Via};
 
 use super::helpers::{emit, emit_all};
-use super::{Conn, FOR_KEY_SHARE, FOR_UPDATE};
+use super::{Conn, FOR_KEY_SHARE};
 
 pub(super) async fn fetch_deployment(conn: &mut Conn, id: i64) -> Result<DeploymentRecord> {
     let row: Option<DeploymentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -35,48 +35,69 @@ pub(super) async fn put_served(
     content: &[u8],
     file: Option<&std::path::Path>,
 ) -> Result<()> {
-    // Several active deployments may serve one path (a rack
-    // installing from one kernel) as long as they serve the same
-    // bytes; different bytes at one path would be a coin toss.
-    let others: Vec<(i64, Vec<u8>, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT f.deployment_id, f.content, f.file_path FROM served_files f \
-         JOIN deployments d ON d.id = f.deployment_id \
-         WHERE f.via = $1 AND f.path = $2 AND f.deployment_id <> $3 AND d.state IN {ACTIVE_STATES} {for_update}",
-        for_update = FOR_UPDATE
-    )))
-    .bind(via.as_str())
-    .bind(path)
-    .bind(deployment_id)
-    .fetch_all(&mut *tx)
-    .await?;
+    // Several active deployments may serve one path (a rack installing
+    // from one kernel) as long as they serve the same bytes; different
+    // bytes at one path would be a coin toss. Written only where no other
+    // active deployment serves other bytes there: one statement, and a
+    // second only to name the one that does.
     let file_text = file.map(|f| f.display().to_string());
-    if let Some((other, _, _)) = others
-        .iter()
-        .find(|(_, c, f)| c.as_slice() != content || *f != file_text)
-    {
-        return Err(StoreError::conflict(
-            "filename",
-            format!(
-                "{} {path:?} is served with other contents by active deployment {other}",
-                via.as_str()
-            ),
-        ));
+    // The other deployment may end between the two statements: then the
+    // file is written after all.
+    for _ in 0..3 {
+        let written = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO served_files (deployment_id, via, path, content, file_path, created_at) \
+             SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS ({}) \
+             ON CONFLICT (deployment_id, via, path) DO UPDATE SET \
+             content = excluded.content, file_path = excluded.file_path, created_at = excluded.created_at",
+            other_bytes("1")
+        )))
+        .bind(deployment_id)
+        .bind(via.as_str())
+        .bind(path)
+        .bind(content)
+        .bind(&file_text)
+        .bind(OffsetDateTime::now_utc())
+        .execute(&mut *tx)
+        .await?;
+        if written.rows_affected() > 0 {
+            return Ok(());
+        }
+        let other: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "{} LIMIT 1",
+            other_bytes("f.deployment_id")
+        )))
+        .bind(deployment_id)
+        .bind(via.as_str())
+        .bind(path)
+        .bind(content)
+        .bind(&file_text)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(other) = other {
+            return Err(StoreError::conflict(
+                "filename",
+                format!(
+                    "{} {path:?} is served with other contents by active deployment {other}",
+                    via.as_str()
+                ),
+            ));
+        }
     }
-    sqlx::query(
-        "INSERT INTO served_files (deployment_id, via, path, content, file_path, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (deployment_id, via, path) DO UPDATE SET \
-         content = excluded.content, file_path = excluded.file_path, created_at = excluded.created_at",
+    Err(StoreError::conflict(
+        "filename",
+        format!("{} {path:?} is served with other contents", via.as_str()),
+    ))
+}
+
+/// `what` of every other active deployment serving other bytes at the
+/// path: `$1` the deployment, `$2` via, `$3` path, `$4` content, `$5` the
+/// cached file.
+fn other_bytes(what: &str) -> String {
+    format!(
+        "SELECT {what} FROM served_files f JOIN deployments d ON d.id = f.deployment_id \
+         WHERE f.via = $2 AND f.path = $3 AND f.deployment_id <> $1 AND d.state IN {ACTIVE_STATES} \
+         AND (f.content <> $4 OR f.file_path IS DISTINCT FROM $5)"
     )
-    .bind(deployment_id)
-    .bind(via.as_str())
-    .bind(path)
-    .bind(content)
-    .bind(file_text)
-    .bind(OffsetDateTime::now_utc())
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
 }
 
 /// Reads every interface's boot target into `index` in one query, if it

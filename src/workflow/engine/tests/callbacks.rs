@@ -76,6 +76,28 @@ async fn callbacks_stored_here_are_judged_and_taken_from_memory() {
     assert!(bench.elapsed() < Duration::from_secs(1));
 }
 
+/// A deployment this daemon has just created has no callback stored: its
+/// task waits without reading the store, and still reads it when told
+/// that one may have been stored elsewhere.
+#[tokio::test(start_paused = true)]
+async fn a_created_deployment_waits_without_reading_the_store() {
+    let steps = "  preparing:
+    - action: expect_callback
+      name: booted
+";
+    let mut bench = Bench::new(&profile(steps), Script::default());
+    bench.runner = Arc::new(Runner::created());
+    let task = bench.start();
+    let_run().await;
+    assert_eq!(bench.script.reads.load(Ordering::SeqCst), 0);
+    assert_eq!(bench.runner.expects("booted"), Some(true));
+    bench.script.arrive("booted");
+    bench.runner.nudge();
+    task.await.unwrap();
+    assert_eq!(bench.script.reads.load(Ordering::SeqCst), 1);
+    assert_eq!(bench.ledger.view().record.state, DeploymentState::Complete);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_callback_stored_elsewhere_during_a_read_is_not_missed() {
     let steps = "  preparing:
