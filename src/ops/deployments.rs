@@ -40,7 +40,10 @@ pub async fn create(
     };
     // A server that does not exist is the store's field error, found in
     // the same transaction that starts the deployment.
-    Ok(ops.engine.create(server, profile.id, None).await?)
+    Ok(ops
+        .engine
+        .create(server, (profile.id, &profile.source), None)
+        .await?)
 }
 
 /// Stops an active deployment: its files stop being served, no more BMC

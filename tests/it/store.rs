@@ -278,15 +278,16 @@ async fn deployment(store: &dyn Store) -> i64 {
 
 /// The same, and its callback token's hash.
 async fn deployment_and_token(store: &dyn Store) -> (i64, TokenHash) {
-    let (record, hash) = deployment_claimed(store, None).await;
+    let (record, hash) = deployment_claimed(store, None, None).await;
     (record.id, hash)
 }
 
 /// A server in location dc1 with one interface and a deployment of the
-/// echo profile, started with `claim`.
+/// echo profile, started with `claim` and the runner's first moves `then`.
 async fn deployment_claimed(
     store: &dyn Store,
     claim: Option<Claim>,
+    then: Option<Transition>,
 ) -> (DeploymentRecord, TokenHash) {
     network(store).await;
     let (_, source) = common::shipped_profiles()
@@ -335,6 +336,7 @@ async fn deployment_claimed(
             token,
             repeat_of: None,
             claim,
+            then,
         })
         .await
         .unwrap();
@@ -342,8 +344,9 @@ async fn deployment_claimed(
 }
 
 /// A deployment started by a daemon of its server's location is held by
-/// that daemon from its first commit; one of another location's is left
-/// for that location's daemon.
+/// that daemon from its first commit, and written with that daemon's first
+/// moves; one of another location's is left for that location's daemon,
+/// as created.
 async fn a_deployment_is_held_by_the_daemon_starting_it(backend: Backend) {
     let ts = TestStore::new(backend).await;
     let store = open(&ts).await;
@@ -353,8 +356,19 @@ async fn a_deployment_is_held_by_the_daemon_starting_it(backend: Backend) {
         now: 1_000,
         until: 1_030,
     };
-    let (elsewhere, _) = deployment_claimed(&*store, Some(claim("dc2"))).await;
+    let first = Transition {
+        runner: Some("boot-a".into()),
+        step: Some("preparing".into()),
+        action_deadline: Some(1_600),
+        ..transition(0, DeploymentState::New, DeploymentState::Preparing, "first moves")
+    };
+    let (elsewhere, _) =
+        deployment_claimed(&*store, Some(claim("dc2")), Some(first.clone())).await;
     assert_eq!(elsewhere.runner, None);
+    assert_eq!(
+        store.deployment(elsewhere.id).await.unwrap().state,
+        DeploymentState::New
+    );
     assert!(
         store
             .commit_transition(&transition(
@@ -373,10 +387,22 @@ async fn a_deployment_is_held_by_the_daemon_starting_it(backend: Backend) {
             token: CallbackToken::generate().unwrap(),
             repeat_of: None,
             claim: Some(claim("dc1")),
+            then: Some(first),
         })
         .await
         .unwrap();
     assert_eq!(here.runner.as_deref(), Some("boot-a"));
+    // The record as created; the row as the first moves left it.
+    assert_eq!(here.state, DeploymentState::New);
+    let view = store.engine_view(here.id).await.unwrap();
+    assert_eq!(view.record.state, DeploymentState::Preparing);
+    assert_eq!(view.record.step.as_deref(), Some("preparing"));
+    assert_eq!(view.action_deadline, Some(1_600));
+    let log = store.deployment_log(here.id, None, 10).await.unwrap();
+    assert_eq!(
+        log.iter().map(|l| l.message.as_str()).collect::<Vec<_>>()[1..],
+        ["first moves"]
+    );
     assert_eq!(
         store.deployment(here.id).await.unwrap().runner.as_deref(),
         Some("boot-a")
@@ -397,7 +423,7 @@ async fn a_deployment_is_held_by_the_daemon_starting_it(backend: Backend) {
 async fn a_daemon_holds_its_deployments_by_one_row(backend: Backend) {
     let ts = TestStore::new(backend).await;
     let store = open(&ts).await;
-    let (d, _) = deployment_claimed(&*store, None).await;
+    let (d, _) = deployment_claimed(&*store, None, None).await;
     let claim = |runner: &'static str, now: i64| {
         let store = store.clone();
         async move {

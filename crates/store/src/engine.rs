@@ -22,6 +22,11 @@ pub struct NewDeployment {
     /// transaction, if it may run it (as `EngineStore::claim_deployments`
     /// judges).
     pub claim: Option<Claim>,
+    /// The claiming daemon's first moves, those that run nothing (the
+    /// `new` step done, the first action's deadline armed), written in the
+    /// same transaction when the deployment is claimed by it; the
+    /// transition's `id` is the new deployment's, whatever it says.
+    pub then: Option<Transition>,
 }
 
 /// A daemon taking a deployment up: its name, the location whose servers

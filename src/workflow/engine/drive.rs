@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::runner::{Order, Runner, lock};
 use crate::workflow::executor::{Executor, Failure};
 use crate::workflow::templates::Subject;
-use bootloader_core::model::{CallbackToken, LogLevel, TokenHash};
+use bootloader_core::model::{CallbackToken, DeploymentState, LogLevel, TokenHash};
 use bootloader_core::profile::{self, Profile, StepName};
 use bootloader_core::workflow::machine::{Cursor, Position};
 use bootloader_core::workflow::plan::{self, Change, Deadlines, Effect, Next, Outcome, Run, Work};
@@ -576,34 +576,73 @@ async fn cancel_of(at: Position, cancelled: &mut watch::Receiver<Order>) {
 pub struct ParsedProfiles(Mutex<HashMap<i64, Parsed>>);
 
 /// A profile's source and what it parses to.
-type Parsed = (Arc<str>, Arc<Profile>);
+pub type Parsed = (Arc<str>, Arc<Profile>);
 
 /// Profiles kept parsed; past this, the map starts again.
 const PARSED_PROFILES: usize = 256;
 
 impl ParsedProfiles {
     pub fn of(&self, view: &mut EngineView) -> Result<Arc<Profile>, StoreError> {
-        let id = view.record.profile_id;
+        let (source, parsed) = self.parsed(view.record.profile_id, &view.profile_source)?;
+        view.profile_source = source;
+        Ok(parsed)
+    }
+
+    /// Profile `id` whose text is `text`, and that text as kept here.
+    pub fn parsed(&self, id: i64, text: &str) -> Result<Parsed, StoreError> {
         let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((source, parsed)) = lock().get(&id)
-            && *source == view.profile_source
+            && **source == *text
         {
-            view.profile_source = source.clone();
-            return Ok(parsed.clone());
+            return Ok((source.clone(), parsed.clone()));
         }
-        let parsed = Arc::new(parse(view)?);
+        let parsed = Arc::new(parse_text(text)?);
+        let source: Arc<str> = text.into();
         let mut map = lock();
         if map.len() >= PARSED_PROFILES {
             map.clear();
         }
-        map.insert(id, (view.profile_source.clone(), parsed.clone()));
-        Ok(parsed)
+        map.insert(id, (source.clone(), parsed.clone()));
+        Ok((source, parsed))
     }
 }
 
-pub fn parse(view: &EngineView) -> Result<Profile, StoreError> {
-    profile::parse(&view.profile_source)
+pub fn parse_text(text: &str) -> Result<Profile, StoreError> {
+    profile::parse(text)
         .map_err(|e| StoreError::Corrupt(format!("the deployment's profile no longer parses: {e}")))
+}
+
+/// What a new deployment's task would commit before its first action
+/// runs (the `new` step done, the next state entered, the first action's
+/// deadline armed), as one change with at most one state change:
+/// written with the deployment itself (`Engine::create`).
+pub fn first_moves(profile: &Profile, now: i64, fallback: Duration) -> Option<Change> {
+    let mut at = Position {
+        state: DeploymentState::New,
+        cursor: Some(Cursor {
+            step: StepName::New,
+            action: 0,
+        }),
+        actions_done: 0,
+    };
+    let mut deadlines = Deadlines::default();
+    let mut pending: Option<Change> = None;
+    // Each move goes forward; a profile has few steps and actions.
+    for _ in 0..64 {
+        let Ok(Next::Commit(change)) = plan::next(profile, at, deadlines, now, fallback) else {
+            break;
+        };
+        if pending.as_ref().is_some_and(|p| !mergeable(p, &change)) {
+            break;
+        }
+        at = change.to;
+        deadlines = change.deadlines;
+        pending = Some(match pending.take() {
+            Some(p) => merged(p, change),
+            None => change,
+        });
+    }
+    pending
 }
 
 pub fn position(view: &EngineView) -> Position {

@@ -28,7 +28,7 @@ use bootloader_core::model::{CallbackToken, Fqdn, TokenHash};
 use bootloader_core::workflow::plan;
 use bootloader_store::boot::DeploymentRecord;
 use bootloader_store::engine::EngineStore;
-use bootloader_store::engine::{Claim, NewDeployment};
+use bootloader_store::engine::{Claim, NewDeployment, Transition};
 use bootloader_store::{BootStore, InventoryStore, Store, StoreError, TimelineStore, UserStore};
 
 /// The `[deployments]` settings the engine uses.
@@ -344,11 +344,12 @@ impl Engine {
         running.get(&id).cloned()
     }
 
-    /// Starts a deployment of `server` with profile `profile_id`.
+    /// Starts a deployment of `server` with profile `profile_id`, whose
+    /// text is `source`.
     pub async fn create(
         self: &Arc<Self>,
         server: Fqdn,
-        profile_id: i64,
+        (profile_id, source): (i64, &str),
         repeat_of: Option<i64>,
     ) -> Result<DeploymentRecord, StoreError> {
         let token = CallbackToken::generate().map_err(|e| {
@@ -359,6 +360,21 @@ impl Engine {
         // one is claimed: claiming every active deployment on each create
         // made starting N of them cost N² rows.
         let now = (self.driver.clock)();
+        // Its task's first moves, which run nothing, go into the same
+        // transaction when the deployment is this daemon's; a profile
+        // that no longer parses is the task's to report.
+        let then = self
+            .driver
+            .profiles
+            .parsed(profile_id, source)
+            .ok()
+            .and_then(|(_, profile)| {
+                drive::first_moves(&profile, now, self.settings.default_timeout)
+            })
+            .map(|change| Transition {
+                runner: Some(self.settings.runner.clone()),
+                ..drive::transition(0, change)
+            });
         let record = self
             .ledger
             .start_deployment(&NewDeployment {
@@ -372,6 +388,7 @@ impl Engine {
                     now,
                     until: now + HOLD.as_secs() as i64,
                 }),
+                then,
             })
             .await?;
         if record.runner.as_deref() == Some(self.settings.runner.as_str()) {
@@ -383,8 +400,9 @@ impl Engine {
     /// A new deployment of the same server with the same pinned profile
     /// version and a new token.
     pub async fn repeat(self: &Arc<Self>, id: i64) -> Result<DeploymentRecord, StoreError> {
-        let old = self.boot.deployment(id).await?;
-        self.create(old.server, old.profile_id, Some(id)).await
+        let old = self.ledger.engine_view(id).await?;
+        let profile = (old.record.profile_id, &*old.profile_source);
+        self.create(old.record.server, profile, Some(id)).await
     }
 
     /// Cancels an active deployment: its files stop being served at once

@@ -189,8 +189,22 @@ impl EngineStore for Backend {
             serde_json::to_value(&record).unwrap_or_default(),
         )
         .await?;
+        // Its runner's first moves, if the claim made it this daemon's:
+        // one write where there were two. What the caller gets back is
+        // the deployment as created, as its first event says.
+        let mut finished = false;
+        if let Some(then) = &new.then
+            && record.runner.is_some()
+            && record.runner == then.runner
+        {
+            let then = Transition { id, ..then.clone() };
+            finished = write_transition(&mut tx, &then).await? == Some(true);
+        }
         tx.commit().await?;
         self.boot_index.changed_server(server_id);
+        if finished {
+            self.mark_deployment(id).await;
+        }
         Ok(record)
     }
 
@@ -266,82 +280,11 @@ impl EngineStore for Backend {
 
     async fn commit_transition(&self, t: &Transition) -> Result<bool> {
         let (_writer, mut tx) = self.begin_write().await?;
-        let now = OffsetDateTime::now_utc();
-        let finished = (t.state.is_final() && !t.from.is_final()).then_some(now);
-        // The commit that settles a finished deployment (its
-        // last step's actions done, the step cleared) publishes
-        // the final record too, so that the last event equals
-        // what the API shows; it was notified on entering the
-        // state, so it is marked notified.
-        let settled = t.state == t.from && t.state.is_final() && t.step.is_none();
-        let publishes = t.state != t.from || settled;
-        // A commit that publishes gets the row back as written and makes
-        // its event from it, without reading it again; the others (an
-        // action done) only learn that the row was written.
-        let returning = if publishes {
-            DEPLOYMENT_RETURNING
-        } else {
-            " RETURNING id"
-        };
-        let written = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE deployments SET state = $1, step = $2, action_index = $3, actions_done = $4, \
-             action_deadline = $5, step_deadline = $6, error = COALESCE($7, error), \
-             finished_at = COALESCE(finished_at, $8), updated_at = $9 \
-             WHERE id = $10 AND state = $11 AND ($12 IS NULL OR runner = $12){returning}"
-        )))
-        .bind(t.state.as_str())
-        .bind(&t.step)
-        .bind(i64::from(t.action_index))
-        .bind(i64::from(t.actions_done))
-        .bind(t.action_deadline)
-        .bind(t.step_deadline)
-        .bind(&t.error)
-        .bind(finished)
-        .bind(now)
-        .bind(t.id)
-        .bind(t.from.as_str())
-        .bind(&t.runner)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(written) = written else {
+        let Some(finished) = write_transition(&mut tx, t).await? else {
             return Ok(false);
         };
-        log_lines(&mut tx, t.id, &t.log).await?;
-        if finished.is_some() {
-            // Nothing serves them any more; the download cache
-            // keeps downloaded files for the next deployment.
-            sqlx::query("DELETE FROM served_files WHERE deployment_id = $1")
-                .bind(t.id)
-                .execute(&mut *tx)
-                .await?;
-            // The log holds each callback's name, method and
-            // the start of its body.
-            sqlx::query("DELETE FROM callbacks WHERE deployment_id = $1")
-                .bind(t.id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if publishes {
-            let record =
-                convert::deployment(<DeploymentRow as sqlx::FromRow<_>>::from_row(&written)?)?;
-            let key = format!("deployment.{}", t.state);
-            let payload = serde_json::to_value(&record).unwrap_or_default();
-            if settled {
-                let now = OffsetDateTime::now_utc();
-                sqlx::query(
-                    "INSERT INTO outbox (routing_key, payload, created_at, notified_at) VALUES ($1, $2, $3, $3)",
-                )
-                .bind(&key)
-                .bind(sqlx::types::Json(payload))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            } else {
-                emit(&mut tx, &key, payload).await?;
-            }
-        }
         tx.commit().await?;
-        if finished.is_some() {
+        if finished {
             // No longer active: its server boots locally now, and its
             // files are no longer served.
             self.mark_deployment(t.id).await;
@@ -473,4 +416,85 @@ impl EngineStore for Backend {
         tx.commit().await?;
         Ok(record)
     }
+}
+
+/// Writes transition `t` in `tx`: the deployment's row (unless its state
+/// changed meanwhile or another daemon runs it: `None`), its log lines,
+/// and its event when it publishes one. `Some(true)`: it has just
+/// finished (the caller tells the boot index once committed).
+async fn write_transition(tx: &mut Conn, t: &Transition) -> Result<Option<bool>> {
+    let now = OffsetDateTime::now_utc();
+    let finished = (t.state.is_final() && !t.from.is_final()).then_some(now);
+    // The commit that settles a finished deployment (its
+    // last step's actions done, the step cleared) publishes
+    // the final record too, so that the last event equals
+    // what the API shows; it was notified on entering the
+    // state, so it is marked notified.
+    let settled = t.state == t.from && t.state.is_final() && t.step.is_none();
+    let publishes = t.state != t.from || settled;
+    // A commit that publishes gets the row back as written and makes
+    // its event from it, without reading it again; the others (an
+    // action done) only learn that the row was written.
+    let returning = if publishes {
+        DEPLOYMENT_RETURNING
+    } else {
+        " RETURNING id"
+    };
+    let written = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE deployments SET state = $1, step = $2, action_index = $3, actions_done = $4, \
+             action_deadline = $5, step_deadline = $6, error = COALESCE($7, error), \
+             finished_at = COALESCE(finished_at, $8), updated_at = $9 \
+             WHERE id = $10 AND state = $11 AND ($12 IS NULL OR runner = $12){returning}"
+    )))
+    .bind(t.state.as_str())
+    .bind(&t.step)
+    .bind(i64::from(t.action_index))
+    .bind(i64::from(t.actions_done))
+    .bind(t.action_deadline)
+    .bind(t.step_deadline)
+    .bind(&t.error)
+    .bind(finished)
+    .bind(now)
+    .bind(t.id)
+    .bind(t.from.as_str())
+    .bind(&t.runner)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(written) = written else {
+        return Ok(None);
+    };
+    log_lines(&mut *tx, t.id, &t.log).await?;
+    if finished.is_some() {
+        // Nothing serves them any more; the download cache
+        // keeps downloaded files for the next deployment.
+        sqlx::query("DELETE FROM served_files WHERE deployment_id = $1")
+            .bind(t.id)
+            .execute(&mut *tx)
+            .await?;
+        // The log holds each callback's name, method and
+        // the start of its body.
+        sqlx::query("DELETE FROM callbacks WHERE deployment_id = $1")
+            .bind(t.id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if publishes {
+        let record = convert::deployment(<DeploymentRow as sqlx::FromRow<_>>::from_row(&written)?)?;
+        let key = format!("deployment.{}", t.state);
+        let payload = serde_json::to_value(&record).unwrap_or_default();
+        if settled {
+            let now = OffsetDateTime::now_utc();
+            sqlx::query(
+                    "INSERT INTO outbox (routing_key, payload, created_at, notified_at) VALUES ($1, $2, $3, $3)",
+                )
+                .bind(&key)
+                .bind(sqlx::types::Json(payload))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            emit(&mut *tx, &key, payload).await?;
+        }
+    }
+    Ok(Some(finished.is_some()))
 }

@@ -136,3 +136,44 @@ fn a_deployments_task_keeps_little_more_than_its_wait() {
     let size = std::mem::size_of_val(&task);
     assert!(size <= 1024, "{size} bytes");
 }
+
+/// A deployment created here is written with its task's first moves (the
+/// `new` step done, the first action's deadline armed); its task then
+/// goes on from there as if it had committed them itself: the same log,
+/// the same end.
+#[tokio::test(start_paused = true)]
+async fn first_moves_written_at_creation_are_the_tasks_own() {
+    let steps = format!(
+        "  preparing:{SERVE}
+    - action: expect_callback
+      name: booted
+"
+    );
+    let run = |first: bool| {
+        let steps = steps.clone();
+        async move {
+            let bench = Bench::new(&profile(&steps), Script::default());
+            if first {
+                let parsed = super::super::drive::parse_text(&profile(&steps)).unwrap();
+                let change =
+                    super::super::drive::first_moves(&parsed, EPOCH, DEFAULT_TIMEOUT).unwrap();
+                assert_eq!(change.from.state, DeploymentState::New);
+                assert_eq!(change.to.state, DeploymentState::Preparing);
+                let t = Transition {
+                    runner: Some(RUNNER.into()),
+                    ..transition(ID, change)
+                };
+                assert!(bench.ledger.commit_transition(&t).await.unwrap());
+            }
+            let task = bench.start();
+            let_run().await;
+            bench.script.arrive("booted");
+            bench.runner.nudge();
+            task.await.unwrap();
+            (bench.ledger.view().record.state, bench.ledger.lines())
+        }
+    };
+    let (state, own) = run(false).await;
+    assert_eq!(state, DeploymentState::Complete);
+    assert_eq!(run(true).await, (state, own));
+}

@@ -96,7 +96,7 @@ impl Ledger {
     /// An operator's cancel, committed as `Engine::cancel` commits it.
     fn cancel(&self) {
         let view = self.view();
-        let profile = super::drive::parse(&view).unwrap();
+        let profile = super::drive::parse_text(&view.profile_source).unwrap();
         let change = plan::cancel(&profile, super::drive::position(&view)).unwrap();
         let t = transition(ID, change);
         assert!(self.apply(&t));
