@@ -19,7 +19,8 @@
 # QUIET_WAIT / QUIET_BUSY (see benches/lab.sh), PERF=1 (perf record the
 # servers during the storm; PERF_ARGS adds to its arguments, e.g. -g),
 # BL_RUST_LOG (RUST_LOG for bootloader, e.g. sqlx::query=debug), BL_ENV
-# (more VAR=value for bootloader, e.g. MALLOC_ARENA_MAX=2).
+# (more VAR=value for bootloader, e.g. MALLOC_ARENA_MAX=2), POSTS (POSTs
+# in flight at once while starting the deployments, 4).
 #
 # After bootloader's run the daemon is killed (SIGKILL) and started again,
 # and `bootstorm check` reads back every deployment's state and every lease
@@ -37,6 +38,7 @@ REPO="$(cd "$HERE/../.." && pwd)"
 
 MACHINES="${MACHINES:-10000}"
 OVER="${OVER:-20}"
+POSTS="${POSTS:-4}"
 DHCP_PATHS="${DHCP_PATHS:-mixed}"
 SOURCES="${SOURCES:-32}"
 KERNEL_KB="${KERNEL_KB:-128}"
@@ -235,6 +237,7 @@ storm_bootloader() {
     log "bootloader: registering $MACHINES servers and starting their deployments"
     timeout 1800 ip netns exec "$CNS" "$STORM" prepare --api "http://$SRV:$HTTP_PORT" --token "$token" \
         --machines "$MACHINES" --cidr 10.88.0.0/16 --gateway "$SRV" --pool 10.88.64.1-10.88.127.254 \
+        --concurrency "$POSTS" \
         | tee "$OUT/prepare-bootloader.txt" >&2
     wait_quiet "bootloader after prepare"
     echo "server RSS with $MACHINES active deployments, idle: $(server_mem_kib VmRSS) KiB" \
@@ -286,7 +289,7 @@ storm_classic() {
     echo "kernel: $(uname -r); cores: $(nproc); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "bootloader: $("$BIN" --version 2>/dev/null || echo '?') (built $BIN_BUILT, work tree at git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')); store: $BENCH_DB"
     echo "dnsmasq: $(dnsmasq --version | head -1 | awk '{print $3}'); nginx: $(nginx -v 2>&1 | cut -d/ -f2); iPXE NBP: $(stat -c %s "$TROOT/undionly.kpxe") bytes"
-    echo "params: MACHINES=$MACHINES OVER=$OVER DHCP_PATHS=$DHCP_PATHS SOURCES=$SOURCES KERNEL_KB=$KERNEL_KB INITRD_KB=$INITRD_KB"
+    echo "params: MACHINES=$MACHINES OVER=$OVER DHCP_PATHS=$DHCP_PATHS SOURCES=$SOURCES KERNEL_KB=$KERNEL_KB INITRD_KB=$INITRD_KB POSTS=$POSTS"
 } | tee "$OUT/env.txt" >&2
 
 for peer in "${PEERS[@]}"; do
