@@ -360,10 +360,14 @@ async fn a_deployment_is_held_by_the_daemon_starting_it(backend: Backend) {
         runner: Some("boot-a".into()),
         step: Some("preparing".into()),
         action_deadline: Some(1_600),
-        ..transition(0, DeploymentState::New, DeploymentState::Preparing, "first moves")
+        ..transition(
+            0,
+            DeploymentState::New,
+            DeploymentState::Preparing,
+            "first moves",
+        )
     };
-    let (elsewhere, _) =
-        deployment_claimed(&*store, Some(claim("dc2")), Some(first.clone())).await;
+    let (elsewhere, _) = deployment_claimed(&*store, Some(claim("dc2")), Some(first.clone())).await;
     assert_eq!(elsewhere.runner, None);
     assert_eq!(
         store.deployment(elsewhere.id).await.unwrap().state,
