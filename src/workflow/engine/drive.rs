@@ -181,15 +181,7 @@ impl Driver {
             step: view.step_deadline,
         };
         // The same action as before the wait: its deadline was armed then.
-        let Next::Run(run) = plan::next(
-            &profile,
-            at,
-            deadlines,
-            (self.clock)(),
-            self.default_timeout,
-        )
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?
-        else {
+        let Next::Run(run) = self.next(&profile, at, deadlines)? else {
             return Err(StoreError::Corrupt(
                 "a waiting deployment's action vanished".into(),
             ));
@@ -215,6 +207,17 @@ impl Driver {
         let change = self.settled(&profile, at, deadlines, &run, outcome, started)?;
         task.plan(view, change);
         Ok(())
+    }
+
+    /// What the plan says comes next, now.
+    fn next<'p>(
+        &self,
+        profile: &'p Profile,
+        at: Position,
+        deadlines: Deadlines,
+    ) -> Result<Next<'p>, StoreError> {
+        plan::next(profile, at, deadlines, (self.clock)(), self.default_timeout)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 
     /// The change an action's `outcome` makes, its metric recorded.
@@ -300,15 +303,7 @@ impl Driver {
             lock(&self.tokens).insert(hash.clone(), id);
             let _ = runner.token.set(hash);
         }
-        let run = match plan::next(
-            &profile,
-            at,
-            deadlines,
-            (self.clock)(),
-            self.default_timeout,
-        )
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?
-        {
+        let run = match self.next(&profile, at, deadlines)? {
             Next::Finished => {
                 // Refused (an operator cancelled meanwhile, say): read the
                 // deployment again, there may be a `cleanup` to run.
