@@ -194,6 +194,31 @@ pub(super) const DEPLOYMENT_RETURNING: &str = " RETURNING id, \
      CAST(actions_done AS BIGINT) AS actions_done, error, repeat_of, created_at, updated_at, \
      finished_at, runner";
 
-/// States in which a deployment is active, as an SQL list.
-pub(super) const ACTIVE_STATES: &str =
-    "('new', 'preparing', 'installing', 'configuring', 'postconfiguring')";
+/// The states a deployment ends in, as an SQL list: a deployment is active
+/// when its `state NOT IN` them. Written so, the condition is the very one
+/// of the partial index `deployments_one_active`, which SQLite's planner
+/// uses only for a query naming its condition as written: with the active
+/// states listed instead, reading the boot index read every deployment for
+/// each interface (13 s for 10,000 servers), and each boot target missing
+/// from the index every deployment.
+pub(super) const FINAL_STATES: &str = "('complete', 'error', 'cancelled')";
+
+#[cfg(test)]
+mod tests {
+    use bootloader_core::model::DeploymentState;
+
+    #[test]
+    fn final_states_are_the_states_a_deployment_ends_in() {
+        let listed: Vec<&str> = super::FINAL_STATES
+            .trim_matches(|c| c == '(' || c == ')')
+            .split(", ")
+            .map(|s| s.trim_matches('\''))
+            .collect();
+        let finals: Vec<&str> = DeploymentState::ALL
+            .iter()
+            .filter(|s| s.is_final())
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(listed, finals);
+    }
+}

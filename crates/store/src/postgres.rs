@@ -135,8 +135,8 @@ async fn warm_small_files(pool: &PgPool, served: &super::served_cache::ServedCac
     const SMALL: i64 = 4096;
     let versions: Vec<(i64, time::OffsetDateTime)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT f.id, f.created_at FROM served_files f JOIN deployments d ON d.id = f.deployment_id \
-         WHERE d.state IN {} AND f.file_path IS NULL AND length(f.content) <= $1",
-        crate::boot_sql::ACTIVE_STATES
+         WHERE d.state NOT IN {} AND f.file_path IS NULL AND length(f.content) <= $1",
+        crate::boot_sql::FINAL_STATES
     )))
     .bind(SMALL)
     .fetch_all(pool)

@@ -10,7 +10,7 @@ use super::Backend;
 use crate::boot::*;
 use crate::boot_index::ServedRow;
 use crate::boot_sql::rows::*;
-use crate::boot_sql::{ACTIVE_STATES, DEPLOYMENT_SELECT, convert};
+use crate::boot_sql::{DEPLOYMENT_SELECT, FINAL_STATES, convert};
 use crate::{Result, StoreError};
 use bootloader_core::model::{DeploymentState, Fqdn, MacAddr, TokenHash, Via};
 
@@ -95,7 +95,7 @@ pub(super) async fn put_served(
 fn other_bytes(what: &str) -> String {
     format!(
         "SELECT {what} FROM served_files f JOIN deployments d ON d.id = f.deployment_id \
-         WHERE f.via = $2 AND f.path = $3 AND f.deployment_id <> $1 AND d.state IN {ACTIVE_STATES} \
+         WHERE f.via = $2 AND f.path = $3 AND f.deployment_id <> $1 AND d.state NOT IN {FINAL_STATES} \
          AND (f.content <> $4 OR f.file_path IS DISTINCT FROM $5)"
     )
 }
@@ -126,7 +126,7 @@ pub(crate) async fn warm_index(
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT f.id, f.deployment_id, f.via, f.path, f.created_at, f.file_path FROM served_files f \
              JOIN deployments d ON d.id = f.deployment_id \
-             WHERE d.state IN {ACTIVE_STATES} ORDER BY f.id DESC"
+             WHERE d.state NOT IN {FINAL_STATES} ORDER BY f.id DESC"
         )))
         .fetch_all(pool)
         .await?;
@@ -155,9 +155,20 @@ fn target_sql(filter: &str) -> String {
          EXISTS (SELECT 1 FROM served_files f WHERE f.deployment_id = d.id \
                  AND f.via = 'tftp' AND f.path LIKE 'pxelinux.cfg/%') AS pxelinux \
          FROM interfaces i JOIN servers s ON s.id = i.server_id \
-         LEFT JOIN deployments d ON d.server_id = s.id AND d.state IN {ACTIVE_STATES} \
+         LEFT JOIN deployments d ON d.server_id = s.id AND d.state NOT IN {FINAL_STATES} \
          {filter}"
     )
+}
+
+/// The boot path's queries of deployments by server, for the test of
+/// their plans (`sqlite.rs`).
+#[cfg(test)]
+#[allow(
+    dead_code,
+    reason = "the PostgreSQL build of this file has no such test"
+)]
+pub(crate) fn by_server_queries() -> Vec<String> {
+    vec![target_sql(""), target_sql("WHERE i.mac = $1")]
 }
 
 pub(super) const LEASE_SELECT: &str =
@@ -307,7 +318,7 @@ impl BootStore for Backend {
                     sqlx::query_as(sqlx::AssertSqlSafe(format!(
                         "SELECT f.id, f.deployment_id, f.created_at, f.file_path FROM served_files f \
                          JOIN deployments d ON d.id = f.deployment_id \
-                         WHERE f.via = $1 AND f.path = $2 AND d.state IN {ACTIVE_STATES} ORDER BY f.id LIMIT 1"
+                         WHERE f.via = $1 AND f.path = $2 AND d.state NOT IN {FINAL_STATES} ORDER BY f.id LIMIT 1"
                     )))
                     .bind(via.as_str())
                     .bind(path)
@@ -374,7 +385,7 @@ impl BootStore for Backend {
 
     async fn callback_deployment(&self, token: &TokenHash) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT id FROM deployments WHERE token_hash = $1 AND state IN {ACTIVE_STATES}"
+            "SELECT id FROM deployments WHERE token_hash = $1 AND state NOT IN {FINAL_STATES}"
         )))
         .bind(&token.0)
         .fetch_optional(&self.pool)
@@ -468,7 +479,7 @@ async fn record_group(
         list.push_bind(t.to_string());
     }
     q.push(format!(
-        ") AND state IN {ACTIVE_STATES} ORDER BY token_hash{FOR_KEY_SHARE}"
+        ") AND state NOT IN {FINAL_STATES} ORDER BY token_hash{FOR_KEY_SHARE}"
     ));
     let found: Vec<(i64, String)> = q.build_query_as().fetch_all(&mut *conn).await?;
     let by_token: HashMap<String, i64> = found.into_iter().map(|(id, t)| (t, id)).collect();

@@ -15,6 +15,16 @@ type Conn = <Db as sqlx::Database>::Connection;
 
 mod agents;
 mod boot;
+#[cfg(test)]
+#[allow(
+    unused_imports,
+    reason = "the PostgreSQL build of this file has no such test"
+)]
+pub(super) use boot::by_server_queries;
+#[allow(
+    unused_imports,
+    reason = "PostgreSQL's listener reads the index ahead; on SQLite the daemon asks (`warm_boot_index`)"
+)]
 pub(super) use boot::warm_index;
 mod engine;
 mod helpers;
