@@ -218,8 +218,12 @@ bl_serve() {
     # shellcheck disable=SC2086
     start_bg "$BL_DIR/daemon.$1.log" env ${BL_RUST_LOG:+RUST_LOG=$BL_RUST_LOG} ${BL_ENV:-} \
         ip netns exec "$SNS" "$BIN" --config "$BL_DIR/cfg.toml" serve
+    local t0=$SECONDS
     for _ in $(seq 300); do
-        if sx curl -sf -o /dev/null "http://$SRV:$HTTP_PORT/healthz"; then return 0; fi
+        if sx curl -sf -o /dev/null "http://$SRV:$HTTP_PORT/healthz"; then
+            echo "bootloader ($1) answered /healthz $((SECONDS - t0)) s after it started" >&2
+            return 0
+        fi
         kill -0 "$SERVER_PID" 2>/dev/null || die "bootloader exited: $(tail -20 "$BL_DIR/daemon.$1.log")"
         sleep 0.2
     done
@@ -244,6 +248,11 @@ storm_bootloader() {
         | tee -a "$OUT/prepare-bootloader.txt" >&2
     log "bootloader: storm of $MACHINES machines over $OVER s"
     storm bootloader
+    if [ "$BENCH_DB" = sqlite ]; then
+        # What a restart reads before it serves.
+        echo "SQLite WAL after the storm: $(( $(stat -c %s "$BL_DIR/data/bootloader.sqlite3-wal" 2>/dev/null || echo 0) / 1048576 )) MiB" \
+            | tee -a "$OUT/storm-bootloader.txt" >&2
+    fi
     # Durable: what the store holds after a SIGKILL.
     kill -KILL "$SERVER_PID"
     wait "$SERVER_PID" 2>/dev/null || true
