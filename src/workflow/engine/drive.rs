@@ -362,28 +362,15 @@ impl Driver {
                     profile: &profile,
                     token,
                 };
-                let left =
-                    Duration::from_secs(run.deadline.saturating_sub((self.clock)()).max(0) as u64);
-                let store_failed = Mutex::new(None);
-                let attempts = self.attempts(subject, &run, work, &store_failed);
-                tokio::select! {
-                    r = tokio::time::timeout(left, attempts) => match r {
-                        Ok(Ok(said)) => Outcome::Done { said, took: started.elapsed() },
-                        Ok(Err(reason)) => Outcome::Failed { reason },
-                        Err(_) => {
-                            let seen = self.executor.last_seen(subject).await;
-                            let mut reason = plan::timeout_reason(run.cursor, run.action, seen.as_deref());
-                            if let Some(error) = lock(&store_failed).take() {
-                                reason.push_str(&format!("; the store was failing: {error}"));
-                            }
-                            Outcome::Failed { reason }
-                        }
-                    },
-                    // The error and cleanup steps of a final deployment run
-                    // to their end; a cancel stops only an active one. The
-                    // cancel is committed already: read the deployment
+                // Boxed: a step waiting for its store turn keeps no room
+                // for the action's state.
+                match Box::pin(self.act(subject, &run, work, at, cancelled, started)).await {
+                    Some(outcome) => outcome,
+                    // The error and cleanup steps of a final deployment
+                    // run to their end; a cancel stops only an active one.
+                    // The cancel is committed already: read the deployment
                     // again and run its `cleanup`.
-                    () = cancel_of(at, cancelled) => {
+                    None => {
                         task.view = None;
                         return Ok(Stepped::Again);
                     }
@@ -393,6 +380,37 @@ impl Driver {
         let change = self.settled(&profile, at, deadlines, &run, outcome, started)?;
         task.plan(view, change);
         Ok(Stepped::Again)
+    }
+
+    /// Carries out the action of `run` under its deadline. `None`: the
+    /// deployment was cancelled meanwhile.
+    async fn act(
+        &self,
+        subject: Subject<'_>,
+        run: &Run<'_>,
+        work: Work<'_>,
+        at: Position,
+        cancelled: &mut watch::Receiver<Order>,
+        started: Instant,
+    ) -> Option<Outcome> {
+        let left = Duration::from_secs(run.deadline.saturating_sub((self.clock)()).max(0) as u64);
+        let store_failed = Mutex::new(None);
+        let attempts = self.attempts(subject, run, work, &store_failed);
+        tokio::select! {
+            r = tokio::time::timeout(left, attempts) => Some(match r {
+                Ok(Ok(said)) => Outcome::Done { said, took: started.elapsed() },
+                Ok(Err(reason)) => Outcome::Failed { reason },
+                Err(_) => {
+                    let seen = self.executor.last_seen(subject).await;
+                    let mut reason = plan::timeout_reason(run.cursor, run.action, seen.as_deref());
+                    if let Some(error) = lock(&store_failed).take() {
+                        reason.push_str(&format!("; the store was failing: {error}"));
+                    }
+                    Outcome::Failed { reason }
+                }
+            }),
+            () = cancel_of(at, cancelled) => None,
+        }
     }
 
     /// Commits the task's pending moves. `false`: they were refused

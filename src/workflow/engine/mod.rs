@@ -269,8 +269,6 @@ impl Engine {
             }
         }
         .instrument(info_span!("deployment", id));
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| eprintln!("TASKSIZE {}", std::mem::size_of_val(&fut)));
         tokio::spawn(fut);
         true
     }
