@@ -297,14 +297,20 @@ impl BootStore for Backend {
     }
 
     async fn unserve_file(&self, deployment_id: i64, via: Via, path: &str) -> Result<bool> {
+        // In a writer's turn as every write: outside it, on SQLite, the
+        // statement and the turn's writer each waited for the other in
+        // SQLite's busy handler (1.7 s for one such DELETE at the end of
+        // a storm, when every deployment removes its script).
+        let (_writer, mut tx) = self.begin_write().await?;
         let done = sqlx::query(
             "DELETE FROM served_files WHERE deployment_id = $1 AND via = $2 AND path = $3",
         )
         .bind(deployment_id)
         .bind(via.as_str())
         .bind(path)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         self.mark_served(deployment_id, via, path).await;
         Ok(done.rows_affected() > 0)
     }

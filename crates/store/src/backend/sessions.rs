@@ -94,11 +94,12 @@ impl SessionStore for Backend {
     }
 
     async fn end_session(&self, hash: &TokenHash) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
+        let (_writer, mut tx) = self.begin_write().await?;
         sqlx::query("DELETE FROM console_sessions WHERE secret_hash = $1")
             .bind(&hash.0)
-            .execute(&mut *conn)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -117,13 +118,14 @@ impl SessionStore for Backend {
     }
 
     async fn purge_sessions(&self, at: OffsetDateTime, idle: Duration) -> Result<u64> {
-        let mut conn = self.pool.acquire().await?;
+        let (_writer, mut tx) = self.begin_write().await?;
         let done =
             sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1 OR seen_at <= $2")
                 .bind(at)
                 .bind(at - idle)
-                .execute(&mut *conn)
+                .execute(&mut *tx)
                 .await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 

@@ -100,9 +100,10 @@ impl TimelineStore for Backend {
     }
 
     async fn prune_boot_events(&self, before: OffsetDateTime, keep: u64) -> Result<u64> {
+        let (_writer, mut tx) = self.begin_write().await?;
         let old = sqlx::query("DELETE FROM boot_events WHERE at < $1")
             .bind(before)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         // Ids grow with each insert: the newest `keep` stay
         // (fewer where ids have gaps).
@@ -111,8 +112,9 @@ impl TimelineStore for Backend {
             "DELETE FROM boot_events WHERE id <= (SELECT MAX(id) FROM boot_events) - $1",
         )
         .bind(keep)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(old.rows_affected() + over.rows_affected())
     }
 }
