@@ -260,6 +260,45 @@ mod backend;
 mod tests {
     use super::*;
 
+    /// SQLite's plan of `sql`, one line per step.
+    async fn plan(store: &SqliteStore, sql: &str) -> Vec<String> {
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        plan.into_iter().map(|p| p.3).collect()
+    }
+
+    async fn open_empty(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(
+            &dir.path().join("plans.sqlite3"),
+            SecretCipher::from_passphrase("plans"),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// The claim every daemon makes every 10 seconds, in a write
+    /// transaction, reads only the deployments with a step to take, not
+    /// every deployment ever made (a site keeps them all as history).
+    #[tokio::test]
+    async fn the_claim_reads_only_runnable_deployments() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_empty(&dir).await;
+        for sql in backend::claim_queries() {
+            let lines = plan(&store, &sql).await;
+            let deployments = lines
+                .iter()
+                .find(|l| l.contains(" deployments"))
+                .unwrap_or_else(|| panic!("no step reads deployments: {lines:?}"));
+            assert!(
+                deployments.contains("USING INDEX deployments_runnable"),
+                "{deployments:?} in {lines:?}\nfor {sql}"
+            );
+        }
+    }
+
     /// Each interface's boot target is read with its server's active
     /// deployment through an index, on the SQLite this build bundles:
     /// SQLite 3.51 used the partial index `deployments_one_active` only
@@ -269,19 +308,9 @@ mod tests {
     #[tokio::test]
     async fn active_deployments_are_found_by_server_through_an_index() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(
-            &dir.path().join("plans.sqlite3"),
-            SecretCipher::from_passphrase("plans"),
-        )
-        .await
-        .unwrap();
+        let store = open_empty(&dir).await;
         for sql in backend::by_server_queries() {
-            let plan: Vec<(i64, i64, i64, String)> =
-                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                    .fetch_all(&store.pool)
-                    .await
-                    .unwrap();
-            let lines: Vec<&str> = plan.iter().map(|p| p.3.as_str()).collect();
+            let lines = plan(&store, &sql).await;
             let deployments = lines
                 .iter()
                 .find(|l| l.contains(" d ") || l.ends_with(" d"))

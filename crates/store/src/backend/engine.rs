@@ -91,6 +91,16 @@ const HELD: &str = concat!(
     runnable!()
 );
 
+/// The claim's statements, for the test of their plans (`sqlite.rs`).
+#[cfg(test)]
+#[allow(
+    dead_code,
+    reason = "the PostgreSQL build of this file has no such test"
+)]
+pub(crate) fn claim_queries() -> Vec<String> {
+    vec![CLAIM.to_string(), HELD.to_string()]
+}
+
 /// A deployment with its profile's text, its sealed token and its
 /// deadlines (`EngineRow`): `DEPLOYMENT_SELECT` with those columns.
 static ENGINE_SELECT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {

@@ -26,6 +26,12 @@ pub(super) use boot::by_server_queries;
     reason = "PostgreSQL's listener reads the index ahead; on SQLite the daemon asks (`warm_boot_index`)"
 )]
 pub(super) use boot::warm_index;
+#[cfg(test)]
+#[allow(
+    unused_imports,
+    reason = "the PostgreSQL build of this file has no such test"
+)]
+pub(super) use engine::claim_queries;
 mod engine;
 mod helpers;
 mod inventory;
