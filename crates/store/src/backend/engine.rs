@@ -369,7 +369,13 @@ impl EngineStore for Backend {
         let mut conn = self.pool.acquire().await?;
         let server = server.map(|s| s.as_str().to_string());
         let state = state.map(|s| s.as_str().to_string());
-        let cond = "WHERE ($1 IS NULL OR s.fqdn = $1) AND ($2 IS NULL OR d.state = $2)";
+        // A server's deployments through `deployments_server`: a
+        // `$1 IS NULL OR ...` condition would read every deployment.
+        let cond = if server.is_some() {
+            "WHERE d.server_id = (SELECT id FROM servers WHERE fqdn = $1) AND ($2 IS NULL OR d.state = $2)"
+        } else {
+            "WHERE $1 IS NULL AND ($2 IS NULL OR d.state = $2)"
+        };
         let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT COUNT(*) FROM deployments d JOIN servers s ON s.id = d.server_id {cond}"
         )))
