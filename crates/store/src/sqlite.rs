@@ -45,6 +45,10 @@ impl Drop for SqliteStore {
     }
 }
 
+/// How long a statement waits for SQLite's lock (writers queue in
+/// `writer` first, so this is for the command line and checkpoints).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often the WAL is copied back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
@@ -82,16 +86,15 @@ async fn checkpoints(pool: SqlitePool, writer: std::sync::Arc<tokio::sync::Mutex
         match done {
             Ok((_, wal, _)) if wal >= WAL_RESTART_PAGES => {
                 let started = std::time::Instant::now();
-                let _turn = writer.lock().await;
-                let truncated: std::result::Result<(i64, i64, i64), sqlx::Error> =
-                    sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
-                        .fetch_one(&pool)
-                        .await;
-                let took_ms = started.elapsed().as_millis() as u64;
-                match truncated {
-                    Ok((0, _, _)) => tracing::debug!(wal, took_ms, "WAL started over"),
+                match truncate_wal(&pool, &writer).await {
+                    Ok((0, _, _)) => tracing::debug!(
+                        wal,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "WAL started over"
+                    ),
+                    // Tried again at the next tick.
                     Ok(_) => {
-                        tracing::warn!(wal, took_ms, "the WAL cannot start over: a reader holds it")
+                        tracing::debug!(wal, "the WAL cannot start over yet: a reader holds it")
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot checkpoint the SQLite WAL"),
                 }
@@ -103,6 +106,44 @@ async fn checkpoints(pool: SqlitePool, writer: std::sync::Arc<tokio::sync::Mutex
             Err(e) => tracing::warn!(error = %e, "cannot checkpoint the SQLite WAL"),
         }
     }
+}
+
+/// How long the WAL's restart waits for readers to finish, in a writer's
+/// turn (every write waits meanwhile): a long read (an export, say) makes
+/// it give up until the next tick rather than hold the writers.
+const WAL_RESTART_WAIT_MS: u64 = 200;
+
+/// `PRAGMA wal_checkpoint(TRUNCATE)` in a writer's turn, waiting at most
+/// `WAL_RESTART_WAIT_MS` for readers; its row (busy, WAL pages, copied).
+async fn truncate_wal(
+    pool: &SqlitePool,
+    writer: &tokio::sync::Mutex<()>,
+) -> std::result::Result<(i64, i64, i64), sqlx::Error> {
+    // The connection first: the turn is not held while readers keep
+    // every connection.
+    let mut conn = pool.acquire().await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "PRAGMA busy_timeout = {WAL_RESTART_WAIT_MS}"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    let done = {
+        let _turn = writer.lock().await;
+        sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut *conn)
+            .await
+    };
+    let restored = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "PRAGMA busy_timeout = {}",
+        BUSY_TIMEOUT.as_millis()
+    )))
+    .execute(&mut *conn)
+    .await;
+    if restored.is_err() {
+        // Not lent again with the short wait.
+        conn.close_on_drop();
+    }
+    done
 }
 
 /// A writer's turn: held while its transaction runs.
@@ -136,7 +177,7 @@ impl SqliteStore {
             .foreign_keys(true)
             // `checkpoints` does it, off the writers' path.
             .pragma("wal_autocheckpoint", "0")
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(BUSY_TIMEOUT);
         // sqlx pings a pooled connection before lending it by default: for
         // SQLite a whole extra trip to the connection's thread and back for
         // every statement, to check a file handle that cannot go away. The
