@@ -69,8 +69,11 @@ const WAL_RESTART_PAGES: i64 = 16_384;
 /// and a daemon started after a crash read all of it before its first
 /// query (13 s). Past `WAL_RESTART_PAGES` the checkpoint is made in a
 /// writer's turn (no commit comes in meanwhile; readers are waited for,
-/// and they are short) and truncates the WAL: the writers wait for the
-/// pages written since the last checkpoint, a second's worth at most.
+/// and they are short) and restarts the WAL: the next commit writes it
+/// from its start, and a restart after a crash reads only what was written
+/// since. The file keeps its largest size (160 MiB after a storm):
+/// truncating it as well held the turn 40 ms (median; 65 at most) where a
+/// restart holds it 10 ms (39 at most), every 2 s under a storm.
 async fn checkpoints(pool: SqlitePool, writer: std::sync::Arc<tokio::sync::Mutex<()>>) {
     let mut every = tokio::time::interval(CHECKPOINT_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -113,7 +116,7 @@ async fn checkpoints(pool: SqlitePool, writer: std::sync::Arc<tokio::sync::Mutex
 /// it give up until the next tick rather than hold the writers.
 const WAL_RESTART_WAIT_MS: u64 = 200;
 
-/// `PRAGMA wal_checkpoint(TRUNCATE)` in a writer's turn, waiting at most
+/// `PRAGMA wal_checkpoint(RESTART)` in a writer's turn, waiting at most
 /// `WAL_RESTART_WAIT_MS` for readers; its row (busy, WAL pages, copied).
 async fn truncate_wal(
     pool: &SqlitePool,
@@ -129,7 +132,7 @@ async fn truncate_wal(
     .await?;
     let done = {
         let _turn = writer.lock().await;
-        sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+        sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
             .fetch_one(&mut *conn)
             .await
     };
