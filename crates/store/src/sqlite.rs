@@ -89,7 +89,7 @@ async fn checkpoints(pool: SqlitePool, writer: std::sync::Arc<tokio::sync::Mutex
         match done {
             Ok((_, wal, _)) if wal >= WAL_RESTART_PAGES => {
                 let started = std::time::Instant::now();
-                match truncate_wal(&pool, &writer).await {
+                match restart_wal(&pool, &writer).await {
                     Ok((0, _, _)) => tracing::debug!(
                         wal,
                         took_ms = started.elapsed().as_millis() as u64,
@@ -118,7 +118,7 @@ const WAL_RESTART_WAIT_MS: u64 = 200;
 
 /// `PRAGMA wal_checkpoint(RESTART)` in a writer's turn, waiting at most
 /// `WAL_RESTART_WAIT_MS` for readers; its row (busy, WAL pages, copied).
-async fn truncate_wal(
+async fn restart_wal(
     pool: &SqlitePool,
     writer: &tokio::sync::Mutex<()>,
 ) -> std::result::Result<(i64, i64, i64), sqlx::Error> {
