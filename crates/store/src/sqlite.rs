@@ -304,14 +304,25 @@ mod backend;
 mod tests {
     use super::*;
 
-    /// SQLite's plan of `sql`, one line per step.
-    async fn plan(store: &SqliteStore, sql: &str) -> Vec<String> {
+    /// The step of SQLite's plan of `sql` that reads the deployments
+    /// table (`reads` tells it by its text), and the whole plan.
+    async fn deployments_step(
+        store: &SqliteStore,
+        sql: &str,
+        reads: impl Fn(&str) -> bool,
+    ) -> (String, Vec<String>) {
         let plan: Vec<(i64, i64, i64, String)> =
             sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
                 .fetch_all(&store.pool)
                 .await
                 .unwrap();
-        plan.into_iter().map(|p| p.3).collect()
+        let lines: Vec<String> = plan.into_iter().map(|p| p.3).collect();
+        let step = lines
+            .iter()
+            .find(|l| reads(l))
+            .unwrap_or_else(|| panic!("no step reads deployments: {lines:?}"))
+            .clone();
+        (step, lines)
     }
 
     async fn open_empty(dir: &tempfile::TempDir) -> SqliteStore {
@@ -331,11 +342,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open_empty(&dir).await;
         for sql in backend::claim_queries() {
-            let lines = plan(&store, &sql).await;
-            let deployments = lines
-                .iter()
-                .find(|l| l.contains(" deployments"))
-                .unwrap_or_else(|| panic!("no step reads deployments: {lines:?}"));
+            let (deployments, lines) =
+                deployments_step(&store, &sql, |l| l.contains(" deployments")).await;
             assert!(
                 deployments.contains("USING INDEX deployments_runnable"),
                 "{deployments:?} in {lines:?}\nfor {sql}"
@@ -354,11 +362,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open_empty(&dir).await;
         for sql in backend::by_server_queries() {
-            let lines = plan(&store, &sql).await;
-            let deployments = lines
-                .iter()
-                .find(|l| l.contains(" d ") || l.ends_with(" d"))
-                .unwrap_or_else(|| panic!("no step reads deployments: {lines:?}"));
+            let (deployments, lines) =
+                deployments_step(&store, &sql, |l| l.contains(" d ") || l.ends_with(" d")).await;
             assert!(
                 deployments.starts_with("SEARCH d USING INDEX deployments_one_active")
                     || deployments.starts_with("SEARCH d USING INDEX deployments_server"),
