@@ -271,6 +271,58 @@ async fn lease_changes_commit_in_groups(backend: Backend) {
     ts.drop_database().await;
 }
 
+/// A client holds one address per network: the bind of another address
+/// lets go of the one it had, in the same group, and a bind that is
+/// refused (the address is someone else's) lets go of nothing.
+async fn a_client_binds_one_address_per_network(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let store = open(&ts).await;
+    let net = network(&*store).await;
+    let now = 1_800_000_000;
+    let at = |o: u8| Ipv4Addr::new(10, 9, 0, o);
+    let bind = |o: u8, m: u8, now: i64| {
+        LeaseChange::Claim(LeaseClaim {
+            ip: at(o),
+            ..claim(net, mac(m), LeaseState::Bound, now)
+        })
+    };
+    let held = store
+        .apply_lease_changes(&[bind(130, 1, now), bind(140, 2, now)])
+        .await
+        .unwrap();
+    assert_eq!(held, [true, true]);
+    // Client 1 moves to .131 and tries .140 (client 2's) in one group.
+    let held = store
+        .apply_lease_changes(&[bind(131, 1, now + 5), bind(140, 1, now + 5)])
+        .await
+        .unwrap();
+    assert_eq!(held, [true, false]);
+    let lease = |o| {
+        let store = store.clone();
+        async move { store.lease_at(net, at(o)).await.unwrap().unwrap() }
+    };
+    let old = lease(130).await;
+    assert_eq!(
+        (old.state, old.expires_at),
+        (LeaseState::Released, now + 5),
+        "the address client 1 left"
+    );
+    let new = lease(131).await;
+    assert_eq!((new.mac, new.state), (mac(1), LeaseState::Bound));
+    let other = lease(140).await;
+    assert_eq!((other.mac, other.state), (mac(2), LeaseState::Bound));
+    // A bind refused: client 2 asks for .131, still client 1's; .140 stays
+    // client 2's.
+    let held = store
+        .apply_lease_changes(&[bind(131, 2, now + 6)])
+        .await
+        .unwrap();
+    assert_eq!(held, [false]);
+    assert_eq!(lease(140).await.state, LeaseState::Bound);
+    assert_eq!(lease(131).await.mac, mac(1));
+    ts.drop_database().await;
+}
+
 /// A server with one interface and a deployment of the echo profile.
 async fn deployment(store: &dyn Store) -> i64 {
     deployment_and_token(store).await.0
@@ -1074,6 +1126,7 @@ on_both_backends!(
     leases_have_one_holder,
     pool_slices_have_one_holder,
     lease_changes_commit_in_groups,
+    a_client_binds_one_address_per_network,
     a_stale_transition_is_refused,
     an_update_from_a_stale_read_is_refused,
     a_hold_has_one_holder,

@@ -7,6 +7,7 @@
 //! SQL and are opened only by `bmc_password`.
 
 pub mod agents;
+mod batch;
 pub mod boot;
 mod boot_index;
 mod boot_sql;

@@ -174,6 +174,56 @@ pub struct PostgresStore {
     callbacks: tokio::sync::broadcast::Sender<crate::engine::CallbackNotice>,
 }
 
+/// A write transaction whose statements come in batches (`batch.rs`).
+pub(crate) struct Batch {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+}
+
+/// The statements of one batch; PostgreSQL prepares one statement at a
+/// time.
+pub(crate) struct Statements(Vec<sqlx::QueryBuilder<sqlx::Postgres>>);
+
+impl Statements {
+    /// Starts the next statement with `sql`; its values go in with
+    /// `push_bind`.
+    pub(crate) fn next(&mut self, sql: &str) -> &mut sqlx::QueryBuilder<sqlx::Postgres> {
+        let at = self.0.len();
+        self.0.push(sqlx::QueryBuilder::new(sql));
+        &mut self.0[at]
+    }
+}
+
+impl Batch {
+    pub(crate) fn statements(&self) -> Statements {
+        Statements(Vec::new())
+    }
+
+    /// Runs `statements` in the transaction; each one's rows and count.
+    pub(crate) async fn run(
+        &mut self,
+        statements: Statements,
+    ) -> Result<Vec<crate::batch::Done<sqlx::postgres::PgRow>>> {
+        use sqlx::Executor;
+        let mut done = Vec::with_capacity(statements.0.len());
+        for mut q in statements.0 {
+            let one = crate::batch::split(self.tx.fetch_many(q.build()), |r| r.rows_affected(), 0)
+                .await?;
+            done.extend(one);
+        }
+        Ok(done)
+    }
+
+    /// Runs `statements`, then commits.
+    pub(crate) async fn commit(
+        mut self,
+        statements: Statements,
+    ) -> Result<Vec<crate::batch::Done<sqlx::postgres::PgRow>>> {
+        let done = self.run(statements).await?;
+        self.tx.commit().await?;
+        Ok(done)
+    }
+}
+
 impl PostgresStore {
     const BACKEND: &'static str = "postgres";
     const BEGIN_WRITE: &'static str = "BEGIN";
@@ -197,6 +247,13 @@ impl PostgresStore {
             super::Lane::Lease => &self.lanes[1],
         };
         Ok(((), pool.begin_with(Self::BEGIN_WRITE).await?))
+    }
+
+    /// A write transaction of `lane` taking its statements in batches
+    /// (`batch.rs`); here they still go one at a time.
+    async fn begin_batch(&self, lane: super::Lane) -> Result<Batch> {
+        let ((), tx) = self.begin_write_in(lane).await?;
+        Ok(Batch { tx })
     }
 
     async fn connect(target: &PostgresTarget, max_connections: u32) -> Result<PgPool> {

@@ -155,6 +155,121 @@ struct WriteTurn<'a> {
     _gate: Option<tokio::sync::MutexGuard<'a, ()>>,
 }
 
+/// A write transaction sent to SQLite in batches, each one trip to the
+/// connection's thread (`batch.rs`), in a writer's turn.
+pub(crate) struct Batch<'a> {
+    // Before the turn: the connection is back in its pool (or closed)
+    // before the next writer's turn begins.
+    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    _turn: WriteTurn<'a>,
+    /// The transaction's `BEGIN` went with an earlier batch.
+    begun: bool,
+    /// A transaction may be open that no `COMMIT` or `ROLLBACK` ended (the
+    /// batch was dropped half-way): the connection is then closed, which
+    /// rolls it back, rather than lent again inside it.
+    open: bool,
+}
+
+/// The statements of one batch, in one string; `?` placeholders only.
+pub(crate) struct Statements {
+    sql: sqlx::QueryBuilder<sqlx::Sqlite>,
+    count: usize,
+    /// How many of the first statements the batch itself added (`BEGIN`).
+    added: usize,
+}
+
+impl Statements {
+    /// Starts the next statement with `sql`; its values go in with
+    /// `push_bind`.
+    pub(crate) fn next(&mut self, sql: &str) -> &mut sqlx::QueryBuilder<sqlx::Sqlite> {
+        if self.count > 0 {
+            self.sql.push(";\n");
+        }
+        self.count += 1;
+        self.sql.push(sql)
+    }
+}
+
+impl Batch<'_> {
+    /// An empty batch for this transaction.
+    pub(crate) fn statements(&self) -> Statements {
+        let mut s = Statements {
+            sql: sqlx::QueryBuilder::new(""),
+            count: 0,
+            added: 0,
+        };
+        if !self.begun {
+            s.next(SqliteStore::BEGIN_WRITE);
+            s.added = 1;
+        }
+        s
+    }
+
+    /// Runs `statements` in the transaction; each one's rows and count.
+    pub(crate) async fn run(
+        &mut self,
+        statements: Statements,
+    ) -> Result<Vec<crate::batch::Done<sqlx::sqlite::SqliteRow>>> {
+        self.send(statements).await
+    }
+
+    /// Runs `statements` and commits, in one trip.
+    pub(crate) async fn commit(
+        mut self,
+        mut statements: Statements,
+    ) -> Result<Vec<crate::batch::Done<sqlx::sqlite::SqliteRow>>> {
+        statements.next("COMMIT");
+        let mut done = self.send(statements).await?;
+        done.pop();
+        self.open = false;
+        Ok(done)
+    }
+
+    async fn send(
+        &mut self,
+        mut statements: Statements,
+    ) -> Result<Vec<crate::batch::Done<sqlx::sqlite::SqliteRow>>> {
+        use sqlx::Executor;
+        if statements.added > 0 {
+            self.begun = true;
+            self.open = true;
+        }
+        let expected = statements.count - statements.added;
+        let results = crate::batch::split(
+            self.conn.fetch_many(statements.sql.build()),
+            |r| r.rows_affected(),
+            statements.added,
+        )
+        .await;
+        let e = match results {
+            Ok(done) if done.len() == expected => return Ok(done),
+            Ok(done) => StoreError::Database(sqlx::Error::Protocol(format!(
+                "a batch of {expected} statements gave {} results",
+                done.len()
+            ))),
+            Err(e) => e.into(),
+        };
+        // A failed statement leaves the transaction open: it is rolled
+        // back here, so that the connection can be lent again.
+        if sqlx::query("ROLLBACK")
+            .execute(&mut *self.conn)
+            .await
+            .is_ok()
+        {
+            self.open = false;
+        }
+        Err(e)
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
 impl SqliteStore {
     const BACKEND: &'static str = "sqlite";
     /// Takes the write lock at once, so that two writers queue on the busy
@@ -239,6 +354,25 @@ impl SqliteStore {
         &self,
         lane: Lane,
     ) -> Result<(WriteTurn<'_>, sqlx::Transaction<'static, sqlx::Sqlite>)> {
+        let (turn, pool) = self.turn(lane).await;
+        let tx = pool.begin_with(Self::BEGIN_WRITE).await?;
+        Ok((turn, tx))
+    }
+
+    /// A write transaction of `lane` sent in batches (`batch.rs`).
+    async fn begin_batch(&self, lane: Lane) -> Result<Batch<'_>> {
+        let (turn, pool) = self.turn(lane).await;
+        let conn = pool.acquire().await?;
+        Ok(Batch {
+            conn,
+            _turn: turn,
+            begun: false,
+            open: false,
+        })
+    }
+
+    /// Waits for a writer's turn in `lane`; the lane's connection.
+    async fn turn(&self, lane: Lane) -> (WriteTurn<'_>, &SqlitePool) {
         let (gate, pool) = match lane {
             Lane::Ordinary => (Some(&self.gates[0]), &self.lanes[0]),
             Lane::Callback => (Some(&self.gates[1]), &self.lanes[1]),
@@ -249,14 +383,13 @@ impl SqliteStore {
             None => None,
         };
         let writer = self.writer.lock().await;
-        let tx = pool.begin_with(Self::BEGIN_WRITE).await?;
-        Ok((
+        (
             WriteTurn {
                 _writer: writer,
                 _gate: gate,
             },
-            tx,
-        ))
+            pool,
+        )
     }
 
     /// Every callback reaches this process's handler.
@@ -332,6 +465,91 @@ mod tests {
         )
         .await
         .unwrap()
+    }
+
+    /// A scratch table `t (x INTEGER PRIMARY KEY)` and its rows.
+    async fn scratch(store: &SqliteStore) -> Vec<i64> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS t (x INTEGER PRIMARY KEY)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        sqlx::query_scalar("SELECT x FROM t ORDER BY x")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+    }
+
+    fn insert(statements: &mut Statements, x: i64) {
+        statements
+            .next("INSERT INTO t (x) VALUES (")
+            .push_bind(x)
+            .push(") RETURNING x");
+    }
+
+    /// A batch's statements run in one trip, and each one's rows and count
+    /// come back in its place; what it wrote is there once committed.
+    #[tokio::test]
+    async fn a_batch_gives_each_statement_its_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_empty(&dir).await;
+        scratch(&store).await;
+        let mut batch = store.begin_batch(Lane::Ordinary).await.unwrap();
+        let mut s = batch.statements();
+        insert(&mut s, 1);
+        insert(&mut s, 2);
+        s.next("UPDATE t SET x = x + 10 WHERE x > ").push_bind(0);
+        let done = batch.run(s).await.unwrap();
+        let rows: Vec<usize> = done.iter().map(|d| d.rows.len()).collect();
+        let affected: Vec<u64> = done.iter().map(|d| d.affected).collect();
+        assert_eq!((rows, affected), (vec![1, 1, 0], vec![1, 1, 2]));
+        let mut s = batch.statements();
+        s.next("SELECT x FROM t WHERE x > ").push_bind(11);
+        let done = batch.commit(s).await.unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].rows.len(), 1);
+        assert_eq!(scratch(&store).await, [11, 12]);
+    }
+
+    /// A statement that fails rolls the whole transaction back, and the
+    /// lane's connection serves the next writer.
+    #[tokio::test]
+    async fn a_failed_batch_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_empty(&dir).await;
+        scratch(&store).await;
+        let mut batch = store.begin_batch(Lane::Lease).await.unwrap();
+        let mut s = batch.statements();
+        insert(&mut s, 1);
+        insert(&mut s, 2);
+        insert(&mut s, 1);
+        assert!(batch.run(s).await.is_err());
+        drop(batch);
+        assert!(scratch(&store).await.is_empty());
+        let batch = store.begin_batch(Lane::Lease).await.unwrap();
+        let mut s = batch.statements();
+        insert(&mut s, 3);
+        batch.commit(s).await.unwrap();
+        assert_eq!(scratch(&store).await, [3]);
+    }
+
+    /// A batch dropped between its trips (its task cancelled) leaves
+    /// nothing either: its connection is closed, not lent again inside an
+    /// open transaction.
+    #[tokio::test]
+    async fn a_batch_dropped_half_way_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_empty(&dir).await;
+        scratch(&store).await;
+        let mut batch = store.begin_batch(Lane::Lease).await.unwrap();
+        let mut s = batch.statements();
+        insert(&mut s, 1);
+        batch.run(s).await.unwrap();
+        drop(batch);
+        let batch = store.begin_batch(Lane::Lease).await.unwrap();
+        let mut s = batch.statements();
+        insert(&mut s, 2);
+        batch.commit(s).await.unwrap();
+        assert_eq!(scratch(&store).await, [2]);
     }
 
     /// The claim every daemon makes every 10 seconds, in a write

@@ -10,7 +10,7 @@ use crate::types::*;
 use crate::{Result, SecretCipher, StoreError};
 use bootloader_core::model::{Fqdn, Name, Secret};
 
-use super::Conn;
+use super::{Conn, Statements};
 
 pub(super) fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
@@ -38,17 +38,33 @@ const EVENTS_PER_INSERT: usize = 1000;
 pub(super) async fn emit_all(conn: &mut Conn, events: &[(&str, serde_json::Value)]) -> Result<()> {
     let at = now();
     for chunk in events.chunks(EVENTS_PER_INSERT) {
-        let mut q = sqlx::QueryBuilder::<super::Db>::new(
-            "INSERT INTO outbox (routing_key, payload, created_at) ",
-        );
-        q.push_values(chunk, |mut row, (key, payload)| {
-            row.push_bind(*key)
-                .push_bind(sqlx::types::Json(payload))
-                .push_bind(at);
-        });
+        let mut q = sqlx::QueryBuilder::<super::Db>::new(OUTBOX_INSERT);
+        outbox_values(&mut q, chunk, at);
         q.build().execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// `emit_all` as statements of a batch.
+pub(super) fn push_events(statements: &mut Statements, events: &[(&str, serde_json::Value)]) {
+    let at = now();
+    for chunk in events.chunks(EVENTS_PER_INSERT) {
+        outbox_values(statements.next(OUTBOX_INSERT), chunk, at);
+    }
+}
+
+const OUTBOX_INSERT: &str = "INSERT INTO outbox (routing_key, payload, created_at) ";
+
+fn outbox_values(
+    q: &mut sqlx::QueryBuilder<super::Db>,
+    events: &[(&str, serde_json::Value)],
+    at: OffsetDateTime,
+) {
+    q.push_values(events, |mut row, (key, payload)| {
+        row.push_bind(*key)
+            .push_bind(sqlx::types::Json(payload))
+            .push_bind(at);
+    });
 }
 
 pub(super) fn event<T: serde::Serialize>(value: &T) -> serde_json::Value {

@@ -14,8 +14,8 @@ use crate::{Listing, Page, Result};
 use bootloader_core::model::{LeaseState, MacAddr};
 
 use super::boot::*;
-use super::helpers::emit_all;
-use super::{Conn, Db, FOR_UPDATE};
+use super::helpers::push_events;
+use super::{Db, FOR_UPDATE, Statements};
 
 #[async_trait]
 impl LeaseStore for Backend {
@@ -56,51 +56,36 @@ impl LeaseStore for Backend {
         // theirs), so that two daemons' groups never wait on each other.
         let mut order: Vec<usize> = (0..changes.len()).collect();
         order.sort_by_key(|&i| changes[i].address());
-        let (_writer, mut tx) = self.begin_write_in(crate::Lane::Lease).await?;
+        let steps = steps(changes, order);
+        let mut batch = self.begin_batch(crate::Lane::Lease).await?;
+        // No step's statements depend on what another's return: all go in
+        // one batch, then the events in the one that commits.
+        let mut statements = batch.statements();
+        for step in &steps {
+            match step {
+                Step::Claims(round) => push_claims(&mut statements, changes, round),
+                Step::LetGo(_, go) => push_let_go(&mut statements, go),
+            }
+        }
+        let mut done = batch.run(statements).await?.into_iter();
         let mut held = vec![false; changes.len()];
         let mut events = Vec::new();
-        // Claims of distinct addresses go in one statement (a round); a
-        // second change of one address, a release or a decline ends it.
-        let mut round: Vec<usize> = Vec::new();
-        for i in order {
-            if let LeaseChange::Claim(_) = &changes[i]
-                && round
-                    .last()
-                    .is_none_or(|&j| changes[j].address() != changes[i].address())
-            {
-                round.push(i);
-                continue;
+        for step in &steps {
+            match step {
+                Step::Claims(round) => {
+                    read_claims(&mut done, changes, round, &mut held, &mut events)?
+                }
+                Step::LetGo(i, go) => {
+                    held[*i] = next(&mut done)?.affected > 0;
+                    if held[*i] {
+                        events.push(let_go_event(go));
+                    }
+                }
             }
-            claim_round(&mut tx, changes, &round, &mut held, &mut events).await?;
-            round.clear();
-            held[i] = match &changes[i] {
-                LeaseChange::Claim(_) => {
-                    round.push(i);
-                    continue;
-                }
-                LeaseChange::Release {
-                    network_id,
-                    ip,
-                    mac,
-                    now,
-                } => let_go(&mut tx, (*network_id, *ip, *mac), None, *now, &mut events).await?,
-                LeaseChange::Decline {
-                    network_id,
-                    ip,
-                    mac,
-                    until,
-                    now,
-                } => {
-                    let at = (*network_id, *ip, *mac);
-                    let_go(&mut tx, at, Some(*until), *now, &mut events).await?
-                }
-            };
         }
-        claim_round(&mut tx, changes, &round, &mut held, &mut events).await?;
-        let events: Vec<(&str, serde_json::Value)> =
-            events.iter().map(|(k, v)| (*k, v.clone())).collect();
-        emit_all(&mut tx, &events).await?;
-        tx.commit().await?;
+        let mut statements = batch.statements();
+        push_events(&mut statements, &events);
+        batch.commit(statements).await?;
         Ok(held)
     }
 
@@ -186,60 +171,102 @@ impl LeaseStore for Backend {
     }
 }
 
-/// Claims of distinct addresses (`round`, indices into `changes`), each
-/// judged as if alone: one SELECT of the rows binds replace (a renewal
-/// publishes nothing), one conditional upsert for them all, returning the
-/// rows it wrote, and one UPDATE letting go of the other addresses of
-/// the clients that bound.
-async fn claim_round(
-    conn: &mut Conn,
-    changes: &[LeaseChange],
-    round: &[usize],
-    held: &mut [bool],
-    events: &mut Vec<(&'static str, serde_json::Value)>,
-) -> Result<()> {
-    let claims: Vec<(usize, &LeaseClaim)> = round
+/// A part of a lease group, in the order its statements run: claims of
+/// distinct addresses (indices into the changes), or one release or
+/// decline.
+enum Step {
+    Claims(Vec<usize>),
+    LetGo(usize, LetGo),
+}
+
+/// A release (`until` None) or a decline (kept out until `until`).
+struct LetGo {
+    network_id: i64,
+    ip: Ipv4Addr,
+    mac: MacAddr,
+    until: Option<i64>,
+    now: i64,
+}
+
+/// The group's steps: claims of distinct addresses go in one round; a
+/// second change of one address, a release or a decline ends it.
+fn steps(changes: &[LeaseChange], order: Vec<usize>) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let mut round: Vec<usize> = Vec::new();
+    for i in order {
+        if let Some(go) = let_go(&changes[i]) {
+            if !round.is_empty() {
+                steps.push(Step::Claims(std::mem::take(&mut round)));
+            }
+            steps.push(Step::LetGo(i, go));
+            continue;
+        }
+        if round
+            .last()
+            .is_some_and(|&j| changes[j].address() == changes[i].address())
+        {
+            steps.push(Step::Claims(std::mem::take(&mut round)));
+        }
+        round.push(i);
+    }
+    if !round.is_empty() {
+        steps.push(Step::Claims(round));
+    }
+    steps
+}
+
+type Done = crate::batch::Done<<Db as sqlx::Database>::Row>;
+
+fn next(done: &mut impl Iterator<Item = Done>) -> Result<Done> {
+    done.next().ok_or_else(|| {
+        crate::StoreError::Database(sqlx::Error::Protocol(
+            "a lease group's batch gave fewer results than statements".into(),
+        ))
+    })
+}
+
+fn claims<'a>(changes: &'a [LeaseChange], round: &[usize]) -> Vec<(usize, &'a LeaseClaim)> {
+    round
         .iter()
         .filter_map(|&i| match &changes[i] {
             LeaseChange::Claim(c) => Some((i, c)),
             _ => None,
         })
-        .collect();
-    if claims.is_empty() {
-        return Ok(());
-    }
+        .collect()
+}
+
+/// Claims of distinct addresses (`round`, indices into `changes`), each
+/// judged as if alone: a SELECT of the rows binds replace (a renewal
+/// publishes nothing), one conditional upsert for them all, returning the
+/// rows it wrote, and an UPDATE letting go of the other addresses of the
+/// clients whose bind was written (`read_claims` reads them back).
+fn push_claims(statements: &mut Statements, changes: &[LeaseChange], round: &[usize]) {
+    let claims = claims(changes, round);
     let binds: Vec<&LeaseClaim> = claims
         .iter()
         .map(|(_, c)| *c)
         .filter(|c| c.state == LeaseState::Bound)
         .collect();
-    let mut before: HashMap<(i64, String), LeaseRow> = HashMap::new();
     if !binds.is_empty() {
-        let mut q = sqlx::QueryBuilder::<Db>::new(LEASE_SELECT);
+        let q = statements.next(LEASE_SELECT);
         q.push(" WHERE (network_id, ip) IN (");
         q.push_values(&binds, |mut row, c| {
             row.push_bind(c.network_id).push_bind(c.ip.to_string());
         });
         q.push(") ");
         q.push(FOR_UPDATE);
-        let rows: Vec<LeaseRow> = q.build_query_as().fetch_all(&mut *conn).await?;
-        before = rows
-            .into_iter()
-            .map(|r| ((r.network_id, r.ip.clone()), r))
-            .collect();
     }
     // The condition is evaluated under each row's lock, so of two daemons
     // claiming one free address only one wins.
-    let mut q = sqlx::QueryBuilder::<Db>::new(
-        "INSERT INTO leases (network_id, ip, mac, state, expires_at, hostname, updated_at) ",
-    );
+    let q = statements
+        .next("INSERT INTO leases (network_id, ip, mac, state, expires_at, hostname, updated_at) ");
     q.push_values(&claims, |mut row, (_, c)| {
         row.push_bind(c.network_id)
             .push_bind(c.ip.to_string())
             .push_bind(c.mac.to_string())
             .push_bind(c.state.as_str())
             .push_bind(c.expires_at)
-            .push_bind(c.hostname.as_str())
+            .push_bind(c.hostname.clone())
             .push_bind(c.now);
     });
     q.push(
@@ -249,9 +276,53 @@ async fn claim_round(
             OR leases.expires_at <= excluded.updated_at OR leases.state = 'released' \
          RETURNING network_id, ip",
     );
-    let written: Vec<(i64, String)> = q.build_query_as().fetch_all(&mut *conn).await?;
-    let written: std::collections::HashSet<(i64, String)> = written.into_iter().collect();
-    let mut bound = Vec::new();
+    if !binds.is_empty() {
+        // A client holds one address per network. Its bind was written if
+        // the address is now bound to it: had it been bound to it before,
+        // the upsert's condition held.
+        let q = statements.next("WITH c (network_id, mac, ip, at) AS (");
+        q.push_values(&binds, |mut row, c| {
+            row.push_bind(c.network_id)
+                .push_bind(c.mac.to_string())
+                .push_bind(c.ip.to_string())
+                .push_bind(c.now);
+        });
+        q.push(
+            ") UPDATE leases SET state = 'released', expires_at = c.at, updated_at = c.at FROM c \
+             WHERE leases.network_id = c.network_id AND leases.mac = c.mac AND leases.ip <> c.ip \
+             AND leases.state IN ('offered', 'bound') \
+             AND EXISTS (SELECT 1 FROM leases w WHERE w.network_id = c.network_id \
+                 AND w.ip = c.ip AND w.mac = c.mac AND w.state = 'bound')",
+        );
+    }
+}
+
+/// What the statements of `push_claims` gave: which claims held, and the
+/// events of binds that are not renewals.
+fn read_claims(
+    done: &mut impl Iterator<Item = Done>,
+    changes: &[LeaseChange],
+    round: &[usize],
+    held: &mut [bool],
+    events: &mut Vec<(&'static str, serde_json::Value)>,
+) -> Result<()> {
+    use sqlx::FromRow;
+    let claims = claims(changes, round);
+    let binds = claims.iter().any(|(_, c)| c.state == LeaseState::Bound);
+    let mut before: HashMap<(i64, String), LeaseRow> = HashMap::new();
+    if binds {
+        for row in next(done)?.rows {
+            let r = LeaseRow::from_row(&row)?;
+            before.insert((r.network_id, r.ip.clone()), r);
+        }
+    }
+    let mut written = std::collections::HashSet::new();
+    for row in next(done)?.rows {
+        written.insert(<(i64, String)>::from_row(&row)?);
+    }
+    if binds {
+        next(done)?;
+    }
     for (i, c) in &claims {
         let key = (c.network_id, c.ip.to_string());
         if !written.contains(&key) {
@@ -261,7 +332,6 @@ async fn claim_round(
         if c.state != LeaseState::Bound {
             continue;
         }
-        bound.push(*c);
         let mac = c.mac.to_string();
         let renewal = before
             .get(&key)
@@ -282,53 +352,52 @@ async fn claim_round(
             ));
         }
     }
-    if !bound.is_empty() {
-        // A client holds one address per network.
-        let mut q = sqlx::QueryBuilder::<Db>::new("WITH c (network_id, mac, ip, at) AS (");
-        q.push_values(&bound, |mut row, c| {
-            row.push_bind(c.network_id)
-                .push_bind(c.mac.to_string())
-                .push_bind(c.ip.to_string())
-                .push_bind(c.now);
-        });
-        q.push(
-            ") UPDATE leases SET state = 'released', expires_at = c.at, updated_at = c.at FROM c \
-             WHERE leases.network_id = c.network_id AND leases.mac = c.mac AND leases.ip <> c.ip \
-             AND leases.state IN ('offered', 'bound')",
-        );
-        q.build().execute(&mut *conn).await?;
-    }
     Ok(())
 }
 
-/// A release (`until` None) or a decline (kept out until `until`) of the
-/// client's address, inside the group's transaction.
-async fn let_go(
-    conn: &mut Conn,
-    (network_id, ip, mac): (i64, Ipv4Addr, MacAddr),
-    until: Option<i64>,
-    now: i64,
-    events: &mut Vec<(&'static str, serde_json::Value)>,
-) -> Result<bool> {
-    let (state, expires_at, routing_key) = match until {
-        None => ("released", now, "dhcp.lease.released"),
-        Some(t) => ("declined", t, "dhcp.lease.declined"),
+/// A release or a decline of the client's address: one statement of the
+/// group's batch.
+fn push_let_go(statements: &mut Statements, go: &LetGo) {
+    let LetGo {
+        network_id,
+        ip,
+        mac,
+        until,
+        now,
+    } = *go;
+    let (state, expires_at) = match until {
+        None => ("released", now),
+        Some(t) => ("declined", t),
     };
-    let done = sqlx::query(
-        "UPDATE leases SET state = $1, expires_at = $2, updated_at = $3 \
-         WHERE network_id = $4 AND ip = $5 AND mac = $6 AND state IN ('offered', 'bound')",
-    )
-    .bind(state)
-    .bind(expires_at)
-    .bind(now)
-    .bind(network_id)
-    .bind(ip.to_string())
-    .bind(mac.to_string())
-    .execute(&mut *conn)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Ok(false);
-    }
+    statements
+        .next("UPDATE leases SET state = ")
+        .push_bind(state)
+        .push(", expires_at = ")
+        .push_bind(expires_at)
+        .push(", updated_at = ")
+        .push_bind(now)
+        .push(" WHERE network_id = ")
+        .push_bind(network_id)
+        .push(" AND ip = ")
+        .push_bind(ip.to_string())
+        .push(" AND mac = ")
+        .push_bind(mac.to_string())
+        .push(" AND state IN ('offered', 'bound')");
+}
+
+/// The event of a release or decline that took.
+fn let_go_event(go: &LetGo) -> (&'static str, serde_json::Value) {
+    let LetGo {
+        network_id,
+        ip,
+        mac,
+        until,
+        ..
+    } = *go;
+    let routing_key = match until {
+        None => "dhcp.lease.released",
+        Some(_) => "dhcp.lease.declined",
+    };
     let payload = serde_json::to_value(LeaseLetGo {
         network_id,
         ip,
@@ -336,6 +405,37 @@ async fn let_go(
         until,
     })
     .unwrap_or_default();
-    events.push((routing_key, payload));
-    Ok(true)
+    (routing_key, payload)
+}
+
+/// The change as a release or decline; None for a claim.
+fn let_go(change: &LeaseChange) -> Option<LetGo> {
+    match *change {
+        LeaseChange::Claim(_) => None,
+        LeaseChange::Release {
+            network_id,
+            ip,
+            mac,
+            now,
+        } => Some(LetGo {
+            network_id,
+            ip,
+            mac,
+            until: None,
+            now,
+        }),
+        LeaseChange::Decline {
+            network_id,
+            ip,
+            mac,
+            until,
+            now,
+        } => Some(LetGo {
+            network_id,
+            ip,
+            mac,
+            until: Some(until),
+            now,
+        }),
+    }
 }
