@@ -126,6 +126,8 @@ pub struct BootIndex {
     /// (counted roughly: an inventory change counts as many).
     marked: AtomicUsize,
     inner: Mutex<Inner>,
+    /// Look-ups that missed, read from the database together.
+    pub(crate) misses: crate::grouped::Grouped<MacAddr, Option<BootTarget>>,
 }
 
 impl BootIndex {
@@ -140,6 +142,7 @@ impl BootIndex {
                 age: Some(AGE),
                 ..Inner::default()
             }),
+            misses: Default::default(),
         }
     }
 
@@ -152,6 +155,7 @@ impl BootIndex {
             seq: AtomicU64::new(1),
             marked: AtomicUsize::new(0),
             inner: Mutex::new(Inner::default()),
+            misses: Default::default(),
         }
     }
 

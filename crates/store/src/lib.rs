@@ -14,6 +14,7 @@ mod boot_sql;
 pub mod cipher;
 pub mod engine;
 mod engine_sql;
+mod grouped;
 pub mod older;
 mod postgres;
 pub mod power;

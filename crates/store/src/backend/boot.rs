@@ -160,6 +160,40 @@ fn target_sql(filter: &str) -> String {
     )
 }
 
+/// Boot targets read together at most (one bound value each).
+const TARGETS_PER_READ: usize = 500;
+
+/// The boot targets of `macs`, in their order, each kept in the index.
+async fn targets_of(
+    pool: &sqlx::Pool<super::Db>,
+    index: &crate::boot_index::BootIndex,
+    macs: &[MacAddr],
+) -> Result<Vec<Option<BootTarget>>> {
+    let seen = index.begin();
+    let mut found = std::collections::HashMap::new();
+    for chunk in macs.chunks(TARGETS_PER_READ) {
+        let mut q = sqlx::QueryBuilder::<super::Db>::new(target_sql("WHERE i.mac IN ("));
+        let mut list = q.separated(", ");
+        for mac in chunk {
+            list.push_bind(mac.to_string());
+        }
+        q.push(")");
+        let rows: Vec<BootTargetRow> = q.build_query_as().fetch_all(pool).await?;
+        for row in rows {
+            let target = convert::boot_target(row)?;
+            found.insert(target.mac, target);
+        }
+    }
+    Ok(macs
+        .iter()
+        .map(|mac| {
+            let target = found.get(mac).cloned();
+            index.keep_target(*mac, target.clone(), seen);
+            target
+        })
+        .collect())
+}
+
 /// The boot path's queries of deployments by server, for the test of
 /// their plans (`sqlite.rs`).
 #[cfg(test)]
@@ -168,7 +202,11 @@ fn target_sql(filter: &str) -> String {
     reason = "the PostgreSQL build of this file has no such test"
 )]
 pub(crate) fn by_server_queries() -> Vec<String> {
-    vec![target_sql(""), target_sql("WHERE i.mac = $1")]
+    vec![
+        target_sql(""),
+        target_sql("WHERE i.mac = $1"),
+        target_sql("WHERE i.mac IN ($1, $2)"),
+    ]
 }
 
 pub(super) const LEASE_SELECT: &str =
@@ -179,6 +217,19 @@ impl BootStore for Backend {
     async fn boot_target(&self, mac: MacAddr) -> Result<Option<BootTarget>> {
         if let Some(known) = self.boot_index.target(mac) {
             return Ok(known);
+        }
+        let index = &self.boot_index;
+        let read = |macs: Vec<MacAddr>| async move {
+            match targets_of(&self.pool, index, &macs).await {
+                Ok(targets) => Some(targets),
+                Err(e) => {
+                    tracing::debug!(error = %e, macs = macs.len(), "cannot read boot targets together; each is read alone");
+                    None
+                }
+            }
+        };
+        if let Some(target) = index.misses.get(mac, read).await {
+            return Ok(target);
         }
         let seen = self.boot_index.begin();
         let row: Option<BootTargetRow> =
