@@ -175,8 +175,10 @@ pub struct PostgresStore {
 }
 
 /// A write transaction whose statements come in batches (`batch.rs`).
-pub(crate) struct Batch {
+pub(crate) struct Batch<'a> {
     tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    /// As SQLite's, which holds a writer's turn of its store.
+    _store: std::marker::PhantomData<&'a ()>,
 }
 
 /// The statements of one batch; PostgreSQL prepares one statement at a
@@ -193,7 +195,7 @@ impl Statements {
     }
 }
 
-impl Batch {
+impl Batch<'_> {
     pub(crate) fn statements(&self) -> Statements {
         Statements(Vec::new())
     }
@@ -211,6 +213,12 @@ impl Batch {
             done.extend(one);
         }
         Ok(done)
+    }
+
+    /// Ends the transaction without a change.
+    pub(crate) async fn rollback(self) -> Result<()> {
+        self.tx.rollback().await?;
+        Ok(())
     }
 
     /// Runs `statements`, then commits.
@@ -251,9 +259,12 @@ impl PostgresStore {
 
     /// A write transaction of `lane` taking its statements in batches
     /// (`batch.rs`); here they still go one at a time.
-    async fn begin_batch(&self, lane: super::Lane) -> Result<Batch> {
+    async fn begin_batch(&self, lane: super::Lane) -> Result<Batch<'_>> {
         let ((), tx) = self.begin_write_in(lane).await?;
-        Ok(Batch { tx })
+        Ok(Batch {
+            tx,
+            _store: std::marker::PhantomData,
+        })
     }
 
     async fn connect(target: &PostgresTarget, max_connections: u32) -> Result<PgPool> {

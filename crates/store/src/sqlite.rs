@@ -225,6 +225,15 @@ impl Batch<'_> {
         Ok(done)
     }
 
+    /// Ends the transaction without a change.
+    pub(crate) async fn rollback(mut self) -> Result<()> {
+        if self.open {
+            sqlx::query("ROLLBACK").execute(&mut *self.conn).await?;
+            self.open = false;
+        }
+        Ok(())
+    }
+
     async fn send(
         &mut self,
         mut statements: Statements,

@@ -14,7 +14,7 @@ use crate::boot_sql::{DEPLOYMENT_SELECT, FINAL_STATES, convert};
 use crate::{Result, StoreError};
 use bootloader_core::model::{DeploymentState, Fqdn, MacAddr, TokenHash, Via};
 
-use super::helpers::{emit, emit_all};
+use super::helpers::emit;
 use super::{Conn, FOR_KEY_SHARE};
 
 pub(super) async fn fetch_deployment(conn: &mut Conn, id: i64) -> Result<DeploymentRecord> {
@@ -27,77 +27,95 @@ pub(super) async fn fetch_deployment(conn: &mut Conn, id: i64) -> Result<Deploym
     convert::deployment(row.ok_or_else(|| StoreError::not_found("deployment", id))?)
 }
 
-pub(super) async fn put_served(
-    tx: &mut Conn,
+/// What a served file is: the bytes, or the cache file holding them.
+struct Served<'a> {
     deployment_id: i64,
     via: Via,
-    path: &str,
-    content: &[u8],
-    file: Option<&std::path::Path>,
-) -> Result<()> {
-    // Several active deployments may serve one path (a rack installing
-    // from one kernel) as long as they serve the same bytes; different
-    // bytes at one path would be a coin toss. Written only where no other
-    // active deployment serves other bytes there: one statement, and a
-    // second only to name the one that does.
-    let file_text = file.map(|f| f.display().to_string());
-    // The other deployment may end between the two statements: then the
-    // file is written after all.
-    for _ in 0..3 {
-        let written = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO served_files (deployment_id, via, path, content, file_path, created_at) \
-             SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS ({}) \
-             ON CONFLICT (deployment_id, via, path) DO UPDATE SET \
-             content = excluded.content, file_path = excluded.file_path, created_at = excluded.created_at",
-            other_bytes("1")
-        )))
-        .bind(deployment_id)
-        .bind(via.as_str())
-        .bind(path)
-        .bind(content)
-        .bind(&file_text)
-        .bind(OffsetDateTime::now_utc())
-        .execute(&mut *tx)
-        .await?;
-        if written.rows_affected() > 0 {
-            return Ok(());
-        }
-        let other: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "{} LIMIT 1",
-            other_bytes("f.deployment_id")
-        )))
-        .bind(deployment_id)
-        .bind(via.as_str())
-        .bind(path)
-        .bind(content)
-        .bind(&file_text)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(other) = other {
-            return Err(StoreError::conflict(
-                "filename",
-                format!(
-                    "{} {path:?} is served with other contents by active deployment {other}",
-                    via.as_str()
-                ),
-            ));
-        }
-    }
-    Err(StoreError::conflict(
-        "filename",
-        format!("{} {path:?} is served with other contents", via.as_str()),
-    ))
+    path: &'a str,
+    content: &'a [u8],
+    file: Option<String>,
 }
 
-/// `what` of every other active deployment serving other bytes at the
-/// path: `$1` the deployment, `$2` via, `$3` path, `$4` content, `$5` the
-/// cached file.
-fn other_bytes(what: &str) -> String {
-    format!(
-        "SELECT {what} FROM served_files f JOIN deployments d ON d.id = f.deployment_id \
-         WHERE f.via = $2 AND f.path = $3 AND f.deployment_id <> $1 AND d.state NOT IN {FINAL_STATES} \
-         AND (f.content <> $4 OR f.file_path IS DISTINCT FROM $5)"
-    )
+impl Backend {
+    /// Serves a file for a deployment. Several active deployments may serve
+    /// one path (a rack installing from one kernel) as long as they serve
+    /// the same bytes; different bytes at one path would be a coin toss.
+    /// Written only where no other active deployment serves other bytes
+    /// there: one statement, committed in the same trip (a statement that
+    /// wrote nothing leaves nothing to undo), and a read only to name the
+    /// deployment that does.
+    async fn put_served(&self, served: &Served<'_>) -> Result<()> {
+        // The other deployment may end between the write and the read:
+        // then the file is written after all.
+        for _ in 0..3 {
+            let batch = self.begin_batch(crate::Lane::Ordinary).await?;
+            let mut statements = batch.statements();
+            let q = statements.next(
+                "INSERT INTO served_files (deployment_id, via, path, content, file_path, created_at) SELECT ",
+            );
+            q.push_bind(served.deployment_id)
+                .push(", ")
+                .push_bind(served.via.as_str())
+                .push(", ")
+                .push_bind(served.path)
+                .push(", ")
+                .push_bind(served.content)
+                .push(", ")
+                .push_bind(served.file.clone())
+                .push(", ")
+                .push_bind(OffsetDateTime::now_utc())
+                .push(" WHERE NOT EXISTS (");
+            push_other_bytes(q, "1", served);
+            q.push(
+                ") ON CONFLICT (deployment_id, via, path) DO UPDATE SET \
+                 content = excluded.content, file_path = excluded.file_path, created_at = excluded.created_at",
+            );
+            let done = batch.commit(statements).await?;
+            if done.first().is_some_and(|d| d.affected > 0) {
+                return Ok(());
+            }
+            let mut q = sqlx::QueryBuilder::<super::Db>::new("");
+            push_other_bytes(&mut q, "f.deployment_id", served);
+            q.push(" LIMIT 1");
+            let other: Option<i64> = q.build_query_scalar().fetch_optional(&self.pool).await?;
+            if let Some(other) = other {
+                return Err(StoreError::conflict(
+                    "filename",
+                    format!(
+                        "{} {:?} is served with other contents by active deployment {other}",
+                        served.via.as_str(),
+                        served.path
+                    ),
+                ));
+            }
+        }
+        Err(StoreError::conflict(
+            "filename",
+            format!(
+                "{} {:?} is served with other contents",
+                served.via.as_str(),
+                served.path
+            ),
+        ))
+    }
+}
+
+/// The rows of active deployments other than `served`'s that serve other
+/// bytes at its path (`what` of each).
+fn push_other_bytes(q: &mut sqlx::QueryBuilder<super::Db>, what: &str, served: &Served<'_>) {
+    q.push(format!(
+        "SELECT {what} FROM served_files f JOIN deployments d ON d.id = f.deployment_id WHERE f.via = "
+    ))
+    .push_bind(served.via.as_str())
+    .push(" AND f.path = ")
+    .push_bind(served.path)
+    .push(" AND f.deployment_id <> ")
+    .push_bind(served.deployment_id)
+    .push(format!(" AND d.state NOT IN {FINAL_STATES} AND (f.content <> "))
+    .push_bind(served.content)
+    .push(" OR f.file_path IS DISTINCT FROM ")
+    .push_bind(served.file.clone())
+    .push(")");
 }
 
 /// Reads every interface's boot target into `index` in one query, if it
@@ -326,9 +344,14 @@ impl BootStore for Backend {
         path: &str,
         content: &[u8],
     ) -> Result<()> {
-        let (_writer, mut tx) = self.begin_write().await?;
-        put_served(&mut tx, deployment_id, via, path, content, None).await?;
-        tx.commit().await?;
+        self.put_served(&Served {
+            deployment_id,
+            via,
+            path,
+            content,
+            file: None,
+        })
+        .await?;
         self.mark_served(deployment_id, via, path).await;
         Ok(())
     }
@@ -340,9 +363,14 @@ impl BootStore for Backend {
         path: &str,
         file: &std::path::Path,
     ) -> Result<()> {
-        let (_writer, mut tx) = self.begin_write().await?;
-        put_served(&mut tx, deployment_id, via, path, &[], Some(file)).await?;
-        tx.commit().await?;
+        self.put_served(&Served {
+            deployment_id,
+            via,
+            path,
+            content: &[],
+            file: Some(file.display().to_string()),
+        })
+        .await?;
         self.mark_served(deployment_id, via, path).await;
         Ok(())
     }
@@ -461,10 +489,11 @@ impl BootStore for Backend {
         // they cannot deadlock. A callback that races the deployment's end
         // is stored for a finished deployment, and is never read. Rows are
         // taken in token order.
-        let (_writer, mut tx) = self.begin_write_in(crate::Lane::Callback).await?;
-        let (receipts, events) = record_group(&mut tx, calls, max).await?;
-        emit_all(&mut tx, &events).await?;
-        tx.commit().await?;
+        let mut batch = self.begin_batch(crate::Lane::Callback).await?;
+        let (receipts, events) = record_group(&mut batch, calls, max).await?;
+        let mut statements = batch.statements();
+        super::helpers::push_events(&mut statements, &events);
+        batch.commit(statements).await?;
         Ok(receipts)
     }
 
@@ -516,21 +545,22 @@ impl Backend {
 
 /// A group of callbacks, in the group's transaction: what became of each
 /// and the events to publish (one per name stored first). Three statements
-/// whatever the group's size: the deployments of the tokens (key-share
-/// locked, in token order), the names they hold already, and one insert of
-/// the new ones, each judged in turn (a replay, a new name, or one past the
-/// deployment's share). A row another daemon stored meanwhile is a replay.
+/// whatever the group's size, in two batches: the deployments of the
+/// tokens (key-share locked, in token order) and the names they hold
+/// already, then one insert of the new ones, each judged in turn (a
+/// replay, a new name, or one past the deployment's share). A row another
+/// daemon stored meanwhile is a replay.
 async fn record_group(
-    conn: &mut Conn,
+    batch: &mut super::Batch<'_>,
     calls: &[CallbackCall],
     max: u32,
 ) -> Result<(Vec<CallbackReceipt>, Vec<(&'static str, serde_json::Value)>)> {
+    use sqlx::FromRow;
     let mut tokens: Vec<&str> = calls.iter().map(|c| c.token.0.as_str()).collect();
     tokens.sort_unstable();
     tokens.dedup();
-    let mut q = sqlx::QueryBuilder::<super::Db>::new(
-        "SELECT id, token_hash FROM deployments WHERE token_hash IN (",
-    );
+    let mut statements = batch.statements();
+    let q = statements.next("SELECT id, token_hash FROM deployments WHERE token_hash IN (");
     let mut list = q.separated(", ");
     for t in &tokens {
         list.push_bind(t.to_string());
@@ -538,25 +568,26 @@ async fn record_group(
     q.push(format!(
         ") AND state NOT IN {FINAL_STATES} ORDER BY token_hash{FOR_KEY_SHARE}"
     ));
-    let found: Vec<(i64, String)> = q.build_query_as().fetch_all(&mut *conn).await?;
-    let by_token: HashMap<String, i64> = found.into_iter().map(|(id, t)| (t, id)).collect();
-    let mut deployments: Vec<i64> = by_token.values().copied().collect();
-    deployments.sort_unstable();
-    // What each deployment holds already.
+    // What each of them holds already.
+    let q = statements.next(
+        "SELECT c.deployment_id, c.name FROM callbacks c \
+         JOIN deployments d ON d.id = c.deployment_id WHERE d.token_hash IN (",
+    );
+    let mut list = q.separated(", ");
+    for t in &tokens {
+        list.push_bind(t.to_string());
+    }
+    q.push(format!(") AND d.state NOT IN {FINAL_STATES}"));
+    let mut done = batch.run(statements).await?.into_iter();
+    let mut by_token: HashMap<String, i64> = HashMap::new();
     let mut held: HashMap<i64, HashSet<String>> = HashMap::new();
-    if !deployments.is_empty() {
-        let mut q = sqlx::QueryBuilder::<super::Db>::new(
-            "SELECT deployment_id, name FROM callbacks WHERE deployment_id IN (",
-        );
-        let mut list = q.separated(", ");
-        for id in &deployments {
-            list.push_bind(*id);
-        }
-        q.push(")");
-        let rows: Vec<(i64, String)> = q.build_query_as().fetch_all(&mut *conn).await?;
-        for (id, name) in rows {
-            held.entry(id).or_default().insert(name);
-        }
+    for row in done.next().map(|d| d.rows).unwrap_or_default() {
+        let (id, token): (i64, String) = FromRow::from_row(&row)?;
+        by_token.insert(token, id);
+    }
+    for row in done.next().map(|d| d.rows).unwrap_or_default() {
+        let (id, name): (i64, String) = FromRow::from_row(&row)?;
+        held.entry(id).or_default().insert(name);
     }
     let now = OffsetDateTime::now_utc();
     let mut receipts = Vec::with_capacity(calls.len());
@@ -587,9 +618,9 @@ async fn record_group(
     if new.is_empty() {
         return Ok((receipts, events));
     }
-    let mut q = sqlx::QueryBuilder::<super::Db>::new(
-        "INSERT INTO callbacks (deployment_id, name, method, body, received_at) ",
-    );
+    let mut statements = batch.statements();
+    let q =
+        statements.next("INSERT INTO callbacks (deployment_id, name, method, body, received_at) ");
     q.push_values(&new, |mut row, (i, deployment_id)| {
         let call = &calls[*i];
         row.push_bind(*deployment_id)
@@ -599,12 +630,15 @@ async fn record_group(
             .push_bind(now);
     });
     q.push(" ON CONFLICT (deployment_id, name) DO NOTHING RETURNING deployment_id, name");
-    let stored: HashSet<(i64, String)> = q
-        .build_query_as::<(i64, String)>()
-        .fetch_all(&mut *conn)
+    let mut stored: HashSet<(i64, String)> = HashSet::new();
+    for row in batch
+        .run(statements)
         .await?
         .into_iter()
-        .collect();
+        .flat_map(|d| d.rows)
+    {
+        stored.insert(FromRow::from_row(&row)?);
+    }
     for (i, deployment_id) in new {
         let call = &calls[i];
         if stored.contains(&(deployment_id, call.name.clone())) {

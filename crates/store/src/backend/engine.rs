@@ -12,9 +12,9 @@ use crate::engine_sql::rows::*;
 use crate::{Listing, Page, Result, StoreError};
 use bootloader_core::model::{DeploymentState, Fqdn};
 
-use super::Conn;
 use super::boot::fetch_deployment;
 use super::helpers::emit;
+use super::{Conn, Statements};
 
 pub(super) async fn log(conn: &mut Conn, id: i64, level: LogLevel, message: &str) -> Result<()> {
     sqlx::query(
@@ -24,27 +24,6 @@ pub(super) async fn log(conn: &mut Conn, id: i64, level: LogLevel, message: &str
     .bind(OffsetDateTime::now_utc())
     .bind(level.as_str())
     .bind(message)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// A commit's log lines, in order, in one statement.
-async fn log_lines(conn: &mut Conn, id: i64, lines: &[(LogLevel, String)]) -> Result<()> {
-    if lines.is_empty() {
-        return Ok(());
-    }
-    let at = OffsetDateTime::now_utc();
-    sqlx::QueryBuilder::<super::Db>::new(
-        "INSERT INTO deployment_log (deployment_id, at, level, message) ",
-    )
-    .push_values(lines, |mut row, (level, message)| {
-        row.push_bind(id)
-            .push_bind(at)
-            .push_bind(level.as_str())
-            .push_bind(message);
-    })
-    .build()
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -119,6 +98,57 @@ struct StartedRow {
     record: DeploymentRow,
 }
 
+/// The statement that starts deployment `new`: the server looked up, the
+/// deployment written and, when the server is in the claiming daemon's
+/// location, taken up by it; the written row comes back (none: no such
+/// server).
+fn push_start(
+    statements: &mut Statements,
+    new: &NewDeployment,
+    sealed: &[u8],
+    now: OffsetDateTime,
+) {
+    let (runner, location, until) = match &new.claim {
+        Some(c) => (Some(c.runner.clone()), c.location.clone(), Some(c.until)),
+        None => (None, None, None),
+    };
+    let q = statements.next(
+        "INSERT INTO deployments (server_id, profile_id, state, token_hash, token_sealed, step, \
+         action_index, actions_done, repeat_of, created_at, updated_at, runner, runner_until) \
+         SELECT s.id, ",
+    );
+    q.push_bind(new.profile_id)
+        .push(", 'new', ")
+        .push_bind(new.token.hash().0)
+        .push(", ")
+        .push_bind(sealed)
+        .push(", 'new', 0, 0, ")
+        .push_bind(new.repeat_of)
+        .push(", ")
+        .push_bind(now)
+        .push(", ")
+        .push_bind(now)
+        // Taken up only in the claiming daemon's location (any, for none).
+        .push(", CASE WHEN ")
+        .push_bind(location.clone())
+        .push(" IS NULL OR l.name = ")
+        .push_bind(location.clone())
+        .push(" THEN ")
+        .push_bind(runner.clone())
+        .push(" END, CASE WHEN ")
+        .push_bind(runner)
+        .push(" IS NOT NULL AND (")
+        .push_bind(location.clone())
+        .push(" IS NULL OR l.name = ")
+        .push_bind(location)
+        .push(") THEN ")
+        .push_bind(until)
+        .push(" END FROM servers s JOIN locations l ON l.id = s.location_id WHERE s.fqdn = ")
+        .push_bind(new.server.as_str())
+        .push(DEPLOYMENT_RETURNING)
+        .push(", server_id");
+}
+
 #[async_trait]
 impl EngineStore for Backend {
     fn callback_notices(
@@ -128,89 +158,78 @@ impl EngineStore for Backend {
     }
 
     async fn start_deployment(&self, new: &NewDeployment) -> Result<DeploymentRecord> {
-        let (_writer, mut tx) = self.begin_write().await?;
-        // Not under a key that rotate-secret has just replaced.
-        super::helpers::check_current_key(&mut tx, &self.cipher).await?;
         let sealed = self.cipher.seal(new.token.expose())?;
         let now = OffsetDateTime::now_utc();
-        // The server looked up, the deployment written and, when the
-        // server is in the claiming daemon's location, taken up by it, in
-        // one statement that gives the written row back.
-        let (runner, location, until) = match &new.claim {
-            Some(c) => (
-                Some(c.runner.as_str()),
-                c.location.as_deref(),
-                Some(c.until),
-            ),
-            None => (None, None, None),
-        };
-        let row: Option<StartedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO deployments (server_id, profile_id, state, token_hash, token_sealed, step, \
-             action_index, actions_done, repeat_of, created_at, updated_at, runner, runner_until) \
-             SELECT s.id, $2, 'new', $3, $4, 'new', 0, 0, $5, $6, $6, \
-             CASE WHEN $8 IS NULL OR l.name = $8 THEN $7 END, \
-             CASE WHEN $7 IS NOT NULL AND ($8 IS NULL OR l.name = $8) THEN $9 END \
-             FROM servers s JOIN locations l ON l.id = s.location_id WHERE s.fqdn = $1\
-             {DEPLOYMENT_RETURNING}, server_id"
-        )))
-        .bind(new.server.as_str())
-        .bind(new.profile_id)
-        .bind(&new.token.hash().0)
-        .bind(&sealed)
-        .bind(new.repeat_of)
-        .bind(now)
-        .bind(runner)
-        .bind(location)
-        .bind(until)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| match StoreError::from(e) {
+        let mut batch = self.begin_batch(crate::Lane::Ordinary).await?;
+        // Not under a key that rotate-secret has just replaced: the check
+        // value read in the transaction, the deployment written with it.
+        let mut statements = batch.statements();
+        super::helpers::push_current_key(&mut statements);
+        push_start(&mut statements, new, &sealed, now);
+        let mut done = batch.run(statements).await.map_err(|e| match e {
             StoreError::Conflict { .. } => StoreError::conflict(
                 "server",
                 format!("{} already has an active deployment", new.server.as_str()),
             ),
-            StoreError::InUse(_) => {
-                StoreError::invalid("profile", format!("profile {} does not exist", new.profile_id))
-            }
+            StoreError::InUse(_) => StoreError::invalid(
+                "profile",
+                format!("profile {} does not exist", new.profile_id),
+            ),
             other => other,
         })?;
-        let row = row.ok_or_else(|| {
-            StoreError::invalid(
+        let started = done.pop().and_then(|d| d.rows.into_iter().next());
+        let key = done.pop().and_then(|d| d.rows.into_iter().next());
+        if let Err(e) = super::helpers::check_key_row(key, &self.cipher) {
+            batch.rollback().await?;
+            return Err(e);
+        }
+        let Some(started) = started else {
+            batch.rollback().await?;
+            return Err(StoreError::invalid(
                 "server",
                 format!("server {:?} does not exist", new.server.as_str()),
-            )
-        })?;
+            ));
+        };
+        let row = <StartedRow as sqlx::FromRow<_>>::from_row(&started)?;
         let server_id = row.server_id;
         let record = convert::deployment(row.record)?;
         let id = record.id;
-        log(
-            &mut tx,
-            id,
-            LogLevel::Info,
-            &format!(
-                "deployment of {} with {} created",
-                record.server, record.profile
-            ),
-        )
-        .await?;
-        emit(
-            &mut tx,
-            "deployment.new",
-            serde_json::to_value(&record).unwrap_or_default(),
-        )
-        .await?;
+        let mut statements = batch.statements();
+        let created = format!(
+            "deployment of {} with {} created",
+            record.server, record.profile
+        );
+        push_log_lines(&mut statements, id, &[(LogLevel::Info, created)], now);
+        super::helpers::push_events(
+            &mut statements,
+            &[(
+                "deployment.new",
+                serde_json::to_value(&record).unwrap_or_default(),
+            )],
+        );
         // Its runner's first moves, if the claim made it this daemon's:
         // one write where there were two. What the caller gets back is
         // the deployment as created, as its first event says.
+        let then = new
+            .then
+            .as_ref()
+            .filter(|then| record.runner.is_some() && record.runner == then.runner)
+            .map(|then| Transition { id, ..then.clone() });
         let mut finished = false;
-        if let Some(then) = &new.then
-            && record.runner.is_some()
-            && record.runner == then.runner
-        {
-            let then = Transition { id, ..then.clone() };
-            finished = write_transition(&mut tx, &then).await? == Some(true);
+        match then {
+            None => {
+                batch.commit(statements).await?;
+            }
+            Some(then) => {
+                push_transition(&mut statements, &then, now);
+                let mut done = batch.run(statements).await?;
+                let mut statements = batch.statements();
+                if let Some(written) = done.pop().and_then(|d| d.rows.into_iter().next()) {
+                    finished = push_after_transition(&mut statements, &then, &written, now)?;
+                }
+                batch.commit(statements).await?;
+            }
         }
-        tx.commit().await?;
         self.boot_index.changed_server(server_id);
         if finished {
             self.mark_deployment(id).await;
@@ -289,11 +308,18 @@ impl EngineStore for Backend {
     }
 
     async fn commit_transition(&self, t: &Transition) -> Result<bool> {
-        let (_writer, mut tx) = self.begin_write().await?;
-        let Some(finished) = write_transition(&mut tx, t).await? else {
+        let now = OffsetDateTime::now_utc();
+        let mut batch = self.begin_batch(crate::Lane::Ordinary).await?;
+        let mut statements = batch.statements();
+        push_transition(&mut statements, t, now);
+        let mut done = batch.run(statements).await?;
+        let Some(written) = done.pop().and_then(|d| d.rows.into_iter().next()) else {
+            batch.rollback().await?;
             return Ok(false);
         };
-        tx.commit().await?;
+        let mut statements = batch.statements();
+        let finished = push_after_transition(&mut statements, t, &written, now)?;
+        batch.commit(statements).await?;
         if finished {
             // No longer active: its server boots locally now, and its
             // files are no longer served.
@@ -434,83 +460,122 @@ impl EngineStore for Backend {
     }
 }
 
-/// Writes transition `t` in `tx`: the deployment's row (unless its state
-/// changed meanwhile or another daemon runs it: `None`), its log lines,
-/// and its event when it publishes one. `Some(true)`: it has just
-/// finished (the caller tells the boot index once committed).
-async fn write_transition(tx: &mut Conn, t: &Transition) -> Result<Option<bool>> {
-    let now = OffsetDateTime::now_utc();
+/// The first statement of transition `t`: the deployment's row, given
+/// back as written, unless its state changed meanwhile or another daemon
+/// runs it (no row).
+fn push_transition(statements: &mut Statements, t: &Transition, now: OffsetDateTime) {
     let finished = (t.state.is_final() && !t.from.is_final()).then_some(now);
-    // The commit that settles a finished deployment (its
-    // last step's actions done, the step cleared) publishes
-    // the final record too, so that the last event equals
-    // what the API shows; it was notified on entering the
-    // state, so it is marked notified.
-    let settled = t.state == t.from && t.state.is_final() && t.step.is_none();
-    let publishes = t.state != t.from || settled;
     // A commit that publishes gets the row back as written and makes
     // its event from it, without reading it again; the others (an
     // action done) only learn that the row was written.
-    let returning = if publishes {
+    let returning = if publishes(t) {
         DEPLOYMENT_RETURNING
     } else {
         " RETURNING id"
     };
-    let written = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE deployments SET state = $1, step = $2, action_index = $3, actions_done = $4, \
-             action_deadline = $5, step_deadline = $6, error = COALESCE($7, error), \
-             finished_at = COALESCE(finished_at, $8), updated_at = $9 \
-             WHERE id = $10 AND state = $11 AND ($12 IS NULL OR runner = $12){returning}"
-    )))
-    .bind(t.state.as_str())
-    .bind(&t.step)
-    .bind(i64::from(t.action_index))
-    .bind(i64::from(t.actions_done))
-    .bind(t.action_deadline)
-    .bind(t.step_deadline)
-    .bind(&t.error)
-    .bind(finished)
-    .bind(now)
-    .bind(t.id)
-    .bind(t.from.as_str())
-    .bind(&t.runner)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(written) = written else {
-        return Ok(None);
-    };
-    log_lines(&mut *tx, t.id, &t.log).await?;
-    if finished.is_some() {
+    statements
+        .next("UPDATE deployments SET state = ")
+        .push_bind(t.state.as_str())
+        .push(", step = ")
+        .push_bind(t.step.clone())
+        .push(", action_index = ")
+        .push_bind(i64::from(t.action_index))
+        .push(", actions_done = ")
+        .push_bind(i64::from(t.actions_done))
+        .push(", action_deadline = ")
+        .push_bind(t.action_deadline)
+        .push(", step_deadline = ")
+        .push_bind(t.step_deadline)
+        .push(", error = COALESCE(")
+        .push_bind(t.error.clone())
+        .push(", error), finished_at = COALESCE(finished_at, ")
+        .push_bind(finished)
+        .push("), updated_at = ")
+        .push_bind(now)
+        .push(" WHERE id = ")
+        .push_bind(t.id)
+        .push(" AND state = ")
+        .push_bind(t.from.as_str())
+        .push(" AND (")
+        .push_bind(t.runner.clone())
+        .push(" IS NULL OR runner = ")
+        .push_bind(t.runner.clone())
+        .push(")")
+        .push(returning);
+}
+
+/// Whether transition `t` publishes an event: a change of state, or the
+/// commit that settles a finished deployment (its last step's actions
+/// done, the step cleared), which publishes the final record too, so that
+/// the last event equals what the API shows.
+fn publishes(t: &Transition) -> bool {
+    t.state != t.from || settled(t)
+}
+
+fn settled(t: &Transition) -> bool {
+    t.state == t.from && t.state.is_final() && t.step.is_none()
+}
+
+/// What follows transition `t` once its row is written (`written`, as
+/// `push_transition` gave it back): its log lines, and its event when it
+/// publishes one. True: the deployment has just finished (the caller
+/// tells the boot index once committed).
+fn push_after_transition(
+    statements: &mut Statements,
+    t: &Transition,
+    written: &<super::Db as sqlx::Database>::Row,
+    now: OffsetDateTime,
+) -> Result<bool> {
+    let finished = t.state.is_final() && !t.from.is_final();
+    push_log_lines(statements, t.id, &t.log, now);
+    if finished {
         // Nothing serves them any more; the download cache
         // keeps downloaded files for the next deployment.
-        sqlx::query("DELETE FROM served_files WHERE deployment_id = $1")
-            .bind(t.id)
-            .execute(&mut *tx)
-            .await?;
+        statements
+            .next("DELETE FROM served_files WHERE deployment_id = ")
+            .push_bind(t.id);
         // The log holds each callback's name, method and
         // the start of its body.
-        sqlx::query("DELETE FROM callbacks WHERE deployment_id = $1")
-            .bind(t.id)
-            .execute(&mut *tx)
-            .await?;
+        statements
+            .next("DELETE FROM callbacks WHERE deployment_id = ")
+            .push_bind(t.id);
     }
-    if publishes {
-        let record = convert::deployment(<DeploymentRow as sqlx::FromRow<_>>::from_row(&written)?)?;
+    if publishes(t) {
+        let record = convert::deployment(<DeploymentRow as sqlx::FromRow<_>>::from_row(written)?)?;
         let key = format!("deployment.{}", t.state);
         let payload = serde_json::to_value(&record).unwrap_or_default();
-        if settled {
-            let now = OffsetDateTime::now_utc();
-            sqlx::query(
-                    "INSERT INTO outbox (routing_key, payload, created_at, notified_at) VALUES ($1, $2, $3, $3)",
-                )
-                .bind(&key)
-                .bind(sqlx::types::Json(payload))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        } else {
-            emit(&mut *tx, &key, payload).await?;
-        }
+        // It was notified on entering the state: marked notified.
+        let notified = settled(t).then_some(now);
+        statements
+            .next("INSERT INTO outbox (routing_key, payload, created_at, notified_at) VALUES (")
+            .push_bind(key)
+            .push(", ")
+            .push_bind(sqlx::types::Json(payload))
+            .push(", ")
+            .push_bind(now)
+            .push(", ")
+            .push_bind(notified)
+            .push(")");
     }
-    Ok(Some(finished.is_some()))
+    Ok(finished)
+}
+
+/// A commit's log lines, in order, in one statement of a batch.
+fn push_log_lines(
+    statements: &mut Statements,
+    id: i64,
+    lines: &[(LogLevel, String)],
+    at: OffsetDateTime,
+) {
+    if lines.is_empty() {
+        return;
+    }
+    statements
+        .next("INSERT INTO deployment_log (deployment_id, at, level, message) ")
+        .push_values(lines, |mut row, (level, message)| {
+            row.push_bind(id)
+                .push_bind(at)
+                .push_bind(level.as_str())
+                .push_bind(message.clone());
+        });
 }

@@ -30,41 +30,22 @@ pub(super) async fn emit(
     Ok(())
 }
 
-/// Outbox rows written at once, at most, by `emit_all` (three bound values
+/// Outbox rows written at once, at most, by `push_events` (three bound values
 /// each, well under both databases' limits).
 const EVENTS_PER_INSERT: usize = 1000;
 
-/// `emit` for many events, in one statement per thousand.
-pub(super) async fn emit_all(conn: &mut Conn, events: &[(&str, serde_json::Value)]) -> Result<()> {
-    let at = now();
-    for chunk in events.chunks(EVENTS_PER_INSERT) {
-        let mut q = sqlx::QueryBuilder::<super::Db>::new(OUTBOX_INSERT);
-        outbox_values(&mut q, chunk, at);
-        q.build().execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
-/// `emit_all` as statements of a batch.
+/// `emit` for many events, as statements of a batch: one per thousand.
 pub(super) fn push_events(statements: &mut Statements, events: &[(&str, serde_json::Value)]) {
     let at = now();
     for chunk in events.chunks(EVENTS_PER_INSERT) {
-        outbox_values(statements.next(OUTBOX_INSERT), chunk, at);
+        statements
+            .next("INSERT INTO outbox (routing_key, payload, created_at) ")
+            .push_values(chunk, |mut row, (key, payload)| {
+                row.push_bind(*key)
+                    .push_bind(sqlx::types::Json(payload))
+                    .push_bind(at);
+            });
     }
-}
-
-const OUTBOX_INSERT: &str = "INSERT INTO outbox (routing_key, payload, created_at) ";
-
-fn outbox_values(
-    q: &mut sqlx::QueryBuilder<super::Db>,
-    events: &[(&str, serde_json::Value)],
-    at: OffsetDateTime,
-) {
-    q.push_values(events, |mut row, (key, payload)| {
-        row.push_bind(*key)
-            .push_bind(sqlx::types::Json(payload))
-            .push_bind(at);
-    });
 }
 
 pub(super) fn event<T: serde::Serialize>(value: &T) -> serde_json::Value {
@@ -308,6 +289,33 @@ pub(super) async fn label_ids(conn: &mut Conn, labels: &[Name]) -> Result<Vec<i6
 /// Checks, under a shared lock on the check value, that `cipher` is
 /// the key the database uses, so that nothing is sealed under a key
 /// that `rotate-secret` has replaced in the meantime.
+/// `check_current_key`'s read, as a statement of a batch; its row goes to
+/// `check_key_row`.
+pub(super) fn push_current_key(statements: &mut Statements) {
+    statements
+        .next("SELECT value FROM settings WHERE key = ")
+        .push_bind(SECRET_CHECK_KEY)
+        .push(SHARE_ROW);
+}
+
+/// The check of `push_current_key`'s row (none: no check value yet).
+pub(super) fn check_key_row(
+    row: Option<<super::Db as sqlx::Database>::Row>,
+    cipher: &SecretCipher,
+) -> Result<()> {
+    let Some(row) = row else {
+        return Ok(());
+    };
+    let (hex_value,): (String,) = sqlx::FromRow::from_row(&row)?;
+    let sealed =
+        hex::decode(&hex_value).map_err(|_| StoreError::Corrupt("secret check value".into()))?;
+    cipher.open(&sealed)?;
+    Ok(())
+}
+
+/// The shared row lock of `shared!`, for a statement built in pieces.
+const SHARE_ROW: &str = shared!("");
+
 pub(super) async fn check_current_key(conn: &mut Conn, cipher: &SecretCipher) -> Result<()> {
     let value: Option<String> =
         sqlx::query_scalar(shared!("SELECT value FROM settings WHERE key = $1"))
