@@ -380,18 +380,18 @@ impl BootStore for Backend {
         // statement and the turn's writer each waited for the other in
         // SQLite's busy handler (1.7 s for one such DELETE at the end of
         // a storm, when every deployment removes its script).
-        let (_writer, mut tx) = self.begin_write().await?;
-        let done = sqlx::query(
-            "DELETE FROM served_files WHERE deployment_id = $1 AND via = $2 AND path = $3",
-        )
-        .bind(deployment_id)
-        .bind(via.as_str())
-        .bind(path)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let batch = self.begin_batch(crate::Lane::Ordinary).await?;
+        let mut statements = batch.statements();
+        statements
+            .next("DELETE FROM served_files WHERE deployment_id = ")
+            .push_bind(deployment_id)
+            .push(" AND via = ")
+            .push_bind(via.as_str())
+            .push(" AND path = ")
+            .push_bind(path);
+        let done = batch.commit(statements).await?;
         self.mark_served(deployment_id, via, path).await;
-        Ok(done.rows_affected() > 0)
+        Ok(done.first().is_some_and(|d| d.affected > 0))
     }
 
     async fn served_file(&self, via: Via, path: &str) -> Result<Option<ServedFile>> {

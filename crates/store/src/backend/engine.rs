@@ -215,7 +215,7 @@ impl EngineStore for Backend {
             .as_ref()
             .filter(|then| record.runner.is_some() && record.runner == then.runner)
             .map(|then| Transition { id, ..then.clone() });
-        let mut finished = false;
+        let mut finished = None;
         match then {
             None => {
                 batch.commit(statements).await?;
@@ -231,8 +231,8 @@ impl EngineStore for Backend {
             }
         }
         self.boot_index.changed_server(server_id);
-        if finished {
-            self.mark_deployment(id).await;
+        if let Some(server) = finished {
+            self.boot_index.changed_deployment(server, id);
         }
         Ok(record)
     }
@@ -320,10 +320,10 @@ impl EngineStore for Backend {
         let mut statements = batch.statements();
         let finished = push_after_transition(&mut statements, t, &written, now)?;
         batch.commit(statements).await?;
-        if finished {
+        if let Some(server) = finished {
             // No longer active: its server boots locally now, and its
             // files are no longer served.
-            self.mark_deployment(t.id).await;
+            self.boot_index.changed_deployment(server, t.id);
         }
         Ok(true)
     }
@@ -468,10 +468,11 @@ fn push_transition(statements: &mut Statements, t: &Transition, now: OffsetDateT
     // A commit that publishes gets the row back as written and makes
     // its event from it, without reading it again; the others (an
     // action done) only learn that the row was written.
-    let returning = if publishes(t) {
-        DEPLOYMENT_RETURNING
-    } else {
-        " RETURNING id"
+    // One that finishes it gets its server too, for the boot index.
+    let returning = match (publishes(t), finished.is_some()) {
+        (true, true) => format!("{DEPLOYMENT_RETURNING}, server_id"),
+        (true, false) => DEPLOYMENT_RETURNING.to_string(),
+        (false, _) => " RETURNING id".to_string(),
     };
     statements
         .next("UPDATE deployments SET state = ")
@@ -518,14 +519,14 @@ fn settled(t: &Transition) -> bool {
 
 /// What follows transition `t` once its row is written (`written`, as
 /// `push_transition` gave it back): its log lines, and its event when it
-/// publishes one. True: the deployment has just finished (the caller
-/// tells the boot index once committed).
+/// publishes one. Its server's id if the deployment has just finished
+/// (the caller tells the boot index once committed).
 fn push_after_transition(
     statements: &mut Statements,
     t: &Transition,
     written: &<super::Db as sqlx::Database>::Row,
     now: OffsetDateTime,
-) -> Result<bool> {
+) -> Result<Option<i64>> {
     let finished = t.state.is_final() && !t.from.is_final();
     push_log_lines(statements, t.id, &t.log, now);
     if finished {
@@ -557,7 +558,10 @@ fn push_after_transition(
             .push_bind(notified)
             .push(")");
     }
-    Ok(finished)
+    if !finished {
+        return Ok(None);
+    }
+    Ok(Some(sqlx::Row::try_get(written, "server_id")?))
 }
 
 /// A commit's log lines, in order, in one statement of a batch.

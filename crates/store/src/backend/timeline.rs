@@ -20,25 +20,25 @@ impl TimelineStore for Backend {
         if events.is_empty() {
             return Ok(());
         }
-        let (_writer, mut tx) = self.begin_write().await?;
-        // Many rows per statement: each statement is a trip to the
-        // database's thread and back, which costs more than the row.
+        // Many rows per statement, every statement and the commit in one
+        // batch: each trip to the database's thread and back costs more
+        // than the row.
+        let batch = self.begin_batch(crate::Lane::Ordinary).await?;
+        let mut statements = batch.statements();
         for chunk in events.chunks(EVENTS_PER_INSERT) {
-            let mut q = sqlx::QueryBuilder::<super::Db>::new(
-                "INSERT INTO boot_events (at, mac, peer, phase, request, outcome, detail) ",
-            );
-            q.push_values(chunk, |mut row, e| {
-                row.push_bind(e.at)
-                    .push_bind(e.mac.map(|m| m.to_string()))
-                    .push_bind(e.peer.as_str())
-                    .push_bind(e.phase.as_str())
-                    .push_bind(e.request.as_str())
-                    .push_bind(e.outcome.as_str())
-                    .push_bind(e.detail.as_str());
-            });
-            q.build().execute(&mut *tx).await?;
+            statements
+                .next("INSERT INTO boot_events (at, mac, peer, phase, request, outcome, detail) ")
+                .push_values(chunk, |mut row, e| {
+                    row.push_bind(e.at)
+                        .push_bind(e.mac.map(|m| m.to_string()))
+                        .push_bind(e.peer.as_str())
+                        .push_bind(e.phase.as_str())
+                        .push_bind(e.request.as_str())
+                        .push_bind(e.outcome.as_str())
+                        .push_bind(e.detail.as_str());
+                });
         }
-        tx.commit().await?;
+        batch.commit(statements).await?;
         Ok(())
     }
 
