@@ -58,20 +58,26 @@ impl LeaseStore for Backend {
         order.sort_by_key(|&i| changes[i].address());
         let steps = steps(changes, order);
         let mut batch = self.begin_batch(crate::Lane::Lease).await?;
-        // No step's statements depend on what another's return: all go in
-        // one batch, then the events in the one that commits.
-        let mut statements = batch.statements();
+        let mut held = vec![false; changes.len()];
+        let mut events = Vec::new();
+        // A step's statements go in one batch, with the release of the
+        // other addresses of the clients whose binds the step before
+        // wrote (it needs that step's answer); the last step's release
+        // goes with the events and the commit. One step (the common
+        // group): two trips.
+        let mut bound: Vec<&LeaseClaim> = Vec::new();
         for step in &steps {
+            let mut statements = batch.statements();
+            let releases = push_release(&mut statements, &bound);
             match step {
                 Step::Claims(round) => push_claims(&mut statements, changes, round),
                 Step::LetGo(_, go) => push_let_go(&mut statements, go),
             }
-        }
-        let mut done = batch.run(statements).await?.into_iter();
-        let mut held = vec![false; changes.len()];
-        let mut events = Vec::new();
-        for step in &steps {
-            match step {
+            let mut done = batch.run(statements).await?.into_iter();
+            if releases {
+                next(&mut done)?;
+            }
+            bound = match step {
                 Step::Claims(round) => {
                     read_claims(&mut done, changes, round, &mut held, &mut events)?
                 }
@@ -80,10 +86,12 @@ impl LeaseStore for Backend {
                     if held[*i] {
                         events.push(let_go_event(go));
                     }
+                    Vec::new()
                 }
-            }
+            };
         }
         let mut statements = batch.statements();
+        push_release(&mut statements, &bound);
         push_events(&mut statements, &events);
         batch.commit(statements).await?;
         Ok(held)
@@ -237,9 +245,8 @@ fn claims<'a>(changes: &'a [LeaseChange], round: &[usize]) -> Vec<(usize, &'a Le
 
 /// Claims of distinct addresses (`round`, indices into `changes`), each
 /// judged as if alone: a SELECT of the rows binds replace (a renewal
-/// publishes nothing), one conditional upsert for them all, returning the
-/// rows it wrote, and an UPDATE letting go of the other addresses of the
-/// clients whose bind was written (`read_claims` reads them back).
+/// publishes nothing) and one conditional upsert for them all, returning
+/// the rows it wrote (`read_claims` reads them back).
 fn push_claims(statements: &mut Statements, changes: &[LeaseChange], round: &[usize]) {
     let claims = claims(changes, round);
     let binds: Vec<&LeaseClaim> = claims
@@ -276,36 +283,39 @@ fn push_claims(statements: &mut Statements, changes: &[LeaseChange], round: &[us
             OR leases.expires_at <= excluded.updated_at OR leases.state = 'released' \
          RETURNING network_id, ip",
     );
-    if !binds.is_empty() {
-        // A client holds one address per network. Its bind was written if
-        // the address is now bound to it: had it been bound to it before,
-        // the upsert's condition held.
-        let q = statements.next("WITH c (network_id, mac, ip, at) AS (");
-        q.push_values(&binds, |mut row, c| {
-            row.push_bind(c.network_id)
-                .push_bind(c.mac.to_string())
-                .push_bind(c.ip.to_string())
-                .push_bind(c.now);
-        });
-        q.push(
-            ") UPDATE leases SET state = 'released', expires_at = c.at, updated_at = c.at FROM c \
-             WHERE leases.network_id = c.network_id AND leases.mac = c.mac AND leases.ip <> c.ip \
-             AND leases.state IN ('offered', 'bound') \
-             AND EXISTS (SELECT 1 FROM leases w WHERE w.network_id = c.network_id \
-                 AND w.ip = c.ip AND w.mac = c.mac AND w.state = 'bound')",
-        );
+}
+
+/// A client holds one address per network: `bound`, binds just written,
+/// let go of their clients' other addresses. False: nothing to release.
+fn push_release(statements: &mut Statements, bound: &[&LeaseClaim]) -> bool {
+    if bound.is_empty() {
+        return false;
     }
+    let q = statements.next("WITH c (network_id, mac, ip, at) AS (");
+    q.push_values(bound, |mut row, c| {
+        row.push_bind(c.network_id)
+            .push_bind(c.mac.to_string())
+            .push_bind(c.ip.to_string())
+            .push_bind(c.now);
+    });
+    q.push(
+        ") UPDATE leases SET state = 'released', expires_at = c.at, updated_at = c.at FROM c \
+         WHERE leases.network_id = c.network_id AND leases.mac = c.mac AND leases.ip <> c.ip \
+         AND leases.state IN ('offered', 'bound')",
+    );
+    true
 }
 
 /// What the statements of `push_claims` gave: which claims held, and the
-/// events of binds that are not renewals.
-fn read_claims(
+/// events of binds that are not renewals. The binds written, whose
+/// clients' other addresses are to be released.
+fn read_claims<'a>(
     done: &mut impl Iterator<Item = Done>,
-    changes: &[LeaseChange],
+    changes: &'a [LeaseChange],
     round: &[usize],
     held: &mut [bool],
     events: &mut Vec<(&'static str, serde_json::Value)>,
-) -> Result<()> {
+) -> Result<Vec<&'a LeaseClaim>> {
     use sqlx::FromRow;
     let claims = claims(changes, round);
     let binds = claims.iter().any(|(_, c)| c.state == LeaseState::Bound);
@@ -317,11 +327,9 @@ fn read_claims(
         }
     }
     let mut written = std::collections::HashSet::new();
+    let mut bound = Vec::new();
     for row in next(done)?.rows {
         written.insert(<(i64, String)>::from_row(&row)?);
-    }
-    if binds {
-        next(done)?;
     }
     for (i, c) in &claims {
         let key = (c.network_id, c.ip.to_string());
@@ -332,6 +340,7 @@ fn read_claims(
         if c.state != LeaseState::Bound {
             continue;
         }
+        bound.push(*c);
         let mac = c.mac.to_string();
         let renewal = before
             .get(&key)
@@ -352,7 +361,7 @@ fn read_claims(
             ));
         }
     }
-    Ok(())
+    Ok(bound)
 }
 
 /// A release or a decline of the client's address: one statement of the
