@@ -261,6 +261,11 @@ bench_dhcp() {
             record dhcp "lat_$k" "$peer" "$run" "$v"
         done
         record dhcp lat_lease_rows "$peer" "$run" "$(lease_rows "$peer")"
+        # Where bootloader's time went (the lease group's store time, the
+        # answer's, the queue's wait): sums and counts give the means.
+        if [ "$peer" = bootloader ]; then
+            sx curl -sf "http://$SRV:8080/metrics" > "$OUT/metrics-lat-bootloader-$run.txt" || true
+        fi
         log "dhcp run $run $peer: latency run at $DHCP_LAT_RATE/s done"
         stop_server
     done

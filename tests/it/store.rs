@@ -323,6 +323,113 @@ async fn a_client_binds_one_address_per_network(backend: Backend) {
     ts.drop_database().await;
 }
 
+/// A lease group publishes a new binding and a release or decline that
+/// took, and nothing for a renewal, a refused bind, an offer or a release
+/// of an address the client does not hold; the payloads are the lease.
+async fn lease_events_follow_what_the_group_wrote(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let store = open(&ts).await;
+    let net = network(&*store).await;
+    let now = 1_800_000_000;
+    let at = |o: u8| Ipv4Addr::new(10, 9, 0, o);
+    let change = |o: u8, m: u8, state: LeaseState, now: i64| {
+        LeaseChange::Claim(LeaseClaim {
+            ip: at(o),
+            ..claim(net, mac(m), state, now)
+        })
+    };
+    let bind = |o, m, now| change(o, m, LeaseState::Bound, now);
+    let events = || {
+        let store = store.clone();
+        async move {
+            let events = store.pending_events(100).await.unwrap();
+            let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+            store.mark_events_sent(&ids).await.unwrap();
+            events
+                .into_iter()
+                .filter(|e| e.routing_key.starts_with("dhcp."))
+                .map(|e| {
+                    let ip = e.payload["ip"].as_str().unwrap_or_default().to_owned();
+                    (e.routing_key, ip)
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    events().await;
+    let key = |k: &str, o: u8| (k.to_owned(), at(o).to_string());
+    // Two new bindings and an offer.
+    let held = store
+        .apply_lease_changes(&[
+            bind(150, 1, now),
+            bind(151, 2, now),
+            change(152, 3, LeaseState::Offered, now),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(held, [true, true, true]);
+    assert_eq!(
+        events().await,
+        [key("dhcp.lease.bound", 150), key("dhcp.lease.bound", 151)]
+    );
+    // A renewal, a bind of another's address, the offered client binding.
+    let held = store
+        .apply_lease_changes(&[
+            bind(150, 1, now + 10),
+            bind(151, 3, now + 10),
+            bind(152, 3, now + 10),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(held, [true, false, true]);
+    assert_eq!(events().await, [key("dhcp.lease.bound", 152)]);
+    // Once client 2's lease has run out its address is free to bind.
+    let held = store
+        .apply_lease_changes(&[bind(151, 4, now + 100)])
+        .await
+        .unwrap();
+    assert_eq!(held, [true]);
+    assert_eq!(events().await, [key("dhcp.lease.bound", 151)]);
+    // A renewal after the lease ran out is a new binding too.
+    store
+        .apply_lease_changes(&[bind(150, 1, now + 100)])
+        .await
+        .unwrap();
+    assert_eq!(events().await, [key("dhcp.lease.bound", 150)]);
+    // A release that takes, one of an address the client does not hold,
+    // a decline of its own, one of another's; a release twice.
+    let let_go = |o: u8, m: u8, until: Option<i64>| match until {
+        None => LeaseChange::Release {
+            network_id: net,
+            ip: at(o),
+            mac: mac(m),
+            now: now + 101,
+        },
+        Some(until) => LeaseChange::Decline {
+            network_id: net,
+            ip: at(o),
+            mac: mac(m),
+            until,
+            now: now + 101,
+        },
+    };
+    let held = store
+        .apply_lease_changes(&[
+            let_go(150, 1, None),
+            let_go(150, 1, None),
+            let_go(151, 1, None),
+            let_go(152, 3, Some(now + 700)),
+            let_go(151, 9, Some(now + 700)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(held, [true, false, false, true, false]);
+    assert_eq!(
+        events().await,
+        [key("dhcp.lease.released", 150), key("dhcp.lease.declined", 152)]
+    );
+    ts.drop_database().await;
+}
+
 /// A server with one interface and a deployment of the echo profile.
 async fn deployment(store: &dyn Store) -> i64 {
     deployment_and_token(store).await.0
@@ -1127,6 +1234,7 @@ on_both_backends!(
     pool_slices_have_one_holder,
     lease_changes_commit_in_groups,
     a_client_binds_one_address_per_network,
+    lease_events_follow_what_the_group_wrote,
     a_stale_transition_is_refused,
     an_update_from_a_stale_read_is_refused,
     a_hold_has_one_holder,

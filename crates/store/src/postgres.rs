@@ -378,6 +378,11 @@ type Db = sqlx::Postgres;
 type Backend = PostgresStore;
 /// The row-lock clause a read that decides a write needs.
 const FOR_UPDATE: &str = " FOR UPDATE";
+/// A lease group releases binding clients' other addresses in the batch
+/// after the step that binds, built from the rows the step returned: each
+/// statement is a round trip anyway, and the check of the written rows
+/// cost 0.7 ms a group here (BENCHMARKS.md, 2026-12-06).
+const RELEASE_CHECKED: bool = false;
 /// A row lock that keeps the row (its key) but lets others update it.
 const FOR_KEY_SHARE: &str = " FOR KEY SHARE";
 /// `sql` with the row lock a read that decides a write needs.

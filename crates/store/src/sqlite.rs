@@ -420,6 +420,10 @@ type Db = sqlx::Sqlite;
 type Backend = SqliteStore;
 /// The row-lock clause a read that decides a write needs.
 const FOR_UPDATE: &str = "";
+/// A lease group releases binding clients' other addresses in the step
+/// that binds, checked against the rows the step wrote: a statement more
+/// costs no trip here, and the whole group goes in one.
+const RELEASE_CHECKED: bool = true;
 /// A row lock that keeps the row (its key) but lets others update it.
 const FOR_KEY_SHARE: &str = "";
 /// `sql` with the row lock a read that decides a write needs.

@@ -1,7 +1,6 @@
 //! `LeaseStore`: DHCP leases, claimed one holder at a time.
 
 use bootloader_core::published::events::LeaseLetGo;
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use async_trait::async_trait;
@@ -14,8 +13,7 @@ use crate::{Listing, Page, Result};
 use bootloader_core::model::{LeaseState, MacAddr};
 
 use super::boot::*;
-use super::helpers::push_events;
-use super::{Db, FOR_UPDATE, Statements};
+use super::{Db, FOR_UPDATE, RELEASE_CHECKED, Statements};
 
 #[async_trait]
 impl LeaseStore for Backend {
@@ -59,41 +57,53 @@ impl LeaseStore for Backend {
         let steps = steps(changes, order);
         let mut batch = self.begin_batch(crate::Lane::Lease).await?;
         let mut held = vec![false; changes.len()];
-        let mut events = Vec::new();
-        // A step's statements go in one batch, with the release of the
-        // other addresses of the clients whose binds the step before
-        // wrote (it needs that step's answer); the last step's release
-        // goes with the events and the commit. One step (the common
-        // group): two trips.
-        let mut bound: Vec<&LeaseClaim> = Vec::new();
+        // Each step's events are decided in SQL on the rows before its
+        // statements, so nothing waits for an answer but the release of
+        // binding clients' other addresses. With `RELEASE_CHECKED` that
+        // goes in the step too and the whole group is one trip; otherwise
+        // each step's batch runs before the next, which carries the release
+        // built from the binds the step wrote, and the last one's goes with
+        // the commit.
+        let at = super::helpers::now();
+        let mut statements = batch.statements();
+        let mut expect: Vec<Expect> = Vec::new();
         for step in &steps {
-            let mut statements = batch.statements();
-            let releases = push_release(&mut statements, &bound);
             match step {
-                Step::Claims(round) => push_claims(&mut statements, changes, round),
-                Step::LetGo(_, go) => push_let_go(&mut statements, go),
-            }
-            let mut done = batch.run(statements).await?.into_iter();
-            if releases {
-                next(&mut done)?;
-            }
-            bound = match step {
                 Step::Claims(round) => {
-                    read_claims(&mut done, changes, round, &mut held, &mut events)?
+                    let claims = claims(changes, round);
+                    let binds: Vec<&LeaseClaim> = claims
+                        .iter()
+                        .map(|(_, c)| *c)
+                        .filter(|c| c.state == LeaseState::Bound)
+                        .collect();
+                    if !binds.is_empty() {
+                        push_bound_events(&mut statements, &binds, at);
+                        expect.push(Expect::Nothing);
+                    }
+                    push_claims(&mut statements, &claims);
+                    expect.push(Expect::Claims(round));
+                    if RELEASE_CHECKED && !binds.is_empty() {
+                        push_release(&mut statements, &binds, true);
+                        expect.push(Expect::Nothing);
+                    }
                 }
                 Step::LetGo(i, go) => {
-                    held[*i] = next(&mut done)?.affected > 0;
-                    if held[*i] {
-                        events.push(let_go_event(go));
-                    }
-                    Vec::new()
+                    push_let_go(&mut statements, go, at);
+                    expect.extend([Expect::Nothing, Expect::LetGo(*i)]);
                 }
-            };
+            }
+            if !RELEASE_CHECKED {
+                let ready = std::mem::replace(&mut statements, batch.statements());
+                let done = batch.run(ready).await?;
+                let written = read(done, &std::mem::take(&mut expect), changes, &mut held)?;
+                if !written.is_empty() {
+                    push_release(&mut statements, &written, false);
+                    expect.push(Expect::Nothing);
+                }
+            }
         }
-        let mut statements = batch.statements();
-        push_release(&mut statements, &bound);
-        push_events(&mut statements, &events);
-        batch.commit(statements).await?;
+        let done = batch.commit(statements).await?;
+        read(done, &expect, changes, &mut held)?;
         Ok(held)
     }
 
@@ -225,12 +235,53 @@ fn steps(changes: &[LeaseChange], order: Vec<usize>) -> Vec<Step> {
 
 type Done = crate::batch::Done<<Db as sqlx::Database>::Row>;
 
-fn next(done: &mut impl Iterator<Item = Done>) -> Result<Done> {
-    done.next().ok_or_else(|| {
-        crate::StoreError::Database(sqlx::Error::Protocol(
-            "a lease group's batch gave fewer results than statements".into(),
-        ))
-    })
+/// What a statement of a lease group's batch answers for.
+enum Expect<'a> {
+    Nothing,
+    /// The upsert of these claims: the rows it wrote.
+    Claims(&'a [usize]),
+    /// The release or decline of this change: whether it took.
+    LetGo(usize),
+}
+
+/// Reads a batch's results as `expect` says; the binds written, whose
+/// clients' other addresses are to be released.
+fn read<'a>(
+    done: Vec<Done>,
+    expect: &[Expect],
+    changes: &'a [LeaseChange],
+    held: &mut [bool],
+) -> Result<Vec<&'a LeaseClaim>> {
+    use sqlx::FromRow;
+    if done.len() != expect.len() {
+        return Err(crate::StoreError::Database(sqlx::Error::Protocol(format!(
+            "a lease group's batch gave {} results for {} statements",
+            done.len(),
+            expect.len()
+        ))));
+    }
+    let mut bound = Vec::new();
+    for (done, expect) in done.into_iter().zip(expect) {
+        match *expect {
+            Expect::Nothing => {}
+            Expect::LetGo(i) => held[i] = done.affected > 0,
+            Expect::Claims(round) => {
+                let mut written = std::collections::HashSet::new();
+                for row in done.rows {
+                    written.insert(<(i64, String)>::from_row(&row)?);
+                }
+                for (i, c) in claims(changes, round) {
+                    if written.contains(&(c.network_id, c.ip.to_string())) {
+                        held[i] = true;
+                        if c.state == LeaseState::Bound {
+                            bound.push(c);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(bound)
 }
 
 fn claims<'a>(changes: &'a [LeaseChange], round: &[usize]) -> Vec<(usize, &'a LeaseClaim)> {
@@ -243,31 +294,57 @@ fn claims<'a>(changes: &'a [LeaseChange], round: &[usize]) -> Vec<(usize, &'a Le
         .collect()
 }
 
-/// Claims of distinct addresses (`round`, indices into `changes`), each
-/// judged as if alone: a SELECT of the rows binds replace (a renewal
-/// publishes nothing) and one conditional upsert for them all, returning
-/// the rows it wrote (`read_claims` reads them back).
-fn push_claims(statements: &mut Statements, changes: &[LeaseChange], round: &[usize]) {
-    let claims = claims(changes, round);
-    let binds: Vec<&LeaseClaim> = claims
-        .iter()
-        .map(|(_, c)| *c)
-        .filter(|c| c.state == LeaseState::Bound)
-        .collect();
-    if !binds.is_empty() {
-        let q = statements.next(LEASE_SELECT);
-        q.push(" WHERE (network_id, ip) IN (");
-        q.push_values(&binds, |mut row, c| {
-            row.push_bind(c.network_id).push_bind(c.ip.to_string());
-        });
-        q.push(") ");
-        q.push(FOR_UPDATE);
-    }
+/// The `dhcp.lease.bound` events of the binds of a round, decided on the
+/// rows before the round's upsert (so it runs first): a bind the upsert
+/// will write (`push_claims`'s condition) that is not a renewal of the
+/// client's own bound lease. The rows are locked here on PostgreSQL, in
+/// address order.
+fn push_bound_events(statements: &mut Statements, binds: &[&LeaseClaim], at: time::OffsetDateTime) {
+    let q = statements.next("WITH c (n, network_id, ip, mac, at, payload) AS (");
+    q.push_values(binds.iter().enumerate(), |mut row, (n, c)| {
+        let lease = Lease {
+            network_id: c.network_id,
+            ip: c.ip,
+            mac: c.mac,
+            state: LeaseState::Bound,
+            expires_at: c.expires_at,
+            hostname: c.hostname.clone(),
+            updated_at: c.now,
+        };
+        row.push_bind(n as i64)
+            .push_bind(c.network_id)
+            .push_bind(c.ip.to_string())
+            .push_bind(c.mac.to_string())
+            .push_bind(c.now)
+            .push_bind(sqlx::types::Json(super::helpers::event(&lease)));
+    });
+    q.push(
+        "), l AS (SELECT network_id, ip, mac, state, expires_at FROM leases \
+         WHERE (network_id, ip) IN (SELECT network_id, ip FROM c)",
+    );
+    q.push(FOR_UPDATE);
+    q.push(
+        ") INSERT INTO outbox (routing_key, payload, created_at) \
+         SELECT 'dhcp.lease.bound', c.payload, ",
+    );
+    q.push_bind(at);
+    q.push(
+        " FROM c LEFT JOIN l ON l.network_id = c.network_id AND l.ip = c.ip \
+         WHERE l.ip IS NULL \
+            OR (((l.mac = c.mac AND l.state <> 'declined') OR l.expires_at <= c.at OR l.state = 'released') \
+                AND NOT (l.mac = c.mac AND l.state = 'bound' AND l.expires_at > c.at)) \
+         ORDER BY c.n",
+    );
+}
+
+/// Claims of distinct addresses, each judged as if alone: one conditional
+/// upsert for them all, returning the rows it wrote (`read`).
+fn push_claims(statements: &mut Statements, claims: &[(usize, &LeaseClaim)]) {
     // The condition is evaluated under each row's lock, so of two daemons
     // claiming one free address only one wins.
     let q = statements
         .next("INSERT INTO leases (network_id, ip, mac, state, expires_at, hostname, updated_at) ");
-    q.push_values(&claims, |mut row, (_, c)| {
+    q.push_values(claims, |mut row, (_, c)| {
         row.push_bind(c.network_id)
             .push_bind(c.ip.to_string())
             .push_bind(c.mac.to_string())
@@ -285,14 +362,13 @@ fn push_claims(statements: &mut Statements, changes: &[LeaseChange], round: &[us
     );
 }
 
-/// A client holds one address per network: `bound`, binds just written,
-/// let go of their clients' other addresses. False: nothing to release.
-fn push_release(statements: &mut Statements, bound: &[&LeaseClaim]) -> bool {
-    if bound.is_empty() {
-        return false;
-    }
+/// A client holds one address per network: the binds let go of their
+/// clients' other addresses. `checked`: the binds are those of the round
+/// just upserted, and only those it wrote (the row is now the bind) let
+/// go; otherwise they are the binds it wrote, read from its answer.
+fn push_release(statements: &mut Statements, binds: &[&LeaseClaim], checked: bool) {
     let q = statements.next("WITH c (network_id, mac, ip, at) AS (");
-    q.push_values(bound, |mut row, c| {
+    q.push_values(binds, |mut row, c| {
         row.push_bind(c.network_id)
             .push_bind(c.mac.to_string())
             .push_bind(c.ip.to_string())
@@ -303,70 +379,17 @@ fn push_release(statements: &mut Statements, bound: &[&LeaseClaim]) -> bool {
          WHERE leases.network_id = c.network_id AND leases.mac = c.mac AND leases.ip <> c.ip \
          AND leases.state IN ('offered', 'bound')",
     );
-    true
+    if checked {
+        q.push(
+            " AND EXISTS (SELECT 1 FROM leases w WHERE w.network_id = c.network_id \
+             AND w.ip = c.ip AND w.mac = c.mac AND w.state = 'bound' AND w.updated_at = c.at)",
+        );
+    }
 }
 
-/// What the statements of `push_claims` gave: which claims held, and the
-/// events of binds that are not renewals. The binds written, whose
-/// clients' other addresses are to be released.
-fn read_claims<'a>(
-    done: &mut impl Iterator<Item = Done>,
-    changes: &'a [LeaseChange],
-    round: &[usize],
-    held: &mut [bool],
-    events: &mut Vec<(&'static str, serde_json::Value)>,
-) -> Result<Vec<&'a LeaseClaim>> {
-    use sqlx::FromRow;
-    let claims = claims(changes, round);
-    let binds = claims.iter().any(|(_, c)| c.state == LeaseState::Bound);
-    let mut before: HashMap<(i64, String), LeaseRow> = HashMap::new();
-    if binds {
-        for row in next(done)?.rows {
-            let r = LeaseRow::from_row(&row)?;
-            before.insert((r.network_id, r.ip.clone()), r);
-        }
-    }
-    let mut written = std::collections::HashSet::new();
-    let mut bound = Vec::new();
-    for row in next(done)?.rows {
-        written.insert(<(i64, String)>::from_row(&row)?);
-    }
-    for (i, c) in &claims {
-        let key = (c.network_id, c.ip.to_string());
-        if !written.contains(&key) {
-            continue;
-        }
-        held[*i] = true;
-        if c.state != LeaseState::Bound {
-            continue;
-        }
-        bound.push(*c);
-        let mac = c.mac.to_string();
-        let renewal = before
-            .get(&key)
-            .is_some_and(|b| b.mac == mac && b.state == "bound" && b.expires_at > c.now);
-        if !renewal {
-            let lease = Lease {
-                network_id: c.network_id,
-                ip: c.ip,
-                mac: c.mac,
-                state: LeaseState::Bound,
-                expires_at: c.expires_at,
-                hostname: c.hostname.clone(),
-                updated_at: c.now,
-            };
-            events.push((
-                "dhcp.lease.bound",
-                serde_json::to_value(&lease).unwrap_or_default(),
-            ));
-        }
-    }
-    Ok(bound)
-}
-
-/// A release or a decline of the client's address: one statement of the
-/// group's batch.
-fn push_let_go(statements: &mut Statements, go: &LetGo) {
+/// A release or a decline of the client's address: its event if it will
+/// take (the row locked here on PostgreSQL), then the change.
+fn push_let_go(statements: &mut Statements, go: &LetGo, at: time::OffsetDateTime) {
     let LetGo {
         network_id,
         ip,
@@ -374,10 +397,31 @@ fn push_let_go(statements: &mut Statements, go: &LetGo) {
         until,
         now,
     } = *go;
-    let (state, expires_at) = match until {
-        None => ("released", now),
-        Some(t) => ("declined", t),
+    let (state, expires_at, routing_key) = match until {
+        None => ("released", now, "dhcp.lease.released"),
+        Some(t) => ("declined", t, "dhcp.lease.declined"),
     };
+    let payload = super::helpers::event(&LeaseLetGo {
+        network_id,
+        ip,
+        mac,
+        until,
+    });
+    let q = statements.next("INSERT INTO outbox (routing_key, payload, created_at) SELECT ");
+    q.push_bind(routing_key)
+        .push(", ")
+        .push_bind(sqlx::types::Json(payload))
+        .push(", ")
+        .push_bind(at)
+        .push(" WHERE EXISTS (SELECT 1 FROM leases WHERE network_id = ")
+        .push_bind(network_id)
+        .push(" AND ip = ")
+        .push_bind(ip.to_string())
+        .push(" AND mac = ")
+        .push_bind(mac.to_string())
+        .push(" AND state IN ('offered', 'bound')")
+        .push(FOR_UPDATE)
+        .push(")");
     statements
         .next("UPDATE leases SET state = ")
         .push_bind(state)
@@ -392,29 +436,6 @@ fn push_let_go(statements: &mut Statements, go: &LetGo) {
         .push(" AND mac = ")
         .push_bind(mac.to_string())
         .push(" AND state IN ('offered', 'bound')");
-}
-
-/// The event of a release or decline that took.
-fn let_go_event(go: &LetGo) -> (&'static str, serde_json::Value) {
-    let LetGo {
-        network_id,
-        ip,
-        mac,
-        until,
-        ..
-    } = *go;
-    let routing_key = match until {
-        None => "dhcp.lease.released",
-        Some(_) => "dhcp.lease.declined",
-    };
-    let payload = serde_json::to_value(LeaseLetGo {
-        network_id,
-        ip,
-        mac,
-        until,
-    })
-    .unwrap_or_default();
-    (routing_key, payload)
 }
 
 /// The change as a release or decline; None for a claim.

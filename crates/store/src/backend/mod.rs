@@ -9,7 +9,7 @@
 //! the text is the same. What is compiled once (row types, conversions)
 //! is in `sql.rs`, `boot_sql.rs`, `engine_sql.rs` and `power_sql.rs`.
 
-use super::{Backend, Batch, Db, FOR_KEY_SHARE, FOR_UPDATE, Statements};
+use super::{Backend, Batch, Db, FOR_KEY_SHARE, FOR_UPDATE, RELEASE_CHECKED, Statements};
 
 type Conn = <Db as sqlx::Database>::Connection;
 
