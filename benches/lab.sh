@@ -145,6 +145,15 @@ wait_listen() {
 }
 wait_udp() { wait_listen u "$1"; }
 wait_tcp() { wait_listen t "$1"; }
+# CPU time (ms) used so far by every process in the server namespace.
+server_cpu_ms() {
+    local t=0 p f
+    for p in $(ip netns pids "$SNS"); do
+        f=$(cut -d' ' -f14,15 "/proc/$p/stat" 2>/dev/null) || continue
+        t=$((t + ${f% *} + ${f#* }))
+    done
+    echo $((t * 1000 / $(getconf CLK_TCK)))
+}
 # Busy share of all CPUs over one second (our servers are stopped when this
 # is called, so it is what else runs on the machine).
 cpu_busy() {

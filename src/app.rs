@@ -254,12 +254,35 @@ pub async fn run_with_reloads(
         Ok(n) => tracing::debug!(interfaces = n, "boot index read ahead"),
         Err(e) => tracing::warn!(error = %e, "cannot read the boot index ahead"),
     }
+    // Alone on SQLite, lease changes are durable in the journal before
+    // their replies; what a previous run left there is applied first.
+    let journal = if store.backend() == "sqlite" {
+        let journal =
+            dhcp::journal::Journal::open(&config.data_dir.join("lease-journal"), store.clone())
+                .await?;
+        let flusher = journal.clone().flusher(sup.shutdown(Stage::Work).wait());
+        sup.spawn("lease journal", Stage::Work, async move {
+            flusher.await;
+            Ok(())
+        });
+        Some(journal)
+    } else {
+        None
+    };
     // Every socket, for /readyz: each is up while its service runs.
     let serving = listed(&listeners)?;
     start_boot_services(
         &mut sup,
         config,
-        &store,
+        dhcp::server::DhcpStores {
+            boot: store.clone(),
+            inventory: store.clone(),
+            leases: store.clone(),
+            shared: store.backend() != "sqlite",
+            locks: store.clone(),
+            instance: instance.clone(),
+            journal: journal.clone(),
+        },
         BootSockets {
             dhcp: listeners.dhcp,
             ndp: listeners.ndp,
@@ -267,7 +290,6 @@ pub async fn run_with_reloads(
         },
         &timeline,
         &quirks,
-        &instance,
     );
     let power = crate::power::PowerService::new(store.clone(), store.clone(), config.power.clone());
     let engine = crate::workflow::Engine::new(
@@ -326,7 +348,10 @@ pub async fn run_with_reloads(
         ),
     };
     let commands = crate::events::commands::CommandHandle::default();
-    let ops = crate::ops::Ops::new(&store, engine, power);
+    let mut ops = crate::ops::Ops::new(&store, engine, power);
+    if let Some(journal) = journal {
+        ops.leases = journal;
+    }
     let state = AppState {
         ops: ops.clone(),
         relay,
@@ -525,24 +550,17 @@ struct BootSockets {
 fn start_boot_services(
     sup: &mut Supervisor,
     config: &Config,
-    store: &Arc<dyn Store>,
+    stores: dhcp::server::DhcpStores,
     sockets: BootSockets,
     timeline: &Timeline,
     quirks: &bootloader_core::dhcp::quirks::QuirkRules,
-    instance: &str,
 ) {
+    let tftp_store = stores.boot.clone();
     if !sockets.dhcp.is_empty() {
         let service = Arc::new(dhcp::server::DhcpService::new(
             &config.boot.dhcp,
             &config.public_url,
-            dhcp::server::DhcpStores {
-                boot: store.clone(),
-                inventory: store.clone(),
-                leases: store.clone(),
-                shared: store.backend() != "sqlite",
-                locks: store.clone(),
-                instance: instance.to_string(),
-            },
+            stores,
             timeline.clone(),
             quirks,
         ));
@@ -574,7 +592,7 @@ fn start_boot_services(
                 ..bootloader_core::tftp::transfer::Limits::default()
             },
             max_transfers: settings.max_transfers as usize,
-            store: Some(store.clone()),
+            store: Some(tftp_store),
             timeline: Some(timeline.clone()),
             quirks: quirks.clone(),
             private_dir: Some(config.data_dir.clone()),

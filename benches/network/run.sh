@@ -236,30 +236,46 @@ lease_rows() { # PEER
     esac
 }
 
+# The server's CPU per completed exchange of step PREFIX (microseconds):
+# a capacity measure that holds where perfdhcp, one thread on the other
+# core, is what saturates first.
+record_cpu() { # PREFIX PEER RUN CPU_MS
+    local acks
+    acks=$(awk -F'\t' -v m="$1_acks" -v p="$2" -v r="$3" '$2==m && $3==p && $4==r {print $5}' "$RESULTS")
+    [ -n "$acks" ] && [ "$acks" -gt 0 ] 2>/dev/null || return 0
+    record dhcp "$1_server_us_per_dora" "$2" "$3" $(($4 * 1000 / acks))
+}
+
 # Per peer: a rate sweep (a fresh server for every step; the peak of the
 # completed DORA/s is the peer's capacity), then a run at a light fixed
 # rate that every peer sustains, for latency percentiles.
 bench_dhcp() {
-    local run=$1 peer f rate
+    local run=$1 peer f rate cpu0 cpu1
     for peer in $DHCP_PEERS; do
         wait_quiet "dhcp run $run $peer"
         for rate in $DHCP_RATES; do
             dhcp_start "$peer"
             f="$OUT/dhcp-r$rate-$peer-$run.txt"
+            cpu0=$(server_cpu_ms)
             perfdhcp_run "$f" "$rate" "$DHCP_STEP_SECONDS"
+            cpu1=$(server_cpu_ms)
             "$PY" "$HERE/stats.py" perfdhcp "$f" "$DHCP_STEP_SECONDS" | while read -r k v; do
                 record dhcp "r${rate}_$k" "$peer" "$run" "$v"
             done
+            record_cpu "r${rate}" "$peer" "$run" $((cpu1 - cpu0))
             log "dhcp run $run $peer: $rate/s offered -> $(awk -F'\t' -v m="r${rate}_dora_per_s" -v p="$peer" -v r="$run" '$2==m && $3==p && $4==r {print $5}' "$RESULTS") DORA/s"
             stop_server
         done
         [ "$DHCP_LAT" = 1 ] || continue
         dhcp_start "$peer"
         f="$OUT/dhcp-lat-$peer-$run.txt"
+        cpu0=$(server_cpu_ms)
         perfdhcp_run "$f" "$DHCP_LAT_RATE" "$DHCP_LAT_SECONDS"
+        cpu1=$(server_cpu_ms)
         "$PY" "$HERE/stats.py" perfdhcp "$f" "$DHCP_LAT_SECONDS" | while read -r k v; do
             record dhcp "lat_$k" "$peer" "$run" "$v"
         done
+        record_cpu lat "$peer" "$run" $((cpu1 - cpu0))
         record dhcp lat_lease_rows "$peer" "$run" "$(lease_rows "$peer")"
         # Where bootloader's time went (the lease group's store time, the
         # answer's, the queue's wait): sums and counts give the means.

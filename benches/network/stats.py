@@ -106,6 +106,7 @@ ROWS = [
     ("dhcp", "lat_ra_p50_ms", "  REQUEST->ACK p50", "ms", None, False),
     ("dhcp", "lat_ra_p99_ms", "  REQUEST->ACK p99", "ms", None, False),
     ("dhcp", "lat_acks", "  ACKs received", "", None, True),
+    ("dhcp", "lat_server_us_per_dora", "  server CPU per DORA", "us", None, False),
     ("dhcp", "lat_lease_rows", "  leases on disk afterwards", "", None, True),
     ("tftp", "big_lockstep_s", "TFTP 64 MiB, blksize 1468", "MB/s", "mbps", True),
     ("tftp", "WINDOWS", None, None, None, True),
@@ -188,6 +189,7 @@ def summary(path):
                 for rate in rates:
                     rows.append(("dhcp", f"r{rate}_dora_per_s", f"  DORA/s completed at {rate}/s offered", "DORA/s", None, True))
                     rows.append(("dhcp", f"r{rate}_do_drop_pct", "    DISCOVERs unanswered", "%", None, False))
+                    rows.append(("dhcp", f"r{rate}_server_us_per_dora", "    server CPU per completed DORA", "us", None, False))
             else:
                 rows.append(row)
         for s, metric, label, unit, kind, _ in rows:

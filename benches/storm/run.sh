@@ -106,15 +106,6 @@ head -c $((KERNEL_KB * 1024)) /dev/urandom > "$WWW/static/storm/vmlinuz"
 head -c $((INITRD_KB * 1024)) /dev/urandom > "$WWW/static/storm/initrd.img"
 pg_bridge
 
-# CPU time (ms) used so far by every process in the server namespace.
-server_cpu_ms() {
-    local t=0 p f
-    for p in $(ip netns pids "$SNS"); do
-        f=$(cut -d' ' -f14,15 "/proc/$p/stat" 2>/dev/null) || continue
-        t=$((t + ${f% *} + ${f#* }))
-    done
-    echo $((t * 1000 / $(getconf CLK_TCK)))
-}
 # With BENCH_DB=postgres: CPU time (ms) used so far by the machine's
 # PostgreSQL and the socat bridge to it if there is one (children reaped
 # included, so backends and bridge connections that ended still count).

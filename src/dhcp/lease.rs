@@ -24,6 +24,7 @@ use bootloader_core::published::inventory::Pool;
 use bootloader_store::boot::{LeaseChange, LeaseClaim};
 use bootloader_store::{LeaseStore, Network};
 
+use super::journal::Journal;
 use super::slices::Slices;
 
 /// Timers of the authoritative server, in seconds.
@@ -82,12 +83,21 @@ pub struct Leases {
     taking: tokio::sync::Mutex<()>,
     queue: mpsc::Sender<Pending>,
     writer: Mutex<Option<mpsc::Receiver<Pending>>>,
+    /// Alone on SQLite: changes are durable once appended here, and reach
+    /// the database a moment later (`journal.rs`).
+    journal: Option<Arc<Journal>>,
 }
 
 impl Leases {
     /// `slices`: other daemons share the database, and these are the pool
-    /// slices this one holds.
-    pub fn new(store: Arc<dyn LeaseStore>, times: LeaseTimes, slices: Option<Slices>) -> Self {
+    /// slices this one holds. `journal`: this daemon is alone on its
+    /// database, and commits its changes through the journal.
+    pub fn new(
+        store: Arc<dyn LeaseStore>,
+        times: LeaseTimes,
+        slices: Option<Slices>,
+        journal: Option<Arc<Journal>>,
+    ) -> Self {
         let (queue, writer) = mpsc::channel(4 * GROUP);
         Self {
             store,
@@ -100,6 +110,7 @@ impl Leases {
             taking: tokio::sync::Mutex::new(()),
             queue,
             writer: Mutex::new(Some(writer)),
+            journal,
         }
     }
 
@@ -117,19 +128,36 @@ impl Leases {
             .unwrap_or_else(|e| e.into_inner())
             .take()?;
         let store = self.store.clone();
+        let journal = self.journal.clone();
         Some(async move {
             let mut group: Vec<Pending> = Vec::with_capacity(GROUP);
             while rx.recv_many(&mut group, GROUP).await > 0 {
                 let changes: Vec<LeaseChange> = group.iter().map(|p| p.change.clone()).collect();
-                let started = Instant::now();
-                let mut result = store.apply_lease_changes(&changes).await;
-                if result.is_err() {
-                    // Once more: two daemons' groups can still meet in a
-                    // deadlock the database breaks by failing one.
-                    result = store.apply_lease_changes(&changes).await;
-                }
-                crate::telemetry::store_op("lease_group", started.elapsed());
-                crate::telemetry::lease_group(changes.len());
+                let result = match &journal {
+                    // The book judged each change as the store would: each
+                    // holds once it is in the journal.
+                    Some(journal) => {
+                        let started = Instant::now();
+                        let appended = journal.append(&changes);
+                        crate::telemetry::store_op("lease_journal", started.elapsed());
+                        appended
+                            .map(|()| vec![true; changes.len()])
+                            .map_err(|e| anyhow!("cannot append to the lease journal: {e}"))
+                    }
+                    None => {
+                        let started = Instant::now();
+                        let mut result = store.apply_lease_changes(&changes).await;
+                        if result.is_err() {
+                            // Once more: two daemons' groups can still meet
+                            // in a deadlock the database breaks by failing
+                            // one.
+                            result = store.apply_lease_changes(&changes).await;
+                        }
+                        crate::telemetry::store_op("lease_group", started.elapsed());
+                        crate::telemetry::lease_group(changes.len());
+                        result.map_err(anyhow::Error::from)
+                    }
+                };
                 match result {
                     Ok(held) => {
                         for (p, h) in group.drain(..).zip(held) {
@@ -249,6 +277,11 @@ impl Leases {
             hostname: String::new(),
             now,
         });
+        if !early && self.journal.is_some() {
+            // Alone, the book is the store's judgement: the address is
+            // another client's, and nothing is written.
+            return Ok(false);
+        }
         let judged = self.commit(change).await;
         if judged.is_ok() {
             self.unwritten().remove(&(network, ip));

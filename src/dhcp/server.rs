@@ -109,6 +109,9 @@ pub struct DhcpStores {
     /// Where pool slices are held when shared, and this daemon's name.
     pub locks: Arc<dyn LockStore>,
     pub instance: String,
+    /// Alone on the database: the lease journal changes are committed
+    /// through.
+    pub journal: Option<Arc<super::journal::Journal>>,
 }
 
 /// Everything a packet's handling needs.
@@ -156,6 +159,7 @@ impl DhcpService {
                         settings.offer_hold,
                     )
                 }),
+                stores.journal.clone(),
             )
         });
         Self {

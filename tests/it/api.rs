@@ -572,11 +572,24 @@ async fn bmc_password_stays_secret(backend: Backend) {
     // Not in clear anywhere in the database.
     match backend {
         Backend::Sqlite => {
-            for entry in std::fs::read_dir(ts.dir.path()).unwrap() {
+            // Every file of the data dir, the lease journal's included.
+            let mut files = Vec::new();
+            let mut dirs = vec![ts.dir.path().to_path_buf()];
+            while let Some(dir) = dirs.pop() {
+                for entry in std::fs::read_dir(dir).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.is_dir() {
+                        dirs.push(path);
+                    } else {
+                        files.push(path);
+                    }
+                }
+            }
+            for path in files {
                 // SQLite removes its -wal/-shm files as the last connection
                 // closes, which may be just now: their content is in the
                 // main file by then.
-                let bytes = match std::fs::read(entry.unwrap().path()) {
+                let bytes = match std::fs::read(path) {
                     Ok(b) => b,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => panic!("{e}"),

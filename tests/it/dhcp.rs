@@ -696,6 +696,92 @@ on_both_backends!(
     leases_survive_a_restart_and_inform,
 );
 
+/// The real binary on SQLite, killed with SIGKILL right after its last
+/// ACK: every lease it acknowledged is in the store after the restart,
+/// bound to the address its client was given (the lease journal is applied
+/// before the daemon serves), and each client's next DISCOVER is offered
+/// that address again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_leases_survive_sigkill() {
+    let port = free_udp_port().to_string();
+    let proxy_port = free_udp_port().to_string();
+    let mut daemon = common::binary::Binary::start(&[
+        ("BOOTLOADER_DHCP_MODE", "authoritative"),
+        ("BOOTLOADER_DHCP_LISTEN", "127.0.0.1"),
+        ("BOOTLOADER_DHCP_PORT", &port),
+        ("BOOTLOADER_DHCP_PROXY_PORT", &proxy_port),
+    ])
+    .await;
+    daemon.create("/locations", json!({"name": "lab"})).await;
+    daemon
+        .create(
+            "/networks",
+            json!({"location": "lab", "cidr": "10.0.0.0/24", "gateway": "10.0.0.1",
+                "pool": {"start": "10.0.0.100", "end": "10.0.0.199"}}),
+        )
+        .await;
+    let relay = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server = SocketAddr::from((RELAY, port.parse::<u16>().unwrap()));
+    let ask = |msg: Message| {
+        let relay = &relay;
+        async move {
+            for _ in 0..5 {
+                relay.send_to(&msg.to_vec().unwrap(), server).await.unwrap();
+                let mut buf = [0u8; 1500];
+                if let Ok(Ok((n, _))) =
+                    tokio::time::timeout(Duration::from_secs(1), relay.recv_from(&mut buf)).await
+                {
+                    let reply = Message::decode(&mut dhcproto::Decoder::new(&buf[..n])).unwrap();
+                    if reply.xid() == msg.xid() {
+                        return reply;
+                    }
+                }
+            }
+            panic!("no answer to {:?}", msg.opts().msg_type());
+        }
+    };
+    let mut given = Vec::new();
+    for i in 0..40u32 {
+        let mac = format!("52:54:00:00:09:{i:02x}");
+        let offer = ask(base(MessageType::Discover, &mac, 2 * i + 1)).await;
+        let ack = ask(request_for(
+            &offer,
+            base(MessageType::Request, &mac, 2 * i + 2),
+        ))
+        .await;
+        assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack), "{mac}");
+        given.push((mac, ack.yiaddr()));
+    }
+    daemon.kill();
+    daemon.restart().await;
+    let leases = daemon.get("/leases?limit=1000").await;
+    let stored: std::collections::HashMap<String, (String, String)> = leases["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["mac"].as_str().unwrap().to_string(),
+                (
+                    l["ip"].as_str().unwrap().to_string(),
+                    l["state"].as_str().unwrap().to_string(),
+                ),
+            )
+        })
+        .collect();
+    for (mac, ip) in &given {
+        assert_eq!(
+            stored.get(mac),
+            Some(&(ip.to_string(), "bound".to_string())),
+            "{mac} was acknowledged {ip}; the store after the restart holds {leases}"
+        );
+    }
+    for (i, (mac, ip)) in given.iter().enumerate() {
+        let offer = ask(base(MessageType::Discover, mac, 1000 + i as u32)).await;
+        assert_eq!(offer.yiaddr(), *ip, "{mac}");
+    }
+}
+
 /// 100,000 packets without a message type from one relay: the timeline
 /// keeps a few rows and a count, the store grows by less than 1 MB, and
 /// the server answers the next client.

@@ -425,7 +425,10 @@ async fn lease_events_follow_what_the_group_wrote(backend: Backend) {
     assert_eq!(held, [true, false, false, true, false]);
     assert_eq!(
         events().await,
-        [key("dhcp.lease.released", 150), key("dhcp.lease.declined", 152)]
+        [
+            key("dhcp.lease.released", 150),
+            key("dhcp.lease.declined", 152)
+        ]
     );
     ts.drop_database().await;
 }
@@ -1240,6 +1243,99 @@ on_both_backends!(
     a_hold_has_one_holder,
     the_outbox_keeps_commit_order,
 );
+
+/// The DHCP server's lease journal against a real SQLite store: what a
+/// run that died left in it (a torn last line included) is in the store
+/// once the journal is opened, and its segments are gone; changes appended
+/// are read back through the journal at once (a read commits them first),
+/// and a flush leaves one empty segment.
+#[tokio::test]
+async fn the_lease_journal_applies_what_a_dead_run_left() {
+    use bootloader::dhcp::journal::Journal;
+    use bootloader_store::LeaseStore;
+    let ts = TestStore::new(Backend::Sqlite).await;
+    let store = open(&ts).await;
+    let net = network(&*store).await;
+    let now = 1_800_000_000;
+    let dir = ts.dir.path().join("lease-journal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let line = |ip: &str, m: u8, op: &str| {
+        format!(
+            "{{\"op\":\"{op}\",\"network\":{net},\"ip\":\"{ip}\",\"mac\":\"{}\",\"state\":\"bound\",\"expires_at\":{},\"now\":{now}}}\n",
+            mac(m),
+            now + 600
+        )
+    };
+    // Two segments of a dead run: a bind and its move, then a bind and a
+    // write cut short.
+    std::fs::write(
+        dir.join("000000000007.log"),
+        line("10.9.0.120", 1, "claim") + &line("10.9.0.121", 1, "claim"),
+    )
+    .unwrap();
+    let torn = line("10.9.0.131", 3, "claim");
+    std::fs::write(
+        dir.join("000000000008.log"),
+        line("10.9.0.130", 2, "claim") + &torn[..torn.len() / 2],
+    )
+    .unwrap();
+    let leases: Arc<dyn LeaseStore> = store.clone();
+    let journal = Journal::open(&dir, leases).await.unwrap();
+    let lease = |o: u8| {
+        let store = store.clone();
+        async move {
+            store
+                .lease_at(net, Ipv4Addr::new(10, 9, 0, o))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        lease(120).await.unwrap().state,
+        LeaseState::Released,
+        "moved"
+    );
+    let bound = lease(121).await.unwrap();
+    assert_eq!((bound.mac, bound.state), (mac(1), LeaseState::Bound));
+    assert_eq!(lease(130).await.unwrap().mac, mac(2));
+    assert!(lease(131).await.is_none(), "the torn line is left out");
+    let files = |dir: &std::path::Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(files(&dir), ["000000000009.log"]);
+    // Appended: durable in the file, read through the journal at once.
+    journal
+        .append(&[LeaseChange::Claim(LeaseClaim {
+            ip: Ipv4Addr::new(10, 9, 0, 140),
+            ..claim(net, mac(4), LeaseState::Bound, now)
+        })])
+        .unwrap();
+    assert!(
+        std::fs::read_to_string(dir.join("000000000009.log"))
+            .unwrap()
+            .contains(&mac(4).to_string())
+    );
+    let read = journal
+        .lease_at(net, Ipv4Addr::new(10, 9, 0, 140))
+        .await
+        .unwrap()
+        .expect("the appended lease, through the journal");
+    assert_eq!(read.mac, mac(4));
+    assert_eq!(files(&dir), ["000000000010.log"]);
+    assert!(journal.flush().await);
+    assert_eq!(files(&dir), ["000000000010.log"]);
+    assert_eq!(
+        std::fs::metadata(dir.join("000000000010.log"))
+            .unwrap()
+            .len(),
+        0
+    );
+}
 
 /// SQLite: what was committed reaches the database file itself within
 /// seconds, copied from the WAL in the background, though far less was
