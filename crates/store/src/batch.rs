@@ -2,7 +2,7 @@
 //!
 //! sqlx sends each statement to SQLite's connection thread and waits for
 //! it to come back, and `BEGIN` and `COMMIT` are trips of their own: a
-//! lease group (the transaction every DHCP ACK waits for) was six trips,
+//! lease group (the transaction every DHCP ACK once waited for) was six trips,
 //! each a wake-up of a thread on either side. Each backend's `Batch`
 //! (`sqlite.rs`, `postgres.rs`) takes the statements of a step at once:
 //! SQLite's runs them in one trip, the first batch with its `BEGIN` and the
