@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use bootloader_core::model::{LeaseState, MacAddr};
 use bootloader_store::boot::{Lease, LeaseChange, LeaseClaim};
-use bootloader_store::{LeaseStore, Listing, Page, Result as StoreResult};
+use bootloader_store::{LeaseStore, Listing, Page, Result as StoreResult, StoreError};
 
 /// How long the flusher lets changes gather after the first one, so that
 /// at a trickle of requests it still commits several at once.
@@ -252,6 +252,46 @@ fn cut(changes: &[LeaseChange]) -> usize {
     changes.len().min(FLUSH_GROUP)
 }
 
+/// Commits `group` in one transaction. If the database refuses it for
+/// good (a change of a network deleted meanwhile breaks its foreign key),
+/// each change is committed alone and those it refuses are logged and left
+/// out, so that one cannot hold back every change after it. Fails only
+/// while the database is unavailable: the group is then kept.
+async fn apply(store: &dyn LeaseStore, group: &[LeaseChange]) -> StoreResult<()> {
+    let held = match store.apply_lease_changes(group).await {
+        Ok(held) => held,
+        Err(e @ StoreError::Unavailable(_)) => return Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, changes = group.len(), "the database refused a group of lease changes; each is tried alone");
+            let mut held = Vec::with_capacity(group.len());
+            for change in group {
+                match store
+                    .apply_lease_changes(std::slice::from_ref(change))
+                    .await
+                {
+                    Ok(h) => held.extend(h),
+                    Err(e @ StoreError::Unavailable(_)) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, change = ?change, "a lease change the database refuses is left out");
+                        held.push(true);
+                    }
+                }
+            }
+            held
+        }
+    };
+    let refused = held.iter().filter(|h| !**h).count();
+    if refused > 0 {
+        // Alone, the book judged each change as the store does: a refusal
+        // means a write to the leases from elsewhere (an operator's SQL).
+        tracing::warn!(
+            refused,
+            "the database refused lease changes the DHCP server had already answered"
+        );
+    }
+    Ok(())
+}
+
 /// The segments in `dir`, oldest first.
 fn segments(dir: &Path) -> anyhow::Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
@@ -317,7 +357,7 @@ impl Journal {
                 tracing::warn!(file = %path.display(), line, error = %why, "a lease journal line cannot be read; left out (a write cut short by a crash)");
             }
             for group in groups(&changes) {
-                store.apply_lease_changes(group).await.with_context(|| {
+                apply(&*store, group).await.with_context(|| {
                     format!("cannot apply the lease journal {}", path.display())
                 })?;
             }
@@ -392,21 +432,11 @@ impl Journal {
             while !taken.changes.is_empty() {
                 let n = group_len(&taken.changes);
                 let started = Instant::now();
-                let result = self.store.apply_lease_changes(&taken.changes[..n]).await;
+                let result = apply(&*self.store, &taken.changes[..n]).await;
                 crate::telemetry::store_op("lease_group", started.elapsed());
                 crate::telemetry::lease_group(n);
                 match result {
-                    Ok(held) => {
-                        let refused = held.iter().filter(|h| !**h).count();
-                        if refused > 0 {
-                            // Alone, the book judged each change as the
-                            // store does: a refusal means a write to the
-                            // leases from elsewhere (an operator's SQL).
-                            tracing::warn!(
-                                refused,
-                                "the database refused lease changes the DHCP server had already answered"
-                            );
-                        }
+                    Ok(()) => {
                         taken.changes.drain(..n);
                     }
                     Err(e) => {

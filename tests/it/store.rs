@@ -1266,11 +1266,16 @@ async fn the_lease_journal_applies_what_a_dead_run_left() {
             now + 600
         )
     };
-    // Two segments of a dead run: a bind and its move, then a bind and a
-    // write cut short.
+    // Two segments of a dead run: a bind and its move, and one in a
+    // network deleted since (the database refuses it: left out, the others
+    // applied); then a bind and a write cut short.
+    let gone = line("10.9.0.122", 5, "claim").replace(
+        &format!("\"network\":{net},"),
+        &format!("\"network\":{},", net + 1000),
+    );
     std::fs::write(
         dir.join("000000000007.log"),
-        line("10.9.0.120", 1, "claim") + &line("10.9.0.121", 1, "claim"),
+        line("10.9.0.120", 1, "claim") + &gone + &line("10.9.0.121", 1, "claim"),
     )
     .unwrap();
     let torn = line("10.9.0.131", 3, "claim");
@@ -1298,6 +1303,7 @@ async fn the_lease_journal_applies_what_a_dead_run_left() {
     let bound = lease(121).await.unwrap();
     assert_eq!((bound.mac, bound.state), (mac(1), LeaseState::Bound));
     assert_eq!(lease(130).await.unwrap().mac, mac(2));
+    assert!(store.lease_of(net + 1000, mac(5)).await.unwrap().is_none());
     assert!(lease(131).await.is_none(), "the torn line is left out");
     let files = |dir: &std::path::Path| {
         let mut names: Vec<String> = std::fs::read_dir(dir)
