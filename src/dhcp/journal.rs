@@ -326,6 +326,8 @@ struct Open {
 struct Taken {
     segment: u64,
     changes: Vec<LeaseChange>,
+    /// How many of them are in the database.
+    done: usize,
 }
 
 /// The journal of a daemon alone on its database.
@@ -429,16 +431,15 @@ impl Journal {
             waiting.push_back(taken);
         }
         while let Some(taken) = waiting.front_mut() {
-            while !taken.changes.is_empty() {
-                let n = group_len(&taken.changes);
+            while taken.done < taken.changes.len() {
+                let rest = &taken.changes[taken.done..];
+                let n = group_len(rest);
                 let started = Instant::now();
-                let result = apply(&*self.store, &taken.changes[..n]).await;
+                let result = apply(&*self.store, &rest[..n]).await;
                 crate::telemetry::store_op("lease_group", started.elapsed());
                 crate::telemetry::lease_group(n);
                 match result {
-                    Ok(()) => {
-                        taken.changes.drain(..n);
-                    }
+                    Ok(()) => taken.done += n,
                     Err(e) => {
                         tracing::warn!(error = %e, changes = n, "cannot store lease changes yet; they stay in the journal");
                         return false;
@@ -475,6 +476,7 @@ impl Journal {
         Some(Taken {
             segment,
             changes: std::mem::take(&mut open.appended),
+            done: 0,
         })
     }
 }
