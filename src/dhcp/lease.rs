@@ -1,8 +1,11 @@
 //! Address allocation for the authoritative server. Each network's
 //! `LeaseBook` (core) picks addresses from memory; every change is then
-//! committed by the lease writer, which puts the changes of all the
-//! requests waiting at that moment into one transaction, and only then is
-//! the reply sent: a lease is in the store before the client hears of it.
+//! made durable by the lease writer, which takes the changes of all the
+//! requests waiting at that moment at once, and only then is the reply
+//! sent: a lease survives the daemon's crash before the client hears of
+//! it. Alone on SQLite the writer appends them to the lease journal
+//! (`journal.rs`), which commits them to the database a moment later;
+//! where daemons share the database it commits them in one transaction.
 //! The store's conditional claim stays the arbiter the book cannot be when
 //! other daemons share the database: a claim it refuses is read back into
 //! the book and another address is tried. Shared, this daemon offers free
