@@ -323,8 +323,9 @@ async fn boot_answers_follow_every_write(backend: Backend) {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let interface = b["id"].as_i64().unwrap();
-    // Read ahead as at start (SQLite's index is always on; PostgreSQL's
-    // once it listens), the answers are the same.
+    // Read ahead again as at start (the index is on: SQLite's since the
+    // daemon serves, PostgreSQL's once it listens), the answers are the
+    // same.
     let warmed = d.store.warm_boot_index().await.unwrap();
     if matches!(backend, Backend::Sqlite) {
         assert_eq!(warmed, 2, "n1's two interfaces");

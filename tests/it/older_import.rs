@@ -342,3 +342,41 @@ async fn import_legacy_from_the_command_line() {
     assert!(out.contains("servers_location"), "{out}");
     older_db.drop_database().await;
 }
+
+/// A daemon serving the SQLite file the command line imports into sees
+/// the imported machines within seconds (the command line leaves word
+/// beside the file), though it answered their MACs from memory before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serving_daemon_sees_what_the_command_line_imported() {
+    let (older_db, url) = older_database().await;
+    let ts = TestStore::new(Backend::Sqlite).await;
+    let d = Daemon::start(&ts, None).await;
+    let script = || async {
+        let r = reqwest::get(format!("{}/ipxe/52:54:00:00:00:02", d.base))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.text().await.unwrap()
+    };
+    // Asked twice: the second answer is the index's.
+    for _ in 0..2 {
+        let s = script().await;
+        assert!(s.contains("unknown MAC"), "{s}");
+    }
+    let (code, out) = import_legacy(ts.dir.path(), &url, &["--skip-conflicts"]);
+    assert_eq!(code, 0, "{out}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let s = script().await;
+        if s.contains("r2.dc1.example.com") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon still answers as before the import: {s}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    d.stop().await;
+    older_db.drop_database().await;
+}

@@ -7,31 +7,36 @@
 //! and the files it serves), one path served, or everything (an inventory
 //! change).
 //! An entry read before a later mark that concerns it is read again, so a
-//! read that raced a write is never kept past it. On SQLite, entries are
-//! also read again after `AGE`, for writers this process does not see (the
-//! command line writing the same SQLite file).
+//! read that raced a write is never kept past it; an entry no mark
+//! concerns is kept. Once every interface has been read in one go
+//! (`read_every_target`) and nothing in the inventory changed since, a MAC
+//! the index does not hold is no interface's: it is answered "unknown"
+//! without a read (a flood of made-up MACs reads nothing and keeps
+//! nothing).
 //!
-//! On PostgreSQL other daemons write too: their changes come as
-//! notifications (migration 0016's triggers, made finer by 0017: `notice`), and the index is
-//! on only while this daemon listens for them; before that and while the
-//! listening connection is lost, every look-up reads the database. Every
-//! writer's change is notified there (the command line's too), so an entry
-//! is kept until a change concerns it, not `AGE`: under a boot storm a
-//! machine's rounds of DHCP lie seconds apart, and each read again is a
-//! query queued behind the storm's writes.
+//! The index is off (every look-up reads the database) until the daemon
+//! turns it on, and it must hear of every writer's change:
+//! - On SQLite the writers are this process and the command line
+//!   (`import-legacy`) writing the same file. A process whose index is off
+//!   leaves word of each change beside the file (`Stamp`); the daemon
+//!   looks at it once a second (`check_stamp`) and reads everything again
+//!   when it changed.
+//! - On PostgreSQL other daemons write too: their changes come as
+//!   notifications (migration 0016's triggers, made finer by 0017:
+//!   `notice`), and the index is on only while this daemon listens for
+//!   them; before that and while the listening connection is lost, every
+//!   look-up reads the database.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
 use crate::boot::BootTarget;
 use bootloader_core::model::{MacAddr, Via};
 
-/// How long an entry is trusted without a write marking it.
-const AGE: Duration = Duration::from_secs(5);
 /// Targets marked (deployments started or ended, the inventory changed)
 /// past which the whole index is read again in one query (`keep_warm`),
 /// rather than each machine's next request reading its own.
@@ -53,14 +58,10 @@ struct Cached<T> {
     value: T,
     /// The write sequence before it was read.
     seen: u64,
-    at: Instant,
 }
 
 #[derive(Default)]
 struct Inner {
-    /// How long an entry is trusted without a mark: `AGE`, or as long as
-    /// no mark concerns it (`None`, notified of every writer's change).
-    age: Option<Duration>,
     targets: HashMap<MacAddr, Cached<Option<BootTarget>>>,
     /// By listener, then path (looked up by `&str`, no copy of the path).
     served: HashMap<Via, HashMap<String, Cached<Option<ServedRow>>>>,
@@ -74,6 +75,10 @@ struct Inner {
     /// The sequence of each deployment's latest start or end: the files
     /// it serves stop (or start) being served with it.
     deployments: HashMap<i64, u64>,
+    /// The sequence before every interface was read in one go, if no
+    /// entry was dropped since (`targets` then holds every MAC that was
+    /// an interface's).
+    every_target: Option<u64>,
 }
 
 impl Inner {
@@ -81,7 +86,13 @@ impl Inner {
         c.seen >= self.all
             && (!files || c.seen >= self.files)
             && server.is_none_or(|s| self.servers.get(&s).is_none_or(|m| c.seen >= *m))
-            && self.age.is_none_or(|age| c.at.elapsed() < age)
+    }
+
+    /// Whether a MAC the index does not hold is known to be no
+    /// interface's: every interface was read and the inventory has not
+    /// changed since.
+    fn holds_every_target(&self) -> bool {
+        self.every_target.is_some_and(|seen| seen >= self.all)
     }
 
     /// Whether a served-file entry still holds: nothing changed its path,
@@ -113,6 +124,7 @@ impl Inner {
             self.servers.clear();
             self.paths.clear();
             self.deployments.clear();
+            self.every_target = None;
             self.all = seq;
         }
     }
@@ -128,34 +140,32 @@ pub struct BootIndex {
     inner: Mutex<Inner>,
     /// Look-ups that missed, read from the database together.
     pub(crate) misses: crate::grouped::Grouped<MacAddr, Option<BootTarget>>,
+    /// SQLite's word of other processes' writes, and what it said when
+    /// last looked at.
+    stamp: Option<(Stamp, Mutex<Option<Vec<u8>>>)>,
 }
 
 impl BootIndex {
-    /// `enabled` false: every look-up misses and nothing is kept. Entries
-    /// are read again after `AGE`.
-    pub fn new(enabled: bool) -> Self {
-        Self {
-            enabled: AtomicBool::new(enabled),
-            seq: AtomicU64::new(1),
-            marked: AtomicUsize::new(0),
-            inner: Mutex::new(Inner {
-                age: Some(AGE),
-                ..Inner::default()
-            }),
-            misses: Default::default(),
-        }
-    }
-
-    /// An index told of every writer's change (PostgreSQL's notifications),
-    /// off until it listens: entries are kept until a change concerns
-    /// them.
-    pub fn notified() -> Self {
+    /// An index that is off (every look-up misses, nothing is kept) until
+    /// `set_enabled`.
+    pub fn off() -> Self {
         Self {
             enabled: AtomicBool::new(false),
             seq: AtomicU64::new(1),
             marked: AtomicUsize::new(0),
             inner: Mutex::new(Inner::default()),
             misses: Default::default(),
+            stamp: None,
+        }
+    }
+
+    /// An index that, while off, leaves word of every change at `stamp`,
+    /// and, while on, reads everything again when another process left
+    /// word there (`check_stamp`).
+    pub fn with_stamp(stamp: Stamp) -> Self {
+        Self {
+            stamp: Some((stamp, Mutex::new(None))),
+            ..Self::off()
         }
     }
 
@@ -171,11 +181,17 @@ impl BootIndex {
         self.on()
     }
 
-    /// Turns the index on (everything read before is read again) or off.
+    /// Turns the index on (everything read before is read again; whoever
+    /// turns it on reads it ahead, `warm_index`, so that is no mark) or
+    /// off.
     pub fn set_enabled(&self, on: bool) {
         if on {
+            if let Some((stamp, last)) = &self.stamp {
+                *last.lock().unwrap_or_else(|e| e.into_inner()) = stamp.read();
+            }
             self.enabled.store(true, Ordering::Release);
             self.changed_all();
+            self.marked.store(0, Ordering::Relaxed);
         } else {
             self.changed_all();
             self.enabled.store(false, Ordering::Release);
@@ -225,7 +241,9 @@ impl BootIndex {
             return None;
         }
         let inner = self.inner();
-        let c = inner.targets.get(&mac)?;
+        let Some(c) = inner.targets.get(&mac) else {
+            return inner.holds_every_target().then_some(None);
+        };
         let server = c.value.as_ref().map(|t| t.server_id);
         inner.fresh(c, server, false).then(|| c.value.clone())
     }
@@ -235,15 +253,25 @@ impl BootIndex {
             return;
         }
         let mut inner = self.inner();
+        if value.is_none() && inner.holds_every_target() && !inner.targets.contains_key(&mac) {
+            // Answered without it.
+            return;
+        }
         inner.make_room(self.begin());
-        inner.targets.insert(
-            mac,
-            Cached {
-                value,
-                seen,
-                at: Instant::now(),
-            },
-        );
+        inner.targets.insert(mac, Cached { value, seen });
+    }
+
+    /// Every interface's target was just read and kept, the read begun at
+    /// `seen`: a MAC the index does not hold is unknown, until the
+    /// inventory changes.
+    pub fn read_every_target(&self, seen: u64) {
+        if !self.on() {
+            return;
+        }
+        let mut inner = self.inner();
+        if seen >= inner.all {
+            inner.every_target = Some(seen);
+        }
     }
 
     pub fn served(&self, via: Via, path: &str) -> Option<Option<ServedRow>> {
@@ -261,20 +289,18 @@ impl BootIndex {
         }
         let mut inner = self.inner();
         inner.make_room(self.begin());
-        inner.served.entry(via).or_default().insert(
-            path.to_string(),
-            Cached {
-                value,
-                seen,
-                at: Instant::now(),
-            },
-        );
+        inner
+            .served
+            .entry(via)
+            .or_default()
+            .insert(path.to_string(), Cached { value, seen });
     }
 
     /// A server's target changed: a deployment of it started (it serves
     /// nothing yet: each file it serves is marked as it comes).
     pub fn changed_server(&self, server_id: i64) {
         if !self.on() {
+            self.leave_word();
             return;
         }
         let seq = self.next();
@@ -287,6 +313,7 @@ impl BootIndex {
     /// files the deployment serves, are read again.
     pub fn changed_deployment(&self, server_id: i64, deployment_id: i64) {
         if !self.on() {
+            self.leave_word();
             return;
         }
         let seq = self.next();
@@ -300,6 +327,7 @@ impl BootIndex {
     /// The file served at `path` was added, replaced or removed.
     pub fn changed_file(&self, via: Via, path: &str) {
         if !self.on() {
+            self.leave_word();
             return;
         }
         let seq = self.next();
@@ -310,11 +338,13 @@ impl BootIndex {
             .entry(via)
             .or_default()
             .insert(path.to_string(), seq);
+        self.marked.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Files served were added or removed, which ones unknown.
     pub fn changed_files(&self) {
         if !self.on() {
+            self.leave_word();
             return;
         }
         let seq = self.next();
@@ -325,6 +355,7 @@ impl BootIndex {
     /// import): everything is read again.
     pub fn changed_all(&self) {
         if !self.on() {
+            self.leave_word();
             return;
         }
         let seq = self.next();
@@ -336,9 +367,70 @@ impl BootIndex {
         self.marked.fetch_add(REWARM, Ordering::Relaxed);
     }
 
-    /// How many targets were marked since the last call.
+    /// How many targets and paths were marked since the last call.
     pub fn take_marked(&self) -> usize {
         self.marked.swap(0, Ordering::Relaxed)
+    }
+
+    /// A change made while off: word of it for the process that serves.
+    fn leave_word(&self) {
+        if let Some((stamp, _)) = &self.stamp {
+            stamp.leave();
+        }
+    }
+
+    /// Reads everything again if another process left word of a change
+    /// since the index turned on or was last looked at. Returns whether.
+    pub fn check_stamp(&self) -> bool {
+        let Some((stamp, last)) = &self.stamp else {
+            return false;
+        };
+        if !self.on() {
+            return false;
+        }
+        let now = stamp.read();
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        if *last == now {
+            return false;
+        }
+        *last = now;
+        drop(last);
+        self.changed_all();
+        true
+    }
+}
+
+/// A file beside SQLite's, rewritten by a process that changed what the
+/// boot path answers while not serving (the command line), so that the
+/// daemon serving the same file reads its index again.
+pub struct Stamp {
+    path: PathBuf,
+}
+
+impl Stamp {
+    /// `<database>-changed`, beside the database file.
+    pub fn beside(database: &Path) -> Self {
+        let mut name = database.file_name().unwrap_or_default().to_os_string();
+        name.push("-changed");
+        Self {
+            path: database.with_file_name(name),
+        }
+    }
+
+    fn leave(&self) {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+        let word = format!("{} {now}\n", std::process::id());
+        if let Err(e) = std::fs::write(&self.path, word) {
+            tracing::warn!(
+                path = %self.path.display(),
+                error = %e,
+                "cannot leave word of this change for a daemon serving the same database; restart it to see the change at once"
+            );
+        }
+    }
+
+    fn read(&self) -> Option<Vec<u8>> {
+        std::fs::read(&self.path).ok()
     }
 }
 
@@ -362,9 +454,15 @@ mod tests {
         MacAddr::new([0x52, 0x54, 0, 0, 0, n])
     }
 
+    fn on() -> BootIndex {
+        let index = BootIndex::off();
+        index.set_enabled(true);
+        index
+    }
+
     #[test]
     fn an_entry_lives_until_a_change_that_concerns_it() {
-        let index = BootIndex::new(true);
+        let index = on();
         let seen = index.begin();
         index.keep_target(mac(1), Some(target(7)), seen);
         index.keep_target(mac(2), None, seen);
@@ -383,7 +481,7 @@ mod tests {
 
     #[test]
     fn a_read_that_raced_a_write_is_not_kept_past_it() {
-        let index = BootIndex::new(true);
+        let index = on();
         // A reader starts, a write to its server commits and marks, then
         // the reader keeps what it read before the commit.
         let seen = index.begin();
@@ -398,7 +496,7 @@ mod tests {
 
     #[test]
     fn served_files_follow_every_change_of_files() {
-        let index = BootIndex::new(true);
+        let index = on();
         let row = ServedRow {
             id: 1,
             deployment_id: 3,
@@ -417,23 +515,23 @@ mod tests {
 
     #[test]
     fn marks_are_counted_for_reading_everything_again() {
-        let index = BootIndex::new(true);
+        let index = on();
         index.changed_server(1);
         index.changed_deployment(2, 20);
         index.changed_file(Via::Http, "ipxe/x");
-        assert_eq!(index.take_marked(), 2);
+        assert_eq!(index.take_marked(), 3);
         assert_eq!(index.take_marked(), 0);
         index.changed_all();
         assert!(index.take_marked() >= REWARM);
         // Off, nothing is marked.
-        let off = BootIndex::notified();
+        let off = BootIndex::off();
         off.changed_server(1);
         assert_eq!(off.take_marked(), 0);
     }
 
     #[test]
     fn a_disabled_index_keeps_nothing() {
-        let index = BootIndex::new(false);
+        let index = BootIndex::off();
         index.keep_target(mac(1), Some(target(7)), index.begin());
         assert_eq!(index.target(mac(1)), None);
         // Turned on, it keeps; a read begun before is not kept.
@@ -449,7 +547,7 @@ mod tests {
 
     #[test]
     fn notices_name_what_changed() {
-        let index = BootIndex::new(true);
+        let index = on();
         let keep =
             |m: u8, server: i64| index.keep_target(mac(m), Some(target(server)), index.begin());
         keep(1, 7);
@@ -474,7 +572,7 @@ mod tests {
 
     #[test]
     fn a_file_or_a_deployment_marks_only_its_own_entries() {
-        let index = BootIndex::new(true);
+        let index = on();
         let keep_all = || {
             let seen = index.begin();
             index.keep_served(Via::Http, "ipxe/a", Some(served_row(3)), seen);
@@ -510,5 +608,56 @@ mod tests {
         keep_all();
         index.notice("file ftp x");
         assert!(!cached(Via::Http, "ipxe/b"));
+    }
+
+    #[test]
+    fn once_every_target_was_read_an_absent_mac_is_unknown() {
+        let index = on();
+        assert_eq!(index.target(mac(9)), None, "not read yet");
+        let seen = index.begin();
+        index.keep_target(mac(1), Some(target(7)), seen);
+        index.read_every_target(seen);
+        assert_eq!(index.target(mac(9)), Some(None));
+        // Nothing kept for it: a flood of made-up MACs keeps nothing.
+        index.keep_target(mac(9), None, index.begin());
+        assert_eq!(index.inner().targets.len(), 1);
+        // A deployment marks its server's target only.
+        index.changed_server(7);
+        assert_eq!(index.target(mac(1)), None);
+        assert_eq!(index.target(mac(9)), Some(None));
+        // The inventory changed: a MAC may be an interface's now.
+        index.changed_all();
+        assert_eq!(index.target(mac(9)), None);
+        // A read of every target that raced an inventory change does not
+        // make the index whole.
+        let seen = index.begin();
+        index.changed_all();
+        index.keep_target(mac(1), Some(target(7)), seen);
+        index.read_every_target(seen);
+        assert_eq!(index.target(mac(9)), None);
+    }
+
+    #[test]
+    fn word_left_while_off_is_read_by_the_index_that_is_on() {
+        let dir = std::env::temp_dir().join(format!("bl-stamp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("bootloader.db");
+        let serving = BootIndex::with_stamp(Stamp::beside(&db));
+        serving.set_enabled(true);
+        serving.keep_target(mac(1), Some(target(7)), serving.begin());
+        assert!(!serving.check_stamp(), "no word yet");
+        // The command line's store: off, its change leaves word.
+        let command_line = BootIndex::with_stamp(Stamp::beside(&db));
+        command_line.changed_all();
+        assert!(dir.join("bootloader.db-changed").exists());
+        assert!(serving.check_stamp());
+        assert_eq!(serving.target(mac(1)), None, "read again");
+        assert!(!serving.check_stamp(), "the same word is read once");
+        command_line.changed_server(7);
+        assert!(serving.check_stamp(), "every change is word");
+        // The serving index's own changes leave none.
+        serving.changed_all();
+        assert!(!serving.check_stamp());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -87,83 +87,6 @@ async fn follow_changes(
     }
 }
 
-/// Reads the whole index again, in one query, after many targets were
-/// marked (deployments started by the thousand, an import): a boot storm
-/// after them then reads no machine's target on its own. Ends once the
-/// index is gone.
-async fn keep_warm(
-    pool: PgPool,
-    index: std::sync::Weak<super::boot_index::BootIndex>,
-    served: std::sync::Weak<super::served_cache::ServedCache>,
-) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Marks since the last read, and for how many seconds they have waited.
-    let (mut pending, mut waited) = (0, 0);
-    loop {
-        tick.tick().await;
-        let (Some(index), Some(served)) = (index.upgrade(), served.upgrade()) else {
-            return;
-        };
-        let marked = index.take_marked();
-        pending += marked;
-        if pending < super::boot_index::REWARM {
-            continue;
-        }
-        waited += 1;
-        // Once the burst is over (a second without marks), or every ten
-        // seconds of a steady stream of them: not once a second while
-        // 10,000 deployments are being started.
-        if marked > 0 && waited < 10 {
-            continue;
-        }
-        (pending, waited) = (0, 0);
-        if let Err(e) = backend::warm_index(&pool, &index).await {
-            tracing::debug!(error = %e, "cannot read the boot index again");
-        }
-        if let Err(e) = warm_small_files(&pool, &served).await {
-            tracing::debug!(error = %e, "cannot read the served files ahead");
-        }
-    }
-}
-
-/// Rendered files the active deployments serve, of `SMALL` bytes or
-/// fewer (each machine's iPXE script, say), read into `served` in one
-/// query, those it holds at their version aside: a storm's first fetch of
-/// each reads nothing from the database.
-async fn warm_small_files(pool: &PgPool, served: &super::served_cache::ServedCache) -> Result<()> {
-    const SMALL: i64 = 4096;
-    let versions: Vec<(i64, time::OffsetDateTime)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT f.id, f.created_at FROM served_files f JOIN deployments d ON d.id = f.deployment_id \
-         WHERE d.state NOT IN {} AND f.file_path IS NULL AND length(f.content) <= $1",
-        crate::boot_sql::FINAL_STATES
-    )))
-    .bind(SMALL)
-    .fetch_all(pool)
-    .await?;
-    let missing: Vec<i64> = versions
-        .into_iter()
-        .filter(|(id, version)| served.get(*id, *version).is_none())
-        .map(|(id, _)| id)
-        .collect();
-    for ids in missing.chunks(1000) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(
-            "SELECT id, created_at, content FROM served_files WHERE id IN (",
-        );
-        let mut list = q.separated(", ");
-        for id in ids {
-            list.push_bind(*id);
-        }
-        q.push(")");
-        let rows: Vec<(i64, time::OffsetDateTime, Vec<u8>)> =
-            q.build_query_as().fetch_all(pool).await?;
-        for (id, version, content) in rows {
-            served.put(id, version, bytes::Bytes::from(content));
-        }
-    }
-    Ok(())
-}
-
 pub struct PostgresStore {
     pool: PgPool,
     /// A connection each for lease groups and callback groups (`Lane`).
@@ -311,7 +234,7 @@ impl PostgresStore {
             Self::connect(target, 1).await?,
         ];
         // Off until this daemon listens for the others' changes.
-        let boot_index = std::sync::Arc::new(super::boot_index::BootIndex::notified());
+        let boot_index = std::sync::Arc::new(super::boot_index::BootIndex::off());
         let (callbacks, _) = tokio::sync::broadcast::channel(1024);
         tokio::spawn(follow_changes(
             pool.clone(),
@@ -319,7 +242,7 @@ impl PostgresStore {
             callbacks.clone(),
         ));
         let served = std::sync::Arc::new(super::served_cache::ServedCache::default());
-        tokio::spawn(keep_warm(
+        tokio::spawn(backend::keep_warm(
             pool.clone(),
             std::sync::Arc::downgrade(&boot_index),
             std::sync::Arc::downgrade(&served),
@@ -374,6 +297,9 @@ where
 }
 
 // The SQL of `backend/`, compiled for this backend.
+/// The listener turns the boot index on, once it hears every writer's
+/// changes; `warm_boot_index` only reads it ahead.
+const WARMING_TURNS_INDEX_ON: bool = false;
 type Db = sqlx::Postgres;
 type Backend = PostgresStore;
 /// The row-lock clause a read that decides a write needs.

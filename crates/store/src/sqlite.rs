@@ -32,16 +32,19 @@ pub struct SqliteStore {
     /// for a connection that readers hold.
     lanes: [SqlitePool; 3],
     served: std::sync::Arc<super::served_cache::ServedCache>,
-    /// Every writer of the file is this process (the command line aside,
-    /// see `boot_index.rs`), so the index is always on.
+    /// On once the daemon serves (`warm_boot_index`); the command line
+    /// writing the same file leaves word of its changes (`boot_index.rs`).
     boot_index: std::sync::Arc<super::boot_index::BootIndex>,
     /// The task that copies the WAL back into the file (`checkpoints`).
     checkpointer: tokio::task::AbortHandle,
+    /// The task that reads the index again when it must (`keep_warm`).
+    warmer: tokio::task::AbortHandle,
 }
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
         self.checkpointer.abort();
+        self.warmer.abort();
     }
 }
 
@@ -326,15 +329,20 @@ impl SqliteStore {
             Self::connect(path, 1).await?,
             Self::connect(path, 1).await?,
         ];
-        // Read ahead by the daemon (`warm_boot_index`) before it serves,
-        // not here: a command-line command opening the store needs none of
-        // it.
-        let boot_index = std::sync::Arc::new(super::boot_index::BootIndex::new(true));
-        // No `keep_warm` here: a look-up the index misses is a read of the
-        // local file, cheaper than reading everything again while
-        // deployments start by the thousand (measured: 25 MiB more at rest
-        // and more CPU per machine in a storm, for no machine more booted).
+        // Off until the daemon turns it on and reads it ahead
+        // (`warm_boot_index`) before it serves: a command-line command
+        // opening the store needs none of it, and leaves word of its
+        // changes for the daemon instead.
+        let boot_index = std::sync::Arc::new(super::boot_index::BootIndex::with_stamp(
+            super::boot_index::Stamp::beside(path),
+        ));
         let served = std::sync::Arc::new(super::served_cache::ServedCache::default());
+        let warmer = tokio::spawn(backend::keep_warm(
+            pool.clone(),
+            std::sync::Arc::downgrade(&boot_index),
+            std::sync::Arc::downgrade(&served),
+        ))
+        .abort_handle();
         let writer = std::sync::Arc::new(tokio::sync::Mutex::new(()));
         let checkpointer = tokio::spawn(checkpoints(pool.clone(), writer.clone())).abort_handle();
         Ok(Self {
@@ -346,6 +354,7 @@ impl SqliteStore {
             served,
             boot_index,
             checkpointer,
+            warmer,
         })
     }
 
@@ -418,6 +427,9 @@ impl SqliteStore {
 // The SQL of `backend/`, compiled for this backend.
 type Db = sqlx::Sqlite;
 type Backend = SqliteStore;
+/// The daemon's `warm_boot_index` turns the boot index on: every other
+/// writer leaves word of its changes (`boot_index::Stamp`).
+const WARMING_TURNS_INDEX_ON: bool = true;
 /// The row-lock clause a read that decides a write needs.
 const FOR_UPDATE: &str = "";
 /// A lease group releases binding clients' other addresses in the step

@@ -138,6 +138,7 @@ pub(crate) async fn warm_index(
         let target = convert::boot_target(row)?;
         index.keep_target(target.mac, Some(target), seen);
     }
+    index.read_every_target(seen);
     // And where each path the active deployments serve is (not the bytes,
     // read on the first fetch): the lowest row of a path is the one served.
     let served: Vec<(i64, i64, String, String, OffsetDateTime, Option<String>)> =
@@ -163,6 +164,87 @@ pub(crate) async fn warm_index(
         index.keep_served(via, &path, Some(row), seen);
     }
     Ok(count)
+}
+
+/// Looks once a second for what the index must read again: word of
+/// another process's writes (`BootIndex::check_stamp`, SQLite), and many
+/// targets or paths marked (deployments started by the thousand, an
+/// import), after which the whole index is read again in one query, with
+/// the small files the active deployments serve: a boot storm after them
+/// reads no machine's target, path or script on its own. Ends once the
+/// index is gone.
+pub(crate) async fn keep_warm(
+    pool: sqlx::Pool<super::Db>,
+    index: std::sync::Weak<crate::boot_index::BootIndex>,
+    served: std::sync::Weak<crate::served_cache::ServedCache>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Marks since the last read, and for how many seconds they have waited.
+    let (mut pending, mut waited) = (0, 0);
+    loop {
+        tick.tick().await;
+        let (Some(index), Some(served)) = (index.upgrade(), served.upgrade()) else {
+            return;
+        };
+        index.check_stamp();
+        let marked = index.take_marked();
+        pending += marked;
+        if pending < crate::boot_index::REWARM {
+            continue;
+        }
+        waited += 1;
+        // Once the burst is over (a second without marks), or every ten
+        // seconds of a steady stream of them: not once a second while
+        // 10,000 deployments are being started.
+        if marked > 0 && waited < 10 {
+            continue;
+        }
+        (pending, waited) = (0, 0);
+        if let Err(e) = warm_index(&pool, &index).await {
+            tracing::debug!(error = %e, "cannot read the boot index again");
+        }
+        if let Err(e) = warm_small_files(&pool, &served).await {
+            tracing::debug!(error = %e, "cannot read the served files ahead");
+        }
+    }
+}
+
+/// Rendered files the active deployments serve, of `SMALL` bytes or
+/// fewer (each machine's iPXE script, say), read into `served` in one
+/// query, those it holds at their version aside.
+async fn warm_small_files(
+    pool: &sqlx::Pool<super::Db>,
+    served: &crate::served_cache::ServedCache,
+) -> Result<()> {
+    const SMALL: i64 = 4096;
+    let versions: Vec<(i64, OffsetDateTime)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT f.id, f.created_at FROM served_files f JOIN deployments d ON d.id = f.deployment_id \
+         WHERE d.state NOT IN {FINAL_STATES} AND f.file_path IS NULL AND length(f.content) <= $1"
+    )))
+    .bind(SMALL)
+    .fetch_all(pool)
+    .await?;
+    let missing: Vec<i64> = versions
+        .into_iter()
+        .filter(|(id, version)| served.get(*id, *version).is_none())
+        .map(|(id, _)| id)
+        .collect();
+    for ids in missing.chunks(TARGETS_PER_READ) {
+        let mut q = sqlx::QueryBuilder::<super::Db>::new(
+            "SELECT id, created_at, content FROM served_files WHERE id IN (",
+        );
+        let mut list = q.separated(", ");
+        for id in ids {
+            list.push_bind(*id);
+        }
+        q.push(")");
+        let rows: Vec<(i64, OffsetDateTime, Vec<u8>)> = q.build_query_as().fetch_all(pool).await?;
+        for (id, version, content) in rows {
+            served.put(id, version, bytes::Bytes::from(content));
+        }
+    }
+    Ok(())
 }
 
 /// What the inventory knows of MACs for the boot decision, `filter`ed.
@@ -261,6 +343,9 @@ impl BootStore for Backend {
     }
 
     async fn warm_boot_index(&self) -> Result<usize> {
+        if super::WARMING_TURNS_INDEX_ON {
+            self.boot_index.set_enabled(true);
+        }
         warm_index(&self.pool, &self.boot_index).await
     }
 

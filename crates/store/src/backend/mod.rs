@@ -9,7 +9,10 @@
 //! the text is the same. What is compiled once (row types, conversions)
 //! is in `sql.rs`, `boot_sql.rs`, `engine_sql.rs` and `power_sql.rs`.
 
-use super::{Backend, Batch, Db, FOR_KEY_SHARE, FOR_UPDATE, RELEASE_CHECKED, Statements};
+use super::{
+    Backend, Batch, Db, FOR_KEY_SHARE, FOR_UPDATE, RELEASE_CHECKED, Statements,
+    WARMING_TURNS_INDEX_ON,
+};
 
 type Conn = <Db as sqlx::Database>::Connection;
 
@@ -21,6 +24,7 @@ mod boot;
     reason = "the PostgreSQL build of this file has no such test"
 )]
 pub(super) use boot::by_server_queries;
+pub(super) use boot::keep_warm;
 #[allow(
     unused_imports,
     reason = "PostgreSQL's listener reads the index ahead; on SQLite the daemon asks (`warm_boot_index`)"
