@@ -22,28 +22,35 @@ pub enum Refusal {
 
 /// The real path of the regular file `name` names below `root`. Whatever
 /// the links, nothing in `private` (the data dir: the database, the secret
-/// key, tokens) is reached from outside it.
+/// key, tokens) is reached from outside it. Its checks (a few `stat`s and
+/// `readlink`s) run together on one blocking thread: one hand-off per
+/// request, not one per call (a boot storm's kernels and initrds made six
+/// each).
 pub async fn find(root: &Path, name: &str, private: Option<&Path>) -> Result<PathBuf, Refusal> {
     let path = resolve(root, name).map_err(Refusal::BadPath)?;
-    let real = tokio::fs::canonicalize(&path)
+    let root = root.to_path_buf();
+    let private = private.map(Path::to_path_buf);
+    tokio::task::spawn_blocking(move || find_now(&root, &path, private.as_deref()))
         .await
-        .map_err(|_| Refusal::NotFound)?;
-    let real_root = tokio::fs::canonicalize(root)
-        .await
-        .map_err(|_| Refusal::NotFound)?;
+        .unwrap_or(Err(Refusal::NotFound))
+}
+
+fn find_now(root: &Path, path: &Path, private: Option<&Path>) -> Result<PathBuf, Refusal> {
+    let real = std::fs::canonicalize(path).map_err(|_| Refusal::NotFound)?;
+    let real_root = std::fs::canonicalize(root).map_err(|_| Refusal::NotFound)?;
     if !real.starts_with(&real_root) {
-        if !trusted_links(root, &path).await {
+        if !trusted_links(root, path) {
             return Err(Refusal::LeavesRoot);
         }
         if let Some(private) = private
-            && let Ok(private) = tokio::fs::canonicalize(private).await
+            && let Ok(private) = std::fs::canonicalize(private)
             && real.starts_with(&private)
         {
             return Err(Refusal::LeavesRoot);
         }
     }
     // Checked before anything opens it.
-    match tokio::fs::metadata(&real).await {
+    match std::fs::metadata(&real) {
         Ok(m) if m.is_file() => Ok(real),
         _ => Err(Refusal::NotFound),
     }
@@ -52,9 +59,9 @@ pub async fn find(root: &Path, name: &str, private: Option<&Path>) -> Result<Pat
 /// Whether every symlink on the way from `root` to `path` belongs to root
 /// or to the root directory's owner: such a link, placed by the system,
 /// may leave the root; one planted by another user may not.
-async fn trusted_links(root: &Path, path: &Path) -> bool {
+fn trusted_links(root: &Path, path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let Ok(root_meta) = tokio::fs::metadata(root).await else {
+    let Ok(root_meta) = std::fs::metadata(root) else {
         return false;
     };
     let Ok(rest) = path.strip_prefix(root) else {
@@ -63,13 +70,13 @@ async fn trusted_links(root: &Path, path: &Path) -> bool {
     let mut at = root.to_path_buf();
     for part in rest.components() {
         at.push(part);
-        match tokio::fs::symlink_metadata(&at).await {
+        match std::fs::symlink_metadata(&at) {
             Ok(m) if m.file_type().is_symlink() => {
                 if m.uid() != 0 && m.uid() != root_meta.uid() {
                     return false;
                 }
                 // A link's target may itself hold links: judge it afresh.
-                let Ok(target) = tokio::fs::read_link(&at).await else {
+                let Ok(target) = std::fs::read_link(&at) else {
                     return false;
                 };
                 if target

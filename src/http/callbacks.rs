@@ -30,7 +30,10 @@ impl CallbackWriter {
             let mut group = Vec::with_capacity(GROUP);
             while rx.recv_many(&mut group, GROUP).await > 0 {
                 let (calls, answers): (Vec<CallbackCall>, Vec<Answer>) = group.drain(..).unzip();
-                match store.record_callbacks(&calls, max).await {
+                let started = std::time::Instant::now();
+                let stored = store.record_callbacks(&calls, max).await;
+                crate::telemetry::store_op("callback_group", started.elapsed());
+                match stored {
                     Ok(receipts) => {
                         for (answer, receipt) in answers.into_iter().zip(receipts) {
                             let _ = answer.send(Ok(receipt));

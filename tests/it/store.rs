@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use bootloader_core::model::Name;
-use bootloader_core::model::{CallbackToken, DeploymentState, LeaseState, MacAddr, TokenHash};
+use bootloader_core::model::{CallbackToken, DeploymentState, LeaseState, MacAddr, TokenHash, Via};
 use bootloader_store::boot::{
     CallbackCall, CallbackReceipt, DeploymentRecord, LeaseChange, LeaseClaim,
 };
@@ -444,6 +444,30 @@ async fn deployment_and_token(store: &dyn Store) -> (i64, TokenHash) {
     (record.id, hash)
 }
 
+/// A server of location dc1 with one interface, `eth0` at `mac`.
+fn server_spec(fqdn: &str, mac: MacAddr) -> ServerSpec {
+    ServerSpec {
+        fqdn: fqdn.parse().unwrap(),
+        location: "dc1".parse().unwrap(),
+        serial: String::new(),
+        notes: String::new(),
+        labels: vec![],
+        bmc: BmcSpec {
+            host: None,
+            port: 623,
+            username: None,
+            password: None,
+            credential: None,
+            driver: None,
+        },
+        interfaces: Some(vec![InterfaceSpec {
+            name: "eth0".into(),
+            mac,
+            ipv4: None,
+        }]),
+    }
+}
+
 /// A server in location dc1 with one interface and a deployment of the
 /// echo profile, started with `claim` and the runner's first moves `then`.
 async fn deployment_claimed(
@@ -467,26 +491,7 @@ async fn deployment_claimed(
         .await
         .unwrap();
     store
-        .create_server(ServerSpec {
-            fqdn: "s1.dc1.example.com".parse().unwrap(),
-            location: "dc1".parse().unwrap(),
-            serial: String::new(),
-            notes: String::new(),
-            labels: vec![],
-            bmc: BmcSpec {
-                host: None,
-                port: 623,
-                username: None,
-                password: None,
-                credential: None,
-                driver: None,
-            },
-            interfaces: Some(vec![InterfaceSpec {
-                name: "eth0".into(),
-                mac: mac(9),
-                ipv4: None,
-            }]),
-        })
+        .create_server(server_spec("s1.dc1.example.com", mac(9)))
         .await
         .unwrap();
     let token = CallbackToken::generate().unwrap();
@@ -741,6 +746,102 @@ async fn a_stale_transition_is_refused(backend: Backend) {
         .filter(|k| k.starts_with("deployment."))
         .collect();
     assert_eq!(kinds, ["deployment.new", "deployment.preparing"]);
+    ts.drop_database().await;
+}
+
+/// Deployments' transitions committed at once (on SQLite as one group,
+/// `combine.rs`): each is judged as if alone (a stale one refused, the
+/// others written), each gets its own log lines and events, and one that
+/// ends its deployment stops what it served.
+async fn transitions_at_once_are_each_judged_alone(backend: Backend) {
+    use DeploymentState::*;
+    let ts = TestStore::new(backend).await;
+    let store = open(&ts).await;
+    let mut ids = vec![deployment(&*store).await];
+    let profile = store.deployment(ids[0]).await.unwrap().profile_id;
+    for i in 2..=12u8 {
+        let fqdn = format!("s{i}.dc1.example.com");
+        store
+            .create_server(server_spec(&fqdn, mac(100 + i)))
+            .await
+            .unwrap();
+        let record = store
+            .start_deployment(&NewDeployment {
+                server: fqdn.parse().unwrap(),
+                profile_id: profile,
+                token: CallbackToken::generate().unwrap(),
+                repeat_of: None,
+                claim: None,
+                then: None,
+            })
+            .await
+            .unwrap();
+        ids.push(record.id);
+    }
+    // The last one serves a file; it ends in the group.
+    let last = *ids.last().unwrap();
+    store
+        .serve_file(last, Via::Http, "ipxe/last", b"#!ipxe\n")
+        .await
+        .unwrap();
+    let moves: Vec<Transition> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| match i {
+            // Computed from a state it is not in.
+            3 => transition(id, Preparing, Installing, &format!("stale {id}")),
+            _ if id == last => transition(id, New, Cancelled, &format!("ended {id}")),
+            _ => transition(id, New, Preparing, &format!("moved {id}")),
+        })
+        .collect();
+    let done =
+        futures_util::future::join_all(moves.iter().map(|t| store.commit_transition(t))).await;
+    for (i, (t, d)) in moves.iter().zip(done).enumerate() {
+        let d = d.unwrap();
+        assert_eq!(d, i != 3, "transition {i}");
+        let record = store.deployment(t.id).await.unwrap();
+        let expected = if i == 3 { New } else { t.state };
+        assert_eq!(record.state, expected, "deployment {i}");
+        let log = store.deployment_log(t.id, None, 100).await.unwrap();
+        let said: Vec<&str> = log.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(
+            said.contains(&t.log[0].1.as_str()),
+            i != 3,
+            "deployment {i}: {said:?}"
+        );
+    }
+    assert!(
+        store
+            .served_file(Via::Http, "ipxe/last")
+            .await
+            .unwrap()
+            .is_none(),
+        "an ended deployment serves nothing"
+    );
+    // One event per state entered, none for the stale one.
+    let kinds: Vec<String> = store
+        .pending_events(1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.routing_key)
+        .filter(|k| k.starts_with("deployment.") && k != "deployment.new")
+        .collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| *k == "deployment.preparing")
+            .count(),
+        10
+    );
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| *k == "deployment.cancelled")
+            .count(),
+        1
+    );
+    assert_eq!(kinds.len(), 11, "{kinds:?}");
     ts.drop_database().await;
 }
 
@@ -1239,6 +1340,7 @@ on_both_backends!(
     a_client_binds_one_address_per_network,
     lease_events_follow_what_the_group_wrote,
     a_stale_transition_is_refused,
+    transitions_at_once_are_each_judged_alone,
     an_update_from_a_stale_read_is_refused,
     a_hold_has_one_holder,
     the_outbox_keeps_commit_order,

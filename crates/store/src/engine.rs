@@ -98,6 +98,13 @@ pub trait EngineStore: Send + Sync + 'static {
         None
     }
 
+    /// Whether concurrent `commit_transition`s are committed together
+    /// (SQLite): a commit waiting for its group holds no connection, so
+    /// callers need not take turns for it.
+    fn commits_in_groups(&self) -> bool {
+        false
+    }
+
     /// Creates a deployment in state `new` at the start of its profile.
     /// A server with an active deployment is a conflict.
     async fn start_deployment(&self, new: &NewDeployment) -> Result<DeploymentRecord>;

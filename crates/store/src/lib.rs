@@ -12,6 +12,7 @@ pub mod boot;
 mod boot_index;
 mod boot_sql;
 pub mod cipher;
+pub(crate) mod combine;
 pub mod engine;
 mod engine_sql;
 mod grouped;

@@ -261,6 +261,13 @@ impl PostgresStore {
         Some(self.callbacks.subscribe())
     }
 
+    /// Transitions commit side by side, each on a connection of its own.
+    fn transition_group(
+        &self,
+    ) -> Option<&super::combine::Combine<crate::engine::Transition, Result<bool>>> {
+        None
+    }
+
     pub async fn migrate_only(
         target: &PostgresTarget,
         max_connections: u32,

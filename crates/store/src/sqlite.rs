@@ -39,7 +39,11 @@ pub struct SqliteStore {
     checkpointer: tokio::task::AbortHandle,
     /// The task that reads the index again when it must (`keep_warm`).
     warmer: tokio::task::AbortHandle,
+    /// Deployments' transitions committed together (`combine.rs`).
+    transitions: TransitionGroup,
 }
+
+type TransitionGroup = super::combine::Combine<crate::engine::Transition, Result<bool>>;
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
@@ -152,6 +156,9 @@ async fn restart_wal(
     done
 }
 
+/// Batches of at most this many statements are kept prepared by sqlx.
+const KEPT_BATCH: usize = 16;
+
 /// A writer's turn: held while its transaction runs.
 struct WriteTurn<'a> {
     _writer: tokio::sync::MutexGuard<'a, ()>,
@@ -247,8 +254,13 @@ impl Batch<'_> {
             self.open = true;
         }
         let expected = statements.count - statements.added;
+        // sqlx keeps every distinct text it prepared (100 per connection):
+        // a batch of many statements, whose text changes with the group's
+        // size and kinds, would keep megabytes of SQLite's programs each.
+        let keep = statements.count <= KEPT_BATCH;
         let results = crate::batch::split(
-            self.conn.fetch_many(statements.sql.build()),
+            self.conn
+                .fetch_many(statements.sql.build().persistent(keep)),
             |r| r.rows_affected(),
             statements.added,
         )
@@ -355,6 +367,7 @@ impl SqliteStore {
             boot_index,
             checkpointer,
             warmer,
+            transitions: Default::default(),
         })
     }
 
@@ -408,6 +421,12 @@ impl SqliteStore {
             },
             pool,
         )
+    }
+
+    /// One writer commits at a time: transitions that wait together are
+    /// committed together.
+    fn transition_group(&self) -> Option<&TransitionGroup> {
+        Some(&self.transitions)
     }
 
     /// Every callback reaches this process's handler.

@@ -483,8 +483,17 @@ impl Driver {
     async fn commit(&self, id: i64, change: Change) -> Result<bool, StoreError> {
         let mut t = transition(id, change);
         t.runner = Some(self.runner.clone());
-        let _turn = self.turns.take().await;
-        self.ledger.commit_transition(&t).await
+        let waited = std::time::Instant::now();
+        // Where commits wait in a group, waiting holds nothing: no turn.
+        let _turn = match self.ledger.commits_in_groups() {
+            true => None,
+            false => self.turns.take().await,
+        };
+        let started = std::time::Instant::now();
+        crate::telemetry::store_op("engine_turn_wait", started - waited);
+        let done = self.ledger.commit_transition(&t).await;
+        crate::telemetry::store_op("transition", started.elapsed());
+        done
     }
 }
 

@@ -151,6 +151,10 @@ fn push_start(
 
 #[async_trait]
 impl EngineStore for Backend {
+    fn commits_in_groups(&self) -> bool {
+        self.transition_group().is_some()
+    }
+
     fn callback_notices(
         &self,
     ) -> Option<tokio::sync::broadcast::Receiver<crate::engine::CallbackNotice>> {
@@ -308,24 +312,17 @@ impl EngineStore for Backend {
     }
 
     async fn commit_transition(&self, t: &Transition) -> Result<bool> {
-        let now = OffsetDateTime::now_utc();
-        let mut batch = self.begin_batch(crate::Lane::Ordinary).await?;
-        let mut statements = batch.statements();
-        push_transition(&mut statements, t, now);
-        let mut done = batch.run(statements).await?;
-        let Some(written) = done.pop().and_then(|d| d.rows.into_iter().next()) else {
-            batch.rollback().await?;
-            return Ok(false);
+        let Some(group) = self.transition_group() else {
+            return self.commit_transition_alone(t).await;
         };
-        let mut statements = batch.statements();
-        let finished = push_after_transition(&mut statements, t, &written, now)?;
-        batch.commit(statements).await?;
-        if let Some(server) = finished {
-            // No longer active: its server boots locally now, and its
-            // files are no longer served.
-            self.boot_index.changed_deployment(server, t.id);
-        }
-        Ok(true)
+        group
+            .run(t.clone(), |ts| self.commit_transitions(ts))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(sqlx::Error::Protocol(
+                    "the commit of this transition's group was cancelled".into(),
+                )))
+            })
     }
 
     async fn append_log(&self, id: i64, level: LogLevel, message: &str) -> Result<()> {
@@ -457,6 +454,79 @@ impl EngineStore for Backend {
         .await?;
         tx.commit().await?;
         Ok(record)
+    }
+}
+
+impl Backend {
+    /// Commits `t` in a transaction of its own.
+    async fn commit_transition_alone(&self, t: &Transition) -> Result<bool> {
+        let now = OffsetDateTime::now_utc();
+        let mut batch = self.begin_batch(crate::Lane::Ordinary).await?;
+        let mut statements = batch.statements();
+        push_transition(&mut statements, t, now);
+        let mut done = batch.run(statements).await?;
+        let Some(written) = done.pop().and_then(|d| d.rows.into_iter().next()) else {
+            batch.rollback().await?;
+            return Ok(false);
+        };
+        let mut statements = batch.statements();
+        let finished = push_after_transition(&mut statements, t, &written, now)?;
+        batch.commit(statements).await?;
+        if let Some(server) = finished {
+            // No longer active: its server boots locally now, and its
+            // files are no longer served.
+            self.boot_index.changed_deployment(server, t.id);
+        }
+        Ok(true)
+    }
+
+    /// Commits transitions of different deployments in one transaction,
+    /// two trips for the lot (the rows written, then what follows each),
+    /// each judged as if alone. If the group fails, each is committed
+    /// alone, so that one bad transition fails only itself.
+    async fn commit_transitions(&self, ts: Vec<Transition>) -> Vec<Result<bool>> {
+        if ts.len() > 1 {
+            match self.commit_group(&ts).await {
+                Ok(written) => return written.into_iter().map(Ok).collect(),
+                Err(e) => {
+                    tracing::debug!(error = %e, transitions = ts.len(), "a group of transitions failed; each is committed alone");
+                }
+            }
+        }
+        let mut done = Vec::with_capacity(ts.len());
+        for t in &ts {
+            done.push(self.commit_transition_alone(t).await);
+        }
+        done
+    }
+
+    async fn commit_group(&self, ts: &[Transition]) -> Result<Vec<bool>> {
+        let now = OffsetDateTime::now_utc();
+        let mut batch = self.begin_batch(crate::Lane::Ordinary).await?;
+        let mut statements = batch.statements();
+        for t in ts {
+            push_transition(&mut statements, t, now);
+        }
+        let done = batch.run(statements).await?;
+        let mut statements = batch.statements();
+        let mut written = Vec::with_capacity(ts.len());
+        let mut finished = Vec::new();
+        for (t, d) in ts.iter().zip(done) {
+            match d.rows.into_iter().next() {
+                Some(row) => {
+                    if let Some(server) = push_after_transition(&mut statements, t, &row, now)? {
+                        finished.push((server, t.id));
+                    }
+                    written.push(true);
+                }
+                None => written.push(false),
+            }
+        }
+        batch.commit(statements).await?;
+        for (server, id) in finished {
+            self.boot_index.changed_deployment(server, id);
+        }
+        Ok(written)
     }
 }
 
