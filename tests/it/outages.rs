@@ -391,11 +391,20 @@ workflow:
         assert!(Instant::now() < deadline, "never served: {}", r.status());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (_, b) = d.get(&format!("/deployments/{id}")).await;
-    assert_eq!(b["state"], "preparing", "{b}");
-    assert!(b["error"].is_null(), "{b}");
-    let (_, log) = d.get(&format!("/deployments/{id}/log")).await;
-    assert!(log.to_string().contains("before it answered"), "{log}");
+    // The action's end is committed after the file it served (the
+    // engine's next commit): its log line may come a moment later.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, b) = d.get(&format!("/deployments/{id}")).await;
+        assert_eq!(b["state"], "preparing", "{b}");
+        assert!(b["error"].is_null(), "{b}");
+        let (_, log) = d.get(&format!("/deployments/{id}/log")).await;
+        if log.to_string().contains("before it answered") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     d.stop().await;
 }
 

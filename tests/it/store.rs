@@ -749,17 +749,11 @@ async fn a_stale_transition_is_refused(backend: Backend) {
     ts.drop_database().await;
 }
 
-/// Deployments' transitions committed at once (on SQLite as one group,
-/// `combine.rs`): each is judged as if alone (a stale one refused, the
-/// others written), each gets its own log lines and events, and one that
-/// ends its deployment stops what it served.
-async fn transitions_at_once_are_each_judged_alone(backend: Backend) {
-    use DeploymentState::*;
-    let ts = TestStore::new(backend).await;
-    let store = open(&ts).await;
-    let mut ids = vec![deployment(&*store).await];
+/// `n` deployments of the echo profile, each of its own server.
+async fn deployments(store: &dyn Store, n: u8) -> Vec<i64> {
+    let mut ids = vec![deployment(store).await];
     let profile = store.deployment(ids[0]).await.unwrap().profile_id;
-    for i in 2..=12u8 {
+    for i in 2..=n {
         let fqdn = format!("s{i}.dc1.example.com");
         store
             .create_server(server_spec(&fqdn, mac(100 + i)))
@@ -778,6 +772,64 @@ async fn transitions_at_once_are_each_judged_alone(backend: Backend) {
             .unwrap();
         ids.push(record.id);
     }
+    ids
+}
+
+/// Files removed at once (on SQLite in one transaction, `combine.rs`):
+/// each removal answers for its own file, a file not served is "nothing
+/// removed", and the others' files stay.
+async fn files_removed_at_once_are_each_answered(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let store = open(&ts).await;
+    let ids = deployments(&*store, 8).await;
+    for &id in &ids {
+        for name in ["script", "kept"] {
+            store
+                .serve_file(id, Via::Http, &format!("{name}/{id}"), b"x")
+                .await
+                .unwrap();
+        }
+    }
+    let removals: Vec<(i64, String)> = ids
+        .iter()
+        .map(|&id| (id, format!("script/{id}")))
+        .chain([(ids[0], "never/served".to_string())])
+        .collect();
+    let done = futures_util::future::join_all(
+        removals
+            .iter()
+            .map(|(id, path)| store.unserve_file(*id, Via::Http, path)),
+    )
+    .await;
+    let removed: Vec<bool> = done.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        removed,
+        [true, true, true, true, true, true, true, true, false]
+    );
+    for &id in &ids {
+        let gone = store
+            .served_file(Via::Http, &format!("script/{id}"))
+            .await
+            .unwrap();
+        assert!(gone.is_none(), "script/{id} removed");
+        let kept = store
+            .served_file(Via::Http, &format!("kept/{id}"))
+            .await
+            .unwrap();
+        assert_eq!(kept.map(|f| f.deployment_id), Some(id), "kept/{id} stays");
+    }
+    ts.drop_database().await;
+}
+
+/// Deployments' transitions committed at once (on SQLite as one group,
+/// `combine.rs`): each is judged as if alone (a stale one refused, the
+/// others written), each gets its own log lines and events, and one that
+/// ends its deployment stops what it served.
+async fn transitions_at_once_are_each_judged_alone(backend: Backend) {
+    use DeploymentState::*;
+    let ts = TestStore::new(backend).await;
+    let store = open(&ts).await;
+    let ids = deployments(&*store, 12).await;
     // The last one serves a file; it ends in the group.
     let last = *ids.last().unwrap();
     store
@@ -1341,6 +1393,7 @@ on_both_backends!(
     lease_events_follow_what_the_group_wrote,
     a_stale_transition_is_refused,
     transitions_at_once_are_each_judged_alone,
+    files_removed_at_once_are_each_answered,
     an_update_from_a_stale_read_is_refused,
     a_hold_has_one_holder,
     the_outbox_keeps_commit_order,

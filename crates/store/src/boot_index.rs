@@ -420,7 +420,16 @@ impl Stamp {
     fn leave(&self) {
         let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
         let word = format!("{} {now}\n", std::process::id());
-        if let Err(e) = std::fs::write(&self.path, word) {
+        // A new file renamed over the old one: a process that may write the
+        // directory replaces it whoever wrote the last word (root through
+        // sudo, or the daemon's user), and a reader never sees half a word.
+        let mut fresh = self.path.clone().into_os_string();
+        fresh.push(format!(".{}", std::process::id()));
+        let fresh = PathBuf::from(fresh);
+        let written =
+            std::fs::write(&fresh, word).and_then(|()| std::fs::rename(&fresh, &self.path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&fresh);
             tracing::warn!(
                 path = %self.path.display(),
                 error = %e,
@@ -429,8 +438,25 @@ impl Stamp {
         }
     }
 
+    /// What the word says now: its file's inode, length and time, and its
+    /// text where this process may read it (an operator's `sudo
+    /// bootloader import-legacy` leaves a file only root reads; the
+    /// daemon, owning the directory, still sees it change).
     fn read(&self) -> Option<Vec<u8>> {
-        std::fs::read(&self.path).ok()
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&self.path).ok()?;
+        let mut word = format!(
+            "{} {} {}.{}\n",
+            meta.ino(),
+            meta.len(),
+            meta.mtime(),
+            meta.mtime_nsec()
+        )
+        .into_bytes();
+        if let Ok(text) = std::fs::read(&self.path) {
+            word.extend(text);
+        }
+        Some(word)
     }
 }
 

@@ -261,6 +261,11 @@ impl PostgresStore {
         Some(self.callbacks.subscribe())
     }
 
+    /// Files are removed side by side, each on a connection of its own.
+    fn unserve_group(&self) -> Option<&super::combine::Combine<backend::Unserve, Result<bool>>> {
+        None
+    }
+
     /// Transitions commit side by side, each on a connection of its own.
     fn transition_group(
         &self,

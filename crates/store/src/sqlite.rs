@@ -41,7 +41,12 @@ pub struct SqliteStore {
     warmer: tokio::task::AbortHandle,
     /// Deployments' transitions committed together (`combine.rs`).
     transitions: TransitionGroup,
+    /// Files deployments stop serving, removed together (a storm's
+    /// machines each remove their script as they finish).
+    unserves: UnserveGroup,
 }
+
+type UnserveGroup = super::combine::Combine<backend::Unserve, Result<bool>>;
 
 type TransitionGroup = super::combine::Combine<crate::engine::Transition, Result<bool>>;
 
@@ -368,6 +373,7 @@ impl SqliteStore {
             checkpointer,
             warmer,
             transitions: Default::default(),
+            unserves: Default::default(),
         })
     }
 
@@ -427,6 +433,10 @@ impl SqliteStore {
     /// committed together.
     fn transition_group(&self) -> Option<&TransitionGroup> {
         Some(&self.transitions)
+    }
+
+    fn unserve_group(&self) -> Option<&UnserveGroup> {
+        Some(&self.unserves)
     }
 
     /// Every callback reaches this process's handler.

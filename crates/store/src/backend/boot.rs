@@ -461,22 +461,38 @@ impl BootStore for Backend {
     }
 
     async fn unserve_file(&self, deployment_id: i64, via: Via, path: &str) -> Result<bool> {
-        // In a writer's turn as every write: outside it, on SQLite, the
-        // statement and the turn's writer each waited for the other in
-        // SQLite's busy handler (1.7 s for one such DELETE at the end of
-        // a storm, when every deployment removes its script).
-        let batch = self.begin_batch(crate::Lane::Ordinary).await?;
-        let mut statements = batch.statements();
-        statements
-            .next("DELETE FROM served_files WHERE deployment_id = ")
-            .push_bind(deployment_id)
-            .push(" AND via = ")
-            .push_bind(via.as_str())
-            .push(" AND path = ")
-            .push_bind(path);
-        let done = batch.commit(statements).await?;
-        self.mark_served(deployment_id, via, path).await;
-        Ok(done.first().is_some_and(|d| d.affected > 0))
+        let item = Unserve {
+            deployment_id,
+            via,
+            path: path.to_string(),
+        };
+        let removed = match self.unserve_group() {
+            None => self.unserve_files(std::slice::from_ref(&item)).await?[0],
+            Some(group) => group
+                .run(item.clone(), |items| async move {
+                    if let Ok(removed) = self.unserve_files(&items).await {
+                        return removed.into_iter().map(Ok).collect();
+                    }
+                    // Each alone, so that each gets its own error.
+                    let mut done = Vec::with_capacity(items.len());
+                    for item in &items {
+                        done.push(
+                            self.unserve_files(std::slice::from_ref(item))
+                                .await
+                                .map(|r| r[0]),
+                        );
+                    }
+                    done
+                })
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable(sqlx::Error::Protocol(
+                        "the removal of this file's group was cancelled".into(),
+                    )))
+                })?,
+        };
+        self.mark_served(deployment_id, item.via, &item.path).await;
+        Ok(removed)
     }
 
     async fn served_file(&self, via: Via, path: &str) -> Result<Option<ServedFile>> {
@@ -601,7 +617,36 @@ impl BootStore for Backend {
     }
 }
 
+/// A file a deployment stops serving (`unserve_file`).
+#[derive(Clone)]
+pub(crate) struct Unserve {
+    deployment_id: i64,
+    via: Via,
+    path: String,
+}
+
 impl Backend {
+    /// Removes `items` in one transaction, in a writer's turn as every
+    /// write (outside it, on SQLite, the statement and the turn's writer
+    /// each waited for the other in SQLite's busy handler: 1.7 s for one
+    /// such DELETE at the end of a storm, when every deployment removes
+    /// its script); whether each removed a file.
+    async fn unserve_files(&self, items: &[Unserve]) -> Result<Vec<bool>> {
+        let batch = self.begin_batch(crate::Lane::Ordinary).await?;
+        let mut statements = batch.statements();
+        for item in items {
+            statements
+                .next("DELETE FROM served_files WHERE deployment_id = ")
+                .push_bind(item.deployment_id)
+                .push(" AND via = ")
+                .push_bind(item.via.as_str())
+                .push(" AND path = ")
+                .push_bind(item.path.clone());
+        }
+        let done = batch.commit(statements).await?;
+        Ok(done.iter().map(|d| d.affected > 0).collect())
+    }
+
     /// Tells the boot index a served file changed: the files served, and
     /// the server's target too when it is a pxelinux config (BIOS machines
     /// of such a deployment get pxelinux).

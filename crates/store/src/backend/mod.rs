@@ -18,6 +18,7 @@ type Conn = <Db as sqlx::Database>::Connection;
 
 mod agents;
 mod boot;
+pub(crate) use boot::Unserve;
 #[cfg(test)]
 #[allow(
     unused_imports,
