@@ -36,6 +36,16 @@ impl<T, R> Default for Combine<T, R> {
 #[derive(Debug)]
 pub(crate) struct Dropped;
 
+impl Dropped {
+    /// The store's error for `what` whose group was cancelled: the caller
+    /// may try again.
+    pub(crate) fn error(self, what: &str) -> crate::StoreError {
+        crate::StoreError::Unavailable(sqlx::Error::Protocol(format!(
+            "the commit of {what}'s group was cancelled"
+        )))
+    }
+}
+
 impl<T, R> Combine<T, R> {
     /// Queues `item` and waits until it is committed, leading a group when
     /// the turn comes first: `commit` gets the queued items (the first

@@ -467,7 +467,7 @@ impl BootStore for Backend {
             path: path.to_string(),
         };
         let removed = match self.unserve_group() {
-            None => self.unserve_files(std::slice::from_ref(&item)).await?[0],
+            None => self.unserve_one(&item).await?,
             Some(group) => group
                 .run(item.clone(), |items| async move {
                     if let Ok(removed) = self.unserve_files(&items).await {
@@ -476,20 +476,12 @@ impl BootStore for Backend {
                     // Each alone, so that each gets its own error.
                     let mut done = Vec::with_capacity(items.len());
                     for item in &items {
-                        done.push(
-                            self.unserve_files(std::slice::from_ref(item))
-                                .await
-                                .map(|r| r[0]),
-                        );
+                        done.push(self.unserve_one(item).await);
                     }
                     done
                 })
                 .await
-                .unwrap_or_else(|_| {
-                    Err(StoreError::Unavailable(sqlx::Error::Protocol(
-                        "the removal of this file's group was cancelled".into(),
-                    )))
-                })?,
+                .unwrap_or_else(|d| Err(d.error("this file's removal")))?,
         };
         self.mark_served(deployment_id, item.via, &item.path).await;
         Ok(removed)
@@ -645,6 +637,12 @@ impl Backend {
         }
         let done = batch.commit(statements).await?;
         Ok(done.iter().map(|d| d.affected > 0).collect())
+    }
+
+    /// Removes one file in a transaction of its own.
+    async fn unserve_one(&self, item: &Unserve) -> Result<bool> {
+        let removed = self.unserve_files(std::slice::from_ref(item)).await?;
+        Ok(removed.first().copied().unwrap_or(false))
     }
 
     /// Tells the boot index a served file changed: the files served, and

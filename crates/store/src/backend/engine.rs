@@ -318,11 +318,7 @@ impl EngineStore for Backend {
         group
             .run(t.clone(), |ts| self.commit_transitions(ts))
             .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(sqlx::Error::Protocol(
-                    "the commit of this transition's group was cancelled".into(),
-                )))
-            })
+            .unwrap_or_else(|d| Err(d.error("this transition")))
     }
 
     async fn append_log(&self, id: i64, level: LogLevel, message: &str) -> Result<()> {
