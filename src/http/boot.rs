@@ -335,7 +335,9 @@ async fn callback(
             }
         }
     }
-    let body = String::from_utf8_lossy(&body).into_owned();
+    // Kept as text, as a bad byte is: PostgreSQL's text holds no NUL,
+    // and SQLite's functions end a text at one.
+    let body = String::from_utf8_lossy(&body).replace('\0', "\u{FFFD}");
     let recorded = state
         .callbacks
         .record(CallbackCall {

@@ -220,10 +220,11 @@ async fn walks_to_complete(backend: Backend) {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let b = wait_state(&d, id, "preparing").await;
     assert_eq!(b["step"], "preparing");
-    // The installer reports with a POST; its body goes into the log.
+    // The installer reports with a POST; its body goes into the log (a
+    // NUL as a bad byte is, which PostgreSQL's text could not hold).
     let r = reqwest::Client::new()
         .post(format!("{base}preparing"))
-        .body("disks: sda 480G")
+        .body("disks: sda 480G\0")
         .send()
         .await
         .unwrap();
@@ -277,7 +278,7 @@ async fn walks_to_complete(backend: Backend) {
         "preparing #1 serve_file http ipxe/{{ mac_address }}: done",
         "serving http ipxe/52:54:00:de:00:01",
         "preparing #2 expect_callback preparing: done",
-        "callback preparing received (POST): disks: sda 480G",
+        "callback preparing received (POST): disks: sda 480G\u{FFFD}",
         "installing #1 expect_callback installing: done",
         "state configuring",
         "state postconfiguring",

@@ -74,7 +74,11 @@ impl<T, R> Combine<T, R> {
                         continue;
                     }
                     let (items, answers): (Vec<T>, Vec<_>) = group.into_iter().unzip();
-                    let results = commit(items).await;
+                    // Boxed: a caller's future holds the commit's state
+                    // only while it leads. Inline, every follower (a
+                    // storm queues thousands) carried the room for it,
+                    // kilobytes each.
+                    let results = Box::pin(commit(items)).await;
                     for (answer, result) in answers.into_iter().zip(results) {
                         let _ = answer.send(result);
                     }

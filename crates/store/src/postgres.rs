@@ -323,6 +323,16 @@ const FOR_UPDATE: &str = " FOR UPDATE";
 const RELEASE_CHECKED: bool = false;
 /// A row lock that keeps the row (its key) but lets others update it.
 const FOR_KEY_SHARE: &str = " FOR KEY SHARE";
+/// Around one bound value holding a JSON array of arrays: a table of
+/// its rows, each one's array as `value` and its place as `key`
+/// (`helpers::push_json_rows`).
+const JSON_ROWS: (&str, &str) = (
+    "json_array_elements(CAST(",
+    " AS json)) WITH ORDINALITY AS json_rows(value, key)",
+);
+/// Around text read from such a row, as the outbox's payload column
+/// takes it (JSONB here).
+const JSON_PAYLOAD: (&str, &str) = ("CAST(", " AS jsonb)");
 /// `sql` with the row lock a read that decides a write needs.
 macro_rules! locked {
     ($sql:literal) => {

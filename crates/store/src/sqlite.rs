@@ -467,6 +467,13 @@ const FOR_UPDATE: &str = "";
 const RELEASE_CHECKED: bool = true;
 /// A row lock that keeps the row (its key) but lets others update it.
 const FOR_KEY_SHARE: &str = "";
+/// Around one bound value holding a JSON array of arrays: a table of
+/// its rows, each one's array as `value` and its place as `key`
+/// (`helpers::push_json_rows`).
+const JSON_ROWS: (&str, &str) = ("json_each(", ")");
+/// Around text read from such a row, as the outbox's payload column
+/// takes it (text here).
+const JSON_PAYLOAD: (&str, &str) = ("", "");
 /// `sql` with the row lock a read that decides a write needs.
 macro_rules! locked {
     ($sql:literal) => {

@@ -687,24 +687,23 @@ async fn record_group(
     let mut tokens: Vec<&str> = calls.iter().map(|c| c.token.0.as_str()).collect();
     tokens.sort_unstable();
     tokens.dedup();
+    // The tokens as one value: the same texts for any group, which
+    // SQLite keeps prepared.
+    let tokens: Vec<serde_json::Value> = tokens.iter().map(|t| serde_json::json!([t])).collect();
     let mut statements = batch.statements();
-    let q = statements.next("SELECT id, token_hash FROM deployments WHERE token_hash IN (");
-    let mut list = q.separated(", ");
-    for t in &tokens {
-        list.push_bind(t.to_string());
-    }
+    let q = statements.next(
+        "SELECT id, token_hash FROM deployments WHERE token_hash IN (SELECT value ->> 0 FROM ",
+    );
+    super::helpers::push_json_rows(q, tokens.clone());
     q.push(format!(
         ") AND state NOT IN {FINAL_STATES} ORDER BY token_hash{FOR_KEY_SHARE}"
     ));
     // What each of them holds already.
     let q = statements.next(
         "SELECT c.deployment_id, c.name FROM callbacks c \
-         JOIN deployments d ON d.id = c.deployment_id WHERE d.token_hash IN (",
+         JOIN deployments d ON d.id = c.deployment_id WHERE d.token_hash IN (SELECT value ->> 0 FROM ",
     );
-    let mut list = q.separated(", ");
-    for t in &tokens {
-        list.push_bind(t.to_string());
-    }
+    super::helpers::push_json_rows(q, tokens);
     q.push(format!(") AND d.state NOT IN {FINAL_STATES}"));
     let mut done = batch.run(statements).await?.into_iter();
     let mut by_token: HashMap<String, i64> = HashMap::new();
@@ -746,18 +745,28 @@ async fn record_group(
     if new.is_empty() {
         return Ok((receipts, events));
     }
+    let rows = new
+        .iter()
+        .map(|&(i, deployment_id)| {
+            let call = &calls[i];
+            serde_json::json!([deployment_id, call.name, call.method, call.body])
+        })
+        .collect();
     let mut statements = batch.statements();
-    let q =
-        statements.next("INSERT INTO callbacks (deployment_id, name, method, body, received_at) ");
-    q.push_values(&new, |mut row, (i, deployment_id)| {
-        let call = &calls[*i];
-        row.push_bind(*deployment_id)
-            .push_bind(call.name.clone())
-            .push_bind(call.method.clone())
-            .push_bind(call.body.clone())
-            .push_bind(now);
-    });
-    q.push(" ON CONFLICT (deployment_id, name) DO NOTHING RETURNING deployment_id, name");
+    let q = statements
+        .next(
+            "INSERT INTO callbacks (deployment_id, name, method, body, received_at) \
+             SELECT CAST(value ->> 0 AS BIGINT), value ->> 1, value ->> 2, value ->> 3, ",
+        )
+        .push_bind(now)
+        .push(" FROM ");
+    super::helpers::push_json_rows(q, rows);
+    // `WHERE true`: SQLite would read the `ON` of the upsert as the
+    // table's join constraint.
+    q.push(
+        " WHERE true ORDER BY key ON CONFLICT (deployment_id, name) DO NOTHING \
+         RETURNING deployment_id, name",
+    );
     let mut stored: HashSet<(i64, String)> = HashSet::new();
     for row in batch
         .run(statements)

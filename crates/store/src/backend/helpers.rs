@@ -10,7 +10,7 @@ use crate::types::*;
 use crate::{Result, SecretCipher, StoreError};
 use bootloader_core::model::{Fqdn, Name, Secret};
 
-use super::{Conn, Statements};
+use super::{Conn, Db, JSON_PAYLOAD, JSON_ROWS, Statements};
 
 pub(super) fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
@@ -30,22 +30,57 @@ pub(super) async fn emit(
     Ok(())
 }
 
-/// Outbox rows written at once, at most, by `push_events` (three bound values
-/// each, well under both databases' limits).
-const EVENTS_PER_INSERT: usize = 1000;
-
-/// `emit` for many events, as statements of a batch: one per thousand.
+/// `emit` for many events, as one statement of a batch.
 pub(super) fn push_events(statements: &mut Statements, events: &[(&str, serde_json::Value)]) {
-    let at = now();
-    for chunk in events.chunks(EVENTS_PER_INSERT) {
-        statements
-            .next("INSERT INTO outbox (routing_key, payload, created_at) ")
-            .push_values(chunk, |mut row, (key, payload)| {
-                row.push_bind(*key)
-                    .push_bind(sqlx::types::Json(payload))
-                    .push_bind(at);
-            });
+    let rows = events
+        .iter()
+        .map(|(key, payload)| outbox_row(key, payload, false))
+        .collect();
+    push_outbox(statements, rows, now());
+}
+
+/// An event as `push_outbox` takes it: `notified` when it was notified
+/// already (a deployment settling in the state it entered before).
+pub(super) fn outbox_row(
+    key: &str,
+    payload: &serde_json::Value,
+    notified: bool,
+) -> serde_json::Value {
+    serde_json::json!([key, payload.to_string(), i64::from(notified)])
+}
+
+/// Events (`outbox_row`s), in their order, written `at`, in one statement.
+pub(super) fn push_outbox(
+    statements: &mut Statements,
+    rows: Vec<serde_json::Value>,
+    at: OffsetDateTime,
+) {
+    if rows.is_empty() {
+        return;
     }
+    let q = statements
+        .next("INSERT INTO outbox (routing_key, payload, created_at, notified_at) SELECT value ->> 0, ")
+        .push(JSON_PAYLOAD.0)
+        .push("value ->> 1")
+        .push(JSON_PAYLOAD.1)
+        .push(", ")
+        .push_bind(at)
+        .push(", CASE WHEN CAST(value ->> 2 AS BIGINT) = 1 THEN ")
+        .push_bind(at)
+        .push(" END FROM ");
+    push_json_rows(q, rows);
+    q.push(" ORDER BY key");
+}
+
+/// Appends `rows` (each row an array of values) as one bound value and
+/// the table of its rows (`value`, `key`; `JSON_ROWS`): a statement of
+/// many rows whose text is the same for any number of them, so that
+/// SQLite prepares it once and keeps it, where a list of values made a
+/// new text (parsed and planned again) for every size.
+pub(super) fn push_json_rows(q: &mut sqlx::QueryBuilder<Db>, rows: Vec<serde_json::Value>) {
+    q.push(JSON_ROWS.0)
+        .push_bind(serde_json::Value::Array(rows).to_string())
+        .push(JSON_ROWS.1);
 }
 
 pub(super) fn event<T: serde::Serialize>(value: &T) -> serde_json::Value {
