@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 
 use bootloader_core::tftp::path::{PathError, resolve};
 
+pub mod opened;
+pub use opened::Opened;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     #[error("{0}")]
@@ -20,19 +23,22 @@ pub enum Refusal {
     NotFound,
 }
 
-/// The real path of the regular file `name` names below `root`. Whatever
-/// the links, nothing in `private` (the data dir: the database, the secret
-/// key, tokens) is reached from outside it. Its checks (a few `stat`s and
-/// `readlink`s) run together on one blocking thread: one hand-off per
-/// request, not one per call (a boot storm's kernels and initrds made six
-/// each).
-pub async fn find(root: &Path, name: &str, private: Option<&Path>) -> Result<PathBuf, Refusal> {
+/// The regular file `name` names below `root`, opened with its metadata.
+/// Whatever the links, nothing in `private` (the data dir: the database,
+/// the secret key, tokens) is reached from outside it. Its checks (a few
+/// `stat`s and `readlink`s) and the open run together on one blocking
+/// thread: one hand-off per request, not one per call (a boot storm's
+/// kernels and initrds made six each).
+pub async fn open(root: &Path, name: &str, private: Option<&Path>) -> Result<Opened, Refusal> {
     let path = resolve(root, name).map_err(Refusal::BadPath)?;
     let root = root.to_path_buf();
     let private = private.map(Path::to_path_buf);
-    tokio::task::spawn_blocking(move || find_now(&root, &path, private.as_deref()))
-        .await
-        .unwrap_or(Err(Refusal::NotFound))
+    tokio::task::spawn_blocking(move || {
+        let real = find_now(&root, &path, private.as_deref())?;
+        Opened::open_now(real).map_err(|_| Refusal::NotFound)
+    })
+    .await
+    .unwrap_or(Err(Refusal::NotFound))
 }
 
 fn find_now(root: &Path, path: &Path, private: Option<&Path>) -> Result<PathBuf, Refusal> {

@@ -85,7 +85,7 @@ async fn binary_file(State(state): State<Arc<BootState>>, req: Request) -> Respo
     file_below(&state, &dir, "/boot/", req).await
 }
 
-/// A regular file below `root` (as `files::find` allows), with Range,
+/// A regular file below `root` (as `files::open` allows), with Range,
 /// ETag and conditional requests; anything else is a 404 (403 for a path
 /// that leaves the directory).
 async fn file_below(
@@ -103,17 +103,8 @@ async fn file_below(
     else {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     };
-    match crate::files::find(root, &name, Some(&state.data_dir)).await {
-        Ok(real) => {
-            use tower::ServiceExt;
-            match tower_http::services::ServeFile::new(real)
-                .oneshot(req)
-                .await
-            {
-                Ok(r) => r.map(Body::new),
-                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-            }
-        }
+    match crate::files::open(root, &name, Some(&state.data_dir)).await {
+        Ok(file) => serve_opened(file, req).await,
         Err(crate::files::Refusal::NotFound) => {
             (StatusCode::NOT_FOUND, "not found\n").into_response()
         }
@@ -121,6 +112,25 @@ async fn file_below(
             tracing::info!(path = %name, %refusal, "file request refused");
             (StatusCode::FORBIDDEN, format!("{refusal}\n")).into_response()
         }
+    }
+}
+
+/// `file` with Range, ETag and conditional requests (tower-http's
+/// `ServeDir` over the one opened file, read from the page cache without
+/// a thread hop where it can: `files::opened`).
+async fn serve_opened(file: crate::files::Opened, req: Request) -> Response {
+    use tower::ServiceExt;
+    let base = file.path().to_path_buf();
+    // The service's base path is the file's own; the request names it.
+    let (mut parts, body) = req.into_parts();
+    parts.uri = axum::http::Uri::from_static("/");
+    let req = Request::from_parts(parts, body);
+    match tower_http::services::ServeDir::with_backend(base, file)
+        .oneshot(req)
+        .await
+    {
+        Ok(r) => r.map(Body::new),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }
 
@@ -417,13 +427,10 @@ pub async fn deployment_file(state: &BootState, path: &str, req: Request) -> Opt
         // Downloaded files are served from the cache, with Range and ETag.
         Ok(Some(f)) if f.file.is_some() => {
             let file = f.file.unwrap_or_default();
-            use tower::ServiceExt;
-            match tower_http::services::ServeFile::new(&file)
-                .oneshot(req)
-                .await
-            {
-                Ok(r) if r.status() == StatusCode::NOT_FOUND => {
-                    tracing::warn!(file = %file.display(), "a served file is missing from the download cache");
+            match crate::files::Opened::open(file.clone()).await {
+                Ok(opened) => Some(serve_opened(opened, req).await),
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "a served file is missing from the download cache");
                     Some(
                         (
                             StatusCode::INTERNAL_SERVER_ERROR,
@@ -431,10 +438,6 @@ pub async fn deployment_file(state: &BootState, path: &str, req: Request) -> Opt
                         )
                             .into_response(),
                     )
-                }
-                Ok(r) => Some(r.map(Body::new)),
-                Err(e) => {
-                    Some((StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response())
                 }
             }
         }

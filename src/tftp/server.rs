@@ -331,20 +331,17 @@ async fn open(
     filename: &str,
     private: Option<&Path>,
 ) -> Result<(std::fs::File, u64), (ErrorCode, String)> {
-    let real = crate::files::find(root, filename, private)
+    // The root is trusted: only its owner should write there (the daemon
+    // never does), or a swapped symlink could race these checks.
+    let opened = crate::files::open(root, filename, private)
         .await
         .map_err(|e| match e {
             Refusal::NotFound => (ErrorCode::FileNotFound, format!("{filename}: not found")),
             other => (ErrorCode::AccessViolation, other.to_string()),
         })?;
-    let not_found = || (ErrorCode::FileNotFound, format!("{filename}: not found"));
-    // The root is trusted: only its owner should write there (the daemon
-    // never does), or a swapped symlink could race these checks.
-    let file = tokio::fs::File::open(&real)
-        .await
-        .map_err(|_| not_found())?;
-    let meta = file.metadata().await.map_err(|_| not_found())?;
-    Ok((file.into_std().await, meta.len()))
+    opened
+        .into_file()
+        .map_err(|e| (ErrorCode::NotDefined, format!("{filename}: {e}")))
 }
 
 fn describe(request: &Request) -> String {

@@ -135,6 +135,34 @@ async fn scripts_files_and_static(backend: Backend) {
     assert_eq!(s, StatusCode::PARTIAL_CONTENT);
     assert_eq!(h["content-range"], "bytes 1000-1999/100000");
     assert_eq!(body, kernel[1000..2000]);
+    // A range across chunks of a larger file, the whole of it, HEAD, and
+    // a conditional GET of a file that has not changed.
+    let initrd: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(static_dir.join("payload/initrd.img"), &initrd).unwrap();
+    let (s, _, body) = fetch(&d, "/static/payload/initrd.img", None).await;
+    assert_eq!((s, body == initrd), (StatusCode::OK, true));
+    let (s, h, body) = fetch(
+        &d,
+        "/static/payload/initrd.img",
+        Some("bytes=65000-1400000"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(h["content-range"], "bytes 65000-1400000/3000000");
+    assert!(body == initrd[65000..=1_400_000]);
+    let url = format!("{}/static/payload/vmlinuz", d.base);
+    let client = reqwest::Client::new();
+    let r = client.head(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-length"], "100000");
+    let etag = r.headers()["etag"].clone();
+    let r = client
+        .get(&url)
+        .header("If-None-Match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
     let (s, _, _) = fetch(&d, "/static/../secret.key", None).await;
     assert_ne!(s, StatusCode::OK);
 
