@@ -323,6 +323,9 @@ const FOR_UPDATE: &str = " FOR UPDATE";
 const RELEASE_CHECKED: bool = false;
 /// A row lock that keeps the row (its key) but lets others update it.
 const FOR_KEY_SHARE: &str = " FOR KEY SHARE";
+/// Writers side by side (other daemons too): another may commit between
+/// a write transaction's read and its write.
+const ONE_WRITER: bool = false;
 /// Around one bound value holding a JSON array of arrays: a table of
 /// its rows, each one's array as `value` and its place as `key`
 /// (`helpers::push_json_rows`).

@@ -467,6 +467,9 @@ const FOR_UPDATE: &str = "";
 const RELEASE_CHECKED: bool = true;
 /// A row lock that keeps the row (its key) but lets others update it.
 const FOR_KEY_SHARE: &str = "";
+/// One writer at a time (`BEGIN IMMEDIATE`): nothing commits between a
+/// write transaction's read and its write.
+const ONE_WRITER: bool = true;
 /// Around one bound value holding a JSON array of arrays: a table of
 /// its rows, each one's array as `value` and its place as `key`
 /// (`helpers::push_json_rows`).

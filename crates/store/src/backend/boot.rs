@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bootloader_core::published::events::CallbackReceived;
 use time::OffsetDateTime;
 
-use super::Backend;
+use super::{Backend, ONE_WRITER};
 use crate::boot::*;
 use crate::boot_index::ServedRow;
 use crate::boot_sql::rows::*;
@@ -583,9 +583,39 @@ impl BootStore for Backend {
         // is stored for a finished deployment, and is never read. Rows are
         // taken in token order.
         let mut batch = self.begin_batch(crate::Lane::Callback).await?;
-        let (receipts, events) = record_group(&mut batch, calls, max).await?;
+        let (mut receipts, mut new) = judge_group(&mut batch, calls, max).await?;
+        let now = OffsetDateTime::now_utc();
         let mut statements = batch.statements();
-        super::helpers::push_events(&mut statements, &events);
+        push_callbacks(&mut statements, calls, &new, now);
+        if !ONE_WRITER && !new.is_empty() {
+            // Another daemon may have stored one since the group read
+            // them: what the insert gave back was stored here.
+            let mut stored: HashSet<(i64, String)> = HashSet::new();
+            for row in batch
+                .run(statements)
+                .await?
+                .into_iter()
+                .flat_map(|d| d.rows)
+            {
+                stored.insert(sqlx::FromRow::from_row(&row)?);
+            }
+            new.retain(|&(i, deployment_id)| {
+                let first = stored.contains(&(deployment_id, calls[i].name.clone()));
+                if !first {
+                    // Another daemon stored it first: a replay.
+                    receipts[i] = CallbackReceipt::Recorded {
+                        deployment_id,
+                        first: false,
+                    };
+                }
+                first
+            });
+            statements = batch.statements();
+        }
+        // With one writer nothing came between the read and the insert:
+        // each new callback is stored, and its event goes with the insert
+        // and the commit, in one trip.
+        super::helpers::push_events(&mut statements, &callback_events(calls, &new, now));
         batch.commit(statements).await?;
         Ok(receipts)
     }
@@ -671,18 +701,16 @@ impl Backend {
     }
 }
 
-/// A group of callbacks, in the group's transaction: what became of each
-/// and the events to publish (one per name stored first). Three statements
-/// whatever the group's size, in two batches: the deployments of the
-/// tokens (key-share locked, in token order) and the names they hold
-/// already, then one insert of the new ones, each judged in turn (a
-/// replay, a new name, or one past the deployment's share). A row another
-/// daemon stored meanwhile is a replay.
-async fn record_group(
+/// Reads what a group's tokens name (their active deployments, in token
+/// order, key-share locked on PostgreSQL) and the names each holds
+/// already, and judges each callback in turn: a replay, a new name, or one
+/// past the deployment's share. The receipts, and the new ones (their
+/// place in `calls` and their deployment).
+async fn judge_group(
     batch: &mut super::Batch<'_>,
     calls: &[CallbackCall],
     max: u32,
-) -> Result<(Vec<CallbackReceipt>, Vec<(&'static str, serde_json::Value)>)> {
+) -> Result<(Vec<CallbackReceipt>, Vec<(usize, i64)>)> {
     use sqlx::FromRow;
     let mut tokens: Vec<&str> = calls.iter().map(|c| c.token.0.as_str()).collect();
     tokens.sort_unstable();
@@ -716,7 +744,6 @@ async fn record_group(
         let (id, name): (i64, String) = FromRow::from_row(&row)?;
         held.entry(id).or_default().insert(name);
     }
-    let now = OffsetDateTime::now_utc();
     let mut receipts = Vec::with_capacity(calls.len());
     let mut new: Vec<(usize, i64)> = Vec::new();
     for (i, call) in calls.iter().enumerate() {
@@ -741,9 +768,20 @@ async fn record_group(
             new.push((i, deployment_id));
         }
     }
-    let mut events = Vec::new();
+    Ok((receipts, new))
+}
+
+/// The insert of the new callbacks (`new`, as `judge_group` gave them),
+/// giving back those it stored (a row another daemon stored meanwhile is
+/// left as it is).
+fn push_callbacks(
+    statements: &mut super::Statements,
+    calls: &[CallbackCall],
+    new: &[(usize, i64)],
+    now: OffsetDateTime,
+) {
     if new.is_empty() {
-        return Ok((receipts, events));
+        return;
     }
     let rows = new
         .iter()
@@ -752,7 +790,6 @@ async fn record_group(
             serde_json::json!([deployment_id, call.name, call.method, call.body])
         })
         .collect();
-    let mut statements = batch.statements();
     let q = statements
         .next(
             "INSERT INTO callbacks (deployment_id, name, method, body, received_at) \
@@ -767,18 +804,19 @@ async fn record_group(
         " WHERE true ORDER BY key ON CONFLICT (deployment_id, name) DO NOTHING \
          RETURNING deployment_id, name",
     );
-    let mut stored: HashSet<(i64, String)> = HashSet::new();
-    for row in batch
-        .run(statements)
-        .await?
-        .into_iter()
-        .flat_map(|d| d.rows)
-    {
-        stored.insert(FromRow::from_row(&row)?);
-    }
-    for (i, deployment_id) in new {
-        let call = &calls[i];
-        if stored.contains(&(deployment_id, call.name.clone())) {
+}
+
+/// The events of the callbacks stored (`stored`, places in `calls` and
+/// their deployments).
+fn callback_events(
+    calls: &[CallbackCall],
+    stored: &[(usize, i64)],
+    now: OffsetDateTime,
+) -> Vec<(&'static str, serde_json::Value)> {
+    stored
+        .iter()
+        .map(|&(i, deployment_id)| {
+            let call = &calls[i];
             let payload = serde_json::to_value(CallbackReceived {
                 deployment_id,
                 name: &call.name,
@@ -786,14 +824,7 @@ async fn record_group(
                 received_at: now,
             })
             .unwrap_or_default();
-            events.push(("deployment.callback", payload));
-        } else {
-            // Another daemon stored it first.
-            receipts[i] = CallbackReceipt::Recorded {
-                deployment_id,
-                first: false,
-            };
-        }
-    }
-    Ok((receipts, events))
+            ("deployment.callback", payload)
+        })
+        .collect()
 }

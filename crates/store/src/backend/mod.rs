@@ -10,8 +10,8 @@
 //! is in `sql.rs`, `boot_sql.rs`, `engine_sql.rs` and `power_sql.rs`.
 
 use super::{
-    Backend, Batch, Db, FOR_KEY_SHARE, FOR_UPDATE, JSON_PAYLOAD, JSON_ROWS, RELEASE_CHECKED,
-    Statements, WARMING_TURNS_INDEX_ON,
+    Backend, Batch, Db, FOR_KEY_SHARE, FOR_UPDATE, JSON_PAYLOAD, JSON_ROWS, ONE_WRITER,
+    RELEASE_CHECKED, Statements, WARMING_TURNS_INDEX_ON,
 };
 
 type Conn = <Db as sqlx::Database>::Connection;
