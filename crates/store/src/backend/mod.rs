@@ -18,6 +18,7 @@ type Conn = <Db as sqlx::Database>::Connection;
 
 mod agents;
 mod boot;
+mod callbacks;
 pub(crate) use boot::Unserve;
 #[cfg(test)]
 #[allow(
