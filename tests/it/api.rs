@@ -668,10 +668,99 @@ async fn csv_import_is_all_or_nothing(backend: Backend) {
     let (_, n1) = d.get("/servers/n1.dc1.example.com").await;
     assert_eq!(n1["interfaces"].as_array().unwrap().len(), 2);
     assert_eq!(n1["bmc"]["password_set"], true);
+    // What a clean import wrote (at once, `import.rs`) reads back as
+    // written: the address placed in its network, the password sealed
+    // and opened again, an event for each server.
+    let (_, n1) = d.get("/servers/n1.dc1.example.com").await;
+    let eth0 = n1["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "eth0")
+        .unwrap()
+        .clone();
+    assert_eq!(eth0["ipv4"], "10.0.0.31", "{n1}");
+    assert!(eth0["network_id"].is_number(), "{n1}");
+    assert_eq!(
+        d.store
+            .bmc_login(&"n2.dc1.example.com".parse().unwrap())
+            .await
+            .unwrap(),
+        Some(("ADMIN".to_string(), "pw2".to_string()))
+    );
+    let created = |events: &[bootloader_store::OutboxEvent]| {
+        events
+            .iter()
+            .filter(|e| e.routing_key == "server.created")
+            .map(|e| e.payload["fqdn"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    let events = d.store.pending_events(1000).await.unwrap();
+    assert_eq!(
+        created(&events),
+        [
+            "old.dc1.example.com",
+            "n1.dc1.example.com",
+            "n2.dc1.example.com",
+            "n3.dc1.example.com"
+        ]
+    );
+    let n1_event = events
+        .iter()
+        .find(|e| e.routing_key == "server.created" && e.payload["fqdn"] == "n1.dc1.example.com")
+        .unwrap();
+    assert_eq!(n1_event.payload["interfaces"], n1["interfaces"]);
+
     // With a header, columns by name.
-    let headed = "fqdn;location;mac;labels\nh1.dc1.example.com;dc1;52:54:00:00:03:01;\n";
+    let (s, b) = d.post("/labels", json!({"name": "rack7"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let headed = "fqdn;location;mac;labels;serial;bmc_port;ipv4\n\
+                  h1.dc1.example.com;dc1;52:54:00:00:03:01;rack7;SN-1;6230;10.0.0.32\n\
+                  h2.dc1.example.com;dc1;52:54:00:00:03:02;;;;\n";
     let (s, b) = d.post_text("/servers/import", headed, "text/csv").await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (_, h1) = d.get("/servers/h1.dc1.example.com").await;
+    assert_eq!(h1["labels"], json!(["rack7"]), "{h1}");
+    assert_eq!(h1["serial"], "SN-1", "{h1}");
+    assert_eq!(h1["bmc"]["port"], 6230, "{h1}");
+    assert_eq!(h1["bmc"]["password_set"], false, "{h1}");
+    assert_eq!(h1["interfaces"][0]["ipv4"], "10.0.0.32", "{h1}");
+
+    // What only the store can see is still named line by line: an
+    // address held already, one taken twice in the import, one in the
+    // DHCP pool, a label that does not exist.
+    for (csv, line, field) in [
+        (
+            "fqdn;mac;ipv4\nx1.dc1.example.com;52:54:00:00:07:01;10.0.0.31\n",
+            2,
+            "interfaces[0].ipv4",
+        ),
+        (
+            "fqdn;mac;ipv4\nx1.dc1.example.com;52:54:00:00:07:01;10.0.0.40\n\
+             x2.dc1.example.com;52:54:00:00:07:02;10.0.0.40\n",
+            3,
+            "interfaces[0].ipv4",
+        ),
+        (
+            "fqdn;mac;ipv4\nx1.dc1.example.com;52:54:00:00:07:01;10.0.0.150\n",
+            2,
+            "interfaces[0].ipv4",
+        ),
+        (
+            "fqdn;mac;labels\nx1.dc1.example.com;52:54:00:00:07:01;nowhere\n",
+            2,
+            "labels[0]",
+        ),
+    ] {
+        let (s, b) = d
+            .post_text("/servers/import?location=dc1", csv, "text/csv")
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{csv}: {b}");
+        assert_eq!(b["lines"][0]["line"], line, "{csv}: {b}");
+        assert_eq!(b["lines"][0]["field"], field, "{csv}: {b}");
+    }
+    let (_, all) = d.get("/servers").await;
+    assert_eq!(all["count"], 6, "all or nothing: {all}");
     d.stop().await;
     ts.drop_database().await;
 }

@@ -95,13 +95,18 @@ pub struct PostgresStore {
     served: std::sync::Arc<super::served_cache::ServedCache>,
     boot_index: std::sync::Arc<super::boot_index::BootIndex>,
     callbacks: tokio::sync::broadcast::Sender<crate::engine::CallbackNotice>,
+    /// Deployments' transitions committed together (`combine.rs`).
+    transitions: super::combine::Combine<crate::engine::Transition, Result<bool>>,
 }
 
 /// A write transaction whose statements come in batches (`batch.rs`).
+/// It begins with its first statements that do not end it: a batch of one
+/// statement committed at once runs as that statement alone (PostgreSQL
+/// commits it by itself), without the two trips of `BEGIN` and `COMMIT`.
 pub(crate) struct Batch<'a> {
-    tx: sqlx::Transaction<'static, sqlx::Postgres>,
-    /// As SQLite's, which holds a writer's turn of its store.
-    _store: std::marker::PhantomData<&'a ()>,
+    /// The lane's connections.
+    pool: &'a PgPool,
+    tx: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
 }
 
 /// The statements of one batch; PostgreSQL prepares one statement at a
@@ -129,10 +134,16 @@ impl Batch<'_> {
         statements: Statements,
     ) -> Result<Vec<crate::batch::Done<sqlx::postgres::PgRow>>> {
         use sqlx::Executor;
+        let tx = match &mut self.tx {
+            Some(tx) => tx,
+            None => self
+                .tx
+                .insert(self.pool.begin_with(PostgresStore::BEGIN_WRITE).await?),
+        };
         let mut done = Vec::with_capacity(statements.0.len());
         for mut q in statements.0 {
-            let one = crate::batch::split(self.tx.fetch_many(q.build()), |r| r.rows_affected(), 0)
-                .await?;
+            let one =
+                crate::batch::split(tx.fetch_many(q.build()), |r| r.rows_affected(), 0).await?;
             done.extend(one);
         }
         Ok(done)
@@ -140,17 +151,31 @@ impl Batch<'_> {
 
     /// Ends the transaction without a change.
     pub(crate) async fn rollback(self) -> Result<()> {
-        self.tx.rollback().await?;
+        if let Some(tx) = self.tx {
+            tx.rollback().await?;
+        }
         Ok(())
     }
 
     /// Runs `statements`, then commits.
     pub(crate) async fn commit(
         mut self,
-        statements: Statements,
+        mut statements: Statements,
     ) -> Result<Vec<crate::batch::Done<sqlx::postgres::PgRow>>> {
+        if self.tx.is_none() && statements.0.len() <= 1 {
+            use sqlx::Executor;
+            let Some(mut q) = statements.0.pop() else {
+                return Ok(Vec::new());
+            };
+            let done =
+                crate::batch::split(self.pool.fetch_many(q.build()), |r| r.rows_affected(), 0)
+                    .await?;
+            return Ok(done);
+        }
         let done = self.run(statements).await?;
-        self.tx.commit().await?;
+        if let Some(tx) = self.tx {
+            tx.commit().await?;
+        }
         Ok(done)
     }
 }
@@ -172,21 +197,25 @@ impl PostgresStore {
         &self,
         lane: super::Lane,
     ) -> Result<((), sqlx::Transaction<'static, sqlx::Postgres>)> {
-        let pool = match lane {
+        Ok(((), self.lane(lane).begin_with(Self::BEGIN_WRITE).await?))
+    }
+
+    /// The connections of `lane`'s writes.
+    fn lane(&self, lane: super::Lane) -> &PgPool {
+        match lane {
             super::Lane::Ordinary => &self.pool,
             super::Lane::Callback => &self.lanes[0],
             super::Lane::Lease => &self.lanes[1],
-        };
-        Ok(((), pool.begin_with(Self::BEGIN_WRITE).await?))
+        }
     }
 
     /// A write transaction of `lane` taking its statements in batches
-    /// (`batch.rs`); here they still go one at a time.
+    /// (`batch.rs`); here they still go one at a time, and the transaction
+    /// begins with the first of them (`Batch`).
     async fn begin_batch(&self, lane: super::Lane) -> Result<Batch<'_>> {
-        let ((), tx) = self.begin_write_in(lane).await?;
         Ok(Batch {
-            tx,
-            _store: std::marker::PhantomData,
+            pool: self.lane(lane),
+            tx: None,
         })
     }
 
@@ -254,6 +283,7 @@ impl PostgresStore {
             served,
             boot_index,
             callbacks,
+            transitions: Default::default(),
         })
     }
 
@@ -266,11 +296,16 @@ impl PostgresStore {
         None
     }
 
-    /// Transitions commit side by side, each on a connection of its own.
+    /// Transitions that wait together commit together, as on SQLite:
+    /// one transaction (one WAL flush) and a few statements for the group
+    /// where each was a transaction of five. Each row's update is still
+    /// judged on its latest version (PostgreSQL checks an `UPDATE`'s
+    /// conditions again once it holds the row), so a transition another
+    /// daemon overtook is refused as it was alone.
     fn transition_group(
         &self,
     ) -> Option<&super::combine::Combine<crate::engine::Transition, Result<bool>>> {
-        None
+        Some(&self.transitions)
     }
 
     pub async fn migrate_only(
@@ -336,6 +371,8 @@ const JSON_ROWS: (&str, &str) = (
 /// Around text read from such a row, as the outbox's payload column
 /// takes it (JSONB here).
 const JSON_PAYLOAD: (&str, &str) = ("CAST(", " AS jsonb)");
+/// Around hex text read from such a row, as a bytes column takes it.
+const HEX_BYTES: (&str, &str) = ("decode(", ", 'hex')");
 /// `sql` with the row lock a read that decides a write needs.
 macro_rules! locked {
     ($sql:literal) => {

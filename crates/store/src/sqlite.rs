@@ -477,6 +477,8 @@ const JSON_ROWS: (&str, &str) = ("json_each(", ")");
 /// Around text read from such a row, as the outbox's payload column
 /// takes it (text here).
 const JSON_PAYLOAD: (&str, &str) = ("", "");
+/// Around hex text read from such a row, as a bytes column takes it.
+const HEX_BYTES: (&str, &str) = ("unhex(", ")");
 /// `sql` with the row lock a read that decides a write needs.
 macro_rules! locked {
     ($sql:literal) => {

@@ -198,42 +198,55 @@ impl EngineStore for Backend {
         let server_id = row.server_id;
         let record = convert::deployment(row.record)?;
         let id = record.id;
-        let mut statements = batch.statements();
-        let created = format!(
-            "deployment of {} with {} created",
-            record.server, record.profile
+        let created = (
+            LogLevel::Info,
+            format!(
+                "deployment of {} with {} created",
+                record.server, record.profile
+            ),
         );
-        push_log_lines(&mut statements, id, &[(LogLevel::Info, created)], now);
-        super::helpers::push_events(
-            &mut statements,
-            &[(
-                "deployment.new",
-                serde_json::to_value(&record).unwrap_or_default(),
-            )],
+        let new_event = super::helpers::outbox_row(
+            "deployment.new",
+            &serde_json::to_value(&record).unwrap_or_default(),
+            false,
         );
         // Its runner's first moves, if the claim made it this daemon's:
-        // one write where there were two. What the caller gets back is
-        // the deployment as created, as its first event says.
+        // one write where there were two, their log lines and events
+        // each in one statement with the creation's. What the caller
+        // gets back is the deployment as created, as its first event says.
         let then = new
             .then
             .as_ref()
             .filter(|then| record.runner.is_some() && record.runner == then.runner)
             .map(|then| Transition { id, ..then.clone() });
-        let mut finished = None;
-        match then {
-            None => {
-                batch.commit(statements).await?;
-            }
+        let mut statements = batch.statements();
+        let written = match then {
+            None => None,
             Some(then) => {
                 push_transition(&mut statements, &then, now);
                 let mut done = batch.run(statements).await?;
-                let mut statements = batch.statements();
-                if let Some(written) = done.pop().and_then(|d| d.rows.into_iter().next()) {
-                    finished = push_after_transition(&mut statements, &then, &written, now)?;
-                }
-                batch.commit(statements).await?;
+                statements = batch.statements();
+                done.pop()
+                    .and_then(|d| d.rows.into_iter().next())
+                    .map(|written| (then, written))
             }
-        }
+        };
+        let finished = match written {
+            Some((then, written)) => push_after_transition(
+                &mut statements,
+                &then,
+                &written,
+                now,
+                (vec![created], vec![new_event]),
+            )?,
+            // Not this daemon's, or refused: its task makes the moves.
+            None => {
+                push_log_lines(&mut statements, id, &[created], now);
+                super::helpers::push_outbox(&mut statements, vec![new_event], now);
+                None
+            }
+        };
+        batch.commit(statements).await?;
         self.boot_index.changed_server(server_id);
         if let Some(server) = finished {
             self.boot_index.changed_deployment(server, id);
@@ -469,7 +482,8 @@ impl Backend {
             return Ok(false);
         };
         let mut statements = batch.statements();
-        let finished = push_after_transition(&mut statements, t, &written, now)?;
+        let finished =
+            push_after_transition(&mut statements, t, &written, now, Default::default())?;
         batch.commit(statements).await?;
         if let Some(server) = finished {
             // No longer active: its server boots locally now, and its
@@ -729,9 +743,11 @@ fn push_after_transition(
     t: &Transition,
     written: &<super::Db as sqlx::Database>::Row,
     now: OffsetDateTime,
+    (mut lines, mut events): (Vec<(LogLevel, String)>, Vec<serde_json::Value>),
 ) -> Result<Option<i64>> {
     let finished = t.state.is_final() && !t.from.is_final();
-    push_log_lines(statements, t.id, &t.log, now);
+    lines.extend(t.log.iter().cloned());
+    push_log_lines(statements, t.id, &lines, now);
     if finished {
         // Nothing serves them any more; the download cache
         // keeps downloaded files for the next deployment.
@@ -749,18 +765,9 @@ fn push_after_transition(
         let key = format!("deployment.{}", t.state);
         let payload = serde_json::to_value(&record).unwrap_or_default();
         // It was notified on entering the state: marked notified.
-        let notified = settled(t).then_some(now);
-        statements
-            .next("INSERT INTO outbox (routing_key, payload, created_at, notified_at) VALUES (")
-            .push_bind(key)
-            .push(", ")
-            .push_bind(sqlx::types::Json(payload))
-            .push(", ")
-            .push_bind(now)
-            .push(", ")
-            .push_bind(notified)
-            .push(")");
+        events.push(super::helpers::outbox_row(&key, &payload, settled(t)));
     }
+    super::helpers::push_outbox(statements, events, now);
     if !finished {
         return Ok(None);
     }

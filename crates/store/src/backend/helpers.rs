@@ -170,6 +170,11 @@ pub(super) async fn with_details(conn: &mut Conn, rows: Vec<ServerRow>) -> Resul
         .bind(hi)
         .fetch_all(&mut *conn)
         .await?;
+    servers_with(rows, details)
+}
+
+/// Servers from their rows and their `SERVER_DETAILS` rows.
+pub(super) fn servers_with(rows: Vec<ServerRow>, details: Vec<DetailRow>) -> Result<Vec<Server>> {
     let mut labels = Vec::new();
     let mut interfaces = Vec::new();
     for d in details {
@@ -196,21 +201,26 @@ pub(super) async fn with_details(conn: &mut Conn, rows: Vec<ServerRow>) -> Resul
 
 /// The interfaces (by name, then id) and then the labels (by name) of the
 /// servers with ids from `$1` to `$2`: a label's row has no interface id.
-static SERVER_DETAILS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+static SERVER_DETAILS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| details_sql("BETWEEN $1 AND $2"));
+
+/// `SERVER_DETAILS` of the servers whose ids `which` matches (written
+/// after `server_id`, twice).
+pub(super) fn details_sql(which: &str) -> String {
     let interfaces = INTERFACE_SELECT
         .strip_prefix("SELECT ")
         .unwrap_or(INTERFACE_SELECT);
     format!(
-        "SELECT CAST(0 AS BIGINT) AS part, {interfaces} WHERE i.server_id BETWEEN $1 AND $2 \
+        "SELECT CAST(0 AS BIGINT) AS part, {interfaces} WHERE i.server_id {which} \
          UNION ALL SELECT CAST(1 AS BIGINT), NULL, sl.server_id, NULL, lb.name, NULL, NULL, NULL \
          FROM server_labels sl JOIN labels lb ON lb.id = sl.label_id \
-         WHERE sl.server_id BETWEEN $1 AND $2 ORDER BY 1, 5, 2"
+         WHERE sl.server_id {which} ORDER BY 1, 5, 2"
     )
-});
+}
 
 /// A row of `SERVER_DETAILS`.
 #[derive(sqlx::FromRow)]
-struct DetailRow {
+pub(super) struct DetailRow {
     id: Option<i64>,
     server_id: i64,
     server: Option<String>,
@@ -367,7 +377,7 @@ pub(super) async fn check_current_key(conn: &mut Conn, cipher: &SecretCipher) ->
 
 /// A network as `place_address` reads it: id, cidr, gateway, pool start
 /// and end.
-type NetworkBounds = (i64, String, Option<String>, Option<String>, Option<String>);
+pub(super) type NetworkBounds = (i64, String, Option<String>, Option<String>, Option<String>);
 
 /// Finds the network of `location` that holds `ip`, and checks the
 /// address is usable by a host and not taken by another interface.
@@ -384,8 +394,32 @@ pub(super) async fn place_address(
     .bind(location)
     .fetch_all(&mut *conn)
     .await?;
+    let id = network_for(&nets, ip, field)?;
+    let holder: Option<(i64, String, String)> = sqlx::query_as(
+        "SELECT i.id, i.mac, s.fqdn FROM interfaces i JOIN servers s ON s.id = i.server_id \
+         WHERE i.network_id = $1 AND i.ipv4 = $2",
+    )
+    .bind(id)
+    .bind(ip.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((other_id, other_mac, fqdn)) = holder
+        && Some(other_id) != interface_id
+    {
+        return Err(StoreError::conflict(
+            field,
+            format!("{ip} is already assigned to {fqdn} ({other_mac})"),
+        ));
+    }
+    Ok(id)
+}
+
+/// The first of a location's networks `nets` (in id order) that holds
+/// `ip`, once checked that a host may have the address there (not the
+/// network's own, its broadcast or its gateway, outside its pool).
+pub(super) fn network_for(nets: &[NetworkBounds], ip: Ipv4Addr, field: &str) -> Result<i64> {
     for (id, cidr, gateway, pool_start, pool_end) in nets {
-        let net: ipnet::Ipv4Net = stored(&cidr, "cidr")?;
+        let net: ipnet::Ipv4Net = stored(cidr, "cidr")?;
         if !net.contains(&ip) {
             continue;
         }
@@ -401,7 +435,7 @@ pub(super) async fn place_address(
                 format!("{ip} is the gateway of {net}"),
             ));
         }
-        if let (Some(start), Some(end)) = (&pool_start, &pool_end) {
+        if let (Some(start), Some(end)) = (pool_start, pool_end) {
             let (start, end): (Ipv4Addr, Ipv4Addr) =
                 (stored(start, "pool start")?, stored(end, "pool end")?);
             if start <= ip && ip <= end {
@@ -413,23 +447,7 @@ pub(super) async fn place_address(
                 ));
             }
         }
-        let holder: Option<(i64, String, String)> = sqlx::query_as(
-            "SELECT i.id, i.mac, s.fqdn FROM interfaces i JOIN servers s ON s.id = i.server_id \
-             WHERE i.network_id = $1 AND i.ipv4 = $2",
-        )
-        .bind(id)
-        .bind(ip.to_string())
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some((other_id, other_mac, fqdn)) = holder
-            && Some(other_id) != interface_id
-        {
-            return Err(StoreError::conflict(
-                field,
-                format!("{ip} is already assigned to {fqdn} ({other_mac})"),
-            ));
-        }
-        return Ok(id);
+        return Ok(*id);
     }
     Err(StoreError::invalid(
         field,

@@ -459,26 +459,14 @@ impl InventoryStore for Backend {
         &self,
         specs: Vec<ServerSpec>,
     ) -> Result<Vec<Server>, Vec<(usize, StoreError)>> {
-        // Most imports are clean: every line in the one transaction first,
-        // without a savepoint each (two round trips to the database fewer
-        // per line). At the first error it is all undone and written again
-        // line by line, each under its own savepoint, so that every bad
-        // line is named.
-        {
-            let (_writer, mut tx) = self.begin_write().await.map_err(|e| vec![(0, e)])?;
-            let mut created = Vec::with_capacity(specs.len());
-            for spec in &specs {
-                match create_one_server(&mut tx, &self.cipher, spec).await {
-                    Ok(server) => created.push(server),
-                    Err(_) => break,
-                }
-            }
-            if created.len() == specs.len() {
-                tx.commit().await.map_err(|e| vec![(0, e.into())])?;
-                self.boot_index.changed_all();
-                return Ok(created);
-            }
-            let _ = tx.rollback().await;
+        // Most imports are clean: checked and written at once
+        // (`import.rs`). Anything that import would refuse, or a failed
+        // write, and the lines are written again one by one, each under
+        // its own savepoint, so that every bad line is named.
+        match self.import_at_once(&specs).await {
+            Ok(Some(created)) => return Ok(created),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "import: written line by line after"),
         }
         self.import_line_by_line(specs).await
     }

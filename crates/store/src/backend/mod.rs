@@ -10,7 +10,7 @@
 //! is in `sql.rs`, `boot_sql.rs`, `engine_sql.rs` and `power_sql.rs`.
 
 use super::{
-    Backend, Batch, Db, FOR_KEY_SHARE, FOR_UPDATE, JSON_PAYLOAD, JSON_ROWS, ONE_WRITER,
+    Backend, Batch, Db, FOR_KEY_SHARE, FOR_UPDATE, HEX_BYTES, JSON_PAYLOAD, JSON_ROWS, ONE_WRITER,
     RELEASE_CHECKED, Statements, WARMING_TURNS_INDEX_ON,
 };
 
@@ -40,6 +40,7 @@ pub(super) use boot::warm_index;
 pub(super) use engine::claim_queries;
 mod engine;
 mod helpers;
+mod import;
 mod inventory;
 mod leases;
 mod locks;
