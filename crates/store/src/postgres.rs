@@ -111,21 +111,55 @@ pub(crate) struct Batch<'a> {
 
 /// The statements of one batch; PostgreSQL prepares one statement at a
 /// time.
-pub(crate) struct Statements(Vec<sqlx::QueryBuilder<sqlx::Postgres>>);
+pub(crate) struct Statements {
+    list: Vec<sqlx::QueryBuilder<sqlx::Postgres>>,
+    /// How many statements the last one holds as parts of one `WITH`,
+    /// while `together` gathers them.
+    joined: Option<usize>,
+}
 
 impl Statements {
     /// Starts the next statement with `sql`; its values go in with
     /// `push_bind`.
     pub(crate) fn next(&mut self, sql: &str) -> &mut sqlx::QueryBuilder<sqlx::Postgres> {
-        let at = self.0.len();
-        self.0.push(sqlx::QueryBuilder::new(sql));
-        &mut self.0[at]
+        match &mut self.joined {
+            Some(0) => self.list.push(sqlx::QueryBuilder::new("WITH w0 AS (")),
+            Some(n) => {
+                let at = self.list.len() - 1;
+                self.list[at].push(format!("), w{n} AS ("));
+            }
+            None => self.list.push(sqlx::QueryBuilder::new("")),
+        }
+        if let Some(n) = &mut self.joined {
+            *n += 1;
+        }
+        let at = self.list.len() - 1;
+        self.list[at].push(sql)
+    }
+
+    /// The statements `push` adds, which write and give back nothing
+    /// the caller reads, as one statement: a `WITH` of each (PostgreSQL
+    /// runs every part of it, on one snapshot, in one trip). They must
+    /// not depend on each other's writes, nor write one row twice; their
+    /// `Done`s are the one statement's.
+    pub(crate) fn together(&mut self, push: impl FnOnce(&mut Self)) {
+        self.joined = Some(0);
+        push(self);
+        if let Some(n) = self.joined.take()
+            && n > 0
+        {
+            let at = self.list.len() - 1;
+            self.list[at].push(") SELECT 1");
+        }
     }
 }
 
 impl Batch<'_> {
     pub(crate) fn statements(&self) -> Statements {
-        Statements(Vec::new())
+        Statements {
+            list: Vec::new(),
+            joined: None,
+        }
     }
 
     /// Runs `statements` in the transaction; each one's rows and count.
@@ -140,8 +174,8 @@ impl Batch<'_> {
                 .tx
                 .insert(self.pool.begin_with(PostgresStore::BEGIN_WRITE).await?),
         };
-        let mut done = Vec::with_capacity(statements.0.len());
-        for mut q in statements.0 {
+        let mut done = Vec::with_capacity(statements.list.len());
+        for mut q in statements.list {
             let one =
                 crate::batch::split(tx.fetch_many(q.build()), |r| r.rows_affected(), 0).await?;
             done.extend(one);
@@ -162,9 +196,9 @@ impl Batch<'_> {
         mut self,
         mut statements: Statements,
     ) -> Result<Vec<crate::batch::Done<sqlx::postgres::PgRow>>> {
-        if self.tx.is_none() && statements.0.len() <= 1 {
+        if self.tx.is_none() && statements.list.len() <= 1 {
             use sqlx::Executor;
-            let Some(mut q) = statements.0.pop() else {
+            let Some(mut q) = statements.list.pop() else {
                 return Ok(Vec::new());
             };
             let done =

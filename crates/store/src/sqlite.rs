@@ -203,6 +203,13 @@ impl Statements {
         self.count += 1;
         self.sql.push(sql)
     }
+
+    /// The statements `push` adds, which write and give back nothing the
+    /// caller reads (PostgreSQL's may be one statement): here they go in
+    /// the batch as they are, one trip whatever it holds.
+    pub(crate) fn together(&mut self, push: impl FnOnce(&mut Self)) {
+        push(self);
+    }
 }
 
 impl Batch<'_> {

@@ -104,7 +104,10 @@ impl Driver {
     /// states, which the task would otherwise keep for its whole life.
     pub async fn run(&self, id: i64, runner: &Runner) {
         let mut cancelled = runner.orders.subscribe();
-        let mut task = Task::default();
+        let mut task = Task {
+            view: runner.first_view(),
+            pending: None,
+        };
         loop {
             let stepped = Box::pin(self.step(id, runner, &mut cancelled, &mut task)).await;
             match stepped {
@@ -564,7 +567,7 @@ fn merged(first: Change, then: Change) -> Change {
 }
 
 /// `view` as the store will hold it once `change` is committed.
-fn applied(mut view: EngineView, change: &Change) -> EngineView {
+pub(super) fn applied(mut view: EngineView, change: &Change) -> EngineView {
     let to = change.to;
     view.record.state = to.state;
     view.record.step = to.cursor.map(|c| c.step.as_str().to_string());

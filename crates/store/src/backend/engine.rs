@@ -241,8 +241,10 @@ impl EngineStore for Backend {
             )?,
             // Not this daemon's, or refused: its task makes the moves.
             None => {
-                push_log_lines(&mut statements, id, &[created], now);
-                super::helpers::push_outbox(&mut statements, vec![new_event], now);
+                statements.together(|statements| {
+                    push_log_lines(statements, id, &[created], now);
+                    super::helpers::push_outbox(statements, vec![new_event], now);
+                });
                 None
             }
         };
@@ -654,6 +656,7 @@ fn push_after_group(
             events.push(super::helpers::outbox_row(&key, &payload, settled(t)));
         }
     }
+    statements.together(|statements| {
     if !lines.is_empty() {
         let q = statements
             .next("INSERT INTO deployment_log (deployment_id, at, level, message) SELECT CAST(value ->> 0 AS BIGINT), ")
@@ -674,6 +677,7 @@ fn push_after_group(
         }
     }
     super::helpers::push_outbox(statements, events, now);
+    });
     Ok(finished)
 }
 
@@ -747,19 +751,6 @@ fn push_after_transition(
 ) -> Result<Option<i64>> {
     let finished = t.state.is_final() && !t.from.is_final();
     lines.extend(t.log.iter().cloned());
-    push_log_lines(statements, t.id, &lines, now);
-    if finished {
-        // Nothing serves them any more; the download cache
-        // keeps downloaded files for the next deployment.
-        statements
-            .next("DELETE FROM served_files WHERE deployment_id = ")
-            .push_bind(t.id);
-        // The log holds each callback's name, method and
-        // the start of its body.
-        statements
-            .next("DELETE FROM callbacks WHERE deployment_id = ")
-            .push_bind(t.id);
-    }
     if publishes(t) {
         let record = convert::deployment(<DeploymentRow as sqlx::FromRow<_>>::from_row(written)?)?;
         let key = format!("deployment.{}", t.state);
@@ -767,7 +758,22 @@ fn push_after_transition(
         // It was notified on entering the state: marked notified.
         events.push(super::helpers::outbox_row(&key, &payload, settled(t)));
     }
-    super::helpers::push_outbox(statements, events, now);
+    statements.together(|statements| {
+        push_log_lines(statements, t.id, &lines, now);
+        if finished {
+            // Nothing serves them any more; the download cache
+            // keeps downloaded files for the next deployment.
+            statements
+                .next("DELETE FROM served_files WHERE deployment_id = ")
+                .push_bind(t.id);
+            // The log holds each callback's name, method and
+            // the start of its body.
+            statements
+                .next("DELETE FROM callbacks WHERE deployment_id = ")
+                .push_bind(t.id);
+        }
+        super::helpers::push_outbox(statements, events, now);
+    });
     if !finished {
         return Ok(None);
     }
