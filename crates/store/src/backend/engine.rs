@@ -600,26 +600,28 @@ fn push_round(
         .collect();
     let q = statements
         .next(
-            "UPDATE deployments SET state = j.state, step = j.step, \
-             action_index = j.action_index, actions_done = j.actions_done, \
-             action_deadline = j.action_deadline, step_deadline = j.step_deadline, \
-             error = COALESCE(j.error, deployments.error), \
-             finished_at = COALESCE(deployments.finished_at, CASE WHEN j.finishes = 1 THEN ",
+            "UPDATE deployments SET state = j.t_state, step = j.t_step, \
+             action_index = j.t_action_index, actions_done = j.t_actions_done, \
+             action_deadline = j.t_action_deadline, step_deadline = j.t_step_deadline, \
+             error = COALESCE(j.t_error, deployments.error), \
+             finished_at = COALESCE(deployments.finished_at, CASE WHEN j.t_finishes = 1 THEN ",
         )
         .push_bind(now)
         .push(" END), updated_at = ")
         .push_bind(now)
+        // The rows' columns named apart from the table's: PostgreSQL
+        // takes a bare `state` in `RETURNING` for either.
         .push(
-            " FROM (SELECT CAST(value ->> 0 AS BIGINT) AS id, value ->> 1 AS from_state, \
-             value ->> 2 AS state, value ->> 3 AS step, CAST(value ->> 4 AS BIGINT) AS action_index, \
-             CAST(value ->> 5 AS BIGINT) AS actions_done, CAST(value ->> 6 AS BIGINT) AS action_deadline, \
-             CAST(value ->> 7 AS BIGINT) AS step_deadline, value ->> 8 AS error, \
-             CAST(value ->> 9 AS BIGINT) AS finishes, value ->> 10 AS runner FROM ",
+            " FROM (SELECT CAST(value ->> 0 AS BIGINT) AS t_id, value ->> 1 AS t_from, \
+             value ->> 2 AS t_state, value ->> 3 AS t_step, CAST(value ->> 4 AS BIGINT) AS t_action_index, \
+             CAST(value ->> 5 AS BIGINT) AS t_actions_done, CAST(value ->> 6 AS BIGINT) AS t_action_deadline, \
+             CAST(value ->> 7 AS BIGINT) AS t_step_deadline, value ->> 8 AS t_error, \
+             CAST(value ->> 9 AS BIGINT) AS t_finishes, value ->> 10 AS t_runner FROM ",
         );
     super::helpers::push_json_rows(q, rows);
     q.push(
-        ") AS j WHERE deployments.id = j.id AND deployments.state = j.from_state \
-         AND (j.runner IS NULL OR deployments.runner = j.runner)",
+        ") AS j WHERE deployments.id = j.t_id AND deployments.state = j.t_from \
+         AND (j.t_runner IS NULL OR deployments.runner = j.t_runner)",
     )
     .push(DEPLOYMENT_RETURNING)
     .push(", server_id");
