@@ -104,10 +104,7 @@ impl Driver {
     /// states, which the task would otherwise keep for its whole life.
     pub async fn run(&self, id: i64, runner: &Runner) {
         let mut cancelled = runner.orders.subscribe();
-        let mut task = Task {
-            view: runner.first_view(),
-            pending: None,
-        };
+        let mut task = Task::default();
         loop {
             let stepped = Box::pin(self.step(id, runner, &mut cancelled, &mut task)).await;
             match stepped {
@@ -567,7 +564,7 @@ fn merged(first: Change, then: Change) -> Change {
 }
 
 /// `view` as the store will hold it once `change` is committed.
-pub(super) fn applied(mut view: EngineView, change: &Change) -> EngineView {
+fn applied(mut view: EngineView, change: &Change) -> EngineView {
     let to = change.to;
     view.record.state = to.state;
     view.record.step = to.cursor.map(|c| c.step.as_str().to_string());

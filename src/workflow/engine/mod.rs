@@ -27,8 +27,8 @@ use crate::power::service::PowerService;
 use bootloader_core::model::{CallbackToken, Fqdn, TokenHash};
 use bootloader_core::workflow::plan;
 use bootloader_store::boot::DeploymentRecord;
+use bootloader_store::engine::EngineStore;
 use bootloader_store::engine::{Claim, NewDeployment, Transition};
-use bootloader_store::engine::{EngineStore, EngineView};
 use bootloader_store::{BootStore, InventoryStore, Store, StoreError, TimelineStore, UserStore};
 
 /// The `[deployments]` settings the engine uses.
@@ -234,7 +234,7 @@ impl Engine {
     /// Starts the task of deployment `id`, which this daemon holds, unless
     /// it runs already; `true` if it started one. The task begins its work
     /// after `delay`; `runner` makes its handle.
-    fn spawn(self: &Arc<Self>, id: i64, delay: Duration, runner: impl FnOnce() -> Runner) -> bool {
+    fn spawn(self: &Arc<Self>, id: i64, delay: Duration, runner: fn() -> Runner) -> bool {
         let runner = {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             // Under the lock `shutdown` takes to end every task.
@@ -361,20 +361,18 @@ impl Engine {
         // Its task's first moves, which run nothing, go into the same
         // transaction when the deployment is this daemon's; a profile
         // that no longer parses is the task's to report.
-        let moves = self
+        let then = self
             .driver
             .profiles
             .parsed(profile_id, source)
             .ok()
-            .and_then(|(source, profile)| {
+            .and_then(|(_, profile)| {
                 drive::first_moves(&profile, now, self.settings.default_timeout)
-                    .map(|change| (source, change))
+            })
+            .map(|change| Transition {
+                runner: Some(self.settings.runner.clone()),
+                ..drive::transition(0, change)
             });
-        let then = moves.as_ref().map(|(_, change)| Transition {
-            runner: Some(self.settings.runner.clone()),
-            ..drive::transition(0, change.clone())
-        });
-        let opened = token.expose().to_string();
         let record = self
             .ledger
             .start_deployment(&NewDeployment {
@@ -392,21 +390,7 @@ impl Engine {
             })
             .await?;
         if record.runner.as_deref() == Some(self.settings.runner.as_str()) {
-            // Claimed here, so its first moves were committed with it: its
-            // task starts from the deployment as they left it, without
-            // reading it back.
-            let view = moves.map(|(profile_source, change)| {
-                let created = EngineView {
-                    record: record.clone(),
-                    profile_source,
-                    token: Some(opened),
-                    actions_done: 0,
-                    action_deadline: None,
-                    step_deadline: None,
-                };
-                drive::applied(created, &change)
-            });
-            self.spawn(record.id, Duration::ZERO, || Runner::created(view));
+            self.spawn(record.id, Duration::ZERO, Runner::created);
         }
         Ok(record)
     }

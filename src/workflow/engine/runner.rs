@@ -15,7 +15,6 @@ use crate::workflow::executor::Executor;
 use bootloader_core::model::TokenHash;
 use bootloader_core::profile::{Profile, StepName};
 use bootloader_core::workflow::machine::{Cursor, Position};
-use bootloader_store::engine::EngineView;
 
 /// What a deployment's task is told, the latest last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,9 +45,6 @@ pub struct Runner {
     /// task will have committed them.
     expecting: Mutex<Option<(Arc<Profile>, Option<StepName>)>>,
     arrivals: Mutex<Arrivals>,
-    /// Where a deployment created here stands, as its first commit left
-    /// it: its task's first view, taken once.
-    created: Mutex<Option<Box<EngineView>>>,
 }
 
 /// The callbacks a task knows of without reading the store.
@@ -77,7 +73,6 @@ impl Runner {
             token: OnceLock::new(),
             expecting: Mutex::new(None),
             arrivals: Mutex::new(Arrivals::default()),
-            created: Mutex::new(None),
         }
     }
 
@@ -85,19 +80,11 @@ impl Runner {
     /// callback can be stored for it yet (its token is known only here
     /// until the creator's answer or a file served by its task), so its
     /// task knows every callback without reading the store until a nudge
-    /// or the poll says otherwise. `view`: where it stands, as the
-    /// transaction that created it left it (its task then reads nothing
-    /// before its first action).
-    pub fn created(view: Option<EngineView>) -> Self {
+    /// or the poll says otherwise.
+    pub fn created() -> Self {
         let runner = Self::new();
         lock(&runner.arrivals).complete = true;
-        *lock(&runner.created) = view.map(Box::new);
         runner
-    }
-
-    /// The view `created` was given, once.
-    pub(super) fn first_view(&self) -> Option<Box<EngineView>> {
-        lock(&self.created).take()
     }
 
     /// An operator cancelled the deployment; an `End` given before stays.

@@ -86,7 +86,7 @@ async fn a_created_deployment_waits_without_reading_the_store() {
       name: booted
 ";
     let mut bench = Bench::new(&profile(steps), Script::default());
-    bench.runner = Arc::new(Runner::created(None));
+    bench.runner = Arc::new(Runner::created());
     let task = bench.start();
     let_run().await;
     assert_eq!(bench.script.reads.load(Ordering::SeqCst), 0);
@@ -149,13 +149,10 @@ async fn first_moves_written_at_creation_are_the_tasks_own() {
       name: booted
 "
     );
-    // The first moves: none (the task makes them), committed at creation
-    // (the task reads where it stands), or committed and handed to the
-    // task as the creation left it (`Runner::created`: it reads nothing).
-    let run = |first: bool, handed: bool| {
+    let run = |first: bool| {
         let steps = steps.clone();
         async move {
-            let mut bench = Bench::new(&profile(&steps), Script::default());
+            let bench = Bench::new(&profile(&steps), Script::default());
             if first {
                 let parsed = super::super::drive::parse_text(&profile(&steps)).unwrap();
                 let change =
@@ -164,36 +161,19 @@ async fn first_moves_written_at_creation_are_the_tasks_own() {
                 assert_eq!(change.to.state, DeploymentState::Preparing);
                 let t = Transition {
                     runner: Some(RUNNER.into()),
-                    ..transition(ID, change.clone())
+                    ..transition(ID, change)
                 };
-                let created = bench.ledger.view();
                 assert!(bench.ledger.commit_transition(&t).await.unwrap());
-                if handed {
-                    let view = super::super::drive::applied(created, &change);
-                    assert_eq!(
-                        format!("{view:?}"),
-                        format!("{:?}", bench.ledger.view()),
-                        "as the store keeps it"
-                    );
-                    bench.runner = Arc::new(Runner::created(Some(view)));
-                }
             }
             let task = bench.start();
             let_run().await;
-            let views = bench.ledger.views.load(Ordering::SeqCst);
             bench.script.arrive("booted");
             bench.runner.nudge();
             task.await.unwrap();
-            (
-                bench.ledger.view().record.state,
-                bench.ledger.lines(),
-                views,
-            )
+            (bench.ledger.view().record.state, bench.ledger.lines())
         }
     };
-    let (state, own, views) = run(false, false).await;
+    let (state, own) = run(false).await;
     assert_eq!(state, DeploymentState::Complete);
-    assert_eq!(views, 1);
-    assert_eq!(run(true, false).await, (state, own.clone(), 1));
-    assert_eq!(run(true, true).await, (state, own, 0));
+    assert_eq!(run(true).await, (state, own));
 }
