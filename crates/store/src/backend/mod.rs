@@ -52,4 +52,5 @@ mod secrets;
 mod sessions;
 mod store;
 mod timeline;
+mod transition_groups;
 mod users;
