@@ -41,6 +41,16 @@ where
         .collect()
 }
 
+/// A batch's `(id, name)` rows as ids by name.
+fn by_name(
+    done: Option<crate::batch::Done<<super::Db as sqlx::Database>::Row>>,
+) -> Result<HashMap<String, i64>> {
+    Ok(rows_as::<(i64, String)>(done)?
+        .into_iter()
+        .map(|(id, name)| (name, id))
+        .collect())
+}
+
 /// Each of `values` as a one-value row of `push_json_rows`.
 fn single(values: impl IntoIterator<Item = String>) -> Vec<Value> {
     values.into_iter().map(|v| json!([v])).collect()
@@ -141,18 +151,9 @@ impl Backend {
             push_current_key(&mut statements);
         }
         let mut done = batch.run(statements).await?.into_iter();
-        let locations: HashMap<String, i64> = rows_as::<(i64, String)>(done.next())?
-            .into_iter()
-            .map(|(id, name)| (name, id))
-            .collect();
-        let labels: HashMap<String, i64> = rows_as::<(i64, String)>(done.next())?
-            .into_iter()
-            .map(|(id, name)| (name, id))
-            .collect();
-        let credentials: HashMap<String, i64> = rows_as::<(i64, String)>(done.next())?
-            .into_iter()
-            .map(|(id, name)| (name, id))
-            .collect();
+        let locations = by_name(done.next())?;
+        let labels = by_name(done.next())?;
+        let credentials = by_name(done.next())?;
         let taken_names = rows_as::<(String,)>(done.next())?;
         let taken_macs = rows_as::<(String,)>(done.next())?;
         // Each location's networks, in id order, as `place_address` reads them.
