@@ -100,11 +100,14 @@ struct StartedRow {
 
 /// The statement that starts deployment `new`: the server looked up, the
 /// deployment written and, when the server is in the claiming daemon's
-/// location, taken up by it; the written row comes back (none: no such
-/// server).
+/// location, taken up by it, with its first moves (`then`) already made;
+/// the written row comes back with its server's id (none: no such
+/// server). One text whatever `new` holds, for SQLite's cache of
+/// prepared statements.
 fn push_start(
     statements: &mut Statements,
     new: &NewDeployment,
+    then: Option<&Transition>,
     sealed: &[u8],
     now: OffsetDateTime,
 ) {
@@ -112,39 +115,80 @@ fn push_start(
         Some(c) => (Some(c.runner.clone()), c.location.clone(), Some(c.until)),
         None => (None, None, None),
     };
+    // The row's columns as created, then as the first moves leave them
+    // when the deployment is taken up.
+    let moved = then.map(|t| {
+        let finished = (t.state.is_final() && !t.from.is_final()).then_some(now);
+        (
+            t.state.as_str(),
+            t.step.clone(),
+            i64::from(t.action_index),
+            i64::from(t.actions_done),
+            (t.action_deadline, t.step_deadline),
+            (t.error.clone(), finished),
+        )
+    });
+    let (state, step, action_index, actions_done, deadlines, ended) = moved.unwrap_or((
+        "new",
+        Some("new".to_string()),
+        0,
+        0,
+        (None, None),
+        (None, None),
+    ));
+    let taken = |q: &mut sqlx::QueryBuilder<super::Db>| {
+        q.push(", CASE WHEN c.taken = 1 THEN ");
+    };
     let q = statements.next(
-        "INSERT INTO deployments (server_id, profile_id, state, token_hash, token_sealed, step, \
-         action_index, actions_done, repeat_of, created_at, updated_at, runner, runner_until) \
-         SELECT s.id, ",
+        "INSERT INTO deployments (server_id, profile_id, token_hash, token_sealed, repeat_of, \
+         created_at, updated_at, state, step, action_index, actions_done, action_deadline, \
+         step_deadline, error, finished_at, runner, runner_until) SELECT c.server_id, ",
     );
     q.push_bind(new.profile_id)
-        .push(", 'new', ")
+        .push(", ")
         .push_bind(new.token.hash().0)
         .push(", ")
         .push_bind(sealed)
-        .push(", 'new', 0, 0, ")
+        .push(", ")
         .push_bind(new.repeat_of)
         .push(", ")
         .push_bind(now)
         .push(", ")
-        .push_bind(now)
-        // Taken up only in the claiming daemon's location (any, for none).
-        .push(", CASE WHEN ")
-        .push_bind(location.clone())
-        .push(" IS NULL OR l.name = ")
-        .push_bind(location.clone())
-        .push(" THEN ")
-        .push_bind(runner.clone())
-        .push(" END, CASE WHEN ")
+        .push_bind(now);
+    taken(q);
+    q.push_bind(state).push(" ELSE 'new' END");
+    taken(q);
+    q.push_bind(step).push(" ELSE 'new' END");
+    taken(q);
+    q.push_bind(action_index).push(" ELSE 0 END");
+    taken(q);
+    q.push_bind(actions_done).push(" ELSE 0 END");
+    taken(q);
+    q.push_bind(deadlines.0).push(" END");
+    taken(q);
+    q.push_bind(deadlines.1).push(" END");
+    taken(q);
+    q.push_bind(ended.0).push(" END");
+    taken(q);
+    q.push_bind(ended.1).push(" END");
+    taken(q);
+    q.push_bind(runner.clone()).push(" END");
+    taken(q);
+    q.push_bind(until)
+        // Taken up only by a claiming daemon, and only in its location
+        // (any, for none).
+        .push(" END FROM (SELECT s.id AS server_id, CASE WHEN ")
         .push_bind(runner)
         .push(" IS NOT NULL AND (")
         .push_bind(location.clone())
         .push(" IS NULL OR l.name = ")
         .push_bind(location)
-        .push(") THEN ")
-        .push_bind(until)
-        .push(" END FROM servers s JOIN locations l ON l.id = s.location_id WHERE s.fqdn = ")
+        .push(
+            ") THEN 1 ELSE 0 END AS taken FROM servers s JOIN locations l ON l.id = s.location_id \
+               WHERE s.fqdn = ",
+        )
         .push_bind(new.server.as_str())
+        .push(") AS c")
         .push(DEPLOYMENT_RETURNING)
         .push(", server_id");
 }
@@ -164,12 +208,19 @@ impl EngineStore for Backend {
     async fn start_deployment(&self, new: &NewDeployment) -> Result<DeploymentRecord> {
         let sealed = self.cipher.seal(new.token.expose())?;
         let now = OffsetDateTime::now_utc();
+        // Its runner's first moves, made in the row as it is written if
+        // the claim makes it this daemon's (and theirs: a move committed
+        // for another runner would be refused).
+        let claimer = new.claim.as_ref().map(|c| c.runner.as_str());
+        let then = new.then.as_ref().filter(|t| {
+            claimer.is_some() && (t.runner.is_none() || t.runner.as_deref() == claimer)
+        });
         let mut batch = self.begin_batch(crate::Lane::Ordinary).await?;
         // Not under a key that rotate-secret has just replaced: the check
         // value read in the transaction, the deployment written with it.
         let mut statements = batch.statements();
         super::helpers::push_current_key(&mut statements);
-        push_start(&mut statements, new, &sealed, now);
+        push_start(&mut statements, new, then, &sealed, now);
         let mut done = batch.run(statements).await.map_err(|e| match e {
             StoreError::Conflict { .. } => StoreError::conflict(
                 "server",
@@ -196,7 +247,19 @@ impl EngineStore for Backend {
         };
         let row = <StartedRow as sqlx::FromRow<_>>::from_row(&started)?;
         let server_id = row.server_id;
-        let record = convert::deployment(row.record)?;
+        // What the caller gets back, and the first event, is the
+        // deployment as created, before its first moves.
+        let moved = then.filter(|_| row.record.runner.is_some());
+        let record = convert::deployment(DeploymentRow {
+            state: "new".to_string(),
+            step: Some("new".to_string()),
+            action_index: 0,
+            actions_done: 0,
+            error: None,
+            updated_at: row.record.created_at,
+            finished_at: None,
+            ..row.record
+        })?;
         let id = record.id;
         let created = (
             LogLevel::Info,
@@ -210,36 +273,18 @@ impl EngineStore for Backend {
             &serde_json::to_value(&record).unwrap_or_default(),
             false,
         );
-        // Its runner's first moves, if the claim made it this daemon's:
-        // one write where there were two, their log lines and events
-        // each in one statement with the creation's. What the caller
-        // gets back is the deployment as created, as its first event says.
-        let then = new
-            .then
-            .as_ref()
-            .filter(|then| record.runner.is_some() && record.runner == then.runner)
-            .map(|then| Transition { id, ..then.clone() });
+        // The first moves' log lines and events each in one statement
+        // with the creation's.
         let mut statements = batch.statements();
-        let written = match then {
-            None => None,
-            Some(then) => {
-                push_transition(&mut statements, &then, now);
-                let mut done = batch.run(statements).await?;
-                statements = batch.statements();
-                done.pop()
-                    .and_then(|d| d.rows.into_iter().next())
-                    .map(|written| (then, written))
-            }
-        };
-        let finished = match written {
-            Some((then, written)) => push_after_transition(
+        let finished = match moved {
+            Some(then) => push_after_transition(
                 &mut statements,
-                &then,
-                &written,
+                &Transition { id, ..then.clone() },
+                &started,
                 now,
                 (vec![created], vec![new_event]),
             )?,
-            // Not this daemon's, or refused: its task makes the moves.
+            // Not this daemon's: its runner makes the moves.
             None => {
                 statements.together(|statements| {
                     push_log_lines(statements, id, &[created], now);
