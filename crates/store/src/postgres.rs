@@ -107,6 +107,8 @@ pub(crate) struct Batch<'a> {
     /// The lane's connections.
     pool: &'a PgPool,
     tx: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+    /// How the transaction begins (`by_keys`).
+    begin: &'static str,
 }
 
 /// The statements of one batch; PostgreSQL prepares one statement at a
@@ -155,6 +157,21 @@ impl Statements {
 }
 
 impl Batch<'_> {
+    /// The batch's statements join a few JSON rows (`JSON_ROWS`), whose
+    /// count the planner guesses at 100, to the rows they name by key:
+    /// they are planned without hash and merge joins, so that the keys'
+    /// indexes are the way. Joined by hash, a transition group's `UPDATE`
+    /// read every deployment (2.5 ms for four rows with 10,000 of them),
+    /// and its generic plan, made once per connection while the table was
+    /// small, stayed so as it grew; so did a callback group's reads (3.4
+    /// ms). Not for every batch: a lease group's statements need their
+    /// hash joins (17-37 ms each without). The settings end with the
+    /// transaction, and the `BEGIN` takes them in its one trip. Before
+    /// the first statement runs.
+    pub(crate) fn by_keys(&mut self) {
+        self.begin = PostgresStore::BEGIN_BY_KEYS;
+    }
+
     pub(crate) fn statements(&self) -> Statements {
         Statements {
             list: Vec::new(),
@@ -170,9 +187,7 @@ impl Batch<'_> {
         use sqlx::Executor;
         let tx = match &mut self.tx {
             Some(tx) => tx,
-            None => self
-                .tx
-                .insert(self.pool.begin_with(PostgresStore::BEGIN_BATCH).await?),
+            None => self.tx.insert(self.pool.begin_with(self.begin).await?),
         };
         let mut done = Vec::with_capacity(statements.list.len());
         for mut q in statements.list {
@@ -217,16 +232,8 @@ impl Batch<'_> {
 impl PostgresStore {
     const BACKEND: &'static str = "postgres";
     const BEGIN_WRITE: &'static str = "BEGIN";
-    /// A batch's transaction writes rows it names by key, a few at a
-    /// time, many of them given as JSON rows (`JSON_ROWS`) whose count
-    /// the planner guesses at 100: joined by hash or merge, such a
-    /// statement read the whole table. Its generic plan, made once per
-    /// connection while the tables were still small, stayed so as they
-    /// grew (a transition group's `UPDATE` read every deployment: 2.5 ms
-    /// for four rows with 10,000 of them). Without those joins the keys'
-    /// indexes are the only way left; the settings end with the
-    /// transaction, and the `BEGIN` takes them in its one trip.
-    const BEGIN_BATCH: &'static str =
+    /// `Batch::by_keys`'s beginning.
+    const BEGIN_BY_KEYS: &'static str =
         "BEGIN; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
 
     /// A write transaction. PostgreSQL queues writers on row locks itself,
@@ -261,6 +268,7 @@ impl PostgresStore {
         Ok(Batch {
             pool: self.lane(lane),
             tx: None,
+            begin: Self::BEGIN_WRITE,
         })
     }
 

@@ -213,6 +213,10 @@ impl Statements {
 }
 
 impl Batch<'_> {
+    /// PostgreSQL's hint that the statements name their rows by key;
+    /// SQLite's planner needs none.
+    pub(crate) fn by_keys(&mut self) {}
+
     /// An empty batch for this transaction.
     pub(crate) fn statements(&self) -> Statements {
         let mut s = Statements {

@@ -582,6 +582,7 @@ impl BootStore for Backend {
         // is stored for a finished deployment, and is never read. Rows are
         // taken in token order.
         let mut batch = self.begin_batch(crate::Lane::Callback).await?;
+        batch.by_keys();
         let (mut receipts, mut new) = super::callbacks::judge_group(&mut batch, calls, max).await?;
         let now = OffsetDateTime::now_utc();
         let mut statements = batch.statements();

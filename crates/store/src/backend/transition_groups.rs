@@ -40,6 +40,7 @@ impl Backend {
     async fn commit_group(&self, ts: &[Transition]) -> Result<Vec<bool>> {
         let now = OffsetDateTime::now_utc();
         let mut batch = self.begin_batch(crate::Lane::Ordinary).await?;
+        batch.by_keys();
         let rounds = rounds(ts);
         let mut statements = batch.statements();
         for round in &rounds {
