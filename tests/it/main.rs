@@ -48,5 +48,6 @@ mod power_e2e;
 mod profiles_dir;
 mod schema;
 mod shared_db;
+mod starts;
 mod store;
 mod tftp;

@@ -21,13 +21,13 @@ use bootloader_store::{
 
 use crate::common::{self, Backend, TestStore};
 
-async fn open(ts: &TestStore) -> Arc<dyn Store> {
+pub(crate) async fn open(ts: &TestStore) -> Arc<dyn Store> {
     bootloader::app::open_store(&ts.config())
         .await
         .expect("open the store")
 }
 
-fn mac(last: u8) -> MacAddr {
+pub(crate) fn mac(last: u8) -> MacAddr {
     format!("52:54:00:5a:00:{last:02x}").parse().unwrap()
 }
 
@@ -445,7 +445,7 @@ async fn deployment_and_token(store: &dyn Store) -> (i64, TokenHash) {
 }
 
 /// A server of location dc1 with one interface, `eth0` at `mac`.
-fn server_spec(fqdn: &str, mac: MacAddr) -> ServerSpec {
+pub(crate) fn server_spec(fqdn: &str, mac: MacAddr) -> ServerSpec {
     ServerSpec {
         fqdn: fqdn.parse().unwrap(),
         location: "dc1".parse().unwrap(),
@@ -470,7 +470,7 @@ fn server_spec(fqdn: &str, mac: MacAddr) -> ServerSpec {
 
 /// A server in location dc1 with one interface and a deployment of the
 /// echo profile, started with `claim` and the runner's first moves `then`.
-async fn deployment_claimed(
+pub(crate) async fn deployment_claimed(
     store: &dyn Store,
     claim: Option<Claim>,
     then: Option<Transition>,
@@ -696,7 +696,12 @@ async fn callbacks_are_stored_in_groups(backend: Backend) {
     ts.drop_database().await;
 }
 
-fn transition(id: i64, from: DeploymentState, to: DeploymentState, note: &str) -> Transition {
+pub(crate) fn transition(
+    id: i64,
+    from: DeploymentState,
+    to: DeploymentState,
+    note: &str,
+) -> Transition {
     Transition {
         id,
         from,
@@ -773,6 +778,63 @@ async fn deployments(store: &dyn Store, n: u8) -> Vec<i64> {
         ids.push(record.id);
     }
     ids
+}
+
+/// Writes to the deployments held back from a connection of the test's
+/// own (SQLite: the database's write lock; PostgreSQL: a lock on the
+/// table), so that what the store writes meanwhile waits: writes made at
+/// once queue behind the first however fast the machine answers (on
+/// SQLite a commit can be done before the next caller is even polled).
+pub(crate) enum Held {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+pub(crate) async fn hold_deployments(ts: &TestStore) -> Held {
+    use sqlx::Connection;
+    match ts.backend {
+        Backend::Sqlite => {
+            let options = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(ts.dir.path().join("bootloader.sqlite3"));
+            let mut c = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            Held::Sqlite(c)
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&ts.env["DATABASE_URL"])
+                .await
+                .unwrap();
+            sqlx::query("BEGIN").execute(&mut c).await.unwrap();
+            sqlx::query("LOCK TABLE deployments IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            Held::Postgres(c)
+        }
+    }
+}
+
+/// Runs `writes` (made at once) while the deployments are held, and lets
+/// them go once every one has been asked for.
+pub(crate) async fn at_once<F: std::future::Future>(
+    ts: &TestStore,
+    writes: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let held = hold_deployments(ts).await;
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        match held {
+            Held::Sqlite(mut c) => sqlx::query("COMMIT").execute(&mut c).await.map(drop),
+            Held::Postgres(mut c) => sqlx::query("COMMIT").execute(&mut c).await.map(drop),
+        }
+        .unwrap();
+    };
+    tokio::join!(futures_util::future::join_all(writes), release).0
 }
 
 /// Files removed at once (on SQLite in one transaction, `combine.rs`):
@@ -857,8 +919,7 @@ async fn transitions_at_once_are_each_judged_alone(backend: Backend) {
         "cancelled after its move",
     ));
     let cancel = moves.len() - 1;
-    let done =
-        futures_util::future::join_all(moves.iter().map(|t| store.commit_transition(t))).await;
+    let done = at_once(&ts, moves.iter().map(|t| store.commit_transition(t))).await;
     let done: Vec<bool> = done.into_iter().map(Result::unwrap).collect();
     let cancelled = done[cancel];
     assert!(cancelled, "the cancel is judged after the move");

@@ -97,6 +97,8 @@ pub struct PostgresStore {
     callbacks: tokio::sync::broadcast::Sender<crate::engine::CallbackNotice>,
     /// Deployments' transitions committed together (`combine.rs`).
     transitions: super::combine::Combine<crate::engine::Transition, Result<bool>>,
+    /// Deployments started together.
+    starts: StartGroup,
 }
 
 /// A write transaction whose statements come in batches (`batch.rs`).
@@ -229,6 +231,8 @@ impl Batch<'_> {
     }
 }
 
+type StartGroup = super::combine::Combine<backend::Start, Result<crate::boot::DeploymentRecord>>;
+
 impl PostgresStore {
     const BACKEND: &'static str = "postgres";
     const BEGIN_WRITE: &'static str = "BEGIN";
@@ -337,6 +341,7 @@ impl PostgresStore {
             boot_index,
             callbacks,
             transitions: Default::default(),
+            starts: Default::default(),
         })
     }
 
@@ -359,6 +364,12 @@ impl PostgresStore {
         &self,
     ) -> Option<&super::combine::Combine<crate::engine::Transition, Result<bool>>> {
         Some(&self.transitions)
+    }
+
+    /// Deployments started at once are written together: one transaction
+    /// (one WAL flush, one round of notifications) for the group.
+    fn start_group(&self) -> Option<&StartGroup> {
+        Some(&self.starts)
     }
 
     pub async fn migrate_only(

@@ -44,11 +44,15 @@ pub struct SqliteStore {
     /// Files deployments stop serving, removed together (a storm's
     /// machines each remove their script as they finish).
     unserves: UnserveGroup,
+    /// Deployments started together.
+    starts: StartGroup,
 }
 
 type UnserveGroup = super::combine::Combine<backend::Unserve, Result<bool>>;
 
 type TransitionGroup = super::combine::Combine<crate::engine::Transition, Result<bool>>;
+
+type StartGroup = super::combine::Combine<backend::Start, Result<crate::boot::DeploymentRecord>>;
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
@@ -385,6 +389,7 @@ impl SqliteStore {
             warmer,
             transitions: Default::default(),
             unserves: Default::default(),
+            starts: Default::default(),
         })
     }
 
@@ -448,6 +453,11 @@ impl SqliteStore {
 
     fn unserve_group(&self) -> Option<&UnserveGroup> {
         Some(&self.unserves)
+    }
+
+    /// Deployments started at once take one writer's turn together.
+    fn start_group(&self) -> Option<&StartGroup> {
+        Some(&self.starts)
     }
 
     /// Every callback reaches this process's handler.

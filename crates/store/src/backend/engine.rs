@@ -90,109 +90,6 @@ static ENGINE_SELECT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
     ) + " WHERE d.id = $1"
 });
 
-/// A deployment as `start_deployment` wrote it, with its server's id.
-#[derive(sqlx::FromRow)]
-struct StartedRow {
-    server_id: i64,
-    #[sqlx(flatten)]
-    record: DeploymentRow,
-}
-
-/// The statement that starts deployment `new`: the server looked up, the
-/// deployment written and, when the server is in the claiming daemon's
-/// location, taken up by it, with its first moves (`then`) already made;
-/// the written row comes back with its server's id (none: no such
-/// server). One text whatever `new` holds, for SQLite's cache of
-/// prepared statements.
-fn push_start(
-    statements: &mut Statements,
-    new: &NewDeployment,
-    then: Option<&Transition>,
-    sealed: &[u8],
-    now: OffsetDateTime,
-) {
-    let (runner, location, until) = match &new.claim {
-        Some(c) => (Some(c.runner.clone()), c.location.clone(), Some(c.until)),
-        None => (None, None, None),
-    };
-    // The row's columns as created, then as the first moves leave them
-    // when the deployment is taken up.
-    let moved = then.map(|t| {
-        let finished = (t.state.is_final() && !t.from.is_final()).then_some(now);
-        (
-            t.state.as_str(),
-            t.step.clone(),
-            i64::from(t.action_index),
-            i64::from(t.actions_done),
-            (t.action_deadline, t.step_deadline),
-            (t.error.clone(), finished),
-        )
-    });
-    let (state, step, action_index, actions_done, deadlines, ended) = moved.unwrap_or((
-        "new",
-        Some("new".to_string()),
-        0,
-        0,
-        (None, None),
-        (None, None),
-    ));
-    let taken = |q: &mut sqlx::QueryBuilder<super::Db>| {
-        q.push(", CASE WHEN c.taken = 1 THEN ");
-    };
-    let q = statements.next(
-        "INSERT INTO deployments (server_id, profile_id, token_hash, token_sealed, repeat_of, \
-         created_at, updated_at, state, step, action_index, actions_done, action_deadline, \
-         step_deadline, error, finished_at, runner, runner_until) SELECT c.server_id, ",
-    );
-    q.push_bind(new.profile_id)
-        .push(", ")
-        .push_bind(new.token.hash().0)
-        .push(", ")
-        .push_bind(sealed)
-        .push(", ")
-        .push_bind(new.repeat_of)
-        .push(", ")
-        .push_bind(now)
-        .push(", ")
-        .push_bind(now);
-    taken(q);
-    q.push_bind(state).push(" ELSE 'new' END");
-    taken(q);
-    q.push_bind(step).push(" ELSE 'new' END");
-    taken(q);
-    q.push_bind(action_index).push(" ELSE 0 END");
-    taken(q);
-    q.push_bind(actions_done).push(" ELSE 0 END");
-    taken(q);
-    q.push_bind(deadlines.0).push(" END");
-    taken(q);
-    q.push_bind(deadlines.1).push(" END");
-    taken(q);
-    q.push_bind(ended.0).push(" END");
-    taken(q);
-    q.push_bind(ended.1).push(" END");
-    taken(q);
-    q.push_bind(runner.clone()).push(" END");
-    taken(q);
-    q.push_bind(until)
-        // Taken up only by a claiming daemon, and only in its location
-        // (any, for none).
-        .push(" END FROM (SELECT s.id AS server_id, CASE WHEN ")
-        .push_bind(runner)
-        .push(" IS NOT NULL AND (")
-        .push_bind(location.clone())
-        .push(" IS NULL OR l.name = ")
-        .push_bind(location)
-        .push(
-            ") THEN 1 ELSE 0 END AS taken FROM servers s JOIN locations l ON l.id = s.location_id \
-               WHERE s.fqdn = ",
-        )
-        .push_bind(new.server.as_str())
-        .push(") AS c")
-        .push(DEPLOYMENT_RETURNING)
-        .push(", server_id");
-}
-
 #[async_trait]
 impl EngineStore for Backend {
     fn commits_in_groups(&self) -> bool {
@@ -206,99 +103,14 @@ impl EngineStore for Backend {
     }
 
     async fn start_deployment(&self, new: &NewDeployment) -> Result<DeploymentRecord> {
-        let sealed = self.cipher.seal(new.token.expose())?;
-        let now = OffsetDateTime::now_utc();
-        // Its runner's first moves, made in the row as it is written if
-        // the claim makes it this daemon's (and theirs: a move committed
-        // for another runner would be refused).
-        let claimer = new.claim.as_ref().map(|c| c.runner.as_str());
-        let then = new.then.as_ref().filter(|t| {
-            claimer.is_some() && (t.runner.is_none() || t.runner.as_deref() == claimer)
-        });
-        let mut batch = self.begin_batch(crate::Lane::Ordinary).await?;
-        // Not under a key that rotate-secret has just replaced: the check
-        // value read in the transaction, the deployment written with it.
-        let mut statements = batch.statements();
-        super::helpers::push_current_key(&mut statements);
-        push_start(&mut statements, new, then, &sealed, now);
-        let mut done = batch.run(statements).await.map_err(|e| match e {
-            StoreError::Conflict { .. } => StoreError::conflict(
-                "server",
-                format!("{} already has an active deployment", new.server.as_str()),
-            ),
-            StoreError::InUse(_) => StoreError::invalid(
-                "profile",
-                format!("profile {} does not exist", new.profile_id),
-            ),
-            other => other,
-        })?;
-        let started = done.pop().and_then(|d| d.rows.into_iter().next());
-        let key = done.pop().and_then(|d| d.rows.into_iter().next());
-        if let Err(e) = super::helpers::check_key_row(key, &self.cipher) {
-            batch.rollback().await?;
-            return Err(e);
-        }
-        let Some(started) = started else {
-            batch.rollback().await?;
-            return Err(StoreError::invalid(
-                "server",
-                format!("server {:?} does not exist", new.server.as_str()),
-            ));
+        let start = super::Start::new(new, &self.cipher)?;
+        let Some(group) = self.start_group() else {
+            return self.start_alone(&start).await;
         };
-        let row = <StartedRow as sqlx::FromRow<_>>::from_row(&started)?;
-        let server_id = row.server_id;
-        // What the caller gets back, and the first event, is the
-        // deployment as created, before its first moves.
-        let moved = then.filter(|_| row.record.runner.is_some());
-        let record = convert::deployment(DeploymentRow {
-            state: "new".to_string(),
-            step: Some("new".to_string()),
-            action_index: 0,
-            actions_done: 0,
-            error: None,
-            updated_at: row.record.created_at,
-            finished_at: None,
-            ..row.record
-        })?;
-        let id = record.id;
-        let created = (
-            LogLevel::Info,
-            format!(
-                "deployment of {} with {} created",
-                record.server, record.profile
-            ),
-        );
-        let new_event = super::helpers::outbox_row(
-            "deployment.new",
-            &serde_json::to_value(&record).unwrap_or_default(),
-            false,
-        );
-        // The first moves' log lines and events each in one statement
-        // with the creation's.
-        let mut statements = batch.statements();
-        let finished = match moved {
-            Some(then) => push_after_transition(
-                &mut statements,
-                &Transition { id, ..then.clone() },
-                &started,
-                now,
-                (vec![created], vec![new_event]),
-            )?,
-            // Not this daemon's: its runner makes the moves.
-            None => {
-                statements.together(|statements| {
-                    push_log_lines(statements, id, &[created], now);
-                    super::helpers::push_outbox(statements, vec![new_event], now);
-                });
-                None
-            }
-        };
-        batch.commit(statements).await?;
-        self.boot_index.changed_server(server_id);
-        if let Some(server) = finished {
-            self.boot_index.changed_deployment(server, id);
-        }
-        Ok(record)
+        // Boxed as a transition's commit is (`commit_transition`).
+        Box::pin(group.run(start, |starts| self.start_deployments(starts)))
+            .await
+            .unwrap_or_else(|d| Err(d.error("this start")))
     }
 
     async fn engine_view(&self, id: i64) -> Result<EngineView> {
@@ -594,6 +406,22 @@ pub(super) fn publishes(t: &Transition) -> bool {
     t.state != t.from || settled(t)
 }
 
+/// The event transition `t` publishes, if any, made from its row as
+/// written (`push_transition`'s).
+pub(super) fn transition_event(
+    t: &Transition,
+    written: &<super::Db as sqlx::Database>::Row,
+) -> Result<Option<serde_json::Value>> {
+    if !publishes(t) {
+        return Ok(None);
+    }
+    let record = convert::deployment(<DeploymentRow as sqlx::FromRow<_>>::from_row(written)?)?;
+    let key = format!("deployment.{}", t.state);
+    let payload = serde_json::to_value(&record).unwrap_or_default();
+    // Settled: it was notified on entering the state.
+    Ok(Some(super::helpers::outbox_row(&key, &payload, settled(t))))
+}
+
 pub(super) fn settled(t: &Transition) -> bool {
     t.state == t.from && t.state.is_final() && t.step.is_none()
 }
@@ -602,7 +430,7 @@ pub(super) fn settled(t: &Transition) -> bool {
 /// `push_transition` gave it back): its log lines, and its event when it
 /// publishes one. Its server's id if the deployment has just finished
 /// (the caller tells the boot index once committed).
-fn push_after_transition(
+pub(super) fn push_after_transition(
     statements: &mut Statements,
     t: &Transition,
     written: &<super::Db as sqlx::Database>::Row,
@@ -611,13 +439,7 @@ fn push_after_transition(
 ) -> Result<Option<i64>> {
     let finished = t.state.is_final() && !t.from.is_final();
     lines.extend(t.log.iter().cloned());
-    if publishes(t) {
-        let record = convert::deployment(<DeploymentRow as sqlx::FromRow<_>>::from_row(written)?)?;
-        let key = format!("deployment.{}", t.state);
-        let payload = serde_json::to_value(&record).unwrap_or_default();
-        // It was notified on entering the state: marked notified.
-        events.push(super::helpers::outbox_row(&key, &payload, settled(t)));
-    }
+    events.extend(transition_event(t, written)?);
     statements.together(|statements| {
         push_log_lines(statements, t.id, &lines, now);
         if finished {
@@ -641,7 +463,7 @@ fn push_after_transition(
 }
 
 /// A commit's log lines, in order, in one statement of a batch.
-fn push_log_lines(
+pub(super) fn push_log_lines(
     statements: &mut Statements,
     id: i64,
     lines: &[(LogLevel, String)],

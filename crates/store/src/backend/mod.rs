@@ -50,6 +50,8 @@ mod power;
 mod profiles;
 mod secrets;
 mod sessions;
+mod starts;
+pub(crate) use starts::Start;
 mod store;
 mod timeline;
 mod transition_groups;

@@ -4,11 +4,10 @@
 
 use time::OffsetDateTime;
 
-use super::engine::{publishes, settled};
+use super::engine::transition_event;
 use super::{Backend, Statements};
 use crate::Result;
-use crate::boot_sql::rows::DeploymentRow;
-use crate::boot_sql::{DEPLOYMENT_RETURNING, convert};
+use crate::boot_sql::DEPLOYMENT_RETURNING;
 use crate::engine::Transition;
 
 impl Backend {
@@ -168,13 +167,7 @@ fn push_after_group(
             ended.push(serde_json::json!([t.id]));
             finished.push((sqlx::Row::try_get(row, "server_id")?, t.id));
         }
-        if publishes(t) {
-            let record = convert::deployment(<DeploymentRow as sqlx::FromRow<_>>::from_row(row)?)?;
-            let payload = serde_json::to_value(&record).unwrap_or_default();
-            // Settled: it was notified on entering the state.
-            let key = format!("deployment.{}", t.state);
-            events.push(super::helpers::outbox_row(&key, &payload, settled(t)));
-        }
+        events.extend(transition_event(t, row)?);
     }
     statements.together(|statements| {
     if !lines.is_empty() {
