@@ -11,7 +11,7 @@ use bootloader_store::engine::{Claim, NewDeployment, Transition};
 use crate::common::{Backend, TestStore};
 use crate::store::{at_once, deployment_claimed, mac, open, server_spec, transition};
 
-fn claim(location: &str) -> Option<Claim> {
+pub(crate) fn claim(location: &str) -> Option<Claim> {
     Some(Claim {
         runner: "boot-a".into(),
         location: Some(location.into()),
@@ -22,7 +22,7 @@ fn claim(location: &str) -> Option<Claim> {
 
 /// The runner's first moves: into `preparing`, its first action's
 /// deadline armed.
-fn first_moves() -> Option<Transition> {
+pub(crate) fn first_moves() -> Option<Transition> {
     Some(Transition {
         runner: Some("boot-a".into()),
         step: Some("preparing".into()),

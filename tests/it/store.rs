@@ -517,24 +517,8 @@ pub(crate) async fn deployment_claimed(
 async fn a_deployment_is_held_by_the_daemon_starting_it(backend: Backend) {
     let ts = TestStore::new(backend).await;
     let store = open(&ts).await;
-    let claim = |location: &str| Claim {
-        runner: "boot-a".into(),
-        location: Some(location.into()),
-        now: 1_000,
-        until: 1_030,
-    };
-    let first = Transition {
-        runner: Some("boot-a".into()),
-        step: Some("preparing".into()),
-        action_deadline: Some(1_600),
-        ..transition(
-            0,
-            DeploymentState::New,
-            DeploymentState::Preparing,
-            "first moves",
-        )
-    };
-    let (elsewhere, _) = deployment_claimed(&*store, Some(claim("dc2")), Some(first.clone())).await;
+    use crate::starts::{claim, first_moves};
+    let (elsewhere, _) = deployment_claimed(&*store, claim("dc2"), first_moves()).await;
     assert_eq!(elsewhere.runner, None);
     assert_eq!(
         store.deployment(elsewhere.id).await.unwrap().state,
@@ -557,8 +541,8 @@ async fn a_deployment_is_held_by_the_daemon_starting_it(backend: Backend) {
             profile_id: elsewhere.profile_id,
             token: CallbackToken::generate().unwrap(),
             repeat_of: None,
-            claim: Some(claim("dc1")),
-            then: Some(first),
+            claim: claim("dc1"),
+            then: first_moves(),
         })
         .await
         .unwrap();

@@ -52,7 +52,7 @@ impl Start {
 
     /// The row's columns where the first moves leave them, written when
     /// the deployment is taken up; the same as created without moves.
-    fn moved(&self, now: OffsetDateTime) -> Moved {
+    fn moved(&self) -> Moved {
         match &self.then {
             Some(t) => Moved {
                 state: t.state.as_str(),
@@ -62,7 +62,7 @@ impl Start {
                 action_deadline: t.action_deadline,
                 step_deadline: t.step_deadline,
                 error: t.error.clone(),
-                finished_at: (t.state.is_final() && !t.from.is_final()).then_some(now),
+                finishes: t.state.is_final() && !t.from.is_final(),
             },
             None => Moved {
                 state: "new",
@@ -72,7 +72,7 @@ impl Start {
                 action_deadline: None,
                 step_deadline: None,
                 error: None,
-                finished_at: None,
+                finishes: false,
             },
         }
     }
@@ -99,6 +99,7 @@ impl Start {
     }
 }
 
+/// The row's columns where a start's first moves leave them.
 struct Moved {
     state: &'static str,
     step: Option<String>,
@@ -107,7 +108,7 @@ struct Moved {
     action_deadline: Option<i64>,
     step_deadline: Option<i64>,
     error: Option<String>,
-    finished_at: Option<OffsetDateTime>,
+    finishes: bool,
 }
 
 /// A deployment as its start wrote it, with its server's id.
@@ -118,15 +119,9 @@ struct StartedRow {
     record: DeploymentRow,
 }
 
-/// The columns a start writes, in the order both statements give them.
-const COLUMNS: &str = "INSERT INTO deployments (server_id, profile_id, token_hash, token_sealed, \
-     repeat_of, created_at, updated_at, state, step, action_index, actions_done, action_deadline, \
-     step_deadline, error, finished_at, runner, runner_until) ";
-
-/// What a start written as `started` (with its first moves if `start`
-/// was taken up) gives: the deployment as created (what the caller and
-/// its first event get), its log lines and events in order, and whether
-/// its first moves ended it (its server's id, for the boot index).
+/// A start as written: the deployment as created (what the caller and
+/// its first event get), its server's id (for the boot index), and its
+/// first moves if it was taken up with them.
 struct Written {
     record: DeploymentRecord,
     server_id: i64,
@@ -180,80 +175,17 @@ impl Written {
     }
 }
 
-/// The statement that starts `start` alone: the server looked up, the
-/// deployment written and, when the server is in the claiming daemon's
-/// location, taken up by it with its first moves already made; the
-/// written row comes back with its server's id (none: no such server).
-/// One text whatever `start` holds, for SQLite's cache of prepared
-/// statements.
-fn push_start(statements: &mut Statements, start: &Start, now: OffsetDateTime) {
-    let (runner, location, until) = match &start.claim {
-        Some(c) => (Some(c.runner.clone()), c.location.clone(), Some(c.until)),
-        None => (None, None, None),
-    };
-    let m = start.moved(now);
-    let taken = |q: &mut sqlx::QueryBuilder<super::Db>| {
-        q.push(", CASE WHEN c.taken = 1 THEN ");
-    };
-    let q = statements.next(COLUMNS);
-    q.push("SELECT c.server_id, ")
-        .push_bind(start.profile_id)
-        .push(", ")
-        .push_bind(start.token_hash.clone())
-        .push(", ")
-        .push_bind(start.sealed.clone())
-        .push(", ")
-        .push_bind(start.repeat_of)
-        .push(", ")
-        .push_bind(now)
-        .push(", ")
-        .push_bind(now);
-    taken(q);
-    q.push_bind(m.state).push(" ELSE 'new' END");
-    taken(q);
-    q.push_bind(m.step).push(" ELSE 'new' END");
-    taken(q);
-    q.push_bind(m.action_index).push(" ELSE 0 END");
-    taken(q);
-    q.push_bind(m.actions_done).push(" ELSE 0 END");
-    taken(q);
-    q.push_bind(m.action_deadline).push(" END");
-    taken(q);
-    q.push_bind(m.step_deadline).push(" END");
-    taken(q);
-    q.push_bind(m.error).push(" END");
-    taken(q);
-    q.push_bind(m.finished_at).push(" END");
-    taken(q);
-    q.push_bind(runner.clone()).push(" END");
-    taken(q);
-    q.push_bind(until)
-        // Taken up only by a claiming daemon, and only in its location
-        // (any, for none).
-        .push(" END FROM (SELECT s.id AS server_id, CASE WHEN ")
-        .push_bind(runner)
-        .push(" IS NOT NULL AND (")
-        .push_bind(location.clone())
-        .push(" IS NULL OR l.name = ")
-        .push_bind(location)
-        .push(
-            ") THEN 1 ELSE 0 END AS taken FROM servers s JOIN locations l ON l.id = s.location_id \
-             WHERE s.fqdn = ",
-        )
-        .push_bind(start.server.as_str())
-        .push(") AS c")
-        .push(DEPLOYMENT_RETURNING)
-        .push(", server_id");
-}
-
-/// The statement that starts the group's `starts` at once, each as
-/// `push_start` would (the servers named in JSON rows): a row comes back
-/// for each start whose server exists.
-fn push_group(statements: &mut Statements, starts: &[Start], now: OffsetDateTime) {
+/// The statement that starts `starts` (one alone, or a group's) at
+/// once: each server looked up by name, each deployment written and,
+/// when its server is in the claiming daemon's location, taken up by it
+/// with its first moves already made; a row comes back, with its
+/// server's id, for each start whose server exists. One text whatever
+/// they hold, for SQLite's cache of prepared statements.
+fn push_starts(statements: &mut Statements, starts: &[Start], now: OffsetDateTime) {
     let rows = starts
         .iter()
         .map(|s| {
-            let m = s.moved(now);
+            let m = s.moved();
             let claim = s.claim.as_ref();
             serde_json::json!([
                 s.server.as_str(),
@@ -268,14 +200,18 @@ fn push_group(statements: &mut Statements, starts: &[Start], now: OffsetDateTime
                 m.action_deadline,
                 m.step_deadline,
                 m.error,
-                i64::from(m.finished_at.is_some()),
+                i64::from(m.finishes),
                 claim.map(|c| c.runner.as_str()),
                 claim.and_then(|c| c.location.as_deref()),
                 claim.map(|c| c.until),
             ])
         })
         .collect();
-    let q = statements.next(COLUMNS);
+    let q = statements.next(
+        "INSERT INTO deployments (server_id, profile_id, token_hash, token_sealed, repeat_of, \
+         created_at, updated_at, state, step, action_index, actions_done, action_deadline, \
+         step_deadline, error, finished_at, runner, runner_until) ",
+    );
     q.push(
         "SELECT c.server_id, c.profile_id, c.token_hash, c.sealed, c.repeat_of, c.at, c.at, \
          CASE WHEN c.taken = 1 THEN c.t_state ELSE 'new' END, \
@@ -323,7 +259,7 @@ impl Backend {
         // value read in the transaction, the deployment written with it.
         let mut statements = batch.statements();
         super::helpers::push_current_key(&mut statements);
-        push_start(&mut statements, start, now);
+        push_starts(&mut statements, std::slice::from_ref(start), now);
         let mut done = batch.run(statements).await.map_err(|e| start.conflict(e))?;
         let started = done.pop().and_then(|d| d.rows.into_iter().next());
         let key = done.pop().and_then(|d| d.rows.into_iter().next());
@@ -397,7 +333,7 @@ impl Backend {
         batch.by_keys();
         let mut statements = batch.statements();
         super::helpers::push_current_key(&mut statements);
-        push_group(&mut statements, starts, now);
+        push_starts(&mut statements, starts, now);
         let mut done = batch.run(statements).await?;
         let rows = done.pop().map(|d| d.rows).unwrap_or_default();
         let key = done.pop().and_then(|d| d.rows.into_iter().next());
