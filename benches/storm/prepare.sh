@@ -4,7 +4,8 @@
 # against a daemon on 127.0.0.1 with DHCP and TFTP off, as `run.sh`'s
 # prepare does inside its lab. Prints `bootstorm prepare`'s figures, the
 # CPU the daemon and PostgreSQL's live backends used meanwhile, and the
-# daemon's RSS (IDLE_WAIT seconds after the last start).
+# daemon's RSS, anonymous and file-backed (IDLE_WAIT seconds after the
+# last start).
 #
 #   benches/storm/prepare.sh TAG [sqlite|postgres]
 #
@@ -61,5 +62,6 @@ timeout 900 "$STORM_BIN" prepare --api "http://127.0.0.1:$PORT" --token "$token"
 c1=$(ticks $pid); p1=$(pg_ticks)
 echo "daemon CPU $(( (c1 - c0) * 1000 / hz )) ms; PostgreSQL's live backends $(( (p1 - p0) * 1000 / hz )) ms"
 sleep "${IDLE_WAIT:-0}"
-echo "daemon $(grep VmRSS /proc/$pid/status)"
+mem() { awk -v f="$1:" '$1 == f {print $2}' "/proc/$pid/status"; }
+echo "daemon VmRSS: $(mem VmRSS) kB (heap and stacks $(mem RssAnon) kB, files $(mem RssFile) kB)"
 echo "outputs: $D"
