@@ -255,6 +255,8 @@ impl Backend {
     pub(super) async fn start_alone(&self, start: &Start) -> Result<DeploymentRecord> {
         let now = OffsetDateTime::now_utc();
         let mut batch = self.begin_batch(crate::Lane::Ordinary).await?;
+        // Its server looked up by name through the JSON row, as a group's.
+        batch.by_keys();
         // Not under a key that rotate-secret has just replaced: the check
         // value read in the transaction, the deployment written with it.
         let mut statements = batch.statements();
