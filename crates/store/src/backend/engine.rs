@@ -462,6 +462,27 @@ pub(super) fn push_after_transition(
     Ok(Some(sqlx::Row::try_get(written, "server_id")?))
 }
 
+/// Log lines of many deployments (`[deployment id, level, message]`
+/// rows), in order, in one statement of a batch: a group's.
+pub(super) fn push_group_log_lines(
+    statements: &mut Statements,
+    lines: Vec<serde_json::Value>,
+    at: OffsetDateTime,
+) {
+    if lines.is_empty() {
+        return;
+    }
+    let q = statements
+        .next(
+            "INSERT INTO deployment_log (deployment_id, at, level, message) \
+             SELECT CAST(value ->> 0 AS BIGINT), ",
+        )
+        .push_bind(at)
+        .push(", value ->> 1, value ->> 2 FROM ");
+    super::helpers::push_json_rows(q, lines);
+    q.push(" ORDER BY key");
+}
+
 /// A commit's log lines, in order, in one statement of a batch.
 pub(super) fn push_log_lines(
     statements: &mut Statements,

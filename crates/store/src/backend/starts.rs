@@ -9,7 +9,9 @@ use std::collections::HashMap;
 
 use time::OffsetDateTime;
 
-use super::engine::{push_after_transition, push_log_lines, transition_event};
+use super::engine::{
+    push_after_transition, push_group_log_lines, push_log_lines, transition_event,
+};
 use super::{Backend, HEX_BYTES, Statements};
 use crate::boot::DeploymentRecord;
 use crate::boot_sql::rows::DeploymentRow;
@@ -374,17 +376,7 @@ impl Backend {
         }
         let mut statements = batch.statements();
         statements.together(|statements| {
-            if !lines.is_empty() {
-                let q = statements
-                    .next(
-                        "INSERT INTO deployment_log (deployment_id, at, level, message) \
-                         SELECT CAST(value ->> 0 AS BIGINT), ",
-                    )
-                    .push_bind(now)
-                    .push(", value ->> 1, value ->> 2 FROM ");
-                super::helpers::push_json_rows(q, lines);
-                q.push(" ORDER BY key");
-            }
+            push_group_log_lines(statements, lines, now);
             super::helpers::push_outbox(statements, events, now);
         });
         batch.commit(statements).await?;

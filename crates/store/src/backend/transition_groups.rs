@@ -4,7 +4,7 @@
 
 use time::OffsetDateTime;
 
-use super::engine::transition_event;
+use super::engine::{push_group_log_lines, transition_event};
 use super::{Backend, Statements};
 use crate::Result;
 use crate::boot_sql::DEPLOYMENT_RETURNING;
@@ -170,14 +170,7 @@ fn push_after_group(
         events.extend(transition_event(t, row)?);
     }
     statements.together(|statements| {
-    if !lines.is_empty() {
-        let q = statements
-            .next("INSERT INTO deployment_log (deployment_id, at, level, message) SELECT CAST(value ->> 0 AS BIGINT), ")
-            .push_bind(now)
-            .push(", value ->> 1, value ->> 2 FROM ");
-        super::helpers::push_json_rows(q, lines);
-        q.push(" ORDER BY key");
-    }
+    push_group_log_lines(statements, lines, now);
     if !ended.is_empty() {
         // Nothing serves them any more; the download cache keeps
         // downloaded files for the next deployment. The log holds each
