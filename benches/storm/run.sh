@@ -18,6 +18,8 @@
 # cargo build --release if missing), OUT (results directory), NO_INSTALL=1,
 # QUIET_WAIT / QUIET_BUSY (see benches/lab.sh), PERF=1 (perf record the
 # servers during the storm; PERF_ARGS adds to its arguments, e.g. -g),
+# PERF_STAT=1 (count the servers' context switches and system calls during
+# the storm, per machine, with perf stat),
 # BL_RUST_LOG (RUST_LOG for bootloader, e.g. sqlx::query=debug), BL_ENV
 # (more VAR=value for bootloader, e.g. MALLOC_ARENA_MAX=2), POSTS (POSTs
 # in flight at once while starting the deployments, 4).
@@ -141,6 +143,12 @@ storm() {
             -p "$(ip netns pids "$SNS" | paste -sd,)" 2>"$OUT/perf-$label.log" &
         perf_pid=$!
     fi
+    local stat_pid=""
+    if [ "${PERF_STAT:-0}" = 1 ]; then
+        perf stat -e task-clock,context-switches,cpu-migrations,raw_syscalls:sys_enter \
+            -p "$(ip netns pids "$SNS" | paste -sd,)" -o "$OUT/perf-stat-$label.txt" &
+        stat_pid=$!
+    fi
     timeout $((DEADLINE + ${OVER%.*} + 120)) ip netns exec "$CNS" "$STORM" run \
         --machines "$MACHINES" --over "$OVER" --dhcp "$DHCP_PATHS" \
         --relay-agent "$CLI" --dhcp-server "$SRV" --broadcast-iface eth0 \
@@ -152,6 +160,12 @@ storm() {
         # Where the daemon's time went (store operations, lease groups,
         # requests dropped for overload), for the notes.
         sx curl -sf "http://$SRV:$HTTP_PORT/metrics" > "$OUT/metrics-$label.txt" || true
+    fi
+    if [ -n "$stat_pid" ]; then
+        kill -INT "$stat_pid"; wait "$stat_pid" || true
+        grep -E 'task-clock|context-switches|cpu-migrations|sys_enter' "$OUT/perf-stat-$label.txt" \
+            | awk -v n="$MACHINES" '{gsub(",", "", $1); printf "server %s: %s (%.1f per machine)\n", $2, $1, $1 / n}' \
+            | tee -a "$OUT/storm-$label.txt" >&2
     fi
     if [ -n "$perf_pid" ]; then
         kill -INT "$perf_pid"; wait "$perf_pid" || true

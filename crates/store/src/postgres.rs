@@ -233,6 +233,19 @@ impl Batch<'_> {
 
 type StartGroup = super::combine::Combine<backend::Start, Result<crate::boot::DeploymentRecord>>;
 
+/// A write's turn (SQLite's holds its one writer): the pool its
+/// transaction begins on.
+pub(crate) struct WriteTurn<'a> {
+    pool: &'a PgPool,
+}
+
+impl WriteTurn<'_> {
+    /// The turn's transaction.
+    pub(crate) async fn begin(&mut self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        Ok(self.pool.begin_with(PostgresStore::BEGIN_WRITE).await?)
+    }
+}
+
 impl PostgresStore {
     const BACKEND: &'static str = "postgres";
     const BEGIN_WRITE: &'static str = "BEGIN";
@@ -240,20 +253,14 @@ impl PostgresStore {
     const BEGIN_BY_KEYS: &'static str =
         "BEGIN; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
 
-    /// A write transaction. PostgreSQL queues writers on row locks itself,
-    /// so there is nothing to hold (the unit guard matches SQLite's).
-    async fn begin_write(&self) -> Result<((), sqlx::Transaction<'static, sqlx::Postgres>)> {
-        Ok(((), self.pool.begin_with(Self::BEGIN_WRITE).await?))
-    }
-
-    /// PostgreSQL has no single writer to queue ahead of, but its pool is
+    /// A write's turn in `lane`. PostgreSQL queues writers on row locks
+    /// itself, so there is nothing to wait for here; but its pool is
     /// shared by the engine's tasks: the boot path's groups write on
     /// connections of their own.
-    async fn begin_write_in(
-        &self,
-        lane: super::Lane,
-    ) -> Result<((), sqlx::Transaction<'static, sqlx::Postgres>)> {
-        Ok(((), self.lane(lane).begin_with(Self::BEGIN_WRITE).await?))
+    async fn write_turn(&self, lane: super::Lane) -> Result<WriteTurn<'_>> {
+        Ok(WriteTurn {
+            pool: self.lane(lane),
+        })
     }
 
     /// The connections of `lane`'s writes.

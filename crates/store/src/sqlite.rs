@@ -21,16 +21,15 @@ pub struct SqliteStore {
     /// with growing pauses, and under a burst (a boot storm's DHCP) the
     /// throughput collapses to a few transactions a second. The
     /// checkpointer takes a turn here too, to let the WAL start over.
-    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    writer: std::sync::Arc<tokio::sync::Mutex<Writer>>,
     /// A write waits here first, one per lane (see `Lane`), so that at
     /// most one write of each lane waits on `writer` at a time: a lease
     /// group then waits for at most a few transactions, not behind every
     /// workflow commit of a boot storm. The lease lane has no gate: its
     /// one writer task writes one group at a time.
     gates: [tokio::sync::Mutex<()>; 2],
-    /// Each lane's own connection: a writer never waits, holding `writer`,
-    /// for a connection that readers hold.
-    lanes: [SqlitePool; 3],
+    /// How the writer's connection is opened again (`Writer::settle`).
+    options: SqliteConnectOptions,
     served: std::sync::Arc<super::served_cache::ServedCache>,
     /// On once the daemon serves (`warm_boot_index`); the command line
     /// writing the same file leaves word of its changes (`boot_index.rs`).
@@ -90,7 +89,7 @@ const WAL_RESTART_PAGES: i64 = 16_384;
 /// since. The file keeps its largest size (160 MiB after a storm):
 /// truncating it as well held the turn 40 ms (median; 65 at most) where a
 /// restart holds it 10 ms (39 at most), every 2 s under a storm.
-async fn checkpoints(pool: SqlitePool, writer: std::sync::Arc<tokio::sync::Mutex<()>>) {
+async fn checkpoints(pool: SqlitePool, writer: std::sync::Arc<tokio::sync::Mutex<Writer>>) {
     let mut every = tokio::time::interval(CHECKPOINT_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -136,7 +135,7 @@ const WAL_RESTART_WAIT_MS: u64 = 200;
 /// `WAL_RESTART_WAIT_MS` for readers; its row (busy, WAL pages, copied).
 async fn restart_wal(
     pool: &SqlitePool,
-    writer: &tokio::sync::Mutex<()>,
+    writer: &tokio::sync::Mutex<Writer>,
 ) -> std::result::Result<(i64, i64, i64), sqlx::Error> {
     // The connection first: the turn is not held while readers keep
     // every connection.
@@ -168,24 +167,68 @@ async fn restart_wal(
 /// Batches of at most this many statements are kept prepared by sqlx.
 const KEPT_BATCH: usize = 16;
 
+/// The one connection every write goes through, one turn at a time. It
+/// is kept from turn to turn, not lent back to a pool: SQLite throws a
+/// connection's page cache away whenever another connection has written,
+/// so writes spread over several connections (one per lane, before) each
+/// read their pages again (~120 reads per booted machine at light load),
+/// and sqlx pings every pooled connection it takes back (a trip to the
+/// connection's thread and back after every transaction).
+pub(crate) struct Writer {
+    conn: sqlx::SqliteConnection,
+    /// A batch was dropped inside its transaction (its task cancelled):
+    /// rolled back before the next turn writes (`settle`).
+    unfinished: bool,
+}
+
+impl Writer {
+    /// Ready for the next turn: what a dropped batch left open is rolled
+    /// back; a connection that cannot do that (its thread gone) is opened
+    /// again.
+    async fn settle(&mut self, options: &SqliteConnectOptions) -> Result<()> {
+        use sqlx::{ConnectOptions, Connection};
+        if !self.unfinished {
+            return Ok(());
+        }
+        // Fails when the dropped batch's last trip was its commit: nothing
+        // is open then.
+        let rolled_back = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+        if rolled_back.is_err() && self.conn.ping().await.is_err() {
+            self.conn = options.connect().await.map_err(StoreError::Unavailable)?;
+        }
+        self.unfinished = false;
+        Ok(())
+    }
+}
+
 /// A writer's turn: held while its transaction runs.
-struct WriteTurn<'a> {
-    _writer: tokio::sync::MutexGuard<'a, ()>,
+pub(crate) struct WriteTurn<'a> {
+    writer: tokio::sync::MutexGuard<'a, Writer>,
     _gate: Option<tokio::sync::MutexGuard<'a, ()>>,
+}
+
+impl WriteTurn<'_> {
+    /// The turn's transaction (`BEGIN IMMEDIATE`), on the writer's
+    /// connection; rolled back if dropped uncommitted.
+    pub(crate) async fn begin(&mut self) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>> {
+        use sqlx::Connection;
+        Ok(self
+            .writer
+            .conn
+            .begin_with(SqliteStore::BEGIN_WRITE)
+            .await?)
+    }
 }
 
 /// A write transaction sent to SQLite in batches, each one trip to the
 /// connection's thread (`batch.rs`), in a writer's turn.
 pub(crate) struct Batch<'a> {
-    // Before the turn: the connection is back in its pool (or closed)
-    // before the next writer's turn begins.
-    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
-    _turn: WriteTurn<'a>,
+    turn: WriteTurn<'a>,
     /// The transaction's `BEGIN` went with an earlier batch.
     begun: bool,
     /// A transaction may be open that no `COMMIT` or `ROLLBACK` ended (the
-    /// batch was dropped half-way): the connection is then closed, which
-    /// rolls it back, rather than lent again inside it.
+    /// batch was dropped half-way): the writer rolls it back before its
+    /// next turn (`Writer::settle`).
     open: bool,
 }
 
@@ -258,7 +301,9 @@ impl Batch<'_> {
     /// Ends the transaction without a change.
     pub(crate) async fn rollback(mut self) -> Result<()> {
         if self.open {
-            sqlx::query("ROLLBACK").execute(&mut *self.conn).await?;
+            sqlx::query("ROLLBACK")
+                .execute(&mut self.turn.writer.conn)
+                .await?;
             self.open = false;
         }
         Ok(())
@@ -279,7 +324,9 @@ impl Batch<'_> {
         // size and kinds, would keep megabytes of SQLite's programs each.
         let keep = statements.count <= KEPT_BATCH;
         let results = crate::batch::split(
-            self.conn
+            self.turn
+                .writer
+                .conn
                 .fetch_many(statements.sql.build().persistent(keep)),
             |r| r.rows_affected(),
             statements.added,
@@ -296,7 +343,7 @@ impl Batch<'_> {
         // A failed statement leaves the transaction open: it is rolled
         // back here, so that the connection can be lent again.
         if sqlx::query("ROLLBACK")
-            .execute(&mut *self.conn)
+            .execute(&mut self.turn.writer.conn)
             .await
             .is_ok()
         {
@@ -309,7 +356,7 @@ impl Batch<'_> {
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         if self.open {
-            self.conn.close_on_drop();
+            self.turn.writer.unfinished = true;
         }
     }
 }
@@ -320,7 +367,8 @@ impl SqliteStore {
     /// timeout instead of failing on a lock upgrade.
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
 
-    async fn connect(path: &Path, connections: u32) -> Result<SqlitePool> {
+    /// How every connection to the file at `path` is opened.
+    fn options(path: &Path) -> Result<SqliteConnectOptions> {
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
@@ -330,7 +378,7 @@ impl SqliteStore {
                 ))
             })?;
         }
-        let options = SqliteConnectOptions::from_str("sqlite://")
+        Ok(SqliteConnectOptions::from_str("sqlite://")
             .map_err(StoreError::Database)?
             .filename(path)
             .create_if_missing(true)
@@ -339,7 +387,10 @@ impl SqliteStore {
             .foreign_keys(true)
             // `checkpoints` does it, off the writers' path.
             .pragma("wal_autocheckpoint", "0")
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT))
+    }
+
+    async fn connect(path: &Path, connections: u32) -> Result<SqlitePool> {
         // sqlx pings a pooled connection before lending it by default: for
         // SQLite a whole extra trip to the connection's thread and back for
         // every statement, to check a file handle that cannot go away. The
@@ -347,7 +398,7 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(connections)
             .test_before_acquire(false)
-            .connect_with(options)
+            .connect_with(Self::options(path)?)
             .await
             .map_err(StoreError::Unavailable)?;
         Ok(pool)
@@ -356,11 +407,13 @@ impl SqliteStore {
     pub async fn open(path: &Path, cipher: SecretCipher) -> Result<Self> {
         let pool = Self::connect(path, 4).await?;
         MIGRATIONS.run(&pool).await?;
-        let lanes = [
-            Self::connect(path, 1).await?,
-            Self::connect(path, 1).await?,
-            Self::connect(path, 1).await?,
-        ];
+        let options = Self::options(path)?;
+        let writer = Writer {
+            conn: sqlx::ConnectOptions::connect(&options)
+                .await
+                .map_err(StoreError::Unavailable)?,
+            unfinished: false,
+        };
         // Off until the daemon turns it on and reads it ahead
         // (`warm_boot_index`) before it serves: a command-line command
         // opening the store needs none of it, and leaves word of its
@@ -375,14 +428,14 @@ impl SqliteStore {
             std::sync::Arc::downgrade(&served),
         ))
         .abort_handle();
-        let writer = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        let writer = std::sync::Arc::new(tokio::sync::Mutex::new(writer));
         let checkpointer = tokio::spawn(checkpoints(pool.clone(), writer.clone())).abort_handle();
         Ok(Self {
             pool,
             cipher,
             writer,
             gates: Default::default(),
-            lanes,
+            options,
             served,
             boot_index,
             checkpointer,
@@ -393,56 +446,30 @@ impl SqliteStore {
         })
     }
 
-    /// A write transaction (`BEGIN IMMEDIATE`) of the ordinary lane.
-    /// The turn must live as long as the transaction.
-    async fn begin_write(
-        &self,
-    ) -> Result<(WriteTurn<'_>, sqlx::Transaction<'static, sqlx::Sqlite>)> {
-        self.begin_write_in(Lane::Ordinary).await
-    }
-
-    /// A write transaction of `lane`: after the writes of its lane before
-    /// it, ahead of those of the lanes after it still waiting.
-    async fn begin_write_in(
-        &self,
-        lane: Lane,
-    ) -> Result<(WriteTurn<'_>, sqlx::Transaction<'static, sqlx::Sqlite>)> {
-        let (turn, pool) = self.turn(lane).await;
-        let tx = pool.begin_with(Self::BEGIN_WRITE).await?;
-        Ok((turn, tx))
+    /// A writer's turn in `lane` (after the writes of its lane before it,
+    /// ahead of those of the lanes after it still waiting); its
+    /// transaction begins with `WriteTurn::begin`.
+    async fn write_turn(&self, lane: Lane) -> Result<WriteTurn<'_>> {
+        let gate = match lane {
+            Lane::Ordinary => Some(self.gates[0].lock().await),
+            Lane::Callback => Some(self.gates[1].lock().await),
+            Lane::Lease => None,
+        };
+        let mut writer = self.writer.lock().await;
+        writer.settle(&self.options).await?;
+        Ok(WriteTurn {
+            writer,
+            _gate: gate,
+        })
     }
 
     /// A write transaction of `lane` sent in batches (`batch.rs`).
     async fn begin_batch(&self, lane: Lane) -> Result<Batch<'_>> {
-        let (turn, pool) = self.turn(lane).await;
-        let conn = pool.acquire().await?;
         Ok(Batch {
-            conn,
-            _turn: turn,
+            turn: self.write_turn(lane).await?,
             begun: false,
             open: false,
         })
-    }
-
-    /// Waits for a writer's turn in `lane`; the lane's connection.
-    async fn turn(&self, lane: Lane) -> (WriteTurn<'_>, &SqlitePool) {
-        let (gate, pool) = match lane {
-            Lane::Ordinary => (Some(&self.gates[0]), &self.lanes[0]),
-            Lane::Callback => (Some(&self.gates[1]), &self.lanes[1]),
-            Lane::Lease => (None, &self.lanes[2]),
-        };
-        let gate = match gate {
-            Some(g) => Some(g.lock().await),
-            None => None,
-        };
-        let writer = self.writer.lock().await;
-        (
-            WriteTurn {
-                _writer: writer,
-                _gate: gate,
-            },
-            pool,
-        )
     }
 
     /// One writer commits at a time: transitions that wait together are
@@ -605,11 +632,10 @@ mod tests {
         assert_eq!(scratch(&store).await, [11, 12]);
     }
 
-    /// A batch that does not commit leaves nothing, and the lane's
+    /// A batch that does not commit leaves nothing, and the writer's
     /// connection serves the next writer: when a statement fails (the
     /// transaction is rolled back), and when the batch is dropped between
-    /// its trips, its task cancelled (the connection is closed, not lent
-    /// again inside an open transaction).
+    /// its trips, its task cancelled (rolled back before the next turn).
     #[tokio::test]
     async fn a_batch_that_does_not_commit_leaves_nothing() {
         // The rows of its one trip; whether that trip fails.
@@ -629,6 +655,58 @@ mod tests {
             commit_one(&store, 3).await;
             assert_eq!(scratch(&store).await, [3], "{rows:?}");
         }
+    }
+
+    /// A write cancelled while its trip is under way (the task dropped
+    /// after sending it) leaves nothing, or all of it when that trip was
+    /// the commit, and the writer's connection serves the next turn. So
+    /// does a turn's transaction dropped uncommitted.
+    #[tokio::test]
+    async fn a_write_cancelled_in_flight_leaves_the_writer_ready() {
+        for commits in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = open_empty(&dir).await;
+            scratch(&store).await;
+            let mut batch = store.begin_batch(Lane::Callback).await.unwrap();
+            let mut s = batch.statements();
+            insert(&mut s, 1);
+            if commits {
+                let trip = batch.commit(s);
+                tokio::select! {
+                    biased;
+                    _ = trip => panic!("the trip came back within its first poll"),
+                    _ = std::future::ready(()) => {}
+                }
+            } else {
+                let trip = batch.run(s);
+                tokio::select! {
+                    biased;
+                    _ = trip => panic!("the trip came back within its first poll"),
+                    _ = std::future::ready(()) => {}
+                }
+                drop(batch);
+            }
+            commit_one(&store, 3).await;
+            let rows = scratch(&store).await;
+            if commits {
+                assert!(rows == [3] || rows == [1, 3], "{rows:?}");
+            } else {
+                assert_eq!(rows, [3]);
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_empty(&dir).await;
+        scratch(&store).await;
+        {
+            let mut turn = store.write_turn(Lane::Ordinary).await.unwrap();
+            let mut tx = turn.begin().await.unwrap();
+            sqlx::query("INSERT INTO t (x) VALUES (1)")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        commit_one(&store, 3).await;
+        assert_eq!(scratch(&store).await, [3]);
     }
 
     /// The claim every daemon makes every 10 seconds, in a write

@@ -25,7 +25,8 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 #[async_trait]
 impl AgentStore for Backend {
     async fn report_agent(&self, r: &AgentReport) -> Result<Agent> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let before = fetch(&mut tx, &r.name, FOR_UPDATE).await?;
         let started = before.as_ref().is_none_or(|b| b.started_at != r.started_at);
         sqlx::query(
@@ -59,7 +60,8 @@ impl AgentStore for Backend {
     }
 
     async fn agent_stopped(&self, name: &str, at: OffsetDateTime) -> Result<()> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let done = sqlx::query("UPDATE agents SET stopped_at = $1, seen_at = $1 WHERE name = $2")
             .bind(at)
             .bind(name)
@@ -96,7 +98,8 @@ impl AgentStore for Backend {
     }
 
     async fn delete_agent(&self, name: &str, now: OffsetDateTime) -> Result<Agent> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let agent = fetch(&mut tx, name, FOR_UPDATE)
             .await?
             .ok_or_else(|| StoreError::not_found("agent", name))?

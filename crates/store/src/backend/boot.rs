@@ -354,7 +354,8 @@ impl BootStore for Backend {
         profile_id: i64,
         token_hash: &TokenHash,
     ) -> Result<DeploymentRecord> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let server_id: i64 = sqlx::query_scalar("SELECT id FROM servers WHERE fqdn = $1")
             .bind(server.as_str())
             .fetch_optional(&mut *tx)
@@ -399,7 +400,8 @@ impl BootStore for Backend {
     }
 
     async fn set_deployment_state(&self, id: i64, state: DeploymentState) -> Result<()> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let done = sqlx::query("UPDATE deployments SET state = $1, updated_at = $2 WHERE id = $3")
             .bind(state.as_str())
             .bind(OffsetDateTime::now_utc())

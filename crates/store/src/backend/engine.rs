@@ -142,7 +142,8 @@ impl EngineStore for Backend {
         now: i64,
         until: i64,
     ) -> Result<Vec<i64>> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         // One row renewed however many deployments this daemon runs; only
         // the deployments that change hands are written.
         sqlx::query(HOLD_RUNNER)
@@ -168,7 +169,8 @@ impl EngineStore for Backend {
     }
 
     async fn release_deployments(&self, runner: &str) -> Result<()> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         sqlx::query(
             "UPDATE deployments SET runner_until = 0 WHERE runner = $1 AND step IS NOT NULL",
         )
@@ -197,7 +199,8 @@ impl EngineStore for Backend {
     }
 
     async fn append_log(&self, id: i64, level: LogLevel, message: &str) -> Result<()> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         log(&mut tx, id, level, message).await?;
         tx.commit().await?;
         Ok(())
@@ -297,7 +300,8 @@ impl EngineStore for Backend {
     }
 
     async fn delete_deployment(&self, id: i64) -> Result<DeploymentRecord> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let record = fetch_deployment(&mut tx, id).await?;
         if !record.state.is_final() || record.step.is_some() {
             return Err(StoreError::conflict(

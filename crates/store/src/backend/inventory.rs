@@ -18,7 +18,8 @@ use super::helpers::*;
 #[async_trait]
 impl InventoryStore for Backend {
     async fn create_location(&self, new: NewLocation) -> Result<Location> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let location = insert_location(&mut tx, &new).await?;
         tx.commit().await?;
         Ok(location)
@@ -48,7 +49,8 @@ impl InventoryStore for Backend {
     }
 
     async fn update_location(&self, name: &Name, patch: LocationPatch) -> Result<Location> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let current = fetch_location(&mut tx, name).await?;
         let new_name = patch.name.unwrap_or(current.name);
         if &new_name != name {
@@ -80,7 +82,8 @@ impl InventoryStore for Backend {
     }
 
     async fn delete_location(&self, name: &Name) -> Result<()> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let location = fetch_location(&mut tx, name).await?;
         let servers = count_where(
             &mut tx,
@@ -110,7 +113,8 @@ impl InventoryStore for Backend {
     }
 
     async fn create_network(&self, spec: NetworkSpec) -> Result<Network> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let network = insert_network(&mut tx, &spec).await?;
         tx.commit().await?;
         Ok(network)
@@ -156,7 +160,8 @@ impl InventoryStore for Backend {
         spec: NetworkSpec,
         read_at: OffsetDateTime,
     ) -> Result<Network> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let before = fetch_network(&mut tx, id).await?;
         // Lock the row (PostgreSQL) so that the check holds until commit.
         let locked: OffsetDateTime =
@@ -223,7 +228,8 @@ impl InventoryStore for Backend {
     }
 
     async fn delete_network(&self, id: i64) -> Result<()> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let network = fetch_network(&mut tx, id).await?;
         let used = count_where(
             &mut tx,
@@ -248,7 +254,8 @@ impl InventoryStore for Backend {
     }
 
     async fn create_label(&self, name: &Name, description: &str) -> Result<Label> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let label = insert_label(&mut tx, name, description).await?;
         tx.commit().await?;
         Ok(label)
@@ -278,7 +285,8 @@ impl InventoryStore for Backend {
     }
 
     async fn update_label(&self, name: &Name, new_name: &Name, description: &str) -> Result<Label> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let current = fetch_label(&mut tx, name).await?;
         if new_name != name && fetch_label(&mut tx, new_name).await.is_ok() {
             return Err(StoreError::conflict(
@@ -299,7 +307,8 @@ impl InventoryStore for Backend {
     }
 
     async fn delete_label(&self, name: &Name) -> Result<()> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let label = fetch_label(&mut tx, name).await?;
         let used = count_where(
             &mut tx,
@@ -325,7 +334,8 @@ impl InventoryStore for Backend {
         let Some(password) = spec.password.as_ref().map(Secret::expose) else {
             return Err(StoreError::invalid("password", "is required"));
         };
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         if fetch_credential(&mut tx, &spec.name).await.is_ok() {
             return Err(StoreError::conflict(
                 "name",
@@ -381,7 +391,8 @@ impl InventoryStore for Backend {
         spec: CredentialSpec,
         read_at: OffsetDateTime,
     ) -> Result<Credential> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let current = fetch_credential(&mut tx, name).await?;
         // Lock the row (PostgreSQL) so that the check holds until commit.
         let locked: OffsetDateTime = sqlx::query_scalar(locked!(
@@ -425,7 +436,8 @@ impl InventoryStore for Backend {
     }
 
     async fn delete_credential(&self, name: &Name) -> Result<()> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let credential = fetch_credential(&mut tx, name).await?;
         let used = count_where(
             &mut tx,
@@ -448,7 +460,8 @@ impl InventoryStore for Backend {
     }
 
     async fn create_server(&self, spec: ServerSpec) -> Result<Server> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let server = create_one_server(&mut tx, &self.cipher, &spec).await?;
         tx.commit().await?;
         self.boot_index.changed_all();
@@ -552,7 +565,8 @@ impl InventoryStore for Backend {
         spec: ServerSpec,
         read_at: OffsetDateTime,
     ) -> Result<Server> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let current = fetch_server(&mut tx, fqdn).await?;
         // Lock the row (PostgreSQL) so that the check holds until commit.
         let locked: OffsetDateTime =
@@ -574,7 +588,8 @@ impl InventoryStore for Backend {
     }
 
     async fn delete_server(&self, fqdn: &Fqdn) -> Result<()> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let server = fetch_server(&mut tx, fqdn).await?;
         sqlx::query("DELETE FROM servers WHERE id = $1")
             .bind(server.id)
@@ -591,7 +606,8 @@ impl InventoryStore for Backend {
     }
 
     async fn create_interface(&self, server: &Fqdn, spec: InterfaceSpec) -> Result<Interface> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let owner = fetch_server(&mut tx, server).await?;
         if owner.interfaces.iter().any(|i| i.mac == spec.mac) {
             return Err(StoreError::conflict(
@@ -653,7 +669,8 @@ impl InventoryStore for Backend {
         spec: InterfaceSpec,
         read: &Interface,
     ) -> Result<Interface> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         // Lock the row (PostgreSQL) so that the check holds until commit.
         sqlx::query(locked!("SELECT id FROM interfaces WHERE id = $1"))
             .bind(id)
@@ -679,7 +696,8 @@ impl InventoryStore for Backend {
     }
 
     async fn delete_interface(&self, id: i64) -> Result<()> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let interface = fetch_interface(&mut tx, id).await?;
         sqlx::query("DELETE FROM interfaces WHERE id = $1")
             .bind(id)
@@ -729,7 +747,11 @@ impl Backend {
         &self,
         specs: Vec<ServerSpec>,
     ) -> Result<Vec<Server>, Vec<(usize, StoreError)>> {
-        let (_writer, mut tx) = self.begin_write().await.map_err(|e| vec![(0, e)])?;
+        let mut turn = self
+            .write_turn(crate::Lane::Ordinary)
+            .await
+            .map_err(|e| vec![(0, e)])?;
+        let mut tx = turn.begin().await.map_err(|e| vec![(0, e)])?;
         let mut errors = Vec::new();
         let mut created = Vec::new();
         for (i, spec) in specs.iter().enumerate() {

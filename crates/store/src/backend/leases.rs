@@ -114,7 +114,8 @@ impl LeaseStore for Backend {
         (now, until): (i64, i64),
         network_id: i64,
     ) -> Result<Option<Vec<Lease>>> {
-        let (_writer, mut tx) = self.begin_write_in(crate::Lane::Lease).await?;
+        let mut turn = self.write_turn(crate::Lane::Lease).await?;
+        let mut tx = turn.begin().await?;
         if !super::locks::hold(&mut tx, name, holder, now, until).await? {
             tx.commit().await?;
             return Ok(None);

@@ -9,14 +9,16 @@ use crate::engine::*;
 #[async_trait]
 impl LockStore for Backend {
     async fn hold_lock(&self, name: &str, holder: &str, now: i64, until: i64) -> Result<bool> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let held = hold(&mut tx, name, holder, now, until).await?;
         tx.commit().await?;
         Ok(held)
     }
 
     async fn release_lock(&self, name: &str, holder: &str) -> Result<()> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         sqlx::query("DELETE FROM daemon_locks WHERE name = $1 AND holder = $2")
             .bind(name)
             .bind(holder)

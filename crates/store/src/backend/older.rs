@@ -136,7 +136,8 @@ impl OlderImportStore for Backend {
         unusable: &[Unusable],
         mode: ImportMode,
     ) -> Result<ImportReport> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         check_current_key(&mut tx, &self.cipher).await?;
         let mut run = Run {
             source: &data.source,

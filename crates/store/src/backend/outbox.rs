@@ -25,7 +25,8 @@ impl OutboxStore for Backend {
         .fetch_one(&self.pool)
         .await?;
         if fresh_rows {
-            let (_writer, mut tx) = self.begin_write().await?;
+            let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+            let mut tx = turn.begin().await?;
             if Self::BACKEND == "postgres" {
                 // Numbered in id order: rows of one client's
                 // successive changes keep their order.
@@ -99,7 +100,8 @@ impl OutboxStore for Backend {
         if ids.is_empty() {
             return Ok(());
         }
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let now = now();
         for id in ids {
             sqlx::query("UPDATE outbox SET sent_at = $1 WHERE id = $2 AND sent_at IS NULL")
@@ -127,7 +129,8 @@ impl OutboxStore for Backend {
     }
 
     async fn prune_outbox(&self, before: OffsetDateTime, unsent_too: bool) -> Result<u64> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let done = sqlx::query(
             "DELETE FROM outbox WHERE created_at < $1 AND (sent_at IS NOT NULL OR $2) \
              AND (notified_at IS NOT NULL \
@@ -142,7 +145,8 @@ impl OutboxStore for Backend {
     }
 
     async fn mark_notified(&self, id: i64) -> Result<()> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         sqlx::query("UPDATE outbox SET notified_at = $1 WHERE id = $2")
             .bind(now())
             .bind(id)

@@ -34,7 +34,8 @@ pub(super) async fn health(conn: &mut Conn, server_id: i64) -> Result<PowerHealt
 #[async_trait]
 impl PowerStore for Backend {
     async fn record_power(&self, r: &PowerRecord) -> Result<PowerHealth> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let id = server_id(&mut tx, &r.server).await?;
         match &r.result {
             Ok(_) => {

@@ -20,7 +20,8 @@ impl ProfileStore for Backend {
         source: &str,
         action_count: u64,
     ) -> Result<StoredProfile> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let profile = insert_profile(&mut tx, name, version, source, action_count).await?;
         tx.commit().await?;
         Ok(profile)
@@ -84,7 +85,8 @@ impl ProfileStore for Backend {
     }
 
     async fn delete_profile(&self, id: i64) -> Result<()> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let used: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM deployments WHERE profile_id = $1")
                 .bind(id)

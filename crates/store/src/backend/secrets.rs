@@ -109,7 +109,8 @@ pub(super) async fn add(
     name: &str,
     data: &Secret,
 ) -> Result<ServerSecret> {
-    let (_writer, mut tx) = b.begin_write().await?;
+    let mut turn = b.write_turn(crate::Lane::Ordinary).await?;
+    let mut tx = turn.begin().await?;
     check_current_key(&mut tx, &b.cipher).await?;
     let owner = fetch_server(&mut tx, server).await?;
     let id = insert(&mut tx, &b.cipher, owner.id, &owner.fqdn, name, data).await?;
@@ -192,7 +193,8 @@ pub(super) async fn list(
 }
 
 pub(super) async fn delete(b: &Backend, id: i64) -> Result<()> {
-    let (_writer, mut tx) = b.begin_write().await?;
+    let mut turn = b.write_turn(crate::Lane::Ordinary).await?;
+    let mut tx = turn.begin().await?;
     let row: Option<(String, String)> = sqlx::query_as(
         "SELECT s.fqdn, x.name FROM server_secrets x JOIN servers s ON s.id = x.server_id \
          WHERE x.id = $1",

@@ -14,7 +14,8 @@ use bootloader_core::model::{Name, Theme, TokenHash, TokenScope};
 #[async_trait]
 impl SessionStore for Backend {
     async fn create_session(&self, new: NewSession) -> Result<i64> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let user = user_id(&mut tx, &new.user).await?;
         let at = now();
         let id: i64 = sqlx::query_scalar(
@@ -94,7 +95,8 @@ impl SessionStore for Backend {
     }
 
     async fn end_session(&self, hash: &TokenHash) -> Result<()> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         sqlx::query("DELETE FROM console_sessions WHERE secret_hash = $1")
             .bind(&hash.0)
             .execute(&mut *tx)
@@ -104,7 +106,8 @@ impl SessionStore for Backend {
     }
 
     async fn end_sessions_of(&self, user: &Name, keep: Option<i64>) -> Result<u64> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let user = user_id(&mut tx, user).await?;
         let done = sqlx::query(
             "DELETE FROM console_sessions WHERE user_id = $1 AND ($2 IS NULL OR id <> $2)",
@@ -118,7 +121,8 @@ impl SessionStore for Backend {
     }
 
     async fn purge_sessions(&self, at: OffsetDateTime, idle: Duration) -> Result<u64> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let done =
             sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1 OR seen_at <= $2")
                 .bind(at)
@@ -130,7 +134,8 @@ impl SessionStore for Backend {
     }
 
     async fn set_theme(&self, user: &Name, theme: Option<Theme>) -> Result<()> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let done = sqlx::query("UPDATE users SET theme = $1 WHERE name = $2")
             .bind(theme.map(Theme::as_str))
             .bind(user.as_str())

@@ -42,7 +42,8 @@ impl Store for Backend {
     }
 
     async fn verify_secret_key(&self) -> Result<()> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let check: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
             .bind(SECRET_CHECK_KEY)
             .fetch_optional(&mut *tx)
@@ -69,7 +70,8 @@ impl Store for Backend {
     }
 
     async fn rotate_secret(&self, new: &SecretCipher) -> Result<u64> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         // Writers that seal a password hold this row shared; taking
         // it exclusively first means none is half-way through.
         let _: Option<String> =

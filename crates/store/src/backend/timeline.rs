@@ -100,7 +100,8 @@ impl TimelineStore for Backend {
     }
 
     async fn prune_boot_events(&self, before: OffsetDateTime, keep: u64) -> Result<u64> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let old = sqlx::query("DELETE FROM boot_events WHERE at < $1")
             .bind(before)
             .execute(&mut *tx)

@@ -16,7 +16,8 @@ use super::helpers::*;
 #[async_trait]
 impl UserStore for Backend {
     async fn create_user(&self, spec: UserSpec) -> Result<User> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let user = insert_user(&mut tx, &spec).await?;
         tx.commit().await?;
         Ok(user)
@@ -43,7 +44,8 @@ impl UserStore for Backend {
     }
 
     async fn update_user(&self, name: &Name, spec: UserSpec, read: &User) -> Result<User> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         // Lock the row (PostgreSQL) so that the check holds until commit.
         sqlx::query(locked!("SELECT id FROM users WHERE name = $1"))
             .bind(name.as_str())
@@ -82,7 +84,8 @@ impl UserStore for Backend {
     }
 
     async fn delete_user(&self, name: &Name) -> Result<()> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let user = fetch_user(&mut tx, name).await?;
         sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(user.id)
@@ -94,7 +97,8 @@ impl UserStore for Backend {
     }
 
     async fn set_password(&self, name: &Name, hash: Option<&PasswordHash>) -> Result<()> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let user = fetch_user(&mut tx, name).await?;
         match hash {
             Some(hash) => {
@@ -147,7 +151,8 @@ impl UserStore for Backend {
     }
 
     async fn create_token(&self, new: NewApiToken) -> Result<ApiToken> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let token = insert_token(&mut tx, &new).await?;
         tx.commit().await?;
         Ok(token)
@@ -224,7 +229,8 @@ impl UserStore for Backend {
     }
 
     async fn revoke_token(&self, id_or_prefix: &str) -> Result<ApiToken> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let rows: Vec<TokenRow> = match id_or_prefix.parse::<i64>() {
             Ok(id) => {
                 sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -267,7 +273,8 @@ impl UserStore for Backend {
     }
 
     async fn add_ssh_key(&self, user: &Name, name: &str, key: &str) -> Result<SshKey> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let uid = user_id(&mut tx, user).await?;
         let ssh_key = insert_ssh_key(&mut tx, uid, user, name, key).await?;
         tx.commit().await?;
@@ -308,7 +315,8 @@ impl UserStore for Backend {
     }
 
     async fn delete_ssh_key(&self, id: i64) -> Result<()> {
-        let (_writer, mut tx) = self.begin_write().await?;
+        let mut turn = self.write_turn(crate::Lane::Ordinary).await?;
+        let mut tx = turn.begin().await?;
         let key = fetch_ssh_key(&mut tx, id).await?;
         sqlx::query("DELETE FROM ssh_authorized_keys WHERE id = $1")
             .bind(id)
