@@ -57,6 +57,10 @@ fn describe() {
         "TFTP read requests by outcome"
     );
     describe_counter!(
+        "bootloader_tftp_slots_full_total",
+        "times every TFTP transfer slot was taken (read requests then wait, unanswered, for one)"
+    );
+    describe_counter!(
         "bootloader_tftp_transfers_total",
         "TFTP transfers by how they ended"
     );
@@ -312,6 +316,11 @@ pub fn http_connections(open: usize) {
 }
 
 /// A TFTP request refused because its source holds its share of transfers.
+/// Every TFTP transfer slot was taken: read requests waited for one.
+pub fn tftp_slots_full() {
+    counter!("bootloader_tftp_slots_full_total").increment(1);
+}
+
 pub fn tftp_per_source_refused() {
     counter!("bootloader_tftp_requests_total", "result" => "per_source_limit").increment(1);
 }

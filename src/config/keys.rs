@@ -146,7 +146,7 @@ pub const KEYS: &[Key] = &[
     key("tftp.listen", &["BOOTLOADER_TFTP_LISTEN"], "Where TFTP listens (port 69 needs CAP_NET_BIND_SERVICE).").or("0.0.0.0:69"),
     key("tftp.root", &["BOOTLOADER_TFTP_ROOT"], "The directory TFTP serves (Debian's ipxe package fills /usr/lib/ipxe).").or("/usr/lib/ipxe"),
     key("tftp.syslinux_dirs", &["BOOTLOADER_TFTP_SYSLINUX_DIRS"], "Directories searched after tftp.root, comma-separated in the environment: lpxelinux.0 and its modules for deployments that serve pxelinux.cfg/ (Debian's pxelinux and syslinux-common).").or("/usr/lib/PXELINUX,/usr/lib/syslinux/modules/bios"),
-    key("tftp.max_transfers", &["BOOTLOADER_TFTP_MAX_TRANSFERS"], "Transfers in flight at most; more get \"server busy\".").or("1024").at_least(1),
+    key("tftp.max_transfers", &["BOOTLOADER_TFTP_MAX_TRANSFERS"], "Transfers in flight at most; more requests wait, unanswered, for a free slot.").or("1024").at_least(1),
     key("tftp.max_blksize", &["BOOTLOADER_TFTP_MAX_BLKSIZE"], "Largest blksize granted (RFC 2348).").or("1468").within(8, 65464),
     key("tftp.max_windowsize", &["BOOTLOADER_TFTP_MAX_WINDOWSIZE"], "Largest windowsize granted (RFC 7440).").or("64").within(1, 32768),
     // [dhcp]

@@ -194,9 +194,39 @@ pub async fn serve(
     let mut buf = vec![0u8; 65536];
     tokio::pin!(shutdown);
     info!(%local, root = %config.root.display(), "TFTP serving");
+    let mut full = false;
     loop {
+        // With every slot taken, read requests wait in the socket's queue,
+        // unanswered, until one comes free: a PXE ROM sends its request
+        // again when it gets no answer, but gives up on an ERROR (its boot
+        // fails), so a full server makes machines wait, not fail. dnsmasq
+        // stops reading its TFTP socket at its limit too.
+        if slots.available_permits() == 0 && !full {
+            full = true;
+            crate::telemetry::tftp_slots_full();
+            info!(
+                transfers = config.max_transfers,
+                "TFTP: every transfer slot is taken; read requests wait for one"
+            );
+        }
+        let permit = tokio::select! {
+            () = &mut shutdown => {
+                drain(&slots, config.max_transfers.max(1)).await;
+                return Ok(());
+            }
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                // Never closed.
+                Err(_) => return Ok(()),
+            },
+        };
+        if full && slots.available_permits() > 0 {
+            full = false;
+            info!("TFTP: transfer slots free again");
+        }
         let (n, peer) = tokio::select! {
             () = &mut shutdown => {
+                drop(permit);
                 drain(&slots, config.max_transfers.max(1)).await;
                 return Ok(());
             }
@@ -242,13 +272,6 @@ pub async fn serve(
                         continue;
                     }
                 }
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    lock(&live).remove(&peer);
-                    warn!(%peer, file = ?request.filename, "TFTP transfer refused: too many in flight");
-                    let why = "server busy: too many transfers in flight".to_string();
-                    refuse_busy(&socket, &config, peer, &request, why).await;
-                    continue;
-                };
                 let config = config.clone();
                 let live = live.clone();
                 let root_files = root_files.clone();

@@ -66,6 +66,11 @@ async fn start(root: &Path) -> SocketAddr {
 /// With `per_source` transfers allowed to one address (the tests' clients
 /// all speak from 127.0.0.1).
 async fn start_with(root: &Path, per_source: usize) -> SocketAddr {
+    start_limited(root, per_source, 64).await
+}
+
+/// With `max_transfers` slots in all.
+async fn start_limited(root: &Path, per_source: usize, max_transfers: usize) -> SocketAddr {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     let config = TftpConfig {
@@ -75,7 +80,7 @@ async fn start_with(root: &Path, per_source: usize) -> SocketAddr {
             max_blksize: 1468,
             ..Limits::default()
         },
-        max_transfers: 64,
+        max_transfers,
         store: None,
         timeline: None,
         quirks: Default::default(),
@@ -603,4 +608,49 @@ async fn spoofed_requests_cannot_hold_the_server() {
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let got = atftp(addr, "large.bin", &["blksize 1468"]).await;
     assert_eq!(got.map(|b| b.len()), Some(1_000_000));
+}
+
+/// A server whose every slot is taken answers no read request until one
+/// comes free, and then serves it: six clients at once on two slots, two
+/// of them behind requests that never acknowledge (each holds its slot
+/// up to 3 s), all get their file. A PXE ROM gives up on "server busy"
+/// (its boot fails) but sends a request again that got no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_makes_requests_wait_not_fail() {
+    let root = Root::new();
+    let big = std::fs::read(root.path("big.bin")).unwrap();
+    let addr = start_limited(root.dir.path(), 64, 2).await;
+    let mut silent = Vec::new();
+    for i in 0..2u8 {
+        let s = UdpSocket::bind((std::net::Ipv4Addr::new(127, 0, 9, i + 1), 0))
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        packet::encode(&rrq("big.bin", &[("tsize", "0")]), &mut out);
+        s.send_to(&out, addr).await.unwrap();
+        silent.push(s);
+    }
+    // Both slots are taken before the clients ask: the silent requests'
+    // OACKs have come.
+    for s in &silent {
+        let mut buf = [0u8; 1500];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), s.recv_from(&mut buf))
+            .await
+            .expect("an OACK")
+            .unwrap();
+        assert!(matches!(packet::decode(&buf[..n]), Ok(Packet::Oack { .. })));
+    }
+    let started = std::time::Instant::now();
+    let clients: Vec<_> = (0..6)
+        .map(|_| tokio::spawn(async move { atftp(addr, "big.bin", &["blksize 1468"]).await }))
+        .collect();
+    for c in clients {
+        assert_eq!(
+            c.await.unwrap().as_deref(),
+            Some(&big[..]),
+            "a client was refused"
+        );
+    }
+    // They waited for the silent requests' slots (given up within 3 s).
+    assert!(started.elapsed() >= Duration::from_millis(500));
 }

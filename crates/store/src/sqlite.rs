@@ -28,8 +28,6 @@ pub struct SqliteStore {
     /// workflow commit of a boot storm. The lease lane has no gate: its
     /// one writer task writes one group at a time.
     gates: [tokio::sync::Mutex<()>; 2],
-    /// How the writer's connection is opened again (`Writer::settle`).
-    options: SqliteConnectOptions,
     served: std::sync::Arc<super::served_cache::ServedCache>,
     /// On once the daemon serves (`warm_boot_index`); the command line
     /// writing the same file leaves word of its changes (`boot_index.rs`).
@@ -175,29 +173,40 @@ const KEPT_BATCH: usize = 16;
 /// and sqlx pings every pooled connection it takes back (a trip to the
 /// connection's thread and back after every transaction).
 pub(crate) struct Writer {
-    conn: sqlx::SqliteConnection,
-    /// A batch was dropped inside its transaction (its task cancelled):
-    /// rolled back before the next turn writes (`settle`).
-    unfinished: bool,
+    /// None once a batch was dropped inside its transaction (its task
+    /// cancelled): the connection is closed then, which rolls the
+    /// transaction back and lets SQLite's write lock go at once, and the
+    /// next turn opens another (`settle`).
+    conn: Option<sqlx::SqliteConnection>,
+    options: SqliteConnectOptions,
 }
 
 impl Writer {
-    /// Ready for the next turn: what a dropped batch left open is rolled
-    /// back; a connection that cannot do that (its thread gone) is opened
-    /// again.
-    async fn settle(&mut self, options: &SqliteConnectOptions) -> Result<()> {
-        use sqlx::{ConnectOptions, Connection};
-        if !self.unfinished {
-            return Ok(());
+    async fn open(options: SqliteConnectOptions) -> Result<Self> {
+        let mut writer = Writer {
+            conn: None,
+            options,
+        };
+        writer.settle().await?;
+        Ok(writer)
+    }
+
+    /// Ready for a turn: the connection, opened again if it was closed.
+    async fn settle(&mut self) -> Result<()> {
+        if self.conn.is_none() {
+            let conn = sqlx::ConnectOptions::connect(&self.options)
+                .await
+                .map_err(StoreError::Unavailable)?;
+            self.conn = Some(conn);
         }
-        // Fails when the dropped batch's last trip was its commit: nothing
-        // is open then.
-        let rolled_back = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
-        if rolled_back.is_err() && self.conn.ping().await.is_err() {
-            self.conn = options.connect().await.map_err(StoreError::Unavailable)?;
-        }
-        self.unfinished = false;
         Ok(())
+    }
+
+    /// The turn's connection (`settle` opened it).
+    fn conn(&mut self) -> Result<&mut sqlx::SqliteConnection> {
+        self.conn
+            .as_mut()
+            .ok_or(StoreError::Unavailable(sqlx::Error::PoolClosed))
     }
 }
 
@@ -214,7 +223,7 @@ impl WriteTurn<'_> {
         use sqlx::Connection;
         Ok(self
             .writer
-            .conn
+            .conn()?
             .begin_with(SqliteStore::BEGIN_WRITE)
             .await?)
     }
@@ -227,8 +236,8 @@ pub(crate) struct Batch<'a> {
     /// The transaction's `BEGIN` went with an earlier batch.
     begun: bool,
     /// A transaction may be open that no `COMMIT` or `ROLLBACK` ended (the
-    /// batch was dropped half-way): the writer rolls it back before its
-    /// next turn (`Writer::settle`).
+    /// batch was dropped half-way): the writer's connection is then
+    /// closed, which rolls it back, rather than used again inside it.
     open: bool,
 }
 
@@ -302,7 +311,7 @@ impl Batch<'_> {
     pub(crate) async fn rollback(mut self) -> Result<()> {
         if self.open {
             sqlx::query("ROLLBACK")
-                .execute(&mut self.turn.writer.conn)
+                .execute(self.turn.writer.conn()?)
                 .await?;
             self.open = false;
         }
@@ -326,7 +335,7 @@ impl Batch<'_> {
         let results = crate::batch::split(
             self.turn
                 .writer
-                .conn
+                .conn()?
                 .fetch_many(statements.sql.build().persistent(keep)),
             |r| r.rows_affected(),
             statements.added,
@@ -343,7 +352,7 @@ impl Batch<'_> {
         // A failed statement leaves the transaction open: it is rolled
         // back here, so that the connection can be lent again.
         if sqlx::query("ROLLBACK")
-            .execute(&mut self.turn.writer.conn)
+            .execute(self.turn.writer.conn()?)
             .await
             .is_ok()
         {
@@ -356,7 +365,7 @@ impl Batch<'_> {
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         if self.open {
-            self.turn.writer.unfinished = true;
+            self.turn.writer.conn = None;
         }
     }
 }
@@ -407,13 +416,7 @@ impl SqliteStore {
     pub async fn open(path: &Path, cipher: SecretCipher) -> Result<Self> {
         let pool = Self::connect(path, 4).await?;
         MIGRATIONS.run(&pool).await?;
-        let options = Self::options(path)?;
-        let writer = Writer {
-            conn: sqlx::ConnectOptions::connect(&options)
-                .await
-                .map_err(StoreError::Unavailable)?,
-            unfinished: false,
-        };
+        let writer = Writer::open(Self::options(path)?).await?;
         // Off until the daemon turns it on and reads it ahead
         // (`warm_boot_index`) before it serves: a command-line command
         // opening the store needs none of it, and leaves word of its
@@ -435,7 +438,6 @@ impl SqliteStore {
             cipher,
             writer,
             gates: Default::default(),
-            options,
             served,
             boot_index,
             checkpointer,
@@ -456,7 +458,7 @@ impl SqliteStore {
             Lane::Lease => None,
         };
         let mut writer = self.writer.lock().await;
-        writer.settle(&self.options).await?;
+        writer.settle().await?;
         Ok(WriteTurn {
             writer,
             _gate: gate,
@@ -635,7 +637,8 @@ mod tests {
     /// A batch that does not commit leaves nothing, and the writer's
     /// connection serves the next writer: when a statement fails (the
     /// transaction is rolled back), and when the batch is dropped between
-    /// its trips, its task cancelled (rolled back before the next turn).
+    /// its trips, its task cancelled (the writer's connection is closed,
+    /// not used again inside an open transaction, and opened again).
     #[tokio::test]
     async fn a_batch_that_does_not_commit_leaves_nothing() {
         // The rows of its one trip; whether that trip fails.
@@ -659,8 +662,9 @@ mod tests {
 
     /// A write cancelled while its trip is under way (the task dropped
     /// after sending it) leaves nothing, or all of it when that trip was
-    /// the commit, and the writer's connection serves the next turn. So
-    /// does a turn's transaction dropped uncommitted.
+    /// the commit; SQLite's write lock is let go at once, and the writer
+    /// serves the next turn. So does a turn's transaction dropped
+    /// uncommitted.
     #[tokio::test]
     async fn a_write_cancelled_in_flight_leaves_the_writer_ready() {
         for commits in [false, true] {
@@ -685,13 +689,19 @@ mod tests {
                     _ = std::future::ready(()) => {}
                 }
                 drop(batch);
+                // SQLite's write lock is let go: a write outside the
+                // turns (the visit stamps) gets it.
+                sqlx::query("INSERT INTO t (x) VALUES (2)")
+                    .execute(&store.pool)
+                    .await
+                    .unwrap();
             }
             commit_one(&store, 3).await;
             let rows = scratch(&store).await;
             if commits {
                 assert!(rows == [3] || rows == [1, 3], "{rows:?}");
             } else {
-                assert_eq!(rows, [3]);
+                assert_eq!(rows, [2, 3]);
             }
         }
         let dir = tempfile::tempdir().unwrap();
