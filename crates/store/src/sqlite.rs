@@ -660,6 +660,16 @@ mod tests {
         }
     }
 
+    /// Polls `trip` once (its statements go to SQLite's thread), then
+    /// drops it, as a cancelled task would.
+    async fn cancel_in_flight<T>(trip: impl std::future::Future<Output = T>) {
+        tokio::select! {
+            biased;
+            _ = trip => panic!("the trip came back within its first poll"),
+            () = std::future::ready(()) => {}
+        }
+    }
+
     /// A write cancelled while its trip is under way (the task dropped
     /// after sending it) leaves nothing, or all of it when that trip was
     /// the commit; SQLite's write lock is let go at once, and the writer
@@ -675,19 +685,9 @@ mod tests {
             let mut s = batch.statements();
             insert(&mut s, 1);
             if commits {
-                let trip = batch.commit(s);
-                tokio::select! {
-                    biased;
-                    _ = trip => panic!("the trip came back within its first poll"),
-                    _ = std::future::ready(()) => {}
-                }
+                cancel_in_flight(batch.commit(s)).await;
             } else {
-                let trip = batch.run(s);
-                tokio::select! {
-                    biased;
-                    _ = trip => panic!("the trip came back within its first poll"),
-                    _ = std::future::ready(()) => {}
-                }
+                cancel_in_flight(batch.run(s)).await;
                 drop(batch);
                 // SQLite's write lock is let go: a write outside the
                 // turns (the visit stamps) gets it.
