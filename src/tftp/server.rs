@@ -157,6 +157,9 @@ async fn send_error(socket: &UdpSocket, to: SocketAddr, code: ErrorCode, message
     }
 }
 
+/// How often at most the log says that every transfer slot is taken.
+const FULL_LOGGED_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long transfers under way may take to finish once the server stops.
 pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -195,6 +198,10 @@ pub async fn serve(
     tokio::pin!(shutdown);
     info!(%local, root = %config.root.display(), "TFTP serving");
     let mut full = false;
+    // At the limit a storm may fill and free the slots many times a
+    // second: said in the log at most every `FULL_LOGGED_EVERY`, counted
+    // every time.
+    let mut full_logged: Option<std::time::Instant> = None;
     loop {
         // With every slot taken, read requests wait in the socket's queue,
         // unanswered, until one comes free: a PXE ROM sends its request
@@ -204,10 +211,13 @@ pub async fn serve(
         if slots.available_permits() == 0 && !full {
             full = true;
             crate::telemetry::tftp_slots_full();
-            info!(
-                transfers = config.max_transfers,
-                "TFTP: every transfer slot is taken; read requests wait for one"
-            );
+            if full_logged.is_none_or(|t| t.elapsed() >= FULL_LOGGED_EVERY) {
+                full_logged = Some(std::time::Instant::now());
+                info!(
+                    transfers = config.max_transfers,
+                    "TFTP: every transfer slot is taken; read requests wait for one"
+                );
+            }
         }
         let permit = tokio::select! {
             () = &mut shutdown => {
@@ -222,7 +232,6 @@ pub async fn serve(
         };
         if full && slots.available_permits() > 0 {
             full = false;
-            info!("TFTP: transfer slots free again");
         }
         let (n, peer) = tokio::select! {
             () = &mut shutdown => {
