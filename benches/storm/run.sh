@@ -19,7 +19,8 @@
 # QUIET_WAIT / QUIET_BUSY (see benches/lab.sh), PERF=1 (perf record the
 # servers during the storm; PERF_ARGS adds to its arguments, e.g. -g),
 # PERF_STAT=1 (count the servers' context switches and system calls during
-# the storm, per machine, with perf stat),
+# the storm, per machine, with perf stat), THREADS=1 (the servers' CPU
+# during the storm by kind of thread, from /proc),
 # BL_RUST_LOG (RUST_LOG for bootloader, e.g. sqlx::query=debug), BL_ENV
 # (more VAR=value for bootloader, e.g. MALLOC_ARENA_MAX=2), POSTS (POSTs
 # in flight at once while starting the deployments, 4).
@@ -119,6 +120,19 @@ db_cpu_ms() {
     done
     echo $((t * 1000 / $(getconf CLK_TCK)))
 }
+# CPU ticks of every thread in the server namespace, as "name ticks"
+# lines (a thread's name with its digits taken out: tokio's workers,
+# sqlx's connection threads, the blocking pool; dnsmasq and nginx).
+server_threads() {
+    local p t
+    for p in $(ip netns pids "$SNS"); do
+        for t in /proc/$p/task/*; do
+            awk '{sub(/^[0-9]+ \(/, ""); sub(/\) .*/, "", $0); print}' "$t/stat" 2>/dev/null \
+                | tr -d '0-9' | tr ' ' '_' | tr '\n' ' '
+            cut -d' ' -f14,15 "$t/stat" 2>/dev/null | awk '{print $1 + $2}'
+        done
+    done | awk '{ticks[$1] += $2} END {for (n in ticks) print n, ticks[n]}'
+}
 # Memory (KiB) of every process in the server namespace, summed: $1 is
 # VmRSS (resident now) or VmHWM (the peak).
 server_mem_kib() {
@@ -135,6 +149,7 @@ storm() {
     local label=$1 cpu0 cpu1
     wait_quiet "storm $label"
     cpu0=$(server_cpu_ms)
+    [ "${THREADS:-0}" = 1 ] && server_threads > "$OUT/threads0-$label.txt"
     local db0
     db0=$(db_cpu_ms)
     local perf_pid=""
@@ -156,6 +171,13 @@ storm() {
         --report "$OUT/storm-$label.json" --leases "$OUT/leases-$label.txt" \
         | tee "$OUT/storm-$label.txt" >&2
     cpu1=$(server_cpu_ms)
+    if [ "${THREADS:-0}" = 1 ]; then
+        # Threads that ended during the storm are not counted.
+        server_threads | awk -v n="$MACHINES" -v hz="$(getconf CLK_TCK)" \
+            'NR == FNR {before[$1] = $2; next}
+             {d = $2 - before[$1]; if (d > 0) printf "server threads %s: %d ms (%.2f ms per machine)\n", $1, d * 1000 / hz, d * 1000 / hz / n}' \
+            "$OUT/threads0-$label.txt" - | sort | tee -a "$OUT/storm-$label.txt" >&2
+    fi
     if [ "$label" = bootloader ]; then
         # Where the daemon's time went (store operations, lease groups,
         # requests dropped for overload), for the notes.

@@ -41,7 +41,12 @@ use bootloader_store::boot::{Lease, LeaseChange, LeaseClaim};
 use bootloader_store::{LeaseStore, Listing, Page, Result as StoreResult, StoreError};
 
 /// How long the flusher lets changes gather after the first one, so that
-/// at a trickle of requests it still commits several at once.
+/// at a trickle of requests it still commits several at once. Nothing
+/// waits for it (the journal is the changes' durable copy, and a read
+/// commits what was appended first), yet 100 ms, which cut a light
+/// storm's lease transactions by two thirds, cost the 10,000-machine
+/// storm a quarter more CPU per machine in two runs (BENCHMARKS.md,
+/// 2026-12-07, cause not found): kept at 10 ms.
 const GATHER: Duration = Duration::from_millis(10);
 /// Changes committed in one transaction, at most. A group's size is a
 /// power of two up to this (`group_len`): each size is its own statement

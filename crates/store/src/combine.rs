@@ -6,6 +6,15 @@
 //! one writer commits at a time, thirty deployments moving at once cost
 //! one writer's turn and two trips instead of thirty of each.
 //!
+//! A steady stream of callers that each come alone (a light storm's
+//! deployments, one transition each every few milliseconds) would still
+//! cost a turn each, and on SQLite every turn is trips to the
+//! connection's thread and back, wake-ups on both sides. So a combine may
+//! linger (`Linger`): while items of different callers keep coming, a
+//! leader with a small group waits `LINGER` for more before it commits.
+//! One deployment's transitions, which come one after another, each
+//! waiting for the commit before it, never wait.
+//!
 //! A leader cancelled half-way (its task aborted at shutdown) drops the
 //! answers it held: those callers get `Dropped` and may try again (the
 //! transaction was rolled back, or it committed and a retry finds the
@@ -21,14 +30,81 @@ const GROUP: usize = 64;
 pub(crate) struct Combine<T, R> {
     queue: Mutex<Vec<(T, oneshot::Sender<R>)>>,
     turn: tokio::sync::Mutex<()>,
+    /// `None`: a leader commits what is queued at once (starts: an API
+    /// client that posts one at a time would wait at every one).
+    linger: Option<Lingering<T>>,
 }
+
+/// A combine's `Linger`, and what names an item's caller.
+type Lingering<T> = (Mutex<Linger<i64>>, fn(&T) -> i64);
 
 impl<T, R> Default for Combine<T, R> {
     fn default() -> Self {
         Self {
             queue: Mutex::new(Vec::new()),
             turn: tokio::sync::Mutex::new(()),
+            linger: None,
         }
+    }
+}
+
+impl<T, R> Combine<T, R> {
+    /// A combine whose leaders wait a little for more while items of
+    /// different callers keep coming (`Linger`); `caller` names an item's
+    /// caller (a deployment's id).
+    pub(crate) fn lingering(caller: fn(&T) -> i64) -> Self {
+        Self {
+            linger: Some((Mutex::new(Linger::default()), caller)),
+            ..Self::default()
+        }
+    }
+}
+
+/// How long a leader waits for more items while a stream comes.
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+/// A group committed less than this before the next item makes a stream.
+const STREAM: std::time::Duration = std::time::Duration::from_millis(50);
+/// Queued items that make a group worth committing without waiting.
+const ENOUGH: usize = 16;
+
+/// Whether the leader of a small group waits `LINGER` for more items
+/// before it commits: when the group before it was committed less than
+/// `STREAM` ago and came from other callers (it held more than one item,
+/// or its caller was another). A caller whose items come one after
+/// another, each after the commit of the one before (one deployment's
+/// transitions), forms groups of its own and never waits; nor does an
+/// item after a pause.
+#[derive(Debug)]
+pub struct Linger<K> {
+    /// When the last group was taken, how many items it held, whose was
+    /// its last one.
+    last: Option<(tokio::time::Instant, usize, K)>,
+}
+
+impl<K> Default for Linger<K> {
+    fn default() -> Self {
+        Self { last: None }
+    }
+}
+
+impl<K: PartialEq> Linger<K> {
+    /// How long to wait, `queued` items being there now, the first of
+    /// them `caller`'s.
+    pub fn wait(
+        &self,
+        now: tokio::time::Instant,
+        queued: usize,
+        caller: &K,
+    ) -> Option<std::time::Duration> {
+        let (at, len, last) = self.last.as_ref()?;
+        let stream = now.saturating_duration_since(*at) < STREAM
+            && (*len > 1 || queued > 1 || last != caller);
+        (stream && queued < ENOUGH).then_some(LINGER)
+    }
+
+    /// A group of `len` items, the last of them `caller`'s, is taken.
+    pub fn took(&mut self, now: tokio::time::Instant, len: usize, caller: K) {
+        self.last = Some((now, len, caller));
     }
 }
 
@@ -63,15 +139,29 @@ impl<T, R> Combine<T, R> {
                 biased;
                 answered = &mut answer => return answered.map_err(|_| Dropped),
                 turn = self.turn.lock() => {
+                    let (queued, first) = {
+                        let queue = self.lock();
+                        let first = queue.first().zip(self.linger.as_ref());
+                        (queue.len(), first.map(|((item, _), (_, caller))| caller(item)))
+                    };
+                    if queued == 0 {
+                        // Committed by a leader before: answered.
+                        drop(turn);
+                        continue;
+                    }
+                    if let (Some((linger, _)), Some(caller)) = (&self.linger, first) {
+                        let wait = lock(linger).wait(tokio::time::Instant::now(), queued, &caller);
+                        if let Some(wait) = wait {
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
                     let group: Vec<_> = {
                         let mut queue = self.lock();
                         let n = queue.len().min(GROUP);
                         queue.drain(..n).collect()
                     };
-                    if group.is_empty() {
-                        // Committed by a leader before: answered.
-                        drop(turn);
-                        continue;
+                    if let (Some((linger, caller)), Some((last, _))) = (&self.linger, group.last()) {
+                        lock(linger).took(tokio::time::Instant::now(), group.len(), caller(last));
                     }
                     let (items, answers): (Vec<T>, Vec<_>) = group.into_iter().unzip();
                     // Boxed: a caller's future holds the commit's state
@@ -89,8 +179,12 @@ impl<T, R> Combine<T, R> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(T, oneshot::Sender<R>)>> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.queue)
     }
+}
+
+fn lock<V>(m: &Mutex<V>) -> std::sync::MutexGuard<'_, V> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -131,6 +225,106 @@ mod tests {
             commits < 200,
             "{commits} commits for 200 items: no group formed"
         );
+    }
+
+    #[test]
+    fn a_leader_lingers_only_while_other_callers_keep_coming() {
+        let t0 = tokio::time::Instant::now();
+        let ms = std::time::Duration::from_millis;
+        // (the group before: taken how long before, its size, its last
+        // caller), queued now, the first queued item's caller -> waits
+        let check = |before: Option<(u64, usize, i64)>, queued: usize, caller: i64| {
+            let mut linger = Linger::default();
+            if let Some((ago, len, last)) = before {
+                linger.took(t0, len, last);
+                linger.wait(t0 + ms(ago), queued, &caller).is_some()
+            } else {
+                linger.wait(t0, queued, &caller).is_some()
+            }
+        };
+        let table = [
+            (None, 1, 1, false, "nothing before"),
+            (
+                Some((5, 1, 1)),
+                1,
+                1,
+                false,
+                "one caller, one item after another",
+            ),
+            (
+                Some((5, 1, 2)),
+                1,
+                1,
+                true,
+                "another caller's item just before",
+            ),
+            (Some((5, 3, 1)), 1, 1, true, "a group just before"),
+            (Some((5, 1, 1)), 2, 1, true, "two queued already"),
+            (Some((60, 3, 2)), 1, 1, false, "after a pause"),
+            (Some((5, 3, 2)), ENOUGH, 1, false, "enough queued"),
+        ];
+        for (before, queued, caller, waits, why) in table {
+            assert_eq!(check(before, queued, caller), waits, "{why}");
+        }
+    }
+
+    /// `items`, each `(caller, when it comes in ms, or u64::MAX: after the
+    /// answer to the one before)`, committed through `combine`: how many
+    /// groups were committed, and the longest any caller waited for its
+    /// answer (ms).
+    async fn commits(combine: Combine<(i64, u64), i64>, items: &[(i64, u64)]) -> (usize, u128) {
+        let combine = Arc::new(combine);
+        let groups = Arc::new(AtomicUsize::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut waited = 0;
+        let mut alone = 0;
+        for &(caller, at) in items {
+            let (combine, groups) = (combine.clone(), groups.clone());
+            let run = async move {
+                let came = tokio::time::Instant::now();
+                let got = combine
+                    .run((caller, at), |items| {
+                        groups.fetch_add(1, Ordering::Relaxed);
+                        async move {
+                            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                            items.into_iter().map(|(c, _)| c).collect()
+                        }
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(got, caller);
+                came.elapsed().as_millis()
+            };
+            if at == u64::MAX {
+                // One after another: each waits for the answer before.
+                alone = alone.max(run.await);
+            } else {
+                tasks.spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(at)).await;
+                    run.await
+                });
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            waited = waited.max(done.unwrap());
+        }
+        (groups.load(Ordering::Relaxed), waited.max(alone))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_of_callers_is_committed_in_groups_and_one_caller_never_waits() {
+        // Twenty deployments, one item each, 5 ms apart.
+        let stream: Vec<(i64, u64)> = (0..20).map(|i| (i, i as u64 * 5)).collect();
+        let (groups, waited) = commits(Combine::lingering(|x: &(i64, u64)| x.0), &stream).await;
+        assert!(groups <= 10, "{groups} groups for 20 items in a stream");
+        assert!(waited <= 25, "an item waited {waited} ms");
+        let (groups, _) = commits(Combine::default(), &stream).await;
+        assert_eq!(groups, 20, "without lingering each item is its own group");
+        // One deployment's items, each after the answer to the one before.
+        let alone = [(7, u64::MAX); 5];
+        let (groups, waited) = commits(Combine::lingering(|x: &(i64, u64)| x.0), &alone).await;
+        assert_eq!(groups, 5);
+        assert!(waited <= 1, "a lone caller waited {waited} ms");
     }
 
     #[tokio::test]

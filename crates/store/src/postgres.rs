@@ -347,7 +347,7 @@ impl PostgresStore {
             served,
             boot_index,
             callbacks,
-            transitions: Default::default(),
+            transitions: super::combine::Combine::lingering(|t| t.id),
             starts: Default::default(),
         })
     }

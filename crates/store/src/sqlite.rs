@@ -442,8 +442,8 @@ impl SqliteStore {
             boot_index,
             checkpointer,
             warmer,
-            transitions: Default::default(),
-            unserves: Default::default(),
+            transitions: super::combine::Combine::lingering(|t| t.id),
+            unserves: super::combine::Combine::lingering(backend::Unserve::deployment),
             starts: Default::default(),
         })
     }

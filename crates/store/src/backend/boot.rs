@@ -652,6 +652,17 @@ pub(crate) struct Unserve {
     path: String,
 }
 
+impl Unserve {
+    /// Whose removal it is (`Combine::lingering`).
+    #[allow(
+        dead_code,
+        reason = "SQLite's removals go in groups; PostgreSQL's each alone"
+    )]
+    pub(crate) fn deployment(&self) -> i64 {
+        self.deployment_id
+    }
+}
+
 impl Backend {
     /// Removes `items` in one transaction, in a writer's turn as every
     /// write (outside it, on SQLite, the statement and the turn's writer
