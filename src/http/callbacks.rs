@@ -36,8 +36,11 @@ impl CallbackWriter {
             let mut group = Vec::with_capacity(GROUP);
             let mut linger = Linger::default();
             while rx.recv_many(&mut group, GROUP).await > 0 {
-                let caller = group[0].0.token.clone();
-                if let Some(wait) = linger.wait(tokio::time::Instant::now(), group.len(), &caller) {
+                let first = group.first().map(|(call, _)| call.token.clone());
+                let wait = first.and_then(|caller| {
+                    linger.wait(tokio::time::Instant::now(), group.len(), &caller)
+                });
+                if let Some(wait) = wait {
                     tokio::time::sleep(wait).await;
                     while group.len() < GROUP
                         && let Ok(more) = rx.try_recv()
@@ -45,8 +48,9 @@ impl CallbackWriter {
                         group.push(more);
                     }
                 }
-                let last = group[group.len() - 1].0.token.clone();
-                linger.took(tokio::time::Instant::now(), group.len(), last);
+                if let Some((last, _)) = group.last() {
+                    linger.took(tokio::time::Instant::now(), group.len(), last.token.clone());
+                }
                 let (calls, answers): (Vec<CallbackCall>, Vec<Answer>) = group.drain(..).unzip();
                 let started = std::time::Instant::now();
                 let stored = store.record_callbacks(&calls, max).await;

@@ -61,7 +61,7 @@ impl<T, R> Combine<T, R> {
 }
 
 /// How long a leader waits for more items while a stream comes.
-pub const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 /// A group committed less than this before the next item makes a stream.
 const STREAM: std::time::Duration = std::time::Duration::from_millis(50);
 /// Queued items that make a group worth committing without waiting.

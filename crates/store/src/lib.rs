@@ -50,7 +50,7 @@ use time::OffsetDateTime;
 pub use agents::{Agent, AgentListener, AgentReport, AgentState, AgentStore};
 pub use boot::{BootStore, LeaseStore, TimelineStore};
 pub use cipher::{CipherError, SecretCipher};
-pub use combine::{LINGER, Linger};
+pub use combine::Linger;
 pub use engine::{EngineStore, LockStore};
 pub use older::OlderImportStore;
 pub use postgres::PostgresStore;
