@@ -440,3 +440,39 @@ async fn boot_answers_follow_other_daemons() {
     a.stop().await;
     store_a.drop_database().await;
 }
+
+/// A daemon keeps the profile versions it has read; one deleted through
+/// another daemon is refused at the start as not existing (the database's
+/// foreign key), then forgotten, and the same name and version uploaded
+/// again starts deployments with the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_deleted_by_another_daemon_is_not_started() {
+    let store_a = TestStore::new(Backend::Postgres).await;
+    let a = Daemon::start(&store_a, None).await;
+    let store_b = store_a.sibling();
+    let b = Daemon::start(&store_b, Some(a.token.clone())).await;
+    a.seed_location().await;
+    add_server(&a, "s1.dc1.example.com", "dc1", "52:54:00:5d:00:41").await;
+    let profile = common::callback_profile("gone");
+    let (s, body) = a.post_text("/profiles", &profile, "application/yaml").await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let first = body["id"].as_i64().unwrap();
+    // Read by `a` (and so kept), deleted by `b`.
+    let (s, body) = a.get(&format!("/profiles/{first}")).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (s, body) = b.delete(&format!("/profiles/{first}")).await;
+    assert!(s.is_success(), "{s} {body}");
+    let start = json!({"server": "s1.dc1.example.com", "profile": "gone==1.0"});
+    for attempt in ["kept", "read again"] {
+        let (s, body) = a.post("/deployments", start.clone()).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{attempt}: {body}");
+        assert!(body["fields"]["profile"].is_array(), "{attempt}: {body}");
+    }
+    let (s, body) = b.post_text("/profiles", &profile, "application/yaml").await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let second = body["id"].as_i64().unwrap();
+    assert_ne!(first, second);
+    let (s, body) = a.post("/deployments", start).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(body["profile_id"].as_i64(), Some(second), "{body}");
+}

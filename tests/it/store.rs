@@ -535,11 +535,13 @@ async fn a_deployment_is_held_by_the_daemon_starting_it(backend: Backend) {
             .await
             .unwrap()
     );
+    let token = CallbackToken::generate().unwrap();
+    let secret = token.expose().to_string();
     let here = store
         .start_deployment(&NewDeployment {
             server: elsewhere.server.clone(),
             profile_id: elsewhere.profile_id,
-            token: CallbackToken::generate().unwrap(),
+            token,
             repeat_of: None,
             claim: claim("dc1"),
             then: first_moves(),
@@ -553,6 +555,32 @@ async fn a_deployment_is_held_by_the_daemon_starting_it(backend: Backend) {
     assert_eq!(view.record.state, DeploymentState::Preparing);
     assert_eq!(view.record.step.as_deref(), Some("preparing"));
     assert_eq!(view.action_deadline, Some(1_600));
+    // The engine's task starts from what it knows instead of reading this
+    // back: the same.
+    let known = bootloader::workflow::engine::started(
+        &here,
+        view.profile_source.clone(),
+        secret,
+        first_moves().as_ref(),
+    )
+    .expect("a view of a deployment moved by its first moves");
+    assert_eq!(known.record.id, view.record.id);
+    assert_eq!(known.record.state, view.record.state);
+    assert_eq!(known.record.step, view.record.step);
+    assert_eq!(known.record.action_index, view.record.action_index);
+    assert_eq!(known.record.error, view.record.error);
+    assert_eq!(known.record.runner, view.record.runner);
+    assert_eq!(known.record.server, view.record.server);
+    assert_eq!(known.record.profile_id, view.record.profile_id);
+    assert_eq!(known.token, view.token);
+    assert_eq!(
+        (
+            known.actions_done,
+            known.action_deadline,
+            known.step_deadline
+        ),
+        (view.actions_done, view.action_deadline, view.step_deadline)
+    );
     let log = store.deployment_log(here.id, None, 10).await.unwrap();
     assert_eq!(
         log.iter().map(|l| l.message.as_str()).collect::<Vec<_>>()[1..],

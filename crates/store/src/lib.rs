@@ -20,6 +20,7 @@ pub mod older;
 mod postgres;
 pub mod power;
 mod power_sql;
+mod profile_cache;
 mod served_cache;
 mod settings;
 mod sql;

@@ -93,6 +93,8 @@ pub struct PostgresStore {
     lanes: [PgPool; 2],
     cipher: SecretCipher,
     served: std::sync::Arc<super::served_cache::ServedCache>,
+    /// Profile versions as read (`profile_cache.rs`).
+    profiles: super::profile_cache::ProfileCache,
     boot_index: std::sync::Arc<super::boot_index::BootIndex>,
     callbacks: tokio::sync::broadcast::Sender<crate::engine::CallbackNotice>,
     /// Deployments' transitions committed together (`combine.rs`).
@@ -345,6 +347,7 @@ impl PostgresStore {
             lanes,
             cipher,
             served,
+            profiles: Default::default(),
             boot_index,
             callbacks,
             transitions: super::combine::Combine::lingering(|t| t.id),

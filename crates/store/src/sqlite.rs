@@ -29,6 +29,8 @@ pub struct SqliteStore {
     /// one writer task writes one group at a time.
     gates: [tokio::sync::Mutex<()>; 2],
     served: std::sync::Arc<super::served_cache::ServedCache>,
+    /// Profile versions as read (`profile_cache.rs`).
+    profiles: super::profile_cache::ProfileCache,
     /// On once the daemon serves (`warm_boot_index`); the command line
     /// writing the same file leaves word of its changes (`boot_index.rs`).
     boot_index: std::sync::Arc<super::boot_index::BootIndex>,
@@ -439,6 +441,7 @@ impl SqliteStore {
             writer,
             gates: Default::default(),
             served,
+            profiles: Default::default(),
             boot_index,
             checkpointer,
             warmer,
@@ -660,6 +663,16 @@ mod tests {
         }
     }
 
+    /// A statement that keeps SQLite's thread busy for tens of
+    /// milliseconds, so that a trip that begins with it is still under
+    /// way after its first poll, however fast the machine.
+    fn slow(statements: &mut Statements) {
+        statements.next(
+            "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 500000) \
+             SELECT COUNT(*) FROM c",
+        );
+    }
+
     /// Polls `trip` once (its statements go to SQLite's thread), then
     /// drops it, as a cancelled task would.
     async fn cancel_in_flight<T>(trip: impl std::future::Future<Output = T>) {
@@ -683,6 +696,7 @@ mod tests {
             scratch(&store).await;
             let mut batch = store.begin_batch(Lane::Callback).await.unwrap();
             let mut s = batch.statements();
+            slow(&mut s);
             insert(&mut s, 1);
             if commits {
                 cancel_in_flight(batch.commit(s)).await;

@@ -21,6 +21,7 @@ use bootloader_core::profile::{self, Profile, StepName};
 use bootloader_core::workflow::machine::{Cursor, Position};
 use bootloader_core::workflow::plan::{self, Change, Deadlines, Effect, Next, Outcome, Run, Work};
 use bootloader_store::StoreError;
+use bootloader_store::boot::DeploymentRecord;
 use bootloader_store::engine::{EngineStore, EngineView, Transition};
 
 /// How often a waiting `expect_callback` looks for its callback when no
@@ -102,9 +103,15 @@ impl Driver {
     /// deployment's life, ten thousand of them at once in a storm) is the
     /// small wait below and its `Waiting`, not the largest of the step's
     /// states, which the task would otherwise keep for its whole life.
-    pub async fn run(&self, id: i64, runner: &Runner) {
+    ///
+    /// `first` is the deployment as its first step would read it, when
+    /// the caller knows it (a deployment this daemon has just started).
+    pub async fn run(&self, id: i64, runner: &Runner, first: Option<Box<EngineView>>) {
         let mut cancelled = runner.orders.subscribe();
-        let mut task = Task::default();
+        let mut task = Task {
+            view: first,
+            pending: None,
+        };
         loop {
             let stepped = Box::pin(self.step(id, runner, &mut cancelled, &mut task)).await;
             match stepped {
@@ -561,6 +568,35 @@ fn merged(first: Change, then: Change) -> Change {
         error: first.error.or(then.error),
         log,
     }
+}
+
+/// A deployment this daemon has just started (`record`, as created), as
+/// the store holds it once its first moves (`moves`, committed in the same
+/// transaction) are: what its task's first step would read back. None
+/// when there were no moves or they finished it (the task reads it then).
+pub fn started(
+    record: &DeploymentRecord,
+    profile_source: Arc<str>,
+    token: String,
+    moves: Option<&Transition>,
+) -> Option<Box<EngineView>> {
+    let t = moves?;
+    if t.state.is_final() {
+        return None;
+    }
+    let mut record = record.clone();
+    record.state = t.state;
+    record.step = t.step.clone();
+    record.action_index = t.action_index;
+    record.error = t.error.clone();
+    Some(Box::new(EngineView {
+        record,
+        profile_source,
+        token: Some(token),
+        actions_done: t.actions_done,
+        action_deadline: t.action_deadline,
+        step_deadline: t.step_deadline,
+    }))
 }
 
 /// `view` as the store will hold it once `change` is committed.

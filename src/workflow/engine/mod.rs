@@ -5,7 +5,7 @@
 //! `drive.rs`; the machine-facing exports are `exports.rs`.
 
 mod drive;
-pub use drive::{OWN_CALLBACK_POLL, SHARED_CALLBACK_POLL};
+pub use drive::{OWN_CALLBACK_POLL, SHARED_CALLBACK_POLL, started};
 mod exports;
 mod runner;
 #[cfg(test)]
@@ -28,7 +28,7 @@ use bootloader_core::model::{CallbackToken, Fqdn, TokenHash};
 use bootloader_core::workflow::plan;
 use bootloader_store::boot::DeploymentRecord;
 use bootloader_store::engine::EngineStore;
-use bootloader_store::engine::{Claim, NewDeployment, Transition};
+use bootloader_store::engine::{Claim, EngineView, NewDeployment, Transition};
 use bootloader_store::{BootStore, InventoryStore, Store, StoreError, TimelineStore, UserStore};
 
 /// The `[deployments]` settings the engine uses.
@@ -194,7 +194,7 @@ impl Engine {
         let mut started = 0;
         for id in held {
             let turn = (started / RESUME_BURST) as u32;
-            if self.spawn(id, RESUME_PACE * turn, Runner::new) {
+            if self.spawn(id, RESUME_PACE * turn, Runner::new, None) {
                 started += 1;
             }
         }
@@ -234,7 +234,15 @@ impl Engine {
     /// Starts the task of deployment `id`, which this daemon holds, unless
     /// it runs already; `true` if it started one. The task begins its work
     /// after `delay`; `runner` makes its handle.
-    fn spawn(self: &Arc<Self>, id: i64, delay: Duration, runner: fn() -> Runner) -> bool {
+    /// `view` is the deployment as the task's first step would read it,
+    /// when the caller knows it (none: the step reads it).
+    fn spawn(
+        self: &Arc<Self>,
+        id: i64,
+        delay: Duration,
+        runner: fn() -> Runner,
+        view: Option<Box<EngineView>>,
+    ) -> bool {
         let runner = {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             // Under the lock `shutdown` takes to end every task.
@@ -253,7 +261,7 @@ impl Engine {
                     () = runner.ended() => {}
                 }
             }
-            engine.run(id, &runner).await;
+            engine.run(id, &runner, view).await;
             engine
                 .running
                 .lock()
@@ -361,18 +369,18 @@ impl Engine {
         // Its task's first moves, which run nothing, go into the same
         // transaction when the deployment is this daemon's; a profile
         // that no longer parses is the task's to report.
-        let then = self
-            .driver
-            .profiles
-            .parsed(profile_id, source)
-            .ok()
+        let parsed = self.driver.profiles.parsed(profile_id, source).ok();
+        let then = parsed
+            .as_ref()
             .and_then(|(_, profile)| {
-                drive::first_moves(&profile, now, self.settings.default_timeout)
+                drive::first_moves(profile, now, self.settings.default_timeout)
             })
             .map(|change| Transition {
                 runner: Some(self.settings.runner.clone()),
                 ..drive::transition(0, change)
             });
+        let moves = then.clone();
+        let secret = token.expose().to_string();
         let record = self
             .ledger
             .start_deployment(&NewDeployment {
@@ -390,7 +398,12 @@ impl Engine {
             })
             .await?;
         if record.runner.as_deref() == Some(self.settings.runner.as_str()) {
-            self.spawn(record.id, Duration::ZERO, Runner::created);
+            // Its task starts from the deployment as just written, instead
+            // of reading it back (one statement less for every start).
+            let view = parsed.and_then(|(profile_source, _)| {
+                drive::started(&record, profile_source, secret, moves.as_ref())
+            });
+            self.spawn(record.id, Duration::ZERO, Runner::created, view);
         }
         Ok(record)
     }
@@ -451,9 +464,9 @@ impl Engine {
 
     /// Runs deployment `id` until it has nothing left, the daemon stops or
     /// another daemon takes it over.
-    async fn run(&self, id: i64, runner: &Runner) {
+    async fn run(&self, id: i64, runner: &Runner, view: Option<Box<EngineView>>) {
         tokio::select! {
-            () = self.driver.run(id, runner) => {}
+            () = self.driver.run(id, runner, view) => {}
             () = runner.ended() => {}
         }
     }

@@ -104,13 +104,20 @@ impl EngineStore for Backend {
 
     async fn start_deployment(&self, new: &NewDeployment) -> Result<DeploymentRecord> {
         let start = super::Start::new(new, &self.cipher)?;
-        let Some(group) = self.start_group() else {
-            return self.start_alone(&start).await;
+        let started = match self.start_group() {
+            None => self.start_alone(&start).await,
+            // Boxed as a transition's commit is (`commit_transition`).
+            Some(group) => Box::pin(group.run(start, |starts| self.start_deployments(starts)))
+                .await
+                .unwrap_or_else(|d| Err(d.error("this start"))),
         };
-        // Boxed as a transition's commit is (`commit_transition`).
-        Box::pin(group.run(start, |starts| self.start_deployments(starts)))
-            .await
-            .unwrap_or_else(|d| Err(d.error("this start")))
+        if let Err(StoreError::Invalid { field, .. }) = &started
+            && field == "profile"
+        {
+            // Deleted by another daemon since it was read here.
+            self.profiles.forget(new.profile_id);
+        }
+        started
     }
 
     async fn engine_view(&self, id: i64) -> Result<EngineView> {

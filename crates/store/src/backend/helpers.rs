@@ -230,16 +230,66 @@ pub(super) struct DetailRow {
     network_id: Option<i64>,
 }
 
+/// One server with its details in one statement: the server's columns on
+/// every row, beside one `SERVER_DETAILS` row each (`d_` columns; none
+/// when the server has no interfaces and no labels). One trip to the
+/// database where the row and its details took two: the boot path reads
+/// the server at every `serve_file` and `delete_file`.
+static SERVER_BY_FQDN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let details = details_sql("= (SELECT id FROM servers WHERE fqdn = $1)");
+    format!(
+        "SELECT srv.*, d.part AS d_part, d.id AS d_id, d.server_id AS d_server_id, \
+         d.server AS d_server, d.name AS d_name, d.mac AS d_mac, d.ipv4 AS d_ipv4, \
+         d.network_id AS d_network_id \
+         FROM ({SERVER_SELECT} WHERE s.fqdn = $1) srv LEFT JOIN ({details}) d ON TRUE \
+         ORDER BY d.part, d.name, d.id"
+    )
+});
+
+/// A row of `SERVER_BY_FQDN`'s detail side.
+#[derive(sqlx::FromRow)]
+struct JoinedDetail {
+    d_part: Option<i64>,
+    d_id: Option<i64>,
+    d_server_id: Option<i64>,
+    d_server: Option<String>,
+    d_name: Option<String>,
+    d_mac: Option<String>,
+    d_ipv4: Option<String>,
+    d_network_id: Option<i64>,
+}
+
 pub(super) async fn fetch_server(conn: &mut Conn, fqdn: &Fqdn) -> Result<Server> {
-    let row: Option<ServerRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SERVER_SELECT} WHERE s.fqdn = $1"
-    )))
-    .bind(fqdn.as_str())
-    .fetch_optional(&mut *conn)
-    .await?;
-    let row = row.ok_or_else(|| StoreError::not_found("server", fqdn))?;
-    with_details(conn, vec![row])
-        .await?
+    use sqlx::FromRow;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(SERVER_BY_FQDN.as_str()))
+        .bind(fqdn.as_str())
+        .fetch_all(&mut *conn)
+        .await?;
+    let first = rows
+        .first()
+        .ok_or_else(|| StoreError::not_found("server", fqdn))?;
+    let server = ServerRow::from_row(first)?;
+    let mut details = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let d = JoinedDetail::from_row(row)?;
+        // The left join's one row of nothing.
+        if d.d_part.is_none() {
+            continue;
+        }
+        let (Some(server_id), Some(name)) = (d.d_server_id, d.d_name) else {
+            return Err(StoreError::Corrupt("a server's detail row".into()));
+        };
+        details.push(DetailRow {
+            id: d.d_id,
+            server_id,
+            server: d.d_server,
+            name,
+            mac: d.d_mac,
+            ipv4: d.d_ipv4,
+            network_id: d.d_network_id,
+        });
+    }
+    servers_with(vec![server], details)?
         .pop()
         .ok_or_else(|| StoreError::not_found("server", fqdn))
 }

@@ -28,6 +28,9 @@ impl ProfileStore for Backend {
     }
 
     async fn profile(&self, id: i64) -> Result<StoredProfile> {
+        if let Some(p) = self.profiles.by_id(id) {
+            return Ok(p);
+        }
         let mut conn = self.pool.acquire().await?;
         let row: Option<ProfileRow> = sqlx::query_as(
             "SELECT id, name, version, source, action_count, created_at FROM profiles WHERE id = $1",
@@ -35,12 +38,15 @@ impl ProfileStore for Backend {
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?;
-        Ok(convert::profile(
-            row.ok_or_else(|| StoreError::not_found("profile", id))?,
-        ))
+        let profile = convert::profile(row.ok_or_else(|| StoreError::not_found("profile", id))?);
+        self.profiles.keep(&profile);
+        Ok(profile)
     }
 
     async fn profile_by_name_version(&self, name: &str, version: &str) -> Result<StoredProfile> {
+        if let Some(p) = self.profiles.by_name(name, version) {
+            return Ok(p);
+        }
         let mut conn = self.pool.acquire().await?;
         let row: Option<ProfileRow> = sqlx::query_as(
             "SELECT id, name, version, source, action_count, created_at FROM profiles WHERE name = $1 AND version = $2",
@@ -49,9 +55,11 @@ impl ProfileStore for Backend {
         .bind(version)
         .fetch_optional(&mut *conn)
         .await?;
-        Ok(convert::profile(row.ok_or_else(|| {
-            StoreError::not_found("profile", format!("{name}=={version}"))
-        })?))
+        let profile = convert::profile(
+            row.ok_or_else(|| StoreError::not_found("profile", format!("{name}=={version}")))?,
+        );
+        self.profiles.keep(&profile);
+        Ok(profile)
     }
 
     async fn list_profiles(
@@ -102,6 +110,7 @@ impl ProfileStore for Backend {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        self.profiles.forget(id);
         if deleted == 0 {
             return Err(StoreError::not_found("profile", id));
         }

@@ -132,7 +132,7 @@ async fn a_callback_stored_elsewhere_during_a_read_is_not_missed() {
 #[test]
 fn a_deployments_task_keeps_little_more_than_its_wait() {
     let bench = Bench::new(&profile(""), Script::default());
-    let task = bench.driver.run(ID, &bench.runner);
+    let task = bench.driver.run(ID, &bench.runner, None);
     let size = std::mem::size_of_val(&task);
     assert!(size <= 1024, "{size} bytes");
 }

@@ -335,7 +335,7 @@ impl Bench {
 
     fn start(&self) -> tokio::task::JoinHandle<()> {
         let (driver, runner) = (self.driver.clone(), self.runner.clone());
-        tokio::spawn(async move { driver.run(ID, &runner).await })
+        tokio::spawn(async move { driver.run(ID, &runner, None).await })
     }
 
     /// Runs the deployment until nothing is left to run.
