@@ -442,9 +442,10 @@ async fn boot_answers_follow_other_daemons() {
 }
 
 /// A daemon keeps the profile versions it has read; one deleted through
-/// another daemon is refused at the start as not existing (the database's
-/// foreign key), then forgotten, and the same name and version uploaded
-/// again starts deployments with the new one.
+/// another daemon is forgotten when the database tells (or, when a start
+/// comes first, refused by the database's foreign key as not existing),
+/// and the same name and version uploaded again starts deployments with
+/// the new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_profile_deleted_by_another_daemon_is_not_started() {
     let store_a = TestStore::new(Backend::Postgres).await;
@@ -467,6 +468,16 @@ async fn a_profile_deleted_by_another_daemon_is_not_started() {
         let (s, body) = a.post("/deployments", start.clone()).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{attempt}: {body}");
         assert!(body["fields"]["profile"].is_array(), "{attempt}: {body}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (s, body) = a.get(&format!("/profiles/{first}")).await;
+        if s == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert!(Instant::now() < deadline, "still found: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (s, body) = b.post_text("/profiles", &profile, "application/yaml").await;
     assert_eq!(s, StatusCode::CREATED, "{body}");

@@ -14,9 +14,10 @@ use crate::settings::PostgresTarget;
 static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
 
 /// Where migrations 0016 and 0017's triggers say what changed the boot answers, and
-/// which deployment got a callback.
+/// which deployment got a callback; 0020's, which profile was deleted.
 const BOOT_CHANNEL: &str = "bootloader_boot";
 const CALLBACK_CHANNEL: &str = "bootloader_callback";
+const PROFILE_CHANNEL: &str = "bootloader_profile";
 
 /// Keeps this daemon told of every daemon's changes (its own included):
 /// listens on a connection of its own, hands the boot index what changed
@@ -27,6 +28,7 @@ const CALLBACK_CHANNEL: &str = "bootloader_callback";
 async fn follow_changes(
     pool: PgPool,
     index: std::sync::Weak<super::boot_index::BootIndex>,
+    profiles: std::sync::Weak<super::profile_cache::ProfileCache>,
     callbacks: tokio::sync::broadcast::Sender<crate::engine::CallbackNotice>,
 ) {
     use crate::engine::CallbackNotice;
@@ -37,7 +39,7 @@ async fn follow_changes(
         let listening = async {
             let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
             listener
-                .listen_all([BOOT_CHANNEL, CALLBACK_CHANNEL])
+                .listen_all([BOOT_CHANNEL, CALLBACK_CHANNEL, PROFILE_CHANNEL])
                 .await?;
             Ok::<_, sqlx::Error>(listener)
         }
@@ -59,6 +61,9 @@ async fn follow_changes(
             }
             None => return,
         }
+        if let Some(p) = profiles.upgrade() {
+            p.set_on(true);
+        }
         // No receiver yet is not an error.
         let _ = callbacks.send(CallbackNotice::Unknown);
         let lost = loop {
@@ -69,6 +74,15 @@ async fn follow_changes(
                         .parse()
                         .map_or(CallbackNotice::Unknown, CallbackNotice::Stored);
                     let _ = callbacks.send(notice);
+                }
+                Ok(Some(n)) if n.channel() == PROFILE_CHANNEL => {
+                    if let Some(p) = profiles.upgrade() {
+                        match n.payload().parse() {
+                            Ok(id) => p.forget(id),
+                            // Which one is not said: all of them.
+                            Err(_) => p.set_on(true),
+                        }
+                    }
                 }
                 Ok(Some(n)) => match index.upgrade() {
                     Some(i) => i.notice(n.payload()),
@@ -82,6 +96,9 @@ async fn follow_changes(
             Some(i) => i.set_enabled(false),
             None => return,
         }
+        if let Some(p) = profiles.upgrade() {
+            p.set_on(false);
+        }
         tracing::warn!(error = %lost, "boot index: no longer told of other daemons' changes; reading the database until listening again");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -94,7 +111,7 @@ pub struct PostgresStore {
     cipher: SecretCipher,
     served: std::sync::Arc<super::served_cache::ServedCache>,
     /// Profile versions as read (`profile_cache.rs`).
-    profiles: super::profile_cache::ProfileCache,
+    profiles: std::sync::Arc<super::profile_cache::ProfileCache>,
     boot_index: std::sync::Arc<super::boot_index::BootIndex>,
     callbacks: tokio::sync::broadcast::Sender<crate::engine::CallbackNotice>,
     /// Deployments' transitions committed together (`combine.rs`).
@@ -330,10 +347,13 @@ impl PostgresStore {
         ];
         // Off until this daemon listens for the others' changes.
         let boot_index = std::sync::Arc::new(super::boot_index::BootIndex::off());
+        // Off until this daemon listens for the others' deletions.
+        let profiles = std::sync::Arc::new(super::profile_cache::ProfileCache::off());
         let (callbacks, _) = tokio::sync::broadcast::channel(1024);
         tokio::spawn(follow_changes(
             pool.clone(),
             std::sync::Arc::downgrade(&boot_index),
+            std::sync::Arc::downgrade(&profiles),
             callbacks.clone(),
         ));
         let served = std::sync::Arc::new(super::served_cache::ServedCache::default());
@@ -347,7 +367,7 @@ impl PostgresStore {
             lanes,
             cipher,
             served,
-            profiles: Default::default(),
+            profiles,
             boot_index,
             callbacks,
             transitions: super::combine::Combine::lingering(|t| t.id),

@@ -2,21 +2,36 @@
 //! row never changes; PostgreSQL never gives an id twice), so a version
 //! read once is the same until it is deleted. Every start looked its
 //! profile up by `name==version` again, one statement of the five a start
-//! costs. Deleted here on `delete_profile`; deleted by another daemon on
-//! a shared PostgreSQL, the version is still found here, and a start with
-//! it is refused by the database (its foreign key) as the profile not
-//! existing, which forgets it (`forget`).
+//! costs. Forgotten here on `delete_profile`; on a shared PostgreSQL,
+//! deleted by another daemon, when the database tells (migration 0020's
+//! `bootloader_profile` notices, `postgres.rs`), and the cache is off while
+//! this daemon does not listen. A start with a version deleted before the
+//! notice came is refused by the database (its foreign key) as the
+//! profile not existing, which forgets it too.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::types::StoredProfile;
 
 /// Versions kept at most; past this the cache starts again.
 const CAPACITY: usize = 256;
 
-#[derive(Default)]
-pub struct ProfileCache(Mutex<Entries>);
+pub struct ProfileCache {
+    entries: Mutex<Entries>,
+    /// Off: nothing is kept or found (every look-up reads the database).
+    on: AtomicBool,
+}
+
+impl Default for ProfileCache {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::default(),
+            on: AtomicBool::new(true),
+        }
+    }
+}
 
 #[derive(Default)]
 struct Entries {
@@ -25,15 +40,36 @@ struct Entries {
 }
 
 impl ProfileCache {
+    /// Off until `set_on` (a PostgreSQL store, until it listens).
+    pub(super) fn off() -> Self {
+        let cache = Self::default();
+        cache.on.store(false, Ordering::Release);
+        cache
+    }
+
+    /// On or off; what was kept is forgotten either way (deletions may
+    /// have gone unheard).
+    pub(super) fn set_on(&self, on: bool) {
+        let mut entries = self.entries();
+        self.on.store(on, Ordering::Release);
+        *entries = Entries::default();
+    }
+
     fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(super) fn by_id(&self, id: i64) -> Option<StoredProfile> {
+        if !self.on.load(Ordering::Acquire) {
+            return None;
+        }
         self.entries().by_id.get(&id).cloned()
     }
 
     pub(super) fn by_name(&self, name: &str, version: &str) -> Option<StoredProfile> {
+        if !self.on.load(Ordering::Acquire) {
+            return None;
+        }
         let entries = self.entries();
         let id = entries
             .by_name
@@ -43,6 +79,9 @@ impl ProfileCache {
 
     pub(super) fn keep(&self, profile: &StoredProfile) {
         let mut entries = self.entries();
+        if !self.on.load(Ordering::Acquire) {
+            return;
+        }
         if entries.by_id.len() >= CAPACITY {
             entries.by_id.clear();
             entries.by_name.clear();
@@ -90,6 +129,24 @@ mod tests {
         cache.keep(&profile(9, "debian", "1"));
         assert_eq!(cache.by_name("debian", "1").map(|p| p.id), Some(9));
         assert!(cache.by_id(7).is_none());
+    }
+
+    #[test]
+    fn an_idle_cache_keeps_and_finds_nothing() {
+        let cache = ProfileCache::off();
+        cache.keep(&profile(7, "debian", "1"));
+        assert!(cache.by_id(7).is_none());
+        cache.set_on(true);
+        assert!(cache.by_id(7).is_none());
+        cache.keep(&profile(7, "debian", "1"));
+        assert!(cache.by_name("debian", "1").is_some());
+        cache.set_on(false);
+        assert!(cache.by_name("debian", "1").is_none());
+        cache.set_on(true);
+        assert!(
+            cache.by_name("debian", "1").is_none(),
+            "forgotten while off"
+        );
     }
 
     #[test]

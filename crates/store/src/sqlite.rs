@@ -30,7 +30,7 @@ pub struct SqliteStore {
     gates: [tokio::sync::Mutex<()>; 2],
     served: std::sync::Arc<super::served_cache::ServedCache>,
     /// Profile versions as read (`profile_cache.rs`).
-    profiles: super::profile_cache::ProfileCache,
+    profiles: std::sync::Arc<super::profile_cache::ProfileCache>,
     /// On once the daemon serves (`warm_boot_index`); the command line
     /// writing the same file leaves word of its changes (`boot_index.rs`).
     boot_index: std::sync::Arc<super::boot_index::BootIndex>,
