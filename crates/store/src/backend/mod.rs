@@ -49,6 +49,7 @@ mod outbox;
 mod power;
 mod profiles;
 mod secrets;
+mod server_reads;
 mod sessions;
 mod starts;
 pub(crate) use starts::Start;
