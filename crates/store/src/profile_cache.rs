@@ -37,6 +37,10 @@ impl Default for ProfileCache {
 struct Entries {
     by_id: HashMap<i64, StoredProfile>,
     by_name: HashMap<(String, String), i64>,
+    /// Counts what was forgotten: a version read from the database is
+    /// kept only if nothing was forgotten while it was read, so that a
+    /// read racing a delete does not keep what the delete forgot.
+    forgotten: u64,
 }
 
 impl ProfileCache {
@@ -52,7 +56,14 @@ impl ProfileCache {
     pub(super) fn set_on(&self, on: bool) {
         let mut entries = self.entries();
         self.on.store(on, Ordering::Release);
-        *entries = Entries::default();
+        entries.by_id.clear();
+        entries.by_name.clear();
+        entries.forgotten += 1;
+    }
+
+    /// Taken before reading a version from the database, for `keep`.
+    pub(super) fn begin(&self) -> u64 {
+        self.entries().forgotten
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
@@ -77,9 +88,11 @@ impl ProfileCache {
         entries.by_id.get(id).cloned()
     }
 
-    pub(super) fn keep(&self, profile: &StoredProfile) {
+    /// Keeps `profile`, read from the database after `begin` gave
+    /// `since`, unless something was forgotten meanwhile.
+    pub(super) fn keep(&self, profile: &StoredProfile, since: u64) {
         let mut entries = self.entries();
-        if !self.on.load(Ordering::Acquire) {
+        if !self.on.load(Ordering::Acquire) || entries.forgotten != since {
             return;
         }
         if entries.by_id.len() >= CAPACITY {
@@ -94,6 +107,7 @@ impl ProfileCache {
 
     pub(super) fn forget(&self, id: i64) {
         let mut entries = self.entries();
+        entries.forgotten += 1;
         if let Some(p) = entries.by_id.remove(&id) {
             entries.by_name.remove(&(p.name, p.version));
         }
@@ -118,7 +132,7 @@ mod tests {
     #[test]
     fn a_version_is_found_by_id_and_name_until_forgotten() {
         let cache = ProfileCache::default();
-        cache.keep(&profile(7, "debian", "1"));
+        cache.keep(&profile(7, "debian", "1"), cache.begin());
         assert_eq!(cache.by_id(7).map(|p| p.source), Some("debian 1".into()));
         assert_eq!(cache.by_name("debian", "1").map(|p| p.id), Some(7));
         assert!(cache.by_name("debian", "2").is_none());
@@ -126,7 +140,7 @@ mod tests {
         assert!(cache.by_id(7).is_none());
         assert!(cache.by_name("debian", "1").is_none());
         // A version uploaded again after a delete has another id.
-        cache.keep(&profile(9, "debian", "1"));
+        cache.keep(&profile(9, "debian", "1"), cache.begin());
         assert_eq!(cache.by_name("debian", "1").map(|p| p.id), Some(9));
         assert!(cache.by_id(7).is_none());
     }
@@ -134,11 +148,11 @@ mod tests {
     #[test]
     fn an_idle_cache_keeps_and_finds_nothing() {
         let cache = ProfileCache::off();
-        cache.keep(&profile(7, "debian", "1"));
+        cache.keep(&profile(7, "debian", "1"), cache.begin());
         assert!(cache.by_id(7).is_none());
         cache.set_on(true);
         assert!(cache.by_id(7).is_none());
-        cache.keep(&profile(7, "debian", "1"));
+        cache.keep(&profile(7, "debian", "1"), cache.begin());
         assert!(cache.by_name("debian", "1").is_some());
         cache.set_on(false);
         assert!(cache.by_name("debian", "1").is_none());
@@ -150,10 +164,23 @@ mod tests {
     }
 
     #[test]
+    fn a_read_that_raced_a_forget_is_not_kept() {
+        let cache = ProfileCache::default();
+        // Read from the database before the delete forgot it.
+        let since = cache.begin();
+        cache.forget(7);
+        cache.keep(&profile(7, "debian", "1"), since);
+        assert!(cache.by_id(7).is_none());
+        assert!(cache.by_name("debian", "1").is_none());
+        cache.keep(&profile(7, "debian", "1"), cache.begin());
+        assert!(cache.by_id(7).is_some());
+    }
+
+    #[test]
     fn a_full_cache_starts_again() {
         let cache = ProfileCache::default();
         for id in 0..CAPACITY as i64 + 1 {
-            cache.keep(&profile(id, "p", &id.to_string()));
+            cache.keep(&profile(id, "p", &id.to_string()), cache.begin());
         }
         assert!(cache.by_id(0).is_none());
         assert_eq!(

@@ -31,6 +31,7 @@ impl ProfileStore for Backend {
         if let Some(p) = self.profiles.by_id(id) {
             return Ok(p);
         }
+        let since = self.profiles.begin();
         let mut conn = self.pool.acquire().await?;
         let row: Option<ProfileRow> = sqlx::query_as(
             "SELECT id, name, version, source, action_count, created_at FROM profiles WHERE id = $1",
@@ -39,7 +40,7 @@ impl ProfileStore for Backend {
         .fetch_optional(&mut *conn)
         .await?;
         let profile = convert::profile(row.ok_or_else(|| StoreError::not_found("profile", id))?);
-        self.profiles.keep(&profile);
+        self.profiles.keep(&profile, since);
         Ok(profile)
     }
 
@@ -47,6 +48,7 @@ impl ProfileStore for Backend {
         if let Some(p) = self.profiles.by_name(name, version) {
             return Ok(p);
         }
+        let since = self.profiles.begin();
         let mut conn = self.pool.acquire().await?;
         let row: Option<ProfileRow> = sqlx::query_as(
             "SELECT id, name, version, source, action_count, created_at FROM profiles WHERE name = $1 AND version = $2",
@@ -58,7 +60,7 @@ impl ProfileStore for Backend {
         let profile = convert::profile(
             row.ok_or_else(|| StoreError::not_found("profile", format!("{name}=={version}")))?,
         );
-        self.profiles.keep(&profile);
+        self.profiles.keep(&profile, since);
         Ok(profile)
     }
 
