@@ -486,4 +486,114 @@ async fn a_profile_deleted_by_another_daemon_is_not_started() {
     let (s, body) = a.post("/deployments", start).await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(body["profile_id"].as_i64(), Some(second), "{body}");
+    b.stop().await;
+    a.stop().await;
+    store_a.drop_database().await;
+}
+
+/// What `token` gets for `method path` from `d`, asked until it is
+/// `expected` (another daemon's change takes a notice to arrive).
+async fn eventually(
+    d: &Daemon,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    expected: StatusCode,
+) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let body = (method == reqwest::Method::POST)
+            .then(|| common::RequestBody::Json(json!({"name": format!("dc-{}", n)})));
+        let (s, answer) = d.call_as(Some(token), method.clone(), path, body).await;
+        if s == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{method} {path}: still {s} ({answer}), not {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Each daemon keeps the API tokens it has accepted for a minute: a
+/// token revoked, or its user demoted or deactivated, through another
+/// daemon stops being accepted as such at once all the same.
+#[tokio::test]
+async fn a_token_changed_through_another_daemon_is_not_kept() {
+    use reqwest::Method;
+    let store_a = TestStore::new(Backend::Postgres).await;
+    let a = Daemon::start(&store_a, None).await;
+    let store_b = store_a.sibling();
+    let b = Daemon::start(&store_b, Some(a.token.clone())).await;
+    let (s, body) = a
+        .post(
+            "/users",
+            json!({"name": "ops", "email": "ops@example.com", "is_staff": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let (s, body) = a
+            .post("/tokens", json!({"user": "ops", "scope": "write"}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+        tokens.push((
+            body["id"].clone(),
+            body["token"].as_str().unwrap().to_string(),
+        ));
+    }
+    let (first, second) = (&tokens[0], &tokens[1]);
+    // Accepted by `a`, and so kept there.
+    for (_, token) in &tokens {
+        eventually(&a, token, Method::GET, "/locations", StatusCode::OK).await;
+    }
+    eventually(
+        &a,
+        &second.1,
+        Method::POST,
+        "/locations",
+        StatusCode::CREATED,
+    )
+    .await;
+
+    let (s, body) = b.delete(&format!("/tokens/{}", first.0)).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    eventually(
+        &a,
+        &first.1,
+        Method::GET,
+        "/locations",
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    eventually(&a, &second.1, Method::GET, "/locations", StatusCode::OK).await;
+
+    let (s, body) = b.patch("/users/ops", json!({"is_staff": false})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    eventually(
+        &a,
+        &second.1,
+        Method::POST,
+        "/locations",
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+
+    let (s, body) = b.patch("/users/ops", json!({"is_active": false})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    eventually(
+        &a,
+        &second.1,
+        Method::GET,
+        "/locations",
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    b.stop().await;
+    a.stop().await;
+    store_a.drop_database().await;
 }

@@ -16,6 +16,7 @@ pub(crate) mod combine;
 pub mod engine;
 mod engine_sql;
 mod grouped;
+mod kept;
 pub mod older;
 mod postgres;
 pub mod power;
@@ -25,6 +26,7 @@ mod served_cache;
 mod settings;
 mod sql;
 mod sqlite;
+mod token_cache;
 mod types;
 
 /// Whose write it is. SQLite has one writer at a time, and a boot storm

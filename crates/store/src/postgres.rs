@@ -14,10 +14,12 @@ use crate::settings::PostgresTarget;
 static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
 
 /// Where migrations 0016 and 0017's triggers say what changed the boot answers, and
-/// which deployment got a callback; 0020's, which profile was deleted.
+/// which deployment got a callback; 0020's, which profile was deleted;
+/// 0021's, that a token or a user changed.
 const BOOT_CHANNEL: &str = "bootloader_boot";
 const CALLBACK_CHANNEL: &str = "bootloader_callback";
 const PROFILE_CHANNEL: &str = "bootloader_profile";
+const AUTH_CHANNEL: &str = "bootloader_auth";
 
 /// Keeps this daemon told of every daemon's changes (its own included):
 /// listens on a connection of its own, hands the boot index what changed
@@ -29,6 +31,7 @@ async fn follow_changes(
     pool: PgPool,
     index: std::sync::Weak<super::boot_index::BootIndex>,
     profiles: std::sync::Weak<super::profile_cache::ProfileCache>,
+    tokens: std::sync::Weak<super::token_cache::TokenCache>,
     callbacks: tokio::sync::broadcast::Sender<crate::engine::CallbackNotice>,
 ) {
     use crate::engine::CallbackNotice;
@@ -39,7 +42,12 @@ async fn follow_changes(
         let listening = async {
             let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
             listener
-                .listen_all([BOOT_CHANNEL, CALLBACK_CHANNEL, PROFILE_CHANNEL])
+                .listen_all([
+                    BOOT_CHANNEL,
+                    CALLBACK_CHANNEL,
+                    PROFILE_CHANNEL,
+                    AUTH_CHANNEL,
+                ])
                 .await?;
             Ok::<_, sqlx::Error>(listener)
         }
@@ -64,6 +72,9 @@ async fn follow_changes(
         if let Some(p) = profiles.upgrade() {
             p.set_on(true);
         }
+        if let Some(t) = tokens.upgrade() {
+            t.set_on(true);
+        }
         // No receiver yet is not an error.
         let _ = callbacks.send(CallbackNotice::Unknown);
         let lost = loop {
@@ -84,6 +95,11 @@ async fn follow_changes(
                         }
                     }
                 }
+                Ok(Some(n)) if n.channel() == AUTH_CHANNEL => {
+                    if let Some(t) = tokens.upgrade() {
+                        t.forget_all();
+                    }
+                }
                 Ok(Some(n)) => match index.upgrade() {
                     Some(i) => i.notice(n.payload()),
                     None => return,
@@ -99,6 +115,9 @@ async fn follow_changes(
         if let Some(p) = profiles.upgrade() {
             p.set_on(false);
         }
+        if let Some(t) = tokens.upgrade() {
+            t.set_on(false);
+        }
         tracing::warn!(error = %lost, "boot index: no longer told of other daemons' changes; reading the database until listening again");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -112,6 +131,8 @@ pub struct PostgresStore {
     served: std::sync::Arc<super::served_cache::ServedCache>,
     /// Profile versions as read (`profile_cache.rs`).
     profiles: std::sync::Arc<super::profile_cache::ProfileCache>,
+    /// API tokens as authenticated (`token_cache.rs`).
+    tokens: std::sync::Arc<super::token_cache::TokenCache>,
     boot_index: std::sync::Arc<super::boot_index::BootIndex>,
     callbacks: tokio::sync::broadcast::Sender<crate::engine::CallbackNotice>,
     /// Deployments' transitions committed together (`combine.rs`).
@@ -349,11 +370,14 @@ impl PostgresStore {
         let boot_index = std::sync::Arc::new(super::boot_index::BootIndex::off());
         // Off until this daemon listens for the others' deletions.
         let profiles = std::sync::Arc::new(super::profile_cache::ProfileCache::off());
+        // And until it listens for changes of tokens and users.
+        let tokens = std::sync::Arc::new(super::token_cache::TokenCache::off());
         let (callbacks, _) = tokio::sync::broadcast::channel(1024);
         tokio::spawn(follow_changes(
             pool.clone(),
             std::sync::Arc::downgrade(&boot_index),
             std::sync::Arc::downgrade(&profiles),
+            std::sync::Arc::downgrade(&tokens),
             callbacks.clone(),
         ));
         let served = std::sync::Arc::new(super::served_cache::ServedCache::default());
@@ -368,6 +392,7 @@ impl PostgresStore {
             cipher,
             served,
             profiles,
+            tokens,
             boot_index,
             callbacks,
             transitions: super::combine::Combine::lingering(|t| t.id),

@@ -10,26 +10,18 @@
 //! profile not existing, which forgets it too.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::kept::Kept;
 use crate::types::StoredProfile;
 
 /// Versions kept at most; past this the cache starts again.
 const CAPACITY: usize = 256;
 
-pub struct ProfileCache {
-    entries: Mutex<Entries>,
-    /// Off: nothing is kept or found (every look-up reads the database).
-    on: AtomicBool,
-}
+pub struct ProfileCache(Kept<Entries>);
 
 impl Default for ProfileCache {
     fn default() -> Self {
-        Self {
-            entries: Mutex::default(),
-            on: AtomicBool::new(true),
-        }
+        Self(Kept::new(true))
     }
 }
 
@@ -37,80 +29,56 @@ impl Default for ProfileCache {
 struct Entries {
     by_id: HashMap<i64, StoredProfile>,
     by_name: HashMap<(String, String), i64>,
-    /// Counts what was forgotten: a version read from the database is
-    /// kept only if nothing was forgotten while it was read, so that a
-    /// read racing a delete does not keep what the delete forgot.
-    forgotten: u64,
 }
 
 impl ProfileCache {
     /// Off until `set_on` (a PostgreSQL store, until it listens).
     pub(super) fn off() -> Self {
-        let cache = Self::default();
-        cache.on.store(false, Ordering::Release);
-        cache
+        Self(Kept::new(false))
     }
 
     /// On or off; what was kept is forgotten either way (deletions may
     /// have gone unheard).
     pub(super) fn set_on(&self, on: bool) {
-        let mut entries = self.entries();
-        self.on.store(on, Ordering::Release);
-        entries.by_id.clear();
-        entries.by_name.clear();
-        entries.forgotten += 1;
+        self.0.set_on(on);
     }
 
     /// Taken before reading a version from the database, for `keep`.
     pub(super) fn begin(&self) -> u64 {
-        self.entries().forgotten
-    }
-
-    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.begin()
     }
 
     pub(super) fn by_id(&self, id: i64) -> Option<StoredProfile> {
-        if !self.on.load(Ordering::Acquire) {
-            return None;
-        }
-        self.entries().by_id.get(&id).cloned()
+        self.0.find(|e| e.by_id.get(&id).cloned())
     }
 
     pub(super) fn by_name(&self, name: &str, version: &str) -> Option<StoredProfile> {
-        if !self.on.load(Ordering::Acquire) {
-            return None;
-        }
-        let entries = self.entries();
-        let id = entries
-            .by_name
-            .get(&(name.to_string(), version.to_string()))?;
-        entries.by_id.get(id).cloned()
+        self.0.find(|e| {
+            let id = e.by_name.get(&(name.to_string(), version.to_string()))?;
+            e.by_id.get(id).cloned()
+        })
     }
 
     /// Keeps `profile`, read from the database after `begin` gave
     /// `since`, unless something was forgotten meanwhile.
     pub(super) fn keep(&self, profile: &StoredProfile, since: u64) {
-        let mut entries = self.entries();
-        if !self.on.load(Ordering::Acquire) || entries.forgotten != since {
-            return;
-        }
-        if entries.by_id.len() >= CAPACITY {
-            entries.by_id.clear();
-            entries.by_name.clear();
-        }
-        entries
-            .by_name
-            .insert((profile.name.clone(), profile.version.clone()), profile.id);
-        entries.by_id.insert(profile.id, profile.clone());
+        self.0.keep(since, |entries| {
+            if entries.by_id.len() >= CAPACITY {
+                *entries = Entries::default();
+            }
+            entries
+                .by_name
+                .insert((profile.name.clone(), profile.version.clone()), profile.id);
+            entries.by_id.insert(profile.id, profile.clone());
+        });
     }
 
     pub(super) fn forget(&self, id: i64) {
-        let mut entries = self.entries();
-        entries.forgotten += 1;
-        if let Some(p) = entries.by_id.remove(&id) {
-            entries.by_name.remove(&(p.name, p.version));
-        }
+        self.0.forget(|entries| {
+            if let Some(p) = entries.by_id.remove(&id) {
+                entries.by_name.remove(&(p.name, p.version));
+            }
+        });
     }
 }
 

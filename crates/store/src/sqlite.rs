@@ -31,6 +31,9 @@ pub struct SqliteStore {
     served: std::sync::Arc<super::served_cache::ServedCache>,
     /// Profile versions as read (`profile_cache.rs`).
     profiles: std::sync::Arc<super::profile_cache::ProfileCache>,
+    /// Off for good (`token_cache.rs`): the command line revokes behind
+    /// the daemon's back.
+    tokens: super::token_cache::TokenCache,
     /// On once the daemon serves (`warm_boot_index`); the command line
     /// writing the same file leaves word of its changes (`boot_index.rs`).
     boot_index: std::sync::Arc<super::boot_index::BootIndex>,
@@ -442,6 +445,7 @@ impl SqliteStore {
             gates: Default::default(),
             served,
             profiles: Default::default(),
+            tokens: super::token_cache::TokenCache::off(),
             boot_index,
             checkpointer,
             warmer,

@@ -80,6 +80,9 @@ impl UserStore for Backend {
         let user = fetch_user(&mut tx, &spec.name).await?;
         emit(&mut tx, "user.updated", event(&user)).await?;
         tx.commit().await?;
+        // Renamed, deactivated or made staff (or not): its tokens say so
+        // from now on.
+        self.tokens.forget_all();
         Ok(user)
     }
 
@@ -93,6 +96,7 @@ impl UserStore for Backend {
             .await?;
         emit(&mut tx, "user.deleted", event(&user)).await?;
         tx.commit().await?;
+        self.tokens.forget_all();
         Ok(())
     }
 
@@ -163,6 +167,13 @@ impl UserStore for Backend {
         hash: &TokenHash,
         at: OffsetDateTime,
     ) -> Result<Option<Principal>> {
+        use crate::token_cache::{Found, Known, RECORDED_FOR};
+        match self.tokens.find(&hash.0, at) {
+            Some(Found::Valid(principal)) => return Ok(Some(principal)),
+            Some(Found::Expired) => return Ok(None),
+            None => {}
+        }
+        let since = self.tokens.begin();
         let mut conn = self.pool.acquire().await?;
         let row: Option<PrincipalRow> = sqlx::query_as(
             "SELECT t.id AS token_id, t.scope, t.expires_at, t.last_used_at, u.id AS user_id, u.name AS user_name, u.is_staff \
@@ -176,28 +187,38 @@ impl UserStore for Backend {
         if row.expires_at.is_some_and(|e| e <= at) {
             return Ok(None);
         }
-        // Record use at most once a minute: reads should not queue
-        // behind writers for a timestamp.
-        if row
-            .last_used_at
-            .is_none_or(|t| at - t > time::Duration::minutes(1))
-        {
-            let recorded = sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
-                .bind(at)
-                .bind(row.token_id)
-                .execute(&mut *conn)
-                .await;
-            if let Err(e) = recorded {
-                tracing::debug!(error = %e, "could not record token use");
-            }
-        }
-        Ok(Some(Principal {
+        let principal = Principal {
             user_id: row.user_id,
             user: stored(&row.user_name, "user name")?,
             is_staff: row.is_staff,
             by: SignedInBy::Token(row.token_id),
             scope: row.scope.parse().map_err(StoreError::Corrupt)?,
-        }))
+        };
+        // Record use at most once a minute: reads should not queue
+        // behind writers for a timestamp.
+        let mut used_at = row.last_used_at.filter(|t| at - *t < RECORDED_FOR);
+        if used_at.is_none() {
+            let recorded = sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+                .bind(at)
+                .bind(row.token_id)
+                .execute(&mut *conn)
+                .await;
+            match recorded {
+                Ok(_) => used_at = Some(at),
+                Err(e) => tracing::debug!(error = %e, "could not record token use"),
+            }
+        }
+        // Kept until its use is to be recorded again; not kept if it could
+        // not be recorded (the next request tries again).
+        if let Some(used_at) = used_at {
+            let known = Known {
+                principal: principal.clone(),
+                expires_at: row.expires_at,
+                used_at,
+            };
+            self.tokens.keep(&hash.0, known, since);
+        }
+        Ok(Some(principal))
     }
 
     async fn list_tokens(&self, user: Option<&Name>, page: Page) -> Result<Listing<ApiToken>> {
@@ -269,6 +290,7 @@ impl UserStore for Backend {
             .await?;
         emit(&mut tx, "token.revoked", event(&token)).await?;
         tx.commit().await?;
+        self.tokens.forget_all();
         Ok(token)
     }
 
