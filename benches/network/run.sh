@@ -356,6 +356,14 @@ tftp_burst() {
 # server on CPU S and the clients on CPU C (default 0:1: a fixed
 # cross-CPU round trip, the nearer stand-in for a real network); an empty
 # TFTP_PIN leaves placement to the scheduler.
+# The busy time, in clock ticks, of the CPU the TFTP servers are pinned
+# to (its processes and the kernel's work there: the server side of the
+# transfers, whichever server runs); nothing when they are not pinned.
+server_cpu_ticks() {
+    [ -n "$TFTP_PIN" ] || return 0
+    awk -v c="cpu${TFTP_PIN%%:*}" '$1 == c {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
+}
+
 bench_tftp() {
     local run=$1 peer t b bursts w
     if [ -n "$TFTP_PIN" ]; then
@@ -366,16 +374,25 @@ bench_tftp() {
         wait_quiet "tftp run $run $peer"
         tftp_start "$peer"
         log "tftp run $run $peer: 64 MiB lockstep"
+        c0=$(server_cpu_ticks)
         t=$(tftp_big "big-$peer"); record tftp big_lockstep_s "$peer" "$run" "$t"
+        c1=$(server_cpu_ticks)
+        [ -n "$c0" ] && record tftp lockstep_cpu_ms "$peer" "$run" "$(( (c1 - c0) * 1000 / $(getconf CLK_TCK) ))"
         log "tftp run $run $peer: 64 MiB lockstep: $t s"
         for w in $TFTP_WINDOWS; do
             t=$(tftp_big "big-$peer" "$w"); record tftp "big_w${w}_s" "$peer" "$run" "$t"
             log "tftp run $run $peer: 64 MiB windowsize $w: $t s"
         done
         bursts=()
+        c0=$(server_cpu_ticks)
         for b in $(seq "$TFTP_BURSTS"); do bursts+=("$(tftp_burst)"); done
+        c1=$(server_cpu_ticks)
         log "tftp run $run $peer: bursts ${bursts[*]}"
         record tftp burst200_s "$peer" "$run" "$("$PY" "$HERE/stats.py" median "${bursts[@]}")"
+        if [ -n "$c0" ]; then
+            record tftp burst_cpu_us "$peer" "$run" \
+                "$(( (c1 - c0) * 1000000 / $(getconf CLK_TCK) / (TFTP_BURSTS * TFTP_CONCURRENT) ))"
+        fi
         stop_server
     done
     SRV_PIN=()

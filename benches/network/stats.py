@@ -110,7 +110,9 @@ ROWS = [
     ("dhcp", "lat_lease_rows", "  leases on disk afterwards", "", None, True),
     ("tftp", "big_lockstep_s", "TFTP 64 MiB, blksize 1468", "MB/s", "mbps", True),
     ("tftp", "WINDOWS", None, None, None, True),
+    ("tftp", "lockstep_cpu_ms", "  server CPU's busy time meanwhile", "ms", None, False),
     ("tftp", "burst200_s", "TFTP 200 x 32 KiB at once", "fetch/s", "fetches", True),
+    ("tftp", "burst_cpu_us", "  server CPU's busy time per fetch", "us", None, False),
     ("http", "rps", "HTTP /ipxe/<mac> (nginx: static copy)", "req/s", None, True),
     ("http", "p50_ms", "  latency p50", "ms", None, False),
     ("http", "p99_ms", "  latency p99", "ms", None, False),
@@ -239,7 +241,9 @@ def summary(path):
             x = transform("fetches", num(data.get(("tftp", "burst200_s", "bootloader"), {}).get(run, "x")))
             y = transform("fetches", num(data.get(("tftp", "burst200_s", "dnsmasq"), {}).get(run, "x")))
             r.append(None if x is None or y is None else x / y)
-        goals.append(("(no goal) TFTP 200 x 32 KiB vs dnsmasq", None, r))
+        goals.append(("TFTP 200 x 32 KiB vs dnsmasq", 1.0, r))
+        goals.append(("TFTP 64 MiB lock-step vs best of the others", 1.0,
+                      per_run("tftp", "big_lockstep_s", "mbps", "bootloader", ["tftpd-hpa", "dnsmasq"])))
     if "http" in sections:
         goals.append(("HTTP /ipxe/<mac> req/s vs nginx static", 1.0,
                       per_run("http", "rps", None, "bootloader", ["nginx"])))

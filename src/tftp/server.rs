@@ -490,6 +490,15 @@ async fn run_transfer(
             return;
         }
     };
+    // Connected to the client: the kernel keeps the route and hands this
+    // socket nothing from anyone else. A stranger's packet to this port
+    // gets the kernel's port unreachable, where RFC 1350 suggests an
+    // ERROR 5; tftpd-hpa does the same. About 3 % off each lock-step
+    // block's cost (BENCHMARKS.md).
+    if let Err(e) = socket.connect(peer).await {
+        warn!(error = %e, "cannot connect a TFTP transfer socket");
+        return;
+    }
     if request.mode == Mode::Netascii {
         debug!("netascii requested; serving octets");
     }
@@ -527,6 +536,13 @@ async fn run_transfer(
     let started = Instant::now();
     // Bytes of DATA sent, retransmissions included.
     let mut sent: u64 = 0;
+    // One timer for the transfer, armed lazily: the deadline moves with
+    // every ACK (one per block in lock-step), the timer only when it
+    // would fire late. Firing early is harmless: `handle_timeout` looks at
+    // the transfer's own deadline, and the timer is armed again.
+    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
         let now = Instant::now();
         while let Some(tx) = transfer.poll_transmit(now) {
@@ -567,7 +583,7 @@ async fn run_transfer(
                     }
                 },
             }
-            if let Err(e) = socket.send_to(&out, peer).await {
+            if let Err(e) = socket.send(&out).await {
                 debug!(error = %e, "TFTP send failed");
             }
         }
@@ -621,35 +637,27 @@ async fn run_transfer(
             }
             return;
         }
-        let deadline = transfer.poll_timeout().map(tokio::time::Instant::from_std);
+        if let Some(deadline) = transfer.poll_timeout()
+            && armed.is_none_or(|a| a > deadline)
+        {
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(deadline));
+            armed = Some(deadline);
+        }
         let received = tokio::select! {
-            r = socket.recv_from(&mut buf) => Some(r),
-            () = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            } => None,
+            r = socket.recv(&mut buf) => Some(r),
+            () = &mut timer, if armed.is_some() => None,
         };
         match received {
-            None => transfer.handle_timeout(Instant::now()),
-            Some(Ok((n, from))) if from == peer => match packet::decode(&buf[..n]) {
+            None => {
+                armed = None;
+                transfer.handle_timeout(Instant::now());
+            }
+            Some(Ok(n)) => match packet::decode(&buf[..n]) {
                 Ok(p) => transfer.handle_packet(&p),
                 Err(e) => debug!(error = %e, "malformed packet in transfer ignored"),
             },
-            Some(Ok((n, from))) => {
-                // RFC 1350 answers strangers with ERROR 5, but never an
-                // ERROR (or garbage) with an ERROR.
-                if !matches!(packet::decode(&buf[..n]), Ok(Packet::Error { .. }) | Err(_)) {
-                    send_error(
-                        &socket,
-                        from,
-                        ErrorCode::UnknownTransferId,
-                        "unknown transfer id",
-                    )
-                    .await;
-                }
-            }
             Some(Err(e)) => debug!(error = %e, "TFTP transfer receive error"),
         }
     }

@@ -357,6 +357,55 @@ async fn tsize_probe_abort_stops_the_transfer() {
     assert!(atftp(addr, "big.bin", &["blksize 1456"]).await.as_deref() == Some(&want[..]));
 }
 
+/// A transfer hears only its client: packets from anyone else to its port
+/// (an ERROR that would end it, an ACK that would skip ahead) change
+/// nothing, and the client gets every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_ignores_strangers() {
+    let root = Root::new();
+    let addr = start(root.dir.path()).await;
+    let want = std::fs::read(root.path("exact.bin")).unwrap();
+    let (first, transfer, client) = ask(addr, &rrq("exact.bin", &[])).await;
+    let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut got = Vec::new();
+    let mut reply = first;
+    let mut buf = vec![0u8; 2048];
+    for block in 1u16.. {
+        let Ok(Packet::Data { block: b, data }) = packet::decode(&reply) else {
+            panic!("expected DATA {block}, got {:?}", packet::decode(&reply));
+        };
+        assert_eq!(b, block);
+        got.extend_from_slice(data);
+        let last = data.len() < 512;
+        if block == 3 {
+            for p in [
+                Packet::Error {
+                    code: ErrorCode::NotDefined,
+                    message: "stop".into(),
+                },
+                Packet::Ack { block: 19 },
+            ] {
+                let mut out = Vec::new();
+                packet::encode(&p, &mut out);
+                stranger.send_to(&out, transfer).await.unwrap();
+            }
+        }
+        let mut ack = Vec::new();
+        packet::encode(&Packet::Ack { block }, &mut ack);
+        client.send_to(&ack, transfer).await.unwrap();
+        if last {
+            break;
+        }
+        let (n, from) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .expect("the next block")
+            .unwrap();
+        assert_eq!(from, transfer);
+        reply = buf[..n].to_vec();
+    }
+    assert!(got == want, "{} bytes of {}", got.len(), want.len());
+}
+
 /// Files a deployment serves over TFTP come from the store, before the
 /// root, only while the deployment is active; a quirk caps the block size
 /// for the machines it matches.
