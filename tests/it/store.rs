@@ -514,6 +514,66 @@ pub(crate) async fn deployment_claimed(
 /// that daemon from its first commit, and written with that daemon's first
 /// moves; one of another location's is left for that location's daemon,
 /// as created.
+/// A store whose key rotate-secret has replaced (another daemon's, or
+/// the command line's) starts nothing more under the old key: each start
+/// checks the key once and then requires the check value it verified
+/// unchanged as it writes, so the first start after the rotation finds it
+/// changed, checks again and is refused, alone or with others.
+async fn a_start_under_a_replaced_key_is_refused(backend: Backend) {
+    let ts = TestStore::new(backend).await;
+    let store = open(&ts).await;
+    let (first, _) = deployment_claimed(&*store, None, None).await;
+    assert!(
+        store
+            .commit_transition(&transition(
+                first.id,
+                DeploymentState::New,
+                DeploymentState::Cancelled,
+                "cancelled"
+            ))
+            .await
+            .unwrap()
+    );
+    for i in 2..=4 {
+        store
+            .create_server(server_spec(&format!("s{i}.dc1.example.com"), mac(20 + i)))
+            .await
+            .unwrap();
+    }
+    let start = |fqdn: &str| NewDeployment {
+        server: fqdn.parse().unwrap(),
+        profile_id: first.profile_id,
+        token: CallbackToken::generate().unwrap(),
+        repeat_of: None,
+        claim: None,
+        then: None,
+    };
+    // Started under the key: its check value is now known to this store.
+    let second = store
+        .start_deployment(&start("s2.dc1.example.com"))
+        .await
+        .unwrap();
+    let replaced = store
+        .rotate_secret(&bootloader_store::SecretCipher::from_passphrase(
+            "the next key",
+        ))
+        .await
+        .unwrap();
+    assert!(replaced >= 2, "{replaced} secrets re-encrypted");
+    let alone = store.start_deployment(&start("s1.dc1.example.com")).await;
+    assert!(matches!(alone, Err(StoreError::Cipher(_))), "{alone:?}");
+    let (s3, s4) = (start("s3.dc1.example.com"), start("s4.dc1.example.com"));
+    let (a, b) = tokio::join!(store.start_deployment(&s3), store.start_deployment(&s4));
+    assert!(matches!(a, Err(StoreError::Cipher(_))), "{a:?}");
+    assert!(matches!(b, Err(StoreError::Cipher(_))), "{b:?}");
+    for id in second.id + 1..second.id + 5 {
+        assert!(
+            matches!(store.deployment(id).await, Err(StoreError::NotFound { .. })),
+            "deployment {id} was written under the old key"
+        );
+    }
+}
+
 async fn a_deployment_is_held_by_the_daemon_starting_it(backend: Backend) {
     let ts = TestStore::new(backend).await;
     let store = open(&ts).await;
@@ -1492,6 +1552,7 @@ async fn a_busy_database_is_unavailable_not_failed() {
 on_both_backends!(
     callbacks_are_stored_in_groups,
     a_deployment_is_held_by_the_daemon_starting_it,
+    a_start_under_a_replaced_key_is_refused,
     a_daemon_holds_its_deployments_by_one_row,
     agents_follow_their_reports,
     sessions_end_as_they_should,

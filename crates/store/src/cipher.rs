@@ -107,3 +107,25 @@ mod tests {
         assert_ne!(a.seal("calvin").unwrap(), sealed, "nonces differ");
     }
 }
+
+/// The secret check value (`settings`) this daemon's key was last seen to
+/// open, as stored (hex). A start group that knows it writes only while
+/// the row still holds it (`starts.rs`), under the same shared row lock
+/// an explicit check takes, and so needs no statement of its own for the
+/// check; a group that finds it changed starts again with the check.
+#[derive(Default)]
+pub(crate) struct VerifiedCheck(std::sync::Mutex<Option<String>>);
+
+impl VerifiedCheck {
+    pub(crate) fn get(&self) -> Option<String> {
+        self.lock().clone()
+    }
+
+    pub(crate) fn set(&self, value: Option<String>) {
+        *self.lock() = value;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

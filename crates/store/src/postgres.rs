@@ -128,6 +128,8 @@ pub struct PostgresStore {
     /// A connection each for lease groups and callback groups (`Lane`).
     lanes: [PgPool; 2],
     cipher: SecretCipher,
+    /// The check value this key opened (`cipher.rs`).
+    verified_check: super::cipher::VerifiedCheck,
     served: std::sync::Arc<super::served_cache::ServedCache>,
     /// Profile versions as read (`profile_cache.rs`).
     profiles: std::sync::Arc<super::profile_cache::ProfileCache>,
@@ -390,6 +392,7 @@ impl PostgresStore {
             pool,
             lanes,
             cipher,
+            verified_check: Default::default(),
             served,
             profiles,
             tokens,

@@ -16,6 +16,8 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sq
 pub struct SqliteStore {
     pool: SqlitePool,
     cipher: SecretCipher,
+    /// The check value this key opened (`cipher.rs`).
+    verified_check: super::cipher::VerifiedCheck,
     /// One writer at a time, queued here in order. SQLite allows a single
     /// writer; left to its busy handler, waiting writers sleep and retry
     /// with growing pauses, and under a burst (a boot storm's DHCP) the
@@ -441,6 +443,7 @@ impl SqliteStore {
         Ok(Self {
             pool,
             cipher,
+            verified_check: Default::default(),
             writer,
             gates: Default::default(),
             served,

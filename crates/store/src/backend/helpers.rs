@@ -259,19 +259,32 @@ pub(super) fn push_current_key(statements: &mut Statements) {
         .push(SHARE_ROW);
 }
 
-/// The check of `push_current_key`'s row (none: no check value yet).
+/// The check of `push_current_key`'s row (none: no check value yet):
+/// the value, as stored, if there is one and `cipher` opens it.
 pub(super) fn check_key_row(
     row: Option<<super::Db as sqlx::Database>::Row>,
     cipher: &SecretCipher,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let Some(row) = row else {
-        return Ok(());
+        return Ok(None);
     };
     let (hex_value,): (String,) = sqlx::FromRow::from_row(&row)?;
     let sealed =
         hex::decode(&hex_value).map_err(|_| StoreError::Corrupt("secret check value".into()))?;
     cipher.open(&sealed)?;
-    Ok(())
+    Ok(Some(hex_value))
+}
+
+/// `push_current_key`'s check folded into a statement that writes: a
+/// condition that holds only while the check value is still `verified`,
+/// under the same shared row lock.
+pub(super) fn push_key_still(q: &mut sqlx::QueryBuilder<Db>, verified: &str) {
+    q.push(" WHERE EXISTS (SELECT 1 FROM settings WHERE key = ")
+        .push_bind(SECRET_CHECK_KEY)
+        .push(" AND value = ")
+        .push_bind(verified.to_string())
+        .push(SHARE_ROW)
+        .push(")");
 }
 
 /// The shared row lock of `shared!`, for a statement built in pieces.

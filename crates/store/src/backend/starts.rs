@@ -182,8 +182,15 @@ impl Written {
 /// when its server is in the claiming daemon's location, taken up by it
 /// with its first moves already made; a row comes back, with its
 /// server's id, for each start whose server exists. One text whatever
-/// they hold, for SQLite's cache of prepared statements.
-fn push_starts(statements: &mut Statements, starts: &[Start], now: OffsetDateTime) {
+/// they hold, for SQLite's cache of prepared statements (two: with the
+/// secret key's check folded in, when `verified` is the check value, and
+/// without).
+fn push_starts(
+    statements: &mut Statements,
+    starts: &[Start],
+    now: OffsetDateTime,
+    verified: Option<&str>,
+) {
     let rows = starts
         .iter()
         .map(|s| {
@@ -245,32 +252,91 @@ fn push_starts(statements: &mut Statements, starts: &[Start], now: OffsetDateTim
     );
     super::helpers::push_json_rows(q, rows);
     q.push(
-        " JOIN servers s ON s.fqdn = value ->> 0 JOIN locations l ON l.id = s.location_id) AS c \
-         ORDER BY c.key",
-    )
-    .push(DEPLOYMENT_RETURNING)
-    .push(", server_id");
+        " JOIN servers s ON s.fqdn = value ->> 0 JOIN locations l ON l.id = s.location_id) AS c",
+    );
+    if let Some(verified) = verified {
+        super::helpers::push_key_still(q, verified);
+    }
+    q.push(" ORDER BY c.key")
+        .push(DEPLOYMENT_RETURNING)
+        .push(", server_id");
+}
+
+impl Backend {
+    /// The start statements' beginning: the secret key's check, or the
+    /// check value last verified to fold into the insert (`cipher.rs`).
+    fn push_start_check(&self, statements: &mut Statements) -> Option<String> {
+        let verified = self.verified_check.get();
+        if verified.is_none() {
+            super::helpers::push_current_key(statements);
+        }
+        verified
+    }
+
+    /// The key's check of a start's first trip: with the check folded
+    /// in (`verified`), true if every start wrote its row; if some did
+    /// not (a server missing, or the check value changed, and then none
+    /// did) the value read again in the transaction tells which: false
+    /// if it changed (the caller starts again, with the check). Without
+    /// it, the check's row checked and its value remembered.
+    async fn started_under_key(
+        &self,
+        batch: &mut super::Batch<'_>,
+        verified: Option<&str>,
+        done: &mut Vec<crate::batch::Done<<super::Db as sqlx::Database>::Row>>,
+        all_written: bool,
+    ) -> Result<bool> {
+        let key = match verified {
+            Some(_) if all_written => return Ok(true),
+            Some(_) => {
+                let mut statements = batch.statements();
+                super::helpers::push_current_key(&mut statements);
+                let mut read = batch.run(statements).await?;
+                read.pop().and_then(|d| d.rows.into_iter().next())
+            }
+            None => done.pop().and_then(|d| d.rows.into_iter().next()),
+        };
+        let value = super::helpers::check_key_row(key, &self.cipher)?;
+        let unchanged = verified.is_none() || value.as_deref() == verified;
+        self.verified_check.set(value);
+        Ok(unchanged)
+    }
 }
 
 impl Backend {
     /// Starts `start` in a transaction of its own.
     pub(super) async fn start_alone(&self, start: &Start) -> Result<DeploymentRecord> {
         let now = OffsetDateTime::now_utc();
-        let mut batch = self.begin_batch(crate::Lane::Ordinary).await?;
-        // Its server looked up by name through the JSON row, as a group's.
-        batch.by_keys();
         // Not under a key that rotate-secret has just replaced: the check
-        // value read in the transaction, the deployment written with it.
-        let mut statements = batch.statements();
-        super::helpers::push_current_key(&mut statements);
-        push_starts(&mut statements, std::slice::from_ref(start), now);
-        let mut done = batch.run(statements).await.map_err(|e| start.conflict(e))?;
-        let started = done.pop().and_then(|d| d.rows.into_iter().next());
-        let key = done.pop().and_then(|d| d.rows.into_iter().next());
-        if let Err(e) = super::helpers::check_key_row(key, &self.cipher) {
-            batch.rollback().await?;
-            return Err(e);
-        }
+        // value read in the transaction (or required unchanged by the
+        // insert), the deployment written with it.
+        let (batch, started) = loop {
+            let mut batch = self.begin_batch(crate::Lane::Ordinary).await?;
+            // Its server looked up by name through the JSON row, as a group's.
+            batch.by_keys();
+            let mut statements = batch.statements();
+            let verified = self.push_start_check(&mut statements);
+            push_starts(
+                &mut statements,
+                std::slice::from_ref(start),
+                now,
+                verified.as_deref(),
+            );
+            let mut done = batch.run(statements).await.map_err(|e| start.conflict(e))?;
+            let started = done.pop().and_then(|d| d.rows.into_iter().next());
+            let all_written = started.is_some();
+            match self
+                .started_under_key(&mut batch, verified.as_deref(), &mut done, all_written)
+                .await
+            {
+                Ok(true) => break (batch, started),
+                Ok(false) => batch.rollback().await?,
+                Err(e) => {
+                    batch.rollback().await?;
+                    return Err(e);
+                }
+            }
+        };
         let Some(started) = started else {
             batch.rollback().await?;
             return Err(start.no_server());
@@ -336,14 +402,28 @@ impl Backend {
         // The servers looked up by name, one by one.
         batch.by_keys();
         let mut statements = batch.statements();
-        super::helpers::push_current_key(&mut statements);
-        push_starts(&mut statements, starts, now);
+        let verified = self.push_start_check(&mut statements);
+        push_starts(&mut statements, starts, now, verified.as_deref());
         let mut done = batch.run(statements).await?;
         let rows = done.pop().map(|d| d.rows).unwrap_or_default();
-        let key = done.pop().and_then(|d| d.rows.into_iter().next());
-        if let Err(e) = super::helpers::check_key_row(key, &self.cipher) {
-            batch.rollback().await?;
-            return Err(e);
+        let all_written = rows.len() == starts.len();
+        match self
+            .started_under_key(&mut batch, verified.as_deref(), &mut done, all_written)
+            .await
+        {
+            Ok(true) => {}
+            // The key's check value changed: each start alone, checking it.
+            Ok(false) => {
+                batch.rollback().await?;
+                return Err(StoreError::conflict(
+                    "secret key",
+                    "the secret key's check value changed",
+                ));
+            }
+            Err(e) => {
+                batch.rollback().await?;
+                return Err(e);
+            }
         }
         let mut by_server: HashMap<String, _> = HashMap::with_capacity(rows.len());
         for row in rows {
