@@ -17,7 +17,7 @@ use crate::types::StoredProfile;
 /// Versions kept at most; past this the cache starts again.
 const CAPACITY: usize = 256;
 
-pub struct ProfileCache(Kept<Entries>);
+pub(crate) struct ProfileCache(Kept<Entries>);
 
 impl Default for ProfileCache {
     fn default() -> Self {
@@ -26,26 +26,25 @@ impl Default for ProfileCache {
 }
 
 #[derive(Default)]
-struct Entries {
+pub(crate) struct Entries {
     by_id: HashMap<i64, StoredProfile>,
     by_name: HashMap<(String, String), i64>,
+}
+
+/// `set_on` (deletions may have gone unheard meanwhile: what was kept is
+/// forgotten) and `begin` are `Kept`'s.
+impl std::ops::Deref for ProfileCache {
+    type Target = Kept<Entries>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl ProfileCache {
     /// Off until `set_on` (a PostgreSQL store, until it listens).
     pub(super) fn off() -> Self {
         Self(Kept::new(false))
-    }
-
-    /// On or off; what was kept is forgotten either way (deletions may
-    /// have gone unheard).
-    pub(super) fn set_on(&self, on: bool) {
-        self.0.set_on(on);
-    }
-
-    /// Taken before reading a version from the database, for `keep`.
-    pub(super) fn begin(&self) -> u64 {
-        self.0.begin()
     }
 
     pub(super) fn by_id(&self, id: i64) -> Option<StoredProfile> {

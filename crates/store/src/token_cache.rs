@@ -28,7 +28,7 @@ const CAPACITY: usize = 1024;
 /// after this, and reads the token with it).
 pub(crate) const RECORDED_FOR: time::Duration = time::Duration::minutes(1);
 
-pub struct TokenCache(Kept<HashMap<String, Known>>);
+pub(crate) struct TokenCache(Kept<HashMap<String, Known>>);
 
 /// A token as authenticated.
 #[derive(Clone)]
@@ -45,20 +45,19 @@ pub(crate) enum Found {
     Expired,
 }
 
+/// `set_on` and `begin` are `Kept`'s.
+impl std::ops::Deref for TokenCache {
+    type Target = Kept<HashMap<String, Known>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
 impl TokenCache {
     /// Off until `set_on`.
     pub(super) fn off() -> Self {
         Self(Kept::new(false))
-    }
-
-    /// On or off; what was kept is forgotten either way.
-    pub(super) fn set_on(&self, on: bool) {
-        self.0.set_on(on);
-    }
-
-    /// Taken before reading a token from the database, for `keep`.
-    pub(super) fn begin(&self) -> u64 {
-        self.0.begin()
     }
 
     /// The token whose hash is `hash` at `at`, if it is kept and its use
