@@ -703,3 +703,182 @@ async fn a_full_server_makes_requests_wait_not_fail() {
     // They waited for the silent requests' slots (given up within 3 s).
     assert!(started.elapsed() >= Duration::from_millis(500));
 }
+
+/// Starts a server with `limits` and a shutdown the test triggers; the
+/// handle returns when `serve` does.
+async fn start_stoppable(
+    root: &Path,
+    limits: Limits,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let config = TftpConfig {
+        root: root.to_path_buf(),
+        extra_roots: Vec::new(),
+        limits,
+        max_transfers: 64,
+        store: None,
+        timeline: None,
+        quirks: Default::default(),
+        private_dir: None,
+        per_source: 1,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(serve(socket, config, async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop, served)
+}
+
+/// Long lock-step transfers (big.bin in 512-byte blocks: 6,145 of them)
+/// run on threads of their own, four at most, the rest on the runtime:
+/// eight at once all arrive intact, in 512 and 1468-byte blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_lockstep_transfers_arrive_intact_on_threads_and_runtime() {
+    let root = Root::new();
+    let addr = start(root.dir.path()).await;
+    let want = std::fs::read(root.path("big.bin")).unwrap();
+    let fetches: Vec<_> = (0..8)
+        .map(|i| {
+            let options: &'static [&'static str] = if i % 2 == 0 {
+                &[]
+            } else {
+                &["blksize 1468", "tsize 0"]
+            };
+            tokio::spawn(async move { atftp(addr, "big.bin", options).await })
+        })
+        .collect();
+    for (i, f) in fetches.into_iter().enumerate() {
+        let got = f.await.unwrap();
+        assert!(
+            got.as_deref() == Some(&want[..]),
+            "fetch {i}: {:?} bytes of {}",
+            got.map(|g| g.len()),
+            want.len()
+        );
+    }
+}
+
+/// A client that stops acknowledging a long lock-step transfer gets its
+/// block again at each timeout, `max_retries` times, then nothing; its
+/// address's one slot is free again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_transfer_whose_client_goes_silent_is_given_up() {
+    let root = Root::new();
+    let limits = Limits {
+        max_blksize: 1468,
+        default_timeout: Duration::from_millis(400),
+        max_timeout: Duration::from_millis(400),
+        max_retries: 3,
+        ..Limits::default()
+    };
+    let (addr, _stop, _served) = start_stoppable(root.dir.path(), limits).await;
+    let (first, transfer, client) = ask(addr, &rrq("big.bin", &[])).await;
+    assert!(matches!(
+        packet::decode(&first),
+        Ok(Packet::Data { block: 1, .. })
+    ));
+    let mut ack = Vec::new();
+    packet::encode(&Packet::Ack { block: 1 }, &mut ack);
+    client.send_to(&ack, transfer).await.unwrap();
+    // Block 2, then silence: block 2 again at each timeout.
+    let mut buf = vec![0u8; 2048];
+    let mut blocks = Vec::new();
+    let mut times = Vec::new();
+    while let Ok(Ok((n, from))) =
+        tokio::time::timeout(Duration::from_secs(3), client.recv_from(&mut buf)).await
+    {
+        assert_eq!(from, transfer);
+        match packet::decode(&buf[..n]) {
+            Ok(Packet::Data { block, .. }) => blocks.push(block),
+            other => panic!("expected DATA, got {other:?}"),
+        }
+        times.push(std::time::Instant::now());
+    }
+    assert_eq!(
+        blocks,
+        vec![2, 2, 2, 2],
+        "block 2 and three retransmissions"
+    );
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(300) && gap < Duration::from_millis(1500),
+            "retransmitted after {gap:?}, the timeout is 400 ms"
+        );
+    }
+    // The transfer gave up: the address may start another.
+    let (reply, _, _) = ask(addr, &rrq("small.bin", &[])).await;
+    assert!(
+        matches!(packet::decode(&reply), Ok(Packet::Data { block: 1, .. })),
+        "{:?}",
+        packet::decode(&reply)
+    );
+}
+
+/// When the server stops, a long transfer still under way after the drain
+/// (a client acknowledging one block every 300 ms) is cut off: no DATA
+/// comes a second later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_cuts_off_long_transfers() {
+    let root = Root::new();
+    let limits = Limits {
+        max_blksize: 1468,
+        ..Limits::default()
+    };
+    let (addr, stop, served) = start_stoppable(root.dir.path(), limits).await;
+    let (first, transfer, client) = ask(addr, &rrq("big.bin", &[])).await;
+    let Ok(Packet::Data { block: 1, .. }) = packet::decode(&first) else {
+        panic!("expected DATA 1, got {:?}", packet::decode(&first));
+    };
+    // The slow client runs until nothing comes for two seconds.
+    let slow = tokio::spawn(async move {
+        let mut block = 1u16;
+        let mut buf = vec![0u8; 2048];
+        let mut last = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut ack = Vec::new();
+            packet::encode(&Packet::Ack { block }, &mut ack);
+            client.send_to(&ack, transfer).await.unwrap();
+            match tokio::time::timeout(Duration::from_secs(2), client.recv_from(&mut buf)).await {
+                Ok(Ok((n, _))) => {
+                    if let Ok(Packet::Data { block: b, .. }) = packet::decode(&buf[..n]) {
+                        block = b;
+                        last = std::time::Instant::now();
+                    }
+                }
+                _ => return (block, last),
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.send(()).unwrap();
+    // `serve` waits `DRAIN` for the transfer, then returns.
+    tokio::time::timeout(
+        bootloader::tftp::server::DRAIN + Duration::from_secs(10),
+        served,
+    )
+    .await
+    .expect("the server stops")
+    .unwrap()
+    .unwrap();
+    let stopped = std::time::Instant::now();
+    let (block, last) = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .expect("the transfer ended")
+        .unwrap();
+    assert!(
+        block > 20,
+        "the transfer ran during the drain: block {block}"
+    );
+    assert!(
+        last < stopped + Duration::from_millis(1500),
+        "DATA {block} came {:?} after the server stopped",
+        last - stopped
+    );
+}
