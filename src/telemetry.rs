@@ -3,10 +3,12 @@
 //! names live in one place), and gauges read from the store at each scrape
 //! (`http::health`). One recorder per process.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{LazyLock, OnceLock, RwLock};
 use std::time::Duration;
 
-use metrics::{counter, histogram};
+use axum::http::Method;
+use metrics::{Counter, Histogram, counter, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use bootloader_core::dhcp::classify::MessageKind;
@@ -258,13 +260,64 @@ pub fn tftp_transfer(result: &'static str, bytes: u64, retransmits: u64) {
 
 /// An HTTP request: `route` is the matched route pattern (never the raw
 /// path, which holds MACs and tokens).
-pub fn http_request(route: &str, method: &str, status: u16, took: Duration) {
-    let status = status.to_string();
+pub fn http_request(route: &str, method: &Method, status: u16, took: Duration) {
+    let seconds = took.as_secs_f64();
+    if let Some((count, time)) = http_handles(route, method, status) {
+        count.increment(1);
+        time.record(seconds);
+        return;
+    }
     counter!("bootloader_http_requests_total",
-        "route" => route.to_string(), "method" => method.to_string(), "status" => status)
+        "route" => route.to_string(), "method" => method.to_string(), "status" => status.to_string())
     .increment(1);
     histogram!("bootloader_http_request_duration_seconds", "route" => route.to_string())
-        .record(took.as_secs_f64());
+        .record(seconds);
+}
+
+/// One route's counter per method and status, and its timer.
+type RouteHandles = HashMap<(Method, u16), (Counter, Histogram)>;
+
+/// The handles of the HTTP requests seen, by route: a request then builds
+/// no metric key (four strings and a registry look-up each time).
+static HTTP_HANDLES: LazyLock<RwLock<HashMap<String, RouteHandles>>> =
+    LazyLock::new(Default::default);
+
+/// The handles for `route`, `method` and `status`, registered on first use;
+/// `None` before the recorder is installed (a handle taken then would
+/// count nowhere for good) and for methods outside the standard ones (a
+/// client could invent any number).
+fn http_handles(route: &str, method: &Method, status: u16) -> Option<(Counter, Histogram)> {
+    HANDLE.get()?;
+    let standard = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+    ];
+    if !standard.contains(method) {
+        return None;
+    }
+    let key = (method.clone(), status);
+    if let Ok(known) = HTTP_HANDLES.read()
+        && let Some(handles) = known.get(route).and_then(|r| r.get(&key))
+    {
+        return Some(handles.clone());
+    }
+    let handles = (
+        counter!("bootloader_http_requests_total",
+            "route" => route.to_string(), "method" => method.to_string(), "status" => status.to_string()),
+        histogram!("bootloader_http_request_duration_seconds", "route" => route.to_string()),
+    );
+    if let Ok(mut known) = HTTP_HANDLES.write() {
+        known
+            .entry(route.to_string())
+            .or_default()
+            .insert(key, handles.clone());
+    }
+    Some(handles)
 }
 
 /// A machine's callback: accepted, replay, unknown_token or unavailable.

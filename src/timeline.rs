@@ -94,10 +94,10 @@ struct Seen {
 }
 
 impl Kinds {
-    /// Whether `event` is stored as it came; past `VERBATIM` of its kind
-    /// this minute it is only counted. A new minute returns the summaries
-    /// of the one before.
-    fn admit(&mut self, event: &BootEvent, source: IpAddr) -> (bool, Vec<BootEvent>) {
+    /// `event` back if it is stored as it came; past `VERBATIM` of its kind
+    /// this minute it is only counted (and kept as the kind's last). A new
+    /// minute returns the summaries of the one before.
+    fn admit(&mut self, event: BootEvent, source: IpAddr) -> (Option<BootEvent>, Vec<BootEvent>) {
         let minute = event.at.unix_timestamp().div_euclid(60);
         let summaries = if minute != self.minute {
             self.minute = minute;
@@ -127,10 +127,10 @@ impl Kinds {
         });
         seen.count += 1;
         if seen.count <= VERBATIM {
-            return (true, summaries);
+            return (Some(event), summaries);
         }
-        seen.last = Some(event.clone());
-        (false, summaries)
+        seen.last = Some(event);
+        (None, summaries)
     }
 
     /// One row per kind that went past `VERBATIM`, and a fresh count.
@@ -216,10 +216,10 @@ impl Timeline {
             detail: cut(detail.into(), DETAIL_TEXT),
         };
         let (store, summaries) = match self.inner.kinds.lock() {
-            Ok(mut kinds) => kinds.admit(&event, peer.ip()),
-            Err(_) => (true, Vec::new()),
+            Ok(mut kinds) => kinds.admit(event, peer.ip()),
+            Err(_) => (Some(event), Vec::new()),
         };
-        for e in summaries.into_iter().chain(store.then_some(event)) {
+        for e in summaries.into_iter().chain(store) {
             self.queue(e);
         }
     }
@@ -410,21 +410,27 @@ mod tests {
         let b: IpAddr = [10, 0, 0, 2].into();
         let mut stored = 0;
         for i in 0..1000 {
-            let (keep, summaries) = kinds.admit(&event(60, "10.0.0.1:68", "malformed"), a);
+            let (keep, summaries) = kinds.admit(event(60, "10.0.0.1:68", "malformed"), a);
             assert!(summaries.is_empty(), "{i}");
-            stored += usize::from(keep);
+            stored += usize::from(keep.is_some());
         }
         assert_eq!(stored, VERBATIM as usize);
         // Another source, or another kind, has its own count.
-        assert!(kinds.admit(&event(61, "10.0.0.2:68", "malformed"), b).0);
         assert!(
             kinds
-                .admit(&event(61, "10.0.0.1:68", "DHCPDISCOVER x"), a)
+                .admit(event(61, "10.0.0.2:68", "malformed"), b)
                 .0
+                .is_some()
+        );
+        assert!(
+            kinds
+                .admit(event(61, "10.0.0.1:68", "DHCPDISCOVER x"), a)
+                .0
+                .is_some()
         );
         // The next minute starts afresh and reports the last one's count.
-        let (keep, summaries) = kinds.admit(&event(120, "10.0.0.1:68", "malformed"), a);
-        assert!(keep);
+        let (keep, summaries) = kinds.admit(event(120, "10.0.0.1:68", "malformed"), a);
+        assert!(keep.is_some());
         assert_eq!(summaries.len(), 1);
         assert!(
             summaries[0].detail.starts_with("980 more like this"),
@@ -439,7 +445,7 @@ mod tests {
         let mut stored = 0;
         for i in 0..(KINDS as u32 + 10_000) {
             let ip: IpAddr = Ipv4Addr::from(0x0a00_0000 + i).into();
-            stored += usize::from(kinds.admit(&event(60, "x", "malformed"), ip).0);
+            stored += usize::from(kinds.admit(event(60, "x", "malformed"), ip).0.is_some());
         }
         assert_eq!(stored, KINDS + VERBATIM as usize);
         let summaries = kinds.summaries();

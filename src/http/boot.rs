@@ -4,6 +4,8 @@
 //! (kernels, initrds; with Range) and the files active deployments serve.
 //! Every request lands in the boot timeline.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -464,9 +466,7 @@ async fn record(State(state): State<Arc<BootState>>, req: Request, next: Next) -
         .map(|c| c.0)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     // iPXE escapes the colons of `${netX/mac}`: show the path as meant.
-    let path = percent_encoding::percent_decode_str(req.uri().path())
-        .decode_utf8_lossy()
-        .into_owned();
+    let path = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy();
     let mut asked = format!("{} {}", req.method(), redact_token(&path));
     if let Some(range) = req
         .headers()
@@ -475,9 +475,9 @@ async fn record(State(state): State<Arc<BootState>>, req: Request, next: Next) -
     {
         // A header is ASCII here (`to_str`); a real Range is short.
         let shown = &range[..range.len().min(64)];
-        asked.push_str(&format!(" range={shown}"));
+        let _ = write!(asked, " range={shown}");
         if shown.len() < range.len() {
-            asked.push_str(&format!("... ({} bytes)", range.len()));
+            let _ = write!(asked, "... ({} bytes)", range.len());
         }
     }
     let mac = path
@@ -496,13 +496,14 @@ async fn record(State(state): State<Arc<BootState>>, req: Request, next: Next) -
     } else {
         Outcome::Refused
     };
-    let mut detail = status.to_string();
+    let mut detail = String::with_capacity(48);
+    let _ = write!(detail, "{status}");
     if let Some(len) = response
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
     {
-        detail.push_str(&format!(", {len} bytes"));
+        let _ = write!(detail, ", {len} bytes");
     }
     if response.headers().contains_key("x-bootloader-decision") {
         detail.push_str(", local boot script");
@@ -515,21 +516,21 @@ async fn record(State(state): State<Arc<BootState>>, req: Request, next: Next) -
 
 /// The timeline and the logs show a callback's name, never its secret
 /// token.
-pub fn redact_token(path: &str) -> String {
+pub fn redact_token(path: &str) -> Cow<'_, str> {
     if let Some((_, name)) = path
         .strip_prefix("/_callback/")
         .and_then(|rest| rest.split_once('/'))
     {
-        return format!("/_callback/<token>/{name}");
+        return Cow::Owned(format!("/_callback/<token>/{name}"));
     }
     // /export/<kind>/<deployment>/<token>/...
     if let Some(rest) = path.strip_prefix("/export/") {
         let parts: Vec<&str> = rest.splitn(4, '/').collect();
         if let [kind, deployment, _token, tail] = parts[..] {
-            return format!("/export/{kind}/{deployment}/<token>/{tail}");
+            return Cow::Owned(format!("/export/{kind}/{deployment}/<token>/{tail}"));
         }
     }
-    path.to_string()
+    Cow::Borrowed(path)
 }
 
 /// Records a request that only the fallback answered.

@@ -147,16 +147,13 @@ async fn metrics(State(s): State<HealthState>) -> Response {
 /// the MAC or a token). Layered with `route_layer`, so only matched routes
 /// pass here; the fallback counts its own.
 pub async fn track(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "(unmatched)".to_string(), |p| p.as_str().to_string());
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
     let started = Instant::now();
     let response = next.run(req).await;
     crate::telemetry::http_request(
-        &route,
-        method.as_str(),
+        route.as_ref().map_or("(unmatched)", MatchedPath::as_str),
+        &method,
         response.status().as_u16(),
         started.elapsed(),
     );

@@ -84,7 +84,7 @@ async fn fallback(state: boot::BootState, req: axum::extract::Request) -> Respon
     let (route, response) = fallback_answer(state, req).await;
     crate::telemetry::http_request(
         route,
-        method.as_str(),
+        &method,
         response.status().as_u16(),
         started.elapsed(),
     );
