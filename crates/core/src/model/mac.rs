@@ -50,11 +50,16 @@ impl FromStr for MacAddr {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || MacParseError(s.to_string());
         let trimmed = s.trim();
-        let hex: String = trimmed
-            .chars()
-            .filter(|c| !matches!(c, ':' | '-' | '.'))
-            .collect();
-        if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        // The twelve digits' values, separators left out (no allocation:
+        // every boot request parses a MAC).
+        let mut digits = [0u8; 12];
+        let mut count = 0;
+        for b in trimmed.bytes().filter(|b| !matches!(b, b':' | b'-' | b'.')) {
+            let value = char::from(b).to_digit(16).ok_or_else(err)?;
+            *digits.get_mut(count).ok_or_else(err)? = value as u8;
+            count += 1;
+        }
+        if count != 12 {
             return Err(err());
         }
         // Separators must be consistent with one of the accepted layouts.
@@ -79,7 +84,7 @@ impl FromStr for MacAddr {
         }
         let mut octets = [0u8; 6];
         for (i, octet) in octets.iter_mut().enumerate() {
-            *octet = u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).map_err(|_| err())?;
+            *octet = digits[i * 2] << 4 | digits[i * 2 + 1];
         }
         Ok(Self(octets))
     }
@@ -87,12 +92,14 @@ impl FromStr for MacAddr {
 
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let o = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            o[0], o[1], o[2], o[3], o[4], o[5]
-        )
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [b':'; 17];
+        for (i, octet) in self.0.iter().enumerate() {
+            text[i * 3] = HEX[usize::from(octet >> 4)];
+            text[i * 3 + 1] = HEX[usize::from(octet & 0xf)];
+        }
+        // Only ASCII hex digits and colons.
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -137,6 +144,9 @@ mod tests {
         check("5:254:00:12:34:56", None);
         check("", None);
         check("52:54:00:12:34:56:78", None);
+        check("52:54:00:12:34:é6", None);
+        check("ff:FF:0a:A0:09:90", Some("ff:ff:0a:a0:09:90"));
+        check("52:54:00:12:34:56:", None);
     }
 
     #[test]
