@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::root_files::RootFiles;
-use super::transfer::{Threads, run_transfer};
+use super::transfer::{Threads, error_packet, run_transfer};
 use crate::timeline::Timeline;
 use bootloader_core::model::{Outcome as TimelineOutcome, Phase};
 use bootloader_core::tftp::packet::{self, ErrorCode, Packet, Request};
@@ -71,15 +71,7 @@ fn lock(live: &Mutex<HashSet<SocketAddr>>) -> MutexGuard<'_, HashSet<SocketAddr>
 }
 
 async fn send_error(socket: &UdpSocket, to: SocketAddr, code: ErrorCode, message: &str) {
-    let mut out = Vec::new();
-    packet::encode(
-        &Packet::Error {
-            code,
-            message: message.to_string(),
-        },
-        &mut out,
-    );
-    if let Err(e) = socket.send_to(&out, to).await {
+    if let Err(e) = socket.send_to(&error_packet(code, message), to).await {
         debug!(%to, error = %e, "could not send TFTP error");
     }
 }

@@ -507,8 +507,8 @@ impl Job {
     }
 }
 
-/// An ERROR to the client; a failure to send it is only logged.
-async fn send_error(wire: &mut impl Wire, code: ErrorCode, message: &str) {
+/// An ERROR packet.
+pub(super) fn error_packet(code: ErrorCode, message: &str) -> Vec<u8> {
     let mut out = Vec::new();
     packet::encode(
         &Packet::Error {
@@ -517,7 +517,12 @@ async fn send_error(wire: &mut impl Wire, code: ErrorCode, message: &str) {
         },
         &mut out,
     );
-    if let Err(e) = wire.send(&out).await {
+    out
+}
+
+/// An ERROR to the client; a failure to send it is only logged.
+async fn send_error(wire: &mut impl Wire, code: ErrorCode, message: &str) {
+    if let Err(e) = wire.send(&error_packet(code, message)).await {
         debug!(error = %e, "could not send TFTP error");
     }
 }
