@@ -398,11 +398,11 @@ pub async fn run_with_reloads(
         config.settings.clone(),
     );
     let listening = health.listeners.clone();
-    let router = http::router(state, boot_state, health, console);
+    let front = http::router(state, boot_state, health, console);
     start_http(
         &mut sup,
         config,
-        router,
+        front,
         listeners.http,
         listeners.https,
         open_files,
@@ -610,7 +610,7 @@ fn start_boot_services(
 fn start_http(
     sup: &mut Supervisor,
     config: &Config,
-    router: axum::Router,
+    front: http::Front,
     http_listener: TcpListener,
     https: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     open_files: u64,
@@ -622,9 +622,9 @@ fn start_http(
         let serve = http::tls::serve(
             listener,
             acceptor,
-            router
+            front
                 .clone()
-                .layer(axum::middleware::from_fn(http::tls::mark_https)),
+                .map_router(|r| r.layer(axum::middleware::from_fn(http::tls::mark_https))),
             http_limits(config, open_files),
             sup.shutdown(Stage::Serve).wait(),
         );
@@ -636,11 +636,13 @@ fn start_http(
     let plain = match (https_port, config.tls.set_redirect) {
         (Some(port), true) => {
             let port = port.unwrap_or(443);
-            router.layer(axum::middleware::from_fn(move |req, next| {
-                http::tls::redirect(port, req, next)
-            }))
+            front.map_router(|r| {
+                r.layer(axum::middleware::from_fn(move |req, next| {
+                    http::tls::redirect(port, req, next)
+                }))
+            })
         }
-        _ => router,
+        _ => front,
     };
     let serve = http::serve(
         http_listener,

@@ -1,8 +1,9 @@
 //! What booting machines fetch over HTTP: `/boot.ipxe` (the first script
 //! iPXE gets from DHCP), `/ipxe/<mac>` (the machine's script, or local
-//! boot), `/boot/<binary>` (iPXE binaries for UEFI HTTP boot), `/static/`
-//! (kernels, initrds; with Range) and the files active deployments serve.
-//! Every request lands in the boot timeline.
+//! boot; both made in `scripts.rs`), `/boot/<binary>` (iPXE binaries for
+//! UEFI HTTP boot), `/static/` (kernels, initrds; with Range) and the
+//! files active deployments serve. Every request lands in the boot
+//! timeline.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -13,11 +14,12 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use super::scripts;
 use crate::timeline::Timeline;
 use bootloader_core::model::{CallbackToken, MacAddr};
 use bootloader_core::model::{Outcome, Phase, Via};
@@ -45,13 +47,12 @@ pub struct BootState {
 }
 
 /// The boot routes. Unknown paths fall through to deployment files, then
-/// to `not_found`.
-pub fn routes(state: BootState) -> Router {
-    // Shared, not cloned per request (its paths and URL are heap strings).
-    let state = Arc::new(state);
+/// to `not_found`. The state is shared, not cloned per request (its paths
+/// and URL are heap strings).
+pub fn routes(state: Arc<BootState>) -> Router {
     Router::new()
-        .route("/boot.ipxe", get(boot_script))
-        .route("/ipxe/{mac}", get(machine_script))
+        .route("/boot.ipxe", get(scripts::boot_script))
+        .route("/ipxe/{mac}", get(scripts::machine_script))
         .route(
             // `{*name}`: the older system's templates write
             // `{{ callback_base }}/name`, and its web server merged the
@@ -136,7 +137,7 @@ async fn serve_opened(file: crate::files::Opened, req: Request) -> Response {
     }
 }
 
-fn text(body: String) -> Response {
+pub(super) fn text(body: String) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -145,104 +146,6 @@ fn text(body: String) -> Response {
         body,
     )
         .into_response()
-}
-
-/// The first script: finds out which machine this is and asks for its
-/// own. `netX` is the interface iPXE booted from, which on a server with
-/// several NICs need not be `net0`.
-async fn boot_script(State(state): State<Arc<BootState>>) -> Response {
-    text(format!(
-        "#!ipxe\n\
-         echo bootloader: fetching the script for ${{netX/mac}}\n\
-         chain --replace --autofree {}/ipxe/${{netX/mac}} || goto failed\n\
-         :failed\n\
-         echo bootloader: no script for ${{netX/mac}}; booting from disk in 10 s\n\
-         sleep 10\n\
-         exit 1\n",
-        state.public_url
-    ))
-}
-
-/// A script that boots the local disk: iPXE exits, and the firmware goes on
-/// to its next boot device.
-fn local_boot(mac: &MacAddr, why: &str) -> String {
-    format!("#!ipxe\necho bootloader: {mac}: {why}; booting from the local disk\nexit\n")
-}
-
-async fn machine_script(State(state): State<Arc<BootState>>, Path(raw): Path<String>) -> Response {
-    let Ok(mac) = raw.parse::<MacAddr>() else {
-        return (
-            StatusCode::BAD_REQUEST,
-            format!("{raw:?} is not a MAC address\n"),
-        )
-            .into_response();
-    };
-    let path = format!("ipxe/{mac}");
-    match state.store.served_file(Via::Http, &path).await {
-        Ok(Some(f)) => text(String::from_utf8_lossy(&f.content).into_owned()),
-        Ok(None) => {
-            let why = match state.store.boot_target(mac).await {
-                Ok(Some(t)) if t.deployment.is_some() && t.pxelinux => {
-                    match pxelinux_script(&state, &mac).await {
-                        Ok(Some(script)) => {
-                            let mut r = text(script);
-                            r.headers_mut().insert(
-                                "x-bootloader-decision",
-                                HeaderValue::from_static("pxelinux-through-ipxe"),
-                            );
-                            return r;
-                        }
-                        Ok(None) => format!(
-                            "its deployment serves pxelinux.cfg files, none for {}",
-                            mac.dashed()
-                        ),
-                        Err(why) => why,
-                    }
-                }
-                Ok(Some(t)) if t.deployment.is_some() => {
-                    "its deployment serves no iPXE script yet".to_string()
-                }
-                Ok(Some(t)) => format!("{} has no active deployment", t.fqdn),
-                Ok(None) => "unknown MAC".to_string(),
-                Err(e) => return store_down(e),
-            };
-            let mut r = text(local_boot(&mac, &why));
-            r.headers_mut().insert(
-                "x-bootloader-decision",
-                HeaderValue::from_static("local-boot"),
-            );
-            r
-        }
-        Err(e) => store_down(e),
-    }
-}
-
-/// For a machine that came to iPXE (UEFI firmware: BIOS firmware of a
-/// pxelinux deployment gets pxelinux itself) while its deployment serves
-/// pxelinux configs: the entry its `pxelinux.cfg/01-<mac>` boots, as an
-/// iPXE script. Relative paths are fetched over TFTP from this host.
-async fn pxelinux_script(state: &BootState, mac: &MacAddr) -> Result<Option<String>, String> {
-    let path = format!("pxelinux.cfg/01-{}", mac.dashed());
-    let file = match state.store.served_file(Via::Tftp, &path).await {
-        Ok(Some(f)) => f,
-        Ok(None) => return Ok(None),
-        Err(e) => return Err(format!("the store is unavailable ({e})")),
-    };
-    let config = String::from_utf8_lossy(&file.content);
-    let entry = bootloader_core::pxelinux::default_entry(&config)
-        .map_err(|e| format!("{path} cannot be booted through iPXE: {e}"))?;
-    let host = state
-        .public_url
-        .split_once("://")
-        .map_or(state.public_url.as_str(), |(_, rest)| rest)
-        .split(['/', ':'])
-        .next()
-        .unwrap_or_default();
-    Ok(Some(bootloader_core::pxelinux::ipxe_script(
-        &entry,
-        &path,
-        &format!("tftp://{host}"),
-    )))
 }
 
 /// A profile template rendered for an active deployment (a preseed's
@@ -412,7 +315,7 @@ async fn callback(
     }
 }
 
-fn store_down(e: bootloader_store::StoreError) -> Response {
+pub(super) fn store_down(e: bootloader_store::StoreError) -> Response {
     tracing::warn!(error = %e, "boot request failed");
     // iPXE retries a failed chain; a 503 says "try again", not "no".
     (
@@ -465,53 +368,81 @@ async fn record(State(state): State<Arc<BootState>>, req: Request, next: Next) -
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    // iPXE escapes the colons of `${netX/mac}`: show the path as meant.
-    let path = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy();
-    let mut asked = format!("{} {}", req.method(), redact_token(&path));
-    if let Some(range) = req
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-    {
-        // A header is ASCII here (`to_str`); a real Range is short.
-        let shown = &range[..range.len().min(64)];
-        let _ = write!(asked, " range={shown}");
-        if shown.len() < range.len() {
-            let _ = write!(asked, "... ({} bytes)", range.len());
-        }
-    }
-    let mac = path
-        .strip_prefix("/ipxe/")
-        .and_then(|m| m.parse::<MacAddr>().ok())
-        .or_else(|| state.timeline.mac_of(peer.ip()));
-    if let Some(m) = mac {
-        tracing::Span::current().record("mac", tracing::field::display(m));
-    }
+    let noted = Noted::take(&state, peer, req.method(), req.uri(), req.headers());
     let response = next.run(req).await;
-    let status = response.status();
-    let outcome = if status.is_success() || status.is_redirection() {
-        Outcome::Answered
-    } else if status.is_server_error() {
-        Outcome::Failed
-    } else {
-        Outcome::Refused
-    };
-    let mut detail = String::with_capacity(48);
-    let _ = write!(detail, "{status}");
-    if let Some(len) = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-    {
-        let _ = write!(detail, ", {len} bytes");
-    }
-    if response.headers().contains_key("x-bootloader-decision") {
-        detail.push_str(", local boot script");
-    }
-    state
-        .timeline
-        .record(Phase::Http, mac, peer, asked, outcome, detail);
+    noted.answered(&state, &response);
     response
+}
+
+/// A boot request as the timeline shows it, noted before it is answered.
+pub(super) struct Noted {
+    peer: SocketAddr,
+    mac: Option<MacAddr>,
+    asked: String,
+}
+
+impl Noted {
+    /// Notes the request, and gives the request's span the machine's MAC
+    /// (from an `/ipxe/<mac>` path, or the address's last DHCP answer).
+    pub(super) fn take(
+        state: &BootState,
+        peer: SocketAddr,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Self {
+        // iPXE escapes the colons of `${netX/mac}`: show the path as meant.
+        let path = percent_encoding::percent_decode_str(uri.path()).decode_utf8_lossy();
+        let mut asked = format!("{method} {}", redact_token(&path));
+        if let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+            // A header is ASCII here (`to_str`); a real Range is short.
+            let shown = &range[..range.len().min(64)];
+            let _ = write!(asked, " range={shown}");
+            if shown.len() < range.len() {
+                let _ = write!(asked, "... ({} bytes)", range.len());
+            }
+        }
+        let mac = path
+            .strip_prefix("/ipxe/")
+            .and_then(|m| m.parse::<MacAddr>().ok())
+            .or_else(|| state.timeline.mac_of(peer.ip()));
+        if let Some(m) = mac {
+            tracing::Span::current().record("mac", tracing::field::display(m));
+        }
+        Self { peer, mac, asked }
+    }
+
+    /// Records the request with its answer.
+    pub(super) fn answered(self, state: &BootState, response: &Response) {
+        let status = response.status();
+        let outcome = if status.is_success() || status.is_redirection() {
+            Outcome::Answered
+        } else if status.is_server_error() {
+            Outcome::Failed
+        } else {
+            Outcome::Refused
+        };
+        let mut detail = String::with_capacity(48);
+        let _ = write!(detail, "{status}");
+        if let Some(len) = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+        {
+            let _ = write!(detail, ", {len} bytes");
+        }
+        if response.headers().contains_key(scripts::DECISION) {
+            detail.push_str(", local boot script");
+        }
+        state.timeline.record(
+            Phase::Http,
+            self.mac,
+            self.peer,
+            self.asked,
+            outcome,
+            detail,
+        );
+    }
 }
 
 /// The timeline and the logs show a callback's name, never its secret

@@ -16,13 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::ConnectInfo;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
-use tower::ServiceExt;
+
+use super::Front;
 
 /// The bounds one listener applies.
 #[derive(Debug, Clone)]
@@ -293,25 +292,23 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 }
 
-/// Serves one admitted connection with `router` until it ends, is
+/// Serves one admitted connection with `front` until it ends, is
 /// evicted, or the server stops (then the request under way finishes).
 pub async fn serve_connection<T>(
     io: T,
     peer: SocketAddr,
     slot: Slot,
     limits: &ConnLimits,
-    router: Router,
+    front: Front,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let io = Watched::new(io, limits.idle_timeout, &slot);
-    // Handlers see the peer as `ConnectInfo`.
-    let service = router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
-        req
+    let service = hyper::service::service_fn(move |req| {
+        let front = front.clone();
+        async move { Ok::<_, std::convert::Infallible>(front.answer(peer, req).await) }
     });
-    let service = hyper_util::service::TowerToHyperService::new(service);
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
@@ -340,7 +337,7 @@ pub async fn serve_connection<T>(
 /// under way.
 pub async fn serve<T, U, F>(
     listener: tokio::net::TcpListener,
-    router: Router,
+    front: Front,
     limits: ConnLimits,
     upgrade: U,
     shutdown: impl Future<Output = ()>,
@@ -383,13 +380,13 @@ pub async fn serve<T, U, F>(
         };
         // Small answers (boot scripts, API replies) go out at once.
         let _ = tcp.set_nodelay(true);
-        let router = router.clone();
+        let front = front.clone();
         let limits = limits.clone();
         let watcher = graceful.watcher();
         let upgrade = upgrade.clone();
         tokio::spawn(async move {
             if let Some(io) = upgrade(tcp, peer).await {
-                serve_connection(io, peer, slot, &limits, router, watcher).await;
+                serve_connection(io, peer, slot, &limits, front, watcher).await;
             }
         });
     }

@@ -1,8 +1,10 @@
 //! The HTTP side: the REST API (`api/`, at `/api/v1/`), the older
 //! system's API at its old paths (`legacy/`), the web console (`console/`),
-//! what booting machines fetch and call back (`boot.rs`: scripts, files,
-//! callbacks, exports), health and metrics (`health.rs`), the accept loop
-//! (`conn.rs`) and HTTPS (`tls.rs`).
+//! what booting machines fetch and call back (`boot.rs`: files, callbacks,
+//! exports, the timeline's record; `scripts.rs`: the two scripts every
+//! iPXE boot fetches, answered before the router by `Front`), health and
+//! metrics (`health.rs`), the accept loop (`conn.rs`) and HTTPS
+//! (`tls.rs`).
 
 pub mod api;
 pub mod boot;
@@ -11,17 +13,22 @@ pub mod conn;
 pub mod console;
 pub mod health;
 pub mod legacy;
+pub mod scripts;
 pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::http::Method;
+use axum::http::{Method, Request};
 use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 
 /// Everything a request handler may use.
 #[derive(Clone)]
@@ -35,19 +42,64 @@ pub struct AppState {
     pub max_page_size: u32,
 }
 
+/// What a listener serves: the router, and before it the two scripts
+/// every iPXE boot fetches (`scripts::Script`).
+#[derive(Clone)]
+pub struct Front {
+    router: Router,
+    boot: Arc<boot::BootState>,
+}
+
+impl Front {
+    /// The same, with `layer` around the router (HTTPS marking, the
+    /// redirect to HTTPS). The scripts do not pass through it: neither
+    /// layer changes what a machine fetches.
+    pub fn map_router(self, layer: impl FnOnce(Router) -> Router) -> Self {
+        Self {
+            router: layer(self.router),
+            boot: self.boot,
+        }
+    }
+
+    /// Answers one request that came from `peer`.
+    pub async fn answer(&self, peer: SocketAddr, mut req: Request<Incoming>) -> Response {
+        if let Some(script) = scripts::Script::asked(req.method(), req.uri().path()) {
+            let span = request_span(&req);
+            return scripts::answer_script(
+                &self.boot,
+                peer,
+                &script,
+                req.method(),
+                req.uri(),
+                req.headers(),
+            )
+            .instrument(span)
+            .await;
+        }
+        // Handlers see the peer as `ConnectInfo`.
+        req.extensions_mut().insert(ConnectInfo(peer));
+        match self.router.clone().oneshot(req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+}
+
 /// The whole HTTP application.
 pub fn router(
     state: AppState,
     boot_state: boot::BootState,
     health: health::HealthState,
     console: console::ConsoleState,
-) -> Router {
+) -> Front {
+    let boot_state = Arc::new(boot_state);
     let (api, _) = api::routes(state.clone());
     let older = legacy::routes(legacy::LegacyState {
         app: state.clone(),
         limiter: console.limiter.clone(),
     });
-    Router::new()
+    let fallback_state = boot_state.clone();
+    let router = Router::new()
         .nest("/api/v1", api)
         // With a trailing slash, which nesting does not match.
         .route("/api/v1/", axum::routing::get(api::index))
@@ -57,16 +109,20 @@ pub fn router(
         .merge(console::routes(console))
         .merge(boot::routes(boot_state.clone()))
         .route_layer(axum::middleware::from_fn(health::track))
-        .fallback(move |req: axum::extract::Request| fallback(boot_state.clone(), req))
+        .fallback(move |req: axum::extract::Request| fallback(fallback_state.clone(), req))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             16 * 1024 * 1024,
-        ))
+        ));
+    Front {
+        router,
+        boot: boot_state,
+    }
 }
 
 /// One span per request, carrying what the handlers learn: the machine's
 /// MAC and the deployment. The path is shown without tokens.
-fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+fn request_span<B>(req: &Request<B>) -> tracing::Span {
     tracing::info_span!(
         "http",
         method = %req.method(),
@@ -78,7 +134,7 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
 
 /// Files that deployments serve over HTTP live at their own paths; every
 /// other unknown path is a JSON 404.
-async fn fallback(state: boot::BootState, req: axum::extract::Request) -> Response {
+async fn fallback(state: Arc<boot::BootState>, req: axum::extract::Request) -> Response {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let (route, response) = fallback_answer(state, req).await;
@@ -92,7 +148,7 @@ async fn fallback(state: boot::BootState, req: axum::extract::Request) -> Respon
 }
 
 async fn fallback_answer(
-    state: boot::BootState,
+    state: Arc<boot::BootState>,
     req: axum::extract::Request,
 ) -> (&'static str, Response) {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned();
@@ -114,17 +170,17 @@ async fn fallback_answer(
     )
 }
 
-/// Serves `router` on an already bound listener until `shutdown` resolves,
+/// Serves `front` on an already bound listener until `shutdown` resolves,
 /// within `limits` (connections, header and idle timeouts).
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    front: Front,
     limits: conn::ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     conn::serve(
         listener,
-        router,
+        front,
         limits,
         |tcp, _peer| async move { Some(tcp) },
         shutdown,

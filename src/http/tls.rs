@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use axum::Router;
 use axum::extract::Request;
 use axum::http::{StatusCode, Uri, header};
 use axum::middleware::Next;
@@ -58,13 +57,13 @@ pub fn acceptor(tls: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `router` over TLS on `listener` until `shutdown` resolves, within
+/// Serves `front` over TLS on `listener` until `shutdown` resolves, within
 /// `limits` as plain HTTP is; then stops accepting and lets the connections
 /// under way finish their requests.
 pub async fn serve(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    router: Router,
+    front: super::Front,
     limits: super::conn::ConnLimits,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -84,7 +83,7 @@ pub async fn serve(
             }
         }
     };
-    super::conn::serve(listener, router, limits, handshake, shutdown).await;
+    super::conn::serve(listener, front, limits, handshake, shutdown).await;
 }
 
 /// Marks each request of the HTTPS listener, so that what it sets (the

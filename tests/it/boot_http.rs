@@ -426,6 +426,177 @@ echo two
     ts.drop_database().await;
 }
 
+/// `bootloader_http_requests_total` for each (route, method, status, _).
+async fn requests_counted(d: &Daemon, keys: &[(&str, &str, u16, u64)]) -> Vec<u64> {
+    let metrics = reqwest::get(format!("{}/metrics", d.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    keys.iter()
+        .map(|(route, method, status, _)| {
+            let name = format!(
+                "bootloader_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} "
+            );
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name.as_str()))
+                .map_or(0, |n| n.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The two scripts every boot fetches are answered before the router
+/// (`http::Front`): to every method, escape and shape of path they answer
+/// as their routes do, and are counted and recorded alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_answer_as_their_routes() {
+    let ts = TestStore::new(Backend::Sqlite).await;
+    let d = Daemon::start(&ts, None).await;
+    add_node(&d).await;
+    let client = reqwest::Client::new();
+    let escaped = MAC.replace(':', "%3A");
+    let cases: Vec<(&str, String, StatusCode, &str)> = vec![
+        (
+            "GET",
+            "/boot.ipxe?from=dhcp".into(),
+            StatusCode::OK,
+            "/ipxe/${netX/mac} || goto failed",
+        ),
+        ("HEAD", "/boot.ipxe".into(), StatusCode::OK, ""),
+        (
+            "DELETE",
+            "/boot.ipxe".into(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "",
+        ),
+        (
+            "GET",
+            format!("/ipxe/{escaped}"),
+            StatusCode::OK,
+            "n1.dc1.example.com has no active deployment",
+        ),
+        ("HEAD", format!("/ipxe/{MAC}"), StatusCode::OK, ""),
+        (
+            "POST",
+            format!("/ipxe/{MAC}"),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "",
+        ),
+        (
+            "GET",
+            "/ipxe/bad".into(),
+            StatusCode::BAD_REQUEST,
+            "\"bad\" is not a MAC address",
+        ),
+        (
+            "GET",
+            "/ipxe/%FF".into(),
+            StatusCode::BAD_REQUEST,
+            "Invalid UTF-8",
+        ),
+        (
+            "GET",
+            "/ipxe/".into(),
+            StatusCode::NOT_FOUND,
+            "no such endpoint",
+        ),
+        (
+            "GET",
+            "/ipxe/a/b".into(),
+            StatusCode::NOT_FOUND,
+            "no such endpoint",
+        ),
+        (
+            "GET",
+            format!("/ipxe/{MAC}/"),
+            StatusCode::NOT_FOUND,
+            "no such endpoint",
+        ),
+    ];
+    let counted = [
+        ("/boot.ipxe", "GET", 200, 1),
+        ("/boot.ipxe", "HEAD", 200, 1),
+        ("/boot.ipxe", "DELETE", 405, 1),
+        ("/ipxe/{mac}", "GET", 200, 1),
+        ("/ipxe/{mac}", "HEAD", 200, 1),
+        ("/ipxe/{mac}", "POST", 405, 1),
+        ("/ipxe/{mac}", "GET", 400, 2),
+        ("(not found)", "GET", 404, 3),
+    ];
+    // The tests' daemons share one process's recorder: what this test
+    // adds is what the counters grew by (other tests may add too).
+    let before = requests_counted(&d, &counted).await;
+    let mut script_length = None;
+    for (method, path, status, says) in &cases {
+        let r = client
+            .request(method.parse().unwrap(), format!("{}{path}", d.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), *status, "{method} {path}");
+        let headers = r.headers().clone();
+        let body = text(&r.bytes().await.unwrap());
+        assert!(body.contains(says), "{method} {path}: {body}");
+        if *status == StatusCode::METHOD_NOT_ALLOWED {
+            assert_eq!(headers["allow"], "GET,HEAD", "{method} {path}");
+        }
+        if path.starts_with("/ipxe/") && *status == StatusCode::OK {
+            assert_eq!(
+                headers["x-bootloader-decision"], "local-boot",
+                "{method} {path}"
+            );
+            let length = headers["content-length"].to_str().unwrap().to_string();
+            if *method == "GET" {
+                assert_eq!(length, body.len().to_string());
+                script_length = Some(length);
+            } else {
+                assert!(body.is_empty(), "HEAD has no body: {body}");
+                assert_eq!(Some(length), script_length, "HEAD tells GET's length");
+            }
+        }
+    }
+
+    // Counted by route pattern, method and status.
+    let after = requests_counted(&d, &counted).await;
+    for (key, (b, a)) in counted.iter().zip(before.iter().zip(&after)) {
+        assert!(a - b >= key.3, "{key:?}: {b} -> {a}");
+    }
+
+    // The timeline keeps the machine's requests under its MAC, the
+    // escaped path shown as meant.
+    let want = [
+        format!("GET /ipxe/{MAC}"),
+        format!("HEAD /ipxe/{MAC}"),
+        format!("POST /ipxe/{MAC}"),
+    ];
+    let mut requests = Vec::new();
+    for _ in 0..50 {
+        let (_, t) = d.get("/servers/n1.dc1.example.com/timeline").await;
+        requests = t["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| format!("{} {}", e["request"].as_str().unwrap(), e["outcome"]))
+            .collect::<Vec<_>>();
+        if want
+            .iter()
+            .all(|w| requests.iter().any(|r| r.starts_with(w.as_str())))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (asked, outcome) in want.iter().zip(["answered", "answered", "refused"]) {
+        let line = format!("{asked} \"{outcome}\"");
+        assert!(requests.contains(&line), "{line} in {requests:?}");
+    }
+    d.stop().await;
+    ts.drop_database().await;
+}
+
 on_both_backends!(
     scripts_files_and_static,
     callbacks_are_recorded_once,
