@@ -20,7 +20,7 @@
 # servers during the storm; PERF_ARGS adds to its arguments, e.g. -g),
 # PERF_STAT=1 (count the servers' context switches and system calls during
 # the storm, per machine, with perf stat), THREADS=1 (the servers' CPU
-# during the storm by kind of thread, from /proc),
+# and context switches during the storm by kind of thread, from /proc),
 # BL_RUST_LOG (RUST_LOG for bootloader, e.g. sqlx::query=debug), BL_ENV
 # (more VAR=value for bootloader, e.g. MALLOC_ARENA_MAX=2), POSTS (POSTs
 # in flight at once while starting the deployments, 4).
@@ -129,9 +129,10 @@ server_threads() {
         for t in /proc/$p/task/*; do
             awk '{sub(/^[0-9]+ \(/, ""); sub(/\) .*/, "", $0); print}' "$t/stat" 2>/dev/null \
                 | tr -d '0-9' | tr ' ' '_' | tr '\n' ' '
-            cut -d' ' -f14,15 "$t/stat" 2>/dev/null | awk '{print $1 + $2}'
+            cut -d' ' -f14,15 "$t/stat" 2>/dev/null | awk '{printf "%d ", $1 + $2}'
+            awk '/ctxt_switches/ {n += $2} END {print n + 0}' "$t/status" 2>/dev/null
         done
-    done | awk '{ticks[$1] += $2} END {for (n in ticks) print n, ticks[n]}'
+    done | awk '{ticks[$1] += $2; switches[$1] += $3} END {for (n in ticks) print n, ticks[n], switches[n]}'
 }
 # Memory (KiB) of every process in the server namespace, summed: $1 is
 # VmRSS (resident now) or VmHWM (the peak).
@@ -174,8 +175,8 @@ storm() {
     if [ "${THREADS:-0}" = 1 ]; then
         # Threads that ended during the storm are not counted.
         server_threads | awk -v n="$MACHINES" -v hz="$(getconf CLK_TCK)" \
-            'NR == FNR {before[$1] = $2; next}
-             {d = $2 - before[$1]; if (d > 0) printf "server threads %s: %d ms (%.2f ms per machine)\n", $1, d * 1000 / hz, d * 1000 / hz / n}' \
+            'NR == FNR {before[$1] = $2; sw[$1] = $3; next}
+             {d = $2 - before[$1]; s = $3 - sw[$1]; if (d > 0) printf "server threads %s: %d ms (%.2f ms per machine), %d switches (%.1f per machine)\n", $1, d * 1000 / hz, d * 1000 / hz / n, s, s / n}' \
             "$OUT/threads0-$label.txt" - | sort | tee -a "$OUT/storm-$label.txt" >&2
     fi
     if [ "$label" = bootloader ]; then
