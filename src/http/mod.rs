@@ -27,7 +27,11 @@ use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
-use tower_http::trace::TraceLayer;
+use tower_http::classify::ServerErrorsFailureClass;
+use tower_http::trace::{
+    DefaultOnFailure, DefaultOnRequest, DefaultOnResponse, OnFailure, OnRequest, OnResponse,
+    TraceLayer,
+};
 use tracing::Instrument;
 
 /// Everything a request handler may use.
@@ -65,15 +69,32 @@ impl Front {
     pub async fn answer(&self, peer: SocketAddr, mut req: Request<Incoming>) -> Response {
         if let Some(script) = scripts::Script::asked(req.method(), req.uri().path()) {
             let span = request_span(&req);
-            return scripts::answer_script(
-                &self.boot,
-                peer,
-                &script,
-                req.method(),
-                req.uri(),
-                req.headers(),
-            )
-            .instrument(span)
+            return async {
+                // The events `TraceLayer` gives every other request
+                // (`RUST_LOG=tower_http=debug`), from the same code.
+                DefaultOnRequest::default().on_request(&req, &span);
+                let started = std::time::Instant::now();
+                let response = scripts::answer_script(
+                    &self.boot,
+                    peer,
+                    &script,
+                    req.method(),
+                    req.uri(),
+                    req.headers(),
+                )
+                .await;
+                let latency = started.elapsed();
+                DefaultOnResponse::default().on_response(&response, latency, &span);
+                if response.status().is_server_error() {
+                    DefaultOnFailure::default().on_failure(
+                        ServerErrorsFailureClass::StatusCode(response.status()),
+                        latency,
+                        &span,
+                    );
+                }
+                response
+            }
+            .instrument(span.clone())
             .await;
         }
         // Handlers see the peer as `ConnectInfo`.
