@@ -329,6 +329,104 @@ async fn older_ubuntu_profile_boots_through_pxelinux() {
     }
 }
 
+/// The older profile as sites without an HTTP-capable pxelinux ran it:
+/// the `pxelinux.cfg` entry names the kernel and initrd by relative paths,
+/// which pxelinux fetches over TFTP through the firmware's PXE stack, each
+/// block acknowledged before the next: long lock-step transfers, which the
+/// daemon serves on threads of their own (`tftp/transfer.rs`).
+fn older_ubuntu_profile_over_tftp() -> String {
+    let http = older_ubuntu_profile();
+    let tftp = http
+        .replace("version: 0.1-a", "version: 0.1-tftp")
+        .replace(
+            "via: http\n      filename: 'images/",
+            "via: tftp\n      filename: 'images/",
+        )
+        .replace("{{ agent_url }}/images/", "images/");
+    assert_eq!(
+        (
+            tftp.matches("via: tftp").count(),
+            tftp.matches("agent_url").count()
+        ),
+        (3, 0),
+        "{tftp}"
+    );
+    tftp
+}
+
+/// A BIOS machine boots the older profile with its kernel and initrd over
+/// TFTP: the firmware's TFTP client (QEMU's iPXE ROM under lpxelinux)
+/// fetches both in lock-step, the kernel on a thread of its own, and the
+/// payload's callbacks walk the deployment to `complete`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_profile_boots_with_its_kernel_over_tftp() {
+    if skip() {
+        return;
+    }
+    preflight();
+    let name = "dep5";
+    let (lab, _vm, fqdn) = lab_with_vm(name, 4, &[older_ubuntu_profile_over_tftp()]).await;
+    let d = lab.post(
+        "/deployments",
+        json!({"server": fqdn, "profile": "ubuntu-16.04==0.1-tftp"}),
+    );
+    let id = d["id"].as_i64().unwrap_or_else(|| panic!("{d}"));
+    let done = wait_for(&lab, id, name, "complete");
+    assert_eq!(done["progress"], 100, "{done}");
+
+    std::thread::sleep(Duration::from_millis(600));
+    let mut events = lab.timeline(&fqdn);
+    events.reverse();
+    let at = |phase: &str, needle: &str| position(&events, phase, needle);
+    let dashed = common::netns::mac(64).replace(':', "-");
+    let order = [
+        at("tftp", "RRQ lpxelinux.0"),
+        at("tftp", &format!("RRQ pxelinux.cfg/01-{dashed}")),
+        at("tftp", "RRQ images/ubuntu/16.04/kernel"),
+        at("tftp", "RRQ images/ubuntu/16.04/initrd.gz"),
+    ];
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "{order:?} {events:#?}"
+    );
+    // Whole, in lock-step; nothing of the two over HTTP.
+    let payload = common::netns::payload();
+    for (file, local) in [("kernel", "vmlinuz"), ("initrd.gz", "initrd.img")] {
+        let size = std::fs::metadata(payload.join(local)).unwrap().len();
+        let sent = events
+            .iter()
+            .filter(|e| {
+                e["phase"] == "tftp"
+                    && e["request"]
+                        .as_str()
+                        .is_some_and(|r| r.contains(&format!("16.04/{file}")))
+            })
+            .filter_map(|e| e["detail"].as_str())
+            .find(|d| d.starts_with("sent "))
+            .unwrap_or_else(|| panic!("no whole transfer of {file}: {events:#?}"));
+        assert!(
+            sent.starts_with(&format!("sent {size} bytes")) && sent.contains("windowsize 1,"),
+            "{file}: {sent}"
+        );
+    }
+    assert!(
+        !events.iter().any(|e| e["phase"] == "http"
+            && e["request"]
+                .as_str()
+                .is_some_and(|r| r.contains("/images/"))),
+        "{events:#?}"
+    );
+    // The kernel (8 MB, some 5,700 blocks) on a thread of its own; the
+    // initrd (1.4 MB) is under the 1,024 blocks that take one.
+    let log = lab.log("daemon");
+    assert!(
+        log.lines().any(|l| l.contains("16.04/kernel")
+            && l.contains("a long lock-step transfer: on a thread of its own")),
+        "the kernel was not served on a thread:{}",
+        lab.logs()
+    );
+}
+
 /// The same older profile on a UEFI machine: OVMF's PXE gets iPXE (no
 /// pxelinux for UEFI here), iPXE asks for its script, and the daemon
 /// answers with the entry of the `pxelinux.cfg` file the deployment
