@@ -426,14 +426,19 @@ echo two
     ts.drop_database().await;
 }
 
-/// `bootloader_http_requests_total` for each (route, method, status, _).
-async fn requests_counted(d: &Daemon, keys: &[(&str, &str, u16, u64)]) -> Vec<u64> {
-    let metrics = reqwest::get(format!("{}/metrics", d.base))
+/// The daemon's `/metrics` text.
+async fn metrics(d: &Daemon) -> String {
+    reqwest::get(format!("{}/metrics", d.base))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// `bootloader_http_requests_total` for each (route, method, status, _).
+async fn requests_counted(d: &Daemon, keys: &[(&str, &str, u16, u64)]) -> Vec<u64> {
+    let metrics = metrics(d).await;
     keys.iter()
         .map(|(route, method, status, _)| {
             let name = format!(
@@ -768,12 +773,7 @@ async fn connection_floods_do_not_stop_booting() {
     );
     drop(idle);
     // Each bound did its part.
-    let metrics = reqwest::get(format!("{}/metrics", d.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&d).await;
     for reason in ["per_source", "evicted", "header_timeout"] {
         let line = metrics
             .lines()

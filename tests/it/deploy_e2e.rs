@@ -416,7 +416,7 @@ async fn older_profile_boots_with_its_kernel_over_tftp() {
                 .is_some_and(|r| r.contains("/images/"))),
         "{events:#?}"
     );
-    // The kernel (8 MB, some 5,700 blocks) on a thread of its own; the
+    // The kernel (8 MB, about 5,860 blocks of 1408) on a thread of its own; the
     // initrd (1.4 MB) is under the 1,024 blocks that take one.
     let log = lab.log("daemon");
     assert!(
