@@ -46,6 +46,11 @@ impl Opened {
     /// blocking: call it on a blocking thread.
     pub fn open_now(path: PathBuf) -> io::Result<Self> {
         let file = std::fs::File::open(&path)?;
+        Self::from_file(path, file)
+    }
+
+    /// `file`, opened from `path`, if it is a regular file.
+    pub fn from_file(path: PathBuf, file: std::fs::File) -> io::Result<Self> {
         let meta = file.metadata()?;
         if !meta.is_file() {
             return Err(io::Error::new(
@@ -62,8 +67,42 @@ impl Opened {
         })
     }
 
-    /// Opens `path` on a blocking thread.
+    /// `path`, below `dir`, opened for reading on the caller's thread when
+    /// the kernel resolves it from its name cache alone (`RESOLVE_CACHED`,
+    /// with `resolve`'s rules) and it is a regular file (`O_NONBLOCK`: a
+    /// FIFO's open does not wait; a regular file ignores the flag); `None`
+    /// otherwise (not in the cache, refused by `resolve`, missing, not a
+    /// file, a kernel before 5.12). `shown` is the path it is known by.
+    pub fn open_cached(
+        dir: impl std::os::fd::AsFd,
+        path: &Path,
+        resolve: rustix::fs::ResolveFlags,
+        shown: PathBuf,
+    ) -> Option<Self> {
+        use rustix::fs::{Mode, OFlags, ResolveFlags, openat2};
+        let fd = openat2(
+            dir,
+            path,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+            Mode::empty(),
+            ResolveFlags::CACHED | resolve,
+        )
+        .ok()?;
+        Self::from_file(shown, std::fs::File::from(fd)).ok()
+    }
+
+    /// Opens `path` from the name cache if it can, else on a blocking
+    /// thread.
     pub async fn open(path: PathBuf) -> io::Result<Self> {
+        let cached = Self::open_cached(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::ResolveFlags::empty(),
+            path.clone(),
+        );
+        if let Some(opened) = cached {
+            return Ok(opened);
+        }
         tokio::task::spawn_blocking(move || Self::open_now(path))
             .await
             .unwrap_or_else(|e| Err(io::Error::other(e)))
